@@ -1,0 +1,32 @@
+# Two commands: `make lab` (open the notebooks) and `make test` (run the test suite).
+# Both create the virtual environment .venv/ on first use (a few minutes), then are fast.
+# `make tour` executes the tour notebook headless into runs/tour.html.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.hdit-edu-installed
+# JupyterLab refuses to run as root without --allow-root; a machine without a display gets
+# --no-browser (the URL with its token is printed). Extra flags: make lab LAB_ARGS="--port 9999"
+LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root) $(if $(DISPLAY),,--no-browser) $(LAB_ARGS)
+
+.PHONY: lab test tour
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[notebooks,dev]"
+	@touch $(STAMP)
+
+lab: $(STAMP)
+	$(PY) -m ipykernel install --user --name hdit-edu --display-name "Python (hdit-edu)"
+	$(VENV)/bin/jupyter lab notebooks/00_tour.ipynb $(LAB_FLAGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+tour: $(STAMP)
+	@mkdir -p runs
+	HDIT_PROFILE=cpu $(VENV)/bin/jupyter nbconvert --to html --execute \
+		--ExecutePreprocessor.timeout=1200 notebooks/00_tour.ipynb --output-dir runs --output tour
+	@echo "wrote runs/tour.html"

@@ -1,0 +1,21 @@
+"""hdit-edu: the Hourglass Diffusion Transformer (Crowson et al., ICML 2024), to read and run.
+
+Modules mirror the paper (see README.md's map): ``diffusion`` (§3.1, App. B), ``sampling``
+(§5.1), ``layers`` / ``rope`` / ``attention`` (§4.2–4.3, App. C), ``hourglass`` (§4.1),
+``dit`` (the DiT-B/4 baseline), ``configs`` (§5.2, Table 6), ``flops`` (App. A), ``data``,
+``training``, ``evaluation`` (§5.1).
+"""
+
+from .configs import Config, DiffusionConfig, LevelConfig, MappingConfig, ModelConfig, build_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Config",
+    "DiffusionConfig",
+    "LevelConfig",
+    "MappingConfig",
+    "ModelConfig",
+    "build_model",
+    "__version__",
+]

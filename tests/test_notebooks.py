@@ -1,0 +1,93 @@
+"""Every notebook: its .py (the source of truth) and .ipynb twin agree, the .ipynb carries no
+outputs, and it runs top to bottom in the ``cpu`` profile (``HDIT_PROFILE=cpu``) — any
+exception or failed ``assert`` cell fails the test.
+
+A notebook whose jupytext header has ``hdit_slow: true`` in its metadata is skipped unless
+``--runslow`` is given.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+from jupytext.compare import compare_notebooks
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+SOURCES = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
+CELL_TIMEOUT_S = 900
+
+
+def execute_notebook(nb: nbformat.NotebookNode, cwd: Path, profile: str = "cpu") -> None:
+    """Run every cell of ``nb`` in a fresh kernel; raises CellExecutionError on any error."""
+    kernel = nb.metadata.get("kernelspec", {}).get("name")
+    if not kernel:
+        raise ValueError("notebook has no kernelspec name: add one to the jupytext header")
+    old = os.environ.get("HDIT_PROFILE")
+    os.environ["HDIT_PROFILE"] = profile  # the kernel inherits the environment
+    try:
+        NotebookClient(
+            nb,
+            kernel_name=kernel,
+            timeout=CELL_TIMEOUT_S,
+            resources={"metadata": {"path": str(cwd)}},
+        ).execute()
+    finally:
+        if old is None:
+            os.environ.pop("HDIT_PROFILE", None)
+        else:
+            os.environ["HDIT_PROFILE"] = old
+
+
+def test_there_are_notebooks():
+    assert SOURCES, f"no notebooks found in {NOTEBOOK_DIR}"
+    assert (NOTEBOOK_DIR / "00_tour.py").exists()
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_notebook_pair_in_sync(source: Path):
+    twin = source.with_suffix(".ipynb")
+    assert twin.exists(), f"{twin.name} is missing: run `jupytext --to ipynb {source}`"
+    from_py = jupytext.read(source)
+    from_ipynb = nbformat.read(twin, as_version=4)
+    # raises on the first difference in cell content, type or metadata
+    compare_notebooks(from_ipynb, from_py, fmt="py:percent")
+    for cell in from_ipynb.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs, f"{twin.name} holds outputs: commit it without outputs"
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_notebook_runs_in_cpu_profile(source: Path, request):
+    nb = jupytext.read(source)
+    if nb.metadata.get("hdit_slow") and not request.config.getoption("--runslow"):
+        pytest.skip("notebook marked hdit_slow: run with --runslow")
+    execute_notebook(nb, NOTEBOOK_DIR)
+
+
+def test_failing_cell_fails_the_run(tmp_path: Path):
+    """The harness itself: a raising cell, or a failed assert, must fail the execution."""
+    for bad in ("raise RuntimeError('boom')", "assert 1 + 1 == 3, 'arithmetic'"):
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell(bad)]
+        with pytest.raises(CellExecutionError):
+            execute_notebook(nb, tmp_path)
+
+
+def test_drift_between_pair_is_detected(tmp_path: Path):
+    """The sync check itself: an edit to the .py that the .ipynb lacks must be caught."""
+    nb = jupytext.read(NOTEBOOK_DIR / "00_tour.py")
+    drifted = jupytext.reads(
+        jupytext.writes(nb, fmt="py:percent") + "\n# %%\nprint('only in the .py')\n",
+        fmt="py:percent",
+    )
+    with pytest.raises(Exception):  # jupytext raises NotebookDifference (an AssertionError)
+        compare_notebooks(nb, drifted, fmt="py:percent")

@@ -1,0 +1,60 @@
+"""The package skeleton: installable metadata, environment.yml in sync, the CLI answers."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+from hdit_edu.env import environment_report, format_report, resolve_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[; ]", requirement.strip(), maxsplit=1)[0].lower()
+
+
+def test_environment_yml_lists_every_runtime_dependency():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = {_name(r) for r in project["dependencies"]}
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    listed = {_name(r) for r in pip_section if not r.startswith("-e")}
+    assert runtime - listed == set(), f"missing in environment.yml: {sorted(runtime - listed)}"
+    assert any(r.startswith("-e .[") and "notebooks" in r and "dev" in r for r in pip_section)
+
+
+def test_constraints_pin_what_this_machine_needs():
+    pins = (ROOT / "requirements" / "constraints.txt").read_text()
+    for pkg in ("torch==", "torchvision==", "natten=="):
+        assert pkg in pins
+
+
+def test_cli_prints_help_and_environment():
+    out = subprocess.run(
+        [sys.executable, "-m", "hdit_edu.cli"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "usage: hdit-edu" in out
+    assert "torch" in out and "natten" in out and "device" in out
+
+
+def test_environment_report_and_profile(monkeypatch):
+    report = environment_report()
+    import torch
+
+    assert report["torch"] == torch.__version__
+    assert "natten" in format_report(report)
+    monkeypatch.setenv("HDIT_PROFILE", "cpu")
+    assert resolve_profile("auto") == "cpu"
+    monkeypatch.setenv("HDIT_PROFILE", "tpu")
+    try:
+        resolve_profile("auto")
+    except ValueError as e:
+        assert "tpu" in str(e) and "cpu" in str(e)
+    else:
+        raise AssertionError("an unknown profile must raise")
