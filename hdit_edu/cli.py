@@ -1,14 +1,32 @@
-"""The ``hdit-edu`` command line.
+"""The ``hdit-edu`` command line: train, sample, FID, the ablation chain, FLOPs.
 
 ``hdit-edu`` alone prints its help and an environment report (torch, device, NATTEN).
-Subcommands: ``env`` (the report). Training, sampling, FID, ablations, FLOPs and conversion
-are added by their modules' issues (see README.md).
+
+    hdit-edu train  --config toy --profile cpu --steps 2000          # a tiny toy-set run
+    hdit-edu train  --config imagenet128 --run-dir runs/e --resume   # Table 6, continue a run
+    torchrun --nproc_per_node 8 -m hdit_edu.cli train --config ffhq1024   # multi-GPU (DDP)
+    hdit-edu sample --run runs/toy-cpu --n 64 --out grid.png
+    hdit-edu fid    --run runs/toy-cpu --n 1000                       # toy extractor, offline
+    hdit-edu ablate --steps A,B1,B2,C,D,E --profile cpu               # Table 1 at toy scale
+    hdit-edu flops  --config E --resolution 256                       # GFLOPs per forward
+
+Profiles (as in the notebooks): ``gpu`` is the config as the paper sets it; ``cpu`` moves it
+onto the 32×32 toy data set with tiny widths (:func:`hdit_edu.training.toy_scale`: the same
+kinds of attention, FFN, position embedding, skip and loss weighting, small sizes).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
+
+PROFILE_HELP = (
+    "'gpu': the config as the paper sets it; 'cpu': the same kinds of choices on the 32x32 toy "
+    "set at tiny sizes (minutes on 2 cores); 'auto' (default): gpu when CUDA is available "
+    "(the HDIT_PROFILE environment variable overrides)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,17 +34,429 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hdit-edu",
         description="Hourglass Diffusion Transformers (Crowson et al., ICML 2024): "
         "train, sample and study HDiT from the command line.",
+        epilog="Run `hdit-edu COMMAND --help` for the options of a command.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
     env = sub.add_parser("env", help="print the environment report (torch, device, NATTEN)")
     env.set_defaults(func=_cmd_env)
+
+    # --- train ---------------------------------------------------------------------------------
+    train = sub.add_parser(
+        "train",
+        help="train a model (Table 6's recipe); resumable, DDP under torchrun",
+        formatter_class=fmt,
+        description="Train a config with Table 6's recipe (AdamW, constant LR, EMA, "
+        "soft-min-SNR, stratified sigmas, conditioning dropout). Writes RUN_DIR/config.json, "
+        "metrics.jsonl, samples/step-*.png and checkpoints/step-*/ (safetensors + trainer "
+        "state). Kill it at any time and continue with --resume: the loss sequence continues "
+        "exactly. Multi-GPU / multi-node: `torchrun --nproc_per_node N -m hdit_edu.cli train "
+        "...` (one code path; rank 0 writes).",
+    )
+    train.add_argument(
+        "--config",
+        help="a config name (toy, imagenet128, ffhq1024, imagenet256, A, B1, B2, C, D, E, "
+        "R1-R4, E-add, E-concat; NAME@RES for another resolution) or a JSON file; "
+        "with --resume it defaults to RUN_DIR/config.json",
+    )
+    train.add_argument(
+        "--profile", default="auto", choices=("auto", "cpu", "gpu"), help=PROFILE_HELP
+    )
+    train.add_argument("--steps", type=int, help="train until this step (default: the config's)")
+    train.add_argument(
+        "--run-dir", help="output folder (default: runs/NAME, runs/NAME-cpu for --profile cpu)"
+    )
+    train.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint in RUN_DIR"
+    )
+    train.add_argument(
+        "--resume-from", metavar="CHECKPOINT", help="continue from this checkpoint folder"
+    )
+    train.add_argument(
+        "--fallback",
+        action="store_true",
+        help="with --resume: if the newest checkpoint is corrupt, use the newest intact one",
+    )
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set training.lr=1e-4 --set model.levels.0.depth=1 "
+        "(VALUE is JSON; repeatable)",
+    )
+    train.add_argument(
+        "--data", help="training data: 'toy' or an image folder (sets training.dataset)"
+    )
+    train.add_argument(
+        "--workers", type=int, default=0, help="DataLoader worker processes for image folders"
+    )
+    train.add_argument(
+        "--sample-steps", type=int, default=50, help="sampler steps of the periodic sample grids"
+    )
+    train.add_argument(
+        "--device", help="torch device (default: cuda:LOCAL_RANK if available, else cpu)"
+    )
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(func=_cmd_train)
+
+    # --- sample --------------------------------------------------------------------------------
+    sample = sub.add_parser(
+        "sample",
+        help="draw samples from a run's EMA weights into a PNG grid",
+        formatter_class=fmt,
+        description="Load RUN's config.json and the EMA weights of its newest checkpoint, draw "
+        "N samples (Table 6: 50 steps of DPM++(3M) SDE) and write them as one PNG grid.",
+    )
+    sample.add_argument("--run", required=True, help="a run folder written by `hdit-edu train`")
+    sample.add_argument("--n", type=int, default=16, help="number of samples")
+    _add_sampling_args(sample)
+    sample.add_argument("--out", help="output PNG (default: RUN/samples/sample-SEED.png)")
+    sample.add_argument("--nrow", type=int, help="images per row of the grid")
+    sample.set_defaults(func=_cmd_sample)
+
+    # --- fid -----------------------------------------------------------------------------------
+    fid = sub.add_parser(
+        "fid",
+        help="FID/KID of a run's samples (toy extractor offline, Inception online)",
+        formatter_class=fmt,
+        description="Draw N samples from RUN and compute FID (and KID) against a reference "
+        "through clean-fid. Toy-set runs default to the toy classifier's features against the "
+        "toy test split (offline); --extractor inception uses clean-fid's Inception (a "
+        "download), optionally --mode legacy_tensorflow to match the paper's ADM evaluator.",
+    )
+    fid.add_argument("--run", required=True, help="a run folder written by `hdit-edu train`")
+    fid.add_argument("--n", type=int, default=1000, help="number of samples")
+    fid.add_argument(
+        "--ref",
+        default="toy",
+        help="reference: 'toy' (the toy test split), an image folder, or clean-fid statistics "
+        "NAME:RES:SPLIT (e.g. ffhq:1024:trainval70k)",
+    )
+    fid.add_argument(
+        "--extractor", default="toy", choices=("toy", "inception"), help="feature extractor"
+    )
+    fid.add_argument(
+        "--mode", default="clean", choices=("clean", "legacy_tensorflow"), help="clean-fid mode"
+    )
+    fid.add_argument("--kid", action="store_true", help="also compute KID")
+    _add_sampling_args(fid)
+    fid.add_argument("--json", help="also write the result as JSON to this file")
+    fid.set_defaults(func=_cmd_fid)
+
+    # --- ablate --------------------------------------------------------------------------------
+    ablate = sub.add_parser(
+        "ablate",
+        help="train the ablation chain A -> E (Table 1) with one budget and tabulate it",
+        formatter_class=fmt,
+        description="Train each ablation step with the same budget, then measure each: final "
+        "loss, FID with the toy extractor, class accuracy of samples, parameters and GFLOPs "
+        "(at the trained and the paper's resolution). Writes RUN_DIR/results.json and "
+        "results.md. With --profile cpu every step is moved onto the toy set at tiny widths "
+        "(same kinds of changes: attention kind, GEGLU, RoPE, soft-min-SNR, skip merge).",
+    )
+    ablate.add_argument(
+        "--steps",
+        default="A,B1,B2,C,D,E",
+        help="comma-separated steps: A, B1, B2, C, D, E, R1-R4, E-add, E-concat",
+    )
+    ablate.add_argument(
+        "--profile", default="auto", choices=("auto", "cpu", "gpu"), help=PROFILE_HELP
+    )
+    ablate.add_argument(
+        "--train-steps", type=int, help="training steps per configuration (default: the profile's)"
+    )
+    ablate.add_argument(
+        "--run-dir", default="runs/ablation", help="output folder (one sub-folder per step)"
+    )
+    ablate.add_argument("--data", help="gpu profile: the ImageNet-style image folder to train on")
+    ablate.add_argument(
+        "--n-eval", type=int, default=256, help="samples per step for FID / class accuracy"
+    )
+    ablate.add_argument(
+        "--sample-steps", type=int, default=20, help="sampler steps for the evaluation samples"
+    )
+    ablate.add_argument("--resume", action="store_true", help="continue unfinished runs in RUN_DIR")
+    ablate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ablate.set_defaults(func=_cmd_ablate)
+
+    # --- flops ---------------------------------------------------------------------------------
+    flops = sub.add_parser(
+        "flops",
+        help="GFLOPs per forward pass of a config (App. A, Table 1)",
+        formatter_class=fmt,
+        description="Count the FLOPs of one forward pass (batch 1) with fvcore, attention "
+        "included, and print the per-module breakdown.",
+    )
+    flops.add_argument(
+        "--config", required=True, help="a config name (NAME@RES allowed) or a JSON file"
+    )
+    flops.add_argument(
+        "--resolution", type=int, help="image side (default: the config's; levels adapt as App. A)"
+    )
+    flops.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    flops.set_defaults(func=_cmd_flops)
     return parser
+
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    from .sampling import SAMPLERS
+
+    p.add_argument("--sampler", default="dpmpp_3m_sde", choices=SAMPLERS, help="sampler")
+    p.add_argument("--steps", type=int, default=50, help="sampler steps (Table 6: 50)")
+    p.add_argument(
+        "--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = none)"
+    )
+    p.add_argument(
+        "--class",
+        dest="class_",
+        type=int,
+        help="class index for every sample (default: classes 0, 1, 2, ... in turn)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--weights", default="ema", choices=("ema", "model"), help="which weights")
+    p.add_argument("--checkpoint", help="a checkpoint folder (default: the run's newest)")
+    p.add_argument("--batch-size", type=int, default=64, help="sampling batch size")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+
+
+# ----------------------------------------------------------------------------------------------
+# Config helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def apply_overrides(config, assignments: list[str]):
+    """``["training.lr=1e-4", "model.levels.0.depth=1"]`` applied to a Config (a new one).
+    VALUE is parsed as JSON when it can be (numbers, true/false/null, lists), else a string."""
+    from .configs import Config
+
+    d = config.to_dict()
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE (e.g. training.lr=1e-4), got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        *path, last = key.split(".")
+        node = d
+        for part in path:
+            node = node[int(part)] if isinstance(node, list) else node.get(part)
+            if node is None or not isinstance(node, (dict, list)):
+                raise ValueError(f"--set {item!r}: {key!r} is not a config field")
+        if isinstance(node, list):
+            node[int(last)] = value
+        elif last not in node:
+            raise ValueError(f"--set {item!r}: unknown field {last!r}; allowed: {sorted(node)}")
+        else:
+            node[last] = value
+    return Config.from_dict(d)
+
+
+def _resolve_profile(profile: str) -> str:
+    from .env import resolve_profile
+
+    return resolve_profile(profile)
+
+
+def _device(name: str | None):
+    import torch
+
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ----------------------------------------------------------------------------------------------
+# Commands
+# ----------------------------------------------------------------------------------------------
 
 
 def _cmd_env(args: argparse.Namespace) -> int:
     from .env import format_report
 
     print(format_report())
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .configs import get_config, load_config
+    from .training import Trainer, for_profile
+
+    profile = _resolve_profile(args.profile)
+    resume = args.resume_from or args.resume
+    if args.config is None:
+        if not (resume and args.run_dir):
+            raise ValueError("train needs --config NAME|PATH (or --resume with --run-dir)")
+        config = load_config(Path(args.run_dir) / "config.json")
+    else:
+        config = for_profile(get_config(args.config), profile)
+    config = apply_overrides(config, args.set)
+    if args.data:
+        config.training.dataset = args.data
+    if args.steps is not None:
+        config.training.steps = args.steps
+    suffix = "-cpu" if profile == "cpu" and args.config else ""
+    run_dir = Path(args.run_dir or f"runs/{config.name}{suffix}")
+    trainer = Trainer(
+        config,
+        run_dir,
+        resume=resume,
+        fallback=args.fallback,
+        device=args.device,
+        progress=not args.no_progress,
+        num_workers=args.workers,
+        sample_steps=args.sample_steps,
+    )
+    summary = trainer.fit()
+    if trainer.dist.is_main:
+        first, last = summary["loss_first"], summary["loss_last"]
+        losses = f"loss {first:.4f} -> {last:.4f}" if first is not None else "no steps to run"
+        print(
+            f"{config.name}: step {summary['final_step']} ({summary['steps']} steps in "
+            f"{summary['time_s']:.1f} s, {losses}); run dir {run_dir}"
+        )
+    return 0
+
+
+def _load_for_sampling(args):
+    from .training import load_run
+
+    device = _device(args.device)
+    config, denoiser = load_run(
+        args.run, which=args.weights, checkpoint=args.checkpoint, device=device
+    )
+    return config, denoiser, device
+
+
+def _generate(args, config, denoiser, device, n):
+    from .training import generate
+
+    return generate(
+        denoiser,
+        config,
+        n,
+        sampler=args.sampler,
+        steps=args.steps,
+        cfg_scale=args.cfg,
+        class_cond=args.class_,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=device,
+    )
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from .training import _grid_columns, save_grid
+
+    config, denoiser, device = _load_for_sampling(args)
+    images = _generate(args, config, denoiser, device, args.n)
+    out = Path(args.out or Path(args.run) / "samples" / f"sample-{args.seed}.png")
+    nrow = args.nrow or _grid_columns(
+        args.n, config.model.num_classes if args.class_ is None else 0
+    )
+    save_grid(images, out, nrow=nrow)
+    print(f"wrote {args.n} samples ({config.model.resolution}x{config.model.resolution}) to {out}")
+    return 0
+
+
+def _reference(ref: str, config):
+    from .data import ToyDataset
+    from .evaluation import ReferenceStats
+
+    if ref == "toy":
+        return ToyDataset("test", resolution=config.model.resolution)
+    if Path(ref).exists():
+        return str(ref)
+    parts = ref.split(":")
+    if len(parts) == 3 and parts[1].isdigit():
+        return ReferenceStats(parts[0], int(parts[1]), parts[2])
+    raise ValueError(
+        f"--ref {ref!r}: expected 'toy', an existing image folder, or clean-fid statistics "
+        f"NAME:RES:SPLIT (e.g. ffhq:1024:trainval70k)"
+    )
+
+
+def _cmd_fid(args: argparse.Namespace) -> int:
+    from . import evaluation
+
+    config, denoiser, device = _load_for_sampling(args)
+    reference = _reference(args.ref, config)
+    images = _generate(args, config, denoiser, device, args.n)
+    options = dict(extractor=args.extractor, mode=args.mode, device=device)
+    result = {
+        "run": str(args.run),
+        "n": args.n,
+        "extractor": args.extractor,
+        "mode": args.mode,
+        "reference": args.ref,
+        "fid": evaluation.fid(images, reference, **options),
+    }
+    if args.kid:
+        result["kid"] = evaluation.kid(images, reference, **options)
+    if config.model.num_classes and args.extractor == "toy" and config.training.dataset == "toy":
+        from .training import _sample_labels
+
+        labels = _sample_labels(args.n, config.model.num_classes, args.class_)
+        result["class_accuracy"] = evaluation.class_accuracy(images, labels)
+    print(json.dumps(result, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from .training import run_ablation
+
+    profile = _resolve_profile(args.profile)
+    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    table = run_ablation(
+        steps,
+        args.run_dir,
+        profile=profile,
+        train_steps=args.train_steps,
+        data=args.data,
+        n_eval=args.n_eval,
+        sample_steps=args.sample_steps,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    print(table["markdown"])
+    print(f"wrote {Path(args.run_dir) / 'results.json'} and results.md")
+    return 0
+
+
+def _cmd_flops(args: argparse.Namespace) -> int:
+    from .configs import at_resolution, get_config
+    from .flops import analytic_breakdown, analytic_gflops, count_gflops
+
+    config = get_config(args.config)
+    if args.resolution and args.resolution != config.model.resolution:
+        config = at_resolution(config, args.resolution)  # App. A: one level per doubling
+    res = config.model.resolution
+    result = {
+        "config": config.name,
+        "resolution": res,
+        "gflops": count_gflops(config, res),
+        "analytic_gflops": analytic_gflops(config, res),
+        "by_level": {str(k): v for k, v in analytic_breakdown(config, res, by="level").items()},
+        "by_kind": analytic_breakdown(config, res, by="kind"),
+    }
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(
+        f"{config.name} at {res}x{res}: {result['gflops']:.2f} GFLOP per forward pass "
+        f"(fvcore; closed form {result['analytic_gflops']:.2f}; 1 FLOP = 1 multiply-add)"
+    )
+    print("by level (closed form; None = conditioning path):")
+    for level, value in result["by_level"].items():
+        print(f"  level {level:<6s} {value:10.3f}")
+    print("by kind (closed form):")
+    for kind, value in result["by_kind"].items():
+        print(f"  {kind:<12s} {value:10.3f}")
     return 0
 
 
@@ -37,7 +467,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         print("\nenvironment:")
         return _cmd_env(args)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ValueError as e:  # bad input or a corrupt checkpoint: a message, not a traceback
+        print(f"hdit-edu {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        from .training import NonFiniteLossError
+
+        if not isinstance(e, NonFiniteLossError):
+            raise
+        print(f"hdit-edu {args.command}: stopped: {e}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

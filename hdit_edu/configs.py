@@ -1,17 +1,45 @@
-"""Configurations: model, diffusion and training specs (§5.2, Tables 1, 2, 6).
+"""Configurations: model, diffusion and training specs (§5.2, Tables 1, 2, 6, App. A).
 
 Every model of the paper is a :class:`Config` — a model spec (levels of the hourglass, the
 mapping network, patching, FFN / position-embedding / skip kinds), a diffusion spec (σ_data,
 σ range, loss weighting, σ sampling density) and a training spec (Table 6's optimiser recipe).
 Configs are plain dataclasses that round-trip through JSON (:meth:`Config.to_dict`,
 :meth:`Config.from_dict`, :func:`save_config`, :func:`load_config`).
+
+This module also holds
+
+* :func:`validate_config` — every check a config must pass *before* any compute, each failing
+  with a ``ValueError`` that names the offending value and what is allowed (:func:`build_model`
+  calls it first);
+* the named models of the paper: :func:`ablation_step` (Table 1: ``A`` … ``E``, ``R1`` …
+  ``R4``, at 128² and at every doubling of the resolution), :func:`skip_variant` (Table 2),
+  :func:`paper_config` (Table 6: ``imagenet128``, ``ffhq1024``, ``imagenet256``),
+  :func:`toy_config` (the 32×32 toy-set model of DESIGN.md) and :func:`get_config`, which takes
+  any of those names (optionally ``"NAME@RES"``) or the path of a JSON file;
+* :func:`at_resolution` — App. A's rule for adapting a model to another resolution.
+
+**How a model grows with the resolution** (§5.2 "every doubling in resolution involves adding
+one local attention block", App. A "additional local attention levels … are added to keep the
+innermost level operating at 16²"). :func:`at_resolution` prepends, for every doubling of the
+resolution, one more *outer* level that copies the current outermost level (same width, depth,
+attention kind, kernel/window, dropout). For the ablation chain the outermost level at 128² is
+``depth 2 @ width 384`` with the step's local attention, so 256² adds a second ``2 @ 384`` level
+and 512² a third — neighborhood 7×7 for B2…E, Swin window 8 for B1 and, as §5.2 says, *global*
+for A (A's outer level is global). This is the reading that reproduces every GFLOP figure of
+Table 1 (measured with the authors' code: an added outer level of width 384, depth 2, going down
+and again going up). Halving removes the outermost level (while more than one remains); a factor
+that is not a power of two keeps the architecture (App. A "Local Complexity Scaling at Arbitrary
+Resolutions"). Single-level models (DiT-B/4 for R1/R2, the single-level hourglass R3/R4) keep
+their one level: Table 1 reports "the same architecture" on more tokens.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+import math
+import numbers
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +51,7 @@ POS_EMB_KINDS = ("rope", "additive")
 SKIP_KINDS = ("lerp", "add", "concat")
 LOSS_WEIGHTINGS = ("snr", "min-snr", "soft-min-snr", "karras")
 SIGMA_DENSITIES = ("lognormal", "cosine-interpolated")
+PRECISIONS = ("bf16", "fp32")
 
 
 @dataclass
@@ -67,6 +96,10 @@ class ModelConfig:
     pos_emb: str = "rope"  # one of POS_EMB_KINDS
     skip: str = "lerp"  # one of SKIP_KINDS
     resolution: int = 128  # training resolution (sizes the additive position table)
+
+    def validate(self, resolution: int | tuple[int, int] | None = None) -> None:
+        """Raise ``ValueError`` if this spec is invalid (at ``resolution``; None = its own)."""
+        validate_config(self, resolution)
 
 
 @dataclass
@@ -126,6 +159,11 @@ class Config:
     def from_dict(cls, d: dict[str, Any]) -> Config:
         return _from_dict(cls, d, "config")
 
+    def validate(self, resolution: int | tuple[int, int] | None = None) -> None:
+        """Raise ``ValueError`` if any part of this config is invalid (see
+        :func:`validate_config`)."""
+        validate_config(self, resolution)
+
 
 def _from_dict(cls, d: dict[str, Any], where: str):
     """Build dataclass ``cls`` from a dict, recursively; unknown keys are a clear error."""
@@ -148,7 +186,9 @@ def _from_dict(cls, d: dict[str, Any], where: str):
         elif key == "levels" and cls is ModelConfig:
             if not isinstance(value, list):
                 raise ValueError(f"{where}.levels: expected a list, got {value!r}")
-            value = [_from_dict(LevelConfig, v, f"{where}.levels[{i}]") for i, v in enumerate(value)]
+            value = [
+                _from_dict(LevelConfig, v, f"{where}.levels[{i}]") for i, v in enumerate(value)
+            ]
         elif key == "betas" and value is not None:
             value = tuple(value)
         kwargs[key] = value
@@ -170,14 +210,613 @@ def load_config(path: str | Path) -> Config:
     return Config.from_dict(d)
 
 
+# ----------------------------------------------------------------------------------------------
+# Validation: clear errors before any compute
+# ----------------------------------------------------------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_kind(where: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{where}: unknown value {value!r}; allowed: {', '.join(allowed)}")
+
+
+def _check_int(where: str, value: Any, minimum: int, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if not _is_int(value) or value < minimum:
+        none = " or None" if optional else ""
+        raise ValueError(f"{where}: got {value!r}; allowed: an integer >= {minimum}{none}")
+
+
+def _check_real(
+    where: str,
+    value: Any,
+    low: float,
+    high: float = math.inf,
+    *,
+    low_open: bool = False,
+    high_open: bool = True,
+    optional: bool = False,
+) -> None:
+    """``value`` must be a finite real number in the interval [low, high) (ends as given)."""
+    if optional and value is None:
+        return
+    ok = _is_real(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (
+            value < high if high_open else value <= high
+        )
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        none = " or None" if optional else ""
+        raise ValueError(f"{where}: got {value!r}; allowed: a number in {interval}{none}")
+
+
+def _check_fraction(where: str, value: Any, *, closed: bool = False) -> None:
+    """A dropout-like rate: in [0, 1) (or [0, 1] when ``closed``)."""
+    _check_real(where, value, 0.0, 1.0, high_open=not closed)
+
+
+def normalize_resolution(resolution: Any) -> tuple[int, int]:
+    """``128`` or ``(128, 192)`` → ``(height, width)``; anything else is a ``ValueError``."""
+    if _is_int(resolution):
+        size = (int(resolution), int(resolution))
+    elif isinstance(resolution, (tuple, list)) and len(resolution) == 2:
+        size = tuple(resolution)
+    else:
+        raise ValueError(
+            f"resolution: got {resolution!r}; allowed: a positive integer or (height, width)"
+        )
+    if not all(_is_int(s) and s >= 1 for s in size):
+        raise ValueError(
+            f"resolution: got {resolution!r}; allowed: a positive integer or (height, width)"
+        )
+    return int(size[0]), int(size[1])
+
+
+def resolution_multiple(model: ModelConfig) -> int:
+    """What the image side must be divisible by: ``patch · 2^(levels − 1)`` for the hourglass
+    (each level below the first halves the token grid), ``patch`` for DiT."""
+    if model.arch == "dit":
+        return model.patch_size
+    return model.patch_size * 2 ** (len(model.levels) - 1)
+
+
+def token_grids(model: ModelConfig, resolution: Any = None) -> list[tuple[int, int]]:
+    """The token grid ``(h, w)`` of every level at ``resolution`` (None = the model's own).
+
+    Level ``i`` of the hourglass sees ``(H / (patch · 2^i), W / (patch · 2^i))`` tokens.
+    Raises ``ValueError`` if the resolution does not divide evenly.
+    """
+    h, w = normalize_resolution(model.resolution if resolution is None else resolution)
+    multiple = resolution_multiple(model)
+    if h % multiple or w % multiple:
+        raise ValueError(
+            f"resolution {h}×{w} is not divisible by patch_size × 2^(levels − 1) = "
+            f"{model.patch_size} × 2^{len(model.levels) - 1} = {multiple}; allowed: multiples "
+            f"of {multiple} (e.g. {multiple * max(1, round(h / multiple))})"
+        )
+    p = model.patch_size
+    n_levels = 1 if model.arch == "dit" else len(model.levels)
+    return [(h // (p * 2**i), w // (p * 2**i)) for i in range(n_levels)]
+
+
+def _validate_level(where: str, level: Any, arch: str, pos_emb: str) -> None:
+    if not isinstance(level, LevelConfig):
+        raise ValueError(f"{where}: expected a LevelConfig, got {type(level).__name__}")
+    _check_int(f"{where}.depth", level.depth, 1)
+    _check_int(f"{where}.width", level.width, 1)
+    _check_int(f"{where}.head_dim", level.head_dim, 1)
+    if level.width % level.head_dim:
+        raise ValueError(
+            f"{where}: width {level.width} is not a multiple of head_dim {level.head_dim}; "
+            f"allowed: widths {level.head_dim}, {2 * level.head_dim}, {3 * level.head_dim}, …"
+        )
+    _check_kind(f"{where}.attention", level.attention, ATTENTION_KINDS)
+    if level.attention == "neighborhood" and not (
+        _is_int(level.kernel_size) and level.kernel_size >= 3 and level.kernel_size % 2 == 1
+    ):
+        raise ValueError(
+            f"{where}.kernel_size: got {level.kernel_size!r}; allowed: an odd integer >= 3 "
+            f"(a window centred on its query; NATTEN needs >= 2)"
+        )
+    if level.attention == "shifted-window":
+        _check_int(f"{where}.window_size", level.window_size, 1)
+    _check_fraction(f"{where}.dropout", level.dropout)
+    _check_int(f"{where}.d_ff", level.d_ff, 1, optional=True)
+    if arch == "hdit" and pos_emb == "rope" and level.head_dim % 8:
+        raise ValueError(
+            f"{where}.head_dim: got {level.head_dim}; axial RoPE rotates a quarter of each head "
+            f"per axis pair, so it needs head_dim divisible by 8 (allowed: 8, 16, …, 64, …)"
+        )
+
+
+def _validate_grids(model: ModelConfig, resolution: Any) -> None:
+    grids = token_grids(model, resolution)
+    if model.arch == "dit":
+        return
+    for i, (level, (gh, gw)) in enumerate(zip(model.levels, grids)):
+        where = f"model.levels[{i}]"
+        if level.attention == "neighborhood" and level.kernel_size > min(gh, gw):
+            raise ValueError(
+                f"{where}.kernel_size: {level.kernel_size} is larger than the level's token grid "
+                f"{gh}×{gw} at resolution {normalize_resolution(resolution)}; allowed: an odd "
+                f"kernel <= {min(gh, gw)} (or a higher resolution / fewer levels)"
+            )
+        if level.attention == "shifted-window" and (
+            gh % level.window_size or gw % level.window_size
+        ):
+            divisors = [d for d in range(1, min(gh, gw) + 1) if gh % d == 0 and gw % d == 0]
+            raise ValueError(
+                f"{where}.window_size: {level.window_size} does not divide the level's token "
+                f"grid {gh}×{gw} at resolution {normalize_resolution(resolution)}; allowed: "
+                f"{divisors}"
+            )
+
+
+def _validate_model(model: Any, resolution: Any) -> None:
+    if not isinstance(model, ModelConfig):
+        raise ValueError(f"model: expected a ModelConfig, got {type(model).__name__}")
+    _check_kind("model.arch", model.arch, ARCHS)
+    _check_kind("model.ffn", model.ffn, FFN_KINDS)
+    _check_kind("model.pos_emb", model.pos_emb, POS_EMB_KINDS)
+    _check_kind("model.skip", model.skip, SKIP_KINDS)
+    if not isinstance(model.levels, list) or not model.levels:
+        raise ValueError(
+            f"model.levels: got {model.levels!r}; allowed: a non-empty list of LevelConfig"
+        )
+    if model.arch == "dit" and len(model.levels) != 1:
+        raise ValueError(
+            f"model.levels: DiT takes exactly one level (depth, width, head_dim), got "
+            f"{len(model.levels)}"
+        )
+    for i, level in enumerate(model.levels):
+        _validate_level(f"model.levels[{i}]", level, model.arch, model.pos_emb)
+    if model.arch == "hdit" and model.pos_emb == "additive" and model.levels[0].width % 4:
+        raise ValueError(
+            f"model.levels[0].width: got {model.levels[0].width}; the additive position table "
+            f"starts from a 2-D sin-cos code, which needs a width divisible by 4"
+        )
+    _check_int("model.patch_size", model.patch_size, 1)
+    _check_int("model.in_channels", model.in_channels, 1)
+    _check_int("model.out_channels", model.out_channels, 1, optional=True)
+    _check_int("model.num_classes", model.num_classes, 0)
+    _check_int("model.aug_dim", model.aug_dim, 0)
+    _check_int("model.resolution", model.resolution, 1)
+    mapping = model.mapping
+    if not isinstance(mapping, MappingConfig):
+        raise ValueError(f"model.mapping: expected a MappingConfig, got {type(mapping).__name__}")
+    _check_int("model.mapping.depth", mapping.depth, 0)
+    _check_int("model.mapping.width", mapping.width, 2)
+    if mapping.width % 2:
+        raise ValueError(
+            f"model.mapping.width: got {mapping.width}; the Fourier-feature noise embedding "
+            f"(cos | sin halves) needs an even width"
+        )
+    _check_int("model.mapping.d_ff", mapping.d_ff, 1, optional=True)
+    _check_fraction("model.mapping.dropout", mapping.dropout)
+    _validate_grids(model, model.resolution if resolution is None else resolution)
+
+
+def _validate_diffusion(d: Any) -> None:
+    if not isinstance(d, DiffusionConfig):
+        raise ValueError(f"diffusion: expected a DiffusionConfig, got {type(d).__name__}")
+    _check_real("diffusion.sigma_data", d.sigma_data, 0.0, low_open=True)
+    _check_real("diffusion.sigma_min", d.sigma_min, 0.0, low_open=True)
+    _check_real("diffusion.sigma_max", d.sigma_max, 0.0, low_open=True)
+    if d.sigma_min >= d.sigma_max:
+        raise ValueError(
+            f"diffusion: sigma_min {d.sigma_min} must be smaller than sigma_max {d.sigma_max}"
+        )
+    _check_kind("diffusion.loss_weighting", d.loss_weighting, LOSS_WEIGHTINGS)
+    _check_real("diffusion.gamma", d.gamma, 0.0, low_open=True, optional=True)
+    _check_kind("diffusion.sigma_density", d.sigma_density, SIGMA_DENSITIES)
+    _check_real("diffusion.lognormal_mean", d.lognormal_mean, -math.inf)
+    _check_real("diffusion.lognormal_std", d.lognormal_std, 0.0, low_open=True)
+    _check_int("diffusion.noise_d_low", d.noise_d_low, 1)
+    _check_int("diffusion.noise_d_high", d.noise_d_high, 1, optional=True)
+
+
+def _validate_training(t: Any) -> None:
+    if not isinstance(t, TrainingConfig):
+        raise ValueError(f"training: expected a TrainingConfig, got {type(t).__name__}")
+    _check_int("training.batch_size", t.batch_size, 1)
+    _check_int("training.steps", t.steps, 0)
+    _check_real("training.lr", t.lr, 0.0, low_open=True)
+    if not isinstance(t.betas, (tuple, list)) or len(t.betas) != 2:
+        raise ValueError(f"training.betas: got {t.betas!r}; allowed: two numbers in [0, 1)")
+    for i, beta in enumerate(t.betas):
+        _check_fraction(f"training.betas[{i}]", beta)
+    _check_real("training.eps", t.eps, 0.0, low_open=True)
+    _check_real("training.weight_decay", t.weight_decay, 0.0)
+    _check_real("training.mapping_lr_scale", t.mapping_lr_scale, 0.0, low_open=True)
+    _check_fraction("training.ema_decay", t.ema_decay)
+    _check_fraction("training.cond_dropout", t.cond_dropout, closed=True)
+    _check_fraction("training.augment_p", t.augment_p, closed=True)
+    _check_real("training.grad_clip", t.grad_clip, 0.0, low_open=True, optional=True)
+    _check_kind("training.precision", t.precision, PRECISIONS)
+    _check_int("training.seed", t.seed, 0)
+    _check_int("training.checkpoint_every", t.checkpoint_every, 1)
+    _check_int("training.keep_checkpoints", t.keep_checkpoints, 1)
+    _check_int("training.sample_every", t.sample_every, 0)
+    _check_int("training.log_every", t.log_every, 1)
+
+
+def validate_config(
+    config: Config | ModelConfig, resolution: int | tuple[int, int] | None = None
+) -> None:
+    """Check a :class:`Config` (model, diffusion and training parts) or a :class:`ModelConfig`;
+    raise ``ValueError`` naming the offending field, its value and what is allowed.
+
+    ``resolution`` (an int or ``(height, width)``; None = ``config.model.resolution``) is the
+    image size the resolution-dependent checks use: the image side must be divisible by
+    ``patch_size · 2^(levels − 1)``; a neighborhood kernel must fit in its level's token grid;
+    a Swin window must divide it. Nothing is built or computed.
+    """
+    if isinstance(config, Config):
+        if not isinstance(config.name, str):
+            raise ValueError(f"name: got {config.name!r}; allowed: a string")
+        _validate_model(config.model, resolution)
+        _validate_diffusion(config.diffusion)
+        _validate_training(config.training)
+    elif isinstance(config, ModelConfig):
+        _validate_model(config, resolution)
+    else:
+        raise ValueError(
+            f"validate_config expects a Config or ModelConfig, got {type(config).__name__}"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Resolution adaptation (App. A, §5.2)
+# ----------------------------------------------------------------------------------------------
+
+
+def at_resolution(config: Config, resolution: int) -> Config:
+    """``config`` adapted to a square ``resolution`` by App. A's rule (module docstring).
+
+    With ``k = ⌊log2(resolution / config.model.resolution)⌋``: ``k > 0`` prepends ``k`` copies
+    of the outermost level, ``k < 0`` drops ``|k|`` outer levels (keeping at least one); a
+    single-level model keeps its level. The name gets an ``@resolution`` suffix.
+    """
+    if not isinstance(config, Config):
+        raise ValueError(f"at_resolution expects a Config, got {type(config).__name__}")
+    size = normalize_resolution(resolution)
+    if size[0] != size[1]:
+        raise ValueError(f"at_resolution: got {resolution!r}; allowed: a square resolution (int)")
+    resolution = size[0]
+    model = config.model
+    base = model.resolution
+    if resolution == base:
+        return config
+    levels = [replace(level) for level in model.levels]
+    if model.arch == "hdit" and len(levels) > 1:
+        k = math.floor(math.log2(resolution / base))
+        if k > 0:
+            levels = [replace(levels[0]) for _ in range(k)] + levels
+        elif k < 0:
+            levels = levels[min(-k, len(levels) - 1) :]
+    base_name = config.name.split("@")[0]
+    new = replace(
+        config,
+        name=f"{base_name}@{resolution}",
+        model=replace(model, levels=levels, mapping=replace(model.mapping), resolution=resolution),
+        diffusion=replace(config.diffusion),
+        training=replace(config.training),
+    )
+    validate_config(new)
+    return new
+
+
+# ----------------------------------------------------------------------------------------------
+# The named models of the paper
+# ----------------------------------------------------------------------------------------------
+
+ABLATION_BASE_RESOLUTION = 128
+ABLATION_STEPS = ("A", "B1", "B2", "C", "D", "E")
+BASELINES = ("R1", "R2", "R3", "R4")
+SKIP_VARIANTS = ("E-lerp", "E-add", "E-concat")
+PAPER_CONFIGS = ("imagenet128", "ffhq1024", "imagenet256")
+CONFIG_NAMES = ("toy", *PAPER_CONFIGS, *ABLATION_STEPS, *BASELINES, *SKIP_VARIANTS)
+
+IMAGENET_CLASSES = 1000
+TOY_CLASSES = 8  # hdit_edu.data.TOY_CLASSES: face, ring, plus, cross, triangle, diamond, pair, quad
+
+# Table 1, steps A → E (§5.2): what each step changes. Columns: attention of the outer
+# (non-innermost) levels, FFN, position embedding, loss weighting. The innermost level (16²
+# tokens at 128²) is global in every step.
+_STEP_FEATURES = {
+    "A": ("global", "gelu", "additive", "snr"),  # global attention hourglass, RMSNorm blocks
+    "B1": ("shifted-window", "gelu", "additive", "snr"),  # + Swin (window 8)
+    "B2": ("neighborhood", "gelu", "additive", "snr"),  # + neighborhood attention (7×7)
+    "C": ("neighborhood", "geglu", "additive", "snr"),  # + GEGLU (hidden 3·d)
+    "D": ("neighborhood", "geglu", "rope", "snr"),  # + axial RoPE
+    "E": ("neighborhood", "geglu", "rope", "soft-min-snr"),  # + soft-min-SNR (same model)
+}
+
+# DiT's own optimiser (Peebles & Xie 2023), used for R1 and — footnote 3 of §5.2 — for R2.
+_DIT_TRAINING = {"lr": 1e-4, "betas": (0.9, 0.999), "weight_decay": 0.0}
+
+
+def _imagenet_training(**overrides: Any) -> TrainingConfig:
+    """Table 6's ImageNet recipe (AdamW lr 5e-4, betas (0.9, 0.95), wd 1e-2, EMA 0.9999, batch
+    256, 400k steps, bf16, class dropout 0.1, no augmentation). The data set is a path to an
+    ImageNet-style folder that the user provides."""
+    return TrainingConfig(**{"dataset": "data/imagenet/train", **overrides})
+
+
+def _hourglass_step(step: str) -> Config:
+    """Ablation step ``A`` … ``E`` at 128² (Table 6 "Ablation E": depths [2, 11], widths [384,
+    768], head dim 64, kernel 7, mapping depth 1 / width 768)."""
+    attention, ffn, pos_emb, weighting = _STEP_FEATURES[step]
+    outer = LevelConfig(depth=2, width=384, attention=attention, kernel_size=7, window_size=8)
+    inner = LevelConfig(depth=11, width=768, attention="global")
+    return Config(
+        name=step,
+        model=ModelConfig(
+            levels=[outer, inner],
+            mapping=MappingConfig(depth=1, width=768),
+            patch_size=4,
+            num_classes=IMAGENET_CLASSES,
+            ffn=ffn,
+            pos_emb=pos_emb,
+            skip="lerp",
+            resolution=ABLATION_BASE_RESOLUTION,
+        ),
+        diffusion=DiffusionConfig(loss_weighting=weighting),
+        training=_imagenet_training(),
+    )
+
+
+def _baseline(name: str) -> Config:
+    """R1–R4 at 128² (§5.2 "Baselines").
+
+    * R1, R2: DiT-B/4 in pixel space — the original architecture (adaLN-Zero, MLP ratio 4,
+      fixed sin-cos positions, learned σ → 6 output channels, no augmentation input), trained
+      with DiT's own optimiser settings (footnote 3). R1 used DiT's codebase (DDPM schedule,
+      learned-variance loss, 250 sampling steps), which this package does not reimplement: R1
+      and R2 share one config here, with SNR weighting (DiT's ε-MSE is 1/σ² in x0 space).
+    * R3: "a hyperparameter-matched single-level version of ablation step A": one global level,
+      depth 12, width 768 (12 heads), GELU 4·d, additive positions, AdaRMSNorm + the mapping
+      network (depth 1, width 768), our optimiser; SNR weighting. R4 = R3 + soft-min-SNR.
+    """
+    if name in ("R1", "R2"):
+        model = ModelConfig(
+            arch="dit",
+            levels=[LevelConfig(depth=12, width=768, head_dim=64, attention="global", d_ff=3072)],
+            patch_size=4,
+            out_channels=6,
+            num_classes=IMAGENET_CLASSES,
+            aug_dim=0,
+            ffn="gelu",
+            pos_emb="additive",
+            resolution=ABLATION_BASE_RESOLUTION,
+        )
+        return Config(
+            name=name,
+            model=model,
+            diffusion=DiffusionConfig(loss_weighting="snr"),
+            training=_imagenet_training(**_DIT_TRAINING),
+        )
+    model = ModelConfig(
+        levels=[LevelConfig(depth=12, width=768, attention="global")],
+        mapping=MappingConfig(depth=1, width=768),
+        patch_size=4,
+        num_classes=IMAGENET_CLASSES,
+        ffn="gelu",
+        pos_emb="additive",
+        resolution=ABLATION_BASE_RESOLUTION,
+    )
+    weighting = "snr" if name == "R3" else "soft-min-snr"
+    return Config(
+        name=name,
+        model=model,
+        diffusion=DiffusionConfig(loss_weighting=weighting),
+        training=_imagenet_training(),
+    )
+
+
+def ablation_step(
+    name: str, resolution: int = ABLATION_BASE_RESOLUTION, *, skip: str | None = None
+):
+    """A model of Table 1: ``"A"``, ``"B1"``, ``"B2"``, ``"C"``, ``"D"``, ``"E"`` (§5.2) or the
+    baselines ``"R1"`` … ``"R4"``, at ``resolution`` (128² as trained; 256², 512² … as the
+    GFLOP columns count them — see the module docstring for the levels each doubling adds).
+
+    ``skip`` (``"lerp"`` | ``"add"`` | ``"concat"``) replaces the skip merge (Table 2 ablates it
+    on step E; :func:`skip_variant`).
+
+    At 128²: A … E are ``[2 @ 384 (outer, local — global for A), 11 @ 768 (global)]``, patch 4,
+    head dim 64, mapping depth 1 / width 768, 1000 classes (+1 dropped), augmentation input 9
+    (as k-diffusion's model always has), lerp skips.
+    """
+    if name in ABLATION_STEPS:
+        config = _hourglass_step(name)
+    elif name in BASELINES:
+        config = _baseline(name)
+    else:
+        raise ValueError(
+            f"unknown ablation step {name!r}; allowed: {', '.join(ABLATION_STEPS + BASELINES)}"
+        )
+    if skip is not None:
+        _check_kind("skip", skip, SKIP_KINDS)
+        if config.model.arch != "hdit" or len(config.model.levels) < 2:
+            raise ValueError(f"skip={skip!r}: step {name} has no hourglass skips to replace")
+        config.model.skip = skip
+        if skip != "lerp":
+            config.name = f"{name}-{skip}"
+    return at_resolution(config, resolution)
+
+
+def skip_variant(skip: str, resolution: int = ABLATION_BASE_RESOLUTION) -> Config:
+    """Table 2: ablation step E with the skip merge ``"lerp"`` (ours, = E), ``"add"`` or
+    ``"concat"`` (concatenate, then a pointwise projection back to the width)."""
+    return ablation_step("E", resolution, skip=skip)
+
+
+def paper_config(name: str) -> Config:
+    """A model of Table 6: ``"imagenet128"``, ``"ffhq1024"`` or ``"imagenet256"``.
+
+    Common to all three (Table 6): patch 4, head dim 64 (heads = width / 64), neighborhood
+    kernel 7, GEGLU (hidden 3·d), axial RoPE, lerp skips, σ_data 0.5, σ ∈ [1e-3, 1e3],
+    interpolated-cosine σ density, soft-min-SNR, AdamW (lr 5e-4, betas (0.9, 0.95), eps 1e-8,
+    wd 1e-2), EMA 0.9999, batch 256, bf16, conditioning dropout 0.1.
+
+    * ``imagenet128`` (117M, 31 GFLOP): ablation step E — depths [2, 11], widths [384, 768],
+      1 neighborhood + 1 global level, mapping depth 1, width 768; 400k steps.
+    * ``ffhq1024`` (85M, 206 GFLOP): widths [128, 256, 384, 768, 1024], 3 neighborhood + 2
+      global levels (global at 32² and 16², footnote 2), dropout [0, 0, 0, 0, 0.1],
+      unconditional, augmentation p = 0.12, mapping depth 2; 1M steps.
+      **Ambiguity resolved:** Table 6 lists four depths ``[2, 2, 2, 2]`` for five widths; the
+      authors' code gives every level depth 2 — ``[2, 2, 2, 2, 2]`` — which reproduces 206
+      GFLOP (and 85M parameters).
+    * ``imagenet256`` (557M, 198 GFLOP): depths [2, 2, 16], widths [384, 768, 1536], 2
+      neighborhood + 1 global level, mapping depth 2; 2.2M steps.
+
+    **Mapping width (ambiguity resolved).** Table 6 lists "Mapping Width 768" for all three. For
+    ImageNet-128 that is the width (117.0M parameters). For FFHQ-1024 and ImageNet-256, width 768
+    gives 104.0M / 598.3M parameters — not 85M / 557M. The reading that reproduces both is
+    mapping width **256** (k-diffusion's default ``mapping_width``) with hidden size d_ff =
+    3·256 = **768** — the 768 of the table is the mapping network's FFN width: 85.08M and
+    557.42M parameters. (Mapping width 256 at depth 1 would give 84.5M / 556.8M; Table 6's
+    depth 2 fits both better.) The mapping network runs once per image, so FLOPs cannot tell
+    the readings apart (< 0.01 GFLOP).
+    """
+    if name == "imagenet128":
+        config = ablation_step("E")
+        config.name = "imagenet128"
+        return config
+    if name == "ffhq1024":
+        widths = [128, 256, 384, 768, 1024]
+        attentions = ["neighborhood"] * 3 + ["global"] * 2
+        dropouts = [0.0, 0.0, 0.0, 0.0, 0.1]
+        model = ModelConfig(
+            levels=[
+                LevelConfig(depth=2, width=w, attention=a, kernel_size=7, dropout=p)
+                for w, a, p in zip(widths, attentions, dropouts)
+            ],
+            mapping=MappingConfig(depth=2, width=256),
+            num_classes=0,
+            resolution=1024,
+        )
+        training = TrainingConfig(steps=1_000_000, augment_p=0.12, dataset="data/ffhq1024")
+        return Config(name=name, model=model, diffusion=DiffusionConfig(), training=training)
+    if name == "imagenet256":
+        model = ModelConfig(
+            levels=[
+                LevelConfig(depth=2, width=384, attention="neighborhood", kernel_size=7),
+                LevelConfig(depth=2, width=768, attention="neighborhood", kernel_size=7),
+                LevelConfig(depth=16, width=1536, attention="global"),
+            ],
+            mapping=MappingConfig(depth=2, width=256),
+            num_classes=IMAGENET_CLASSES,
+            resolution=256,
+        )
+        training = _imagenet_training(steps=2_200_000)
+        return Config(name=name, model=model, diffusion=DiffusionConfig(), training=training)
+    raise ValueError(f"unknown paper config {name!r}; allowed: {', '.join(PAPER_CONFIGS)}")
+
+
+def toy_config() -> Config:
+    """The small class-conditional HDiT for the 32×32 toy data set (DESIGN.md's "6M-parameter
+    toy HDiT"; about 5.9M parameters): patch 2, levels ``[2 @ 128, neighborhood 7×7 on the 16×16
+    grid; 4 @ 256, global on 8×8]``, GEGLU, axial RoPE, lerp skips, mapping depth 1 / width 256,
+    8 classes (+1 dropped), augmentation input 9.
+
+    Training: the paper's optimiser (AdamW 5e-4, betas (0.9, 0.95), wd 1e-2) at batch 32 for
+    5000 steps in fp32 (CPU); EMA decay 0.999 (0.9999 averages over ~10⁴ steps — longer than
+    the run). Diffusion as the paper (soft-min-SNR, interpolated cosine, which at 32² has no
+    resolution shift: ``noise_d_low`` = 32 = the resolution).
+    """
+    model = ModelConfig(
+        levels=[
+            LevelConfig(depth=2, width=128, attention="neighborhood", kernel_size=7),
+            LevelConfig(depth=4, width=256, attention="global"),
+        ],
+        mapping=MappingConfig(depth=1, width=256),
+        patch_size=2,
+        num_classes=TOY_CLASSES,
+        resolution=32,
+    )
+    training = TrainingConfig(
+        batch_size=32,
+        steps=5000,
+        ema_decay=0.999,
+        precision="fp32",
+        dataset="toy",
+        checkpoint_every=500,
+        sample_every=500,
+    )
+    return Config(name="toy", model=model, diffusion=DiffusionConfig(), training=training)
+
+
+def _named_config(name: str) -> Config:
+    if name == "toy":
+        return toy_config()
+    if name in PAPER_CONFIGS:
+        return paper_config(name)
+    if name in SKIP_VARIANTS:
+        return skip_variant(name.split("-", 1)[1])
+    return ablation_step(name)
+
+
+def get_config(name_or_path: str | Path) -> Config:
+    """A config by name — one of :data:`CONFIG_NAMES` (``"toy"``, ``"imagenet128"``,
+    ``"ffhq1024"``, ``"imagenet256"``, ``"A"`` … ``"E"``, ``"R1"`` … ``"R4"``, ``"E-add"``,
+    ``"E-concat"``; case-insensitive), optionally with a resolution suffix ``"NAME@RES"``
+    (:func:`at_resolution`, e.g. ``"E@512"``) — or the path of a JSON config file."""
+    if isinstance(name_or_path, Path) or str(name_or_path).endswith(".json"):
+        config = load_config(name_or_path)
+        validate_config(config)
+        return config
+    if not isinstance(name_or_path, str):
+        raise ValueError(
+            f"get_config: got {name_or_path!r}; allowed: a config name or a JSON file path"
+        )
+    text = name_or_path.strip()
+    name, _, suffix = text.partition("@")
+    canonical = {n.lower(): n for n in CONFIG_NAMES}.get(name.lower())
+    if canonical is None:
+        if Path(text).exists():
+            return get_config(Path(text))
+        raise ValueError(
+            f"unknown config {name_or_path!r}; allowed: {', '.join(CONFIG_NAMES)} "
+            f"(optionally NAME@RESOLUTION, e.g. E@256) or a path to a .json file"
+        )
+    config = _named_config(canonical)
+    if suffix:
+        if not suffix.isdigit() or int(suffix) < 1:
+            raise ValueError(
+                f"config {name_or_path!r}: resolution suffix {suffix!r} is not a positive integer"
+            )
+        config = at_resolution(config, int(suffix))
+    return config
+
+
+# ----------------------------------------------------------------------------------------------
+# Building
+# ----------------------------------------------------------------------------------------------
+
+
 def build_model(config: Config | ModelConfig):
     """Build the model a config describes: :class:`~hdit_edu.hourglass.HDiT` for
-    ``arch="hdit"``, :class:`~hdit_edu.dit.DiT` for ``arch="dit"``."""
+    ``arch="hdit"``, :class:`~hdit_edu.dit.DiT` for ``arch="dit"``. The config is validated
+    first (:func:`validate_config` at its own resolution): a bad spec fails before any
+    parameter is allocated."""
     model_config = config.model if isinstance(config, Config) else config
     if not isinstance(model_config, ModelConfig):
         raise ValueError(
             f"build_model expects a Config or ModelConfig, got {type(config).__name__}"
         )
+    validate_config(config)
     if model_config.arch == "hdit":
         from .hourglass import HDiT
 

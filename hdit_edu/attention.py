@@ -1,0 +1,648 @@
+"""Self-attention of the HDiT blocks (§4.2–4.3, App. C): cosine-similarity attention with a
+learned per-head scale, axial RoPE, and three attention mechanisms behind one module.
+
+**Cosine-similarity attention** (App. C). Instead of ``softmax(q·kᵀ / √d)``, HDiT uses
+
+    Attention(q, k, v) = softmax(τ · cos(q, k)) v,    cos(q, k) = q·k / (‖q‖ ‖k‖),
+
+with ``τ`` a per-head, per-layer scale learned *directly in linear space* (init 10), not as
+``exp(θ)`` clamped at 100 as in Swin-v2: the paper found the exponential parametrisation drives
+many scales to the clamp or below 1, while learning ``τ`` directly keeps them in ``[5, 50]``.
+:func:`cosine_sim_scale` multiplies ``q`` and ``k`` each by ``√τ / ‖·‖``, so that the kernels
+below run with ``scale=1``: ``q'·k' = τ·cos(q, k)``. RoPE is applied after the normalisation (a
+rotation keeps the norm, and this is k-diffusion's order of operations).
+
+**Mechanisms** (§4.3, steps B1/B2 of Table 1). All kernels take ``(batch, height, width, heads,
+head_dim)`` tensors and a ``scale`` (default ``head_dim ** -0.5``, like SDPA and NATTEN):
+
+- :func:`global_attention` — every token attends to every token: PyTorch SDPA. O(n²) in tokens.
+- :func:`neighborhood_attention` — each query attends to the ``k × k`` tokens around it. At the
+  borders the window is *shifted inward* so it always holds ``k × k`` real tokens (NATTEN's
+  semantics; never zero-padded): along an axis of length ``L`` the window of query ``i`` is
+  ``[s, s + k)`` with ``s = clamp(i − ⌊k/2⌋, 0, L − k)``. O(n · k²).
+- :func:`shifted_window_attention` — Swin: non-overlapping ``w × w`` windows of the grid rolled
+  by ``shift`` (``w/2`` on alternate layers), with masks that keep the tokens that the roll
+  brought across the border from attending to their new neighbours. Equivalently (and that is
+  how the tests check it): query ``i`` attends to key ``j`` iff ``⌊(i + s)/w⌋ = ⌊(j + s)/w⌋``
+  along both axes. We roll by ``+shift`` exactly as k-diffusion does; Swin's paper rolls by
+  ``−shift`` — for ``shift = w/2``, the shift HDiT uses, the two give the same windows.
+
+**Neighborhood attention backends** (``backend=``; see DESIGN.md "Attention backends"):
+
+- ``"natten"`` — ``natten.functional.na2d`` (NATTEN's fused kernels on CUDA; without its compiled
+  library, its flex-attention path, which on CPU is forward-only and materialises the full
+  ``tokens × tokens`` score matrix).
+- ``"torch"`` — ours, pure PyTorch: loops over the ``k²`` entries of the window; entry
+  ``(a, c)`` of every query's clamped window is one re-indexed copy of the key grid
+  (``index_select``), so memory stays ``O(tokens · (heads·k² + head_dim))`` — never
+  ``tokens²``, never the ``k²``-times-larger tensor of all gathered windows — in the forward
+  and in its closed-form backward.
+- ``"masked-sdpa"`` — dense SDPA with the boolean neighborhood mask (:func:`neighborhood_mask`):
+  the same numbers, ``O(tokens²)`` memory, but the fastest CPU path at small grids. Refused above
+  :data:`MASKED_SDPA_MAX_TOKENS` tokens.
+- ``"auto"`` — NATTEN when its fused CUDA kernels are available; else masked SDPA up to
+  :data:`MASKED_SDPA_AUTO_MAX_TOKENS` tokens; else ``"torch"``. (NATTEN's CPU flex path is
+  never chosen automatically: it is unfused, materialises ``tokens²`` scores, is slower than
+  both of ours and cannot backpropagate on CPU.)
+
+**One traced node per kernel** (for FLOP counting, ``flops.py``). The neighborhood and shifted-
+window kernels are ``torch.autograd.Function`` subclasses, so ``torch.jit.trace`` records each
+call as a single node whatever the backend does inside:
+
+==================================================  ============================================
+node kind (as fvcore names it)                      node inputs / ``node.scalar_args()``
+==================================================  ============================================
+``prim::PythonOp.NeighborhoodAttentionOp``           ``q, k, v`` / ``[kernel_size, scale, backend]``
+``prim::PythonOp.ShiftedWindowAttentionOp``          ``q, k, v`` / ``[window_size, shift, scale]``
+``aten::scaled_dot_product_attention``  (global)     ``q, k, v`` as ``(B, heads, tokens, head_dim)``
+==================================================  ============================================
+
+A fvcore handle receives the node's input/output values; ``outputs[0].node().scalar_args()``
+gives the scalars. Costs (multiply-adds, counted like k-diffusion): neighborhood
+``B·H·W·heads·k²·(d_qk + d_v)``; shifted window ``B·H·W·heads·w²·(d_qk + d_v)``.
+
+Backward passes: ``NeighborhoodAttentionOp`` with the ``"torch"`` backend has a closed-form
+backward (the softmax-attention gradient, window entry by window entry: no recomputation, the
+same memory bound as its forward). For the other backends, and for ``ShiftedWindowAttentionOp``,
+the ops use **activation recomputation** (as ``torch.utils.checkpoint``): ``forward`` runs the
+kernel without recording a graph and keeps only ``q, k, v``; ``backward`` re-runs it with
+autograd on and differentiates it with ``torch.autograd.grad``. The price is one extra forward
+of the attention kernel per backward; the gain is one node per call and no saved scores.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .rope import AxialRoPE, apply_rope
+
+ATTENTION_MECHANISMS = ("global", "neighborhood", "shifted-window")
+NA_BACKENDS = ("auto", "natten", "torch", "masked-sdpa")
+ATTENTION_POS_EMBS = ("rope", "none")
+
+# "auto" uses masked SDPA on CPU grids up to this many tokens (64×64), "torch" above.
+MASKED_SDPA_AUTO_MAX_TOKENS = 4096
+# Explicit backend="masked-sdpa" is refused above this (the tokens² boolean mask alone: 256 MiB).
+MASKED_SDPA_MAX_TOKENS = 16384
+
+
+# --- cosine-similarity attention (App. C) ---
+
+
+def cosine_sim_scale(q: torch.Tensor, k: torch.Tensor, scale, eps: float = 1e-6):
+    """Scale ``q`` and ``k`` so that ``q'·k' = τ · cos(q, k)`` (App. C):
+
+        q' = q · √τ / √(‖q‖² + ε),     k' = k · √τ / √(‖k‖² + ε).
+
+    ``scale`` (τ) broadcasts against ``q[..., :1]``: for the per-head vector ``(heads,)`` of the
+    heads-last layout ``(..., heads, head_dim)`` pass ``scale[:, None]``. Computed in (at least)
+    float32, returned in the input dtypes.
+    """
+    scale = torch.as_tensor(scale, device=q.device)
+    dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), scale.dtype)
+    dtype = torch.promote_types(dtype, torch.float32)
+    sqrt_tau = torch.sqrt(scale.to(dtype))
+    q_factor = sqrt_tau * torch.rsqrt(q.to(dtype).pow(2).sum(dim=-1, keepdim=True) + eps)
+    k_factor = sqrt_tau * torch.rsqrt(k.to(dtype).pow(2).sum(dim=-1, keepdim=True) + eps)
+    return q * q_factor.to(q.dtype), k * k_factor.to(k.dtype)
+
+
+# --- shared checks ---
+
+
+def _check_qkv(where: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    if q.ndim != 5:
+        raise ValueError(
+            f"{where}: expected q, k, v of shape (batch, height, width, heads, head_dim), "
+            f"got q of shape {tuple(q.shape)}"
+        )
+    if k.shape != q.shape or v.shape[:-1] != q.shape[:-1]:
+        raise ValueError(
+            f"{where}: q, k, v shapes do not match: q {tuple(q.shape)}, k {tuple(k.shape)}, "
+            f"v {tuple(v.shape)} (k must equal q; v may differ only in head_dim)"
+        )
+
+
+def _default_scale(scale, head_dim: int) -> float:
+    return head_dim**-0.5 if scale is None else float(scale)
+
+
+def _heads_first(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, heads, D) -> (B, heads, H·W, D), the layout of SDPA."""
+    return x.flatten(1, 2).transpose(1, 2)
+
+
+def _heads_last(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, heads, H·W, D) -> (B, H, W, heads, D)."""
+    return x.transpose(1, 2).unflatten(1, (h, w))
+
+
+# --- global attention ---
+
+
+def global_attention(q, k, v, scale=None) -> torch.Tensor:
+    """Every token attends to every token (PyTorch SDPA). ``(B, H, W, heads, D)`` in and out."""
+    _check_qkv("global_attention", q, k, v)
+    h, w = q.shape[1:3]
+    out = F.scaled_dot_product_attention(
+        _heads_first(q), _heads_first(k), _heads_first(v), scale=_default_scale(scale, q.shape[-1])
+    )
+    return _heads_last(out, h, w)
+
+
+# --- neighborhood attention ---
+
+
+def neighborhood_window_starts(length: int, kernel_size: int, device=None) -> torch.Tensor:
+    """First index of each query's window along one axis: ``clamp(i − ⌊k/2⌋, 0, L − k)``.
+
+    Query ``i`` attends to ``[start, start + k)``: centred on ``i`` inside the grid, shifted
+    inward at the borders (NATTEN's semantics, dilation 1)."""
+    i = torch.arange(length, device=device)
+    return (i - kernel_size // 2).clamp(0, length - kernel_size)
+
+
+def _check_kernel_size(kernel_size, h: int, w: int) -> int:
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int):
+        raise ValueError(f"kernel_size must be an odd int, got {kernel_size!r}")
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd and >= 1, got {kernel_size}")
+    if kernel_size > min(h, w):
+        raise ValueError(
+            f"kernel_size {kernel_size} is larger than the token grid {h}×{w}; "
+            f"it must be <= min(height, width) = {min(h, w)}"
+        )
+    return kernel_size
+
+
+@lru_cache(maxsize=32)
+def _neighborhood_mask_cached(h: int, w: int, kernel_size: int, device: torch.device):
+    def axis_mask(length: int) -> torch.Tensor:  # (L, L): [query i, key j] j in window of i
+        start = neighborhood_window_starts(length, kernel_size, device)[:, None]
+        j = torch.arange(length, device=device)[None, :]
+        return (j >= start) & (j < start + kernel_size)
+
+    rows, cols = axis_mask(h), axis_mask(w)
+    return (rows[:, None, :, None] & cols[None, :, None, :]).reshape(h * w, h * w)
+
+
+def neighborhood_mask(h: int, w: int, kernel_size: int, device=None) -> torch.Tensor:
+    """Boolean ``(h·w, h·w)`` mask: ``[query, key]`` is True iff the key lies in the query's
+    clamped ``k × k`` window (tokens in row-major order). The mask of the ``masked-sdpa``
+    backend; cached per (size, kernel, device)."""
+    _check_kernel_size(kernel_size, h, w)
+    return _neighborhood_mask_cached(h, w, kernel_size, torch.device(device or "cpu"))
+
+
+def _window_indices(h: int, w: int, kernel_size: int, device):
+    """Row and column of window entry ``(a, c)`` for every query: ``rows[a][i] = s_h(i) + a``,
+    ``cols[c][j] = s_w(j) + c`` (lists of ``k`` index vectors of length ``h`` / ``w``)."""
+    row_starts = neighborhood_window_starts(h, kernel_size, device)
+    col_starts = neighborhood_window_starts(w, kernel_size, device)
+    return [row_starts + a for a in range(kernel_size)], [
+        col_starts + c for c in range(kernel_size)
+    ]
+
+
+def _na_torch_forward(q, k, v, kernel_size: int, scale: float):
+    """The ``"torch"`` backend, forward: returns ``(out, attn)``.
+
+    Window entry ``(a, c)`` of query ``(i, j)`` is the key at ``(s_h(i) + a, s_w(j) + c)``; for
+    a fixed ``(a, c)`` these keys, over all queries, form a re-indexed copy ``K_ac`` of the key
+    grid (``index_select`` of rows, then columns). So, looping over the ``k²`` entries:
+
+        S_ac = scale · ⟨q, K_ac⟩,    P = softmax_(a,c)(S),    out = Σ_ac P_ac · V_ac.
+
+    Memory: the scores ``(B, H, W, heads, k²)`` plus one ``(B, H, W, heads, D)`` copy at a time —
+    ``O(tokens · (heads·k² + D))``, never ``tokens²``. Computed in (at least) float32.
+    """
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    rows, cols = _window_indices(q.shape[1], q.shape[2], kernel_size, q.device)
+    scores = []
+    for rows_a in rows:
+        k_a = k.index_select(1, rows_a)  # window row a of every query's window
+        scores += [(q * k_a.index_select(2, cols_c)).sum(dim=-1) for cols_c in cols]
+    attn = (torch.stack(scores, dim=-1) * scale).softmax(dim=-1)  # (B, H, W, heads, k²)
+    out = torch.zeros(q.shape[:-1] + v.shape[-1:], dtype=dtype, device=q.device)
+    for a, rows_a in enumerate(rows):
+        v_a = v.index_select(1, rows_a)
+        for c, cols_c in enumerate(cols):
+            out += attn[..., a * kernel_size + c, None] * v_a.index_select(2, cols_c)
+    return out, attn
+
+
+def _na_torch_backward(q, k, v, attn, out, grad_out, kernel_size: int, scale: float):
+    """The ``"torch"`` backend, backward in closed form (no recomputation, same memory bound):
+
+    dP_ac = ⟨dout, V_ac⟩
+    dS_ac = P_ac · (dP_ac − ⟨dout, out⟩)        softmax backward: Σ_ac P_ac dP_ac = ⟨dout, out⟩
+    dq    = scale · Σ_ac dS_ac K_ac
+    dK_ac = scale · dS_ac q,   dV_ac = P_ac dout  — added back at the keys' positions.
+    """
+    dtype = attn.dtype
+    q, k, v, grad_out = q.to(dtype), k.to(dtype), v.to(dtype), grad_out.to(dtype)
+    rows, cols = _window_indices(q.shape[1], q.shape[2], kernel_size, q.device)
+    grad_p = []
+    for rows_a in rows:
+        v_a = v.index_select(1, rows_a)
+        grad_p += [(grad_out * v_a.index_select(2, cols_c)).sum(dim=-1) for cols_c in cols]
+    grad_p = torch.stack(grad_p, dim=-1)  # (B, H, W, heads, k²)
+    grad_s = attn * (grad_p - (grad_out * out).sum(dim=-1, keepdim=True)) * scale
+    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    for a, rows_a in enumerate(rows):
+        k_a = k.index_select(1, rows_a)
+        dk_a, dv_a = torch.zeros_like(k), torch.zeros_like(v)  # gradients of window row a
+        for c, cols_c in enumerate(cols):
+            g_s, p = grad_s[..., a * kernel_size + c, None], attn[..., a * kernel_size + c, None]
+            dq += g_s * k_a.index_select(2, cols_c)
+            dk_a.index_add_(2, cols_c, g_s * q)
+            dv_a.index_add_(2, cols_c, p * grad_out)
+        dk.index_add_(1, rows_a, dk_a)
+        dv.index_add_(1, rows_a, dv_a)
+    return dq, dk, dv
+
+
+def _na_torch(q, k, v, kernel_size: int, scale: float) -> torch.Tensor:
+    """The ``"torch"`` backend (forward only; the autograd op pairs it with its backward)."""
+    return _na_torch_forward(q, k, v, kernel_size, scale)[0].to(q.dtype)
+
+
+def _na_masked_sdpa(q, k, v, kernel_size: int, scale: float) -> torch.Tensor:
+    """The ``"masked-sdpa"`` backend: dense attention restricted by :func:`neighborhood_mask`."""
+    h, w = q.shape[1:3]
+    mask = neighborhood_mask(h, w, kernel_size, q.device)
+    out = F.scaled_dot_product_attention(
+        _heads_first(q), _heads_first(k), _heads_first(v), attn_mask=mask, scale=scale
+    )
+    return _heads_last(out, h, w)
+
+
+def _na_natten(q, k, v, kernel_size: int, scale: float) -> torch.Tensor:
+    """The ``"natten"`` backend: ``natten.functional.na2d`` (same layout as ours)."""
+    import natten
+
+    with warnings.catch_warnings():
+        # Its CPU flex path warns that it runs unfused (that is why "auto" avoids it on CPU).
+        warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile")
+        warnings.filterwarnings("ignore", message=".*return_lse is deprecated")
+        return natten.functional.na2d(q, k, v, kernel_size, scale=scale)
+
+
+_NA_BACKEND_KERNELS = {"torch": _na_torch, "masked-sdpa": _na_masked_sdpa, "natten": _na_natten}
+
+
+def natten_fused_available() -> bool:
+    """True when NATTEN is installed with its compiled (fused CUDA) kernels."""
+    try:
+        import natten
+    except ImportError:
+        return False
+    return bool(getattr(natten, "HAS_LIBNATTEN", False)) and torch.cuda.is_available()
+
+
+def _needs_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def resolve_na_backend(backend: str, q, k, v) -> str:
+    """The concrete backend ``neighborhood_attention`` runs for these inputs (``"auto"``
+    resolved; an explicit choice checked against what this machine and these inputs allow)."""
+    if backend not in NA_BACKENDS:
+        raise ValueError(
+            f"unknown neighborhood attention backend {backend!r}; allowed: {NA_BACKENDS}"
+        )
+    tokens = q.shape[1] * q.shape[2]
+    if backend == "auto":
+        if q.is_cuda and natten_fused_available():
+            return "natten"
+        return "masked-sdpa" if tokens <= MASKED_SDPA_AUTO_MAX_TOKENS else "torch"
+    if backend == "natten":
+        try:
+            import natten  # noqa: F401
+        except ImportError:
+            raise ValueError("backend='natten' needs NATTEN installed; use 'torch'") from None
+        if not q.is_cuda and _needs_grad(q, k, v):
+            raise ValueError(
+                "backend='natten' on CPU is forward-only (NATTEN's flex path has no CPU "
+                "backward); use backend='torch' or 'masked-sdpa' for training on CPU"
+            )
+    if backend == "masked-sdpa" and tokens > MASKED_SDPA_MAX_TOKENS:
+        raise ValueError(
+            f"backend='masked-sdpa' builds a tokens×tokens mask; {q.shape[1]}×{q.shape[2]} = "
+            f"{tokens} tokens exceeds MASKED_SDPA_MAX_TOKENS={MASKED_SDPA_MAX_TOKENS}; "
+            f"use backend='torch' (memory O(tokens·k²)) or 'natten'"
+        )
+    return backend
+
+
+# --- one autograd node per kernel call, with activation recomputation ---
+
+
+def _recompute_vjp(fn, inputs, grad_out, needs_grad):
+    """Re-run ``fn(*inputs)`` with autograd on; return ``∂⟨fn(inputs), grad_out⟩/∂input`` for
+    each input that ``needs_grad`` (``None`` for the others)."""
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_(n) for t, n in zip(inputs, needs_grad)]
+        out = fn(*leaves)
+        grads = iter(torch.autograd.grad(out, [t for t in leaves if t.requires_grad], grad_out))
+    return [next(grads) if n else None for n in needs_grad]
+
+
+class NeighborhoodAttentionOp(torch.autograd.Function):
+    """Neighborhood attention as one autograd (and traced) node. Backward: closed form for the
+    ``"torch"`` backend; activation recomputation for the others."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(ctx, q, k, v, kernel_size, scale, backend):
+        ctx.kernel_size, ctx.scale, ctx.backend = kernel_size, scale, backend
+        if backend == "torch":
+            out, attn = _na_torch_forward(q, k, v, kernel_size, scale)
+            ctx.save_for_backward(q, k, v, attn, out)
+            return out.to(q.dtype)
+        ctx.save_for_backward(q, k, v)
+        kernel = _NA_BACKEND_KERNELS[backend]
+        return kernel(q.detach(), k.detach(), v.detach(), kernel_size, scale)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, grad_out):
+        ks, scale = ctx.kernel_size, ctx.scale
+        if ctx.backend == "torch":
+            q, k, v, attn, out = ctx.saved_tensors
+            grads = _na_torch_backward(q, k, v, attn, out, grad_out, ks, scale)
+            dq, dk, dv = (g.to(t.dtype) for g, t in zip(grads, (q, k, v)))
+        else:
+            q, k, v = ctx.saved_tensors
+            kernel = _NA_BACKEND_KERNELS[ctx.backend]
+            dq, dk, dv = _recompute_vjp(
+                lambda q, k, v: kernel(q, k, v, ks, scale),
+                (q, k, v),
+                grad_out,
+                list(ctx.needs_input_grad[:3]),
+            )
+        return dq, dk, dv, None, None, None
+
+
+def neighborhood_attention(q, k, v, kernel_size: int, *, scale=None, backend: str = "auto"):
+    """Neighborhood attention (Hassani et al. 2023; §4.3): each query attends to the ``k × k``
+    tokens around it, the window shifted inward at the borders (never zero-padded).
+
+    ``q, k, v``: ``(batch, height, width, heads, head_dim)``; returns the same layout.
+    ``scale``: multiplies ``q·k`` (default ``head_dim ** -0.5``). ``backend``: one of
+    :data:`NA_BACKENDS` (module docstring). All backends give the same numbers.
+    """
+    _check_qkv("neighborhood_attention", q, k, v)
+    _check_kernel_size(kernel_size, q.shape[1], q.shape[2])
+    backend = resolve_na_backend(backend, q, k, v)
+    scale = _default_scale(scale, q.shape[-1])
+    return NeighborhoodAttentionOp.apply(q, k, v, kernel_size, scale, backend)
+
+
+# --- shifted-window attention ---
+
+
+def _check_window(window_size, shift, h: int, w: int) -> None:
+    if isinstance(window_size, bool) or not isinstance(window_size, int) or window_size < 1:
+        raise ValueError(f"window_size must be a positive int, got {window_size!r}")
+    if h % window_size or w % window_size:
+        raise ValueError(
+            f"shifted-window attention needs the token grid {h}×{w} divisible by "
+            f"window_size={window_size}"
+        )
+    if isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift < window_size:
+        raise ValueError(f"shift must be an int in [0, window_size={window_size}), got {shift!r}")
+
+
+@lru_cache(maxsize=32)
+def _shifted_window_mask_cached(h, w, window_size, shift, device):
+    # In the grid rolled by +shift, rows/cols [0, shift) are the ones that came across the
+    # border. Within a window, two tokens may attend to each other iff they are on the same
+    # side of that seam along both axes (only the first window row / column has a seam).
+    def same_side(length):  # (windows, query offset, key offset)
+        wrapped = (torch.arange(length, device=device) < shift).view(-1, window_size)
+        return wrapped[:, :, None] == wrapped[:, None, :]
+
+    rows, cols = same_side(h), same_side(w)
+    mask = rows[:, None, :, None, :, None] & cols[None, :, None, :, None, :]
+    return mask.reshape((h // window_size) * (w // window_size), window_size**2, window_size**2)
+
+
+def shifted_window_mask(h: int, w: int, window_size: int, shift: int, device=None):
+    """Boolean ``(windows, w², w²)`` mask of each window of the rolled grid: ``[window,
+    query, key]`` (windows and in-window offsets in row-major order). All True for shift 0."""
+    _check_window(window_size, shift, h, w)
+    return _shifted_window_mask_cached(h, w, window_size, shift, torch.device(device or "cpu"))
+
+
+def _to_windows(x, window_size: int, shift: int):
+    """(B, H, W, heads, D) -> (B, heads, windows, w², D) of the grid rolled by +shift."""
+    b, h, w, heads, d = x.shape
+    n = window_size
+    x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
+    x = x.reshape(b, h // n, n, w // n, n, heads, d).permute(0, 5, 1, 3, 2, 4, 6)
+    return x.reshape(b, heads, (h // n) * (w // n), n * n, d)
+
+
+def _from_windows(x, h: int, w: int, window_size: int, shift: int):
+    """Inverse of :func:`_to_windows`."""
+    b, heads, _, _, d = x.shape
+    n = window_size
+    x = x.reshape(b, heads, h // n, w // n, n, n, d).permute(0, 2, 4, 3, 5, 1, 6)
+    return torch.roll(x.reshape(b, h, w, heads, d), shifts=(-shift, -shift), dims=(1, 2))
+
+
+def _shifted_window_kernel(q, k, v, window_size: int, shift: int, scale: float):
+    h, w = q.shape[1:3]
+    mask = shifted_window_mask(h, w, window_size, shift, q.device)
+    q, k, v = (_to_windows(t, window_size, shift) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    return _from_windows(out, h, w, window_size, shift)
+
+
+class ShiftedWindowAttentionOp(torch.autograd.Function):
+    """Shifted-window attention as one autograd (and traced) node; backward recomputes."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(ctx, q, k, v, window_size, shift, scale):
+        ctx.save_for_backward(q, k, v)
+        ctx.window_size, ctx.shift, ctx.scale = window_size, shift, scale
+        return _shifted_window_kernel(q, k, v, window_size, shift, scale)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, grad_out):
+        q, k, v = ctx.saved_tensors
+        args = ctx.window_size, ctx.shift, ctx.scale
+        dq, dk, dv = _recompute_vjp(
+            lambda q, k, v: _shifted_window_kernel(q, k, v, *args),
+            (q, k, v),
+            grad_out,
+            list(ctx.needs_input_grad[:3]),
+        )
+        return dq, dk, dv, None, None, None
+
+
+def shifted_window_attention(q, k, v, window_size: int, shift: int, *, scale=None):
+    """Shifted-window (Swin) attention (Liu et al. 2021; step B1): attention within the
+    ``window_size²`` windows of the grid rolled by ``shift``, masked at the rolled seam.
+
+    ``q, k, v``: ``(batch, height, width, heads, head_dim)``, height and width divisible by
+    ``window_size``; ``0 <= shift < window_size``. Returns the same layout.
+    """
+    _check_qkv("shifted_window_attention", q, k, v)
+    _check_window(window_size, shift, q.shape[1], q.shape[2])
+    scale = _default_scale(scale, q.shape[-1])
+    return ShiftedWindowAttentionOp.apply(q, k, v, window_size, shift, scale)
+
+
+# --- which keys a query sees (for plots and tests) ---
+
+
+def attended_mask(
+    kind: str, h: int, w: int, query: tuple[int, int], *, kernel_size=7, window_size=8, shift=0
+) -> torch.Tensor:
+    """Boolean ``(h, w)`` grid of the keys that the query token ``(row, col)`` attends to under
+    ``kind`` (one of :data:`ATTENTION_MECHANISMS`), read off the masks the kernels use."""
+    if kind not in ATTENTION_MECHANISMS:
+        raise ValueError(f"unknown attention kind {kind!r}; allowed: {ATTENTION_MECHANISMS}")
+    row, col = query
+    if not (0 <= row < h and 0 <= col < w):
+        raise ValueError(f"query {query} is outside the {h}×{w} grid")
+    if kind == "global":
+        return torch.ones(h, w, dtype=torch.bool)
+    if kind == "neighborhood":
+        return neighborhood_mask(h, w, kernel_size)[row * w + col].view(h, w)
+    mask = shifted_window_mask(h, w, window_size, shift)  # (windows, n², n²) in rolled grid
+    n, per_row = window_size, w // window_size
+    rolled_r, rolled_c = (row + shift) % h, (col + shift) % w
+    window = (rolled_r // n) * per_row + rolled_c // n
+    keys = mask[window, (rolled_r % n) * n + rolled_c % n].view(n, n)
+    grid = torch.zeros(h, w, dtype=torch.bool)
+    rr = (rolled_r // n) * n + torch.arange(n)  # rolled rows/cols of the window
+    cc = (rolled_c // n) * n + torch.arange(n)
+    grid[((rr - shift) % h)[:, None], ((cc - shift) % w)[None, :]] = keys
+    return grid
+
+
+# --- the attention module of an HDiT block ---
+
+
+class Attention(nn.Module):
+    """Self-attention of one HDiT block (Fig. 4; §4.2–4.3, App. C), without the norm before it
+    and the residual around it (the transformer layer adds those: ``x + attn(norm(x), pos)``).
+
+        qkv = x W_qkv                         channels split "(t heads head_dim)", t = q, k, v
+        q, k ← q·√τ/‖q‖, k·√τ/‖k‖            cosine similarity, τ per head (init 10)
+        q, k ← RoPE(q, pos), RoPE(k, pos)     half of each head rotated (pos_emb="rope")
+        y = attention(q, k, v, scale=1)       global | neighborhood | shifted-window
+        out = dropout(y) W_out                W_out zero-initialised: a fresh block adds 0
+
+    Parameters: ``qkv_proj`` (Linear d → 3d, no bias), ``scale`` ``(heads,)``, ``out_proj``
+    (Linear d → d, no bias, zeros); ``pos_emb`` is an :class:`~hdit_edu.rope.AxialRoPE` (a
+    buffer only) or ``None``. ``forward(x (B, H, W, d), pos (H, W, 2)) -> (B, H, W, d)``.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        head_dim: int = 64,
+        kind: str = "global",
+        kernel_size: int = 7,
+        window_size: int = 8,
+        shift: int = 0,
+        pos_emb: str = "rope",
+        dropout: float = 0.0,
+        backend: str = "auto",
+    ):
+        super().__init__()
+        if kind not in ATTENTION_MECHANISMS:
+            raise ValueError(f"unknown attention kind {kind!r}; allowed: {ATTENTION_MECHANISMS}")
+        if pos_emb not in ATTENTION_POS_EMBS:
+            raise ValueError(
+                f"unknown attention pos_emb {pos_emb!r}; allowed: {ATTENTION_POS_EMBS}"
+            )
+        if backend not in NA_BACKENDS:
+            raise ValueError(
+                f"unknown neighborhood attention backend {backend!r}; allowed: {NA_BACKENDS}"
+            )
+        if head_dim < 1 or d_model % head_dim:
+            raise ValueError(f"d_model={d_model} is not divisible by head_dim={head_dim}")
+        if kind == "neighborhood" and (kernel_size < 1 or kernel_size % 2 == 0):
+            raise ValueError(f"kernel_size must be odd and >= 1, got {kernel_size}")
+        if kind == "shifted-window" and not 0 <= shift < window_size:
+            raise ValueError(f"shift must be in [0, window_size={window_size}), got {shift}")
+        self.d_model, self.head_dim, self.n_heads = d_model, head_dim, d_model // head_dim
+        self.kind, self.kernel_size, self.window_size, self.shift = (
+            kind,
+            kernel_size,
+            window_size,
+            shift,
+        )
+        self.backend = backend
+        self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.scale = nn.Parameter(torch.full((self.n_heads,), 10.0))
+        self.pos_emb = AxialRoPE(head_dim, self.n_heads) if pos_emb == "rope" else None
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        nn.init.zeros_(self.out_proj.weight)
+
+    def extra_repr(self) -> str:
+        detail = {
+            "global": "",
+            "neighborhood": f", kernel_size={self.kernel_size}, backend={self.backend!r}",
+            "shifted-window": f", window_size={self.window_size}, shift={self.shift}",
+        }[self.kind]
+        return f"kind={self.kind!r}, head_dim={self.head_dim}, n_heads={self.n_heads}{detail}"
+
+    def attend(self, q, k, v) -> torch.Tensor:
+        """The mechanism, on prepared ``q, k`` (cosine-scaled, rotated): ``scale = 1``."""
+        if self.kind == "global":
+            return global_attention(q, k, v, scale=1.0)
+        if self.kind == "neighborhood":
+            return neighborhood_attention(
+                q, k, v, self.kernel_size, scale=1.0, backend=self.backend
+            )
+        return shifted_window_attention(q, k, v, self.window_size, self.shift, scale=1.0)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[-1] != self.d_model:
+            raise ValueError(
+                f"Attention: expected x of shape (B, H, W, {self.d_model}), got {tuple(x.shape)}"
+            )
+        b, h, w, _ = x.shape
+        qkv = self.qkv_proj(x).view(b, h, w, 3, self.n_heads, self.head_dim)
+        q, k, v = qkv.unbind(dim=3)  # each (B, H, W, heads, head_dim)
+        q, k = cosine_sim_scale(q, k, self.scale[:, None])
+        if self.pos_emb is not None:
+            if pos is None or pos.shape != (h, w, 2):
+                got = None if pos is None else tuple(pos.shape)
+                raise ValueError(f"Attention: expected pos of shape ({h}, {w}, 2), got {got}")
+            theta = self.pos_emb(pos)  # (H, W, heads, head_dim // 4)
+            q, k = apply_rope(q, theta), apply_rope(k, theta)
+        y = self.attend(q, k, v).reshape(b, h, w, self.d_model)
+        return self.out_proj(self.dropout(y))
+
+
+def keys_per_query(kind: str, h: int, w: int, *, kernel_size: int = 7, window_size: int = 8):
+    """How many keys each query attends to on an ``h × w`` grid: ``h·w`` (global), ``k²``
+    (neighborhood — every window is full, thanks to the clamping), ``w²`` (shifted window, as
+    computed: the masked entries of the seam windows are computed too)."""
+    counts = {"global": h * w, "neighborhood": kernel_size**2, "shifted-window": window_size**2}
+    if kind not in counts:
+        raise ValueError(f"unknown attention kind {kind!r}; allowed: {ATTENTION_MECHANISMS}")
+    return counts[kind]
+
+
+def attention_flops(kind: str, h: int, w: int, heads: int, head_dim: int, **window) -> int:
+    """Multiply-adds of the attention kernel alone (``q·k`` and ``attn·v``) per image on an
+    ``h × w`` grid, counted like k-diffusion: ``tokens · heads · keys/query · (d_qk + d_v)``.
+    ``window``: ``kernel_size`` / ``window_size`` as in :func:`keys_per_query`."""
+    return h * w * heads * keys_per_query(kind, h, w, **window) * 2 * head_dim

@@ -1,0 +1,745 @@
+"""Data: image folders, the shipped toy data set, non-leaking augmentation, resumable order (§5.1).
+
+The paper trains on ImageNet (class sub-folders) and FFHQ (one flat set of faces), on RGB
+pixels scaled to [-1, 1]. "For runs on small datasets, we apply a non-leaking augmentation
+scheme akin to (Karras et al., 2020a)" (§5.1; Table 6: augmentation probability 0.12 for
+FFHQ-1024², 0 for ImageNet). This module holds the four pieces a training run reads from:
+
+* :class:`ImageFolderDataset` — an FFHQ-style flat folder or an ImageNet-style folder of class
+  sub-folders, resized (shorter side) and center-cropped to the model resolution.
+* :class:`ToyDataset` — the shipped toy set: eight classes of procedurally drawn, mostly
+  symmetric objects (a face, a ring, a plus, an X, a triangle, a diamond, a pair and a quad
+  of discs) with random colours, gradient backgrounds, positions, sizes and tilts. It is made
+  by code from a seed in about a second (no download, nothing committed). A face and a quad
+  of discs are made of the same local parts (discs); only their global arrangement tells them
+  apart, so a model must relate distant pixels to draw them right. See ``data/README.md``.
+* :class:`Augment` / :func:`augment` — the non-leaking augmentation: each transform is drawn
+  with probability ``p`` and the model is *told* what was drawn through the 9-number
+  conditioning vector ``aug_cond`` that its mapping network consumes (``ModelConfig.aug_dim``
+  = 9). Sampling passes ``aug_cond = 0`` ("not augmented"), so augmentations cannot leak into
+  the samples. The vector's layout follows k-diffusion's ``KarrasAugmentationPipeline``::
+
+      aug_cond = [x-flip, y-flip, log_{a_scale}(scale), cos(θ) − 1, sin(θ),
+                  a·cos(φ), a·sin(φ), t_x, t_y]
+
+  (θ rotation, anisotropic stretch by a_aniso^a along direction φ, translation (t_x, t_y) in
+  units of ``a_trans × size`` pixels). Zero means "identity" for every entry.
+* :class:`ResumableSampler` — the order in which a run reads the data: a pure function of
+  (seed, step, rank), so a checkpoint only needs the step to restore the data position
+  exactly, and DDP ranks read disjoint shards of the same permutation.
+
+The trainer's view (one step)::
+
+    sampler = ResumableSampler(len(dataset), seed=cfg.seed, rank=rank, world_size=world)
+    indices = sampler.batch_indices(step, batch_size)          # this rank's share of the step
+    images, classes = dataset.batch(indices)                   # (B, 3, H, W) in [-1, 1], (B,)
+    images, aug_cond = Augment(p)(images, generator=step_generator(cfg.seed, step, rank))
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm", ".tif", ".tiff")
+ON_ERROR_CHOICES = ("raise", "skip")
+SPLITS = ("train", "test")
+AUG_KINDS = ("xflip", "yflip", "scale", "rotate", "aniso", "translate")
+AUG_DIM = 9  # the length of aug_cond (ModelConfig.aug_dim)
+
+
+# --------------------------------------------------------------------------------------------
+# Pixel conventions: uint8 [0, 255] on disk, float [-1, 1] in the model.
+# --------------------------------------------------------------------------------------------
+
+
+def to_model_range(images_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 images (…, H, W, 3) or (…, 3, H, W) → float32 in [-1, 1]: x = u / 127.5 − 1."""
+    x = torch.as_tensor(np.asarray(images_uint8))
+    return x.to(torch.float32) / 127.5 - 1.0
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [-1, 1] → uint8 in [0, 255] (clamped, rounded): what a PNG stores."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def save_png(image: torch.Tensor, path: str | Path) -> None:
+    """Write one (3, H, W) image in [-1, 1] as an RGB PNG."""
+    array = to_uint8(image).permute(1, 2, 0).cpu().numpy()
+    Image.fromarray(array, mode="RGB").save(path)
+
+
+def _resize_center_crop(image: Image.Image, resolution: int) -> Image.Image:
+    """Resize so the shorter side is ``resolution`` (antialiased bicubic), then center-crop."""
+    w, h = image.size
+    scale = resolution / min(w, h)
+    if scale != 1:
+        new = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
+        image = image.resize(new, resample=Image.BICUBIC)
+        w, h = image.size
+    left, top = (w - resolution) // 2, (h - resolution) // 2
+    return image.crop((left, top, left + resolution, top + resolution))
+
+
+def _check_choice(name: str, value, allowed: Sequence) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not allowed; allowed: {tuple(allowed)}")
+
+
+def _check_resolution(resolution) -> None:
+    if not isinstance(resolution, int) or resolution < 1:
+        raise ValueError(f"resolution must be a positive int, got {resolution!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Image folders (FFHQ: flat; ImageNet: one sub-folder per class)
+# --------------------------------------------------------------------------------------------
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """Images under ``root``, resized (shorter side) and center-cropped to ``resolution``.
+
+    ``class_subfolders``: ``True`` — each direct sub-folder of ``root`` is a class (ImageNet
+    layout; images anywhere below it); ``False`` — one unconditional set of every image below
+    ``root`` at any depth (FFHQ: pass ``False``, its 1000-image chunk folders are not classes);
+    ``None`` (default) — class sub-folders if ``root`` holds no images itself, else flat.
+
+    ``on_error``: what a corrupt or unreadable file does when it is read: ``"raise"`` — a
+    ``ValueError`` naming the file; ``"skip"`` — a warning naming the file, the file is
+    listed in ``self.skipped`` and the next readable image is returned instead. Files are
+    checked when read (lazily: opening 70k large images up front is slow); call
+    :meth:`verify` (or pass ``verify=True``) to check every file now and drop bad ones.
+
+    ``dataset[i]`` → ``(image, class)``: float32 (3, resolution, resolution) in [-1, 1] and an
+    int (0 for a flat folder). ``.classes`` lists the class names (sub-folder names, sorted).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        resolution: int,
+        *,
+        class_subfolders: bool | None = None,
+        on_error: str = "raise",
+        extensions: Sequence[str] = IMAGE_EXTENSIONS,
+        verify: bool = False,
+    ):
+        _check_resolution(resolution)
+        _check_choice("on_error", on_error, ON_ERROR_CHOICES)
+        self.root = Path(root)
+        self.resolution = resolution
+        self.on_error = on_error
+        self.extensions = tuple(
+            e.lower() if e.startswith(".") else "." + e.lower() for e in extensions
+        )
+        if not self.root.is_dir():
+            raise ValueError(f"image folder {str(self.root)!r} does not exist or is not a folder")
+
+        def images_below(folder: Path, recursive: bool) -> list[Path]:
+            found = folder.rglob("*") if recursive else folder.iterdir()
+            return sorted(p for p in found if p.is_file() and p.suffix.lower() in self.extensions)
+
+        if class_subfolders is None:
+            class_subfolders = not images_below(self.root, recursive=False)
+        self.files: list[Path] = []
+        self.targets: list[int] = []
+        if class_subfolders:
+            folders = sorted(p for p in self.root.iterdir() if p.is_dir())
+            folders = [p for p in folders if images_below(p, recursive=True)]
+            self.classes = [p.name for p in folders]
+            for index, folder in enumerate(folders):
+                files = images_below(folder, recursive=True)
+                self.files += files
+                self.targets += [index] * len(files)
+        else:
+            self.classes = [self.root.name]
+            self.files = images_below(self.root, recursive=True)
+            self.targets = [0] * len(self.files)
+        if not self.files:
+            raise ValueError(
+                f"no images found in {str(self.root)!r} (class_subfolders={class_subfolders}); "
+                f"accepted extensions: {', '.join(self.extensions)}"
+            )
+        self.skipped: list[Path] = []
+        if verify:
+            self.verify()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _load(self, index: int) -> torch.Tensor:
+        path = self.files[index]
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")  # decodes the whole file: truncation fails here
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise ValueError(f"cannot read image file {str(path)!r}: {e}") from e
+        image = _resize_center_crop(image, self.resolution)
+        return to_model_range(np.asarray(image)).permute(2, 0, 1)
+
+    def _report_bad(self, index: int, error: ValueError) -> None:
+        path = self.files[index]
+        if self.on_error == "raise":
+            raise error
+        if path not in self.skipped:
+            self.skipped.append(path)
+            warnings.warn(
+                f"skipping unreadable image {str(path)!r} ({len(self.skipped)} skipped so far)",
+                stacklevel=3,
+            )
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        for offset in range(len(self.files)):
+            i = (index + offset) % len(self.files)
+            try:
+                return self._load(i), self.targets[i]
+            except ValueError as e:
+                self._report_bad(i, e)
+        raise ValueError(f"no readable image in {str(self.root)!r}; unreadable: {self.skipped}")
+
+    def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stack ``dataset[i]`` for ``i`` in ``indices``: ((B, 3, H, W), LongTensor (B,))."""
+        items = [self[int(i)] for i in indices]
+        return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+
+    def verify(self) -> list[Path]:
+        """Read every file now. ``on_error="raise"``: the first bad file raises; ``"skip"``:
+        bad files are removed from the data set, listed in ``self.skipped`` and returned."""
+        bad = []
+        for i, path in enumerate(self.files):
+            try:
+                with Image.open(path) as image:
+                    image.convert("RGB")
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+                self._report_bad(i, ValueError(f"cannot read image file {str(path)!r}: {e}"))
+                bad.append(i)
+        keep = [i for i in range(len(self.files)) if i not in set(bad)]
+        self.files = [self.files[i] for i in keep]
+        self.targets = [self.targets[i] for i in keep]
+        if not self.files:
+            raise ValueError(f"no readable image in {str(self.root)!r}; unreadable: {self.skipped}")
+        return [p for p in self.skipped]
+
+
+# --------------------------------------------------------------------------------------------
+# The toy data set: eight classes of procedurally drawn objects
+# --------------------------------------------------------------------------------------------
+
+TOY_CLASSES = ("face", "ring", "plus", "cross", "triangle", "diamond", "pair", "quad")
+TOY_SIZES = {"train": 16384, "test": 2048}
+
+
+def _disc(x, y, cx, cy, r):
+    """Signed distance to a disc of radius r centred at (cx, cy) (negative inside)."""
+    return np.hypot(x - cx, y - cy) - r
+
+
+def _box(x, y, half_w, half_h):
+    """Signed distance to an axis-aligned box with half sizes (half_w, half_h)."""
+    qx, qy = np.abs(x) - half_w, np.abs(y) - half_h
+    outside = np.hypot(np.maximum(qx, 0), np.maximum(qy, 0))
+    return outside + np.minimum(np.maximum(qx, qy), 0)
+
+
+def _plus(x, y):
+    return np.minimum(_box(x, y, 0.95, 0.24), _box(x, y, 0.24, 0.95))
+
+
+def _toy_shapes(x: np.ndarray, y: np.ndarray, label: int) -> tuple[np.ndarray, np.ndarray]:
+    """Signed distances (object frame, object ≈ [-1, 1]², y down) of the body drawn in the
+    foreground colour and of the details drawn on top in the detail colour (inf = none)."""
+    none = np.full_like(x, np.inf)
+    name = TOY_CLASSES[label]
+    if name == "face":  # a head, two symmetric eyes and a smile
+        eyes = np.minimum(_disc(x, y, -0.36, -0.22, 0.16), _disc(x, y, 0.36, -0.22, 0.16))
+        smile = np.abs(_disc(x, y, 0.0, 0.0, 0.55)) - 0.09  # a ring of radius 0.55 ...
+        smile = np.maximum(smile, 0.2 - y)  # ... cut to its lower part
+        return _disc(x, y, 0, 0, 0.95), np.minimum(eyes, smile)
+    if name == "ring":
+        return np.abs(_disc(x, y, 0, 0, 0.72)) - 0.2, none
+    if name == "plus":
+        return _plus(x, y), none
+    if name == "cross":  # the plus turned by 45°
+        c = math.sqrt(0.5)
+        return _plus(c * (x + y), c * (y - x)), none
+    if name == "triangle":  # apex up; max of the three edge half-planes
+        edge = (0.9 * x - 0.45 * y - 0.45) / math.hypot(0.9, 0.45)
+        edge_l = (-0.9 * x - 0.45 * y - 0.45) / math.hypot(0.9, 0.45)
+        return np.maximum(np.maximum(edge, edge_l), y - 0.8), none
+    if name == "diamond":
+        return (np.abs(x) + np.abs(y) - 1.0) / math.sqrt(2), none
+    if name == "pair":
+        return np.minimum(_disc(x, y, -0.55, 0, 0.38), _disc(x, y, 0.55, 0, 0.38)), none
+    if name == "quad":
+        d = [_disc(x, y, sx * 0.52, sy * 0.52, 0.32) for sx in (-1, 1) for sy in (-1, 1)]
+        return functools.reduce(np.minimum, d), none
+    raise ValueError(f"unknown toy class index {label}; allowed: 0..{len(TOY_CLASSES) - 1}")
+
+
+def _contrasting_colours(rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
+    """Foreground, detail and two background colours (n, 3) in [0, 1]: the foreground is
+    light on a dark background or dark on a light one; details contrast with the foreground."""
+    light = rng.random(n) < 0.5
+    bright = rng.uniform(0.55, 1.0, (4, n, 3))
+    dark = rng.uniform(0.0, 0.4, (4, n, 3))
+    fg = np.where(light[:, None], bright[0], dark[0])
+    detail = np.where(light[:, None], dark[1], bright[1])
+    bg0 = np.where(light[:, None], dark[2], bright[2])
+    bg1 = np.where(light[:, None], dark[3], bright[3])
+    return fg, detail, bg0, bg1
+
+
+def render_toy_images(labels: np.ndarray, resolution: int, rng: np.random.Generator) -> np.ndarray:
+    """Draw one toy image per label: uint8 (N, resolution, resolution, 3).
+
+    Per image: a centre jitter of ±0.15, a size of 0.5–0.75 (half extent, in units of half
+    the image), a tilt of ±0.3 rad, random colours and a linear background gradient in a
+    random direction. Edges are antialiased from the signed distance d (in pixels):
+    coverage = clip(0.5 − d, 0, 1). All random numbers are drawn before any resolution
+    enters, so the same seed draws the same scenes at 32² and 64².
+    """
+    n = len(labels)
+    cx, cy = rng.uniform(-0.15, 0.15, (2, n))
+    size = rng.uniform(0.5, 0.75, n)
+    tilt = rng.uniform(-0.3, 0.3, n)
+    grad_angle = rng.uniform(0, 2 * np.pi, n)
+    fg, detail, bg0, bg1 = _contrasting_colours(rng, n)
+    f32 = lambda a: a.astype(np.float32)  # float32 halves the time; uint8 output hides the rest
+    cx, cy, size, tilt, grad_angle = map(f32, (cx, cy, size, tilt, grad_angle))
+    fg, detail, bg0, bg1 = map(f32, (fg, detail, bg0, bg1))
+
+    coords = f32((np.arange(resolution) + 0.5) / resolution * 2 - 1)  # pixel centres in [-1, 1]
+    v, u = np.meshgrid(coords, coords, indexing="ij")  # v: rows (down), u: columns (right)
+    out = np.empty((n, resolution, resolution, 3), dtype=np.uint8)
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        du = u[None] - cx[idx, None, None]
+        dv = v[None] - cy[idx, None, None]
+        cos, sin = np.cos(tilt[idx])[:, None, None], np.sin(tilt[idx])[:, None, None]
+        s = size[idx, None, None]
+        x, y = (cos * du + sin * dv) / s, (-sin * du + cos * dv) / s  # into the object frame
+        body, details = _toy_shapes(x, y, int(label))
+        pixels_per_unit = s * resolution / 2
+        cover_body = np.clip(0.5 - body * pixels_per_unit, 0, 1)[..., None]
+        cover_detail = np.clip(0.5 - details * pixels_per_unit, 0, 1)[..., None]
+        ga = grad_angle[idx, None, None]
+        t = ((np.cos(ga) * u + np.sin(ga) * v) / (2 * math.sqrt(2)) + 0.5)[..., None]  # 0..1
+        image = (1 - t) * bg0[idx, None, None] + t * bg1[idx, None, None]
+        image = image + cover_body * (fg[idx, None, None] - image)
+        image = image + cover_detail * (detail[idx, None, None] - image)
+        out[idx] = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _toy_arrays(split: str, resolution: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng([seed, SPLITS.index(split)])
+    labels = rng.permutation(np.arange(size) % len(TOY_CLASSES))  # exactly balanced
+    images = render_toy_images(labels, resolution, rng)
+    images.flags.writeable = False
+    labels.flags.writeable = False
+    return images, labels
+
+
+class ToyDataset(torch.utils.data.Dataset):
+    """The shipped toy set: ``size`` images of :data:`TOY_CLASSES` (8 classes, balanced),
+    deterministic from ``seed``; ``split="train"`` (default 16384 images) and ``"test"``
+    (default 2048) are drawn from different random streams. Made in memory in about a second
+    (32²) and cached per process; nothing is written to disk.
+
+    ``dataset[i]`` → ``(image, class)`` like :class:`ImageFolderDataset`; :meth:`batch` gathers
+    many at once. ``.images`` holds the uint8 pixels (N, H, W, 3), ``.labels`` the classes.
+    """
+
+    classes = TOY_CLASSES
+
+    def __init__(
+        self, split: str = "train", resolution: int = 32, size: int | None = None, seed: int = 0
+    ):
+        _check_choice("split", split, SPLITS)
+        _check_resolution(resolution)
+        size = TOY_SIZES[split] if size is None else size
+        if not isinstance(size, int) or size < 1:
+            raise ValueError(f"size must be a positive int, got {size!r}")
+        self.split, self.resolution, self.seed = split, resolution, seed
+        self.images, self.labels = _toy_arrays(split, resolution, size, seed)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return to_model_range(self.images[index]).permute(2, 0, 1), int(self.labels[index])
+
+    def batch(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (B, 3, H, W) float32 in [-1, 1] and classes LongTensor (B,)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        images = to_model_range(self.images[indices]).permute(0, 3, 1, 2).contiguous()
+        return images, torch.from_numpy(self.labels[indices].astype(np.int64))
+
+
+def make_toy_folder(
+    path: str | Path, n: int, resolution: int = 32, seed: int = 0, split: str = "test"
+) -> Path:
+    """Write ``n`` toy images as PNGs into ``path/<class name>/<index>.png`` (the ImageNet
+    layout, readable by :class:`ImageFolderDataset` and clean-fid). Returns ``path``."""
+    path = Path(path)
+    dataset = ToyDataset(split, resolution, size=n, seed=seed)
+    for name in dataset.classes:
+        (path / name).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        name = dataset.classes[dataset.labels[i]]
+        Image.fromarray(dataset.images[i], mode="RGB").save(path / name / f"{i:06d}.png")
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Non-leaking augmentation (Karras et al. 2020a; k-diffusion's KarrasAugmentationPipeline)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AugParams:
+    """The drawn augmentation of a batch (one row per image); :meth:`cond` is ``aug_cond``.
+
+    Applied to the image in this order (as the reference composes its matrix): translate by
+    (tx, ty) whole pixels (content moves right/down; borders are mirrored), stretch by
+    a_aniso^aniso along direction ``aniso_angle``, rotate counter-clockwise by ``angle``,
+    magnify by a_scale^log_scale, then flip vertically (``yflip``) and horizontally
+    (``xflip``)."""
+
+    xflip: torch.Tensor  # (B,) 0/1
+    yflip: torch.Tensor  # (B,) 0/1
+    log_scale: torch.Tensor  # (B,) scale = a_scale ** log_scale
+    angle: torch.Tensor  # (B,) θ in radians
+    aniso: torch.Tensor  # (B,) stretch = a_aniso ** aniso
+    aniso_angle: torch.Tensor  # (B,) φ in radians
+    tx: torch.Tensor  # (B,) integer pixels
+    ty: torch.Tensor  # (B,) integer pixels
+    trans_unit: float  # pixels per unit of aug_cond's translation entries (a_trans × size)
+
+    def cond(self) -> torch.Tensor:
+        """aug_cond (B, 9) = [xflip, yflip, log_scale, cos θ − 1, sin θ, a cos φ, a sin φ,
+        tx / unit, ty / unit]."""
+        a, phi = self.aniso, self.aniso_angle
+        return torch.stack(
+            [
+                self.xflip,
+                self.yflip,
+                self.log_scale,
+                torch.cos(self.angle) - 1,
+                torch.sin(self.angle),
+                a * torch.cos(phi),
+                a * torch.sin(phi),
+                self.tx / self.trans_unit,
+                self.ty / self.trans_unit,
+            ],
+            dim=1,
+        ).float()
+
+
+def _mirror(index: torch.Tensor, n: int) -> torch.Tensor:
+    """Reflect integer indices into [0, n) without repeating the edge (… 2 1 | 0 1 2 … n−1 |
+    n−2 …), for any shift size: period 2(n − 1)."""
+    if n == 1:
+        return torch.zeros_like(index)
+    period = 2 * (n - 1)
+    index = index.remainder(period)
+    return torch.where(index < n, index, period - index)
+
+
+def translate_integer(images: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
+    """Shift each image (B, C, H, W) by whole pixels: out[y, x] = in[y − ty, x − tx], with the
+    source index mirrored at the borders. Exact (a gather, no interpolation)."""
+    b, _, h, w = images.shape
+    rows = _mirror(torch.arange(h, device=images.device)[None] - ty.to(images.device)[:, None], h)
+    cols = _mirror(torch.arange(w, device=images.device)[None] - tx.to(images.device)[:, None], w)
+    batch = torch.arange(b, device=images.device)[:, None, None]
+    out = images.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2)
+
+
+def _affine(
+    images: torch.Tensor, params: AugParams, a_scale: float, a_aniso: float
+) -> torch.Tensor:
+    """Magnify · rotate · stretch each image about its centre (bicubic, mirrored borders).
+
+    The forward map on centred coordinates (x right, y down) is M = S(s) R(−θ) A, with
+    A = R(φ) diag(a_aniso^a, a_aniso^−a) R(−φ); ``grid_sample`` needs its inverse (output
+    pixel → source pixel). R(−θ) with y pointing down turns content counter-clockwise by θ."""
+
+    def rot(t):  # (B, 2, 2) rotation matrices
+        c, s = torch.cos(t), torch.sin(t)
+        return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
+
+    def diag(sx, sy):
+        zero = torch.zeros_like(sx)
+        return torch.stack([torch.stack([sx, zero], -1), torch.stack([zero, sy], -1)], -2)
+
+    p = params
+    scale = a_scale**p.log_scale
+    stretch = a_aniso**p.aniso
+    aniso = rot(p.aniso_angle) @ diag(stretch, 1 / stretch) @ rot(-p.aniso_angle)
+    forward = diag(scale, scale) @ rot(-p.angle) @ aniso
+    theta = torch.cat([torch.linalg.inv(forward), torch.zeros(len(scale), 2, 1)], dim=2)
+    grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
+    return F.grid_sample(
+        images, grid, mode="bicubic", padding_mode="reflection", align_corners=False
+    )
+
+
+class Augment:
+    """The non-leaking augmentation of Karras et al. (2020a), as a batch transform.
+
+    ``Augment(p)(images, generator)`` → ``(augmented images, aug_cond (B, 9))``. Each enabled
+    kind in :data:`AUG_KINDS` is drawn independently per image with probability ``p``
+    (Table 6: 0.12 for FFHQ-1024²); a drawn flip is a fair coin (so a flip happens with
+    probability p/2, as in ADA), a drawn translation is round(N(0, 1) · a_trans · size)
+    pixels (integer: exact, the cond records the rounded value), a drawn log-scale or
+    stretch exponent is N(0, 1), a drawn angle uniform in [−π, π). k-diffusion mirrors x with
+    probability 1/2 whenever augmentation is on: ``xflip_p=1.0`` reproduces that.
+    ``p = 0`` returns the images unchanged and ``aug_cond = 0``.
+    """
+
+    def __init__(
+        self,
+        p: float = 0.12,
+        *,
+        kinds: Sequence[str] = AUG_KINDS,
+        xflip_p: float | None = None,
+        a_scale: float = 2**0.2,
+        a_aniso: float = 2**0.2,
+        a_trans: float = 1 / 8,
+    ):
+        if not 0 <= p <= 1:
+            raise ValueError(f"augmentation probability p must be in [0, 1], got {p!r}")
+        if xflip_p is not None and not 0 <= xflip_p <= 1:
+            raise ValueError(f"xflip_p must be in [0, 1] or None, got {xflip_p!r}")
+        unknown = [k for k in kinds if k not in AUG_KINDS]
+        if unknown:
+            raise ValueError(f"unknown augmentation kinds {unknown}; allowed: {AUG_KINDS}")
+        self.p, self.kinds, self.xflip_p = p, tuple(kinds), xflip_p
+        self.a_scale, self.a_aniso, self.a_trans = a_scale, a_aniso, a_trans
+
+    def draw(self, batch: int, size: int, generator: torch.Generator | None = None) -> AugParams:
+        """Draw the augmentation of a batch of ``batch`` square images of side ``size``."""
+        g = dict(generator=generator)
+
+        def drawn(kind: str, p: float | None = None) -> torch.Tensor:  # (B,) 0/1 per image
+            p = self.p if p is None else p
+            return (torch.rand(batch, **g) < p).float() * (kind in self.kinds)
+
+        xflip = drawn("xflip", self.xflip_p) * torch.randint(0, 2, (batch,), **g).float()
+        yflip = drawn("yflip") * torch.randint(0, 2, (batch,), **g).float()
+        log_scale = drawn("scale") * torch.randn(batch, **g)
+        angle = drawn("rotate") * (torch.rand(batch, **g) * 2 - 1) * math.pi
+        do_aniso = drawn("aniso")
+        aniso_angle = do_aniso * (torch.rand(batch, **g) * 2 - 1) * math.pi
+        aniso = do_aniso * torch.randn(batch, **g)
+        unit = self.a_trans * size
+        do_trans = drawn("translate")
+        tx = (do_trans * torch.randn(batch, **g) * unit).round()
+        ty = (do_trans * torch.randn(batch, **g) * unit).round()
+        return AugParams(xflip, yflip, log_scale, angle, aniso, aniso_angle, tx, ty, unit)
+
+    def apply(self, images: torch.Tensor, params: AugParams) -> torch.Tensor:
+        """Apply drawn ``params`` to images (B, C, H, W) in the order :class:`AugParams` says."""
+        p = params
+        out = translate_integer(images, p.tx.long(), p.ty.long())
+        warp = (p.log_scale != 0) | (p.angle != 0) | (p.aniso != 0)
+        if warp.any():
+            idx = warp.nonzero()[:, 0]
+            sub = AugParams(
+                *(getattr(p, f)[idx] for f in AugParams.__dataclass_fields__ if f != "trans_unit"),
+                p.trans_unit,
+            )
+            out = out.clone()
+            out[idx.to(out.device)] = _affine(
+                out[idx.to(out.device)], sub, self.a_scale, self.a_aniso
+            )
+        out = torch.where(p.yflip.bool().to(out.device)[:, None, None, None], out.flip(2), out)
+        out = torch.where(p.xflip.bool().to(out.device)[:, None, None, None], out.flip(3), out)
+        return out
+
+    def __call__(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augment (B, C, H, W) or one (C, H, W) image; returns (images, aug_cond)."""
+        single = images.ndim == 3
+        if single:
+            images = images[None]
+        if images.ndim != 4 or images.shape[-1] != images.shape[-2]:
+            raise ValueError(
+                f"expected square images (B, C, H, W), got shape {tuple(images.shape)}"
+            )
+        params = self.draw(len(images), images.shape[-1], generator)
+        out, cond = self.apply(images, params), params.cond().to(images.device)
+        return (out[0], cond[0]) if single else (out, cond)
+
+
+def augment(
+    images: torch.Tensor, p: float, generator: torch.Generator | None = None, **options
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Augment(p, **options)(images, generator)``: augmented images and aug_cond (…, 9)."""
+    return Augment(p, **options)(images, generator)
+
+
+# --------------------------------------------------------------------------------------------
+# A deterministic, resumable, DDP-aware data order
+# --------------------------------------------------------------------------------------------
+
+
+def step_generator(seed: int, step: int, rank: int = 0, stream: int = 0) -> torch.Generator:
+    """A CPU ``torch.Generator`` that is a pure function of (seed, step, rank, stream): the
+    per-step randomness (augmentation, noise, σ) of a run that resumes exactly without saving
+    RNG states. Use a different ``stream`` for each independent use in one step."""
+    entropy = np.random.SeedSequence([seed, step, rank, stream])  # well-mixed, portable hash
+    return torch.Generator().manual_seed(int(entropy.generate_state(1, np.uint64)[0]))
+
+
+class ResumableSampler(torch.utils.data.Sampler):
+    """An endless stream of data-set indices: epoch e is a permutation of range(size) drawn
+    from (seed, e); the epochs are concatenated into one global stream and rank r of
+    ``world_size`` takes its elements r, r + W, r + 2W, … So all ranks read disjoint shards
+    of the same permutation, every epoch is covered exactly once across ranks, and the
+    index at any position is a pure function — nothing but the position has to be saved.
+
+    * ``sampler.indices(position, count)`` — this rank's indices at positions
+      ``position … position + count − 1`` (pure).
+    * ``sampler.batch_indices(step, batch_size)`` — those of training step ``step``
+      (= ``indices(step * batch_size, batch_size)``; ``batch_size`` is per rank).
+    * ``iter(sampler)`` — yields indices forever from ``sampler.position`` (advancing it);
+      ``batches(batch_size, start_step)`` — a ``batch_sampler`` for a ``DataLoader`` that
+      starts at a given step (a ``DataLoader`` prefetches, so save the step, not
+      ``sampler.position``).
+    * ``state_dict()`` / ``load_state_dict()`` — seed, position and shape, JSON-friendly.
+    """
+
+    def __init__(
+        self, size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1, shuffle: bool = True
+    ):
+        if not isinstance(size, int) or size < 1:
+            raise ValueError(f"size must be a positive int, got {size!r}")
+        if not (isinstance(world_size, int) and world_size >= 1 and 0 <= rank < world_size):
+            raise ValueError(
+                f"need 0 <= rank < world_size, got rank={rank!r}, world_size={world_size!r}"
+            )
+        self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
+        self.shuffle = shuffle
+        self.position = 0
+        self._permutations: dict[int, np.ndarray] = {}
+
+    def _epoch(self, epoch: int) -> np.ndarray:
+        """The permutation of epoch ``epoch``, drawn from (seed, epoch) (a few kept)."""
+        if epoch not in self._permutations:
+            if len(self._permutations) >= 4:
+                self._permutations.pop(next(iter(self._permutations)))
+            rng = np.random.default_rng([self.seed, epoch])
+            order = rng.permutation(self.size) if self.shuffle else np.arange(self.size)
+            self._permutations[epoch] = order
+        return self._permutations[epoch]
+
+    def indices(self, position: int, count: int) -> np.ndarray:
+        """This rank's indices at stream positions [position, position + count)."""
+        if position < 0 or count < 0:
+            raise ValueError(f"position and count must be >= 0, got {position}, {count}")
+        glob = (np.arange(position, position + count) * self.world_size) + self.rank
+        epochs, offsets = np.divmod(glob, self.size)
+        out = np.empty(count, dtype=np.int64)
+        for e in np.unique(epochs):
+            mask = epochs == e
+            out[mask] = self._epoch(int(e))[offsets[mask]]
+        return out
+
+    def batch_indices(self, step: int, batch_size: int) -> np.ndarray:
+        """This rank's ``batch_size`` indices for training step ``step``."""
+        return self.indices(step * batch_size, batch_size)
+
+    def epoch_of(self, position: int) -> int:
+        """The epoch the element at stream position ``position`` belongs to."""
+        return (position * self.world_size + self.rank) // self.size
+
+    def __iter__(self) -> Iterator[int]:
+        while True:
+            chunk = self.indices(self.position, 1024)
+            for index in chunk:
+                self.position += 1
+                yield int(index)
+
+    def batches(self, batch_size: int, start_step: int = 0) -> _BatchStream:
+        return _BatchStream(self, batch_size, start_step)
+
+    def state_dict(self) -> dict:
+        return {
+            "size": self.size,
+            "seed": self.seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "shuffle": self.shuffle,
+            "position": self.position,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("size", "seed", "world_size", "shuffle"):
+            if state[key] != getattr(self, key):
+                raise ValueError(
+                    f"sampler state has {key}={state[key]!r}, this sampler {getattr(self, key)!r}"
+                )
+        self.position = int(state["position"])
+
+
+class _BatchStream:
+    """Endless ``batch_sampler``: lists of indices for steps start_step, start_step + 1, …"""
+
+    def __init__(self, sampler: ResumableSampler, batch_size: int, start_step: int):
+        self.sampler, self.batch_size, self.start_step = sampler, batch_size, start_step
+
+    def __iter__(self) -> Iterator[list[int]]:
+        step = self.start_step
+        while True:
+            yield self.sampler.batch_indices(step, self.batch_size).tolist()
+            step += 1
+
+
+# --------------------------------------------------------------------------------------------
+# python -m hdit_edu.data make-toy PATH [--n N] [--resolution R] [--seed S] [--split SPLIT]
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m hdit_edu.data", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    make = sub.add_parser("make-toy", help="write toy images as PNGs in class sub-folders")
+    make.add_argument("path", help="output folder (created)")
+    make.add_argument("--n", type=int, default=1024, help="number of images (default 1024)")
+    make.add_argument("--resolution", type=int, default=32, help="side in pixels (default 32)")
+    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--split", choices=SPLITS, default="test")
+    args = parser.parse_args(argv)
+    if args.command == "make-toy":
+        path = make_toy_folder(args.path, args.n, args.resolution, args.seed, args.split)
+        print(f"wrote {args.n} toy images ({args.resolution}x{args.resolution}) to {path}")
+
+
+if __name__ == "__main__":
+    main()

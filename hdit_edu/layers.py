@@ -1,0 +1,357 @@
+"""The building blocks of an HDiT layer (§4.2, Figures 4–5) and its mapping network.
+
+* :func:`rms_norm` / :class:`RMSNorm` — the LLaMA-style norm the blocks use instead of LayerNorm.
+* :class:`AdaRMSNorm` — RMSNorm whose per-channel output scale is *predicted from the
+  conditioning* (class + noise level, embedded by the mapping network). Its projection starts at
+  zero, so a fresh AdaRMSNorm is exactly an RMSNorm (scale 1). This replaces DiT's adaLN-Zero:
+  there is no shift and no output gate (Fig. 4).
+* :class:`FeedForward` — the pointwise MLP, GEGLU (§4.2 / Fig. 5, ablation step C, hidden 3·d)
+  or plain GELU (steps A–B2, hidden 4·d), with its output projection initialised to zero.
+* :class:`FourierFeatures` — random Fourier features that embed the noise level c_noise(σ)
+  (and the augmentation vector).
+* :class:`MappingNetwork` — RMSNorm'd GEGLU residual blocks that turn the summed embeddings into
+  the conditioning vector every AdaRMSNorm reads.
+* :func:`zero_init`, :func:`tag_module`, :func:`make_param_groups` — initialisation and the AdamW
+  parameter groups of Table 6 (weight decay only on weight matrices, the mapping network at
+  1/3 of the learning rate).
+
+The constants and the order of operations follow the authors' reference implementation
+(k-diffusion ``image_transformer_v2.py`` and ``layers.FourierFeatures``) so that its weights load
+onto these modules and reproduce its outputs (see ``hdit_edu.interop``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FFN_ACTIVATIONS = ("geglu", "gelu")
+
+# ----------------------------------------------------------------------------------------------
+# Initialisation and parameter groups
+# ----------------------------------------------------------------------------------------------
+
+
+def zero_init(layer: nn.Module) -> nn.Module:
+    """Set a layer's weight (and bias, if any) to zero and return it.
+
+    HDiT zero-initialises the *output* projection of every residual branch (attention
+    ``out_proj``, feed-forward ``down_proj``), the AdaRMSNorm conditioning projection, and the
+    final unpatching projection: a fresh model is the identity on its residual stream and
+    F(x, σ) = 0 (§4.2: "we do not employ an (adaptive) output gate, but initialize the output
+    projections ... to zeros")."""
+    nn.init.zeros_(layer.weight)
+    if getattr(layer, "bias", None) is not None:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+PARAM_TAGS = ("mapping", "no_wd")
+# Layers whose ``weight`` is a weight matrix (weight decay applies; a conv kernel is one too).
+WEIGHT_MATRIX_LAYERS = (nn.Linear, nn.Conv2d)
+
+
+def tag_module(module: nn.Module, *tags: str) -> nn.Module:
+    """Attach optimiser tags to a module; every parameter below it inherits them.
+
+    ``"mapping"``: trained at ``mapping_lr_scale`` × the base learning rate (the mapping network
+    and the AdaRMSNorm projections that read its output, as in k-diffusion).
+    ``"no_wd"``: exempt a Linear's weight from weight decay.
+
+    Tags live on modules (not on parameter objects) so they survive ``copy.deepcopy`` (EMA).
+    """
+    unknown = set(tags) - set(PARAM_TAGS)
+    if unknown:
+        raise ValueError(f"unknown parameter tags {sorted(unknown)}; allowed: {PARAM_TAGS}")
+    module._hdit_tags = getattr(module, "_hdit_tags", frozenset()) | frozenset(tags)
+    return module
+
+
+def param_tags(model: nn.Module) -> dict[str, frozenset[str]]:
+    """The tags of every parameter of ``model``, by name.
+
+    A parameter carries the tags of all the modules on its path, plus ``"wd"`` when it is the
+    ``weight`` of an ``nn.Linear`` / ``nn.Conv2d`` (a weight matrix) whose path holds no
+    ``"no_wd"``. Norm scales, the attention ``scale``, lerp coefficients, embeddings and biases
+    get no weight decay — the rule of k-diffusion's ``apply_wd`` (which it applies to every
+    Linear except the time/augmentation input projections, tagged ``"no_wd"`` here)."""
+    tags: dict[str, frozenset[str]] = {}
+
+    def visit(module: nn.Module, prefix: str, inherited: frozenset[str]) -> None:
+        here = inherited | getattr(module, "_hdit_tags", frozenset())
+        for name, _ in module.named_parameters(recurse=False):
+            t = set(here)
+            if (
+                isinstance(module, WEIGHT_MATRIX_LAYERS)
+                and name == "weight"
+                and "no_wd" not in here
+            ):
+                t.add("wd")
+            t.discard("no_wd")
+            tags[prefix + name] = frozenset(t)
+        for child_name, child in module.named_children():
+            visit(child, f"{prefix}{child_name}.", here)
+
+    visit(model, "", frozenset())
+    return tags
+
+
+def make_param_groups(
+    model: nn.Module, base_lr: float = 5e-4, mapping_lr_scale: float = 1 / 3
+) -> list[dict]:
+    """AdamW parameter groups (Table 6): four groups, always in this order —
+
+    ``wd`` (weight matrices, base LR, the optimiser's weight decay), ``no_wd`` (everything else,
+    base LR, weight decay 0), ``mapping_wd`` and ``mapping_no_wd`` (the same at
+    ``base_lr · mapping_lr_scale``). Groups may be empty (e.g. a model without a mapping
+    network); each carries a ``"name"``."""
+    tags = param_tags(model)
+    named = dict(model.named_parameters())
+    groups = []
+    for name, mapping, wd in (
+        ("wd", False, True),
+        ("no_wd", False, False),
+        ("mapping_wd", True, True),
+        ("mapping_no_wd", True, False),
+    ):
+        params = [
+            p
+            for n, p in named.items()
+            if ("mapping" in tags[n]) == mapping and ("wd" in tags[n]) == wd
+        ]
+        group = {
+            "name": name,
+            "params": params,
+            "lr": base_lr * (mapping_lr_scale if mapping else 1),
+        }
+        if not wd:
+            group["weight_decay"] = 0.0
+        groups.append(group)
+    return groups
+
+
+# ----------------------------------------------------------------------------------------------
+# Normalisation
+# ----------------------------------------------------------------------------------------------
+
+
+def rms_norm(x: torch.Tensor, scale: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """RMSNorm over the last dimension (Zhang & Sennrich 2019):
+
+        y = x · scale / sqrt(mean(x², dim=-1) + eps)
+
+    The statistics are computed in (at least) float32 even under bf16 autocast, and the product
+    is cast back to ``x``'s dtype — the same order of operations as k-diffusion."""
+    dtype = torch.promote_types(torch.promote_types(x.dtype, scale.dtype), torch.float32)
+    mean_sq = torch.mean(x.to(dtype) ** 2, dim=-1, keepdim=True)
+    factor = scale.to(dtype) * torch.rsqrt(mean_sq + eps)
+    return x * factor.to(x.dtype)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm with a learned per-channel ``scale`` (init 1), no bias."""
+
+    def __init__(self, shape: int | tuple[int, ...], eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.scale = nn.Parameter(torch.ones(shape))
+
+    def extra_repr(self) -> str:
+        return f"shape={tuple(self.scale.shape)}, eps={self.eps}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, self.scale, self.eps)
+
+
+class AdaRMSNorm(nn.Module):
+    """Adaptive RMSNorm (§4.2, Fig. 4): the scale is predicted from the conditioning vector,
+
+        y = rms_norm(x, scale = 1 + W·cond),   W ∈ R^{features × cond_features}, W₀ = 0,
+
+    so at initialisation it *is* an RMSNorm with unit scale. ``x`` is channels-last
+    (B, ..., features), ``cond`` is (B, cond_features); the scale broadcasts over the tokens.
+    ``linear`` is tagged ``"mapping"``: it is trained at the mapping network's learning rate."""
+
+    def __init__(self, features: int, cond_features: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.linear = tag_module(
+            zero_init(nn.Linear(cond_features, features, bias=False)), "mapping"
+        )
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}"
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        scale = self.linear(cond) + 1  # (B, features)
+        scale = scale.view(scale.shape[0], *([1] * (x.ndim - 2)), scale.shape[-1])
+        return rms_norm(x, scale, self.eps)
+
+
+# ----------------------------------------------------------------------------------------------
+# Feed-forward
+# ----------------------------------------------------------------------------------------------
+
+
+def default_d_ff(width: int, activation: str) -> int:
+    """The FFN hidden size when a config leaves it open: 3·d for GEGLU (§5.2 step C keeps the
+    parameter count of a 4·d GELU MLP, as LLaMA does), 4·d for GELU."""
+    if activation not in FFN_ACTIVATIONS:
+        raise ValueError(f"unknown FFN activation {activation!r}; allowed: {FFN_ACTIVATIONS}")
+    return 3 * width if activation == "geglu" else 4 * width
+
+
+def geglu(h: torch.Tensor) -> torch.Tensor:
+    """GEGLU (Shazeer 2020): split the up-projection into value and gate halves,
+
+        [a, b] = h,   GEGLU = a ⊙ GELU(b)
+
+    (first half value, second half gate — k-diffusion's chunk order). The modulation comes
+    from the data itself, not from the conditioning (Fig. 5)."""
+    value, gate = h.chunk(2, dim=-1)
+    return value * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    """The pointwise feed-forward branch (Fig. 5), without norm and residual:
+
+        geglu:  y = W_down · dropout(GEGLU(W_up x)),   W_up: d → 2·d_ff
+        gelu:   y = W_down · dropout(GELU(W_up x)),    W_up: d → d_ff
+
+    No biases; ``down_proj`` starts at zero (no output gate, unlike DiT)."""
+
+    def __init__(self, d_model: int, d_ff: int, activation: str = "geglu", dropout: float = 0.0):
+        super().__init__()
+        if activation not in FFN_ACTIVATIONS:
+            raise ValueError(f"unknown FFN activation {activation!r}; allowed: {FFN_ACTIVATIONS}")
+        self.activation = activation
+        up_features = 2 * d_ff if activation == "geglu" else d_ff
+        self.up_proj = nn.Linear(d_model, up_features, bias=False)
+        self.dropout = nn.Dropout(dropout)
+        self.down_proj = zero_init(nn.Linear(d_ff, d_model, bias=False))
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation!r}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.up_proj(x)
+        h = geglu(h) if self.activation == "geglu" else F.gelu(h)
+        return self.down_proj(self.dropout(h))
+
+
+# ----------------------------------------------------------------------------------------------
+# Conditioning: Fourier features and the mapping network
+# ----------------------------------------------------------------------------------------------
+
+
+class FourierFeatures(nn.Module):
+    """Random Fourier features (Tancik et al. 2020) of a low-dimensional input:
+
+        f = 2π · x Bᵀ,   B ~ N(0, std²) ∈ R^{out/2 × in} (fixed buffer ``weight``),
+        FourierFeatures(x) = [cos f, sin f]   (cosines first).
+
+    HDiT embeds the noise level c_noise(σ) = log(σ)/4 with ``FourierFeatures(1, width)`` and
+    the augmentation vector with ``FourierFeatures(aug_dim, width)``."""
+
+    def __init__(self, in_features: int, out_features: int, std: float = 1.0):
+        super().__init__()
+        if out_features % 2:
+            raise ValueError(f"FourierFeatures needs an even out_features, got {out_features}")
+        self.register_buffer("weight", torch.randn(out_features // 2, in_features) * std)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.weight.shape[1]}, out_features={2 * self.weight.shape[0]}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = 2 * math.pi * x @ self.weight.T
+        return torch.cat([f.cos(), f.sin()], dim=-1)
+
+
+class MappingBlock(nn.Module):
+    """One residual block of the mapping network: x + FFN_geglu(RMSNorm(x))."""
+
+    def __init__(self, width: int, d_ff: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm = RMSNorm(width)
+        self.ffn = FeedForward(width, d_ff, activation="geglu", dropout=dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.ffn(self.norm(x))
+
+
+class MappingNetwork(nn.Module):
+    """The mapping network (§4.2, Fig. 3): the summed class / noise-level / augmentation
+    embeddings go through
+
+        cond = RMSNorm_out( blocks( RMSNorm_in(e) ) ),   block: x ← x + FFN_geglu(RMSNorm(x)),
+
+    and every AdaRMSNorm of the backbone reads ``cond``. The whole module is tagged
+    ``"mapping"`` (its learning rate is scaled by ``mapping_lr_scale``, Table 6 / k-diffusion)."""
+
+    def __init__(self, depth: int, width: int, d_ff: int | None = None, dropout: float = 0.0):
+        super().__init__()
+        d_ff = default_d_ff(width, "geglu") if d_ff is None else d_ff
+        self.in_norm = RMSNorm(width)
+        self.blocks = nn.ModuleList([MappingBlock(width, d_ff, dropout) for _ in range(depth)])
+        self.out_norm = RMSNorm(width)
+        tag_module(self, "mapping")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.in_norm(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.out_norm(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# Conditioning inputs
+# ----------------------------------------------------------------------------------------------
+
+
+def check_conditioning(
+    batch: int,
+    sigma: torch.Tensor,
+    class_cond: torch.Tensor | None,
+    aug_cond: torch.Tensor | None,
+    num_classes: int,
+    aug_dim: int,
+) -> torch.Tensor:
+    """Validate the conditioning of a forward pass (clear errors before any compute) and return
+    σ as a (B,) tensor (a 0-dim σ is broadcast over the batch).
+
+    ``class_cond``: integer tensor (B,) with values in [0, num_classes] — index
+    ``num_classes`` is the *dropped* class (classifier-free guidance's unconditional
+    embedding); ``None`` for an unconditional model (num_classes = 0).
+    ``aug_cond``: (B, aug_dim) or None (= no augmentation, all zeros)."""
+    if not torch.is_tensor(sigma) or sigma.shape not in ((), (batch,)):
+        raise ValueError(f"expected sigma as a tensor of shape ({batch},), got {sigma!r:.80}")
+    sigma = sigma.expand(batch)
+    if num_classes == 0:
+        if class_cond is not None:
+            raise ValueError("class_cond given to an unconditional model (num_classes=0)")
+    elif class_cond is None:
+        raise ValueError(
+            f"class_cond is required: the model is class-conditional with {num_classes} classes "
+            f"(pass index {num_classes} for the dropped / unconditional class)"
+        )
+    elif class_cond.shape != (batch,) or class_cond.dtype not in (torch.int64, torch.int32):
+        raise ValueError(
+            f"expected class_cond as an integer tensor of shape ({batch},), "
+            f"got {class_cond.dtype} {tuple(class_cond.shape)}"
+        )
+    elif not (torch.jit.is_tracing() or torch.compiler.is_compiling()) and class_cond.numel():
+        lo, hi = int(class_cond.min()), int(class_cond.max())
+        if lo < 0 or hi > num_classes:
+            raise ValueError(
+                f"class_cond values must lie in [0, {num_classes}] ({num_classes} = dropped "
+                f"class), got min {lo}, max {hi}"
+            )
+    if aug_cond is not None and (aug_dim == 0 or tuple(aug_cond.shape) != (batch, aug_dim)):
+        raise ValueError(
+            f"aug_cond: expected shape ({batch}, {aug_dim}) or None, got {tuple(aug_cond.shape)}"
+            + (" (this model has aug_dim=0: no augmentation conditioning)" if aug_dim == 0 else "")
+        )
+    return sigma

@@ -1,0 +1,202 @@
+"""Position information: 2-D axial RoPE (§4.2, step D of Table 1) and the additive position
+embedding it replaces (steps A–C).
+
+**Position grid.** Every token of a level has a 2-D position ``pos[i, j] = (y_i, x_j)``: the
+centres of an ``h × w`` grid of cells laid over ``[-1, 1]``, the longer side spanning the full
+interval (a non-square grid keeps square cells: the shorter side spans ``±short/long``). When the
+hourglass merges 2×2 tokens into one, the positions are merged the same way (their mean), so a
+token at every level keeps the position of the image region it covers (:func:`downscale_pos`).
+
+**Axial RoPE** (§4.2: "split the encoding to operate on each axis separately, applying RoPE for
+each spatial axis to distinct parts of query and key … to only half of the query and key
+vectors"). A head of ``head_dim`` channels is read as ``[x1 | x2 | rest]`` with
+``|x1| = |x2| = head_dim / 4`` and ``|rest| = head_dim / 2``; each channel pair
+``(x1[c], x2[c])`` is rotated by an angle ``θ_c``:
+
+    y1 = x1·cos θ − x2·sin θ,     y2 = x2·cos θ + x1·sin θ,     rest unchanged.
+
+The first half of the ``head_dim / 4`` angles encode the row, the second half the column:
+``θ = [y·f_1 … y·f_m, x·f_1 … x·f_m]`` with ``m = head_dim / 8`` frequencies per head, spaced
+log-uniformly between π and 10π over all heads and frequencies together (heads interleaved, so
+each head gets a spread of scales). Rotations compose, so after rotating ``q`` at position ``p``
+and ``k`` at ``p'``, ``q·k`` depends on ``p − p'`` only — the relative offset.
+
+The constants and the order of operations follow the authors' k-diffusion
+(``image_transformer_v2.AxialRoPE``) so that converted checkpoints give the same numbers: the
+buffer :attr:`AxialRoPE.freqs` has k-diffusion's shape ``(n_heads, head_dim // 8)`` and values.
+
+**Additive position embedding** (steps A–C: "a simple additive positional encoding").
+:class:`AdditivePosEmb` is a learned ``(grid_h, grid_w, width)`` table added to the tokens after
+patching. Our choice (the paper does not specify the initialisation): initialise the table with
+the fixed 2-D sin-cos embedding DiT uses (:func:`sincos_pos_emb_2d`), then learn it — from step 0
+the model sees a well-conditioned, unambiguous position code (a zero table would leave tokens
+position-less until it has learned one; small random noise is an arbitrary code), and training
+can still adapt it as the learned tables of DiT/U-ViT do. At a grid size other than the training
+one the table is resized bicubically (the usual ViT recipe) — precisely the extrapolation RoPE
+avoids.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# RoPE frequency range (k-diffusion AxialRoPE): log-spaced from f_min to f_max, in radians per
+# unit of position on the [-1, 1] grid.
+ROPE_MIN_FREQ = math.pi
+ROPE_MAX_FREQ = 10.0 * math.pi
+
+
+def _cell_centres(start: float, stop: float, n: int, *, device=None, dtype=None) -> torch.Tensor:
+    """Centres of ``n`` equal cells covering ``[start, stop]``."""
+    edges = torch.linspace(start, stop, n + 1, device=device, dtype=dtype)
+    return (edges[:-1] + edges[1:]) / 2
+
+
+def make_axial_pos(h: int, w: int, device=None, dtype=None) -> torch.Tensor:
+    """Token positions ``(h, w, 2)``: ``[..., 0]`` the row coordinate y, ``[..., 1]`` the column
+    coordinate x, cell centres on ``[-1, 1]`` along the longer side (square cells)."""
+    if h < 1 or w < 1:
+        raise ValueError(f"make_axial_pos: grid size must be positive, got h={h}, w={w}")
+    y_extent = min(1.0, h / w)  # the longer side spans [-1, 1]
+    x_extent = min(1.0, w / h)
+    y = _cell_centres(-y_extent, y_extent, h, device=device, dtype=dtype)
+    x = _cell_centres(-x_extent, x_extent, w, device=device, dtype=dtype)
+    return torch.stack(torch.meshgrid(y, x, indexing="ij"), dim=-1)
+
+
+def downscale_pos(pos: torch.Tensor) -> torch.Tensor:
+    """Positions of merged tokens: the mean over each 2×2 block, ``(..., h, w, 2) -> (..., h/2,
+    w/2, 2)`` — the same grouping as the token merge (PixelUnshuffle 2×2)."""
+    *batch, h, w, e = pos.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"downscale_pos: grid {h}×{w} is not divisible by 2")
+    blocks = pos.reshape(*batch, h // 2, 2, w // 2, 2, e).transpose(-3, -4)
+    return blocks.reshape(*batch, h // 2, w // 2, 4, e).mean(dim=-2)
+
+
+def axial_rope_freqs(head_dim: int, n_heads: int) -> torch.Tensor:
+    """The RoPE frequencies ``(n_heads, head_dim // 8)``.
+
+    ``head_dim // 2`` channels of each head are rotated: ``head_dim // 4`` channel pairs, half
+    of them for the row axis and half for the column axis, each axis using the same
+    ``m = head_dim // 8`` frequencies per head. All ``n_heads · m`` frequencies are log-spaced
+    on ``[π, 10π)`` (``n_heads · m + 1`` points, the last dropped) and dealt out to the heads
+    in turn: head ``h`` gets frequencies ``h, h + n_heads, h + 2·n_heads, …``.
+    """
+    if head_dim % 8 or head_dim < 8:
+        raise ValueError(
+            f"axial RoPE needs head_dim divisible by 8 (a quarter of each head rotated per axis "
+            f"pair, two axes), got head_dim={head_dim}"
+        )
+    if n_heads < 1:
+        raise ValueError(f"axial RoPE needs n_heads >= 1, got {n_heads}")
+    m = head_dim // 8
+    log_freqs = torch.linspace(math.log(ROPE_MIN_FREQ), math.log(ROPE_MAX_FREQ), n_heads * m + 1)
+    return log_freqs[:-1].exp().view(m, n_heads).T.contiguous()
+
+
+class AxialRoPE(nn.Module):
+    """Rotation angles of axial RoPE for ``n_heads`` heads of ``head_dim`` channels.
+
+    ``forward(pos)`` maps positions ``(..., 2)`` to angles ``θ`` of shape
+    ``(..., n_heads, head_dim // 4)``: ``[y·f, x·f]`` per head. No trainable parameters; the
+    frequencies are a (saved) buffer, as in k-diffusion.
+    """
+
+    def __init__(self, head_dim: int, n_heads: int):
+        super().__init__()
+        self.head_dim = head_dim
+        self.register_buffer("freqs", axial_rope_freqs(head_dim, n_heads))
+
+    def extra_repr(self) -> str:
+        return f"head_dim={self.head_dim}, n_heads={self.freqs.shape[0]}"
+
+    def forward(self, pos: torch.Tensor) -> torch.Tensor:
+        if pos.shape[-1] != 2:
+            raise ValueError(
+                f"AxialRoPE: positions must have shape (..., 2), got {tuple(pos.shape)}"
+            )
+        freqs = self.freqs.to(pos.dtype)
+        theta_y = pos[..., None, 0:1] * freqs  # (..., n_heads, m): row angle y·f
+        theta_x = pos[..., None, 1:2] * freqs  # (..., n_heads, m): column angle x·f
+        return torch.cat((theta_y, theta_x), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs ``(x[c], x[d + c])`` of each head by ``theta[c]``, ``d =
+    theta.shape[-1]``; channels ``2d …`` pass through unchanged (half the head for axial RoPE).
+
+    ``x``: ``(..., heads, head_dim)``; ``theta``: broadcastable to ``(..., heads, d)``. The
+    rotation is computed in (at least) float32 and cast back to ``x.dtype``.
+    """
+    d = theta.shape[-1]
+    if 2 * d > x.shape[-1]:
+        raise ValueError(
+            f"apply_rope: {d} angles rotate {2 * d} channels, more than head_dim={x.shape[-1]}"
+        )
+    dtype = torch.promote_types(torch.promote_types(x.dtype, theta.dtype), torch.float32)
+    x1, x2, rest = x[..., :d].to(dtype), x[..., d : 2 * d].to(dtype), x[..., 2 * d :]
+    cos, sin = torch.cos(theta.to(dtype)), torch.sin(theta.to(dtype))
+    y1 = x1 * cos - x2 * sin
+    y2 = x2 * cos + x1 * sin
+    return torch.cat((y1.to(x.dtype), y2.to(x.dtype), rest), dim=-1)
+
+
+# --- additive position embedding (ablation steps A–C) ---
+
+
+def sincos_pos_emb_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Transformer sin-cos code ``(n, dim)`` of positions ``(n,)``: ``[sin(p·ω_i), cos(p·ω_i)]``,
+    ``ω_i = 10000^(−i/(dim/2))``, ``i = 0 … dim/2 − 1``."""
+    if dim % 2:
+        raise ValueError(f"sin-cos embedding needs an even dim, got {dim}")
+    omega = 10000.0 ** (-torch.arange(dim // 2, dtype=torch.float64) / (dim // 2))
+    angles = positions.to(torch.float64)[:, None] * omega
+    return torch.cat((angles.sin(), angles.cos()), dim=-1).float()
+
+
+def sincos_pos_emb_2d(h: int, w: int, width: int) -> torch.Tensor:
+    """DiT's fixed 2-D sin-cos position code ``(h, w, width)``: the first half of the channels
+    encode the row index, the second half the column index (token units ``0 … n − 1``)."""
+    if width % 4:
+        raise ValueError(f"2-D sin-cos embedding needs width divisible by 4, got {width}")
+    rows = sincos_pos_emb_1d(torch.arange(h), width // 2)  # (h, width/2)
+    cols = sincos_pos_emb_1d(torch.arange(w), width // 2)  # (w, width/2)
+    return torch.cat((rows[:, None, :].expand(h, w, -1), cols[None, :, :].expand(h, w, -1)), dim=-1)
+
+
+class AdditivePosEmb(nn.Module):
+    """Learned additive position embedding for a ``grid_h × grid_w`` token grid (steps A–C).
+
+    ``table``: ``(grid_h, grid_w, width)``, initialised with :func:`sincos_pos_emb_2d` (see the
+    module docstring for why). ``forward(x)`` returns ``x + table`` for ``x`` of shape
+    ``(B, H, W, width)``; for another grid size the table is resized bicubically first.
+    """
+
+    def __init__(self, grid_h: int, grid_w: int, width: int):
+        super().__init__()
+        self.table = nn.Parameter(sincos_pos_emb_2d(grid_h, grid_w, width))
+
+    def extra_repr(self) -> str:
+        h, w, c = self.table.shape
+        return f"grid=({h}, {w}), width={c}"
+
+    def embedding(self, h: int, w: int) -> torch.Tensor:
+        """The table at grid size ``h × w``: itself, or bicubically resized."""
+        if (h, w) == tuple(self.table.shape[:2]):
+            return self.table
+        image = self.table.permute(2, 0, 1)[None]  # (1, width, grid_h, grid_w)
+        resized = F.interpolate(image, size=(h, w), mode="bicubic", align_corners=False)
+        return resized[0].permute(1, 2, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[-1] != self.table.shape[-1]:
+            raise ValueError(
+                f"AdditivePosEmb: expected x of shape (B, H, W, {self.table.shape[-1]}), "
+                f"got {tuple(x.shape)}"
+            )
+        return x + self.embedding(x.shape[1], x.shape[2]).to(x.dtype)

@@ -1,0 +1,397 @@
+"""Sampling: the Karras noise schedule, four ODE/SDE samplers and classifier-free guidance
+(§5.1, App. D; Karras et al. 2022; Lu et al. 2023; Crowson 2023).
+
+All samplers integrate the probability-flow ODE (or its SDE) of the forward process
+``x_σ = x₀ + σ·ε`` from ``sigmas[0]`` down to ``sigmas[-1]`` (usually 0), calling a denoiser
+``model(x, sigma)`` that returns the x₀ estimate D(x, σ) for σ of shape (batch,):
+
+- ``"euler"``: Euler steps of dx/dσ = (x − D)/σ (EDM Alg. 2 without the correction; 1st order).
+- ``"heun"``: EDM Alg. 2 — Euler step then the trapezoidal correction (2nd order), with the
+  optional "churn" (S_churn, S_tmin, S_tmax, S_noise) that first raises σ by a factor (1 + γ_i).
+- ``"dpmpp_2m"``: DPM-Solver++(2M), the 2nd-order multistep solver in λ = −log σ.
+- ``"dpmpp_3m_sde"``: DPM-Solver++(3M) SDE (η = 1), the paper's sampler (50 steps, §5.1).
+
+They share one signature ``fn(model, x, sigmas, *, generator=None, callback=None,
+progress=False, **options)``: ``generator`` is the (seedable) noise source of the stochastic
+parts, ``callback`` receives ``{"i", "sigma", "sigma_next", "sigma_hat", "x", "denoised"}`` each
+step (trajectories, live previews), ``progress=True`` shows a tqdm bar.
+
+:func:`sample` wraps them with classifier-free guidance in Saharia et al.'s form (App. D):
+``D_w = D_uncond + w·(D_cond − D_uncond)``; w = 1 is the plain conditional model (no guidance),
+the unconditional branch is the "dropped" class index ``num_classes``, and both branches run
+in one batched forward.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+
+import torch
+from tqdm.auto import trange
+
+SAMPLERS = ("euler", "heun", "dpmpp_2m", "dpmpp_3m_sde")
+
+Model = Callable[..., torch.Tensor]
+Callback = Callable[[dict], None]
+
+
+def karras_sigmas(
+    n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, device=None
+) -> torch.Tensor:
+    """EDM's schedule (Karras et al. 2022, eq. 5): n noise levels then a final 0 (n + 1 values),
+
+    σ_i = (σ_max^{1/ρ} + i/(n − 1)·(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ,   i = 0 … n − 1.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1; got {n}")
+    if not 0 < sigma_min <= sigma_max:
+        raise ValueError(f"need 0 < sigma_min <= sigma_max; got {sigma_min}, {sigma_max}")
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    sigmas = (hi + ramp * (lo - hi)) ** rho
+    return torch.cat([sigmas, sigmas.new_zeros(1)]).float().to(device)
+
+
+# --- shared pieces of the samplers -------------------------------------------------------------
+
+
+def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def _denoise(model: Model, x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """D(x, σ) with σ as a (batch,) tensor (at least float32, also for a low-precision x)."""
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    return model(x, torch.full((x.shape[0],), sigma, device=x.device, dtype=dtype))
+
+
+def _steps(sigmas: torch.Tensor, progress: bool):
+    """(i, σ_i, σ_{i+1}) as Python floats, with an optional tqdm bar."""
+    values = sigmas.tolist()
+    for i in trange(len(values) - 1, disable=not progress, desc="sampling", leave=False):
+        yield i, values[i], values[i + 1]
+
+
+def _report(callback, i, sigma, sigma_next, sigma_hat, x, denoised) -> None:
+    if callback is not None:
+        callback(
+            {
+                "i": i,
+                "sigma": sigma,
+                "sigma_next": sigma_next,
+                "sigma_hat": sigma_hat,
+                "x": x,
+                "denoised": denoised,
+            }
+        )
+
+
+def _churn(x, sigma, n_steps, churn, s_tmin, s_tmax, s_noise, generator):
+    """EDM Alg. 2 lines 4–6: γ_i = min(S_churn/N, √2 − 1) for σ_i in [S_tmin, S_tmax];
+    σ̂ = σ_i·(1 + γ_i) and x̂ = x + √(σ̂² − σ_i²)·S_noise·ε. Returns (x̂, σ̂)."""
+    gamma = min(churn / n_steps, 2**0.5 - 1) if s_tmin <= sigma <= s_tmax else 0.0
+    if gamma <= 0:
+        return x, sigma
+    sigma_hat = sigma * (1 + gamma)
+    return x + _noise_like(x, generator) * s_noise * (sigma_hat**2 - sigma**2) ** 0.5, sigma_hat
+
+
+def _euler_family(
+    model, x, sigmas, generator, callback, progress, churn, s_tmin, s_tmax, s_noise, heun
+):
+    n_steps = len(sigmas) - 1
+    for i, sigma, sigma_next in _steps(sigmas, progress):
+        x, sigma_hat = _churn(x, sigma, n_steps, churn, s_tmin, s_tmax, s_noise, generator)
+        denoised = _denoise(model, x, sigma_hat)
+        _report(callback, i, sigma, sigma_next, sigma_hat, x, denoised)
+        d = (x - denoised) / sigma_hat  # dx/dσ of the probability-flow ODE
+        x_euler = x + (sigma_next - sigma_hat) * d
+        if not heun or sigma_next == 0:
+            x = x_euler  # EDM Alg. 2 takes a plain Euler step into σ = 0
+            continue
+        d_next = (x_euler - _denoise(model, x_euler, sigma_next)) / sigma_next
+        x = x + (sigma_next - sigma_hat) * (d + d_next) / 2  # trapezoidal rule (Alg. 2 line 11)
+    return x
+
+
+# --- the samplers ------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def sample_euler(
+    model: Model,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+    churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = math.inf,
+    s_noise: float = 1.0,
+) -> torch.Tensor:
+    """Euler steps x ← x + (σ_{i+1} − σ̂_i)·(x − D(x, σ̂_i))/σ̂_i (1st order; optional churn)."""
+    return _euler_family(
+        model, x, sigmas, generator, callback, progress, churn, s_tmin, s_tmax, s_noise, False
+    )
+
+
+@torch.no_grad()
+def sample_heun(
+    model: Model,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+    churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = math.inf,
+    s_noise: float = 1.0,
+) -> torch.Tensor:
+    """EDM Algorithm 2: (churn,) Euler step, then the 2nd-order Heun correction
+    d' = (d_i + d_{i+1})/2 — except for the last step into σ = 0, which stays Euler."""
+    return _euler_family(
+        model, x, sigmas, generator, callback, progress, churn, s_tmin, s_tmax, s_noise, True
+    )
+
+
+@torch.no_grad()
+def sample_dpmpp_2m(
+    model: Model,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2023, Alg. 2) in λ = −log σ, step h = λ_{i+1} − λ_i:
+
+        x ← (σ_{i+1}/σ_i)·x − (e^{−h} − 1)·D̃,   D̃ = (1 + 1/(2r))·D_i − 1/(2r)·D_{i−1},
+        r = h_{i−1}/h  (first step and the last step into σ = 0: D̃ = D_i).
+
+    Deterministic: ``generator`` is accepted for the shared signature and unused."""
+    old_denoised, h_last = None, None
+    for i, sigma, sigma_next in _steps(sigmas, progress):
+        denoised = _denoise(model, x, sigma)
+        _report(callback, i, sigma, sigma_next, sigma, x, denoised)
+        if sigma_next == 0:
+            x = denoised
+            continue
+        h = math.log(sigma / sigma_next)
+        if old_denoised is None:
+            d = denoised
+        else:
+            r = h_last / h
+            d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
+        x = (sigma_next / sigma) * x - math.expm1(-h) * d
+        old_denoised, h_last = denoised, h
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_3m_sde(
+    model: Model,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+) -> torch.Tensor:
+    """DPM-Solver++(3M) SDE (Crowson 2023; the paper's sampler with η = 1, 50 steps).
+
+    With λ = −log σ, h = λ_{i+1} − λ_i and h_η = (1 + η)·h, one step is
+
+        x ← e^{−h_η}·x + (1 − e^{−h_η})·D_i + φ₂·D₁ − φ₃·D₂ + σ_{i+1}·√(1 − e^{−2ηh})·S_noise·ε,
+
+    φ₂ = (e^{−h_η} − 1)/h_η + 1, φ₃ = φ₂/h_η − ½, where D₁, D₂ are the first and second
+    divided differences of the last three denoised values (fewer at the first two steps: the
+    2nd-order term alone, then none). The last step into σ = 0 returns D.
+
+    The noise ε is a fresh N(0, I) draw from ``generator`` per step. The authors' k-diffusion
+    draws it from a Brownian tree over σ instead; for a fixed schedule both give independent
+    N(0, I) increments per step, i.e. the same distribution of samples (the tree only makes
+    the noise consistent across different step counts for a given seed).
+    """
+    denoised_1 = denoised_2 = None  # D_{i−1}, D_{i−2}
+    h_1 = h_2 = None  # h_{i−1}, h_{i−2}
+    for i, sigma, sigma_next in _steps(sigmas, progress):
+        denoised = _denoise(model, x, sigma)
+        _report(callback, i, sigma, sigma_next, sigma, x, denoised)
+        if sigma_next == 0:
+            x = denoised
+            continue
+        h = math.log(sigma / sigma_next)
+        h_eta = h * (1 + eta)
+        x = math.exp(-h_eta) * x - math.expm1(-h_eta) * denoised
+        phi_2 = math.expm1(-h_eta) / h_eta + 1
+        if h_2 is not None:  # third order: divided differences over three points
+            r0, r1 = h_1 / h, h_2 / h
+            d1_0 = (denoised - denoised_1) / r0
+            d1_1 = (denoised_1 - denoised_2) / r1
+            d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+            d2 = (d1_0 - d1_1) / (r0 + r1)
+            phi_3 = phi_2 / h_eta - 0.5
+            x = x + phi_2 * d1 - phi_3 * d2
+        elif h_1 is not None:  # second order
+            x = x + phi_2 * (denoised - denoised_1) / (h_1 / h)
+        if eta:
+            noise_scale = sigma_next * (-math.expm1(-2 * eta * h)) ** 0.5 * s_noise
+            x = x + _noise_like(x, generator) * noise_scale
+        denoised_1, denoised_2 = denoised, denoised_1
+        h_1, h_2 = h, h_1
+    return x
+
+
+_SAMPLER_FNS = {
+    "euler": sample_euler,
+    "heun": sample_heun,
+    "dpmpp_2m": sample_dpmpp_2m,
+    "dpmpp_3m_sde": sample_dpmpp_3m_sde,
+}
+_SHARED_ARGS = {"model", "x", "sigmas", "generator", "callback", "progress"}
+
+
+def sampler_options(sampler: str) -> tuple[str, ...]:
+    """The extra keyword options a sampler accepts (e.g. ``churn`` for Heun, ``eta`` for 3M)."""
+    if sampler not in _SAMPLER_FNS:
+        raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    params = inspect.signature(_SAMPLER_FNS[sampler]).parameters
+    return tuple(p for p in params if p not in _SHARED_ARGS)
+
+
+# --- classifier-free guidance and the public entry point ---------------------------------------
+
+
+def _find_num_classes(denoiser) -> int | None:
+    for owner in (denoiser, getattr(denoiser, "inner", None)):
+        n = getattr(owner, "num_classes", None)
+        if n is not None:
+            return n
+    return None
+
+
+def _check_sigmas(sigmas: torch.Tensor) -> None:
+    if not isinstance(sigmas, torch.Tensor) or sigmas.ndim != 1 or len(sigmas) < 2:
+        raise ValueError(
+            "sigmas must be a 1-D tensor of at least 2 noise levels (e.g. karras_sigmas(n, ...))"
+        )
+    if (sigmas[:-1] <= 0).any() or sigmas[-1] < 0:
+        raise ValueError(
+            "sigmas must be > 0 except the last one, which may be 0 (allowed: σ in (0, ∞), "
+            f"last σ in [0, ∞)); got {sigmas.tolist()}"
+        )
+    if (sigmas[1:] > sigmas[:-1]).any():
+        raise ValueError(f"sigmas must be non-increasing; got {sigmas.tolist()}")
+
+
+def _guided(denoiser, class_cond, cfg_scale, num_classes, extra_cond) -> Model:
+    """The model the samplers call: D(x, σ, **cond), guided when ``cfg_scale != 1``."""
+    cond = dict(extra_cond)
+    if class_cond is not None:
+        cond["class_cond"] = class_cond
+    if cfg_scale == 1:
+        return lambda x, sigma: denoiser(x, sigma, **cond)
+
+    uncond = torch.full_like(class_cond, num_classes)  # the "dropped" class
+    both = {k: _twice(v) for k, v in cond.items()}
+    both["class_cond"] = torch.cat([class_cond, uncond])
+
+    def guided(x, sigma):
+        d_cond, d_uncond = denoiser(_twice(x), _twice(sigma), **both).chunk(2)
+        return d_uncond + cfg_scale * (d_cond - d_uncond)  # Saharia et al.: w = 1 → d_cond
+
+    return guided
+
+
+def _twice(v):
+    return torch.cat([v, v]) if isinstance(v, torch.Tensor) else v
+
+
+def sample(
+    denoiser: Model,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    sampler: str = "dpmpp_3m_sde",
+    class_cond: torch.Tensor | None = None,
+    cfg_scale: float = 1.0,
+    num_classes: int | None = None,
+    generator: torch.Generator | int | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+    **kwargs,
+) -> torch.Tensor:
+    """Draw samples: integrate from ``x`` (at noise level ``sigmas[0]``, i.e. unit noise ×
+    ``sigmas[0]``) along ``sigmas`` with ``sampler`` (one of :data:`SAMPLERS`).
+
+    ``denoiser(x, sigma, **cond)`` returns the x₀ estimate (sigma shape (batch,)); ``cond`` is
+    ``class_cond`` (LongTensor (batch,), when given) plus ``extra_cond`` (e.g. ``aug_cond``).
+    ``cfg_scale`` w ≠ 1 applies classifier-free guidance D_u + w·(D_c − D_u), the unconditional
+    branch using class index ``num_classes`` (default: ``denoiser.num_classes`` or
+    ``denoiser.inner.num_classes``), cond and uncond batched into one forward.
+    ``generator`` (a torch.Generator or an int seed) drives the samplers' noise. Keyword
+    arguments that name a sampler option (:func:`sampler_options`: ``churn``, ``s_tmin``,
+    ``s_tmax``, ``s_noise``, ``eta``) go to the sampler; all others are conditioning.
+    """
+    if sampler not in _SAMPLER_FNS:
+        raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    all_options = {o for name in SAMPLERS for o in sampler_options(name)}
+    options = {k: v for k, v in kwargs.items() if k in all_options}
+    extra_cond = {k: v for k, v in kwargs.items() if k not in all_options}
+    unknown = sorted(set(options) - set(sampler_options(sampler)))
+    if unknown:
+        raise ValueError(
+            f"unknown options {unknown} for sampler {sampler!r}; allowed: "
+            f"{', '.join(sampler_options(sampler)) or 'none'}"
+        )
+    if not isinstance(x, torch.Tensor) or x.ndim < 2:
+        raise ValueError(f"x must be a tensor of shape (batch, ...); got {getattr(x, 'shape', x)}")
+    _check_sigmas(sigmas)
+    if class_cond is not None:
+        class_cond = torch.as_tensor(class_cond, device=x.device)
+        if class_cond.shape != (x.shape[0],):
+            raise ValueError(
+                f"class_cond must have shape (batch,) = ({x.shape[0]},); got "
+                f"{tuple(class_cond.shape)}"
+            )
+    for name, value in extra_cond.items():
+        if isinstance(value, torch.Tensor) and value.shape[:1] != (x.shape[0],):
+            raise ValueError(
+                f"{name} must have batch size {x.shape[0]} (shape (batch, ...)); got "
+                f"{tuple(value.shape)}"
+            )
+    if class_cond is not None and num_classes is None:
+        num_classes = _find_num_classes(denoiser)
+    if cfg_scale != 1:
+        if class_cond is None:
+            raise ValueError(
+                "classifier-free guidance (cfg_scale != 1) needs class_cond; allowed without "
+                "it: cfg_scale=1"
+            )
+        if num_classes is None:
+            raise ValueError(
+                "classifier-free guidance needs num_classes (the dropped class index): pass "
+                "num_classes=... or use a denoiser with a num_classes attribute"
+            )
+    if num_classes is not None and class_cond is not None:
+        if (class_cond < 0).any() or (class_cond > num_classes).any():
+            raise ValueError(
+                f"class_cond values must be in [0, {num_classes}] ({num_classes} = dropped "
+                f"class); got {class_cond.tolist()}"
+            )
+    if isinstance(generator, int):
+        generator = torch.Generator(device=x.device).manual_seed(generator)
+    sigmas = sigmas.to(x.device)
+    model = _guided(denoiser, class_cond, cfg_scale, num_classes, extra_cond)
+    fn = _SAMPLER_FNS[sampler]
+    return fn(
+        model, x, sigmas, generator=generator, callback=callback, progress=progress, **options
+    )

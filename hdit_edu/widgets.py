@@ -1,0 +1,458 @@
+"""Interactive apps for the notebooks (ipywidgets): the sampling demo and the explorers.
+
+Each app is a small class that holds its controls and its outputs; ``app.widget`` is the box a
+notebook displays (``display(app)`` works too), and every action is a plain method, so tests
+drive the apps without a browser (``app.sample_button.click()`` runs the same callback a click
+in JupyterLab runs).
+
+Sections (each app in its own section):
+
+* ``# --- sampling app ---`` — :class:`SamplingApp` (notebook 08): samples from a trained run
+  (by default the shipped toy model, :data:`SHIPPED_RUN`) with a class, a classifier-free
+  guidance scale w (App. D), a sampler (§5.1: Euler, Heun, DPM++(2M), DPM++(3M) SDE), a number
+  of steps, a seed and a batch size; it shows the grid, the denoising trajectory (the x̂₀
+  prediction ``D(x_i, σ_i)`` of every step) and the time taken. :func:`draw_samples` is the
+  function behind it and :func:`guidance_sweep` measures Figure 9's trade-off (class accuracy
+  and FID against w) on the toy set.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+# --- sampling app ---
+
+# The pretrained toy model that ships with the repository (see its README.md): resolved from
+# the package location, so notebooks find it from any working directory.
+SHIPPED_RUN = Path(__file__).resolve().parents[1] / "data" / "checkpoints" / "toy-hdit"
+
+# The samplers of §5.1 as the app names them (label, hdit_edu.sampling name).
+SAMPLER_LABELS = (
+    ("Euler", "euler"),
+    ("Heun", "heun"),
+    ("DPM++(2M)", "dpmpp_2m"),
+    ("DPM++(3M) SDE", "dpmpp_3m_sde"),
+)
+ALL_CLASSES = "all"  # the class picker's "every class in turn" entry
+CFG_RANGE = (1.0, 4.0)  # the guidance scales the app offers (w = 1: no guidance)
+MAX_STEPS = 100
+MAX_BATCH = 64
+DISPLAY_SCALE = 4  # 32×32 samples are shown 4× enlarged (nearest neighbour: no blur)
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """What the app's controls set. ``class_index=None`` draws classes 0, 1, 2, … in turn."""
+
+    class_index: int | None = None
+    cfg_scale: float = 2.0
+    sampler: str = "dpmpp_2m"
+    steps: int = 20
+    seed: int = 0
+    batch_size: int = 16
+
+    def validate(self, num_classes: int) -> None:
+        """Raise ``ValueError`` naming the bad setting and the allowed values."""
+        from .sampling import SAMPLERS
+
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; allowed: {', '.join(SAMPLERS)}")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise ValueError(f"steps={self.steps}; allowed: 1 … {MAX_STEPS}")
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise ValueError(f"batch_size={self.batch_size}; allowed: 1 … {MAX_BATCH}")
+        if not CFG_RANGE[0] <= self.cfg_scale <= CFG_RANGE[1]:
+            raise ValueError(
+                f"cfg_scale={self.cfg_scale}; allowed: {CFG_RANGE[0]} … {CFG_RANGE[1]}"
+            )
+        if self.class_index is not None and not 0 <= self.class_index < max(num_classes, 1):
+            allowed = f"0 … {num_classes - 1} or None (every class in turn)"
+            raise ValueError(f"class_index={self.class_index}; allowed: {allowed}")
+        if num_classes == 0 and (self.class_index is not None or self.cfg_scale != 1):
+            raise ValueError(
+                "the model is unconditional: class_index must be None and cfg_scale 1 "
+                f"(got class_index={self.class_index}, cfg_scale={self.cfg_scale})"
+            )
+
+
+# The demo's defaults: 16 images, 20 steps of DPM++(2M), w = 2 (see the shipped README for
+# how they were chosen: class accuracy against w in cfg_sweep.json).
+DEMO_SETTINGS = SamplingSettings()
+
+
+@dataclass
+class SampleResult:
+    """One press of "Sample": the images, their classes, the σ schedule, the x̂₀ prediction of
+    every step (``trajectory[i] = D(x_i, σ_i)``, guided when w ≠ 1) and the time taken."""
+
+    images: torch.Tensor  # (B, C, H, W) in [-1, 1]
+    classes: torch.Tensor | None  # (B,) or None (unconditional)
+    sigmas: torch.Tensor  # (steps + 1,), the Karras schedule, last = 0
+    trajectory: torch.Tensor  # (steps, B, C, H, W) in [-1, 1]
+    seconds: float
+    settings: SamplingSettings
+
+
+def sample_classes(settings: SamplingSettings, num_classes: int) -> torch.Tensor | None:
+    """The class of each sample: ``class_index`` for all, else 0, 1, 2, … in turn (None for an
+    unconditional model) — the order ``hdit-edu sample`` uses."""
+    if num_classes == 0:
+        return None
+    if settings.class_index is not None:
+        return torch.full((settings.batch_size,), settings.class_index, dtype=torch.long)
+    return torch.arange(settings.batch_size) % num_classes
+
+
+@torch.no_grad()
+def draw_samples(
+    denoiser,
+    config,
+    settings: SamplingSettings = DEMO_SETTINGS,
+    *,
+    on_step: Callable[[int, int], None] | None = None,
+) -> SampleResult:
+    """Sample ``settings.batch_size`` images and record the x̂₀ prediction of every step.
+
+    The draws are those of :func:`hdit_edu.training.generate` (and so of ``hdit-edu sample``)
+    for the same settings: start noise ``x_0 = σ_max·ε`` from ``torch.Generator().manual_seed
+    (seed)``, the sampler's own noise from seed + 1, the Karras schedule over the config's σ
+    range. ``on_step(i, steps)`` is called after each step (the app's progress bar).
+    """
+    from .sampling import karras_sigmas, sample
+
+    m, d = config.model, config.diffusion
+    settings.validate(m.num_classes)
+    device = next(denoiser.parameters()).device
+    classes = sample_classes(settings, m.num_classes)
+    sigmas = karras_sigmas(settings.steps, d.sigma_min, d.sigma_max, device=device)
+    noise_gen = torch.Generator(device).manual_seed(settings.seed)
+    sde_gen = torch.Generator(device).manual_seed(settings.seed + 1)
+    shape = (settings.batch_size, m.in_channels, m.resolution, m.resolution)
+    trajectory = []
+
+    def record(info: dict) -> None:
+        trajectory.append(info["denoised"].float().clamp(-1, 1).cpu())
+        if on_step is not None:
+            on_step(info["i"] + 1, settings.steps)
+
+    start = time.perf_counter()
+    x = torch.randn(shape, generator=noise_gen, device=device) * sigmas[0]
+    images = sample(
+        denoiser,
+        x,
+        sigmas,
+        settings.sampler,
+        class_cond=classes.to(device) if classes is not None else None,
+        cfg_scale=settings.cfg_scale,
+        num_classes=m.num_classes or None,
+        generator=sde_gen,
+        callback=record,
+    )
+    seconds = time.perf_counter() - start
+    return SampleResult(
+        images=images.float().cpu().clamp(-1, 1),
+        classes=classes,
+        sigmas=sigmas.cpu(),
+        trajectory=torch.stack(trajectory),
+        seconds=seconds,
+        settings=settings,
+    )
+
+
+def images_png(images: torch.Tensor, nrow: int | None = None, scale: int = DISPLAY_SCALE) -> bytes:
+    """A grid of images (N, C, H, W) in [-1, 1] as PNG bytes, enlarged ``scale``× (nearest)."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    from .data import to_uint8
+
+    if images.ndim != 4 or len(images) == 0:
+        raise ValueError(f"images must be (N, C, H, W) with N >= 1; got {tuple(images.shape)}")
+    nrow = nrow or default_columns(len(images))
+    grid = make_grid(to_uint8(images), nrow=nrow, padding=1, pad_value=255)
+    picture = Image.fromarray(grid.permute(1, 2, 0).numpy())
+    if scale != 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="png")
+    return buffer.getvalue()
+
+
+def default_columns(n: int) -> int:
+    """Grid columns: 8 (the toy classes in turn fill a row each) for 8 or more images."""
+    return min(n, 8)
+
+
+def trajectory_steps(steps: int, columns: int = 8) -> list[int]:
+    """Evenly spaced step indices for the trajectory strip, always including the first and the
+    last step (all steps when there are at most ``columns``)."""
+    if steps <= columns:
+        return list(range(steps))
+    return sorted({round(i * (steps - 1) / (columns - 1)) for i in range(columns)})
+
+
+def trajectory_strip(result: SampleResult, rows: int = 4, columns: int = 8) -> torch.Tensor:
+    """The denoising trajectory as a strip: ``rows`` samples (one per row) × ``columns`` steps
+    (x̂₀ predictions, noisiest first), flattened row by row into (rows·columns, C, H, W)."""
+    steps = trajectory_steps(len(result.trajectory), columns)
+    picked = result.trajectory[steps, : min(rows, result.trajectory.shape[1])]  # (S, R, C, H, W)
+    return picked.transpose(0, 1).reshape(-1, *picked.shape[2:])
+
+
+def guidance_sweep(
+    denoiser,
+    config,
+    scales: Sequence[float] = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0),
+    *,
+    n: int = 512,
+    sampler: str = DEMO_SETTINGS.sampler,
+    steps: int = DEMO_SETTINGS.steps,
+    seed: int = 0,
+    batch_size: int = 128,
+    reference=None,
+) -> dict:
+    """Figure 9 on the toy set: for each guidance scale w, ``n`` samples (classes in turn) →
+    class accuracy (toy classifier) and FID (toy classifier features) against ``reference``
+    (default: the toy test split). Returns a JSON-able dict of lists, one entry per scale."""
+    from .data import ToyDataset
+    from .evaluation import class_accuracy, fid
+    from .training import generate
+
+    m = config.model
+    if not m.num_classes:
+        raise ValueError("guidance_sweep needs a class-conditional model (num_classes > 0)")
+    if reference is None:
+        reference = ToyDataset("test", resolution=m.resolution)
+    labels = torch.arange(n) % m.num_classes
+    accuracy, fids, seconds = [], [], []
+    for w in scales:
+        start = time.perf_counter()
+        images = generate(
+            denoiser,
+            config,
+            n,
+            sampler=sampler,
+            steps=steps,
+            cfg_scale=float(w),
+            class_cond=labels,
+            seed=seed,
+            batch_size=batch_size,
+        )
+        seconds.append(time.perf_counter() - start)
+        accuracy.append(class_accuracy(images, labels))
+        fids.append(fid(images, reference, extractor="toy"))
+    return {
+        "scales": [float(w) for w in scales],
+        "class_accuracy": accuracy,
+        "fid": fids,
+        "sampling_seconds": seconds,
+        "n": n,
+        "sampler": sampler,
+        "steps": steps,
+        "seed": seed,
+        "reference": "toy test split" if isinstance(reference, ToyDataset) else str(reference),
+        "extractor": "toy",
+    }
+
+
+class SamplingApp:
+    """The sampling demo: controls (class, CFG scale w, sampler, steps, seed, batch size), a
+    "Sample" button (CSS class ``hdit-sample-button``), a progress bar, the sample grid (CSS
+    class ``hdit-sample-grid``), the denoising trajectory as a strip and as a step slider over
+    the x̂₀ predictions, and the time taken. ``app.run()`` is what the button does."""
+
+    def __init__(
+        self,
+        denoiser,
+        config,
+        *,
+        class_names: Sequence[str] | None = None,
+        settings: SamplingSettings = DEMO_SETTINGS,
+    ):
+        import ipywidgets as w
+
+        self.denoiser, self.config = denoiser, config
+        num_classes = config.model.num_classes
+        if num_classes == 0:
+            settings = replace(settings, class_index=None, cfg_scale=1.0)
+        settings.validate(num_classes)
+        self.class_names = list(class_names or _class_names(config))
+        if len(self.class_names) != num_classes:
+            raise ValueError(
+                f"class_names has {len(self.class_names)} names; the model has "
+                f"{num_classes} classes"
+            )
+        self.result: SampleResult | None = None
+
+        style = {"description_width": "90px"}
+        classes = [("every class in turn", ALL_CLASSES)] + [
+            (f"{i}: {name}", i) for i, name in enumerate(self.class_names)
+        ]
+        self.class_picker = w.Dropdown(
+            options=classes,
+            value=ALL_CLASSES if settings.class_index is None else settings.class_index,
+            description="class",
+            disabled=num_classes == 0,
+            style=style,
+        )
+        self.cfg_slider = w.FloatSlider(
+            value=settings.cfg_scale,
+            min=CFG_RANGE[0],
+            max=CFG_RANGE[1],
+            step=0.25,
+            description="CFG scale w",
+            disabled=num_classes == 0,
+            style=style,
+        )
+        self.sampler_picker = w.Dropdown(
+            options=SAMPLER_LABELS, value=settings.sampler, description="sampler", style=style
+        )
+        self.steps_slider = w.IntSlider(
+            value=settings.steps, min=1, max=MAX_STEPS, description="steps", style=style
+        )
+        self.seed_input = w.BoundedIntText(
+            value=settings.seed, min=0, max=2**31 - 1, description="seed", style=style
+        )
+        self.batch_slider = w.IntSlider(
+            value=settings.batch_size, min=1, max=MAX_BATCH, description="batch size", style=style
+        )
+        self.sample_button = w.Button(
+            description="Sample", button_style="primary", icon="play", tooltip="draw samples"
+        ).add_class("hdit-sample-button")
+        self.progress = w.IntProgress(
+            value=0, min=0, max=settings.steps, description="steps done", style=style
+        )
+        self.status = w.HTML(value="Press <b>Sample</b>.")
+        self.grid_image = w.Image(format="png").add_class("hdit-sample-grid")
+        self.strip_image = w.Image(format="png").add_class("hdit-trajectory-strip")
+        self.strip_caption = w.HTML()
+        self.step_slider = w.IntSlider(
+            value=0, min=0, max=0, description="x̂₀ at step", disabled=True, style=style
+        )
+        self.step_image = w.Image(format="png").add_class("hdit-trajectory-step")
+
+        self.sample_button.on_click(lambda _button: self.run())
+        self.step_slider.observe(lambda _change: self._show_step(), names="value")
+
+        controls = w.VBox(
+            [
+                self.class_picker,
+                self.cfg_slider,
+                self.sampler_picker,
+                self.steps_slider,
+                self.seed_input,
+                self.batch_slider,
+                w.HBox([self.sample_button, self.progress]),
+                self.status,
+            ]
+        )
+        samples = w.VBox([w.HTML("<b>samples</b>"), self.grid_image])
+        trajectory = w.VBox(
+            [
+                w.HTML("<b>denoising trajectory</b>: x̂₀ = D(x_i, σ_i) of each step"),
+                self.strip_image,
+                self.strip_caption,
+                self.step_slider,
+                self.step_image,
+            ]
+        )
+        self.widget = w.VBox([w.HBox([controls, samples]), trajectory])
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path = SHIPPED_RUN, *, device="cpu", **options):
+        """The app on a run's EMA weights (default: the shipped toy model)."""
+        from .training import load_run
+
+        config, denoiser = load_run(run_dir, device=device)
+        return cls(denoiser, config, **options)
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+    def settings(self) -> SamplingSettings:
+        """The settings the controls show now."""
+        class_index = self.class_picker.value
+        return SamplingSettings(
+            class_index=None if class_index == ALL_CLASSES else int(class_index),
+            cfg_scale=float(self.cfg_slider.value),
+            sampler=self.sampler_picker.value,
+            steps=int(self.steps_slider.value),
+            seed=int(self.seed_input.value),
+            batch_size=int(self.batch_slider.value),
+        )
+
+    def run(self) -> SampleResult:
+        """Sample with the current settings and show the result (the "Sample" button)."""
+        settings = self.settings()
+        self.sample_button.disabled = True
+        self.progress.max, self.progress.value = settings.steps, 0
+        self.status.value = "sampling …"
+        try:
+            result = draw_samples(self.denoiser, self.config, settings, on_step=self._on_step)
+        except Exception as e:
+            self.status.value = f"<span style='color:#b00'>error: {html.escape(str(e))}</span>"
+            raise
+        finally:
+            self.sample_button.disabled = False
+        self.show(result)
+        return result
+
+    def _on_step(self, done: int, total: int) -> None:
+        self.progress.value = done
+
+    def show(self, result: SampleResult) -> None:
+        """Display a :class:`SampleResult`: grid, trajectory strip and slider, time taken."""
+        self.result = result
+        s = result.settings
+        self.grid_image.value = images_png(result.images)
+        columns = trajectory_steps(len(result.trajectory))
+        rows = min(4, len(result.images))
+        self.strip_image.value = images_png(trajectory_strip(result, rows), nrow=len(columns))
+        sigma_text = ", ".join(f"{result.sigmas[i].item():.3g}" for i in columns)
+        self.strip_caption.value = (
+            f"<small>{rows} samples (rows) at steps {[i + 1 for i in columns]} (columns); "
+            f"σ = {sigma_text}</small>"
+        )
+        self.step_slider.max = len(result.trajectory) - 1
+        self.step_slider.disabled = False
+        if self.step_slider.value == len(result.trajectory) - 1:
+            self._show_step()
+        self.step_slider.value = len(result.trajectory) - 1  # observe() redraws
+        sampler = dict((name, label) for label, name in SAMPLER_LABELS)[s.sampler]
+        what = "every class in turn" if s.class_index is None else self.class_names[s.class_index]
+        self.status.value = (
+            f"{len(result.images)} images ({what}), {s.steps} steps of {sampler}, "
+            f"w = {s.cfg_scale:g}, seed {s.seed}: <b>{result.seconds:.2f} s</b> "
+            f"({result.seconds / len(result.images) * 1000:.0f} ms per image)"
+        )
+
+    def _show_step(self) -> None:
+        if self.result is None:
+            return
+        i = self.step_slider.value
+        self.step_image.value = images_png(self.result.trajectory[i], scale=2)
+        self.step_slider.description = f"x̂₀ at step {i + 1}"
+
+
+def _class_names(config) -> list[str]:
+    """The toy classes' names for a toy-set model, else ``class 0``, ``class 1``, …"""
+    from .data import TOY_CLASSES
+
+    n = config.model.num_classes
+    if config.training.dataset == "toy" and n == len(TOY_CLASSES):
+        return list(TOY_CLASSES)
+    return [f"class {i}" for i in range(n)]
+
+
+def sampling_app(run_dir: str | Path = SHIPPED_RUN, **options) -> SamplingApp:
+    """:meth:`SamplingApp.from_run`: the sampling demo on a run (default: the shipped model)."""
+    return SamplingApp.from_run(run_dir, **options)

@@ -1,0 +1,484 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 — Inside a block: AdaRMSNorm, GEGLU, cosine-similarity attention and axial RoPE
+# (§4.2, Figures 4–5, App. C)
+#
+# HDiT's transformer block is modelled on LLaMA rather than on DiT. This notebook puts the two
+# side by side and then takes each ingredient of the HDiT block apart:
+#
+# 1. **HDiT block vs DiT block** (Fig. 4–5): the code, the module trees, the parameters;
+# 2. **AdaRMSNorm** — the conditioning enters as the *scale* of an RMSNorm;
+# 3. **GEGLU** — the feed-forward gates itself with the data;
+# 4. **cosine-similarity attention** and why its scale is learned *in linear space* (App. C);
+# 5. **axial RoPE** — rotary position embeddings on half of each head, one axis per quarter:
+#    frequency bands, and the proof by picture that q·k depends only on the relative offset.
+#
+# Library code used: `hdit_edu.hourglass.TransformerLayer`, `hdit_edu.dit.DiTBlock`,
+# `hdit_edu.layers` (norms, feed-forward), `hdit_edu.attention` (`Attention`,
+# `cosine_sim_scale`), `hdit_edu.rope` (`AxialRoPE`, `apply_rope`, position grids).
+
+# %% tags=["parameters"]
+PROFILE = "auto"
+
+# %%
+from hdit_edu.env import resolve_profile
+
+PROFILE = resolve_profile(PROFILE)
+print(f"profile: {PROFILE}")
+
+# %%
+import inspect
+import math
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+from matplotlib.colors import ListedColormap
+
+from hdit_edu.attention import Attention, cosine_sim_scale
+from hdit_edu.dit import MLP, DiTBlock
+from hdit_edu.hourglass import TransformerLayer
+from hdit_edu.layers import AdaRMSNorm, FeedForward, RMSNorm, default_d_ff, geglu, rms_norm
+from hdit_edu.rope import AdditivePosEmb, AxialRoPE, apply_rope, axial_rope_freqs, make_axial_pos
+
+torch.manual_seed(0)
+# DiT-B widths in the gpu profile; small ones on a CPU (the structure is the same).
+d, head_dim = (768, 64) if PROFILE == "gpu" else (128, 32)
+heads = d // head_dim
+print(f"width d = {d}, {heads} heads of {head_dim}")
+
+# %% [markdown]
+# ## 1. HDiT block vs DiT block (Figures 4 and 5)
+#
+# Both blocks are pre-norm residual blocks — attention, then a pointwise feed-forward — and both
+# are conditioned on a vector `c` (noise level + class). They differ in almost every detail:
+#
+# | | DiT (adaLN-Zero) | HDiT |
+# | --- | --- | --- |
+# | norm | LayerNorm, no affine | RMSNorm |
+# | conditioning | `c` → shift, scale **and gate** for both branches (6·d numbers) | `c` → scale only (**AdaRMSNorm**), 2·d numbers |
+# | start as identity | the gates start at 0 | the output projections start at 0 |
+# | attention | softmax(q·kᵀ/√d), biases | **cosine similarity** × learned scale τ, **axial RoPE**, no biases |
+# | positions | additive sin-cos table | RoPE inside attention (no table) |
+# | feed-forward | GELU MLP, hidden 4·d | **GEGLU**, hidden 3·d |
+#
+# First the code, side by side (the library's own source):
+
+# %%
+print("─── HDiT: TransformerLayer.forward " + "─" * 40)
+print(inspect.getsource(TransformerLayer.forward))
+print("─── DiT: DiTBlock.forward " + "─" * 49)
+print(inspect.getsource(DiTBlock.forward))
+
+# %% [markdown]
+# And the feed-forward branches of Figure 5 — GEGLU modulates with the data (*value ⊙ GELU(gate)*,
+# both from the input), DiT's MLP is modulated from outside by its adaLN gate:
+
+# %%
+print(inspect.getsource(FeedForward.forward))
+print(inspect.getsource(geglu))
+print(inspect.getsource(MLP.forward))
+
+# %% [markdown]
+# The two blocks at the same width, as module trees (global attention for the HDiT block):
+
+# %%
+hdit_block = TransformerLayer(
+    d, default_d_ff(d, "geglu"), cond_features=d, attention=dict(kind="global", head_dim=head_dim)
+)
+dit_block = DiTBlock(d, heads, 4 * d)
+print(hdit_block)
+print(dit_block)
+
+
+# %%
+def count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+roles = {
+    "conditioning": (
+        count(hdit_block.norm1) + count(hdit_block.norm2),
+        count(dit_block.adaLN_modulation),
+    ),
+    "attention": (count(hdit_block.attn), count(dit_block.attn)),
+    "feed-forward": (count(hdit_block.ffn), count(dit_block.mlp)),
+}
+fig, ax = plt.subplots(figsize=(6, 3))
+xs = torch.arange(len(roles))
+ax.bar(xs - 0.2, [v[0] / 1e6 for v in roles.values()], 0.4, label="HDiT block")
+ax.bar(xs + 0.2, [v[1] / 1e6 for v in roles.values()], 0.4, label="DiT block")
+ax.set_xticks(xs, list(roles))
+ax.set_ylabel("parameters (M)")
+ax.legend()
+ax.set_title(f"one block at d = {d}")
+plt.show()
+for role, (h, t) in roles.items():
+    print(f"{role:<14} HDiT {h:>11,}   DiT {t:>11,}")
+print(f"{'total':<14} HDiT {count(hdit_block):>11,}   DiT {count(dit_block):>11,}")
+
+# %% [markdown]
+# The conditioning of a DiT block (6·d² + 6·d) is as large as its attention; HDiT's two
+# AdaRMSNorms cost 2·d² (with a `c` of width d). Both blocks start as the **identity** on the
+# residual stream, but for different reasons: DiT's gates are zero, HDiT's output projections are
+# zero (no gate at all — §4.2):
+
+# %%
+x = torch.randn(2, 8, 8, d)
+cond = torch.randn(2, d)
+pos = make_axial_pos(8, 8)
+assert torch.equal(hdit_block(x, pos, cond), x)
+assert torch.equal(dit_block(x.flatten(1, 2), cond), x.flatten(1, 2))
+assert not hdit_block.attn.out_proj.weight.any() and not hdit_block.ffn.down_proj.weight.any()
+assert roles["conditioning"] == (2 * d * d, 6 * d * d + 6 * d)
+assert roles["feed-forward"] == (9 * d * d, 8 * d * d + 5 * d)  # GEGLU 3d: d·6d + 3d·d
+assert roles["attention"] == (4 * d * d + heads, 4 * d * d + 4 * d)  # + one τ per head
+
+# %% [markdown]
+# ## 2. AdaRMSNorm: conditioning through the norm's scale
+#
+# RMSNorm (Zhang & Sennrich, 2019) rescales each token to unit root-mean-square and multiplies a
+# learned per-channel scale — unlike LayerNorm it does not subtract the mean:
+#
+# $$\mathrm{RMSNorm}(x) = \frac{x}{\sqrt{\tfrac1d\sum_i x_i^2 + \varepsilon}}\odot s .$$
+#
+# HDiT makes the scale **adaptive**: the mapping network's output `c` predicts it,
+# $s = 1 + W c$, with $W$ initialised to zero — so a fresh AdaRMSNorm *is* an RMSNorm.
+
+# %%
+v = torch.tensor([1.0, 2.0, 3.0, 10.0])
+print("x            ", v.tolist())
+print("RMSNorm(x)   ", [round(t, 3) for t in rms_norm(v, torch.ones(4)).tolist()])
+print("LayerNorm(x) ", [round(t, 3) for t in F.layer_norm(v, (4,)).tolist()])
+rms = v.pow(2).mean().sqrt()
+torch.testing.assert_close(rms_norm(v, torch.ones(4), eps=0.0), v / rms)
+# LayerNorm forgets a constant offset, RMSNorm does not:
+assert torch.allclose(F.layer_norm(v + 5, (4,)), F.layer_norm(v, (4,)), atol=1e-6)
+assert not torch.allclose(rms_norm(v + 5, torch.ones(4)), rms_norm(v, torch.ones(4)))
+
+# %%
+norm = AdaRMSNorm(d, cond_features=d)
+tokens = torch.randn(3, 4, 4, d)
+conds = torch.randn(3, d)
+assert torch.equal(norm(tokens, conds), RMSNorm(d)(tokens))  # fresh: exactly RMSNorm
+with torch.no_grad():
+    norm.linear.weight.normal_(std=0.3 / math.sqrt(d))  # as if trained a little
+scales = 1 + norm.linear(conds)
+plt.figure(figsize=(7, 2.5))
+for i in range(3):
+    plt.plot(scales[i, :64].detach(), lw=1, label=f"condition {i}")
+plt.axhline(1, color="k", lw=0.5)
+plt.xlabel("channel")
+plt.ylabel("scale 1 + W·c")
+plt.title("AdaRMSNorm: each condition rescales the channels (first 64 shown)")
+plt.legend(fontsize=7)
+plt.show()
+for i in range(3):
+    torch.testing.assert_close(norm(tokens, conds)[i], rms_norm(tokens[i], scales[i]))
+
+# %% [markdown]
+# ## 3. GEGLU: a feed-forward that gates itself
+#
+# GEGLU (Shazeer, 2020) projects the input to *two* hidden vectors, a value $a$ and a gate $b$,
+# and multiplies: $\mathrm{GEGLU}(x) = (xW_a) \odot \mathrm{GELU}(xW_b)$. The modulation comes
+# from the data itself (and acts on the first layer), where DiT's comes from the conditioning (on
+# the output). Because the up-projection is twice as wide, the paper shrinks the hidden size from
+# 4·d to 3·d (§5.2, step C).
+
+# %%
+z = torch.linspace(-3, 3, 121)
+a, b = torch.meshgrid(z, z, indexing="ij")
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
+ax1.plot(z, F.gelu(z), label="GELU(x)")
+ax1.plot(z, z * F.gelu(z), label="x · GELU(x)  (a = b)")
+ax1.legend()
+ax1.grid(alpha=0.3)
+im = ax2.imshow(a * F.gelu(b), extent=[-3, 3, -3, 3], origin="lower", cmap="RdBu_r")
+ax2.set_xlabel("gate b")
+ax2.set_ylabel("value a")
+ax2.set_title("a · GELU(b)")
+plt.colorbar(im, ax=ax2)
+plt.show()
+
+# %% [markdown]
+# From scratch, checked against the library's `FeedForward` (the first half of the
+# up-projection is the value, the second the gate — k-diffusion's order):
+
+# %%
+ffn = FeedForward(d, 3 * d, activation="geglu")
+with torch.no_grad():
+    ffn.down_proj.weight.normal_(std=d**-0.5)
+h = torch.randn(5, d)
+w_value, w_gate = ffn.up_proj.weight.chunk(2, dim=0)
+scratch = ((h @ w_value.T) * F.gelu(h @ w_gate.T)) @ ffn.down_proj.weight.T
+torch.testing.assert_close(ffn(h), scratch)
+sizes = {
+    "GELU, 4d": count(FeedForward(d, 4 * d, "gelu")),
+    "GEGLU, 3d (HDiT)": count(FeedForward(d, 3 * d, "geglu")),
+    "GEGLU, 8d/3 (LLaMA)": count(FeedForward(d, 8 * d // 3, "geglu")),
+}
+for k, val in sizes.items():
+    print(f"{k:<20} {val:>10,} parameters = {val / d**2:.2f}·d²")
+assert sizes["GELU, 4d"] == 8 * d * d and sizes["GEGLU, 3d (HDiT)"] == 9 * d * d
+
+# %% [markdown]
+# ## 4. Cosine-similarity attention and its scale (App. C)
+#
+# Standard attention uses $\mathrm{softmax}(q\cdot k^\top/\sqrt{d})$: the logits grow with the
+# norms of q and k, which can explode during training. HDiT (after Swin-v2's *scaled cosine
+# attention*) normalises q and k and multiplies by a learned per-head scale τ:
+#
+# $$\mathrm{softmax}\big(\tau\cdot\cos(q,k)\big)\,v, \qquad \tau \text{ init } 10 .$$
+#
+# The logits are bounded by ±τ, so τ alone sets how sharp attention can get. The library folds
+# it into q and k (`cosine_sim_scale`: $q' = q\sqrt\tau/\lVert q\rVert$, the same for k), so
+# that every attention kernel runs with scale 1:
+
+# %%
+q, k = torch.randn(6, head_dim), torch.randn(6, head_dim)
+tau = torch.tensor(10.0)
+q2, k2 = cosine_sim_scale(q, k, tau)
+cos = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).T
+torch.testing.assert_close(q2 @ k2.T, tau * cos, rtol=1e-5, atol=1e-5)
+attn = Attention(d, head_dim)
+assert torch.equal(attn.scale, torch.full((heads,), 10.0))  # τ itself is the parameter
+
+taus = torch.logspace(-1, 2.3, 60)
+keys = F.normalize(torch.randn(256, head_dim), dim=-1)
+query = F.normalize(torch.randn(1, head_dim), dim=-1)
+
+
+def entropy_at(t):
+    p = torch.softmax(t * query @ keys.T, dim=-1)
+    return -(p * p.log()).sum().item()
+
+
+entropy = [entropy_at(t) for t in taus]
+plt.figure(figsize=(5, 3))
+plt.semilogx(taus, entropy)
+plt.axvline(10, color="C1", ls="--", label="init τ = 10")
+plt.axvspan(5, 50, color="C2", alpha=0.15, label="trained models: 5–50 (App. C)")
+plt.axhline(math.log(256), color="k", lw=0.5)
+plt.xlabel("τ")
+plt.ylabel("attention entropy (nats)")
+plt.title("τ sets the sharpness (256 keys)")
+plt.legend(fontsize=7)
+plt.show()
+
+# %% [markdown]
+# **Why learn τ in linear space?** Swin-v2 learns θ with $\tau = \exp(\min\{\theta, \log 100\})$
+# (eq. 12). The paper found that this makes the scales vary wildly — many pinned at the clamp
+# (100), others below 1 — and that learning τ directly fixes it (App. C.1). Two mechanisms are
+# visible without any training run:
+#
+# * **Multiplicative steps.** By the chain rule $\partial L/\partial\theta = \tau\,\partial
+#   L/\partial\tau$. Adam moves each parameter by roughly the learning rate per step, so in the
+#   exp parametrisation τ moves by ≈ τ·lr: a large scale moves fast, a small one barely.
+#   In linear space every scale moves by ≈ lr.
+# * **The clamp is a trap.** Above the clamp, $\min\{\theta, \log 100\}$ has zero gradient: once
+#   momentum carries θ past log 100, no gradient brings it back.
+
+# %%
+cos_sims = torch.rand(64, 16) * 2 - 1  # cosine similarities of 64 queries with 16 keys
+target = torch.softmax(20.0 * cos_sims, -1)  # attention that τ* = 20 would produce
+
+
+def attention_loss(tau):
+    return -(target * torch.log_softmax(tau * cos_sims, -1)).sum(-1).mean()
+
+
+theta = torch.tensor(math.log(30.0), requires_grad=True)
+tau_lin = torch.tensor(30.0, requires_grad=True)
+attention_loss(torch.exp(theta.clamp(max=math.log(100)))).backward()
+attention_loss(tau_lin).backward()
+print(
+    f"at τ = 30:  ∂L/∂τ = {tau_lin.grad:.5f},  ∂L/∂θ = {theta.grad:.5f}  (ratio {theta.grad / tau_lin.grad:.1f} = τ)"
+)
+torch.testing.assert_close(theta.grad, 30.0 * tau_lin.grad, rtol=1e-4, atol=0)
+above = torch.tensor(math.log(100) + 0.01, requires_grad=True)
+attention_loss(torch.exp(above.clamp(max=math.log(100)))).backward()
+assert above.grad == 0  # past the clamp: no gradient at all
+
+# %%
+tau_grid = torch.logspace(-0.5, 2, 50)
+lr_lin, lr_log = 0.4, 0.04  # equal steps at τ = 10
+plt.figure(figsize=(5, 3))
+plt.loglog(tau_grid, torch.full_like(tau_grid, lr_lin), label="linear τ: Δτ = lr")
+plt.loglog(tau_grid, tau_grid * math.expm1(lr_log), label="τ = exp(θ): Δτ = τ(e^lr − 1)")
+plt.xlabel("τ")
+plt.ylabel("change of τ per Adam step")
+plt.legend(fontsize=8)
+plt.title("step size in τ")
+plt.show()
+
+# %% [markdown]
+# A small simulation of the trap: for 150 steps the data "want" very sharp attention (τ* = 300),
+# then the usual τ* = 20. Both parametrisations train with Adam at the matched step sizes above.
+# The linear scale follows; the exponential one runs into the clamp, overshoots it with its
+# momentum, and stays at 100 for good.
+
+
+# %%
+def run(parametrisation, steps=400):
+    g = torch.Generator().manual_seed(0)
+    p = torch.tensor(math.log(10.0) if parametrisation == "exp" else 10.0, requires_grad=True)
+    opt = torch.optim.Adam(
+        [p], lr=lr_log if parametrisation == "exp" else lr_lin, betas=(0.9, 0.95)
+    )
+    trace = []
+    for step in range(steps):
+        tau_star = 300.0 if step < 150 else 20.0
+        c = torch.rand(32, 16, generator=g) * 2 - 1
+        t = torch.exp(p.clamp(max=math.log(100))) if parametrisation == "exp" else p
+        loss = -(torch.softmax(tau_star * c, -1) * torch.log_softmax(t * c, -1)).sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        trace.append(t.item())
+    return trace
+
+
+trace_lin, trace_exp = run("linear"), run("exp")
+plt.figure(figsize=(6, 3))
+plt.plot(trace_lin, label="linear τ (HDiT)")
+plt.plot(trace_exp, label="τ = exp(min(θ, log 100)) (Swin-v2)")
+plt.axvline(150, color="k", lw=0.5)
+plt.axhline(20, color="C2", ls=":", lw=1)
+plt.xlabel("step")
+plt.ylabel("τ")
+plt.legend(fontsize=8)
+plt.show()
+assert abs(trace_exp[-1] - 100) < 1e-3  # stuck at the clamp
+assert abs(trace_lin[-1] - 20) < 5  # back near the optimum
+print(f"final τ: linear {trace_lin[-1]:.1f}, exp {trace_exp[-1]:.1f}")
+
+# %% [markdown]
+# (This shows the mechanisms, not the paper's training statistics: that learned scales end up
+# in 5–50 with the linear parametrisation is the paper's empirical finding.)
+#
+# ## 5. Axial RoPE
+#
+# Rotary embeddings (Su et al.) rotate pairs of q/k channels by an angle proportional to the
+# token's position; since rotations compose, $R(p)q\cdot R(p')k = q\cdot R(p'-p)k$ — attention
+# sees only the *relative* offset. HDiT's 2-D version (§4.2) splits each head in four:
+#
+# * a quarter rotated by the **row** coordinate y, a quarter by the **column** coordinate x
+#   (each channel c paired with channel c + head_dim/4);
+# * the remaining **half is not rotated** at all (content that matches regardless of position —
+#   the paper found this better).
+#
+# Positions are cell centres of the token grid on [−1, 1]; frequencies are log-spaced between π
+# and 10π over all heads (each head gets a spread of scales).
+
+# %%
+rope_heads = 12 if PROFILE == "gpu" else 6
+freqs = axial_rope_freqs(64, rope_heads)  # (heads, head_dim // 8)
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3), gridspec_kw={"width_ratios": [1.2, 1]})
+im = ax1.imshow(freqs / math.pi, aspect="auto", cmap="viridis")
+ax1.set_xlabel("frequency index within the head")
+ax1.set_ylabel("head")
+ax1.set_title("RoPE frequencies / π (head_dim 64)")
+plt.colorbar(im, ax=ax1)
+role = torch.zeros(64)
+role[:8], role[8:16], role[16:24], role[24:32] = 0, 1, 0, 1  # y-pairs, x-pairs (x1 | x2 halves)
+role[32:] = 2
+ax2.imshow(role[None], aspect="auto", cmap=ListedColormap(["C0", "C1", "0.85"]))
+ax2.set_yticks([])
+ax2.set_xlabel("channel of a head")
+ax2.set_title("blue: rotated by y · orange: by x · grey: untouched")
+plt.tight_layout()
+plt.show()
+assert torch.allclose(freqs.min(), torch.tensor(math.pi)) and freqs.max() < 10 * math.pi
+
+# %%
+rope = AxialRoPE(head_dim, 1)
+qv = torch.randn(head_dim)
+theta_grid = rope(make_axial_pos(8, 8))  # (8, 8, 1, head_dim // 4)
+rotated = apply_rope(qv.expand(8, 8, 1, head_dim), theta_grid)
+assert torch.equal(rotated[..., head_dim // 2 :], qv[head_dim // 2 :].expand(8, 8, 1, -1))
+print("the second half of every head passes through RoPE unchanged ✓")
+
+# %% [markdown]
+# **q·k depends only on the offset.** Take one query vector and one key vector, place them at
+# every position of a 16×16 grid, rotate them, and compute all 256 × 256 scores. For any query
+# position, the map of its scores over key positions is the *same picture, shifted*:
+
+# %%
+n = 16
+pos = make_axial_pos(n, n)
+theta = AxialRoPE(head_dim, 1)(pos)  # (n, n, 1, head_dim/4)
+qv, kv = torch.randn(head_dim), torch.randn(head_dim)
+qs = apply_rope(qv.expand(n, n, 1, head_dim), theta).reshape(n * n, head_dim)
+ks = apply_rope(kv.expand(n, n, 1, head_dim), theta).reshape(n * n, head_dim)
+scores = (qs @ ks.T).reshape(n, n, n, n)  # [query y, query x, key y, key x]
+
+
+def show_scores(query_y=4, query_x=4):
+    plt.figure(figsize=(3.4, 3))
+    plt.imshow(scores[query_y, query_x], cmap="RdBu_r")
+    plt.scatter([query_x], [query_y], marker="x", color="k")
+    plt.title(f"q·k for the query at ({query_y}, {query_x})", fontsize=9)
+    plt.colorbar()
+    plt.show()
+
+
+widgets.interact(
+    show_scores, query_y=widgets.IntSlider(4, 0, n - 1), query_x=widgets.IntSlider(4, 0, n - 1)
+)
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(10, 3))
+for ax, (qy, qx) in zip(axes, [(3, 3), (8, 5), (12, 12)]):
+    ax.imshow(scores[qy, qx], cmap="RdBu_r", vmin=scores.min(), vmax=scores.max())
+    ax.scatter([qx], [qy], marker="x", color="k")
+    ax.set_title(f"query at ({qy}, {qx})", fontsize=9)
+plt.show()
+# the same relative offset gives the same score, wherever the pair sits on the grid
+for dy, dx in [(0, 1), (2, -3), (-5, 4)]:
+    vals = torch.stack(
+        [
+            scores[y, x, y + dy, x + dx]
+            for y in range(max(0, -dy), min(n, n - dy))
+            for x in range(max(0, -dx), min(n, n - dx))
+        ]
+    )
+    assert (vals.max() - vals.min()).abs() < 1e-4 * scores.abs().max(), (dy, dx)
+print("score depends only on (Δy, Δx) ✓")
+
+# %% [markdown]
+# Compare the **additive** position embedding that RoPE replaces (steps A–C of the ablation): the
+# position vector is added to the token *before* the q/k projections, so the score of a pair is
+# a function of both absolute positions, not of the offset alone:
+
+# %%
+table = AdditivePosEmb(n, n, d).table.detach()  # (n, n, d), sin-cos initialised
+w_q, w_k = torch.randn(head_dim, d) / d**0.5, torch.randn(head_dim, d) / d**0.5
+content = torch.randn(d)
+xq = (content + table).reshape(n * n, d) @ w_q.T
+xk = (content + table).reshape(n * n, d) @ w_k.T
+add_scores = (xq @ xk.T).reshape(n, n, n, n)
+same_offset = torch.stack([add_scores[y, x, y, x + 1] for y in range(n) for x in range(n - 1)])
+print(
+    f"additive: scores at offset (0, 1) range over [{same_offset.min():.2f}, {same_offset.max():.2f}]"
+)
+assert same_offset.max() - same_offset.min() > 0.1
+
+# %% [markdown]
+# **Summary.** An HDiT block is LLaMA-like: RMSNorm whose scale the conditioning predicts
+# (AdaRMSNorm, starting as a plain RMSNorm), attention on cosine similarities with a per-head
+# scale learned directly (bounded logits, constant step size, no clamp to get stuck at), RoPE on
+# half of each head for the two image axes (scores depend only on relative offsets), GEGLU with
+# hidden 3·d, and zero-initialised output projections instead of DiT's gates.

@@ -1,0 +1,174 @@
+"""The ``hdit-edu`` command line: train (killed with SIGKILL and resumed exactly), sample,
+fid, ablate, flops, and the help texts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from hdit_edu.cli import apply_overrides, build_parser, main
+from hdit_edu.configs import toy_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = Path(sys.executable).parent / "hdit-edu"
+CLI_CMD = [str(CLI)] if CLI.exists() else [sys.executable, "-m", "hdit_edu.cli"]
+# The cpu profile of the toy config, shrunk further (widths 32/64) and at batch 8.
+TINY = [
+    "--config", "toy", "--profile", "cpu", "--no-progress", "--sample-steps", "4",
+    "--set", "training.batch_size=8", "--set", "training.log_every=1",
+    "--set", "training.checkpoint_every=4", "--set", "training.sample_every=0",
+    "--set", "model.levels.0.width=32", "--set", "model.levels.1.width=64",
+    "--set", "model.levels.1.depth=1", "--set", "model.levels.0.head_dim=16",
+    "--set", "model.levels.1.head_dim=16", "--set", "model.mapping.width=32",
+]  # fmt: skip
+ENV = dict(os.environ, OMP_NUM_THREADS="1", HDIT_PROFILE="cpu")
+
+
+def hdit(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*CLI_CMD, *args], env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300, **kwargs
+    )
+
+
+def losses(run: Path) -> list[float]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["loss"] for line in lines if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """An uninterrupted 12-step CLI run (checkpoints at 4, 8, 12)."""
+    run = tmp_path_factory.mktemp("cli") / "full"
+    proc = hdit("train", *TINY, "--steps", "12", "--run-dir", str(run))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "step 12" in proc.stdout
+    return run
+
+
+def test_train_killed_with_sigkill_resumes_bit_for_bit(trained_run, tmp_path):
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [*CLI_CMD, "train", *TINY, "--steps", "12", "--run-dir", str(run)],
+        env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.time() + 240
+    # Wait until a checkpoint exists and training has moved past it, then SIGKILL.
+    while time.time() < deadline and proc.poll() is None:
+        if (run / "checkpoints/step-00000004/manifest.json").exists() and len(
+            [ln for ln in (run / "metrics.jsonl").read_text().splitlines() if ln]
+        ) >= 5:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert (run / "checkpoints/step-00000004").is_dir()
+    killed_at = len(losses(run))
+    assert 5 <= killed_at < 12
+    resumed = hdit("train", *TINY, "--steps", "12", "--run-dir", str(run), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr + resumed.stdout
+    assert losses(run) == losses(trained_run)  # all 12 steps, bit for bit
+    assert not list((run / "checkpoints").glob(".tmp-*"))
+
+
+def test_corrupt_checkpoint_is_a_clear_cli_error(trained_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "corrupt"
+    shutil.copytree(trained_run, run)
+    bad = run / "checkpoints/step-00000012/trainer_state.pt"
+    bad.write_bytes(bad.read_bytes()[:100])  # truncated
+    proc = hdit("train", *TINY, "--steps", "16", "--run-dir", str(run), "--resume")
+    assert proc.returncode == 2
+    assert str(bad) in proc.stderr and "step-00000008" in proc.stderr and "--fallback" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_sample_writes_a_png_grid_of_the_right_size(trained_run, tmp_path):
+    out = tmp_path / "grid.png"
+    proc = hdit("sample", "--run", str(trained_run), "--n", "8", "--steps", "3", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with Image.open(out) as image:
+        # 8 classes → one row of 8 images of 32² with torchvision's 2-pixel padding
+        assert image.size == (8 * (32 + 2) + 2, 32 + 2 + 2) and image.mode == "RGB"
+    out2 = tmp_path / "one_class.png"
+    proc = hdit("sample", "--run", str(trained_run), "--n", "9", "--steps", "3", "--class", "2",
+                "--cfg", "2.0", "--out", str(out2))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with Image.open(out2) as image:
+        assert image.size == (3 * 34 + 2, 3 * 34 + 2)
+
+
+def test_fid_of_a_run_with_the_toy_extractor(trained_run, tmp_path):
+    from hdit_edu.evaluation import TOY_CLASSIFIER_DIR
+
+    if not TOY_CLASSIFIER_DIR.exists():
+        pytest.skip("the shipped toy classifier is not in data/toy_classifier yet")
+    out = tmp_path / "fid.json"
+    proc = hdit("fid", "--run", str(trained_run), "--n", "64", "--steps", "3", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["fid"] > 0 and 0 <= result["class_accuracy"] <= 1 and result["n"] == 64
+
+
+def test_help_texts_name_the_options():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices
+    expected = {
+        "train": ["--config", "--profile", "--steps", "--run-dir", "--resume", "torchrun"],
+        "sample": ["--run", "--n", "--sampler", "--cfg", "--class", "--out", "dpmpp_3m_sde"],
+        "fid": ["--run", "--extractor", "legacy_tensorflow", "--ref"],
+        "ablate": ["--steps", "--profile", "A,B1,B2,C,D,E", "--train-steps"],
+        "flops": ["--config", "--resolution"],
+    }
+    for command, words in expected.items():
+        text = sub[command].format_help()
+        for word in words:
+            assert word in text, (command, word)
+
+
+def test_bad_input_is_a_one_line_error(capsys):
+    assert main(["train", "--config", "nonsense", "--profile", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "nonsense" in err and "imagenet128" in err  # names the allowed configs
+    with pytest.raises(ValueError, match="unknown field 'lrr'"):
+        apply_overrides(toy_config(), ["training.lrr=1"])
+    config = apply_overrides(toy_config(), ["training.lr=1e-4", "model.levels.0.depth=1"])
+    assert config.training.lr == 1e-4 and config.model.levels[0].depth == 1
+
+
+def test_flops_prints_the_measured_and_closed_form_gflops(capsys):
+    from hdit_edu.configs import get_config
+    from hdit_edu.flops import analytic_gflops
+
+    assert main(["flops", "--config", "toy", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["gflops"] == pytest.approx(analytic_gflops(get_config("toy")), rel=1e-6)
+    assert sum(result["by_kind"].values()) == pytest.approx(result["gflops"], rel=1e-6)
+
+
+def test_ablate_writes_a_results_table(tmp_path):
+    from hdit_edu.evaluation import TOY_CLASSIFIER_DIR
+
+    if not TOY_CLASSIFIER_DIR.exists():
+        pytest.skip("the shipped toy classifier is not in data/toy_classifier yet")
+    run = tmp_path / "ablation"
+    proc = hdit("ablate", "--steps", "A,E", "--profile", "cpu", "--train-steps", "2",
+                "--n-eval", "16", "--sample-steps", "2", "--run-dir", str(run), "--no-progress")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((run / "results.json").read_text())
+    assert [r["step"] for r in result["rows"]] == ["A", "E"]
+    a, e = result["rows"]
+    assert a["loss_weighting"] == "snr" and e["loss_weighting"] == "soft-min-snr"
+    assert a["paper_gflops_128"] == pytest.approx(32, abs=1) and e["paper_gflops_128"] == pytest.approx(31, abs=1)
+    assert "| A |" in (run / "results.md").read_text()
