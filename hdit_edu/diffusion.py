@@ -224,12 +224,17 @@ class Denoiser(nn.Module):
         return tuple(_per_sample(f(sigma, self.sigma_data), ndim) for f in (c_skip, c_out, c_in))
 
     def _inner(self, x_in: torch.Tensor, sigma: torch.Tensor, cond: dict) -> torch.Tensor:
+        """F(c_in·x, σ). A network with extra output channels (DiT-B/4's learned-variance head,
+        R1/R2) declares ``out_channels_used``: only those leading channels are F."""
         out = self.inner(x_in, sigma, **cond)
+        used = getattr(self.inner, "out_channels_used", None)
+        if used is not None and out.ndim == x_in.ndim and out.shape[1] > used:
+            out = out[:, :used]
         if out.shape != x_in.shape:
             raise ValueError(
                 f"the inner network must return a tensor shaped like its input "
-                f"{tuple(x_in.shape)}; got {tuple(out.shape)} (learned-variance outputs are "
-                f"not supported by Denoiser)"
+                f"{tuple(x_in.shape)}; got {tuple(out.shape)} (a network with extra output "
+                f"channels must set `out_channels_used`)"
             )
         return out
 

@@ -453,3 +453,33 @@ def test_matches_k_diffusion_loss_and_densities():
         ref = ku.stratified_uniform([16], rank, world)
         torch.manual_seed(4)
         assert torch.equal(stratified_uniform(16, rank=rank, world_size=world), ref)
+
+
+def test_denoiser_uses_only_the_declared_channels_of_a_learned_variance_dit():
+    """R1/R2: DiT-B/4 predicts 2·C channels (mean + variance head); D(x, σ) uses the first C."""
+    from hdit_edu import LevelConfig, ModelConfig, build_model
+
+    cfg = ModelConfig(
+        arch="dit",
+        levels=[LevelConfig(depth=1, width=64, head_dim=32, attention="global")],
+        patch_size=4,
+        out_channels=6,
+        num_classes=3,
+        aug_dim=0,
+        ffn="gelu",
+        pos_emb="additive",
+        resolution=16,
+    )
+    torch.manual_seed(0)
+    dit = build_model(cfg)
+    for p in dit.parameters():  # leave the zero init: every output channel becomes non-trivial
+        p.data.normal_(0, 0.05)
+    x, sigma, cls = torch.randn(2, 3, 16, 16), torch.tensor([0.3, 2.0]), torch.tensor([0, 3])
+    full = dit(x * c_in(sigma, 0.5)[:, None, None, None], sigma, class_cond=cls)
+    assert full.shape == (2, 6, 16, 16)
+    d = Denoiser(dit, sigma_data=0.5)(x, sigma, class_cond=cls)
+    expected = (
+        c_skip(sigma, 0.5)[:, None, None, None] * x
+        + c_out(sigma, 0.5)[:, None, None, None] * full[:, :3]
+    )
+    torch.testing.assert_close(d, expected, rtol=1e-5, atol=1e-6)
