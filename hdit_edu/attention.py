@@ -62,16 +62,18 @@ gives the scalars. Costs (multiply-adds, counted like k-diffusion): neighborhood
 ``B·H·W·heads·k²·(d_qk + d_v)``; shifted window ``B·H·W·heads·w²·(d_qk + d_v)``.
 
 Backward passes: ``NeighborhoodAttentionOp`` with the ``"torch"`` backend has a closed-form
-backward (the softmax-attention gradient, window entry by window entry: no recomputation, the
-same memory bound as its forward). For the other backends, and for ``ShiftedWindowAttentionOp``,
-the ops use **activation recomputation** (as ``torch.utils.checkpoint``): ``forward`` runs the
-kernel without recording a graph and keeps only ``q, k, v``; ``backward`` re-runs it with
-autograd on and differentiates it with ``torch.autograd.grad``. The price is one extra forward
-of the attention kernel per backward; the gain is one node per call and no saved scores.
+backward (the softmax-attention gradient, window entry by window entry, from the saved
+attention weights: the same memory bound as its forward). For the other backends, and for
+``ShiftedWindowAttentionOp``, ``forward`` runs the kernel with autograd recording on detached
+inputs (only when a gradient will be needed) and keeps that inner graph; ``backward``
+differentiates it with ``torch.autograd.grad``. So the op is one node to the outside, and costs
+exactly what the plain kernel costs under autograd — no recomputation. (Recomputing in backward
+instead, as ``torch.utils.checkpoint`` does, measured +35–40% on the masked-SDPA CPU path.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from functools import lru_cache
 
@@ -85,8 +87,10 @@ ATTENTION_MECHANISMS = ("global", "neighborhood", "shifted-window")
 NA_BACKENDS = ("auto", "natten", "torch", "masked-sdpa")
 ATTENTION_POS_EMBS = ("rope", "none")
 
-# "auto" uses masked SDPA on CPU grids up to this many tokens (64×64), "torch" above.
-MASKED_SDPA_AUTO_MAX_TOKENS = 4096
+# "auto" uses masked SDPA on CPU grids up to this many tokens (32×32), "torch" above: measured
+# on 2 CPU cores (k = 7, 4 heads of 32), forward + backward, masked SDPA is 2–3× faster at 16×16,
+# the two are even at 32×32, and "torch" is 2.5–4.5× faster at 48×48 and 64×64.
+MASKED_SDPA_AUTO_MAX_TOKENS = 1024
 # Explicit backend="masked-sdpa" is refused above this (the tokens² boolean mask alone: 256 MiB).
 MASKED_SDPA_MAX_TOKENS = 16384
 
@@ -204,9 +208,9 @@ def _window_indices(h: int, w: int, kernel_size: int, device):
     ``cols[c][j] = s_w(j) + c`` (lists of ``k`` index vectors of length ``h`` / ``w``)."""
     row_starts = neighborhood_window_starts(h, kernel_size, device)
     col_starts = neighborhood_window_starts(w, kernel_size, device)
-    return [row_starts + a for a in range(kernel_size)], [
-        col_starts + c for c in range(kernel_size)
-    ]
+    rows = [row_starts + a for a in range(kernel_size)]
+    cols = [col_starts + c for c in range(kernel_size)]
+    return rows, cols
 
 
 def _na_torch_forward(q, k, v, kernel_size: int, scale: float):
@@ -218,7 +222,7 @@ def _na_torch_forward(q, k, v, kernel_size: int, scale: float):
 
         S_ac = scale · ⟨q, K_ac⟩,    P = softmax_(a,c)(S),    out = Σ_ac P_ac · V_ac.
 
-    Memory: the scores ``(B, H, W, heads, k²)`` plus one ``(B, H, W, heads, D)`` copy at a time —
+    Memory: the scores ``(k², B, H, W, heads)`` plus one ``(B, H, W, heads, D)`` copy at a time —
     ``O(tokens · (heads·k² + D))``, never ``tokens²``. Computed in (at least) float32.
     """
     dtype = torch.promote_types(q.dtype, torch.float32)
@@ -227,13 +231,14 @@ def _na_torch_forward(q, k, v, kernel_size: int, scale: float):
     scores = []
     for rows_a in rows:
         k_a = k.index_select(1, rows_a)  # window row a of every query's window
-        scores += [(q * k_a.index_select(2, cols_c)).sum(dim=-1) for cols_c in cols]
-    attn = (torch.stack(scores, dim=-1) * scale).softmax(dim=-1)  # (B, H, W, heads, k²)
+        scores += [torch.linalg.vecdot(q, k_a.index_select(2, cols_c)) for cols_c in cols]
+    # window entries first: (k², B, H, W, heads), so that each entry's slice is contiguous
+    attn = (torch.stack(scores) * scale).softmax(dim=0)
     out = torch.zeros(q.shape[:-1] + v.shape[-1:], dtype=dtype, device=q.device)
     for a, rows_a in enumerate(rows):
         v_a = v.index_select(1, rows_a)
         for c, cols_c in enumerate(cols):
-            out += attn[..., a * kernel_size + c, None] * v_a.index_select(2, cols_c)
+            out.addcmul_(attn[a * kernel_size + c, ..., None], v_a.index_select(2, cols_c))
     return out, attn
 
 
@@ -251,26 +256,21 @@ def _na_torch_backward(q, k, v, attn, out, grad_out, kernel_size: int, scale: fl
     grad_p = []
     for rows_a in rows:
         v_a = v.index_select(1, rows_a)
-        grad_p += [(grad_out * v_a.index_select(2, cols_c)).sum(dim=-1) for cols_c in cols]
-    grad_p = torch.stack(grad_p, dim=-1)  # (B, H, W, heads, k²)
-    grad_s = attn * (grad_p - (grad_out * out).sum(dim=-1, keepdim=True)) * scale
+        grad_p += [torch.linalg.vecdot(grad_out, v_a.index_select(2, cols_c)) for cols_c in cols]
+    grad_p = torch.stack(grad_p)  # (k², B, H, W, heads), like attn
+    grad_s = attn * (grad_p - torch.linalg.vecdot(grad_out, out)) * scale
     dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
     for a, rows_a in enumerate(rows):
         k_a = k.index_select(1, rows_a)
         dk_a, dv_a = torch.zeros_like(k), torch.zeros_like(v)  # gradients of window row a
         for c, cols_c in enumerate(cols):
-            g_s, p = grad_s[..., a * kernel_size + c, None], attn[..., a * kernel_size + c, None]
-            dq += g_s * k_a.index_select(2, cols_c)
+            g_s, p = grad_s[a * kernel_size + c, ..., None], attn[a * kernel_size + c, ..., None]
+            dq.addcmul_(g_s, k_a.index_select(2, cols_c))
             dk_a.index_add_(2, cols_c, g_s * q)
             dv_a.index_add_(2, cols_c, p * grad_out)
         dk.index_add_(1, rows_a, dk_a)
         dv.index_add_(1, rows_a, dv_a)
     return dq, dk, dv
-
-
-def _na_torch(q, k, v, kernel_size: int, scale: float) -> torch.Tensor:
-    """The ``"torch"`` backend (forward only; the autograd op pairs it with its backward)."""
-    return _na_torch_forward(q, k, v, kernel_size, scale)[0].to(q.dtype)
 
 
 def _na_masked_sdpa(q, k, v, kernel_size: int, scale: float) -> torch.Tensor:
@@ -291,10 +291,12 @@ def _na_natten(q, k, v, kernel_size: int, scale: float) -> torch.Tensor:
         # Its CPU flex path warns that it runs unfused (that is why "auto" avoids it on CPU).
         warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile")
         warnings.filterwarnings("ignore", message=".*return_lse is deprecated")
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         return natten.functional.na2d(q, k, v, kernel_size, scale=scale)
 
 
-_NA_BACKEND_KERNELS = {"torch": _na_torch, "masked-sdpa": _na_masked_sdpa, "natten": _na_natten}
+# The backends differentiated through their own autograd graph ("torch" has its own backward).
+_NA_BACKEND_KERNELS = {"masked-sdpa": _na_masked_sdpa, "natten": _na_natten}
 
 
 def natten_fused_available() -> bool:
@@ -304,10 +306,6 @@ def natten_fused_available() -> bool:
     except ImportError:
         return False
     return bool(getattr(natten, "HAS_LIBNATTEN", False)) and torch.cuda.is_available()
-
-
-def _needs_grad(*tensors) -> bool:
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def resolve_na_backend(backend: str, q, k, v) -> str:
@@ -327,10 +325,11 @@ def resolve_na_backend(backend: str, q, k, v) -> str:
             import natten  # noqa: F401
         except ImportError:
             raise ValueError("backend='natten' needs NATTEN installed; use 'torch'") from None
-        if not q.is_cuda and _needs_grad(q, k, v):
+        if not q.is_cuda and any(t.requires_grad for t in (q, k, v)):
             raise ValueError(
                 "backend='natten' on CPU is forward-only (NATTEN's flex path has no CPU "
-                "backward); use backend='torch' or 'masked-sdpa' for training on CPU"
+                "backward and refuses inputs that require grad); use backend='torch' or "
+                "'masked-sdpa' for training on CPU, or detach the inputs"
             )
     if backend == "masked-sdpa" and tokens > MASKED_SDPA_MAX_TOKENS:
         raise ValueError(
@@ -341,22 +340,33 @@ def resolve_na_backend(backend: str, q, k, v) -> str:
     return backend
 
 
-# --- one autograd node per kernel call, with activation recomputation ---
+# --- one autograd node per kernel call ---
 
 
-def _recompute_vjp(fn, inputs, grad_out, needs_grad):
-    """Re-run ``fn(*inputs)`` with autograd on; return ``∂⟨fn(inputs), grad_out⟩/∂input`` for
-    each input that ``needs_grad`` (``None`` for the others)."""
-    with torch.enable_grad():
-        leaves = [t.detach().requires_grad_(n) for t, n in zip(inputs, needs_grad)]
-        out = fn(*leaves)
-        grads = iter(torch.autograd.grad(out, [t for t in leaves if t.requires_grad], grad_out))
-    return [next(grads) if n else None for n in needs_grad]
+def _run_recorded(ctx, kernel, q, k, v):
+    """Run ``kernel(q, k, v)`` inside an op's ``forward``. When a gradient will be needed, run
+    it with autograd recording on detached inputs and keep that small graph on ``ctx`` for
+    :func:`_backward_through_recorded`; the op still appears as one node to the outside."""
+    needs = ctx.needs_input_grad[:3]
+    with torch.enable_grad() if any(needs) else contextlib.nullcontext():
+        leaves = [t.detach().requires_grad_(n) for t, n in zip((q, k, v), needs)]
+        out = kernel(*leaves)
+    ctx.recorded = (out, leaves) if any(needs) else None
+    return out.detach()
+
+
+def _backward_through_recorded(ctx, grad_out):
+    """Gradients of the graph :func:`_run_recorded` kept (``None`` where none is needed)."""
+    out, leaves = ctx.recorded
+    ctx.recorded = None  # free the graph
+    wanted = [t for t in leaves if t.requires_grad]
+    grads = iter(torch.autograd.grad(out, wanted, grad_out))
+    return [next(grads) if t.requires_grad else None for t in leaves]
 
 
 class NeighborhoodAttentionOp(torch.autograd.Function):
     """Neighborhood attention as one autograd (and traced) node. Backward: closed form for the
-    ``"torch"`` backend; activation recomputation for the others."""
+    ``"torch"`` backend; the kernel's own recorded graph for the others."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda")
@@ -366,27 +376,18 @@ class NeighborhoodAttentionOp(torch.autograd.Function):
             out, attn = _na_torch_forward(q, k, v, kernel_size, scale)
             ctx.save_for_backward(q, k, v, attn, out)
             return out.to(q.dtype)
-        ctx.save_for_backward(q, k, v)
         kernel = _NA_BACKEND_KERNELS[backend]
-        return kernel(q.detach(), k.detach(), v.detach(), kernel_size, scale)
+        return _run_recorded(ctx, lambda q, k, v: kernel(q, k, v, kernel_size, scale), q, k, v)
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_out):
-        ks, scale = ctx.kernel_size, ctx.scale
         if ctx.backend == "torch":
             q, k, v, attn, out = ctx.saved_tensors
-            grads = _na_torch_backward(q, k, v, attn, out, grad_out, ks, scale)
+            grads = _na_torch_backward(q, k, v, attn, out, grad_out, ctx.kernel_size, ctx.scale)
             dq, dk, dv = (g.to(t.dtype) for g, t in zip(grads, (q, k, v)))
         else:
-            q, k, v = ctx.saved_tensors
-            kernel = _NA_BACKEND_KERNELS[ctx.backend]
-            dq, dk, dv = _recompute_vjp(
-                lambda q, k, v: kernel(q, k, v, ks, scale),
-                (q, k, v),
-                grad_out,
-                list(ctx.needs_input_grad[:3]),
-            )
+            dq, dk, dv = _backward_through_recorded(ctx, grad_out)
         return dq, dk, dv, None, None, None
 
 
@@ -467,26 +468,20 @@ def _shifted_window_kernel(q, k, v, window_size: int, shift: int, scale: float):
 
 
 class ShiftedWindowAttentionOp(torch.autograd.Function):
-    """Shifted-window attention as one autograd (and traced) node; backward recomputes."""
+    """Shifted-window attention as one autograd (and traced) node."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, q, k, v, window_size, shift, scale):
-        ctx.save_for_backward(q, k, v)
-        ctx.window_size, ctx.shift, ctx.scale = window_size, shift, scale
-        return _shifted_window_kernel(q, k, v, window_size, shift, scale)
+        def kernel(q, k, v):
+            return _shifted_window_kernel(q, k, v, window_size, shift, scale)
+
+        return _run_recorded(ctx, kernel, q, k, v)
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_out):
-        q, k, v = ctx.saved_tensors
-        args = ctx.window_size, ctx.shift, ctx.scale
-        dq, dk, dv = _recompute_vjp(
-            lambda q, k, v: _shifted_window_kernel(q, k, v, *args),
-            (q, k, v),
-            grad_out,
-            list(ctx.needs_input_grad[:3]),
-        )
+        dq, dk, dv = _backward_through_recorded(ctx, grad_out)
         return dq, dk, dv, None, None, None
 
 
@@ -503,33 +498,100 @@ def shifted_window_attention(q, k, v, window_size: int, shift: int, *, scale=Non
     return ShiftedWindowAttentionOp.apply(q, k, v, window_size, shift, scale)
 
 
-# --- which keys a query sees (for plots and tests) ---
+# --- which keys a query sees: attended sets and receptive fields (for plots and tests) ---
+
+
+def attended_keys(
+    kind: str, queries: torch.Tensor, *, kernel_size: int = 7, window_size: int = 8, shift: int = 0
+) -> torch.Tensor:
+    """The keys seen by any of the ``queries`` (a boolean ``(h, w)`` token grid) under ``kind``
+    (one of :data:`ATTENTION_MECHANISMS`, or ``"none"``: each token sees itself): boolean
+    ``(h, w)``. Neighborhood: the union of the clamped ``k × k`` windows; shifted window: every
+    token in the same segment ``⌊(i + shift)/window⌋`` along both axes as some query."""
+    h, w = queries.shape
+    queries = queries.bool().cpu()
+    if kind == "none":
+        return queries.clone()
+    if kind == "global":
+        return torch.full((h, w), bool(queries.any()))
+    rows, cols = queries.nonzero(as_tuple=True)
+    if kind == "neighborhood":
+        _check_kernel_size(kernel_size, h, w)
+        keys = torch.zeros(h, w, dtype=torch.bool)
+        row0 = neighborhood_window_starts(h, kernel_size)[rows]
+        col0 = neighborhood_window_starts(w, kernel_size)[cols]
+        for a in range(kernel_size):
+            for c in range(kernel_size):
+                keys[row0 + a, col0 + c] = True
+        return keys
+    if kind == "shifted-window":
+        _check_window(window_size, shift, h, w)
+        seg_r = (torch.arange(h) + shift) // window_size
+        seg_c = (torch.arange(w) + shift) // window_size
+        hit = torch.zeros(int(seg_r[-1]) + 1, int(seg_c[-1]) + 1, dtype=torch.bool)
+        hit[seg_r[rows], seg_c[cols]] = True
+        return hit[seg_r[:, None], seg_c[None, :]]
+    raise ValueError(
+        f"unknown attention kind {kind!r}; allowed: {ATTENTION_MECHANISMS + ('none',)}"
+    )
 
 
 def attended_mask(
     kind: str, h: int, w: int, query: tuple[int, int], *, kernel_size=7, window_size=8, shift=0
 ) -> torch.Tensor:
-    """Boolean ``(h, w)`` grid of the keys that the query token ``(row, col)`` attends to under
-    ``kind`` (one of :data:`ATTENTION_MECHANISMS`), read off the masks the kernels use."""
-    if kind not in ATTENTION_MECHANISMS:
-        raise ValueError(f"unknown attention kind {kind!r}; allowed: {ATTENTION_MECHANISMS}")
+    """Boolean ``(h, w)`` grid of the keys that the query token ``(row, col)`` attends to."""
     row, col = query
     if not (0 <= row < h and 0 <= col < w):
         raise ValueError(f"query {query} is outside the {h}×{w} grid")
-    if kind == "global":
-        return torch.ones(h, w, dtype=torch.bool)
-    if kind == "neighborhood":
-        return neighborhood_mask(h, w, kernel_size)[row * w + col].view(h, w)
-    mask = shifted_window_mask(h, w, window_size, shift)  # (windows, n², n²) in rolled grid
-    n, per_row = window_size, w // window_size
-    rolled_r, rolled_c = (row + shift) % h, (col + shift) % w
-    window = (rolled_r // n) * per_row + rolled_c // n
-    keys = mask[window, (rolled_r % n) * n + rolled_c % n].view(n, n)
-    grid = torch.zeros(h, w, dtype=torch.bool)
-    rr = (rolled_r // n) * n + torch.arange(n)  # rolled rows/cols of the window
-    cc = (rolled_c // n) * n + torch.arange(n)
-    grid[((rr - shift) % h)[:, None], ((cc - shift) % w)[None, :]] = keys
-    return grid
+    one = torch.zeros(h, w, dtype=torch.bool)
+    one[row, col] = True
+    return attended_keys(kind, one, kernel_size=kernel_size, window_size=window_size, shift=shift)
+
+
+def receptive_field(levels, h: int, w: int, query: tuple[int, int]) -> torch.Tensor:
+    """Which tokens of the ``h × w`` input grid (after patching) can influence the output token
+    ``query`` of a whole hourglass: boolean ``(h, w)``.
+
+    ``levels``: the hourglass's levels, outermost first — objects with ``depth``, ``attention``
+    (a kind of :func:`attended_keys`), ``kernel_size`` and ``window_size`` (e.g.
+    :class:`~hdit_edu.configs.LevelConfig`). As in the model: level ``l`` has ``depth`` layers
+    going down and ``depth`` going up (the innermost level: ``depth`` layers once); a 2×2 merge
+    between levels, a split back up with the skip from the same level; shifted-window layers
+    shift by ``window_size // 2`` on odd layer indices (the up layers continue the count).
+    The dependencies are followed backwards from the output: attention spreads a set of tokens
+    to all the keys its queries see, a split to the skip token and the merged parent token, a
+    merge to the 2×2 children. Feed-forward layers, norms and residuals are token-wise.
+    """
+    levels = list(levels)
+    if not levels:
+        raise ValueError("receptive_field needs at least one level")
+    scale = 2 ** (len(levels) - 1)
+    if h % scale or w % scale:
+        raise ValueError(f"grid {h}×{w} is not divisible by 2^(levels − 1) = {scale}")
+
+    def through_layers(field, level, layer_indices):  # backwards through a stack of layers
+        for index in reversed(layer_indices):
+            field = attended_keys(
+                level.attention,
+                field,
+                kernel_size=level.kernel_size,
+                window_size=level.window_size,
+                shift=level.window_size // 2 if index % 2 else 0,
+            )
+        return field
+
+    field = torch.zeros(h, w, dtype=torch.bool)
+    field[query] = True
+    skips = []
+    for level in levels[:-1]:  # up the output side: up layers, then the split
+        field = through_layers(field, level, range(level.depth, 2 * level.depth))
+        skips.append(field)  # the split's skip input
+        field = field.unflatten(0, (-1, 2)).unflatten(2, (-1, 2)).any(dim=(1, 3))  # parents
+    field = through_layers(field, levels[-1], range(levels[-1].depth))
+    for i in reversed(range(len(levels) - 1)):  # down the input side: merge, then down layers
+        field = field.repeat_interleave(2, dim=0).repeat_interleave(2, dim=1) | skips[i]
+        field = through_layers(field, levels[i], range(levels[i].depth))
+    return field
 
 
 # --- the attention module of an HDiT block ---

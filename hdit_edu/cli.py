@@ -9,6 +9,7 @@
     hdit-edu fid    --run runs/toy-cpu --n 1000                       # toy extractor, offline
     hdit-edu ablate --steps A,B1,B2,C,D,E --profile cpu               # Table 1 at toy scale
     hdit-edu flops  --config E --resolution 256                       # GFLOPs per forward
+    hdit-edu convert from-k-diffusion KD.safetensors -o runs/kd       # authors' checkpoints
 
 Profiles (as in the notebooks): ``gpu`` is the config as the paper sets it; ``cpu`` moves it
 onto the 32×32 toy data set with tiny widths (:func:`hdit_edu.training.toy_scale`: the same
@@ -29,6 +30,16 @@ PROFILE_HELP = (
 )
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default unless it is None/False or the help already names it."""
+
+    def _get_help_string(self, action):
+        unset = action.default is None or action.default is False or action.default == []
+        if unset or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hdit-edu",
@@ -37,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `hdit-edu COMMAND --help` for the options of a command.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _HelpFormatter
 
     env = sub.add_parser("env", help="print the environment report (torch, device, NATTEN)")
     env.set_defaults(func=_cmd_env)
@@ -197,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flops.add_argument("--json", action="store_true", help="print JSON instead of a table")
     flops.set_defaults(func=_cmd_flops)
+
+    # --- convert (k-diffusion checkpoints <-> hdit-edu runs; hdit_edu.interop) ------------------
+    from .interop import add_convert_parser
+
+    add_convert_parser(sub)
     return parser
 
 
@@ -211,6 +227,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--class",
         dest="class_",
+        metavar="CLASS",
         type=int,
         help="class index for every sample (default: classes 0, 1, 2, ... in turn)",
     )

@@ -16,7 +16,9 @@ This module also holds
   :func:`paper_config` (Table 6: ``imagenet128``, ``ffhq1024``, ``imagenet256``),
   :func:`toy_config` (the 32×32 toy-set model of DESIGN.md) and :func:`get_config`, which takes
   any of those names (optionally ``"NAME@RES"``) or the path of a JSON file;
-* :func:`at_resolution` — App. A's rule for adapting a model to another resolution.
+* :func:`at_resolution` — App. A's rule for adapting a model to another resolution;
+  :func:`token_grids` (the token grid of every level), :func:`min_resolution` (the smallest
+  valid image size of a model).
 
 **How a model grows with the resolution** (§5.2 "every doubling in resolution involves adding
 one local attention block", App. A "additional local attention levels … are added to keep the
@@ -309,6 +311,21 @@ def token_grids(model: ModelConfig, resolution: Any = None) -> list[tuple[int, i
     return [(h // (p * 2**i), w // (p * 2**i)) for i in range(n_levels)]
 
 
+def min_resolution(model: ModelConfig) -> int:
+    """The smallest square resolution at which ``model`` is valid: a multiple of
+    :func:`resolution_multiple` at which every neighborhood kernel fits its level's grid and
+    every Swin window divides it (handy for quick CPU forward passes of big models)."""
+    _validate_model(model, None, grids=False)
+    multiple = resolution_multiple(model)
+    for k in range(1, 1 + 2**16):
+        try:
+            _validate_grids(model, k * multiple)
+        except ValueError:
+            continue
+        return k * multiple
+    raise ValueError(f"no valid resolution up to {multiple * 2**16} for this model")
+
+
 def _validate_level(where: str, level: Any, arch: str, pos_emb: str) -> None:
     if not isinstance(level, LevelConfig):
         raise ValueError(f"{where}: expected a LevelConfig, got {type(level).__name__}")
@@ -362,7 +379,7 @@ def _validate_grids(model: ModelConfig, resolution: Any) -> None:
             )
 
 
-def _validate_model(model: Any, resolution: Any) -> None:
+def _validate_model(model: Any, resolution: Any, *, grids: bool = True) -> None:
     if not isinstance(model, ModelConfig):
         raise ValueError(f"model: expected a ModelConfig, got {type(model).__name__}")
     _check_kind("model.arch", model.arch, ARCHS)
@@ -403,7 +420,8 @@ def _validate_model(model: Any, resolution: Any) -> None:
         )
     _check_int("model.mapping.d_ff", mapping.d_ff, 1, optional=True)
     _check_fraction("model.mapping.dropout", mapping.dropout)
-    _validate_grids(model, model.resolution if resolution is None else resolution)
+    if grids:
+        _validate_grids(model, model.resolution if resolution is None else resolution)
 
 
 def _validate_diffusion(d: Any) -> None:

@@ -65,7 +65,7 @@ AUG_DIM = 9  # the length of aug_cond (ModelConfig.aug_dim)
 
 def to_model_range(images_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 images (…, H, W, 3) or (…, 3, H, W) → float32 in [-1, 1]: x = u / 127.5 − 1."""
-    x = torch.as_tensor(np.asarray(images_uint8))
+    x = torch.as_tensor(np.array(images_uint8))  # a copy: the source may be read-only
     return x.to(torch.float32) / 127.5 - 1.0
 
 
@@ -90,6 +90,15 @@ def _resize_center_crop(image: Image.Image, resolution: int) -> Image.Image:
         w, h = image.size
     left, top = (w - resolution) // 2, (h - resolution) // 2
     return image.crop((left, top, left + resolution, top + resolution))
+
+
+def _open_rgb(path: Path) -> Image.Image:
+    """Open and fully decode an image as RGB; any failure → ValueError naming the file."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")  # decodes the whole file: truncation fails here
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(f"cannot read image file {str(path)!r}: {e}") from e
 
 
 def _check_choice(name: str, value, allowed: Sequence) -> None:
@@ -183,13 +192,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         return len(self.files)
 
     def _load(self, index: int) -> torch.Tensor:
-        path = self.files[index]
-        try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")  # decodes the whole file: truncation fails here
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            raise ValueError(f"cannot read image file {str(path)!r}: {e}") from e
-        image = _resize_center_crop(image, self.resolution)
+        image = _resize_center_crop(_open_rgb(self.files[index]), self.resolution)
         return to_model_range(np.asarray(image)).permute(2, 0, 1)
 
     def _report_bad(self, index: int, error: ValueError) -> None:
@@ -220,20 +223,18 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def verify(self) -> list[Path]:
         """Read every file now. ``on_error="raise"``: the first bad file raises; ``"skip"``:
         bad files are removed from the data set, listed in ``self.skipped`` and returned."""
-        bad = []
+        keep = []
         for i, path in enumerate(self.files):
             try:
-                with Image.open(path) as image:
-                    image.convert("RGB")
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-                self._report_bad(i, ValueError(f"cannot read image file {str(path)!r}: {e}"))
-                bad.append(i)
-        keep = [i for i in range(len(self.files)) if i not in set(bad)]
+                _open_rgb(path)
+                keep.append(i)
+            except ValueError as e:
+                self._report_bad(i, e)
         self.files = [self.files[i] for i in keep]
         self.targets = [self.targets[i] for i in keep]
         if not self.files:
             raise ValueError(f"no readable image in {str(self.root)!r}; unreadable: {self.skipped}")
-        return [p for p in self.skipped]
+        return list(self.skipped)
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,6 +412,18 @@ def make_toy_folder(
     return path
 
 
+def toy_grid(per_class: int = 8, resolution: int = 32, seed: int = 0, scale: int = 2) -> np.ndarray:
+    """A uint8 preview grid (rows = the classes, ``per_class`` test images each), each pixel
+    repeated ``scale`` times: what ``data/toy_preview.png`` shows."""
+    ds = ToyDataset("test", resolution, size=per_class * len(TOY_CLASSES) * 4, seed=seed)
+    rows = []
+    for label in range(len(TOY_CLASSES)):
+        picks = np.flatnonzero(ds.labels == label)[:per_class]
+        rows.append(np.concatenate(list(ds.images[picks]), axis=1))
+    grid = np.concatenate(rows, axis=0)
+    return grid.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
 # --------------------------------------------------------------------------------------------
 # Non-leaking augmentation (Karras et al. 2020a; k-diffusion's KarrasAugmentationPipeline)
 # --------------------------------------------------------------------------------------------
@@ -477,14 +490,19 @@ def translate_integer(images: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor) 
     return out.permute(0, 3, 1, 2)
 
 
-def _affine(
-    images: torch.Tensor, params: AugParams, a_scale: float, a_aniso: float
+def warp_affine(
+    images: torch.Tensor,
+    scale: torch.Tensor,
+    angle: torch.Tensor,
+    stretch: torch.Tensor,
+    stretch_angle: torch.Tensor,
 ) -> torch.Tensor:
-    """Magnify · rotate · stretch each image about its centre (bicubic, mirrored borders).
+    """Magnify · rotate · stretch each image (B, C, H, W) about its centre (bicubic, mirrored
+    borders); the parameters are (B,) tensors.
 
-    The forward map on centred coordinates (x right, y down) is M = S(s) R(−θ) A, with
-    A = R(φ) diag(a_aniso^a, a_aniso^−a) R(−φ); ``grid_sample`` needs its inverse (output
-    pixel → source pixel). R(−θ) with y pointing down turns content counter-clockwise by θ."""
+    The forward map on centred coordinates (x right, y down) is M = S(s) R(−θ) A, with the
+    stretch A = R(φ) diag(t, 1/t) R(−φ); ``grid_sample`` needs its inverse (output pixel →
+    source pixel). R(−θ) with y pointing down turns content counter-clockwise by θ."""
 
     def rot(t):  # (B, 2, 2) rotation matrices
         c, s = torch.cos(t), torch.sin(t)
@@ -494,11 +512,8 @@ def _affine(
         zero = torch.zeros_like(sx)
         return torch.stack([torch.stack([sx, zero], -1), torch.stack([zero, sy], -1)], -2)
 
-    p = params
-    scale = a_scale**p.log_scale
-    stretch = a_aniso**p.aniso
-    aniso = rot(p.aniso_angle) @ diag(stretch, 1 / stretch) @ rot(-p.aniso_angle)
-    forward = diag(scale, scale) @ rot(-p.angle) @ aniso
+    aniso = rot(stretch_angle) @ diag(stretch, 1 / stretch) @ rot(-stretch_angle)
+    forward = diag(scale, scale) @ rot(-angle) @ aniso
     theta = torch.cat([torch.linalg.inv(forward), torch.zeros(len(scale), 2, 1)], dim=2)
     grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
     return F.grid_sample(
@@ -565,16 +580,12 @@ class Augment:
         p = params
         out = translate_integer(images, p.tx.long(), p.ty.long())
         warp = (p.log_scale != 0) | (p.angle != 0) | (p.aniso != 0)
-        if warp.any():
-            idx = warp.nonzero()[:, 0]
-            sub = AugParams(
-                *(getattr(p, f)[idx] for f in AugParams.__dataclass_fields__ if f != "trans_unit"),
-                p.trans_unit,
-            )
+        if warp.any():  # only the images that need resampling are resampled
+            i = warp.nonzero()[:, 0]
+            scale, stretch = self.a_scale ** p.log_scale[i], self.a_aniso ** p.aniso[i]
             out = out.clone()
-            out[idx.to(out.device)] = _affine(
-                out[idx.to(out.device)], sub, self.a_scale, self.a_aniso
-            )
+            on = i.to(out.device)
+            out[on] = warp_affine(out[on], scale, p.angle[i], stretch, p.aniso_angle[i])
         out = torch.where(p.yflip.bool().to(out.device)[:, None, None, None], out.flip(2), out)
         out = torch.where(p.xflip.bool().to(out.device)[:, None, None, None], out.flip(3), out)
         return out
@@ -735,10 +746,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     make.add_argument("--resolution", type=int, default=32, help="side in pixels (default 32)")
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--split", choices=SPLITS, default="test")
+    preview = sub.add_parser("preview", help="write a PNG grid of the toy set (rows = classes)")
+    preview.add_argument("path", help="output PNG, e.g. data/toy_preview.png")
+    preview.add_argument("--per-class", type=int, default=8)
+    preview.add_argument("--resolution", type=int, default=32)
+    preview.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "make-toy":
         path = make_toy_folder(args.path, args.n, args.resolution, args.seed, args.split)
         print(f"wrote {args.n} toy images ({args.resolution}x{args.resolution}) to {path}")
+    elif args.command == "preview":
+        grid = toy_grid(args.per_class, args.resolution, args.seed)
+        Image.fromarray(grid, mode="RGB").save(args.path, optimize=True)
+        print(f"wrote {args.path} (rows: {', '.join(TOY_CLASSES)})")
 
 
 if __name__ == "__main__":

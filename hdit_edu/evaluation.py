@@ -34,6 +34,7 @@ import platform
 import shutil
 import time
 import urllib.request
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import ResumableSampler, ToyDataset, step_generator, to_uint8
+from .data import ResumableSampler, ToyDataset, _check_choice, step_generator, to_uint8
 
 EXTRACTORS = ("toy", "inception")
 MODES = ("clean", "legacy_tensorflow")
@@ -59,11 +60,6 @@ DOWNLOAD_TIMEOUT_S = 20.0
 class MissingWeightsError(RuntimeError):
     """A feature extractor's weights or reference statistics are not on this machine and
     could not be downloaded. The message says what is missing, where it must go, and how."""
-
-
-def _check_choice(name: str, value, allowed: Sequence) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not allowed; allowed: {tuple(allowed)}")
 
 
 def default_device() -> torch.device:
@@ -180,21 +176,24 @@ def _accuracy(
 def train_toy_classifier(
     out_dir: str | Path | None = None,
     *,
-    epochs: int = 3,
+    epochs: int = 2,
     batch_size: int = 128,
     lr: float = 2e-3,
     seed: int = 0,
     resolution: int = 32,
+    train_size: int | None = None,
+    test_size: int | None = None,
     log: Callable[[str], None] | None = print,
 ) -> tuple[ToyClassifier, dict]:
     """Train :class:`ToyClassifier` on the toy train split (deterministic from ``seed`` on
-    CPU: seeded init, :class:`ResumableSampler` order, per-step generators), test it on the
-    toy test split, and, if ``out_dir`` is given, write ``model.safetensors`` and
-    ``config.json`` (model config, seed, settings, per-epoch log, accuracy) there. Adam with
-    a cosine-decayed learning rate; cross-entropy."""
+    CPU: seeded init, :class:`ResumableSampler` order, per-step generators; ``train_size``
+    and ``test_size`` limit the images, for quick checks), test it on the toy test split, store the feature
+    statistics, and, if ``out_dir`` is given, write ``model.safetensors`` and ``config.json``
+    (model config, seed, settings, per-epoch log, accuracy) there. Adam with a cosine-decayed
+    learning rate; cross-entropy."""
     torch.manual_seed(seed)
-    train = ToyDataset("train", resolution)
-    test = ToyDataset("test", resolution)
+    train = ToyDataset("train", resolution, size=train_size)
+    test = ToyDataset("test", resolution, size=test_size)
     model = ToyClassifier(num_classes=train.num_classes, resolution=resolution)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     steps_per_epoch = len(train) // batch_size
@@ -233,6 +232,8 @@ def train_toy_classifier(
     record = {
         "model": model.config,
         "classes": list(train.classes),
+        "features": "penultimate layer (128-D, after GELU), standardised with the train set's "
+        "per-feature mean/std (buffers feature_mean/feature_std)",
         "seed": seed,
         "training": {
             "data": f"ToyDataset('train', {resolution}) ({len(train)} images, seed 0)",
@@ -261,7 +262,9 @@ def train_toy_classifier(
 
 
 @torch.no_grad()
-def set_feature_statistics(model: ToyClassifier, dataset: ToyDataset, batch_size: int = 1024) -> None:
+def set_feature_statistics(
+    model: ToyClassifier, dataset: ToyDataset, batch_size: int = 1024
+) -> None:
     """Store the per-feature mean and std of ``model``'s penultimate activations over
     ``dataset`` in the model (used by :meth:`ToyClassifier.features`)."""
     model.eval()
@@ -352,7 +355,7 @@ def _download(url: str, target: Path, what: str, how: str) -> Path:
     except OSError as e:  # URLError, timeouts and refused connections are all OSErrors
         partial.unlink(missing_ok=True)
         raise MissingWeightsError(
-            f"{what} is missing: {str(target)!r} does not exist and downloading it from {url} "
+            f"{what} not found: {str(target)!r} does not exist and downloading it from {url} "
             f"failed ({e}). {how}"
         ) from None
     return target
@@ -490,6 +493,21 @@ def _batched_generator(source, n: int | None) -> tuple[Callable, int]:
     return G, count
 
 
+def _check_folder(source) -> Path:
+    """A folder clean-fid can read, or a ValueError naming it and the extensions it reads."""
+    from cleanfid.utils import EXTENSIONS
+
+    folder = Path(source)
+    if not folder.is_dir() or not any(
+        p.suffix[1:] in EXTENSIONS for p in folder.rglob("*") if p.is_file()
+    ):
+        raise ValueError(
+            f"image folder {str(folder)!r} does not exist or has no images "
+            f"(extensions clean-fid reads: {', '.join(sorted(EXTENSIONS))})"
+        )
+    return folder
+
+
 def extract_features(
     source,
     *,
@@ -503,7 +521,10 @@ def extract_features(
     verbose: bool = False,
 ) -> np.ndarray:
     """Features (N, D) of an image source (see the module docstring), computed by clean-fid
-    (its folder reader and resizer, or its generator loop) with ``extractor``."""
+    (its folder reader and resizer, or its generator loop) with ``extractor``. With ``n``, a
+    folder contributes ``n`` files drawn at random (seed 0), not the first ``n`` in order
+    (which would be the first classes); data sets are read into memory (for a large folder
+    pass its path instead)."""
     from cleanfid import fid as cleanfid
 
     device = torch.device(device) if device is not None else default_device()
@@ -511,12 +532,11 @@ def extract_features(
         return source  # already features
     ext = _build_extractor(extractor, mode, device, download)
     if isinstance(source, (str, Path)):
-        folder = Path(source)
-        if not folder.exists():
-            raise ValueError(f"image folder {str(folder)!r} does not exist")
+        folder = _check_folder(source)
         return cleanfid.get_folder_features(
-            str(folder), ext.model, num_workers=num_workers, num=n, batch_size=batch_size,
-            device=device, mode=mode, custom_fn_resize=ext.fn_resize, verbose=verbose,
+            str(folder), ext.model, num_workers=num_workers, num=n, shuffle=n is not None,
+            seed=0, batch_size=batch_size, device=device, mode=mode,
+            custom_fn_resize=ext.fn_resize, verbose=verbose,
         )  # fmt: skip
     G, count = _batched_generator(source, n)
     return cleanfid.get_model_features(
@@ -537,10 +557,25 @@ def _numpy_seed(seed: int):
 
 
 def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
-    """FID between two feature sets (N, D): clean-fid's ``fid_from_feats``."""
-    from cleanfid.fid import fid_from_feats
+    """FID between two feature sets (N, D): clean-fid's ``frechet_distance`` of the fitted
+    Gaussians (μ, Σ), in float64."""
+    feats_a, feats_b = np.asarray(feats_a, np.float64), np.asarray(feats_b, np.float64)
+    return _frechet(
+        feats_a.mean(0),
+        np.cov(feats_a, rowvar=False),
+        feats_b.mean(0),
+        np.cov(feats_b, rowvar=False),
+    )
 
-    return float(fid_from_feats(feats_a, feats_b))
+
+def _frechet(mu_a, sigma_a, mu_b, sigma_b) -> float:
+    """clean-fid's ``frechet_distance`` of two Gaussians (quietly: it passes SciPy's
+    deprecated ``sqrtm(disp=False)``)."""
+    from cleanfid.fid import frechet_distance as cleanfid_frechet
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return float(cleanfid_frechet(mu_a, sigma_a, mu_b, sigma_b))
 
 
 def kernel_inception_distance(
@@ -550,45 +585,71 @@ def kernel_inception_distance(
     with its subset draws seeded so the number is reproducible."""
     from cleanfid.fid import kernel_distance
 
+    feats_a, feats_b = np.asarray(feats_a, np.float64), np.asarray(feats_b, np.float64)
     with _numpy_seed(seed):
         return float(kernel_distance(feats_a, feats_b, **options))
 
 
-def _metric(kind: str, samples, reference, **options) -> float:
+METRICS = ("fid", "kid")
+
+
+def metrics(
+    samples,
+    reference,
+    *,
+    which: Sequence[str] = METRICS,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    **options,
+) -> dict[str, float]:
+    """FID and/or KID between ``samples`` and ``reference`` (any sources, see the module
+    docstring), from one pass of feature extraction: ``{"fid": …, "kid": …}``.
+
+    Options: ``extractor`` ("toy" default, "inception", or a callable), ``mode`` ("clean",
+    "legacy_tensorflow"), ``n`` (images to draw or read from ``samples``), ``batch_size``,
+    ``device``, ``num_workers``, ``download``, ``verbose``. KID averages ``kid_subsets``
+    subsets of ``kid_subset_size`` images (clean-fid's defaults: 100 × 1000)."""
+    unknown = [m for m in which if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; allowed: {METRICS}")
+    kid_options = dict(num_subsets=kid_subsets, max_subset_size=kid_subset_size)
+    for source in (samples, reference):  # fail on a bad folder before any heavy compute
+        if isinstance(source, (str, Path)):
+            _check_folder(source)
     if isinstance(reference, ReferenceStats):
         extractor, mode = options.get("extractor", "toy"), options.get("mode", "clean")
         if extractor != "inception":
             raise ValueError(
                 f"ReferenceStats are Inception statistics: pass extractor='inception', got {extractor!r}"
             )
-        stats = reference.load(mode, kid=kind == "kid", download=options.get("download", True))
-        feats = extract_features(samples, **options)
-        if kind == "kid":
-            return kernel_inception_distance(stats["feats"], feats)
-        from cleanfid.fid import frechet_distance as fd
-
-        return float(
-            fd(np.mean(feats, 0), np.cov(feats, rowvar=False), stats["mu"], stats["sigma"])
-        )
-    ref_options = dict(options, n=None)
+        download = options.get("download", True)
+        stats = {m: reference.load(mode, kid=m == "kid", download=download) for m in which}
+        feats = np.asarray(extract_features(samples, **options), np.float64)
+        out = {}
+        if "fid" in which:
+            mu, sigma = stats["fid"]["mu"], stats["fid"]["sigma"]
+            out["fid"] = _frechet(feats.mean(0), np.cov(feats, rowvar=False), mu, sigma)
+        if "kid" in which:
+            out["kid"] = kernel_inception_distance(stats["kid"]["feats"], feats, **kid_options)
+        return out
     feats_a = extract_features(samples, **options)
-    feats_b = extract_features(reference, **ref_options)
-    if kind == "kid":
-        return kernel_inception_distance(feats_a, feats_b)
-    return frechet_distance(feats_a, feats_b)
+    feats_b = extract_features(reference, **dict(options, n=None))
+    out = {}
+    if "fid" in which:
+        out["fid"] = frechet_distance(feats_a, feats_b)
+    if "kid" in which:
+        out["kid"] = kernel_inception_distance(feats_a, feats_b, **kid_options)
+    return out
 
 
 def fid(samples, reference, **options) -> float:
-    """FID between ``samples`` and ``reference`` (any sources, see the module docstring).
-    Options: ``extractor`` ("toy" default, "inception", or a callable), ``mode`` ("clean",
-    "legacy_tensorflow"), ``n`` (samples to draw/read), ``batch_size``, ``device``,
-    ``num_workers``, ``download``, ``verbose``."""
-    return _metric("fid", samples, reference, **options)
+    """FID between ``samples`` and ``reference``; options as :func:`metrics`."""
+    return metrics(samples, reference, which=("fid",), **options)["fid"]
 
 
 def kid(samples, reference, **options) -> float:
-    """KID between ``samples`` and ``reference``; options as :func:`fid`."""
-    return _metric("kid", samples, reference, **options)
+    """KID between ``samples`` and ``reference``; options as :func:`metrics`."""
+    return metrics(samples, reference, which=("kid",), **options)["kid"]
 
 
 def fid_from_folders(
@@ -636,7 +697,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     train.add_argument(
         "--out", default=str(TOY_CLASSIFIER_DIR), help="output folder (default data/toy_classifier)"
     )
-    train.add_argument("--epochs", type=int, default=3)
+    train.add_argument("--epochs", type=int, default=2)
     train.add_argument("--batch-size", type=int, default=128)
     train.add_argument("--lr", type=float, default=2e-3)
     train.add_argument("--seed", type=int, default=0)
@@ -652,17 +713,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         print(f"test accuracy {record['test_accuracy']:.4f}; wrote {args.out}")
     elif args.command == "fid":
-        options = dict(extractor=args.extractor, mode=args.mode)
-        feats_a = extract_features(args.a, **options)
-        feats_b = extract_features(args.b, **options)
-        print(
-            json.dumps(
-                {
-                    "fid": frechet_distance(feats_a, feats_b),
-                    "kid": kernel_inception_distance(feats_a, feats_b),
-                }
-            )
-        )
+        print(json.dumps(metrics(args.a, args.b, extractor=args.extractor, mode=args.mode)))
 
 
 if __name__ == "__main__":

@@ -104,9 +104,7 @@ def _model_config(config: Any) -> ModelConfig:
         return config.model
     if isinstance(config, ModelConfig):
         return config
-    raise ValueError(
-        f"expected a Config, ModelConfig or config name, got {type(config).__name__}"
-    )
+    raise ValueError(f"expected a Config, ModelConfig or config name, got {type(config).__name__}")
 
 
 def _d_ff(level, ffn: str) -> int:
@@ -180,7 +178,9 @@ def _dit_terms(m: ModelConfig, grid: tuple[int, int]) -> list[FlopTerm]:
         # adaLN-Zero modulations: 6 vectors per block, 2 for the final layer (Linear on c)
         FlopTerm(0, "norm", level.depth * w * 6 * w + w * 2 * w),
         FlopTerm(0, "qkv+out", level.depth * n * (w * 3 * w + w * w)),
-        FlopTerm(0, "attention", level.depth * attention_flops("global", *grid, heads, level.head_dim)),
+        FlopTerm(
+            0, "attention", level.depth * attention_flops("global", *grid, heads, level.head_dim)
+        ),
         FlopTerm(0, "ffn", level.depth * n * (w * d_ff + d_ff * w)),
     ]
 
@@ -322,20 +322,26 @@ def einsum_flop_handle(inputs, outputs) -> float:
     return einsum_flop_jit(inputs, outputs)
 
 
-# Handles added to (or replacing) fvcore's defaults. ``None`` = do not count (elementwise).
+def not_counted(inputs, outputs) -> int:
+    """Elementwise work (norms, resampling, pooling): free under the paper's convention.
+    (fvcore's ``set_op_handle(name, None)`` does not drop a default handle, hence this one.)"""
+    return 0
+
+
+# Handles added to (or replacing) fvcore's defaults.
 FLOP_HANDLES = {
     "aten::scaled_dot_product_attention": sdpa_flop_handle,
     "prim::PythonOp.NeighborhoodAttentionOp": _local_attention_handle,
     "prim::PythonOp.ShiftedWindowAttentionOp": _local_attention_handle,
     "aten::einsum": einsum_flop_handle,
-    "aten::batch_norm": None,
-    "aten::group_norm": None,
-    "aten::layer_norm": None,
-    "aten::instance_norm": None,
-    "aten::upsample_nearest2d": None,
-    "aten::upsample_bilinear2d": None,
-    "aten::adaptive_avg_pool2d": None,
-    "aten::grid_sampler": None,
+    "aten::batch_norm": not_counted,
+    "aten::group_norm": not_counted,
+    "aten::layer_norm": not_counted,
+    "aten::instance_norm": not_counted,
+    "aten::upsample_nearest2d": not_counted,
+    "aten::upsample_bilinear2d": not_counted,
+    "aten::adaptive_avg_pool2d": not_counted,
+    "aten::grid_sampler": not_counted,
 }
 
 
@@ -474,19 +480,26 @@ def count_gflops_by_level(model_or_config, resolution=None, *, device: str | Non
     (DiT's adaLN modulations live in its blocks, so they count at level 0 in both.)"""
     analysis = _fvcore_analysis(model_or_config, resolution, 1, device)
     by_module = analysis.by_module()
-    n_levels = max(
-        [int(n.split(".")[1]) + 2 for n in by_module if n.startswith("merges.")] or [1]
+    n_levels = 1 + sum(
+        1 for name in by_module if name.count(".") == 1 and name.startswith("merges.")
     )
     out: dict = defaultdict(float)
     for name, flops in by_module.items():
-        if name and "." not in name:  # top-level children partition the total
+        parts = name.split(".")
+        # a partition of the model: the children of the per-level ModuleLists, other top-level
+        # children as they are
+        if len(parts) == (2 if parts[0] in _PER_LEVEL_LISTS else 1) and name:
             out[module_level(name, n_levels)] += flops / 1e9
     return dict(out)
+
+
+_PER_LEVEL_LISTS = ("down_levels", "up_levels", "merges", "splits")
 
 
 # ----------------------------------------------------------------------------------------------
 # Scaling tables (Fig. 2, Table 1)
 # ----------------------------------------------------------------------------------------------
+
 
 def scaling_table(configs, resolutions, method: str = "auto") -> list[dict]:
     """GFLOPs of each config at each resolution — the data of Fig. 2 and Table 1.
@@ -517,7 +530,9 @@ def scaling_table(configs, resolutions, method: str = "auto") -> list[dict]:
             measured, used = analytic, "analytic"
             if method != "analytic":
                 try:
-                    measured = count_gflops(config, res, device="meta" if method == "auto" else None)
+                    measured = count_gflops(
+                        config, res, device="meta" if method == "auto" else None
+                    )
                     used = "fvcore"
                 except RuntimeError:
                     if method == "fvcore":

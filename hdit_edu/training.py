@@ -15,7 +15,9 @@ One training step (:meth:`Trainer.train_step`), in the order the code runs it::
 **Table 6's optimiser.** AdamW, lr 5·10⁻⁴, betas (0.9, 0.95), eps 10⁻⁸, weight decay 10⁻²
 applied only to weight matrices, the mapping network at ⅓ of the learning rate (as the
 authors' k-diffusion does: ``model.param_groups(lr, mapping_lr_scale)``), a constant learning
-rate, and an EMA of the weights with decay 0.9999 for evaluation and samples.
+rate, and an EMA of the weights with decay 0.9999 for evaluation and samples. Gradient-norm
+clipping is ``training.grad_clip`` (off unless set: Table 6 does not list it, though the
+authors' k-diffusion trainer always clips at 1.0).
 
 **EMA warm-up.** A fixed decay of 0.9999 averages over ~10⁴ steps: a few-hundred-step toy run
 would sample from (mostly) its random initialisation. As k-diffusion does, the decay follows
@@ -43,6 +45,14 @@ while writing never damages an earlier checkpoint; the last ``keep_checkpoints``
 gloo on CPU), splits the global batch over the ranks (each reads its shard of the same
 permutation and draws its own strata of σ), averages gradients with
 ``DistributedDataParallel`` and lets rank 0 alone write logs, samples and checkpoints.
+
+**Profiles.** :func:`for_profile` keeps a config as the paper sets it (``"gpu"``) or moves it
+onto the 32×32 toy set at tiny sizes (``"cpu"``, :func:`toy_scale`), keeping the *kinds* of
+choices that define it; :func:`run_ablation` trains Table 1's chain that way with one budget.
+
+Using a run: :func:`load_run` (config + EMA denoiser of the newest checkpoint),
+:func:`generate` (DPM++(3M) SDE samples), :func:`save_grid`, :func:`read_metrics`,
+:func:`plot_losses`, :func:`evaluate_loss` (a held-out loss comparable across weightings).
 """
 
 from __future__ import annotations
@@ -434,7 +444,7 @@ def toy_scale(config: Config, scale: ToyScale = CPU_SCALE) -> Config:
     A multi-level hourglass becomes two levels (outer: the config's outermost attention kind;
     inner: global). A single-level model (R3/R4, DiT) becomes one global level at the inner
     width with depth ``sum(depths)`` on the 16×16 grid, like step A's hyper-parameter-matched
-    single-level version (§5.2). DiT's learned-σ channels are dropped (out_channels = None).
+    single-level version (§5.2).
     """
     from dataclasses import replace
 
@@ -477,7 +487,7 @@ def toy_scale(config: Config, scale: ToyScale = CPU_SCALE) -> Config:
         arch=m.arch,
         patch_size=scale.patch_size,
         in_channels=3,
-        out_channels=None,
+        out_channels=m.out_channels,
         num_classes=len(ToyDataset.classes) if m.num_classes else 0,
         aug_dim=m.aug_dim,
         ffn=m.ffn,
@@ -612,6 +622,8 @@ class Trainer:
             )
         if t.compile:
             net = torch.compile(net)
+        if net is not self.model and hasattr(self.model, "out_channels_used"):
+            net.out_channels_used = self.model.out_channels_used  # for the Denoiser (DiT R1/R2)
         d = config.diffusion
         self.denoiser = Denoiser(net, d.sigma_data, d.loss_weighting, d.gamma)
         self.ema_denoiser = Denoiser(self.ema, d.sigma_data, d.loss_weighting, d.gamma)
@@ -640,6 +652,9 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(config, self.run_dir / "config.json")
             self._truncate_metrics(self.step)
+            for pattern in (".tmp-step-*", ".stale-step-*"):  # saves cut short by a crash
+                for unfinished in (self.run_dir / "checkpoints").glob(pattern):
+                    shutil.rmtree(unfinished, ignore_errors=True)
 
     # --- resume bookkeeping ------------------------------------------------------------------
 
@@ -669,8 +684,16 @@ class Trainer:
         state = ckpt["trainer"]
         self.model.load_state_dict(ckpt["model"])
         self.ema.load_state_dict(ckpt["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
+        self.last_checkpoint = path
+        if "optimizer" not in state:  # weights only (e.g. converted from k-diffusion)
+            warnings.warn(
+                f"{path} holds weights but no trainer state: continuing from step {self.step} "
+                f"with a fresh optimizer (not an exact resume)",
+                stacklevel=2,
+            )
+            return
+        self.optimizer.load_state_dict(state["optimizer"])
         data = state["data"][0]
         if (data["size"], data["seed"]) != (self.sampler.size, self.sampler.seed):
             warnings.warn(
@@ -688,7 +711,6 @@ class Trainer:
                 f"{self.dist.world_size}: dropout masks will differ from the original run",
                 stacklevel=2,
             )
-        self.last_checkpoint = path
         self._print(f"resumed from {path} (step {self.step})")
 
     def _truncate_metrics(self, step: int) -> None:
@@ -1238,8 +1260,9 @@ def ablation_config(
         raise ValueError(f"unknown profile {profile!r}; allowed: cpu, gpu")
     if train_steps is not None:
         config.training.steps = train_steps
-        config.training.checkpoint_every = max(1, train_steps // 4)
-        config.training.sample_every = max(1, train_steps // 2)
+    # One budget for all: checkpoints at half-way and the end; the evaluation draws the samples.
+    config.training.checkpoint_every = max(1, config.training.steps // 2)
+    config.training.sample_every = 0
     return config
 
 
@@ -1257,6 +1280,7 @@ def run_ablation(
     train_steps: int | None = None,
     data: str | None = None,
     n_eval: int = 256,
+    n_ref: int = 10_000,
     sample_steps: int = 20,
     resume: bool = False,
     progress: bool = True,
@@ -1278,6 +1302,14 @@ def run_ablation(
             "the gpu profile trains on ImageNet-128: pass data=<image folder> (--data)"
         )
     configs = {s: ablation_config(s, profile, train_steps=train_steps, data=data) for s in steps}
+    if profile == "cpu":  # the toy test split's features, computed once for every FID
+        reference = evaluation.extract_features(
+            ToyDataset("test", resolution=32), extractor="toy", batch_size=256
+        )
+    else:  # Inception features of a random subset of the training folder
+        reference = evaluation.extract_features(
+            _random_images(ImageFolderDataset(data, 128), n_ref), extractor="inception", n=n_ref
+        )
     rows = []
     for name, config in configs.items():
         t0 = time.perf_counter()
@@ -1292,11 +1324,10 @@ def run_ablation(
         images = generate(denoiser, config, n_eval, steps=sample_steps, seed=1)
         labels = _sample_labels(n_eval, config.model.num_classes)
         if profile == "cpu":
-            reference = ToyDataset("test", resolution=config.model.resolution)
             fid = evaluation.fid(images, reference, extractor="toy")
             acc = evaluation.class_accuracy(images, labels) if labels is not None else None
         else:
-            fid = evaluation.fid(images, data, extractor="inception")
+            fid = evaluation.fid(images, reference, extractor="inception")
             acc = None
         rows.append(
             {
@@ -1329,6 +1360,21 @@ def run_ablation(
     (run_dir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
     (run_dir / "results.md").write_text(result["markdown"] + "\n")
     return result
+
+
+def _random_images(dataset, n: int, seed: int = 0):
+    """``generate_fn(batch_size)`` over ``n`` random images of a data set (clean-fid's
+    generator protocol), for reference features of a large folder."""
+    order = np.random.default_rng(seed).permutation(len(dataset))[:n]
+    position = 0
+
+    def next_images(batch_size: int) -> torch.Tensor:
+        nonlocal position
+        indices = order[position : position + batch_size]
+        position += len(indices)
+        return dataset.batch(indices)[0]
+
+    return next_images
 
 
 def ablation_markdown(rows: list[dict]) -> str:

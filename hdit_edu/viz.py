@@ -155,3 +155,238 @@ def plot_hourglass(model, stages: list[dict], ax=None):
         f"HDiT hourglass: {len(config.levels)} levels, patch {config.patch_size}, skip '{config.skip}'"
     )
     return ax
+
+
+# --- flops plots -------------------------------------------------------------------------------
+
+
+def plot_flops_scaling(rows: list[dict], ax=None, fit_from: int = 1024, title: str | None = None):
+    """Fig. 2: GFLOP per forward pass against pixel count, log-log, one line per config name in
+    ``rows`` (:func:`hdit_edu.flops.scaling_table`), with the power-law slope fitted over the
+    resolutions ``>= fit_from`` written in the legend (≈ 1: O(n); ≈ 2: O(n²)). Returns ``ax``."""
+    from .flops import loglog_slope
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4.5))
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    for i, name in enumerate(names):
+        mine = sorted((r for r in rows if r["name"] == name), key=lambda r: r["resolution"])
+        pixels = [r["resolution"] ** 2 for r in mine]
+        gflops = [r["gflops"] for r in mine]
+        fit = [(p, g) for r, p, g in zip(mine, pixels, gflops) if r["resolution"] >= fit_from]
+        label = name
+        if len(fit) >= 2:
+            slope = loglog_slope(*zip(*fit))
+            label = f"{name}  (slope {slope:.2f} for ≥ {fit_from}²)"
+        ax.loglog(pixels, gflops, "o-", color=f"C{i}", label=label)
+        for r, p, g in zip(mine, pixels, gflops):
+            if r["method"] == "fvcore":
+                ax.plot(p, g, "kx", ms=7)
+    ax.set_xlabel("pixels per image (resolution²)")
+    ax.set_ylabel("GFLOP per forward pass")
+    ax.set_title(title or "Compute against resolution (× = measured by fvcore)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_flops_breakdown(
+    breakdowns: dict,
+    stack: str = "kind",
+    ax=None,
+    normalize: bool = False,
+    title: str | None = None,
+    levels_from: str = "outside",
+):
+    """Stacked bars of where the FLOPs go. ``breakdowns``: ``{bar label: {(level, kind): GFLOP}}``
+    (:func:`hdit_edu.flops.analytic_breakdown` with ``by="level-kind"``); ``stack="kind"`` stacks
+    the kinds of work (patching, qkv+out, attention, FFN, …), ``stack="level"`` the hourglass
+    levels (``None`` = the conditioning path). ``levels_from="inside"`` numbers the levels from
+    the innermost one ("core", "core + 1", …) so that bars of models with different numbers of
+    levels line up. ``normalize``: show fractions of the total."""
+    from .flops import TERM_KINDS
+
+    if stack not in ("kind", "level"):
+        raise ValueError(f"stack: unknown value {stack!r}; allowed: kind, level")
+    if levels_from not in ("outside", "inside"):
+        raise ValueError(f"levels_from: unknown value {levels_from!r}; allowed: outside, inside")
+    if stack == "level" and levels_from == "inside":
+        renumbered = {}
+        for label, b in breakdowns.items():
+            core = max(lv for lv, _ in b if lv is not None)
+            renumbered[label] = {
+                (None if lv is None else core - lv, kind): v for (lv, kind), v in b.items()
+            }
+        breakdowns = renumbered
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    labels = list(breakdowns)
+    index = 1 if stack == "kind" else 0
+    if stack == "kind":
+        keys = [k for k in TERM_KINDS if any(k == key[1] for b in breakdowns.values() for key in b)]
+    else:
+        levels = {key[0] for b in breakdowns.values() for key in b}
+        keys = sorted(lv for lv in levels if lv is not None) + ([None] if None in levels else [])
+
+    def key_name(key) -> str:
+        if stack == "kind":
+            return key
+        if key is None:
+            return "conditioning"
+        if levels_from == "inside":
+            return "core (innermost)" if key == 0 else f"core + {key}"
+        return f"level {key}"
+
+    totals = [sum(b.values()) for b in breakdowns.values()]
+    bottom = [0.0] * len(labels)
+    for j, key in enumerate(keys):
+        values = [
+            sum(v for k, v in b.items() if k[index] == key) / (t if normalize else 1)
+            for b, t in zip(breakdowns.values(), totals)
+        ]
+        ax.bar(labels, values, bottom=bottom, label=key_name(key), color=f"C{j}")
+        bottom = [b + v for b, v in zip(bottom, values)]
+    ax.set_ylabel("fraction of GFLOP" if normalize else "GFLOP per forward pass")
+    ax.set_title(title or f"Where the FLOPs go (by {stack})")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return ax
+
+
+# --- attention & rope plots ---------------------------------------------------------------------
+
+
+def _token_grid(ax, h: int, w: int):
+    """Axes showing an h × w token grid (row 0 on top), thin lines between tokens."""
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_xticks(range(0, w, max(1, w // 8)))
+    ax.set_yticks(range(0, h, max(1, h // 8)))
+    if max(h, w) <= 32:
+        for i in range(h + 1):
+            ax.axhline(i - 0.5, color="0.85", lw=0.4)
+        for j in range(w + 1):
+            ax.axvline(j - 0.5, color="0.85", lw=0.4)
+    ax.set_aspect("equal")
+    return ax
+
+
+def plot_attended_set(
+    kind: str,
+    h: int,
+    w: int,
+    query: tuple[int, int],
+    *,
+    kernel_size: int = 7,
+    window_size: int = 8,
+    shift: int = 0,
+    ax=None,
+    title: str | None = None,
+):
+    """The keys the query token attends to (shaded) on the h × w token grid, the query as a
+    red dot; for shifted windows also the window borders of the rolled grid (dashed)."""
+    from .attention import attended_mask
+
+    ax = plt.subplots(figsize=(3, 3))[1] if ax is None else ax
+    mask = attended_mask(
+        kind, h, w, query, kernel_size=kernel_size, window_size=window_size, shift=shift
+    )
+    ax.imshow(mask.float().numpy(), cmap="Blues", vmin=0, vmax=1.4, interpolation="nearest")
+    _token_grid(ax, h, w)
+    if kind == "shifted-window":
+        for b in range(window_size - shift, max(h, w), window_size):  # borders at ⌊(i+s)/w⌋
+            if b < h:
+                ax.axhline(b - 0.5, color="C2", lw=1.2, ls="--")
+            if b < w:
+                ax.axvline(b - 0.5, color="C2", lw=1.2, ls="--")
+    ax.plot(query[1], query[0], "o", color="C3", ms=max(3, 60 / max(h, w)))
+    detail = {
+        "global": "",
+        "neighborhood": f" {kernel_size}×{kernel_size}",
+        "shifted-window": f" {window_size}×{window_size}, shift {shift}",
+    }.get(kind, "")
+    ax.set_title(title or f"{kind}{detail}: {int(mask.sum())} keys", fontsize=9)
+    return ax
+
+
+def plot_receptive_field(field: torch.Tensor, query=None, *, ax=None, title: str | None = None):
+    """A boolean (h, w) receptive field (e.g. :func:`hdit_edu.attention.receptive_field`)."""
+    ax = plt.subplots(figsize=(3, 3))[1] if ax is None else ax
+    h, w = field.shape
+    ax.imshow(field.float().numpy(), cmap="Oranges", vmin=0, vmax=1.4, interpolation="nearest")
+    _token_grid(ax, h, w)
+    if query is not None:
+        ax.plot(query[1], query[0], "o", color="C3", ms=max(3, 60 / max(h, w)))
+    frac = field.float().mean().item()
+    ax.set_title(title or f"receptive field: {frac:.0%} of the tokens", fontsize=9)
+    return ax
+
+
+def plot_attention_cost(
+    sides,
+    *,
+    heads: int,
+    head_dim: int,
+    kernel_size: int = 7,
+    window_size: int = 8,
+    axes=None,
+):
+    """Cost of one attention layer as the token grid (side × side) grows, per image, for global,
+    neighborhood and shifted-window attention: multiply-adds
+    (:func:`hdit_edu.attention.attention_flops`) and the memory of the attention scores if they
+    were materialised in fp32 (``tokens · keys/query · heads · 4`` bytes; fused kernels keep
+    only O(tokens)). ``axes``: two axes, or None for a new figure."""
+    from .attention import ATTENTION_MECHANISMS, attention_flops, keys_per_query
+
+    axes = plt.subplots(1, 2, figsize=(9, 3.2))[1] if axes is None else axes
+    window = {"kernel_size": kernel_size, "window_size": window_size}
+    sides = list(sides)
+    for kind in ATTENTION_MECHANISMS:
+        flops = [attention_flops(kind, s, s, heads, head_dim, **window) for s in sides]
+        memory = [s * s * keys_per_query(kind, s, s, **window) * heads * 4 for s in sides]
+        axes[0].loglog(sides, flops, "o-", label=kind, ms=3)
+        axes[1].loglog(sides, memory, "o-", label=kind, ms=3)
+    axes[0].set_ylabel("multiply-adds per layer")
+    axes[1].set_ylabel("score memory per layer (bytes, fp32)")
+    for ax in axes:
+        ax.set_xlabel("token grid side (tokens = side²)")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=8)
+    return axes
+
+
+def plot_rope_frequencies(head_dim: int, n_heads: int, ax=None):
+    """The axial RoPE frequencies of every head (:func:`hdit_edu.rope.axial_rope_freqs`):
+    log-spaced on [π, 10π), dealt out to the heads in turn."""
+    from .rope import axial_rope_freqs
+
+    ax = plt.subplots(figsize=(4, 3))[1] if ax is None else ax
+    freqs = axial_rope_freqs(head_dim, n_heads)
+    for h in range(n_heads):
+        ax.semilogy(range(freqs.shape[1]), freqs[h].numpy(), "o-", ms=3, label=f"head {h}")
+    ax.set_xlabel("frequency index (each used for rows and for columns)")
+    ax.set_ylabel("frequency (rad per unit of position)")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def plot_rope_similarity(q, k, *, head_dim: int, n_heads: int, extent=1.0, n=41, head=0, ax=None):
+    """``q·k`` after RoPE (one head) as a function of the offset between the query and key
+    positions, over ``[-extent, extent]²``: the same map wherever the pair sits on the grid.
+    ``q, k``: ``(n_heads, head_dim)``."""
+    from .rope import AxialRoPE, apply_rope
+
+    ax = plt.subplots(figsize=(3.5, 3))[1] if ax is None else ax
+    rope = AxialRoPE(head_dim, n_heads)
+    offsets = torch.linspace(-extent, extent, n)
+    delta = torch.stack(torch.meshgrid(offsets, offsets, indexing="ij"), dim=-1)  # (n, n, 2)
+    q_rot = apply_rope(q, rope(delta))  # query at the offset, key at the origin
+    k_rot = apply_rope(k, rope(torch.zeros(2)))
+    score = (q_rot * k_rot).sum(-1)[..., head].detach().numpy()
+    image = ax.imshow(
+        score, extent=(-extent, extent, extent, -extent), cmap="RdBu_r", interpolation="nearest"
+    )
+    plt.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_xlabel("Δx (query − key)")
+    ax.set_ylabel("Δy")
+    ax.set_title(f"q·k after RoPE, head {head}", fontsize=9)
+    return ax

@@ -73,6 +73,7 @@ from hdit_edu.sampling import SAMPLERS, karras_sigmas, sample
 from hdit_edu.viz import plot_loss_weightings, plot_trajectories_2d
 
 torch.manual_seed(0)
+torch.set_num_threads(1)  # every tensor here is small: one thread avoids threading overhead
 plt.rcParams["figure.dpi"] = 90
 
 # %% [markdown]

@@ -69,7 +69,9 @@ def lab(tmp_path_factory):
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
                 proc.kill()
-                raise RuntimeError(f"JupyterLab did not start: {(root / 'lab.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"JupyterLab did not start: {(root / 'lab.log').read_text()[-2000:]}"
+                )
             time.sleep(0.5)
     yield base, token
     proc.terminate()
@@ -118,6 +120,8 @@ def test_tour_runs_in_jupyterlab(browser, lab):
     page = open_and_run_all(browser, lab, "00_tour.ipynb")
     text = page.locator(".jp-OutputArea-output").all_inner_texts()
     assert any("torch" in t and "natten" in t for t in text), text
-    assert not page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']").count()
+    assert not page.locator(
+        ".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']"
+    ).count()
     (ROOT / "runs").mkdir(exist_ok=True)
     page.screenshot(path=str(ROOT / "runs" / "browser_tour.png"), full_page=True)

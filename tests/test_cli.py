@@ -90,7 +90,9 @@ def test_corrupt_checkpoint_is_a_clear_cli_error(trained_run, tmp_path):
     bad.write_bytes(bad.read_bytes()[:100])  # truncated
     proc = hdit("train", *TINY, "--steps", "16", "--run-dir", str(run), "--resume")
     assert proc.returncode == 2
-    assert str(bad) in proc.stderr and "step-00000008" in proc.stderr and "--fallback" in proc.stderr
+    assert (
+        str(bad) in proc.stderr and "step-00000008" in proc.stderr and "--fallback" in proc.stderr
+    )
     assert "Traceback" not in proc.stderr
 
 
@@ -170,5 +172,7 @@ def test_ablate_writes_a_results_table(tmp_path):
     assert [r["step"] for r in result["rows"]] == ["A", "E"]
     a, e = result["rows"]
     assert a["loss_weighting"] == "snr" and e["loss_weighting"] == "soft-min-snr"
-    assert a["paper_gflops_128"] == pytest.approx(32, abs=1) and e["paper_gflops_128"] == pytest.approx(31, abs=1)
+    assert a["paper_gflops_128"] == pytest.approx(32, abs=1) and e[
+        "paper_gflops_128"
+    ] == pytest.approx(31, abs=1)
     assert "| A |" in (run / "results.md").read_text()

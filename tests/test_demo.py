@@ -142,10 +142,11 @@ def test_sample_button_shows_an_image(shipped):
     assert app.progress.value == app.progress.max == 8
     assert app.result.images.shape == (16, 3, 32, 32)
     strip = Image.open(io.BytesIO(bytes(app.strip_image.value)))
-    assert strip.size == ((8 * 33 + 1) * 4, (4 * 33 + 1) * 4)  # 4 samples × 8 steps
+    assert strip.size == ((8 * 33 + 1) * 2, (4 * 33 + 1) * 2)  # 4 samples × 8 steps, 2×
+    assert app.grid_image.width == str(grid.size[0])  # shown at its natural width
     assert app.step_slider.max == 7 and app.step_slider.value == 7
     assert Image.open(io.BytesIO(bytes(app.step_image.value))).size[0] == (8 * 33 + 1) * 2
-    assert " s</b>" in app.status.value and "DPM++(2M)" in app.status.value
+    assert " s</b>" in app.status.value and "8 steps of DPM++(3M) SDE" in app.status.value
 
     last = bytes(app.step_image.value)
     app.step_slider.value = 0  # the slider redraws the x̂₀ grid of that step

@@ -38,7 +38,9 @@ from hdit_edu.training import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ToyScale(widths=(32, 64), depths=(1, 1), head_dim=16, mapping_width=32, batch_size=8, steps=6)
+TINY = ToyScale(
+    widths=(32, 64), depths=(1, 1), head_dim=16, mapping_width=32, batch_size=8, steps=6
+)
 
 
 def tiny_config(**training):
@@ -155,8 +157,9 @@ def test_resume_repeats_the_loss_sequence_bit_for_bit(six_step_run, toy_data, tm
     assert resumed.step == 3
     rest = resumed.fit(6)["losses"]
     assert rest == losses[3:]  # bit for bit
-    a, b = load_checkpoint(run / "checkpoints/step-00000006"), load_checkpoint(
-        partial / "checkpoints/step-00000006"
+    a, b = (
+        load_checkpoint(run / "checkpoints/step-00000006"),
+        load_checkpoint(partial / "checkpoints/step-00000006"),
     )
     for key in a["ema"]:
         assert torch.equal(a["ema"][key], b["ema"][key])
@@ -180,7 +183,9 @@ def test_a_run_dir_with_checkpoints_is_not_overwritten(six_step_run, toy_data):
         Trainer(tiny_config(), run, dataset=toy_data, progress=False)
 
 
-def test_corrupt_checkpoint_is_named_and_the_previous_one_untouched(six_step_run, toy_data, tmp_path):
+def test_corrupt_checkpoint_is_named_and_the_previous_one_untouched(
+    six_step_run, toy_data, tmp_path
+):
     import shutil
 
     run = tmp_path / "copy"
@@ -198,7 +203,9 @@ def test_corrupt_checkpoint_is_named_and_the_previous_one_untouched(six_step_run
     assert {p.name: sha(p) for p in previous.iterdir()} == before
     # Falling back resumes from the previous checkpoint and reproduces steps 4-6 exactly.
     with pytest.warns(UserWarning, match="falling back"):
-        trainer = Trainer(tiny_config(), run, dataset=toy_data, progress=False, resume=True, fallback=True)
+        trainer = Trainer(
+            tiny_config(), run, dataset=toy_data, progress=False, resume=True, fallback=True
+        )
     assert trainer.step == 3
     assert trainer.fit(6)["losses"] == six_step_run[1][3:]
 
@@ -223,7 +230,9 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(toy_da
 
     bad_index = int(ResumableSampler(len(toy_data)).batch_indices(4, 8)[0])  # read at step 5
     run = tmp_path / "nan"
-    trainer = Trainer(tiny_config(), run, dataset=PoisonedToyData(toy_data, bad_index), progress=False)
+    trainer = Trainer(
+        tiny_config(), run, dataset=PoisonedToyData(toy_data, bad_index), progress=False
+    )
     with pytest.raises(NonFiniteLossError) as info:
         trainer.fit(6)
     message = str(info.value)
@@ -240,7 +249,14 @@ def test_metrics_jsonl_records_loss_lr_speed_and_sigma_bins(six_step_run):
     records = read_metrics(run)
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
     assert [r["loss"] for r in records] == losses
-    labels = ["1e-03-1e-02", "1e-02-1e-01", "1e-01-1e+00", "1e+00-1e+01", "1e+01-1e+02", "1e+02-1e+03"]
+    labels = [
+        "1e-03-1e-02",
+        "1e-02-1e-01",
+        "1e-01-1e+00",
+        "1e+00-1e+01",
+        "1e+01-1e+02",
+        "1e+02-1e+03",
+    ]
     for r in records:
         assert r["lr"] == 5e-4 and r["samples_per_s"] > 0
         assert list(r["sigma_bins"]) == labels
@@ -249,7 +265,9 @@ def test_metrics_jsonl_records_loss_lr_speed_and_sigma_bins(six_step_run):
         # the per-σ-bin means recombine into the step's loss
         total = sum(r["sigma_bins"][k] * counts[k] for k in labels if counts[k])
         assert total / 8 == pytest.approx(r["loss"], rel=1e-6)
-    assert records[0]["ema_decay"] == 0.0 and records[-1]["ema_decay"] == pytest.approx(1 - 6 ** (-2 / 3))
+    assert records[0]["ema_decay"] == 0.0 and records[-1]["ema_decay"] == pytest.approx(
+        1 - 6 ** (-2 / 3)
+    )
 
 
 def test_loss_curves_plot(six_step_run):
@@ -304,7 +322,12 @@ def test_ddp_gloo_two_processes_average_to_the_full_batch_gradient(tmp_path, toy
     assert r0["world"] == r1["world"] == 2 and len(r0["x0"]) == 4  # 8 split over 2 ranks
 
     # One process on the full batch of step 0: the same images (the two shards) ...
-    single = Trainer(tiny_config(batch_size=8), None, dataset=ToyDataset("train", resolution=32, size=512), progress=False)
+    single = Trainer(
+        tiny_config(batch_size=8),
+        None,
+        dataset=ToyDataset("train", resolution=32, size=512),
+        progress=False,
+    )
     full = single.sampler.batch_indices(0, 8)
     assert sorted(torch.cat([r0["indices"], r1["indices"]]).tolist()) == sorted(full.tolist())
     # ... each rank drew its own strata of σ: sorted by σ the ranks alternate 0, 1, 0, 1, ...

@@ -1,0 +1,218 @@
+"""Smoke tests of the benchmark scripts (``benchmarks/``): no timings are asserted.
+
+Each script's ``main`` runs at its smallest size (``--quick``: toy-sized models, one repeat, one
+CPU thread) and must write a result JSON with the shared schema (``common.RESULT_KEYS``) whose
+numbers are consistent with each other and with the library (GFLOPs, resolved attention
+backends, the attention-call count of a step). The power-law fit is checked on exact power laws,
+where it must recover the exponent. With ``HDIT_K_DIFFUSION_SRC`` set, the side-by-side loader
+must give k-diffusion's model our weights (same outputs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import common  # noqa: E402
+import profile_step  # noqa: E402
+import sampling_speed  # noqa: E402
+import scaling  # noqa: E402
+
+from hdit_edu.configs import build_model, get_config  # noqa: E402
+from hdit_edu.flops import analytic_gflops  # noqa: E402
+
+PIXELS = [64**2, 128**2, 256**2, 512**2, 1024**2]
+
+
+def _load(path: Path) -> dict:
+    document = json.loads(path.read_text())
+    assert tuple(document) == common.RESULT_KEYS
+    assert document["schema_version"] == common.SCHEMA_VERSION
+    env = document["environment"]
+    assert env["device_type"] == "cpu" and env["torch_threads"] == 1  # --quick: one thread
+    assert env["versions"]["torch"] == torch.__version__
+    assert len(document["load_average"]["before"]) == 3
+    assert document["settings"]["quick"] is True
+    return document
+
+
+# ----------------------------------------------------------------------------------------------
+# The growth exponent
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [0.5, 1.0, 1.15, 2.0])
+def test_fit_exponent_recovers_an_exact_power_law(k):
+    c = 3.7e-5
+    fit = common.fit_exponent(PIXELS, [c * p**k for p in PIXELS])
+    assert fit["k"] == pytest.approx(k, abs=1e-12)
+    assert fit["c"] == pytest.approx(c, rel=1e-9)
+    assert fit["points"] == len(PIXELS)
+
+
+def test_scaling_fits_use_the_fit_range_and_give_local_exponents():
+    """time ∝ pixels^1.1 for "A" (GFLOPs ∝ pixels), ∝ pixels^2 for "B" (GFLOPs ∝ pixels^1.5)."""
+    rows = []
+    for label, k_time, k_flops in (("A", 1.1, 1.0), ("B", 2.0, 1.5)):
+        for p in PIXELS:
+            res = math.isqrt(p)
+            rows.append(
+                {
+                    "model": label,
+                    "resolution": res,
+                    "pixels": p,
+                    "analytic_gflops": 2.0 * p**k_flops,
+                    "forward": {"median_s": 1e-6 * p**k_time},
+                    "forward+backward": {"skipped": "out of memory"} if res > 256 else {},
+                }
+            )
+    # a kink below the fit range must not change the fitted k
+    rows[0]["forward"]["median_s"] *= 10
+    fits = scaling.fits(rows, (128, 1024), ["forward", "forward+backward"])
+    assert fits["A"]["forward"]["fit_resolutions"] == [128, 256, 512, 1024]
+    assert fits["A"]["forward"]["k_time"] == pytest.approx(1.1, abs=1e-12)
+    assert fits["A"]["forward"]["k_gflops"] == pytest.approx(1.0, abs=1e-12)
+    assert fits["B"]["forward"]["k_time"] == pytest.approx(2.0, abs=1e-12)
+    assert fits["B"]["forward"]["k_gflops"] == pytest.approx(1.5, abs=1e-12)
+    local = fits["A"]["forward"]["local_k_time"]
+    assert [(e["from"], e["to"]) for e in local] == [(64, 128), (128, 256), (256, 512), (512, 1024)]
+    assert local[0]["k_time"] == pytest.approx(1.1 - math.log(10) / math.log(4), abs=1e-12)
+    assert all(e["k_time"] == pytest.approx(1.1, abs=1e-12) for e in local[1:])
+    assert "k_time" not in fits["A"]["forward+backward"]  # no timed points
+
+
+def test_cpu_peak_memory_counts_tensors_alive_at_once():
+    """4 MB and 8 MB alive together, then 4 MB freed and 2 MB allocated: the peak is 12 MB
+    above entry, whatever was allocated before (the 4 MB ``kept``) or after."""
+    kept = torch.empty(10**6, dtype=torch.float32)
+    with common.PeakMemory(torch.device("cpu")) as memory:
+        a = torch.empty(10**6, dtype=torch.float32)
+        b = torch.empty(2 * 10**6, dtype=torch.float32)
+        del a
+        c = torch.empty(5 * 10**5, dtype=torch.float32)
+        del b, c
+    assert memory.peak_MiB * 2**20 == 12 * 10**6
+    assert "allocator events" in memory.kind
+    del kept
+
+
+# ----------------------------------------------------------------------------------------------
+# The scripts, end to end at their smallest size
+# ----------------------------------------------------------------------------------------------
+
+
+def test_scaling_quick_writes_json_and_plot(tmp_path):
+    threads = torch.get_num_threads()
+    out = tmp_path / "scaling.json"
+    assert scaling.main(["--quick", "--device", "cpu", "--out", str(out)]) == 0
+    assert torch.get_num_threads() == threads  # restored
+    document = _load(out)
+    rows = document["results"]
+    assert [(r["model"], r["resolution"]) for r in rows] == [
+        ("HDiT-B/4 toy-scaled", 32),
+        ("HDiT-B/4 toy-scaled", 64),
+        ("DiT-B/4 toy-scaled", 32),
+        ("DiT-B/4 toy-scaled", 64),
+    ]
+    for row in rows:
+        step = "E" if row["arch"] == "hdit" else "R1"
+        config = scaling.model_config(step, row["resolution"], "toy")
+        assert row["analytic_gflops"] == analytic_gflops(config, row["resolution"])
+        assert row["pixels"] == row["resolution"] ** 2
+        for mode in scaling.MODES:
+            assert row[mode]["median_s"] > 0 and row[mode]["repeats"] == 1
+            assert row[mode]["peak_memory_MiB"] is not None
+    # toy HDiT at 64²: 3 levels, neighborhood attention on the 32² and 16² grids (masked SDPA)
+    assert rows[1]["levels"] == 3
+    assert [(b["grid"], b["backend"]) for b in rows[1]["na_backends"]] == [
+        ([32, 32], "masked-sdpa"),
+        ([16, 16], "masked-sdpa"),
+    ]
+    assert rows[2]["na_backends"] == []  # DiT: global attention only
+    k = document["summary"]["k"]
+    assert set(k) == {"HDiT-B/4 toy-scaled", "DiT-B/4 toy-scaled"}
+    hdit = [r for r in rows if r["arch"] == "hdit"]
+    expected = math.log(hdit[1]["forward"]["median_s"] / hdit[0]["forward"]["median_s"]) / math.log(
+        4
+    )
+    assert k["HDiT-B/4 toy-scaled"]["forward"] == pytest.approx(expected, rel=1e-9)
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sampling_speed_quick_extrapolates_explicitly(tmp_path):
+    out = tmp_path / "sampling.json"
+    assert sampling_speed.main(["--quick", "--device", "cpu", "--out", str(out)]) == 0
+    document = _load(out)
+    (row,) = document["results"]
+    assert row["config"] == "toy" and row["batch_size"] == 1
+    assert (row["steps"], row["measured_steps"], row["extrapolated"]) == (50, 2, True)
+    assert row["model_evaluations_per_image"] == 50
+    assert row["seconds_per_step"] == pytest.approx(row["median_s"] / 2)
+    assert row["images_per_s"] == pytest.approx(1 / (50 * row["seconds_per_step"]))
+    assert row["forward_gflops_per_image"] == analytic_gflops(get_config("toy"))
+    assert row["na_backends"] == [
+        {"level": 0, "grid": [16, 16], "kernel_size": 7, "backend": "masked-sdpa"}
+    ]
+    assert document["summary"]["toy"]["images_per_s"] == row["images_per_s"]
+
+
+def test_profile_step_quick_counts_the_attention_calls(tmp_path):
+    out = tmp_path / "profile.json"
+    assert profile_step.main(["--quick", "--device", "cpu", "--out", str(out)]) == 0
+    document = _load(out)
+    (row,) = document["results"]
+    assert row["backend"] == "auto" and row["na_backends"][0]["backend"] == "masked-sdpa"
+    # toy: depth 2 down + 2 up at the neighborhood level → 4 calls per step
+    assert row["na_calls_per_step"] == 4
+    assert 0 < row["na_share"] < 1
+    assert row["na_share"] == pytest.approx(row["na_forward_share"] + row["na_backward_share"])
+    assert row["na_share_below_max"] == (row["na_share"] < 0.5)
+    assert len(row["top_self_time"]) == 12
+    assert document["settings"]["batch_size"] == 4
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="allowed: cpu, cuda"):
+        common.resolve_device("tpu")
+    with pytest.raises(ValueError, match="allowed: auto"):
+        common.set_attention_backend(torch.nn.Linear(1, 1), "flash")
+    with pytest.raises(ValueError, match="allowed: b4, toy"):
+        scaling.model_config("E", 128, "xl")
+
+
+# ----------------------------------------------------------------------------------------------
+# The k-diffusion side-by-side loader (only with the reference source)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    not os.environ.get(common.K_DIFFUSION_ENV),
+    reason=f"set {common.K_DIFFUSION_ENV} to a k-diffusion checkout for the side-by-side loader",
+)
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+@pytest.mark.filterwarnings("ignore:return_lse is deprecated")
+def test_reference_model_has_our_config_and_weights():
+    torch.manual_seed(0)
+    model = build_model(get_config("toy")).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # every weight non-zero: F is a non-trivial function
+            p.add_(torch.randn_like(p) * 0.05)
+    g = torch.Generator().manual_seed(1)
+    x, sigma = torch.randn(2, 3, 32, 32, generator=g), torch.tensor([0.3, 4.0])
+    classes = torch.tensor([1, 8])  # 8 = the dropped class
+    with common.reference_model(model, torch.device("cpu")) as reference, torch.no_grad():
+        assert type(reference).__name__ == "ImageTransformerDenoiserModelV2"
+        expected = model(x, sigma, class_cond=classes)
+        got = reference(x, sigma, class_cond=classes)
+    assert expected.abs().mean() > 0.1
+    assert (got - expected).abs().max() < 1e-5
+    assert "k_diffusion" not in sys.modules  # the loader cleans up
