@@ -337,7 +337,7 @@ class SamplingApp:
         self.strip_image = w.Image(format="png").add_class("hdit-trajectory-strip")
         self.strip_caption = w.HTML()
         self.step_slider = w.IntSlider(
-            value=0, min=0, max=0, description="x̂₀ at step", disabled=True, style=style
+            value=1, min=1, max=1, description="x̂₀ at step", disabled=True, style=style
         )
         self.step_image = w.Image(format="png").add_class("hdit-trajectory-step")
 
@@ -426,11 +426,12 @@ class SamplingApp:
             f"<small>{rows} samples (rows) at steps {[i + 1 for i in columns]} (columns); "
             f"σ = {sigma_text}</small>"
         )
-        self.step_slider.max = len(result.trajectory) - 1
+        last = len(result.trajectory)  # the slider counts steps from 1
+        self.step_slider.max = last
         self.step_slider.disabled = False
-        if self.step_slider.value == len(result.trajectory) - 1:
+        if self.step_slider.value == last:
             self._show_step()
-        self.step_slider.value = len(result.trajectory) - 1  # observe() redraws
+        self.step_slider.value = last  # observe() redraws
         sampler = dict((name, label) for label, name in SAMPLER_LABELS)[s.sampler]
         what = "every class in turn" if s.class_index is None else self.class_names[s.class_index]
         self.status.value = (
@@ -442,9 +443,8 @@ class SamplingApp:
     def _show_step(self) -> None:
         if self.result is None:
             return
-        i = self.step_slider.value
-        _show_png(self.step_image, images_png(self.result.trajectory[i], scale=2))
-        self.step_slider.description = f"x̂₀ at step {i + 1}"
+        step = self.step_slider.value
+        _show_png(self.step_image, images_png(self.result.trajectory[step - 1], scale=2))
 
 
 def _show_png(image, png: bytes) -> None:

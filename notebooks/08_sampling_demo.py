@@ -261,8 +261,7 @@ assert fid_by_w[4.0] > min(fid_by_w.values())  # too much guidance hurts FID aga
 # samplers at the same cost (the comparison below), which is why the demo uses it too.
 
 # %%
-probe = replace(DEMO_SETTINGS, cfg_scale=1.0, batch_size=8, seed=3)
-classes = torch.arange(8)
+classes = torch.arange(8)  # one image per class, the same start noise, no guidance (w = 1)
 d = config.diffusion
 x_T = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(3))
 
@@ -295,7 +294,7 @@ plt.show()
 
 # %% [markdown]
 # The same comparison by the samples themselves, at an equal budget of about 50 model
-# evaluations per image (Heun: 25 steps), with the demo's guidance w = 3. The titles give the
+# evaluations per image (Heun: 25 steps), with the demo's guidance w = 2.5. The titles give the
 # class accuracy (the toy classifier's verdict) of the batch.
 
 # %%

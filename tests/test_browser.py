@@ -39,6 +39,13 @@ pytestmark = [
 ]
 
 
+# The notebook's execution indicator says "idle" for a moment *before* a kernel is attached; a
+# "Run All Cells" clicked then gets JupyterLab's "Select Kernel" dialog instead of running. So we
+# also wait for the status bar to name an attached, idle kernel.
+KERNEL_ATTACHED = """() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]
+    .some(e => /\\| Idle$/.test(e.textContent.trim()) && !e.textContent.includes('No Kernel'))"""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -71,7 +78,7 @@ def lab(tmp_path_factory):
                 proc.kill()
                 raise RuntimeError(
                     f"JupyterLab did not start: {(root / 'lab.log').read_text()[-2000:]}"
-                )
+                ) from None
             time.sleep(0.5)
     yield base, token
     proc.terminate()
@@ -100,6 +107,7 @@ def open_and_run_all(browser, lab, notebook: str, timeout_s: float = 600):
     page.goto(f"{base}/lab/tree/notebooks/{notebook}?token={token}", timeout=120_000)
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+    page.wait_for_function(KERNEL_ATTACHED, timeout=120_000)
     page.locator("#jp-MainMenu").get_by_text("Run", exact=True).click()
     page.locator(".lm-Menu").get_by_text("Run All Cells", exact=True).click()
     deadline = time.time() + timeout_s

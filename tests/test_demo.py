@@ -27,6 +27,7 @@ from hdit_edu.widgets import (
     SamplingApp,
     SamplingSettings,
     draw_samples,
+    images_png,
     sample_classes,
     trajectory_steps,
 )
@@ -117,9 +118,8 @@ def test_bad_settings_name_the_allowed_values(field, value, allowed):
     assert allowed in str(info.value)
 
 
-def test_sample_button_shows_an_image(shipped):
-    config, denoiser = shipped
-    app = SamplingApp(denoiser, config, settings=replace(DEMO_SETTINGS, steps=8))
+def test_sample_button_shows_an_image():
+    app = SamplingApp.from_run(settings=replace(DEMO_SETTINGS, steps=8))  # the shipped run
     assert "hdit-sample-button" in app.sample_button._dom_classes
     assert app.sample_button.description == "Sample"
     assert len(app.grid_image.value) == 0 and app.result is None
@@ -144,14 +144,15 @@ def test_sample_button_shows_an_image(shipped):
     strip = Image.open(io.BytesIO(bytes(app.strip_image.value)))
     assert strip.size == ((8 * 33 + 1) * 2, (4 * 33 + 1) * 2)  # 4 samples × 8 steps, 2×
     assert app.grid_image.width == str(grid.size[0])  # shown at its natural width
-    assert app.step_slider.max == 7 and app.step_slider.value == 7
+    assert app.step_slider.max == 8 and app.step_slider.value == 8  # steps count from 1
     assert Image.open(io.BytesIO(bytes(app.step_image.value))).size[0] == (8 * 33 + 1) * 2
     assert " s</b>" in app.status.value and "8 steps of DPM++(3M) SDE" in app.status.value
 
     last = bytes(app.step_image.value)
-    app.step_slider.value = 0  # the slider redraws the x̂₀ grid of that step
-    assert bytes(app.step_image.value) != last
-    assert app.step_slider.description == "x̂₀ at step 1"
+    app.step_slider.value = 1  # the slider redraws the x̂₀ grid of that step
+    first = bytes(app.step_image.value)
+    assert first != last
+    assert first == images_png(app.result.trajectory[0], scale=2)
 
 
 def test_hdit_edu_sample_accepts_the_shipped_run(tmp_path, capsys):

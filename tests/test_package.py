@@ -5,14 +5,17 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 from hdit_edu.env import environment_report, format_report, resolve_profile
 
 ROOT = Path(__file__).resolve().parents[1]
+tomllib = pytest.importorskip(
+    "tomllib", reason="tomllib is in the standard library from Python 3.11"
+)
 
 
 def _name(requirement: str) -> str:
