@@ -1,6 +1,7 @@
 # Two commands: `make lab` (open the notebooks) and `make test` (run the test suite).
 # Both create the virtual environment .venv/ on first use (a few minutes), then are fast.
 # `make tour` executes the tour notebook headless into runs/tour.html.
+# `make bench-gpu` runs every GPU benchmark (benchmarks/README.md) into benchmarks/results/.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -10,7 +11,7 @@ STAMP  := $(VENV)/.hdit-edu-installed
 # --no-browser (the URL with its token is printed). Extra flags: make lab LAB_ARGS="--port 9999"
 LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root) $(if $(DISPLAY),,--no-browser) $(LAB_ARGS)
 
-.PHONY: lab test tour
+.PHONY: lab test tour bench-gpu
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,3 +31,12 @@ tour: $(STAMP)
 	HDIT_PROFILE=cpu $(VENV)/bin/jupyter nbconvert --to html --execute \
 		--ExecutePreprocessor.timeout=1200 notebooks/00_tour.ipynb --output-dir runs --output tour
 	@echo "wrote runs/tour.html"
+
+# The GPU benchmarks of issue 9, one after the other (about 30-60 minutes on an H100). Each
+# writes benchmarks/results/<name>-cuda-<gpu>-<date>.json; set HDIT_K_DIFFUSION_SRC to a
+# k-diffusion clone to add the reference side by side.
+bench-gpu: $(STAMP)
+	$(PY) benchmarks/scaling.py --device cuda --max-res 2048
+	$(PY) benchmarks/train_throughput.py --gpu
+	$(PY) benchmarks/sampling_speed.py --device cuda
+	$(PY) benchmarks/profile_step.py --device cuda --config imagenet128 --batch-size 64

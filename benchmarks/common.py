@@ -19,12 +19,11 @@ fit, and where results go.
 * **k-diffusion side by side** — when ``HDIT_K_DIFFUSION_SRC`` points at a k-diffusion source
   tree (a clone of crowsonkb/k-diffusion), :func:`reference_model` builds the authors'
   ``image_transformer_v2`` with the same config and weights as one of our HDiT models
-  (:func:`hdit_edu.interop.to_k_diffusion`), imported from that tree at run time (no
-  k-diffusion code lives in this repository). The loader stubs the reference's imports that its
-  model does not use and gives NATTEN 0.21 the ``has_fused_na`` it asks for (so the reference
-  calls ``natten.functional.na2d``: fused kernels on CUDA; on the CPU NATTEN's flex path,
-  forward only), as ``tests/test_interop.py`` does; on the CPU it also turns off the
-  reference's ``torch.compile`` of small kernels (``K_DIFFUSION_USE_COMPILE=0``).
+  (:func:`hdit_edu.interop.to_k_diffusion`), imported from that tree at run time by
+  :func:`hdit_edu.interop.import_k_diffusion`, as the tests do (no k-diffusion code lives in
+  this repository): the reference calls ``natten.functional.na2d`` (fused kernels on CUDA; on
+  the CPU NATTEN's flex path, forward only) and, off CUDA, skips its ``torch.compile`` of small
+  kernels.
 
 Run the scripts from the repository root (``python benchmarks/<script>.py``); they put the
 repository root on ``sys.path`` themselves when ``hdit_edu`` is not installed.
@@ -44,8 +43,6 @@ import statistics
 import subprocess
 import sys
 import time
-import types
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,7 +53,6 @@ import torch
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCHMARKS_DIR.parent
 RESULTS_DIR = BENCHMARKS_DIR / "results"
-K_DIFFUSION_ENV = "HDIT_K_DIFFUSION_SRC"
 SCHEMA_VERSION = 1
 # Every result JSON has these top-level keys (the test checks them).
 RESULT_KEYS = (
@@ -74,6 +70,7 @@ RESULT_KEYS = (
 if str(REPO_ROOT) not in sys.path:  # `python benchmarks/x.py` without an installed package
     sys.path.insert(0, str(REPO_ROOT))
 
+from hdit_edu.interop import K_DIFFUSION_SRC_ENV as K_DIFFUSION_ENV  # noqa: E402, F401
 
 # ----------------------------------------------------------------------------------------------
 # Devices and versions
@@ -463,6 +460,30 @@ def add_common_arguments(parser, *, repeats: str, warmup: str) -> None:
     parser.add_argument("--no-save", action="store_true", help="print only, write nothing")
 
 
+def run_script(
+    parse_args: Callable,
+    run: Callable,
+    argv: list[str] | None = None,
+    *,
+    show: Callable[[dict], Any] = lambda document: document["summary"],
+    after_write: Callable[[dict, Path], None] | None = None,
+) -> int:
+    """The ``main`` of every script: parse the arguments (``parse_args(argv) -> (args,
+    device)``), run with ``--threads`` torch threads (``run(args, device, argv) -> document``),
+    print ``show(document)``, and unless ``--no-save`` write the JSON (``--out`` or
+    :func:`result_path`) and call ``after_write(document, path)`` (e.g. to draw a plot)."""
+    args, device = parse_args(argv)
+    with torch_threads(args.threads):
+        document = run(args, device, argv)
+    print(json.dumps(show(document), indent=1, default=_json_default))
+    if not args.no_save:
+        path = write_result(document, device, args.out)
+        print(f"wrote {path}")
+        if after_write is not None:
+            after_write(document, path)
+    return 0
+
+
 @contextlib.contextmanager
 def torch_threads(threads: int | None):
     """Run the block with ``threads`` torch CPU threads (None: leave torch's setting); the
@@ -487,90 +508,13 @@ def torch_threads(threads: int | None):
 # k-diffusion side by side (HDIT_K_DIFFUSION_SRC)
 # ----------------------------------------------------------------------------------------------
 
-# Modules the reference package imports but its image_transformer_v2 model never uses.
-_REFERENCE_STUBS = (
-    "torchsde",
-    "clip",
-    "torchdiffeq",
-    "dctorch",
-    "dctorch.functional",
-    "jsonmerge",
-    "skimage",
-    "skimage.transform",
-)
-
 
 def k_diffusion_source() -> str | None:
-    """The k-diffusion source tree named by ``HDIT_K_DIFFUSION_SRC`` (None when unset);
-    a ``ValueError`` when it is set but is not a k-diffusion tree."""
-    src = os.environ.get(K_DIFFUSION_ENV)
-    if not src:
-        return None
-    if not (Path(src) / "k_diffusion" / "models" / "image_transformer_v2.py").is_file():
-        raise ValueError(
-            f"{K_DIFFUSION_ENV}={src!r} is not a k-diffusion source tree (no "
-            f"k_diffusion/models/image_transformer_v2.py); unset it or point it at a clone of "
-            f"crowsonkb/k-diffusion"
-        )
-    return src
+    """The k-diffusion source tree named by ``HDIT_K_DIFFUSION_SRC`` (None when unset; a
+    ``ValueError`` when it is set but is not one): :func:`hdit_edu.interop.k_diffusion_source`."""
+    from hdit_edu.interop import k_diffusion_source
 
-
-def _deep_merge(base: dict, head: dict) -> dict:
-    """What ``jsonmerge.merge`` does for the reference's config loader (dicts merge, the rest
-    is replaced)."""
-    out = dict(base)
-    for key, value in head.items():
-        both = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = _deep_merge(out[key], value) if both else value
-    return out
-
-
-@contextlib.contextmanager
-def k_diffusion_package(src: str, device: torch.device):
-    """Import ``k_diffusion`` from ``src`` (module docstring); undoes the stubs, ``sys.path``,
-    the NATTEN shim and the environment variables on exit."""
-    import natten
-
-    added, old_path = [], list(sys.path)
-    had_fused = hasattr(natten, "has_fused_na")
-    caught = warnings.catch_warnings()
-    caught.__enter__()
-    # NATTEN's CPU flex path says (every call) that it runs unfused: known, and in the JSON.
-    warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile")
-    warnings.filterwarnings("ignore", message=".*return_lse is deprecated")
-    env_keys = ("K_DIFFUSION_USE_COMPILE", "K_DIFFUSION_USE_FLASH_2")
-    old_env = {k: os.environ.get(k) for k in env_keys}
-    try:
-        for name in _REFERENCE_STUBS:
-            try:
-                importlib.import_module(name)
-            except ImportError:
-                stub = types.ModuleType(name)
-                stub.merge, stub.odeint = _deep_merge, None
-                sys.modules[name] = stub
-                added.append(name)
-        if "dctorch.functional" in added:
-            sys.modules["dctorch"].functional = sys.modules["dctorch.functional"]
-        if device.type != "cuda":
-            os.environ.update(K_DIFFUSION_USE_COMPILE="0", K_DIFFUSION_USE_FLASH_2="0")
-        if not had_fused:
-            natten.has_fused_na = lambda: True
-        sys.path.insert(0, src)
-        yield importlib.import_module("k_diffusion")
-    finally:
-        sys.path[:] = old_path
-        for name in added:
-            sys.modules.pop(name, None)
-        for name in [m for m in sys.modules if m == "k_diffusion" or m.startswith("k_diffusion.")]:
-            sys.modules.pop(name, None)
-        if not had_fused:
-            del natten.has_fused_na
-        caught.__exit__(None, None, None)
-        for key, value in old_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    return k_diffusion_source()
 
 
 @contextlib.contextmanager
@@ -583,10 +527,10 @@ def reference_model(model: torch.nn.Module, device: torch.device):
     if src is None:
         yield None
         return
-    from hdit_edu.interop import to_k_diffusion
+    from hdit_edu.interop import import_k_diffusion, to_k_diffusion
 
     kd_config, kd_state = to_k_diffusion(model)
-    with k_diffusion_package(src, device) as K:
+    with import_k_diffusion(src, device=device) as K:
         with torch.device(device):
             reference = K.config.make_model(K.config.load_config(kd_config))
         reference.load_state_dict({k: v.to(device) for k, v in kd_state.items()}, strict=True)

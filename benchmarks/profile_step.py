@@ -29,7 +29,6 @@ Writes ``benchmarks/results/profile_step-<device>-<date>.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import common  # benchmarks/common.py (it also puts the repository root on sys.path)
@@ -195,13 +194,7 @@ def run(args, device, argv=None) -> dict:
 
 
 def main(argv=None) -> int:
-    args, device = parse_args(argv)
-    with common.torch_threads(args.threads):
-        document = run(args, device, argv)
-    print(json.dumps(document["summary"], indent=1))
-    if not args.no_save:
-        print(f"wrote {common.write_result(document, device, args.out)}")
-    return 0
+    return common.run_script(parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import sys
 import time
 
@@ -260,13 +259,7 @@ def run(args, device, argv=None) -> dict:
 
 
 def main(argv=None) -> int:
-    args, device = parse_args(argv)
-    with common.torch_threads(args.threads):
-        document = run(args, device, argv)
-    print(json.dumps(document["summary"], indent=1))
-    if not args.no_save:
-        print(f"wrote {common.write_result(document, device, args.out)}")
-    return 0
+    return common.run_script(parse_args, run, argv)
 
 
 if __name__ == "__main__":

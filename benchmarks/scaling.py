@@ -488,15 +488,14 @@ def main(argv=None) -> int:
         source = Path(args.replot)
         print(f"wrote {plot(json.loads(source.read_text()), source.with_suffix('.png'))}")
         return 0
-    with common.torch_threads(args.threads):
-        document = run(args, device, argv)
-    print(json.dumps(document["summary"]["k"], indent=1))
-    if not args.no_save:
-        path = common.write_result(document, device, args.out)
-        print(f"wrote {path}")
+
+    def draw(document, path):
         if not args.no_plot:
             print(f"wrote {plot(document, path.with_suffix('.png'))}")
-    return 0
+
+    return common.run_script(
+        lambda _: (args, device), run, argv, show=lambda d: d["summary"]["k"], after_write=draw
+    )
 
 
 if __name__ == "__main__":

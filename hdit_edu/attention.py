@@ -32,11 +32,18 @@ head_dim)`` tensors and a ``scale`` (default ``head_dim ** -0.5``, like SDPA and
 - ``"natten"`` — ``natten.functional.na2d`` (NATTEN's fused kernels on CUDA; without its compiled
   library, its flex-attention path, which on CPU is forward-only and materialises the full
   ``tokens × tokens`` score matrix).
+- ``"natten-flex"`` — ``na2d`` forced onto NATTEN's ``"flex-fna"`` backend (PyTorch's
+  ``flex_attention`` with a block-sparse neighborhood mask), even where the fused kernels exist:
+  the third point of the benchmarks' "fused vs flex vs ours" comparison. We do not ask NATTEN to
+  compile it (NATTEN discourages compiling flex for backprop).
 - ``"torch"`` — ours, pure PyTorch: loops over the ``k²`` entries of the window; entry
   ``(a, c)`` of every query's clamped window is one re-indexed copy of the key grid
   (``index_select``), so memory stays ``O(tokens · (heads·k² + head_dim))`` — never
   ``tokens²``, never the ``k²``-times-larger tensor of all gathered windows — in the forward
-  and in its closed-form backward.
+  and in its closed-form backward. (Batching the ``k`` column entries of a window row into one
+  op — ``k``× fewer ops, a ``k``-times larger copy of the keys — measured 1.5–3× *slower* on the
+  CPU, forward and backward, at 16², 32², 64² and 128² grids: the copies cost more than the
+  calls saved.)
 - ``"masked-sdpa"`` — dense SDPA with the boolean neighborhood mask (:func:`neighborhood_mask`):
   the same numbers, ``O(tokens²)`` memory, but the fastest CPU path at small grids. Refused above
   :data:`MASKED_SDPA_MAX_TOKENS` tokens.
@@ -84,7 +91,7 @@ from torch import nn
 from .rope import AxialRoPE, apply_rope
 
 ATTENTION_MECHANISMS = ("global", "neighborhood", "shifted-window")
-NA_BACKENDS = ("auto", "natten", "torch", "masked-sdpa")
+NA_BACKENDS = ("auto", "natten", "natten-flex", "torch", "masked-sdpa")
 ATTENTION_POS_EMBS = ("rope", "none")
 
 # "auto" uses masked SDPA on CPU grids up to this many tokens (32×32), "torch" above: measured
@@ -283,8 +290,9 @@ def _na_masked_sdpa(q, k, v, kernel_size: int, scale: float) -> torch.Tensor:
     return _heads_last(out, h, w)
 
 
-def _na_natten(q, k, v, kernel_size: int, scale: float) -> torch.Tensor:
-    """The ``"natten"`` backend: ``natten.functional.na2d`` (same layout as ours)."""
+def _na_natten(q, k, v, kernel_size: int, scale: float, natten_backend=None) -> torch.Tensor:
+    """The ``"natten"`` backend: ``natten.functional.na2d`` (same layout as ours), with NATTEN's
+    own choice of kernel, or ``natten_backend`` (``"flex-fna"`` for ``"natten-flex"``)."""
     import natten
 
     with warnings.catch_warnings():
@@ -292,11 +300,20 @@ def _na_natten(q, k, v, kernel_size: int, scale: float) -> torch.Tensor:
         warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile")
         warnings.filterwarnings("ignore", message=".*return_lse is deprecated")
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        return natten.functional.na2d(q, k, v, kernel_size, scale=scale)
+        return natten.functional.na2d(q, k, v, kernel_size, scale=scale, backend=natten_backend)
+
+
+def _na_natten_flex(q, k, v, kernel_size: int, scale: float) -> torch.Tensor:
+    """The ``"natten-flex"`` backend: ``na2d`` on NATTEN's flex-attention kernel."""
+    return _na_natten(q, k, v, kernel_size, scale, natten_backend="flex-fna")
 
 
 # The backends differentiated through their own autograd graph ("torch" has its own backward).
-_NA_BACKEND_KERNELS = {"masked-sdpa": _na_masked_sdpa, "natten": _na_natten}
+_NA_BACKEND_KERNELS = {
+    "masked-sdpa": _na_masked_sdpa,
+    "natten": _na_natten,
+    "natten-flex": _na_natten_flex,
+}
 
 
 def natten_fused_available() -> bool:
@@ -320,14 +337,14 @@ def resolve_na_backend(backend: str, q, k, v) -> str:
         if q.is_cuda and natten_fused_available():
             return "natten"
         return "masked-sdpa" if tokens <= MASKED_SDPA_AUTO_MAX_TOKENS else "torch"
-    if backend == "natten":
+    if backend in ("natten", "natten-flex"):
         try:
             import natten  # noqa: F401
         except ImportError:
-            raise ValueError("backend='natten' needs NATTEN installed; use 'torch'") from None
+            raise ValueError(f"backend={backend!r} needs NATTEN installed; use 'torch'") from None
         if not q.is_cuda and any(t.requires_grad for t in (q, k, v)):
             raise ValueError(
-                "backend='natten' on CPU is forward-only (NATTEN's flex path has no CPU "
+                f"backend={backend!r} on CPU is forward-only (NATTEN's flex path has no CPU "
                 "backward and refuses inputs that require grad); use backend='torch' or "
                 "'masked-sdpa' for training on CPU, or detach the inputs"
             )

@@ -1,4 +1,5 @@
-"""Shared pytest options: ``--runslow`` runs tests (and notebooks) marked slow."""
+"""Shared pytest options: ``--runslow`` runs tests (and notebooks) marked slow. Shared fixture:
+``k_diffusion``, the authors' reference implementation (with ``HDIT_K_DIFFUSION_SRC`` set)."""
 
 import pytest
 
@@ -14,3 +15,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
+
+
+@pytest.fixture(scope="session")
+def k_diffusion():
+    """The authors' ``k_diffusion`` package, imported from the source tree named by
+    ``HDIT_K_DIFFUSION_SRC`` (:func:`hdit_edu.interop.import_k_diffusion`) once for the whole
+    session; the tests that use it skip when the variable is unset."""
+    from hdit_edu.interop import K_DIFFUSION_SRC_ENV, import_k_diffusion, k_diffusion_source
+
+    src = k_diffusion_source()
+    if src is None:
+        pytest.skip(
+            f"reference source not available: set {K_DIFFUSION_SRC_ENV} to a clone of "
+            f"crowsonkb/k-diffusion to compare with the authors' implementation"
+        )
+    with import_k_diffusion(src) as package:
+        yield package

@@ -100,7 +100,7 @@ def test_na_backends_equal_brute_force_and_natten(h, w, kernel_size):
         reference = brute_force_na(q, k, v, kernel_size, 0.3)
         outs = {
             backend: neighborhood_attention(q, k, v, kernel_size, scale=0.3, backend=backend)
-            for backend in ("torch", "masked-sdpa", "natten")
+            for backend in ("torch", "masked-sdpa", "natten", "natten-flex")
         }
     for backend, out in outs.items():
         err = (out - reference).abs().max().item()
@@ -151,6 +151,8 @@ def test_auto_backend_choice_and_refusals():
     q = torch.zeros(1, 8, 8, 1, 8, requires_grad=True)
     with pytest.raises(ValueError, match="forward-only"):
         neighborhood_attention(q, q, q, 3, backend="natten")
+    with pytest.raises(ValueError, match="'natten-flex' on CPU is forward-only"):
+        neighborhood_attention(q, q, q, 3, backend="natten-flex")
     # masked SDPA refuses grids whose tokens² mask would be too large
     side = math.isqrt(MASKED_SDPA_MAX_TOKENS) + 1
     huge = torch.zeros(1, side, side, 1, 1)

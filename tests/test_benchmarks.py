@@ -26,6 +26,7 @@ import common  # noqa: E402
 import profile_step  # noqa: E402
 import sampling_speed  # noqa: E402
 import scaling  # noqa: E402
+import train_throughput  # noqa: E402
 
 from hdit_edu.configs import build_model, get_config  # noqa: E402
 from hdit_edu.flops import analytic_gflops  # noqa: E402
@@ -180,6 +181,54 @@ def test_profile_step_quick_counts_the_attention_calls(tmp_path):
     assert document["settings"]["batch_size"] == 4
 
 
+def test_train_throughput_quick_rows_are_consistent(tmp_path):
+    out = tmp_path / "throughput.json"
+    argv = ["--quick", "--device", "cpu", "--backends", "auto", "torch", "natten-flex"]
+    assert train_throughput.main([*argv, "--out", str(out)]) == 0
+    document = _load(out)
+    rows = {row["backend"]: row for row in document["results"]}
+    assert list(rows) == ["auto", "torch", "natten-flex"]
+    gflops = analytic_gflops(get_config("toy"))
+    for backend, picked in (("auto", "masked-sdpa"), ("torch", "torch")):
+        row = rows[backend]
+        assert row["config"] == "toy" and row["batch_size"] == 4 and row["mode"] == "eager"
+        assert [b["backend"] for b in row["na_backends"]] == [picked]
+        assert row["samples_per_s"] == pytest.approx(4 / row["step_time"]["median_s"])
+        assert row["forward_gflops_per_image"] == pytest.approx(gflops)
+        assert row["model_tflops_per_s"] == pytest.approx(row["samples_per_s"] * 6 * gflops / 1e3)
+        assert row["mfu"] is None and row["precision"] == "fp32"
+        assert row["peak_memory_MiB"] > 0
+    assert "forward-only" in rows["natten-flex"]["skipped"]  # NATTEN cannot train on CPU
+    assert document["summary"]["toy b4 natten-flex eager"] == {
+        "skipped": rows["natten-flex"]["skipped"]
+    }
+
+
+def test_mfu_closed_form():
+    """E at 128² (31.37 GMAC forward), 256 images in 1 s on an H100: 256 · 6 · 31.37e9 FLOP/s."""
+    assert train_throughput.bf16_peak("NVIDIA H100 80GB HBM3") == 989e12
+    assert train_throughput.bf16_peak("Tesla T4") is None
+    numbers = train_throughput.throughput(1.0, 256, 31.37, 989e12)
+    assert numbers["samples_per_s"] == 256
+    assert numbers["model_tflops_per_s"] == pytest.approx(256 * 6 * 31.37e9 / 1e12)
+    assert numbers["mfu"] == pytest.approx(256 * 6 * 31.37e9 / 989e12)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--batch-size", "max"], "needs --device cuda"),
+        (["--batch-size", "lots"], "a positive int or 'max'"),
+        (["--backends", "flash"], "allowed: auto"),
+        (["--configs", "nope"], "nope"),
+    ],
+)
+def test_train_throughput_refuses_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        train_throughput.parse_args(["--device", "cpu", *argv])
+    assert message in capsys.readouterr().err
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="allowed: cpu, cuda"):
         common.resolve_device("tpu")
@@ -209,10 +258,11 @@ def test_reference_model_has_our_config_and_weights():
     g = torch.Generator().manual_seed(1)
     x, sigma = torch.randn(2, 3, 32, 32, generator=g), torch.tensor([0.3, 4.0])
     classes = torch.tensor([1, 8])  # 8 = the dropped class
+    before = sys.modules.get("k_diffusion")  # the session's `k_diffusion` fixture, if open
     with common.reference_model(model, torch.device("cpu")) as reference, torch.no_grad():
         assert type(reference).__name__ == "ImageTransformerDenoiserModelV2"
         expected = model(x, sigma, class_cond=classes)
         got = reference(x, sigma, class_cond=classes)
     assert expected.abs().mean() > 0.1
     assert (got - expected).abs().max() < 1e-5
-    assert "k_diffusion" not in sys.modules  # the loader cleans up
+    assert sys.modules.get("k_diffusion") is before  # the loader cleans up

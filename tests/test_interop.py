@@ -19,24 +19,21 @@ Regenerate the fixtures (after a change of the reference or of :data:`KD_CONFIGS
 
     HDIT_K_DIFFUSION_SRC=/path/to/k-diffusion .venv/bin/python tests/test_interop.py
 
-The reference harness stubs the reference's imports that its model module does not use
-(torchsde, clip, torchdiffeq, dctorch, jsonmerge, skimage — only when missing), turns off its
-``torch.compile`` of small kernels (``K_DIFFUSION_USE_COMPILE=0``: slow to compile on CPU, same
-math) and sets ``natten.has_fused_na = lambda: True``: NATTEN 0.21 no longer has that
-function; with it the reference calls ``natten.functional.na2d`` (its flex path, forward only
-on CPU — hence ``torch.no_grad()``). hdit-edu itself uses its own neighborhood attention on
+The reference is imported by :func:`hdit_edu.interop.import_k_diffusion` (the session fixture
+``k_diffusion`` in ``conftest.py``; its own adjustments are tested here with a minimal tree of
+the same shape): stand-ins for the imports its model does not use, no ``torch.compile`` of
+small kernels on the CPU (same math), and NATTEN 0.21's ``na2d`` — its flex path, forward only
+on the CPU, hence ``torch.no_grad()``. hdit-edu uses its own neighborhood attention on the
 CPU, so the comparison pits two independent implementations against each other.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
 import json
 import os
+import re
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -55,7 +52,6 @@ from hdit_edu.hourglass import HDiT, TokenMerge, TokenSplit
 
 FIXTURES = Path(__file__).parent / "fixtures" / "k_diffusion_names"
 K_DIFFUSION_COMMIT = "4601bf0"
-SRC_ENV = "HDIT_K_DIFFUSION_SRC"
 TOLERANCE = 1e-5  # fp32, max |F_reference − F_ours|
 
 
@@ -523,88 +519,96 @@ def test_cli_converts_a_k_diffusion_training_checkpoint(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
+# Finding and importing the reference source
+# ----------------------------------------------------------------------------------------------
+
+
+def _source_tree(root: Path) -> Path:
+    """A minimal tree shaped like k-diffusion's whose package reports what its imports saw:
+    the packages the loader stands in for, the NATTEN function and the flags."""
+    models = root / "k_diffusion" / "models"
+    models.mkdir(parents=True)
+    (models / "__init__.py").write_text("")
+    (models / "image_transformer_v2.py").write_text("")
+    (root / "k_diffusion" / "__init__.py").write_text(
+        "import os\n"
+        "import natten\n"
+        "import clip, torchsde\n"
+        "from dctorch import functional\n"
+        "from jsonmerge import merge\n"
+        "from skimage import transform\n"
+        "from torchdiffeq import odeint\n"
+        "from . import models\n"
+        "USES_NA2D = natten.has_fused_na()\n"
+        "FLAGS = [os.environ.get(f'K_DIFFUSION_USE_{k}') for k in ('COMPILE', 'FLASH_2')]\n"
+    )
+    return root
+
+
+def test_k_diffusion_source_reads_the_variable_and_names_a_bad_path(tmp_path, monkeypatch):
+    monkeypatch.delenv(interop.K_DIFFUSION_SRC_ENV, raising=False)
+    assert interop.k_diffusion_source() is None
+    monkeypatch.setenv(interop.K_DIFFUSION_SRC_ENV, "")
+    assert interop.k_diffusion_source() is None
+    bogus = tmp_path / "not-k-diffusion"
+    monkeypatch.setenv(interop.K_DIFFUSION_SRC_ENV, str(bogus))
+    with pytest.raises(ValueError, match=re.escape(f"HDIT_K_DIFFUSION_SRC='{bogus}' is not a")):
+        interop.k_diffusion_source()
+    with pytest.raises(ValueError, match=re.escape(f"'{bogus}' is not a k-diffusion source")):
+        interop.k_diffusion_source(bogus)
+    tree = _source_tree(tmp_path / "kd")
+    monkeypatch.setenv(interop.K_DIFFUSION_SRC_ENV, str(tree))
+    assert interop.k_diffusion_source() == str(tree.resolve()) == interop.k_diffusion_source(tree)
+
+
+def test_import_k_diffusion_adjusts_the_import_and_undoes_it(tmp_path, monkeypatch):
+    """Whatever was imported or set before the block (another block may be open: the
+    session's reference) is exactly as before after it."""
+    import natten
+
+    tree = str(_source_tree(tmp_path).resolve())
+    monkeypatch.setenv("K_DIFFUSION_USE_COMPILE", "1")
+    monkeypatch.delenv("K_DIFFUSION_USE_FLASH_2", raising=False)
+    names = ("k_diffusion", "torchsde", "torchdiffeq", "dctorch", "jsonmerge", "skimage")
+    before = {name: sys.modules.get(name) for name in names}
+    path, fused = list(sys.path), getattr(natten, "has_fused_na", None)
+    with interop.import_k_diffusion(tmp_path) as package:
+        assert package.__file__ == os.path.join(tree, "k_diffusion", "__init__.py")
+        assert sys.modules["k_diffusion"] is package and sys.path[0] == tree
+        assert package.USES_NA2D is True and package.FLAGS == ["0", "0"]
+        assert package.merge({"a": {"b": 1, "c": 2}, "d": [1]}, {"a": {"c": 3}, "d": [2]}) == {
+            "a": {"b": 1, "c": 3},
+            "d": [2],
+        }
+        if not hasattr(sys.modules["torchdiffeq"], "__file__"):  # a stand-in: it says so
+            with pytest.raises(ModuleNotFoundError, match="torchdiffeq is not installed"):
+                package.odeint(None, None, None)
+        with interop.import_k_diffusion(tree) as inner:  # blocks nest
+            assert inner is not package and sys.modules["k_diffusion"] is inner
+        assert sys.modules["k_diffusion"] is package and natten.has_fused_na() is True
+    assert {name: sys.modules.get(name) for name in names} == before
+    assert sys.path == path and getattr(natten, "has_fused_na", None) is fused
+    assert os.environ["K_DIFFUSION_USE_COMPILE"] == "1"
+    assert "K_DIFFUSION_USE_FLASH_2" not in os.environ
+    with interop.import_k_diffusion(tree, device="cuda") as package:  # k-diffusion's defaults
+        assert package.FLAGS == ["1", None]
+
+
+# ----------------------------------------------------------------------------------------------
 # Against the reference source
 # ----------------------------------------------------------------------------------------------
 
-_STUBBED = ("torchsde", "clip", "torchdiffeq", "dctorch", "dctorch.functional", "jsonmerge",
-            "skimage", "skimage.transform")  # fmt: skip
 
-
-def _deep_merge(base, head):
-    out = dict(base)
-    for key, value in head.items():
-        both = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = _deep_merge(out[key], value) if both else value
-    return out
-
-
-@contextlib.contextmanager
-def reference_source(src: str):
-    """Import ``k_diffusion`` from ``src`` (see the module docstring); restores ``sys.path``,
-    ``sys.modules`` stubs and NATTEN on exit."""
-    import natten
-
-    added, old_path = [], list(sys.path)
-    had_fused = hasattr(natten, "has_fused_na")
-    old_env = {k: os.environ.get(k) for k in ("K_DIFFUSION_USE_COMPILE", "K_DIFFUSION_USE_FLASH_2")}
-    try:
-        for name in _STUBBED:
-            try:
-                importlib.import_module(name)
-            except ImportError:
-                stub = types.ModuleType(name)
-                stub.merge, stub.odeint = _deep_merge, None
-                sys.modules[name] = stub
-                added.append(name)
-        if "dctorch.functional" in added:
-            sys.modules["dctorch"].functional = sys.modules["dctorch.functional"]
-        os.environ.update(K_DIFFUSION_USE_COMPILE="0", K_DIFFUSION_USE_FLASH_2="0")
-        if not had_fused:
-            natten.has_fused_na = lambda: True
-        sys.path.insert(0, src)
-        yield importlib.import_module("k_diffusion")
-    finally:
-        sys.path[:] = old_path
-        for name in added:
-            sys.modules.pop(name, None)
-        if not had_fused:
-            del natten.has_fused_na
-        for key, value in old_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _source_path() -> str | None:
-    src = os.environ.get(SRC_ENV)
-    if src and (Path(src) / "k_diffusion" / "models" / "image_transformer_v2.py").is_file():
-        return src
-    return None
-
-
-@pytest.fixture(scope="module")
-def K():
-    src = _source_path()
-    if src is None:
-        pytest.skip(
-            f"reference source not available: set {SRC_ENV} to a clone of crowsonkb/k-diffusion "
-            f"(tested at {K_DIFFUSION_COMMIT}); got {os.environ.get(SRC_ENV)!r}"
-        )
-    with reference_source(src) as k_diffusion:
-        yield k_diffusion
-
-
-def _reference(K, config: dict, device="cpu"):
+def _reference(k_diffusion, config: dict, device="cpu"):
     with torch.device(device):
-        return K.config.make_model(K.config.load_config(config)).eval()
+        return k_diffusion.config.make_model(k_diffusion.config.load_config(config)).eval()
 
 
 @pytest.mark.parametrize("name", sorted(KD_CONFIGS) + sorted(PAPER_FIXTURES))
-def test_fixtures_match_the_reference(K, name):
+def test_fixtures_match_the_reference(k_diffusion, name):
     config = KD_CONFIGS[name] if name in KD_CONFIGS else PAPER_FIXTURES[name]()
-    assert interop.k_diffusion_defaults(config) == K.config.load_config(config)
-    reference = _reference(K, config, device="meta")
+    assert interop.k_diffusion_defaults(config) == k_diffusion.config.load_config(config)
+    reference = _reference(k_diffusion, config, device="meta")
     shapes = {k: list(v.shape) for k, v in reference.state_dict().items()}
     assert _load_fixture(name)["tensors"] == shapes, "fixture out of date: regenerate (docstring)"
 
@@ -615,14 +619,14 @@ MEASURED: dict[str, tuple[float, float]] = {}
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 @pytest.mark.filterwarnings("ignore:return_lse is deprecated")  # NATTEN's flex path (reference)
 @pytest.mark.parametrize("name", sorted(KD_CONFIGS))
-def test_outputs_equal_the_reference_both_ways(K, name):
+def test_outputs_equal_the_reference_both_ways(k_diffusion, name):
     config = KD_CONFIGS[name]
     num_classes = config["dataset"]["num_classes"]
     seed = sum(map(ord, name))
     torch.manual_seed(seed)
 
     # k-diffusion → hdit-edu
-    reference = _reference(K, config)
+    reference = _reference(k_diffusion, config)
     _randomise_(reference, seed)
     ours = interop.from_k_diffusion(config, reference.state_dict())
     x, sigma, cls, aug = _inputs(num_classes, seed)
@@ -638,7 +642,7 @@ def test_outputs_equal_the_reference_both_ways(K, name):
     ours = build_model(interop.config_from_k_diffusion(config, strict=False)).eval()
     _randomise_(ours, seed + 1)
     kd_config, kd_state = interop.to_k_diffusion(ours)
-    reference = _reference(K, kd_config)
+    reference = _reference(k_diffusion, kd_config)
     reference.load_state_dict(kd_state, strict=True)
     x, sigma, cls, _ = _inputs(num_classes, seed + 1)
     with torch.no_grad():
@@ -653,7 +657,7 @@ def test_outputs_equal_the_reference_both_ways(K, name):
     )
 
 
-def test_global_attention_model_is_exact_in_float64(K, monkeypatch):
+def test_global_attention_model_is_exact_in_float64(k_diffusion, monkeypatch):
     """In float64 the mapping is exact (~1e-15), once one precision quirk of the reference is
     matched: its *global* attention computes the RoPE angles in the activations' dtype (it
     casts the positions to ``qkv.dtype``), hdit-edu from float32 positions. Giving hdit-edu
@@ -662,7 +666,7 @@ def test_global_attention_model_is_exact_in_float64(K, monkeypatch):
     from hdit_edu import hourglass
 
     config = KD_CONFIGS["one_level_global_p4"]
-    reference = _reference(K, config)
+    reference = _reference(k_diffusion, config)
     _randomise_(reference, seed=11)
     ours = interop.from_k_diffusion(config, reference.state_dict())
     reference.double()
@@ -687,9 +691,9 @@ def test_global_attention_model_is_exact_in_float64(K, monkeypatch):
 def regenerate_fixtures(src: str) -> None:
     FIXTURES.mkdir(parents=True, exist_ok=True)
     configs = {**KD_CONFIGS, **{name: make() for name, make in PAPER_FIXTURES.items()}}
-    with reference_source(src) as K:
+    with interop.import_k_diffusion(src) as k_diffusion:
         for name, config in configs.items():
-            reference = _reference(K, config, device="meta")
+            reference = _reference(k_diffusion, config, device="meta")
             tensors = {k: list(v.shape) for k, v in reference.state_dict().items()}
             lines = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in tensors.items()]
             text = (
@@ -705,7 +709,7 @@ def regenerate_fixtures(src: str) -> None:
 
 
 if __name__ == "__main__":
-    source = _source_path()
+    source = interop.k_diffusion_source()
     if source is None:
-        sys.exit(f"set {SRC_ENV} to a clone of crowsonkb/k-diffusion")
+        sys.exit(f"set {interop.K_DIFFUSION_SRC_ENV} to a clone of crowsonkb/k-diffusion")
     regenerate_fixtures(source)
