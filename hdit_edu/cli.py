@@ -48,16 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `hdit-edu COMMAND --help` for the options of a command.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    fmt = _HelpFormatter
 
-    env = sub.add_parser("env", help="print the environment report (torch, device, NATTEN)")
-    env.set_defaults(func=_cmd_env)
+    _add_command(sub, "env", _cmd_env, help="print the environment report (torch, device, NATTEN)")
 
     # --- train ---------------------------------------------------------------------------------
-    train = sub.add_parser(
+    train = _add_command(
+        sub,
         "train",
+        _cmd_train,
         help="train a model (Table 6's recipe); resumable, DDP under torchrun",
-        formatter_class=fmt,
         description="Train a config with Table 6's recipe (AdamW, constant LR, EMA, "
         "soft-min-SNR, stratified sigmas, conditioning dropout). Writes RUN_DIR/config.json, "
         "metrics.jsonl, samples/step-*.png and checkpoints/step-*/ (safetensors + trainer "
@@ -71,9 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         "R1-R4, E-add, E-concat; NAME@RES for another resolution) or a JSON file; "
         "with --resume it defaults to RUN_DIR/config.json",
     )
-    train.add_argument(
-        "--profile", default="auto", choices=("auto", "cpu", "gpu"), help=PROFILE_HELP
-    )
+    _add_shared(train, "--profile")
     train.add_argument("--steps", type=int, help="train until this step (default: the config's)")
     train.add_argument(
         "--run-dir", help="output folder (default: runs/NAME, runs/NAME-cpu for --profile cpu)"
@@ -109,35 +106,35 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--device", help="torch device (default: cuda:LOCAL_RANK if available, else cpu)"
     )
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.set_defaults(func=_cmd_train)
+    _add_shared(train, "--no-progress")
 
     # --- sample --------------------------------------------------------------------------------
-    sample = sub.add_parser(
+    sample = _add_command(
+        sub,
         "sample",
+        _cmd_sample,
         help="draw samples from a run's EMA weights into a PNG grid",
-        formatter_class=fmt,
         description="Load RUN's config.json and the EMA weights of its newest checkpoint, draw "
         "N samples (Table 6: 50 steps of DPM++(3M) SDE) and write them as one PNG grid.",
     )
-    sample.add_argument("--run", required=True, help="a run folder written by `hdit-edu train`")
+    _add_shared(sample, "--run")
     sample.add_argument("--n", type=int, default=16, help="number of samples")
     _add_sampling_args(sample)
     sample.add_argument("--out", help="output PNG (default: RUN/samples/sample-SEED.png)")
     sample.add_argument("--nrow", type=int, help="images per row of the grid")
-    sample.set_defaults(func=_cmd_sample)
 
     # --- fid -----------------------------------------------------------------------------------
-    fid = sub.add_parser(
+    fid = _add_command(
+        sub,
         "fid",
+        _cmd_fid,
         help="FID/KID of a run's samples (toy extractor offline, Inception online)",
-        formatter_class=fmt,
         description="Draw N samples from RUN and compute FID (and KID) against a reference "
         "through clean-fid. Toy-set runs default to the toy classifier's features against the "
         "toy test split (offline); --extractor inception uses clean-fid's Inception (a "
         "download), optionally --mode legacy_tensorflow to match the paper's ADM evaluator.",
     )
-    fid.add_argument("--run", required=True, help="a run folder written by `hdit-edu train`")
+    _add_shared(fid, "--run")
     fid.add_argument("--n", type=int, default=1000, help="number of samples")
     fid.add_argument(
         "--ref",
@@ -154,13 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     fid.add_argument("--kid", action="store_true", help="also compute KID")
     _add_sampling_args(fid)
     fid.add_argument("--json", help="also write the result as JSON to this file")
-    fid.set_defaults(func=_cmd_fid)
 
     # --- ablate --------------------------------------------------------------------------------
-    ablate = sub.add_parser(
+    ablate = _add_command(
+        sub,
         "ablate",
+        _cmd_ablate,
         help="train the ablation chain A -> E (Table 1) with one budget and tabulate it",
-        formatter_class=fmt,
         description="Train each ablation step with the same budget, then measure each: final "
         "loss, FID with the toy extractor, class accuracy of samples, parameters and GFLOPs "
         "(at the trained and the paper's resolution). Writes RUN_DIR/results.json and "
@@ -172,9 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="A,B1,B2,C,D,E",
         help="comma-separated steps: A, B1, B2, C, D, E, R1-R4, E-add, E-concat",
     )
-    ablate.add_argument(
-        "--profile", default="auto", choices=("auto", "cpu", "gpu"), help=PROFILE_HELP
-    )
+    _add_shared(ablate, "--profile")
     ablate.add_argument(
         "--train-steps", type=int, help="training steps per configuration (default: the profile's)"
     )
@@ -189,14 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--sample-steps", type=int, default=20, help="sampler steps for the evaluation samples"
     )
     ablate.add_argument("--resume", action="store_true", help="continue unfinished runs in RUN_DIR")
-    ablate.add_argument("--no-progress", action="store_true", help="no progress bar")
-    ablate.set_defaults(func=_cmd_ablate)
+    _add_shared(ablate, "--no-progress")
 
     # --- flops ---------------------------------------------------------------------------------
-    flops = sub.add_parser(
+    flops = _add_command(
+        sub,
         "flops",
+        _cmd_flops,
         help="GFLOPs per forward pass of a config (App. A, Table 1)",
-        formatter_class=fmt,
         description="Count the FLOPs of one forward pass (batch 1) with fvcore, attention "
         "included, and print the per-module breakdown.",
     )
@@ -207,13 +202,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--resolution", type=int, help="image side (default: the config's; levels adapt as App. A)"
     )
     flops.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    flops.set_defaults(func=_cmd_flops)
 
     # --- convert (k-diffusion checkpoints <-> hdit-edu runs; hdit_edu.interop) ------------------
     from .interop import add_convert_parser
 
     add_convert_parser(sub)
     return parser
+
+
+def _add_command(sub, name: str, func, help: str, description: str | None = None):
+    """A subcommand ``name`` whose parsed arguments go to ``func(args)``; its --help shows the
+    options' defaults (:class:`_HelpFormatter`)."""
+    parser = sub.add_parser(
+        name, help=help, description=description, formatter_class=_HelpFormatter
+    )
+    parser.set_defaults(func=func)
+    return parser
+
+
+# Options that several commands take, each defined once.
+_SHARED_OPTIONS = {
+    "--profile": dict(default="auto", choices=("auto", "cpu", "gpu"), help=PROFILE_HELP),
+    "--run": dict(required=True, help="a run folder written by `hdit-edu train`"),
+    "--no-progress": dict(action="store_true", help="no progress bar"),
+}
+
+
+def _add_shared(p: argparse.ArgumentParser, name: str) -> None:
+    p.add_argument(name, **_SHARED_OPTIONS[name])
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:

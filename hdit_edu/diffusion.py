@@ -403,7 +403,19 @@ def cosine_interpolated_sigma(
     return log_sigma.exp().clamp(sigma_min, sigma_max).to(u.dtype)
 
 
-def _uniform(n, stratified, rank, world_size, generator, device, dtype) -> torch.Tensor:
+def _draw_uniform(
+    n: int,
+    *,
+    stratified: bool = True,
+    rank: int | None = None,
+    world_size: int | None = None,
+    generator: torch.Generator | None = None,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The ``n`` variates u ∈ [0, 1) that the σ densities below map through their inverse CDFs:
+    stratified over the global batch (:func:`stratified_uniform`, §5.1; ``rank``/``world_size``
+    as there) or, with ``stratified=False``, i.i.d. U[0, 1)."""
     if stratified:
         return stratified_uniform(
             n, rank=rank, world_size=world_size, generator=generator, device=device, dtype=dtype
@@ -418,15 +430,14 @@ def rand_lognormal(
     *,
     sigma_min: float = 0.0,
     sigma_max: float = math.inf,
-    stratified: bool = True,
-    rank: int | None = None,
-    world_size: int | None = None,
-    generator: torch.Generator | None = None,
-    device=None,
-    dtype: torch.dtype = torch.float32,
+    **draw,
 ) -> torch.Tensor:
-    """``n`` σ from EDM's log-normal density (ln σ ~ N(mean, std²)); see :func:`lognormal_sigma`."""
-    u = _uniform(n, stratified, rank, world_size, generator, device, dtype)
+    """``n`` σ from EDM's log-normal density (ln σ ~ N(mean, std²)); see :func:`lognormal_sigma`.
+
+    ``**draw``: ``stratified=True``, ``rank``, ``world_size``, ``generator``, ``device``,
+    ``dtype=torch.float32`` — how the uniform variates are drawn (:func:`stratified_uniform`;
+    i.i.d. with ``stratified=False``)."""
+    u = _draw_uniform(n, **draw)
     return lognormal_sigma(u, mean, std, sigma_min=sigma_min, sigma_max=sigma_max)
 
 
@@ -439,24 +450,14 @@ def rand_cosine_interpolated(
     sigma_data: float = SIGMA_DATA,
     sigma_min: float = SIGMA_RANGE[0],
     sigma_max: float = SIGMA_RANGE[1],
-    stratified: bool = True,
-    rank: int | None = None,
-    world_size: int | None = None,
-    generator: torch.Generator | None = None,
-    device=None,
-    dtype: torch.dtype = torch.float32,
+    **draw,
 ) -> torch.Tensor:
-    """``n`` σ from the interpolated cosine density; see :func:`cosine_interpolated_sigma`."""
-    u = _uniform(n, stratified, rank, world_size, generator, device, dtype)
-    return cosine_interpolated_sigma(
-        u,
-        image_d,
-        noise_d_low,
-        noise_d_high,
-        sigma_data=sigma_data,
-        sigma_min=sigma_min,
-        sigma_max=sigma_max,
-    )
+    """``n`` σ from the interpolated cosine density; see :func:`cosine_interpolated_sigma`.
+
+    ``**draw``: how the uniform variates are drawn, as for :func:`rand_lognormal`."""
+    u = _draw_uniform(n, **draw)
+    bounds = dict(sigma_data=sigma_data, sigma_min=sigma_min, sigma_max=sigma_max)
+    return cosine_interpolated_sigma(u, image_d, noise_d_low, noise_d_high, **bounds)
 
 
 def sample_sigmas(
@@ -464,12 +465,7 @@ def sample_sigmas(
     n: int,
     *,
     image_d: int | None = None,
-    stratified: bool = True,
-    rank: int | None = None,
-    world_size: int | None = None,
-    generator: torch.Generator | None = None,
-    device=None,
-    dtype: torch.dtype = torch.float32,
+    **draw,
 ) -> torch.Tensor:
     """``n`` training noise levels from the density a config names (Table 6), or from a density
     kind (``"lognormal"`` / ``"cosine-interpolated"``) with :class:`DiffusionConfig` defaults.
@@ -477,7 +473,8 @@ def sample_sigmas(
     ``image_d`` (the training resolution) is needed by the interpolated cosine density; a full
     :class:`Config` supplies it (``config.model.resolution``). Both densities are confined to
     [sigma_min, sigma_max] of the config (the paper's [1e-3, 1e3]).
-    """
+
+    ``**draw``: how the uniform variates are drawn, as for :func:`rand_lognormal`."""
     if isinstance(config, Config):
         image_d = config.model.resolution if image_d is None else image_d
         config = config.diffusion
@@ -489,16 +486,7 @@ def sample_sigmas(
             f"expected a Config, DiffusionConfig or one of {SIGMA_DENSITIES}; got {config!r}"
         )
     _check_kind(config.sigma_density, SIGMA_DENSITIES, "sigma density")
-    common = dict(
-        sigma_min=config.sigma_min,
-        sigma_max=config.sigma_max,
-        stratified=stratified,
-        rank=rank,
-        world_size=world_size,
-        generator=generator,
-        device=device,
-        dtype=dtype,
-    )
+    common = dict(sigma_min=config.sigma_min, sigma_max=config.sigma_max, **draw)
     if config.sigma_density == "lognormal":
         return rand_lognormal(n, config.lognormal_mean, config.lognormal_std, **common)
     if image_d is None:

@@ -36,7 +36,7 @@ from torch import nn
 
 from .configs import ModelConfig
 from .diffusion import c_noise
-from .layers import check_conditioning, make_param_groups, zero_init
+from .layers import check_inputs, make_param_groups, zero_init
 from .rope import sincos_pos_emb_2d
 
 # ----------------------------------------------------------------------------------------------
@@ -251,15 +251,11 @@ class DiT(nn.Module):
         class_cond: torch.Tensor | None = None,
         aug_cond: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"expected x of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}"
-            )
+        sigma = check_inputs(self, x, sigma, class_cond, aug_cond)
         b, _, h, w = x.shape
         p = self.patch_size
         if h % p or w % p:
             raise ValueError(f"input size {h}×{w} is not divisible by the patch size {p}")
-        sigma = check_conditioning(b, sigma, class_cond, aug_cond, self.num_classes, self.aug_dim)
         gh, gw = h // p, w // p
 
         # patchify: Conv2d(kernel p, stride p) → tokens (B, gh·gw, D), row-major, + positions

@@ -52,7 +52,7 @@ from .layers import (
     FourierFeatures,
     MappingNetwork,
     RMSNorm,
-    check_conditioning,
+    check_inputs,
     default_d_ff,
     make_param_groups,
     tag_module,
@@ -357,14 +357,8 @@ class HDiT(nn.Module):
         class_cond: torch.Tensor | None = None,
         aug_cond: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"expected x of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}"
-            )
+        sigma = check_inputs(self, x, sigma, class_cond, aug_cond)
         self._check_size(x.shape[2], x.shape[3])
-        sigma = check_conditioning(
-            x.shape[0], sigma, class_cond, aug_cond, self.num_classes, self.aug_dim
-        )
 
         # Patching: (B, C, H, W) → tokens (B, H/p, W/p, width_0)
         x = self.patch_in(x.movedim(1, -1))

@@ -355,3 +355,23 @@ def check_conditioning(
             + (" (this model has aug_dim=0: no augmentation conditioning)" if aug_dim == 0 else "")
         )
     return sigma
+
+
+def check_inputs(
+    model: nn.Module,
+    x: torch.Tensor,
+    sigma: torch.Tensor,
+    class_cond: torch.Tensor | None,
+    aug_cond: torch.Tensor | None,
+) -> torch.Tensor:
+    """Validate the inputs of ``model.forward`` for the inner network F (HDiT and DiT alike):
+    images x of shape (B, model.in_channels, H, W), then their conditioning for
+    ``model.num_classes`` / ``model.aug_dim`` (:func:`check_conditioning`). Returns σ as a (B,)
+    tensor. Each model checks H and W against its own patch / level sizes."""
+    if x.ndim != 4 or x.shape[1] != model.in_channels:
+        raise ValueError(
+            f"expected x of shape (B, {model.in_channels}, H, W), got {tuple(x.shape)}"
+        )
+    return check_conditioning(
+        x.shape[0], sigma, class_cond, aug_cond, model.num_classes, model.aug_dim
+    )

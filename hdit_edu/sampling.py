@@ -98,66 +98,54 @@ def _churn(x, sigma, n_steps, churn, s_tmin, s_tmax, s_noise, generator):
     return x + _noise_like(x, generator) * s_noise * (sigma_hat**2 - sigma**2) ** 0.5, sigma_hat
 
 
-def _euler_family(
-    model, x, sigmas, generator, callback, progress, churn, s_tmin, s_tmax, s_noise, heun
-):
-    n_steps = len(sigmas) - 1
-    for i, sigma, sigma_next in _steps(sigmas, progress):
-        x, sigma_hat = _churn(x, sigma, n_steps, churn, s_tmin, s_tmax, s_noise, generator)
-        denoised = _denoise(model, x, sigma_hat)
-        _report(callback, i, sigma, sigma_next, sigma_hat, x, denoised)
-        d = (x - denoised) / sigma_hat  # dx/dσ of the probability-flow ODE
-        x_euler = x + (sigma_next - sigma_hat) * d
-        if not heun or sigma_next == 0:
-            x = x_euler  # EDM Alg. 2 takes a plain Euler step into σ = 0
-            continue
-        d_next = (x_euler - _denoise(model, x_euler, sigma_next)) / sigma_next
-        x = x + (sigma_next - sigma_hat) * (d + d_next) / 2  # trapezoidal rule (Alg. 2 line 11)
-    return x
-
-
 # --- the samplers ------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def sample_euler(
-    model: Model,
-    x: torch.Tensor,
-    sigmas: torch.Tensor,
-    *,
-    generator: torch.Generator | None = None,
-    callback: Callback | None = None,
-    progress: bool = False,
-    churn: float = 0.0,
-    s_tmin: float = 0.0,
-    s_tmax: float = math.inf,
-    s_noise: float = 1.0,
-) -> torch.Tensor:
-    """Euler steps x ← x + (σ_{i+1} − σ̂_i)·(x − D(x, σ̂_i))/σ̂_i (1st order; optional churn)."""
-    return _euler_family(
-        model, x, sigmas, generator, callback, progress, churn, s_tmin, s_tmax, s_noise, False
-    )
+def _euler_sampler(heun: bool):
+    """Build the Euler (``heun=False``) or the Heun (``heun=True``) sampler: one loop, as in
+    EDM Algorithm 2, where Euler is Heun without its correction step."""
+
+    @torch.no_grad()
+    def sampler(
+        model: Model,
+        x: torch.Tensor,
+        sigmas: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        callback: Callback | None = None,
+        progress: bool = False,
+        churn: float = 0.0,
+        s_tmin: float = 0.0,
+        s_tmax: float = math.inf,
+        s_noise: float = 1.0,
+    ) -> torch.Tensor:
+        n_steps = len(sigmas) - 1
+        for i, sigma, sigma_next in _steps(sigmas, progress):
+            x, sigma_hat = _churn(x, sigma, n_steps, churn, s_tmin, s_tmax, s_noise, generator)
+            denoised = _denoise(model, x, sigma_hat)
+            _report(callback, i, sigma, sigma_next, sigma_hat, x, denoised)
+            d = (x - denoised) / sigma_hat  # dx/dσ of the probability-flow ODE
+            x_euler = x + (sigma_next - sigma_hat) * d
+            if not heun or sigma_next == 0:
+                x = x_euler  # EDM Alg. 2 takes a plain Euler step into σ = 0
+                continue
+            d_next = (x_euler - _denoise(model, x_euler, sigma_next)) / sigma_next
+            x = x + (sigma_next - sigma_hat) * (d + d_next) / 2  # trapezoidal rule (Alg. 2 l. 11)
+        return x
+
+    name = "sample_heun" if heun else "sample_euler"
+    sampler.__name__ = sampler.__qualname__ = name
+    return sampler
 
 
-@torch.no_grad()
-def sample_heun(
-    model: Model,
-    x: torch.Tensor,
-    sigmas: torch.Tensor,
-    *,
-    generator: torch.Generator | None = None,
-    callback: Callback | None = None,
-    progress: bool = False,
-    churn: float = 0.0,
-    s_tmin: float = 0.0,
-    s_tmax: float = math.inf,
-    s_noise: float = 1.0,
-) -> torch.Tensor:
-    """EDM Algorithm 2: (churn,) Euler step, then the 2nd-order Heun correction
+sample_euler = _euler_sampler(heun=False)
+sample_euler.__doc__ = (
+    "Euler steps x ← x + (σ_{i+1} − σ̂_i)·(x − D(x, σ̂_i))/σ̂_i (1st order; optional churn)."
+)
+
+sample_heun = _euler_sampler(heun=True)
+sample_heun.__doc__ = """EDM Algorithm 2: (churn,) Euler step, then the 2nd-order Heun correction
     d' = (d_i + d_{i+1})/2 — except for the last step into σ = 0, which stays Euler."""
-    return _euler_family(
-        model, x, sigmas, generator, callback, progress, churn, s_tmin, s_tmax, s_noise, True
-    )
 
 
 @torch.no_grad()

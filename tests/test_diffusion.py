@@ -1,16 +1,13 @@
 """hdit_edu.diffusion against closed forms: EDM preconditioning (eq. 4), the loss weightings of
 App. B (eq. 5, 7–9), the training loss (eq. 1), the σ densities, stratified sampling and the
 exact Gaussian-mixture denoiser. When ``HDIT_K_DIFFUSION_SRC`` points at a checkout of the
-authors' k-diffusion, the loss and the densities are also compared with it.
+authors' k-diffusion (the ``k_diffusion`` fixture of ``conftest.py``), the loss and the
+densities are also compared with it.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
-import os
-import sys
-import types
 
 import pytest
 import torch
@@ -46,39 +43,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-_K_DIFFUSION: dict = {}
-
-
-def load_k_diffusion():
-    """The authors' k-diffusion ``sampling``, ``utils`` and ``layers`` modules, loaded from the
-    checkout at ``$HDIT_K_DIFFUSION_SRC`` (as for the interop tests) without running its package
-    ``__init__``. Imports they do not need here (torchsde, torchdiffeq, dctorch) are stubbed
-    while loading when missing, and the stubs are removed again."""
-    src = os.environ.get("HDIT_K_DIFFUSION_SRC")
-    if not src or not os.path.isdir(os.path.join(src, "k_diffusion")):
-        pytest.skip("set HDIT_K_DIFFUSION_SRC to a k-diffusion checkout to compare with it")
-    if not _K_DIFFUSION:
-        pkg = types.ModuleType("_kd_ref")  # a private name: never clashes with `k_diffusion`
-        pkg.__path__ = [os.path.join(src, "k_diffusion")]
-        sys.modules["_kd_ref"] = pkg
-        added = []
-        for name in ("torchsde", "torchdiffeq", "dctorch"):
-            try:
-                importlib.import_module(name)
-            except ImportError:
-                stub = types.ModuleType(name)
-                stub.BrownianTree = stub.odeint = stub.functional = None
-                sys.modules[name] = stub
-                added.append(name)
-        try:
-            for name in ("sampling", "utils", "layers"):
-                _K_DIFFUSION[name] = importlib.import_module(f"_kd_ref.{name}")
-        finally:
-            for name in added:
-                sys.modules.pop(name, None)
-    return _K_DIFFUSION["sampling"], _K_DIFFUSION["utils"], _K_DIFFUSION["layers"]
 
 
 # --- EDM preconditioner (eq. 4) ----------------------------------------------------------------
@@ -425,8 +389,8 @@ def test_bad_input_names_the_allowed_values():
 # --- the authors' implementation (optional) --------------------------------------------------------
 
 
-def test_matches_k_diffusion_loss_and_densities():
-    _, ku, kl = load_k_diffusion()
+def test_matches_k_diffusion_loss_and_densities(k_diffusion):
+    ku, kl = k_diffusion.utils, k_diffusion.layers
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(3, 3, 3, padding=1)
     inner = lambda y, sigma: conv(y) * (1 + c_noise(sigma))[:, None, None, None]  # noqa: E731

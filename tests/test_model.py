@@ -389,14 +389,10 @@ def test_table6_imagenet128_parameter_count():
 
 
 def test_dit_b4_parameter_count_output_and_zero_init():
+    # DiT-B/4 with the learned-variance head of R1/R2: 2·3 output channels (mean, variance)
+    dit_b4 = dict(arch="dit", patch_size=4, out_channels=6)
     config = ModelConfig(
-        arch="dit",
-        levels=[LevelConfig(12, 768, 64)],
-        patch_size=4,
-        out_channels=6,
-        num_classes=1000,
-        aug_dim=0,
-        resolution=128,
+        **dit_b4, levels=[LevelConfig(12, 768, 64)], num_classes=1000, aug_dim=0, resolution=128
     )
     with torch.device("meta"):
         n = sum(p.numel() for p in DiT(config).parameters())
@@ -419,14 +415,7 @@ def test_dit_b4_parameter_count_output_and_zero_init():
     assert n == closed_form == 130_389_600
     assert abs(n / 130e6 - 1) < 0.005  # §5.2: approx. 130M
     tiny = build_model(
-        ModelConfig(
-            arch="dit",
-            levels=[LevelConfig(2, 64, 16)],
-            patch_size=4,
-            out_channels=6,
-            num_classes=10,
-            resolution=32,
-        )
+        ModelConfig(**dit_b4, levels=[LevelConfig(2, 64, 16)], num_classes=10, resolution=32)
     )
     assert isinstance(tiny, DiT) and tiny.out_channels_used == 3
     x, sigma, cls = inputs(h=32, w=48)

@@ -1,8 +1,9 @@
 """hdit_edu.sampling against exact answers: the Karras schedule's closed form; every sampler
 drawing from a Gaussian and a Gaussian mixture through their exact denoisers; the convergence
 order of the deterministic samplers on the exact probability-flow ODE; classifier-free
-guidance in Saharia et al.'s form. With ``HDIT_K_DIFFUSION_SRC`` set, the samplers are also
-compared step for step with the authors' k-diffusion.
+guidance in Saharia et al.'s form. With ``HDIT_K_DIFFUSION_SRC`` set (the ``k_diffusion``
+fixture of ``conftest.py``), the samplers are also compared step for step with the authors'
+k-diffusion.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import math
 
 import pytest
 import torch
-from test_diffusion import load_k_diffusion  # noqa: F401 (the optional reference)
 
 from hdit_edu.diffusion import GaussianMixtureDenoiser
 from hdit_edu.sampling import SAMPLERS, karras_sigmas, sample, sampler_options
@@ -274,9 +274,9 @@ def test_bad_input_names_the_allowed_values():
 # --- the authors' implementation (optional) --------------------------------------------------------
 
 
-def test_matches_k_diffusion_samplers():
+def test_matches_k_diffusion_samplers(k_diffusion):
     """Same inputs and the same noise stream: our samplers reproduce k-diffusion's."""
-    ks, _, _ = load_k_diffusion()
+    ks = k_diffusion.sampling
     sigmas = karras_sigmas(50, SIGMA_MIN, SIGMA_MAX)
     assert torch.allclose(
         sigmas, ks.get_sigmas_karras(50, SIGMA_MIN, SIGMA_MAX), rtol=1e-5
