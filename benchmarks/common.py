@@ -461,6 +461,7 @@ def add_common_arguments(parser, *, repeats: str, warmup: str) -> None:
 
 
 def run_script(
+    name: str,
     parse_args: Callable,
     run: Callable,
     argv: list[str] | None = None,
@@ -468,13 +469,25 @@ def run_script(
     show: Callable[[dict], Any] = lambda document: document["summary"],
     after_write: Callable[[dict, Path], None] | None = None,
 ) -> int:
-    """The ``main`` of every script: parse the arguments (``parse_args(argv) -> (args,
-    device)``), run with ``--threads`` torch threads (``run(args, device, argv) -> document``),
-    print ``show(document)``, and unless ``--no-save`` write the JSON (``--out`` or
-    :func:`result_path`) and call ``after_write(document, path)`` (e.g. to draw a plot)."""
+    """The ``main`` of every script ``benchmarks/<name>.py``: parse the arguments
+    (``parse_args(argv) -> (args, device)``); with ``--threads`` torch threads, run
+    (``run(args, device) -> (settings, results, summary)``) and make the result document
+    (:func:`make_result`, with the load average before and after); print ``show(document)``;
+    unless ``--no-save``, write the JSON (``--out`` or :func:`result_path`) and call
+    ``after_write(document, path)`` (e.g. to draw a plot)."""
     args, device = parse_args(argv)
     with torch_threads(args.threads):
-        document = run(args, device, argv)
+        load_before = load_average()
+        settings, results, summary = run(args, device)
+        document = make_result(
+            name,
+            device,
+            command=command_line(f"{name}.py", argv),
+            settings=settings,
+            results=results,
+            summary=summary,
+            load_before=load_before,
+        )
     print(json.dumps(show(document), indent=1, default=_json_default))
     if not args.no_save:
         path = write_result(document, device, args.out)

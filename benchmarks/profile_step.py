@@ -148,9 +148,8 @@ def parse_args(argv=None):
     return args, device
 
 
-def run(args, device, argv=None) -> dict:
-    """Profile every backend; the result document (:func:`common.make_result`)."""
-    load_before = common.load_average()
+def run(args, device) -> tuple[dict, list, dict]:
+    """Profile every backend; ``(settings, results, summary)`` of the result JSON."""
     config = get_config(args.config)
     if args.batch_size:
         config.training.batch_size = args.batch_size
@@ -182,19 +181,11 @@ def run(args, device, argv=None) -> dict:
         }
         for row in rows
     }
-    return common.make_result(
-        "profile_step",
-        device,
-        command=common.command_line("profile_step.py", argv),
-        settings=settings,
-        results=rows,
-        summary=summary,
-        load_before=load_before,
-    )
+    return settings, rows, summary
 
 
 def main(argv=None) -> int:
-    return common.run_script(parse_args, run, argv)
+    return common.run_script("profile_step", parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -215,9 +215,8 @@ def parse_args(argv=None):
     return args, device
 
 
-def run(args, device, argv=None) -> dict:
-    """Time every config; the result document (:func:`common.make_result`)."""
-    load_before = common.load_average()
+def run(args, device) -> tuple[dict, list, dict]:
+    """Time every config; ``(settings, results, summary)`` of the result JSON."""
     rows = [benchmark_config(name, args, device) for name in args.configs]
     summary = {
         r["config"]: {
@@ -247,19 +246,11 @@ def run(args, device, argv=None) -> dict:
         "quick": args.quick,
         "threads": torch.get_num_threads(),
     }
-    return common.make_result(
-        "sampling_speed",
-        device,
-        command=common.command_line("sampling_speed.py", argv),
-        settings=settings,
-        results=rows,
-        summary=summary,
-        load_before=load_before,
-    )
+    return settings, rows, summary
 
 
 def main(argv=None) -> int:
-    return common.run_script(parse_args, run, argv)
+    return common.run_script("sampling_speed", parse_args, run, argv)
 
 
 if __name__ == "__main__":

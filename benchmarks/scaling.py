@@ -429,9 +429,8 @@ def parse_args(argv=None):
     return args, device
 
 
-def run(args, device, argv=None) -> dict:
-    """Measure every model at every size; the result document (:func:`common.make_result`)."""
-    load_before = common.load_average()
+def run(args, device) -> tuple[dict, list, dict]:
+    """Measure every model at every size; ``(settings, results, summary)`` of the result JSON."""
     rows = []
     for label in args.models:
         resolutions = args.resolutions
@@ -471,15 +470,7 @@ def run(args, device, argv=None) -> dict:
         "fits": fitted,
         "targets": "GPU, 256²–1024²: k_time ≤ 1.15 for HDiT-B/4 (forward); ≈ 2 for DiT-B/4",
     }
-    return common.make_result(
-        "scaling",
-        device,
-        command=common.command_line("scaling.py", argv),
-        settings=settings,
-        results=rows,
-        summary=summary,
-        load_before=load_before,
-    )
+    return settings, rows, summary
 
 
 def main(argv=None) -> int:
@@ -494,7 +485,12 @@ def main(argv=None) -> int:
             print(f"wrote {plot(document, path.with_suffix('.png'))}")
 
     return common.run_script(
-        lambda _: (args, device), run, argv, show=lambda d: d["summary"]["k"], after_write=draw
+        "scaling",
+        lambda _: (args, device),
+        run,
+        argv,
+        show=lambda d: d["summary"]["k"],
+        after_write=draw,
     )
 
 

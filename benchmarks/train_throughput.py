@@ -275,8 +275,8 @@ def batch_for(config, args, device) -> tuple[int, dict | None]:
     return (int(wanted) if wanted else config.training.batch_size), None
 
 
-def run(args, device, argv=None) -> dict:
-    load_before = common.load_average()
+def run(args, device) -> tuple[dict, list, dict]:
+    """Time every config, backend and mode; ``(settings, results, summary)`` of the JSON."""
     rows, searches = [], {}
     for name in args.configs:
         config = get_config(name)
@@ -318,19 +318,11 @@ def run(args, device, argv=None) -> dict:
         )
         for r in rows
     }
-    return common.make_result(
-        "train_throughput",
-        device,
-        command=common.command_line("train_throughput.py", argv),
-        settings=settings,
-        results=rows,
-        summary=summary,
-        load_before=load_before,
-    )
+    return settings, rows, summary
 
 
 def main(argv=None) -> int:
-    return common.run_script(parse_args, run, argv)
+    return common.run_script("train_throughput", parse_args, run, argv)
 
 
 if __name__ == "__main__":
