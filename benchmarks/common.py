@@ -20,7 +20,7 @@ fit, and where results go.
   tree (a clone of crowsonkb/k-diffusion), :func:`reference_model` builds the authors'
   ``image_transformer_v2`` with the same config and weights as one of our HDiT models
   (:func:`hdit_edu.interop.to_k_diffusion`), imported from that tree at run time by
-  :func:`hdit_edu.interop.import_k_diffusion`, as the tests do (no k-diffusion code lives in
+  :func:`hdit_edu.reference_source.import_k_diffusion`, as the tests do (no k-diffusion code lives in
   this repository): the reference calls ``natten.functional.na2d`` (fused kernels on CUDA; on
   the CPU NATTEN's flex path, forward only) and, off CUDA, skips its ``torch.compile`` of small
   kernels.
@@ -70,7 +70,7 @@ RESULT_KEYS = (
 if str(REPO_ROOT) not in sys.path:  # `python benchmarks/x.py` without an installed package
     sys.path.insert(0, str(REPO_ROOT))
 
-from hdit_edu.interop import K_DIFFUSION_SRC_ENV as K_DIFFUSION_ENV  # noqa: E402, F401
+from hdit_edu.reference_source import K_DIFFUSION_SRC_ENV as K_DIFFUSION_ENV  # noqa: E402, F401
 
 # ----------------------------------------------------------------------------------------------
 # Devices and versions
@@ -524,8 +524,8 @@ def torch_threads(threads: int | None):
 
 def k_diffusion_source() -> str | None:
     """The k-diffusion source tree named by ``HDIT_K_DIFFUSION_SRC`` (None when unset; a
-    ``ValueError`` when it is set but is not one): :func:`hdit_edu.interop.k_diffusion_source`."""
-    from hdit_edu.interop import k_diffusion_source
+    ``ValueError`` when it is set but is not one): :func:`hdit_edu.reference_source.k_diffusion_source`."""
+    from hdit_edu.reference_source import k_diffusion_source
 
     return k_diffusion_source()
 
@@ -540,7 +540,8 @@ def reference_model(model: torch.nn.Module, device: torch.device):
     if src is None:
         yield None
         return
-    from hdit_edu.interop import import_k_diffusion, to_k_diffusion
+    from hdit_edu.interop import to_k_diffusion
+    from hdit_edu.reference_source import import_k_diffusion
 
     kd_config, kd_state = to_k_diffusion(model)
     with import_k_diffusion(src, device=device) as K:

@@ -6,7 +6,7 @@
                                                           # steps measured
 
 Each config's model (freshly initialised — the cost of a step does not depend on the weights) is
-sampled with :func:`hdit_edu.training.generate`, the library's sampling path: the Karras
+sampled with :func:`hdit_edu.sampling.generate`, the library's sampling path: the Karras
 schedule over the config's σ range, ``--sampler`` (default ``dpmpp_3m_sde``, the paper's),
 ``--cfg-scale`` (default 1: no guidance, as the paper's Table 4; w ≠ 1 doubles the batch of
 every model call), one batch of ``--batch-size`` images. The sampler calls the model once per
@@ -40,11 +40,11 @@ import time
 import common  # benchmarks/common.py (it also puts the repository root on sys.path)
 import torch
 
-from hdit_edu.configs import build_model, get_config
+from hdit_edu.configs import get_config
 from hdit_edu.diffusion import Denoiser
 from hdit_edu.flops import analytic_gflops, analytic_params
-from hdit_edu.sampling import SAMPLERS
-from hdit_edu.training import generate
+from hdit_edu.models import build_model
+from hdit_edu.sampling import SAMPLERS, generate
 
 CPU_CONFIGS = ("toy", "imagenet256")
 CUDA_CONFIGS = ("imagenet256", "ffhq1024")

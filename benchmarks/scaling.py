@@ -54,8 +54,9 @@ from pathlib import Path
 import common  # benchmarks/common.py (it also puts the repository root on sys.path)
 import torch
 
-from hdit_edu.configs import ablation_step, at_resolution, build_model, token_grids
+from hdit_edu.configs import ablation_step, at_resolution, token_grids
 from hdit_edu.flops import analytic_gflops, analytic_params, count_gflops
+from hdit_edu.models import build_model
 
 MODES = ("forward", "forward+backward")
 # The two models of Fig. 2: label → ablation step of Table 1.
@@ -68,14 +69,15 @@ FVCORE_TRACE_MAX_GFLOPS = {"cpu": 40.0, "cuda": 10_000.0}
 
 def model_config(step: str, resolution: int, size: str = "b4"):
     """Ablation ``step`` at ``resolution``: the paper's model (``size="b4"``) or, for smoke runs,
-    the same architecture toy-scaled (:func:`hdit_edu.training.toy_scale` with
+    the same architecture toy-scaled (:func:`hdit_edu.profiles.toy_scale` with
     ``ABLATION_CPU_SCALE``: widths 32/64, 32² base) and grown to ``resolution`` by the same rule
     (App. A)."""
     if size not in SIZES:
         raise ValueError(f"size: unknown value {size!r}; allowed: {', '.join(SIZES)}")
     if size == "b4":
         return ablation_step(step, resolution)
-    from hdit_edu.training import ABLATION_CPU_SCALE, toy_scale
+    from hdit_edu.ablation import ABLATION_CPU_SCALE
+    from hdit_edu.profiles import toy_scale
 
     return at_resolution(toy_scale(ablation_step(step), ABLATION_CPU_SCALE), resolution)
 

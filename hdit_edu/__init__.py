@@ -1,12 +1,14 @@
 """hdit-edu: the Hourglass Diffusion Transformer (Crowson et al., ICML 2024), to read and run.
 
-Modules mirror the paper (see README.md's map): ``diffusion`` (§3.1, App. B), ``sampling``
-(§5.1), ``layers`` / ``rope`` / ``attention`` (§4.2–4.3, App. C), ``hourglass`` (§4.1),
-``dit`` (the DiT-B/4 baseline), ``configs`` (§5.2, Table 6), ``flops`` (App. A), ``data``,
-``training``, ``evaluation`` (§5.1).
+Modules mirror the paper (see docs/ARCHITECTURE.md): ``diffusion`` (§3.1, App. B),
+``sampling`` (§5.1), ``layers`` / ``rope`` / ``attention`` (§4.2–4.3, App. C), ``hourglass``
+(§4.1), ``dit`` (the DiT-B/4 baseline), ``models`` (building either), ``configs`` (§5.2,
+Table 6), ``flops`` (App. A), ``data`` and ``toy``, ``training`` and ``checkpoints``,
+``ablation`` (Table 1), ``evaluation`` (§5.1).
 """
 
-from .configs import Config, DiffusionConfig, LevelConfig, MappingConfig, ModelConfig, build_model
+from .configs import Config, DiffusionConfig, LevelConfig, MappingConfig, ModelConfig
+from .models import build_model
 
 __version__ = "0.1.0"
 

@@ -325,13 +325,18 @@ def natten_fused_available() -> bool:
     return bool(getattr(natten, "HAS_LIBNATTEN", False)) and torch.cuda.is_available()
 
 
-def resolve_na_backend(backend: str, q, k, v) -> str:
-    """The concrete backend ``neighborhood_attention`` runs for these inputs (``"auto"``
-    resolved; an explicit choice checked against what this machine and these inputs allow)."""
+def check_backend(backend: str) -> None:
+    """Raise ``ValueError`` unless ``backend`` is one of :data:`NA_BACKENDS`."""
     if backend not in NA_BACKENDS:
         raise ValueError(
             f"unknown neighborhood attention backend {backend!r}; allowed: {NA_BACKENDS}"
         )
+
+
+def resolve_na_backend(backend: str, q, k, v) -> str:
+    """The concrete backend ``neighborhood_attention`` runs for these inputs (``"auto"``
+    resolved; an explicit choice checked against what this machine and these inputs allow)."""
+    check_backend(backend)
     tokens = q.shape[1] * q.shape[2]
     if backend == "auto":
         if q.is_cuda and natten_fused_available():
@@ -648,10 +653,7 @@ class Attention(nn.Module):
             raise ValueError(
                 f"unknown attention pos_emb {pos_emb!r}; allowed: {ATTENTION_POS_EMBS}"
             )
-        if backend not in NA_BACKENDS:
-            raise ValueError(
-                f"unknown neighborhood attention backend {backend!r}; allowed: {NA_BACKENDS}"
-            )
+        check_backend(backend)
         if head_dim < 1 or d_model % head_dim:
             raise ValueError(f"d_model={d_model} is not divisible by head_dim={head_dim}")
         if kind == "neighborhood" and (kernel_size < 1 or kernel_size % 2 == 0):

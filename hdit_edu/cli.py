@@ -1,6 +1,7 @@
-"""The ``hdit-edu`` command line: train, sample, FID, the ablation chain, FLOPs.
+"""The ``hdit-edu`` command line: train, sample, FID, the ablation chain, FLOPs, conversion, data.
 
-``hdit-edu`` alone prints its help and an environment report (torch, device, NATTEN).
+``hdit-edu`` alone prints its help and an environment report (torch, device, NATTEN). It is
+the one command line of the package:
 
     hdit-edu train  --config toy --profile cpu --steps 2000          # a tiny toy-set run
     hdit-edu train  --config imagenet128 --run-dir runs/e --resume   # Table 6, continue a run
@@ -10,9 +11,13 @@
     hdit-edu ablate --steps A,B1,B2,C,D,E --profile cpu               # Table 1 at toy scale
     hdit-edu flops  --config E --resolution 256                       # GFLOPs per forward
     hdit-edu convert from-k-diffusion KD.safetensors -o runs/kd       # authors' checkpoints
+    hdit-edu data make-toy OUT --n 1024                               # the toy set as PNGs
+    hdit-edu data preview data/toy_preview.png                        # its preview grid
+    hdit-edu classifier train                                         # data/toy_classifier/
+    hdit-edu fid-folders A B                                          # FID/KID of two folders
 
 Profiles (as in the notebooks): ``gpu`` is the config as the paper sets it; ``cpu`` moves it
-onto the 32×32 toy data set with tiny widths (:func:`hdit_edu.training.toy_scale`: the same
+onto the 32×32 toy data set with tiny widths (:func:`hdit_edu.profiles.toy_scale`: the same
 kinds of attention, FFN, position embedding, skip and loss weighting, small sizes).
 """
 
@@ -22,6 +27,36 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+import torch
+from PIL import Image
+
+from . import evaluation
+from .ablation import run_ablation
+from .configs import Config, at_resolution, get_config, load_config
+from .data import save_grid
+from .env import format_report, resolve_profile
+from .flops import analytic_breakdown, analytic_gflops, count_gflops
+from .interop import (
+    CONVERT_DIRECTIONS,
+    KD_MODEL_TYPE,
+    convert_from_k_diffusion,
+    convert_to_k_diffusion,
+)
+from .profiles import for_profile
+from .runs import load_run
+from .sampling import SAMPLERS, generate, grid_columns, sample_labels
+from .toy import (
+    SPLITS,
+    TOY_CLASSES,
+    TOY_CLASSIFIER_DIR,
+    ToyDataset,
+    class_accuracy,
+    make_toy_folder,
+    toy_grid,
+    train_toy_classifier,
+)
+from .training import NonFiniteLossError, Trainer
 
 PROFILE_HELP = (
     "'gpu': the config as the paper sets it; 'cpu': the same kinds of choices on the 32x32 toy "
@@ -203,10 +238,110 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flops.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    # --- convert (k-diffusion checkpoints <-> hdit-edu runs; hdit_edu.interop) ------------------
-    from .interop import add_convert_parser
+    # --- fid-folders -------------------------------------------------------------------------
+    folders = _add_command(
+        sub,
+        "fid-folders",
+        _cmd_fid_folders,
+        help="FID and KID between two image folders",
+        description="FID and KID between the images of two folders (any layout), through "
+        "clean-fid, with the toy classifier's features (offline) or Inception (a download).",
+    )
+    folders.add_argument("a", help="first image folder")
+    folders.add_argument("b", help="second image folder")
+    folders.add_argument(
+        "--extractor", default="toy", choices=evaluation.EXTRACTORS, help="feature extractor"
+    )
+    folders.add_argument("--mode", default="clean", choices=evaluation.MODES, help="clean-fid mode")
 
-    add_convert_parser(sub)
+    # --- convert (k-diffusion checkpoints <-> hdit-edu runs; hdit_edu.interop) ------------------
+    convert = _add_command(
+        sub,
+        "convert",
+        _cmd_convert,
+        help="convert k-diffusion image_transformer_v2 checkpoints to hdit-edu runs and back",
+        description=(
+            "from-k-diffusion: a k-diffusion checkpoint (.pth training checkpoint, or "
+            ".safetensors inference checkpoint with its config in the metadata) → an hdit-edu "
+            "run directory (config.json + checkpoints/step-N/{model,ema}.safetensors) that "
+            "hdit_edu.runs.load_run and `hdit-edu sample` read. to-k-diffusion: an hdit-edu "
+            "run directory, checkpoint folder or .safetensors weights file (with --config) → "
+            "a k-diffusion inference checkpoint (.safetensors with the config in the metadata, "
+            "as k-diffusion's convert_for_inference.py writes) or a .pth {config, model_ema}."
+        ),
+    )
+    convert.add_argument("direction", choices=CONVERT_DIRECTIONS)
+    convert.add_argument("source", type=Path, help="the checkpoint (or run directory) to convert")
+    convert.add_argument(
+        "-o", "--output", type=Path, required=True, help="the output run dir / checkpoint file"
+    )
+    convert.add_argument(
+        "--config",
+        type=Path,
+        help="the source's config JSON (k-diffusion's, or ours); default: the one stored with "
+        "the source",
+    )
+    convert.add_argument(
+        "--weights",
+        choices=("ema", "model"),
+        default="ema",
+        help="to-k-diffusion: which weights of an hdit-edu run to export (default: ema); "
+        "from-k-diffusion converts both (model → model, model_ema → ema)",
+    )
+    convert.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail on k-diffusion diffusion/training options hdit-edu cannot represent "
+        "(default: warn and use hdit-edu's defaults; model options are always strict)",
+    )
+
+    # --- data (the toy set as files) -----------------------------------------------------------
+    data = _add_command(
+        sub, "data", None, help="write the toy data set as PNG files, or its preview grid"
+    )
+    data_sub = data.add_subparsers(dest="action", metavar="ACTION", required=True)
+    make = _add_command(
+        data_sub,
+        "make-toy",
+        _cmd_data_make_toy,
+        help="write toy images as PNGs in class sub-folders (ImageNet layout)",
+    )
+    make.add_argument("path", help="output folder (created)")
+    make.add_argument("--n", type=int, default=1024, help="number of images")
+    make.add_argument("--resolution", type=int, default=32, help="side in pixels")
+    make.add_argument("--seed", type=int, default=0, help="random seed")
+    make.add_argument("--split", choices=SPLITS, default="test", help="which split to draw")
+    preview = _add_command(
+        data_sub,
+        "preview",
+        _cmd_data_preview,
+        help="write a PNG grid of the toy set (rows = classes)",
+    )
+    preview.add_argument("path", help="output PNG, e.g. data/toy_preview.png")
+    preview.add_argument("--per-class", type=int, default=8, help="images per class (row)")
+    preview.add_argument("--resolution", type=int, default=32, help="side in pixels")
+    preview.add_argument("--seed", type=int, default=0, help="random seed")
+
+    # --- classifier (the toy classifier: FID features offline, class accuracy) -----------------
+    classifier = _add_command(
+        sub, "classifier", None, help="train the toy classifier (offline FID features)"
+    )
+    classifier_sub = classifier.add_subparsers(dest="action", metavar="ACTION", required=True)
+    train_classifier = _add_command(
+        classifier_sub,
+        "train",
+        _cmd_classifier_train,
+        help="train the toy classifier and write its weights",
+        description="Train the toy classifier (hdit_edu.toy.ToyClassifier) on the toy train "
+        "split, test it on the test split and write model.safetensors + config.json.",
+    )
+    train_classifier.add_argument(
+        "--out", default=str(TOY_CLASSIFIER_DIR), help="output folder (default data/toy_classifier)"
+    )
+    train_classifier.add_argument("--epochs", type=int, default=2, help="training epochs")
+    train_classifier.add_argument("--batch-size", type=int, default=128, help="batch size")
+    train_classifier.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
+    train_classifier.add_argument("--seed", type=int, default=0, help="random seed")
     return parser
 
 
@@ -216,7 +351,8 @@ def _add_command(sub, name: str, func, help: str, description: str | None = None
     parser = sub.add_parser(
         name, help=help, description=description, formatter_class=_HelpFormatter
     )
-    parser.set_defaults(func=func)
+    if func is not None:
+        parser.set_defaults(func=func)
     return parser
 
 
@@ -233,8 +369,6 @@ def _add_shared(p: argparse.ArgumentParser, name: str) -> None:
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
-    from .sampling import SAMPLERS
-
     p.add_argument("--sampler", default="dpmpp_3m_sde", choices=SAMPLERS, help="sampler")
     p.add_argument("--steps", type=int, default=50, help="sampler steps (Table 6: 50)")
     p.add_argument(
@@ -262,8 +396,6 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
 def apply_overrides(config, assignments: list[str]):
     """``["training.lr=1e-4", "model.levels.0.depth=1"]`` applied to a Config (a new one).
     VALUE is parsed as JSON when it can be (numbers, true/false/null, lists), else a string."""
-    from .configs import Config
-
     d = config.to_dict()
     for item in assignments:
         key, sep, raw = item.partition("=")
@@ -288,15 +420,7 @@ def apply_overrides(config, assignments: list[str]):
     return Config.from_dict(d)
 
 
-def _resolve_profile(profile: str) -> str:
-    from .env import resolve_profile
-
-    return resolve_profile(profile)
-
-
-def _device(name: str | None):
-    import torch
-
+def _device(name: str | None) -> torch.device:
     if name:
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -308,17 +432,12 @@ def _device(name: str | None):
 
 
 def _cmd_env(args: argparse.Namespace) -> int:
-    from .env import format_report
-
     print(format_report())
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .configs import get_config, load_config
-    from .training import Trainer, for_profile
-
-    profile = _resolve_profile(args.profile)
+    profile = resolve_profile(args.profile)
     resume = args.resume_from or args.resume
     if args.config is None:
         if not (resume and args.run_dir):
@@ -355,8 +474,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load_for_sampling(args):
-    from .training import load_run
-
     device = _device(args.device)
     config, denoiser = load_run(
         args.run, which=args.weights, checkpoint=args.checkpoint, device=device
@@ -365,8 +482,6 @@ def _load_for_sampling(args):
 
 
 def _generate(args, config, denoiser, device, n):
-    from .training import generate
-
     return generate(
         denoiser,
         config,
@@ -382,30 +497,23 @@ def _generate(args, config, denoiser, device, n):
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from .training import _grid_columns, save_grid
-
     config, denoiser, device = _load_for_sampling(args)
     images = _generate(args, config, denoiser, device, args.n)
     out = Path(args.out or Path(args.run) / "samples" / f"sample-{args.seed}.png")
-    nrow = args.nrow or _grid_columns(
-        args.n, config.model.num_classes if args.class_ is None else 0
-    )
+    nrow = args.nrow or grid_columns(args.n, config.model.num_classes if args.class_ is None else 0)
     save_grid(images, out, nrow=nrow)
     print(f"wrote {args.n} samples ({config.model.resolution}x{config.model.resolution}) to {out}")
     return 0
 
 
 def _reference(ref: str, config):
-    from .data import ToyDataset
-    from .evaluation import ReferenceStats
-
     if ref == "toy":
         return ToyDataset("test", resolution=config.model.resolution)
     if Path(ref).exists():
         return str(ref)
     parts = ref.split(":")
     if len(parts) == 3 and parts[1].isdigit():
-        return ReferenceStats(parts[0], int(parts[1]), parts[2])
+        return evaluation.ReferenceStats(parts[0], int(parts[1]), parts[2])
     raise ValueError(
         f"--ref {ref!r}: expected 'toy', an existing image folder, or clean-fid statistics "
         f"NAME:RES:SPLIT (e.g. ffhq:1024:trainval70k)"
@@ -413,8 +521,6 @@ def _reference(ref: str, config):
 
 
 def _cmd_fid(args: argparse.Namespace) -> int:
-    from . import evaluation
-
     config, denoiser, device = _load_for_sampling(args)
     reference = _reference(args.ref, config)
     images = _generate(args, config, denoiser, device, args.n)
@@ -430,10 +536,8 @@ def _cmd_fid(args: argparse.Namespace) -> int:
     if args.kid:
         result["kid"] = evaluation.kid(images, reference, **options)
     if config.model.num_classes and args.extractor == "toy" and config.training.dataset == "toy":
-        from .training import _sample_labels
-
-        labels = _sample_labels(args.n, config.model.num_classes, args.class_)
-        result["class_accuracy"] = evaluation.class_accuracy(images, labels)
+        labels = sample_labels(args.n, config.model.num_classes, args.class_)
+        result["class_accuracy"] = class_accuracy(images, labels)
     print(json.dumps(result, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
@@ -441,9 +545,7 @@ def _cmd_fid(args: argparse.Namespace) -> int:
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
-    from .training import run_ablation
-
-    profile = _resolve_profile(args.profile)
+    profile = resolve_profile(args.profile)
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     table = run_ablation(
         steps,
@@ -462,9 +564,6 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def _cmd_flops(args: argparse.Namespace) -> int:
-    from .configs import at_resolution, get_config
-    from .flops import analytic_breakdown, analytic_gflops, count_gflops
-
     config = get_config(args.config)
     if args.resolution and args.resolution != config.model.resolution:
         config = at_resolution(config, args.resolution)  # App. A: one level per doubling
@@ -493,6 +592,46 @@ def _cmd_flops(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fid_folders(args: argparse.Namespace) -> int:
+    print(json.dumps(evaluation.metrics(args.a, args.b, extractor=args.extractor, mode=args.mode)))
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    if args.direction == "from-k-diffusion":
+        output = convert_from_k_diffusion(
+            args.source, args.output, config=args.config, strict=args.strict
+        )
+        print(f"wrote hdit-edu run {output} (config.json + checkpoints/)")
+    else:
+        output = convert_to_k_diffusion(
+            args.source, args.output, config=args.config, weights=args.weights
+        )
+        print(f"wrote k-diffusion {KD_MODEL_TYPE} checkpoint {output} ({args.weights} weights)")
+    return 0
+
+
+def _cmd_data_make_toy(args: argparse.Namespace) -> int:
+    path = make_toy_folder(args.path, args.n, args.resolution, args.seed, args.split)
+    print(f"wrote {args.n} toy images ({args.resolution}x{args.resolution}) to {path}")
+    return 0
+
+
+def _cmd_data_preview(args: argparse.Namespace) -> int:
+    grid = toy_grid(args.per_class, args.resolution, args.seed)
+    Image.fromarray(grid, mode="RGB").save(args.path, optimize=True)
+    print(f"wrote {args.path} (rows: {', '.join(TOY_CLASSES)})")
+    return 0
+
+
+def _cmd_classifier_train(args: argparse.Namespace) -> int:
+    _, record = train_toy_classifier(
+        args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed
+    )
+    print(f"test accuracy {record['test_accuracy']:.4f}; wrote {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -505,11 +644,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # bad input or a corrupt checkpoint: a message, not a traceback
         print(f"hdit-edu {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except RuntimeError as e:
-        from .training import NonFiniteLossError
-
-        if not isinstance(e, NonFiniteLossError):
-            raise
+    except NonFiniteLossError as e:
         print(f"hdit-edu {args.command}: stopped: {e}", file=sys.stderr)
         return 3
 

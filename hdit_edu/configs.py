@@ -9,8 +9,8 @@ Configs are plain dataclasses that round-trip through JSON (:meth:`Config.to_dic
 This module also holds
 
 * :func:`validate_config` — every check a config must pass *before* any compute, each failing
-  with a ``ValueError`` that names the offending value and what is allowed (:func:`build_model`
-  calls it first);
+  with a ``ValueError`` that names the offending value and what is allowed
+  (:func:`hdit_edu.models.build_model` calls it first);
 * the named models of the paper: :func:`ablation_step` (Table 1: ``A`` … ``E``, ``R1`` …
   ``R4``, at 128² and at every doubling of the resolution), :func:`skip_variant` (Table 2),
   :func:`paper_config` (Table 6: ``imagenet128``, ``ffhq1024``, ``imagenet256``),
@@ -546,7 +546,6 @@ PAPER_CONFIGS = ("imagenet128", "ffhq1024", "imagenet256")
 CONFIG_NAMES = ("toy", *PAPER_CONFIGS, *ABLATION_STEPS, *BASELINES, *SKIP_VARIANTS)
 
 IMAGENET_CLASSES = 1000
-TOY_CLASSES = 8  # hdit_edu.data.TOY_CLASSES: face, ring, plus, cross, triangle, diamond, pair, quad
 
 # Table 1, steps A → E (§5.2): what each step changes. Columns: attention of the outer
 # (non-innermost) levels, FFN, position embedding, loss weighting. The innermost level (16²
@@ -761,7 +760,7 @@ def toy_config() -> Config:
         ],
         mapping=MappingConfig(depth=1, width=256),
         patch_size=2,
-        num_classes=TOY_CLASSES,
+        num_classes=8,  # the toy set's classes: len(hdit_edu.toy.TOY_CLASSES)
         resolution=32,
     )
     training = TrainingConfig(
@@ -817,30 +816,3 @@ def get_config(name_or_path: str | Path) -> Config:
             )
         config = at_resolution(config, int(suffix))
     return config
-
-
-# ----------------------------------------------------------------------------------------------
-# Building
-# ----------------------------------------------------------------------------------------------
-
-
-def build_model(config: Config | ModelConfig):
-    """Build the model a config describes: :class:`~hdit_edu.hourglass.HDiT` for
-    ``arch="hdit"``, :class:`~hdit_edu.dit.DiT` for ``arch="dit"``. The config is validated
-    first (:func:`validate_config` at its own resolution): a bad spec fails before any
-    parameter is allocated."""
-    model_config = config.model if isinstance(config, Config) else config
-    if not isinstance(model_config, ModelConfig):
-        raise ValueError(
-            f"build_model expects a Config or ModelConfig, got {type(config).__name__}"
-        )
-    validate_config(config)
-    if model_config.arch == "hdit":
-        from .hourglass import HDiT
-
-        return HDiT(model_config)
-    if model_config.arch == "dit":
-        from .dit import DiT
-
-        return DiT(model_config)
-    raise ValueError(f"unknown model arch {model_config.arch!r}; allowed: {ARCHS}")

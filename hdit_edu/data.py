@@ -1,18 +1,14 @@
-"""Data: image folders, the shipped toy data set, non-leaking augmentation, resumable order (§5.1).
+"""Data: image folders, non-leaking augmentation, a resumable order, image files (§5.1).
 
 The paper trains on ImageNet (class sub-folders) and FFHQ (one flat set of faces), on RGB
 pixels scaled to [-1, 1]. "For runs on small datasets, we apply a non-leaking augmentation
 scheme akin to (Karras et al., 2020a)" (§5.1; Table 6: augmentation probability 0.12 for
-FFHQ-1024², 0 for ImageNet). This module holds the four pieces a training run reads from:
+FFHQ-1024², 0 for ImageNet). This module holds the pieces a training run reads from:
 
 * :class:`ImageFolderDataset` — an FFHQ-style flat folder or an ImageNet-style folder of class
   sub-folders, resized (shorter side) and center-cropped to the model resolution.
-* :class:`ToyDataset` — the shipped toy set: eight classes of procedurally drawn, mostly
-  symmetric objects (a face, a ring, a plus, an X, a triangle, a diamond, a pair and a quad
-  of discs) with random colours, gradient backgrounds, positions, sizes and tilts. It is made
-  by code from a seed in about a second (no download, nothing committed). A face and a quad
-  of discs are made of the same local parts (discs); only their global arrangement tells them
-  apart, so a model must relate distant pixels to draw them right. See ``data/README.md``.
+* (the shipped toy set is :class:`hdit_edu.toy.ToyDataset`, with the same ``len`` /
+  ``dataset[i]`` / ``batch(indices)`` protocol);
 * :class:`Augment` / :func:`augment` — the non-leaking augmentation: each transform is drawn
   with probability ``p`` and the model is *told* what was drawn through the 9-number
   conditioning vector ``aug_cond`` that its mapping network consumes (``ModelConfig.aug_dim``
@@ -27,6 +23,8 @@ FFHQ-1024², 0 for ImageNet). This module holds the four pieces a training run r
 * :class:`ResumableSampler` — the order in which a run reads the data: a pure function of
   (seed, step, rank), so a checkpoint only needs the step to restore the data position
   exactly, and DDP ranks read disjoint shards of the same permutation.
+* pixel conventions and image files: :func:`to_model_range`, :func:`to_uint8`,
+  :func:`save_png`, :func:`save_grid` (a PNG grid of samples).
 
 The trainer's view (one step)::
 
@@ -38,9 +36,8 @@ The trainer's view (one step)::
 
 from __future__ import annotations
 
-import argparse
-import functools
 import math
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -53,7 +50,6 @@ from PIL import Image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".ppm", ".tif", ".tiff")
 ON_ERROR_CHOICES = ("raise", "skip")
-SPLITS = ("train", "test")
 AUG_KINDS = ("xflip", "yflip", "scale", "rotate", "aniso", "translate")
 AUG_DIM = 9  # the length of aug_cond (ModelConfig.aug_dim)
 
@@ -80,6 +76,21 @@ def save_png(image: torch.Tensor, path: str | Path) -> None:
     Image.fromarray(array, mode="RGB").save(path)
 
 
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
+    """Save images (N, C, H, W) in [-1, 1] as one PNG grid (``nrow`` images per row), written
+    to a temporary file and renamed into place."""
+    # Lazy: importing torchvision costs seconds (it pulls in torch._dynamo); only this needs it.
+    from torchvision.utils import save_image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nrow = nrow or max(1, math.ceil(math.sqrt(len(images))))
+    tmp = path.with_name(f".tmp-{path.name}")
+    save_image((images.float() + 1) / 2, tmp, nrow=nrow, padding=2, format="png")
+    os.replace(tmp, path)
+    return path
+
+
 def _resize_center_crop(image: Image.Image, resolution: int) -> Image.Image:
     """Resize so the shorter side is ``resolution`` (antialiased bicubic), then center-crop."""
     w, h = image.size
@@ -101,12 +112,12 @@ def _open_rgb(path: Path) -> Image.Image:
         raise ValueError(f"cannot read image file {str(path)!r}: {e}") from e
 
 
-def _check_choice(name: str, value, allowed: Sequence) -> None:
+def check_choice(name: str, value, allowed: Sequence) -> None:
     if value not in allowed:
         raise ValueError(f"{name}={value!r} is not allowed; allowed: {tuple(allowed)}")
 
 
-def _check_resolution(resolution) -> None:
+def check_resolution(resolution) -> None:
     if not isinstance(resolution, int) or resolution < 1:
         raise ValueError(f"resolution must be a positive int, got {resolution!r}")
 
@@ -144,8 +155,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
         verify: bool = False,
     ):
-        _check_resolution(resolution)
-        _check_choice("on_error", on_error, ON_ERROR_CHOICES)
+        check_resolution(resolution)
+        check_choice("on_error", on_error, ON_ERROR_CHOICES)
         self.root = Path(root)
         self.resolution = resolution
         self.on_error = on_error
@@ -235,193 +246,6 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         if not self.files:
             raise ValueError(f"no readable image in {str(self.root)!r}; unreadable: {self.skipped}")
         return list(self.skipped)
-
-
-# --------------------------------------------------------------------------------------------
-# The toy data set: eight classes of procedurally drawn objects
-# --------------------------------------------------------------------------------------------
-
-TOY_CLASSES = ("face", "ring", "plus", "cross", "triangle", "diamond", "pair", "quad")
-TOY_SIZES = {"train": 16384, "test": 2048}
-
-
-def _disc(x, y, cx, cy, r):
-    """Signed distance to a disc of radius r centred at (cx, cy) (negative inside)."""
-    return np.hypot(x - cx, y - cy) - r
-
-
-def _box(x, y, half_w, half_h):
-    """Signed distance to an axis-aligned box with half sizes (half_w, half_h)."""
-    qx, qy = np.abs(x) - half_w, np.abs(y) - half_h
-    outside = np.hypot(np.maximum(qx, 0), np.maximum(qy, 0))
-    return outside + np.minimum(np.maximum(qx, qy), 0)
-
-
-def _plus(x, y):
-    return np.minimum(_box(x, y, 0.95, 0.24), _box(x, y, 0.24, 0.95))
-
-
-def _toy_shapes(x: np.ndarray, y: np.ndarray, label: int) -> tuple[np.ndarray, np.ndarray]:
-    """Signed distances (object frame, object ≈ [-1, 1]², y down) of the body drawn in the
-    foreground colour and of the details drawn on top in the detail colour (inf = none)."""
-    none = np.full_like(x, np.inf)
-    name = TOY_CLASSES[label]
-    if name == "face":  # a head, two symmetric eyes and a smile
-        eyes = np.minimum(_disc(x, y, -0.36, -0.22, 0.16), _disc(x, y, 0.36, -0.22, 0.16))
-        smile = np.abs(_disc(x, y, 0.0, 0.0, 0.55)) - 0.09  # a ring of radius 0.55 ...
-        smile = np.maximum(smile, 0.2 - y)  # ... cut to its lower part
-        return _disc(x, y, 0, 0, 0.95), np.minimum(eyes, smile)
-    if name == "ring":
-        return np.abs(_disc(x, y, 0, 0, 0.72)) - 0.2, none
-    if name == "plus":
-        return _plus(x, y), none
-    if name == "cross":  # the plus turned by 45°
-        c = math.sqrt(0.5)
-        return _plus(c * (x + y), c * (y - x)), none
-    if name == "triangle":  # apex up; max of the three edge half-planes
-        edge = (0.9 * x - 0.45 * y - 0.45) / math.hypot(0.9, 0.45)
-        edge_l = (-0.9 * x - 0.45 * y - 0.45) / math.hypot(0.9, 0.45)
-        return np.maximum(np.maximum(edge, edge_l), y - 0.8), none
-    if name == "diamond":
-        return (np.abs(x) + np.abs(y) - 1.0) / math.sqrt(2), none
-    if name == "pair":
-        return np.minimum(_disc(x, y, -0.55, 0, 0.38), _disc(x, y, 0.55, 0, 0.38)), none
-    if name == "quad":
-        d = [_disc(x, y, sx * 0.52, sy * 0.52, 0.32) for sx in (-1, 1) for sy in (-1, 1)]
-        return functools.reduce(np.minimum, d), none
-    raise ValueError(f"unknown toy class index {label}; allowed: 0..{len(TOY_CLASSES) - 1}")
-
-
-def _contrasting_colours(rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
-    """Foreground, detail and two background colours (n, 3) in [0, 1]: the foreground is
-    light on a dark background or dark on a light one; details contrast with the foreground."""
-    light = rng.random(n) < 0.5
-    bright = rng.uniform(0.55, 1.0, (4, n, 3))
-    dark = rng.uniform(0.0, 0.4, (4, n, 3))
-    fg = np.where(light[:, None], bright[0], dark[0])
-    detail = np.where(light[:, None], dark[1], bright[1])
-    bg0 = np.where(light[:, None], dark[2], bright[2])
-    bg1 = np.where(light[:, None], dark[3], bright[3])
-    return fg, detail, bg0, bg1
-
-
-def render_toy_images(labels: np.ndarray, resolution: int, rng: np.random.Generator) -> np.ndarray:
-    """Draw one toy image per label: uint8 (N, resolution, resolution, 3).
-
-    Per image: a centre jitter of ±0.15, a size of 0.5–0.75 (half extent, in units of half
-    the image), a tilt of ±0.3 rad, random colours and a linear background gradient in a
-    random direction. Edges are antialiased from the signed distance d (in pixels):
-    coverage = clip(0.5 − d, 0, 1). All random numbers are drawn before any resolution
-    enters, so the same seed draws the same scenes at 32² and 64².
-    """
-    n = len(labels)
-    cx, cy = rng.uniform(-0.15, 0.15, (2, n))
-    size = rng.uniform(0.5, 0.75, n)
-    tilt = rng.uniform(-0.3, 0.3, n)
-    grad_angle = rng.uniform(0, 2 * np.pi, n)
-    fg, detail, bg0, bg1 = _contrasting_colours(rng, n)
-    f32 = lambda a: a.astype(np.float32)  # float32 halves the time; uint8 output hides the rest
-    cx, cy, size, tilt, grad_angle = map(f32, (cx, cy, size, tilt, grad_angle))
-    fg, detail, bg0, bg1 = map(f32, (fg, detail, bg0, bg1))
-
-    coords = f32((np.arange(resolution) + 0.5) / resolution * 2 - 1)  # pixel centres in [-1, 1]
-    v, u = np.meshgrid(coords, coords, indexing="ij")  # v: rows (down), u: columns (right)
-    out = np.empty((n, resolution, resolution, 3), dtype=np.uint8)
-    for label in np.unique(labels):
-        idx = np.flatnonzero(labels == label)
-        du = u[None] - cx[idx, None, None]
-        dv = v[None] - cy[idx, None, None]
-        cos, sin = np.cos(tilt[idx])[:, None, None], np.sin(tilt[idx])[:, None, None]
-        s = size[idx, None, None]
-        x, y = (cos * du + sin * dv) / s, (-sin * du + cos * dv) / s  # into the object frame
-        body, details = _toy_shapes(x, y, int(label))
-        pixels_per_unit = s * resolution / 2
-        cover_body = np.clip(0.5 - body * pixels_per_unit, 0, 1)[..., None]
-        cover_detail = np.clip(0.5 - details * pixels_per_unit, 0, 1)[..., None]
-        ga = grad_angle[idx, None, None]
-        t = ((np.cos(ga) * u + np.sin(ga) * v) / (2 * math.sqrt(2)) + 0.5)[..., None]  # 0..1
-        image = (1 - t) * bg0[idx, None, None] + t * bg1[idx, None, None]
-        image = image + cover_body * (fg[idx, None, None] - image)
-        image = image + cover_detail * (detail[idx, None, None] - image)
-        out[idx] = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
-    return out
-
-
-@functools.lru_cache(maxsize=4)
-def _toy_arrays(split: str, resolution: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng([seed, SPLITS.index(split)])
-    labels = rng.permutation(np.arange(size) % len(TOY_CLASSES))  # exactly balanced
-    images = render_toy_images(labels, resolution, rng)
-    images.flags.writeable = False
-    labels.flags.writeable = False
-    return images, labels
-
-
-class ToyDataset(torch.utils.data.Dataset):
-    """The shipped toy set: ``size`` images of :data:`TOY_CLASSES` (8 classes, balanced),
-    deterministic from ``seed``; ``split="train"`` (default 16384 images) and ``"test"``
-    (default 2048) are drawn from different random streams. Made in memory in about a second
-    (32²) and cached per process; nothing is written to disk.
-
-    ``dataset[i]`` → ``(image, class)`` like :class:`ImageFolderDataset`; :meth:`batch` gathers
-    many at once. ``.images`` holds the uint8 pixels (N, H, W, 3), ``.labels`` the classes.
-    """
-
-    classes = TOY_CLASSES
-
-    def __init__(
-        self, split: str = "train", resolution: int = 32, size: int | None = None, seed: int = 0
-    ):
-        _check_choice("split", split, SPLITS)
-        _check_resolution(resolution)
-        size = TOY_SIZES[split] if size is None else size
-        if not isinstance(size, int) or size < 1:
-            raise ValueError(f"size must be a positive int, got {size!r}")
-        self.split, self.resolution, self.seed = split, resolution, seed
-        self.images, self.labels = _toy_arrays(split, resolution, size, seed)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return to_model_range(self.images[index]).permute(2, 0, 1), int(self.labels[index])
-
-    def batch(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images (B, 3, H, W) float32 in [-1, 1] and classes LongTensor (B,)."""
-        indices = np.asarray(indices, dtype=np.int64)
-        images = to_model_range(self.images[indices]).permute(0, 3, 1, 2).contiguous()
-        return images, torch.from_numpy(self.labels[indices].astype(np.int64))
-
-
-def make_toy_folder(
-    path: str | Path, n: int, resolution: int = 32, seed: int = 0, split: str = "test"
-) -> Path:
-    """Write ``n`` toy images as PNGs into ``path/<class name>/<index>.png`` (the ImageNet
-    layout, readable by :class:`ImageFolderDataset` and clean-fid). Returns ``path``."""
-    path = Path(path)
-    dataset = ToyDataset(split, resolution, size=n, seed=seed)
-    for name in dataset.classes:
-        (path / name).mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        name = dataset.classes[dataset.labels[i]]
-        Image.fromarray(dataset.images[i], mode="RGB").save(path / name / f"{i:06d}.png")
-    return path
-
-
-def toy_grid(per_class: int = 8, resolution: int = 32, seed: int = 0, scale: int = 2) -> np.ndarray:
-    """A uint8 preview grid (rows = the classes, ``per_class`` test images each), each pixel
-    repeated ``scale`` times: what ``data/toy_preview.png`` shows."""
-    ds = ToyDataset("test", resolution, size=per_class * len(TOY_CLASSES) * 4, seed=seed)
-    rows = []
-    for label in range(len(TOY_CLASSES)):
-        picks = np.flatnonzero(ds.labels == label)[:per_class]
-        rows.append(np.concatenate(list(ds.images[picks]), axis=1))
-    grid = np.concatenate(rows, axis=0)
-    return grid.repeat(scale, axis=0).repeat(scale, axis=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -728,38 +552,3 @@ class _BatchStream:
         while True:
             yield self.sampler.batch_indices(step, self.batch_size).tolist()
             step += 1
-
-
-# --------------------------------------------------------------------------------------------
-# python -m hdit_edu.data make-toy PATH [--n N] [--resolution R] [--seed S] [--split SPLIT]
-# --------------------------------------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m hdit_edu.data", description=__doc__.split("\n")[0]
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    make = sub.add_parser("make-toy", help="write toy images as PNGs in class sub-folders")
-    make.add_argument("path", help="output folder (created)")
-    make.add_argument("--n", type=int, default=1024, help="number of images (default 1024)")
-    make.add_argument("--resolution", type=int, default=32, help="side in pixels (default 32)")
-    make.add_argument("--seed", type=int, default=0)
-    make.add_argument("--split", choices=SPLITS, default="test")
-    preview = sub.add_parser("preview", help="write a PNG grid of the toy set (rows = classes)")
-    preview.add_argument("path", help="output PNG, e.g. data/toy_preview.png")
-    preview.add_argument("--per-class", type=int, default=8)
-    preview.add_argument("--resolution", type=int, default=32)
-    preview.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.command == "make-toy":
-        path = make_toy_folder(args.path, args.n, args.resolution, args.seed, args.split)
-        print(f"wrote {args.n} toy images ({args.resolution}x{args.resolution}) to {path}")
-    elif args.command == "preview":
-        grid = toy_grid(args.per_class, args.resolution, args.seed)
-        Image.fromarray(grid, mode="RGB").save(args.path, optimize=True)
-        print(f"wrote {args.path} (rows: {', '.join(TOY_CLASSES)})")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""Evaluation: FID and KID through clean-fid (§5.1), and a toy-set classifier that works offline.
+"""Evaluation: FID and KID through clean-fid (§5.1), with Inception or the toy classifier.
 
 The paper reports FID (Heusel et al., 2017) on 50k samples with the ADM evaluator's Inception
 network (§5.1). FID compares Gaussians fitted to features of two image sets,
@@ -11,14 +11,12 @@ antialiasing, its ``mode="legacy_tensorflow"`` resizes like the TensorFlow Incep
 evaluator the paper used (same network weights in both modes).
 
 Inception's weights are a download. Offline — and for the toy set, whose 32² cartoons are far
-from ImageNet — the feature space is the penultimate layer of :class:`ToyClassifier`, a small
-CNN trained on the toy set by ``python -m hdit_edu.evaluation train-classifier`` and shipped in
-``data/toy_classifier/``. The same classifier gives the "class accuracy of samples" of a
-class-conditional model (:func:`class_accuracy`).
+from ImageNet — the feature space is the penultimate layer of the toy classifier
+(:class:`hdit_edu.toy.ToyClassifier`, ``extractor="toy"``), shipped in ``data/toy_classifier/``.
 
 Sources of images (``samples`` / ``reference`` below) can be: a folder of images (any layout;
 clean-fid reads it), a generator function ``generate_fn(batch_size) -> images`` in [-1, 1]
-(B, 3, H, W), a tensor of images in [-1, 1], a :class:`~hdit_edu.data.ToyDataset` or
+(B, 3, H, W), a tensor of images in [-1, 1], a :class:`~hdit_edu.toy.ToyDataset` or
 :class:`~hdit_edu.data.ImageFolderDataset`, an array of precomputed features (N, D), or —
 as a reference only — :class:`ReferenceStats`, clean-fid's precomputed Inception statistics
 (e.g. ``ReferenceStats("ffhq", 1024, "trainval70k")``).
@@ -26,13 +24,10 @@ as a reference only — :class:`ReferenceStats`, clean-fid's precomputed Incepti
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import platform
 import shutil
-import time
 import urllib.request
 import warnings
 from collections.abc import Callable, Sequence
@@ -41,14 +36,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .data import ResumableSampler, ToyDataset, _check_choice, step_generator, to_uint8
+from .data import check_choice, to_uint8
+from .toy import MissingWeightsError, ToyFeatureExtractor, load_toy_classifier
 
 EXTRACTORS = ("toy", "inception")
 MODES = ("clean", "legacy_tensorflow")
-TOY_CLASSIFIER_DIR = Path(__file__).resolve().parent.parent / "data" / "toy_classifier"
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_URL = (
     "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/" + INCEPTION_FILE
@@ -57,274 +51,8 @@ CLEANFID_STATS_URL = "https://www.cs.cmu.edu/~clean-fid/stats"
 DOWNLOAD_TIMEOUT_S = 20.0
 
 
-class MissingWeightsError(RuntimeError):
-    """A feature extractor's weights or reference statistics are not on this machine and
-    could not be downloaded. The message says what is missing, where it must go, and how."""
-
-
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-# --------------------------------------------------------------------------------------------
-# The toy-set classifier (domain feature extractor)
-# --------------------------------------------------------------------------------------------
-
-
-class ToyClassifier(nn.Module):
-    """A small CNN for the toy set: three conv stages (each conv 3×3 + GELU + 2×2 max-pool,
-    32² → 16² → 8² → 4²), a linear layer to ``feature_dim`` features (+ GELU) — the FID
-    feature space — and a linear classifier. Inputs are (B, 3, H, W) in [-1, 1] at
-    ``resolution`` (other sizes are resized, antialiased)."""
-
-    def __init__(
-        self,
-        num_classes: int = 8,
-        widths: Sequence[int] = (32, 64, 64),
-        feature_dim: int = 128,
-        resolution: int = 32,
-    ):
-        super().__init__()
-        if resolution % 8:
-            raise ValueError(f"resolution must be a multiple of 8, got {resolution!r}")
-        self.config = dict(
-            num_classes=num_classes,
-            widths=list(widths),
-            feature_dim=feature_dim,
-            resolution=resolution,
-        )
-        layers, channels = [], 3
-        for width in widths:
-            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.GELU(), nn.MaxPool2d(2)]
-            channels = width
-        self.trunk = nn.Sequential(*layers, nn.Flatten())
-        side = resolution // 2 ** len(widths)
-        self.embed = nn.Sequential(nn.Linear(channels * side * side, feature_dim), nn.GELU())
-        self.head = nn.Linear(feature_dim, num_classes)
-        self.resolution = resolution
-        # Per-feature mean and std over the training set, set after training: features()
-        # returns standardised features, so FID/KID numbers are on a unit scale (KID's cubic
-        # kernel (xᵀy/d + 1)³ assumes features of order one, as Inception's are).
-        self.register_buffer("feature_mean", torch.zeros(feature_dim))
-        self.register_buffer("feature_std", torch.ones(feature_dim))
-
-    def _fit(self, images: torch.Tensor) -> torch.Tensor:
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected images (B, 3, H, W), got shape {tuple(images.shape)}")
-        if images.shape[-2:] != (self.resolution, self.resolution):
-            size = (self.resolution, self.resolution)
-            images = F.interpolate(
-                images, size=size, mode="bilinear", antialias=True, align_corners=False
-            )
-        return images
-
-    def raw_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Penultimate activations (B, feature_dim) of images in [-1, 1] (the head's input)."""
-        return self.embed(self.trunk(self._fit(images)))
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """The FID feature space: penultimate activations standardised with the training
-        set's per-feature mean and std, (B, feature_dim)."""
-        return (self.raw_features(images) - self.feature_mean) / self.feature_std
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Class logits (B, num_classes) of images in [-1, 1]."""
-        return self.head(self.raw_features(images))
-
-
-def load_toy_classifier(path: str | Path | None = None, device=None) -> ToyClassifier:
-    """The shipped (or a given) toy classifier, in eval mode, frozen. ``path``: a folder with
-    ``model.safetensors`` and ``config.json`` (default ``data/toy_classifier``)."""
-    from safetensors.torch import load_file
-
-    folder = Path(path) if path is not None else TOY_CLASSIFIER_DIR
-    weights, config = folder / "model.safetensors", folder / "config.json"
-    if not weights.is_file() or not config.is_file():
-        raise MissingWeightsError(
-            f"toy classifier not found: need {str(weights)!r} and {str(config)!r}; "
-            "make them with `python -m hdit_edu.evaluation train-classifier`"
-        )
-    model = ToyClassifier(**json.loads(config.read_text())["model"])
-    model.load_state_dict(load_file(weights))
-    return model.to(device or "cpu").eval().requires_grad_(False)
-
-
-def _robustness_augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """The classifier's training augmentation, so generated samples with slight blur or
-    noise still classify: x-flip (every toy class is mirror-symmetric in distribution) with
-    probability ½, and, for half of the images, Gaussian noise of std U(0, 0.2)."""
-    b = len(images)
-    flip = torch.rand(b, generator=generator) < 0.5
-    images = torch.where(flip[:, None, None, None], images.flip(3), images)
-    noisy = (torch.rand(b, generator=generator) < 0.5).float()
-    std = noisy * torch.rand(b, generator=generator) * 0.2
-    return images + std[:, None, None, None] * torch.randn(images.shape, generator=generator)
-
-
-@torch.no_grad()
-def _accuracy(
-    model: ToyClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512
-) -> float:
-    correct = 0
-    for i in range(0, len(images), batch_size):
-        correct += (
-            (model(images[i : i + batch_size]).argmax(1) == labels[i : i + batch_size]).sum().item()
-        )
-    return correct / len(images)
-
-
-def train_toy_classifier(
-    out_dir: str | Path | None = None,
-    *,
-    epochs: int = 2,
-    batch_size: int = 128,
-    lr: float = 2e-3,
-    seed: int = 0,
-    resolution: int = 32,
-    train_size: int | None = None,
-    test_size: int | None = None,
-    log: Callable[[str], None] | None = print,
-) -> tuple[ToyClassifier, dict]:
-    """Train :class:`ToyClassifier` on the toy train split (deterministic from ``seed`` on
-    CPU: seeded init, :class:`ResumableSampler` order, per-step generators; ``train_size``
-    and ``test_size`` limit the images, for quick checks), test it on the toy test split, store the feature
-    statistics, and, if ``out_dir`` is given, write ``model.safetensors`` and ``config.json``
-    (model config, seed, settings, per-epoch log, accuracy) there. Adam with a cosine-decayed
-    learning rate; cross-entropy."""
-    torch.manual_seed(seed)
-    train = ToyDataset("train", resolution, size=train_size)
-    test = ToyDataset("test", resolution, size=test_size)
-    model = ToyClassifier(num_classes=train.num_classes, resolution=resolution)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    steps_per_epoch = len(train) // batch_size
-    total = epochs * steps_per_epoch
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: 0.5 * (1 + np.cos(np.pi * s / total))
-    )
-    sampler = ResumableSampler(len(train), seed=seed)
-    test_images, test_labels = test.batch(np.arange(len(test)))
-    history, start = [], time.time()
-    for epoch in range(epochs):
-        model.train()
-        losses = []
-        for step in range(epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch):
-            images, labels = train.batch(sampler.batch_indices(step, batch_size))
-            images = _robustness_augment(images, step_generator(seed, step))
-            loss = F.cross_entropy(model(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
-        model.eval()
-        entry = {
-            "epoch": epoch + 1,
-            "step": (epoch + 1) * steps_per_epoch,
-            "train_loss": float(np.mean(losses)),
-            "test_accuracy": _accuracy(model, test_images, test_labels),
-            "seconds": round(time.time() - start, 1),
-        }
-        history.append(entry)
-        if log:
-            log(json.dumps(entry))
-    model.requires_grad_(False)
-    set_feature_statistics(model, train)
-    record = {
-        "model": model.config,
-        "classes": list(train.classes),
-        "features": "penultimate layer (128-D, after GELU), standardised with the train set's "
-        "per-feature mean/std (buffers feature_mean/feature_std)",
-        "seed": seed,
-        "training": {
-            "data": f"ToyDataset('train', {resolution}) ({len(train)} images, seed 0)",
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "optimizer": f"Adam(lr={lr}), cosine decay to 0 over {total} steps",
-            "augmentation": "x-flip p=0.5; Gaussian noise std U(0, 0.2) on half the images",
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
-        "log": history,
-        "test_accuracy": history[-1]["test_accuracy"],
-        "test_data": f"ToyDataset('test', {resolution}) ({len(test)} images, seed 0)",
-    }
-    if out_dir is not None:
-        from safetensors.torch import save_file
-
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_file(
-            {k: v.contiguous() for k, v in model.state_dict().items()},
-            out_dir / "model.safetensors",
-        )
-        (out_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n")
-    return model, record
-
-
-@torch.no_grad()
-def set_feature_statistics(
-    model: ToyClassifier, dataset: ToyDataset, batch_size: int = 1024
-) -> None:
-    """Store the per-feature mean and std of ``model``'s penultimate activations over
-    ``dataset`` in the model (used by :meth:`ToyClassifier.features`)."""
-    model.eval()
-    feats = torch.cat(
-        [
-            model.raw_features(dataset.batch(np.arange(i, min(i + batch_size, len(dataset))))[0])
-            for i in range(0, len(dataset), batch_size)
-        ]
-    ).double()
-    model.feature_mean.copy_(feats.mean(0))
-    model.feature_std.copy_(feats.std(0).clamp_min(1e-6))
-
-
-@torch.no_grad()
-def predict_classes(
-    images: torch.Tensor, classifier: ToyClassifier | None = None, batch_size: int = 512
-) -> torch.Tensor:
-    """Toy classes (B,) the classifier assigns to images (B, 3, H, W) in [-1, 1]."""
-    classifier = classifier or _shipped_classifier()
-    device = next(classifier.parameters()).device
-    out = [
-        classifier(images[i : i + batch_size].to(device).float()).argmax(1).cpu()
-        for i in range(0, len(images), batch_size)
-    ]
-    return torch.cat(out)
-
-
-def class_accuracy(images: torch.Tensor, labels, classifier: ToyClassifier | None = None) -> float:
-    """Fraction of images (B, 3, H, W) in [-1, 1] that the toy classifier assigns to their
-    intended class ``labels`` (B,): the "class accuracy of samples" of a conditional model."""
-    labels = torch.as_tensor(labels).long().cpu()
-    if images.ndim != 4 or len(images) != len(labels):
-        raise ValueError(
-            f"need images (B, 3, H, W) and labels (B,), got {tuple(images.shape)} and {tuple(labels.shape)}"
-        )
-    return (predict_classes(images, classifier) == labels).float().mean().item()
-
-
-_SHIPPED: dict[str, ToyClassifier] = {}
-
-
-def _shipped_classifier() -> ToyClassifier:
-    if "toy" not in _SHIPPED:
-        _SHIPPED["toy"] = load_toy_classifier()
-    return _SHIPPED["toy"]
-
-
-class ToyFeatureExtractor(nn.Module):
-    """The toy classifier as a clean-fid feature extractor: takes float (B, 3, H, W) in
-    [0, 255] (clean-fid hands over 299² images; any size is resized, antialiased, to the
-    classifier's resolution) and returns the penultimate features (B, 128)."""
-
-    def __init__(self, classifier: ToyClassifier | None = None):
-        super().__init__()
-        self.classifier = classifier or _shipped_classifier()
-
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        device = next(self.classifier.parameters()).device
-        return self.classifier.features(images.to(device).float() / 127.5 - 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -366,7 +94,7 @@ def inception_extractor(mode: str = "clean", device=None, download: bool = True)
     "legacy_tensorflow": resizes inside like the TF original). Looks for the weights at
     :func:`inception_path`; downloads them there (with a timeout) if allowed; else — or
     offline — raises :class:`MissingWeightsError` saying how to provide them."""
-    _check_choice("mode", mode, MODES)
+    check_choice("mode", mode, MODES)
     path = inception_path()
     how = (
         f"Run once with internet access (the weights are cached at that path), or copy "
@@ -437,7 +165,7 @@ class _Extractor:
 def _build_extractor(extractor, mode: str, device, download: bool) -> _Extractor:
     from cleanfid.resize import make_resizer
 
-    _check_choice("mode", mode, MODES)
+    check_choice("mode", mode, MODES)
     if extractor == "inception":
         return _Extractor(inception_extractor(mode, device, download), None)
     if extractor == "toy":
@@ -682,39 +410,3 @@ def kid_from_generator(
 
 
 # --------------------------------------------------------------------------------------------
-# python -m hdit_edu.evaluation train-classifier | fid A B
-# --------------------------------------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m hdit_edu.evaluation", description=__doc__.split("\n")[0]
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser(
-        "train-classifier", help="train the toy classifier and write its weights"
-    )
-    train.add_argument(
-        "--out", default=str(TOY_CLASSIFIER_DIR), help="output folder (default data/toy_classifier)"
-    )
-    train.add_argument("--epochs", type=int, default=2)
-    train.add_argument("--batch-size", type=int, default=128)
-    train.add_argument("--lr", type=float, default=2e-3)
-    train.add_argument("--seed", type=int, default=0)
-    metric = sub.add_parser("fid", help="FID and KID between two image folders")
-    metric.add_argument("a")
-    metric.add_argument("b")
-    metric.add_argument("--extractor", choices=EXTRACTORS, default="toy")
-    metric.add_argument("--mode", choices=MODES, default="clean")
-    args = parser.parse_args(argv)
-    if args.command == "train-classifier":
-        _, record = train_toy_classifier(
-            args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed
-        )
-        print(f"test accuracy {record['test_accuracy']:.4f}; wrote {args.out}")
-    elif args.command == "fid":
-        print(json.dumps(metrics(args.a, args.b, extractor=args.extractor, mode=args.mode)))
-
-
-if __name__ == "__main__":
-    main()

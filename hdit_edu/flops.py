@@ -41,16 +41,20 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from .attention import attention_flops
 from .configs import (
     Config,
     ModelConfig,
-    build_model,
+    at_resolution,
     get_config,
     normalize_resolution,
     token_grids,
     validate_config,
 )
+from .layers import default_d_ff
+from .models import build_model
 
 # ----------------------------------------------------------------------------------------------
 # The paper's numbers
@@ -108,8 +112,6 @@ def _model_config(config: Any) -> ModelConfig:
 
 
 def _d_ff(level, ffn: str) -> int:
-    from .layers import default_d_ff
-
     return level.d_ff or default_d_ff(level.width, ffn)
 
 
@@ -360,8 +362,6 @@ def flop_count_analysis(model, inputs: tuple):
 
 def _example_inputs(model, resolution, batch_size: int, device):
     """Inputs of a forward pass: zero images, σ = 1, the dropped class (when conditional)."""
-    import torch
-
     config = getattr(model, "config", None)
     in_channels = getattr(model, "in_channels", None) or config.in_channels
     num_classes = getattr(model, "num_classes", None)
@@ -379,8 +379,6 @@ def _example_inputs(model, resolution, batch_size: int, device):
 
 
 def _fvcore_analysis(model_or_config, resolution, batch_size: int, device: str | None):
-    import torch
-
     if isinstance(model_or_config, torch.nn.Module):
         model = model_or_config
         config = getattr(model, "config", None)
@@ -418,8 +416,6 @@ def _fvcore_analysis(model_or_config, resolution, batch_size: int, device: str |
 
 
 def _run_analysis(model, inputs):
-    import torch
-
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # torch.jit deprecation and tracer warnings
         analysis = flop_count_analysis(model, inputs)
@@ -438,7 +434,7 @@ def count_gflops(
     """Measured GFLOPs (multiply-adds / 10⁹) of one forward pass, by fvcore with
     :data:`FLOP_HANDLES` (module docstring).
 
-    ``model_or_config``: an ``nn.Module`` built by :func:`~hdit_edu.configs.build_model` (traced
+    ``model_or_config``: an ``nn.Module`` built by :func:`~hdit_edu.models.build_model` (traced
     as it is, on its device), or a :class:`Config` / :class:`ModelConfig` / config name (built for
     the trace: on ``device="meta"`` first — shapes only, no compute — then on ``"cpu"`` if a meta
     kernel is missing, as for DiT's patch convolution). ``resolution``: int or ``(h, w)``; None =
@@ -514,8 +510,6 @@ def scaling_table(configs, resolutions, method: str = "auto") -> list[dict]:
     Returns one dict per (config, resolution): ``name``, ``resolution``, ``tokens`` (outermost
     grid), ``levels``, ``gflops``, ``analytic_gflops``, ``method``, ``params``.
     """
-    from .configs import at_resolution
-
     methods = ("auto", "analytic", "fvcore")
     if method not in methods:
         raise ValueError(f"method: unknown value {method!r}; allowed: {', '.join(methods)}")

@@ -56,37 +56,32 @@ Checkpoints (:func:`load_k_diffusion_checkpoint`): k-diffusion's training checkp
 weights preferred), with or without the ``inner_model.`` prefix of k-diffusion's ``Denoiser``
 wrapper (and ``module.`` / ``_orig_mod.`` of DDP / ``torch.compile``).
 
-The reference itself (:func:`k_diffusion_source`, :func:`import_k_diffusion`): to run the
-authors' model next to ours — the tests, the benchmarks and a notebook all do — point
-``HDIT_K_DIFFUSION_SRC`` at a clone of crowsonkb/k-diffusion (tested at commit 4601bf0) and
-import it from there for the length of a ``with`` block; the block stands in for packages the
-model does not use, adapts the reference to NATTEN 0.21 and undoes both on exit.
+Whole files (:func:`convert_from_k_diffusion`, :func:`convert_to_k_diffusion`; the command
+line ``hdit-edu convert``)::
 
-The command line (:func:`add_convert_parser`, :func:`run_convert`)::
-
-    hdit-edu convert from-k-diffusion KD_CHECKPOINT -o RUN_DIR      # then: training.load_run
+    hdit-edu convert from-k-diffusion KD_CHECKPOINT -o RUN_DIR      # then: runs.load_run
     hdit-edu convert to-k-diffusion RUN_DIR -o model.safetensors   # k-diffusion's sample.py
+
+Running the reference itself next to ours (the tests and the benchmarks do) is
+:mod:`hdit_edu.reference_source`.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import copy
-import importlib
 import json
 import math
-import os
-import sys
-import types
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
+from .checkpoints import find_checkpoint, save_checkpoint
 from .configs import (
     Config,
     DiffusionConfig,
@@ -94,10 +89,11 @@ from .configs import (
     MappingConfig,
     ModelConfig,
     TrainingConfig,
-    build_model,
     load_config,
+    save_config,
     validate_config,
 )
+from .models import build_model
 
 KD_MODEL_TYPE = "image_transformer_v2"
 KD_ATTENTION_TYPES = ("global", "neighborhood", "shifted-window", "none")
@@ -164,12 +160,12 @@ _KD_DEFAULTS = {
 }
 
 
-def _merge(base: dict, head: dict) -> dict:
+def deep_merge(base: dict, head: dict) -> dict:
     """Deep merge (jsonmerge's default): ``head`` wins; dicts merge, everything else replaces."""
     out = copy.deepcopy(base)
     for key, value in head.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -195,7 +191,7 @@ def k_diffusion_defaults(config: Mapping[str, Any]) -> dict:
     for key in ("widths", "depths"):
         if not isinstance(config["model"].get(key), list) or not config["model"][key]:
             raise ValueError(f"k-diffusion config: model.{key} must be a non-empty list")
-    config = _merge(_KD_V2_DEFAULTS, dict(config))
+    config = deep_merge(_KD_V2_DEFAULTS, dict(config))
     model = config["model"]
     widths = model["widths"]
     if not model["mapping_d_ff"]:
@@ -218,7 +214,7 @@ def k_diffusion_defaults(config: Mapping[str, Any]) -> dict:
         model["dropout_rate"] = [0.0] * len(widths)
     elif isinstance(model["dropout_rate"], (int, float)):
         model["dropout_rate"] = [float(model["dropout_rate"])] * len(widths)
-    return _merge(_KD_DEFAULTS, config)
+    return deep_merge(_KD_DEFAULTS, config)
 
 
 def _square(value: Any, what: str) -> int:
@@ -754,9 +750,6 @@ def load_k_diffusion_checkpoint(path: str | Path) -> tuple[dict | None, dict]:
     if not path.is_file():
         raise ValueError(f"checkpoint {str(path)!r} does not exist")
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
         with safe_open(str(path), "pt") as f:
             metadata = f.metadata() or {}
         config = json.loads(metadata["config"]) if "config" in metadata else None
@@ -824,247 +817,32 @@ def to_k_diffusion(model, config: Config | None = None) -> tuple[dict, dict[str,
 
 
 # ----------------------------------------------------------------------------------------------
-# The reference itself: importing k-diffusion from a source tree
-# ----------------------------------------------------------------------------------------------
-
-K_DIFFUSION_SRC_ENV = "HDIT_K_DIFFUSION_SRC"
-# The file that marks a k-diffusion source tree: the model every conversion here targets.
-_KD_MODEL_FILE = "k_diffusion/models/image_transformer_v2.py"
-# Packages that ``import k_diffusion`` pulls in for features the model, its config loader, the
-# Denoiser's losses and the samplers never touch (CLIP guidance, DCT losses, SDE / adaptive ODE
-# solvers, image augmentation). Parents come before their submodules.
-_KD_UNUSED_IMPORTS = (
-    "torchsde",
-    "clip",
-    "torchdiffeq",
-    "dctorch",
-    "dctorch.functional",
-    "jsonmerge",
-    "skimage",
-    "skimage.transform",
-)
-# k-diffusion's switches for torch.compile of its small kernels and for FlashAttention-2.
-_KD_CUDA_ONLY_FLAGS = ("K_DIFFUSION_USE_COMPILE", "K_DIFFUSION_USE_FLASH_2")
-# NATTEN's CPU (flex) path warns that it runs uncompiled; the reference's calls trigger it.
-_KD_EXPECTED_WARNINGS = (
-    ".*flex_attention called without torch.compile",
-    ".*return_lse is deprecated",
-)
-
-
-def k_diffusion_source(src: str | os.PathLike | None = None) -> str | None:
-    """The k-diffusion source tree to compare with, as an absolute path: ``src``, or when it is
-    ``None`` the environment variable ``HDIT_K_DIFFUSION_SRC`` (:data:`K_DIFFUSION_SRC_ENV`).
-    Returns ``None`` when ``src`` is ``None`` and the variable is unset or empty.
-
-    A source tree is a clone of crowsonkb/k-diffusion: a folder holding
-    ``k_diffusion/models/image_transformer_v2.py``. Anything else raises a ``ValueError``
-    naming the path (a misspelt variable should fail loudly, not skip the comparison)."""
-    if src is None:
-        src = os.environ.get(K_DIFFUSION_SRC_ENV) or None
-        if src is None:
-            return None
-        what = f"{K_DIFFUSION_SRC_ENV}={src!r}"
-    else:
-        what = repr(os.fspath(src))
-    root = Path(src).expanduser()
-    if not (root / _KD_MODEL_FILE).is_file():
-        raise ValueError(
-            f"{what} is not a k-diffusion source tree (no {_KD_MODEL_FILE}); point it at a "
-            f"clone of crowsonkb/k-diffusion"
-        )
-    return str(root.resolve())
-
-
-class _UnusedModule(types.ModuleType):
-    """Stands in for a package that is not installed and that the reference imports without
-    needing it here: the import succeeds, and any use of the package raises
-    ``ModuleNotFoundError`` naming it."""
-
-    def __getattr__(self, name: str):
-        if name.startswith("_"):  # __path__, __file__, …: let the import system see a module
-            raise AttributeError(name)
-
-        def unavailable(*args, **kwargs):
-            raise ModuleNotFoundError(
-                f"{self.__name__}.{name}: {self.__name__} is not installed (import_k_diffusion "
-                f"stood in for it because k-diffusion's model does not use it)",
-                name=self.__name__,
-            )
-
-        return unavailable
-
-
-def _pop_k_diffusion_modules() -> dict[str, types.ModuleType]:
-    """Remove ``k_diffusion`` and its submodules from ``sys.modules``; returns them."""
-    names = [n for n in sys.modules if n == "k_diffusion" or n.startswith("k_diffusion.")]
-    return {name: sys.modules.pop(name) for name in names}
-
-
-def _stand_in_for_unused_imports(undo: contextlib.ExitStack) -> None:
-    for name in _KD_UNUSED_IMPORTS:
-        try:
-            importlib.import_module(name)
-            continue
-        except ImportError:
-            pass
-        stand_in = _UnusedModule(name)
-        if name == "jsonmerge":  # k-diffusion's load_config merges its defaults with it
-            stand_in.merge = _merge
-        parent, _, child = name.rpartition(".")
-        if parent:  # `from dctorch import functional` reads the parent's attribute
-            setattr(sys.modules[parent], child, stand_in)
-        sys.modules[name] = stand_in
-        undo.callback(_forget_module, name, stand_in)
-
-
-def _forget_module(name: str, module: types.ModuleType) -> None:
-    if sys.modules.get(name) is module:
-        del sys.modules[name]
-
-
-def _discard(items: list, item: Any) -> None:
-    with contextlib.suppress(ValueError):
-        items.remove(item)
-
-
-def _use_natten_na2d() -> bool:
-    return True
-
-
-def _restore_environ(name: str, value: str | None) -> None:
-    if value is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = value
-
-
-@contextlib.contextmanager
-def import_k_diffusion(
-    src: str | os.PathLike, *, device: str | torch.device = "cpu"
-) -> Iterator[types.ModuleType]:
-    """``with import_k_diffusion(src) as K:`` — the authors' ``k_diffusion`` package imported
-    from the source tree ``src`` (see :func:`k_diffusion_source`), to run it next to ours::
-
-        kd_config, kd_state = to_k_diffusion(model)
-        with import_k_diffusion(k_diffusion_source()) as K:
-            reference = K.config.make_model(K.config.load_config(kd_config)).eval()
-            reference.load_state_dict(kd_state)
-            expected = reference(x, sigma, class_cond=classes)  # inside the block
-
-    Nothing of k-diffusion is copied into this repository; the tree is imported as it is, with
-    four adjustments for the environment hdit-edu runs in:
-
-    * **Unused imports.** ``import k_diffusion`` imports every submodule, and with them
-      torchsde, clip, torchdiffeq, dctorch, jsonmerge and scikit-image, which neither the model
-      and its config loader nor the Denoiser's losses and the samplers that hdit-edu is
-      compared with use. Those not installed are replaced by stand-ins (using one raises
-      ``ModuleNotFoundError`` naming it); jsonmerge's ``merge``, which ``load_config`` does
-      call, is a deep merge of dicts (what jsonmerge does by default).
-    * **NATTEN 0.21.** The reference asks ``natten.has_fused_na()`` and otherwise calls
-      ``na2d_qk`` / ``na2d_av``, which NATTEN 0.21 no longer has. When the function is missing
-      it is set to answer ``True``, so the reference calls ``natten.functional.na2d``: fused
-      kernels on CUDA; on the CPU NATTEN's flex path (forward only: run under
-      ``torch.no_grad()``), whose "runs without torch.compile" warnings are silenced.
-    * **Off CUDA** (``device`` is not a CUDA device), ``K_DIFFUSION_USE_COMPILE=0`` and
-      ``K_DIFFUSION_USE_FLASH_2=0``: no ``torch.compile`` of small kernels (slow to compile on
-      the CPU, the same math) and no FlashAttention-2.
-    * ``src`` goes first on ``sys.path``, and a ``k_diffusion`` imported before (say, an
-      installed one) is set aside, so the package comes from ``src`` (checked).
-
-    k-diffusion reads the NATTEN answer and the flags when the model *runs*, so call the
-    reference inside the block. On exit everything is undone: ``sys.path``, the stand-ins, the
-    ``k_diffusion`` modules (a package set aside comes back), the NATTEN function, the
-    environment variables and the warning filters. Blocks nest (an inner block imports its
-    own copy); like any ``with`` blocks, they must close in reverse order of opening."""
-    import natten
-
-    root = k_diffusion_source(src)
-    with contextlib.ExitStack() as undo:
-        undo.callback(sys.modules.update, _pop_k_diffusion_modules())  # runs last
-        undo.callback(_pop_k_diffusion_modules)  # the copy from `src`
-        _stand_in_for_unused_imports(undo)
-        if not hasattr(natten, "has_fused_na"):
-            natten.has_fused_na = _use_natten_na2d
-            undo.callback(delattr, natten, "has_fused_na")
-        if torch.device(device).type != "cuda":
-            for flag in _KD_CUDA_ONLY_FLAGS:
-                undo.callback(_restore_environ, flag, os.environ.get(flag))
-                os.environ[flag] = "0"
-        undo.enter_context(warnings.catch_warnings())
-        for message in _KD_EXPECTED_WARNINGS:
-            warnings.filterwarnings("ignore", message=message)
-        sys.path.insert(0, root)
-        undo.callback(_discard, sys.path, root)
-
-        package = importlib.import_module("k_diffusion")
-        origin = Path(package.__file__).resolve().parent.parent
-        if origin != Path(root):
-            raise ImportError(f"k_diffusion was imported from {str(origin)!r}, not from {root!r}")
-        yield package
-
-
-# ----------------------------------------------------------------------------------------------
-# The command line: hdit-edu convert
+# Whole files: a k-diffusion checkpoint -> an hdit-edu run directory, and back
 # ----------------------------------------------------------------------------------------------
 
 
-def add_convert_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``convert`` to the ``hdit-edu`` subcommands (``subparsers`` from
-    ``ArgumentParser.add_subparsers``)."""
-    parser = subparsers.add_parser(
-        "convert",
-        help="convert k-diffusion image_transformer_v2 checkpoints to hdit-edu runs and back",
-        description=(
-            "from-k-diffusion: a k-diffusion checkpoint (.pth training checkpoint, or "
-            ".safetensors inference checkpoint with its config in the metadata) → an hdit-edu "
-            "run directory (config.json + checkpoints/step-N/{model,ema}.safetensors) that "
-            "hdit_edu.training.load_run and `hdit-edu sample` read. to-k-diffusion: an hdit-edu "
-            "run directory, checkpoint folder or .safetensors weights file (with --config) → "
-            "a k-diffusion inference checkpoint (.safetensors with the config in the metadata, "
-            "as k-diffusion's convert_for_inference.py writes) or a .pth {config, model_ema}."
-        ),
-    )
-    parser.add_argument("direction", choices=CONVERT_DIRECTIONS)
-    parser.add_argument("source", type=Path, help="the checkpoint (or run directory) to convert")
-    parser.add_argument(
-        "-o", "--output", type=Path, required=True, help="the output run dir / checkpoint file"
-    )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        help="the source's config JSON (k-diffusion's, or ours); default: the one stored with "
-        "the source",
-    )
-    parser.add_argument(
-        "--weights",
-        choices=("ema", "model"),
-        default="ema",
-        help="to-k-diffusion: which weights of an hdit-edu run to export (default: ema); "
-        "from-k-diffusion converts both (model → model, model_ema → ema)",
-    )
-    parser.add_argument(
-        "--strict",
-        action="store_true",
-        help="fail on k-diffusion diffusion/training options hdit-edu cannot represent "
-        "(default: warn and use hdit-edu's defaults; model options are always strict)",
-    )
-    parser.set_defaults(func=run_convert)
-    return parser
-
-
-def _convert_from_k_diffusion(args: argparse.Namespace) -> Path:
-    from .configs import save_config
-    from .training import save_checkpoint
-
-    output = Path(args.output)
+def convert_from_k_diffusion(
+    source: str | Path,
+    output: str | Path,
+    *,
+    config: str | Path | None = None,
+    strict: bool = False,
+) -> Path:
+    """A k-diffusion checkpoint (``.pth`` training checkpoint, or ``.safetensors`` inference
+    checkpoint with its config in the metadata) → an hdit-edu run directory ``output``
+    (``config.json`` + ``checkpoints/step-N/{model,ema}.safetensors``) that
+    :func:`hdit_edu.runs.load_run` and ``hdit-edu sample`` read. ``config``: the k-diffusion
+    config JSON (default: the one stored in the checkpoint); ``strict``: as
+    :func:`config_from_k_diffusion`. Both weights are converted (model → model, model_ema →
+    ema)."""
+    output = Path(output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise ValueError(f"output {str(output)!r} exists and is not an empty directory")
-    stored, checkpoint = load_k_diffusion_checkpoint(args.source)
-    kd_config = json.loads(Path(args.config).read_text()) if args.config else stored
+    stored, checkpoint = load_k_diffusion_checkpoint(source)
+    kd_config = json.loads(Path(config).read_text()) if config else stored
     if kd_config is None:
-        raise ValueError(f"{str(args.source)!r} stores no config; pass the k-diffusion --config")
-    config = config_from_k_diffusion(kd_config, strict=args.strict, name=output.name)
+        raise ValueError(f"{str(source)!r} stores no config; pass the k-diffusion --config")
+    ours = config_from_k_diffusion(kd_config, strict=strict, name=output.name)
     ema = from_k_diffusion(kd_config, checkpoint, ema=True)
     raw = ema
     if not _is_state_dict(checkpoint) and _is_state_dict(checkpoint.get("model")):
@@ -1072,18 +850,14 @@ def _convert_from_k_diffusion(args: argparse.Namespace) -> Path:
     step = checkpoint.get("step", 0) if not _is_state_dict(checkpoint) else 0
     step = int(step) if isinstance(step, int) else 0
     output.mkdir(parents=True, exist_ok=True)
-    save_config(config, output / "config.json")
-    trainer_state = {"step": step, "converted_from": f"k-diffusion {Path(args.source).name}"}
+    save_config(ours, output / "config.json")
+    trainer_state = {"step": step, "converted_from": f"k-diffusion {Path(source).name}"}
     save_checkpoint(output, step, raw.state_dict(), ema.state_dict(), trainer_state, keep=1)
     return output
 
 
 def _load_hdit(source: Path, config_path: Path | None, which: str):
     """``(model, Config)`` of an hdit-edu run directory, checkpoint folder or weights file."""
-    from safetensors.torch import load_file
-
-    from .training import find_checkpoint
-
     source = Path(source)
     weights_name = f"{which}.safetensors"
     if source.is_dir() and (source / weights_name).is_file():  # a checkpoint folder
@@ -1110,28 +884,26 @@ def _load_hdit(source: Path, config_path: Path | None, which: str):
     return model.eval(), config
 
 
-def _convert_to_k_diffusion(args: argparse.Namespace) -> Path:
-    output = Path(args.output)
+def convert_to_k_diffusion(
+    source: str | Path,
+    output: str | Path,
+    *,
+    config: str | Path | None = None,
+    weights: str = "ema",
+) -> Path:
+    """An hdit-edu run directory, checkpoint folder or ``.safetensors`` weights file (with
+    ``config``, the hdit-edu config JSON, when no ``config.json`` is next to it) → a k-diffusion
+    inference checkpoint ``output`` (``.safetensors`` with the config in the metadata, as
+    k-diffusion's ``convert_for_inference.py`` writes) or a ``.pth`` ``{config, model_ema}``.
+    ``weights``: which weights of a run to export, ``"ema"`` or ``"model"``."""
+    output = Path(output)
     if output.suffix not in (".safetensors", ".pth", ".pt"):
         raise ValueError(f"output {str(output)!r}: allowed suffixes: .safetensors, .pth, .pt")
-    model, config = _load_hdit(args.source, args.config, args.weights)
-    kd_config, state_dict = to_k_diffusion(model, config)
+    model, ours = _load_hdit(source, config, weights)
+    kd_config, state_dict = to_k_diffusion(model, ours)
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix == ".safetensors":
-        from safetensors.torch import save_file
-
         save_file(state_dict, str(output), metadata={"config": json.dumps(kd_config, indent=4)})
     else:
         torch.save({"config": kd_config, "model_ema": state_dict}, output)
     return output
-
-
-def run_convert(args: argparse.Namespace) -> int:
-    """Run ``hdit-edu convert`` (see :func:`add_convert_parser`)."""
-    if args.direction == "from-k-diffusion":
-        output = _convert_from_k_diffusion(args)
-        print(f"wrote hdit-edu run {output} (config.json + checkpoints/)")
-    else:
-        output = _convert_to_k_diffusion(args)
-        print(f"wrote k-diffusion {KD_MODEL_TYPE} checkpoint {output} ({args.weights} weights)")
-    return 0

@@ -1,14 +1,20 @@
 """Plots the notebooks show (Figs. 2, 3, 8 and friends): attention windows, RoPE, loss
-weightings, FLOP curves, sample grids, denoising trajectories. Matplotlib only; every function
-draws into a given ``ax`` (or creates one) and returns it, so notebooks can compose figures.
+weightings, FLOP curves, sample grids, denoising trajectories, the loss curves of runs.
+Matplotlib only; every function draws into a given ``ax`` (or creates one) and returns it, so
+notebooks can compose figures.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
+
+from .runs import read_metrics
 
 # --- diffusion plots ---------------------------------------------------------------------------
 
@@ -389,4 +395,56 @@ def plot_rope_similarity(q, k, *, head_dim: int, n_heads: int, extent=1.0, n=41,
     ax.set_xlabel("Δx (query − key)")
     ax.set_ylabel("Δy")
     ax.set_title(f"q·k after RoPE, head {head}", fontsize=9)
+    return ax
+
+
+# --- training runs ---------------------------------------------------------------------------
+
+
+def plot_losses(
+    runs: str | Path | Sequence[str | Path] | dict[str, str | Path],
+    *,
+    by_sigma: bool = False,
+    ax=None,
+    smooth: int = 1,
+):
+    """Loss curves of one or several runs (a run dir, a list, or ``{label: run dir}``).
+
+    ``by_sigma=True`` plots one run's loss per σ bin instead. ``smooth`` is a moving-average
+    window in log records. Returns the matplotlib Axes."""
+    if isinstance(runs, (str, Path)):
+        runs = {Path(runs).name: runs}
+    elif not isinstance(runs, dict):
+        runs = {Path(r).name: r for r in runs}
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+
+    def smoothed(values):
+        v = np.asarray(values, dtype=float)
+        if smooth <= 1 or len(v) < smooth:
+            return v
+        return np.convolve(v, np.ones(smooth) / smooth, mode="valid")
+
+    for label, run in runs.items():
+        records = read_metrics(run)
+        steps = [r["step"] for r in records]
+        if by_sigma:
+            for name in records[0]["sigma_bins"]:
+                vals = [r["sigma_bins"][name] for r in records]
+                ok = [(s, v) for s, v in zip(steps, vals) if v is not None]
+                if ok:
+                    s, v = zip(*ok)
+                    ax.plot(
+                        s[smooth - 1 :] if smooth > 1 and len(v) >= smooth else s,
+                        smoothed(v),
+                        label=f"{label} σ∈{name}" if len(runs) > 1 else f"σ ∈ {name}",
+                    )
+        else:
+            v = smoothed([r["loss"] for r in records])
+            ax.plot(steps[len(steps) - len(v) :], v, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss" + (" per σ bin" if by_sigma else ""))
+    ax.set_yscale("log")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
     return ax

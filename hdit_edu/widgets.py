@@ -28,7 +28,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import ipywidgets as ipw
+import matplotlib.pyplot as plt
 import torch
+from IPython.display import clear_output, display
+from PIL import Image
+from torchvision.utils import make_grid
+
+from .attention import ATTENTION_MECHANISMS, attended_mask
+from .data import to_uint8
+from .evaluation import fid
+from .runs import load_run
+from .sampling import SAMPLERS, generate, karras_sigmas, sample
+from .toy import TOY_CLASSES, ToyDataset, class_accuracy
+from .viz import plot_attended_set
 
 # --- sampling app ---
 
@@ -63,8 +76,6 @@ class SamplingSettings:
 
     def validate(self, num_classes: int) -> None:
         """Raise ``ValueError`` naming the bad setting and the allowed values."""
-        from .sampling import SAMPLERS
-
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; allowed: {', '.join(SAMPLERS)}")
         if not 1 <= self.steps <= MAX_STEPS:
@@ -123,13 +134,11 @@ def draw_samples(
 ) -> SampleResult:
     """Sample ``settings.batch_size`` images and record the x̂₀ prediction of every step.
 
-    The draws are those of :func:`hdit_edu.training.generate` (and so of ``hdit-edu sample``)
+    The draws are those of :func:`hdit_edu.sampling.generate` (and so of ``hdit-edu sample``)
     for the same settings: start noise ``x_0 = σ_max·ε`` from ``torch.Generator().manual_seed
     (seed)``, the sampler's own noise from seed + 1, the Karras schedule over the config's σ
     range. ``on_step(i, steps)`` is called after each step (the app's progress bar).
     """
-    from .sampling import karras_sigmas, sample
-
     m, d = config.model, config.diffusion
     settings.validate(m.num_classes)
     device = next(denoiser.parameters()).device
@@ -171,11 +180,6 @@ def draw_samples(
 
 def images_png(images: torch.Tensor, nrow: int | None = None, scale: int = DISPLAY_SCALE) -> bytes:
     """A grid of images (N, C, H, W) in [-1, 1] as PNG bytes, enlarged ``scale``× (nearest)."""
-    from PIL import Image
-    from torchvision.utils import make_grid
-
-    from .data import to_uint8
-
     if images.ndim != 4 or len(images) == 0:
         raise ValueError(f"images must be (N, C, H, W) with N >= 1; got {tuple(images.shape)}")
     nrow = nrow or default_columns(len(images))
@@ -224,10 +228,6 @@ def guidance_sweep(
     """Figure 9 on the toy set: for each guidance scale w, ``n`` samples (classes in turn) →
     class accuracy (toy classifier) and FID (toy classifier features) against ``reference``
     (default: the toy test split). Returns a JSON-able dict of lists, one entry per scale."""
-    from .data import ToyDataset
-    from .evaluation import class_accuracy, fid
-    from .training import generate
-
     m = config.model
     if not m.num_classes:
         raise ValueError("guidance_sweep needs a class-conditional model (num_classes > 0)")
@@ -279,8 +279,6 @@ class SamplingApp:
         class_names: Sequence[str] | None = None,
         settings: SamplingSettings = DEMO_SETTINGS,
     ):
-        import ipywidgets as w
-
         self.denoiser, self.config = denoiser, config
         num_classes = config.model.num_classes
         if num_classes == 0:
@@ -298,14 +296,14 @@ class SamplingApp:
         classes = [("every class in turn", ALL_CLASSES)] + [
             (f"{i}: {name}", i) for i, name in enumerate(self.class_names)
         ]
-        self.class_picker = w.Dropdown(
+        self.class_picker = ipw.Dropdown(
             options=classes,
             value=ALL_CLASSES if settings.class_index is None else settings.class_index,
             description="class",
             disabled=num_classes == 0,
             style=style,
         )
-        self.cfg_slider = w.FloatSlider(
+        self.cfg_slider = ipw.FloatSlider(
             value=settings.cfg_scale,
             min=CFG_RANGE[0],
             max=CFG_RANGE[1],
@@ -314,37 +312,37 @@ class SamplingApp:
             disabled=num_classes == 0,
             style=style,
         )
-        self.sampler_picker = w.Dropdown(
+        self.sampler_picker = ipw.Dropdown(
             options=SAMPLER_LABELS, value=settings.sampler, description="sampler", style=style
         )
-        self.steps_slider = w.IntSlider(
+        self.steps_slider = ipw.IntSlider(
             value=settings.steps, min=1, max=MAX_STEPS, description="steps", style=style
         )
-        self.seed_input = w.BoundedIntText(
+        self.seed_input = ipw.BoundedIntText(
             value=settings.seed, min=0, max=2**31 - 1, description="seed", style=style
         )
-        self.batch_slider = w.IntSlider(
+        self.batch_slider = ipw.IntSlider(
             value=settings.batch_size, min=1, max=MAX_BATCH, description="batch size", style=style
         )
-        self.sample_button = w.Button(
+        self.sample_button = ipw.Button(
             description="Sample", button_style="primary", icon="play", tooltip="draw samples"
         ).add_class("hdit-sample-button")
-        self.progress = w.IntProgress(
+        self.progress = ipw.IntProgress(
             value=0, min=0, max=settings.steps, description="steps done", style=style
         )
-        self.status = w.HTML(value="Press <b>Sample</b>.")
-        self.grid_image = w.Image(format="png").add_class("hdit-sample-grid")
-        self.strip_image = w.Image(format="png").add_class("hdit-trajectory-strip")
-        self.strip_caption = w.HTML()
-        self.step_slider = w.IntSlider(
+        self.status = ipw.HTML(value="Press <b>Sample</b>.")
+        self.grid_image = ipw.Image(format="png").add_class("hdit-sample-grid")
+        self.strip_image = ipw.Image(format="png").add_class("hdit-trajectory-strip")
+        self.strip_caption = ipw.HTML()
+        self.step_slider = ipw.IntSlider(
             value=1, min=1, max=1, description="x̂₀ at step", disabled=True, style=style
         )
-        self.step_image = w.Image(format="png").add_class("hdit-trajectory-step")
+        self.step_image = ipw.Image(format="png").add_class("hdit-trajectory-step")
 
         self.sample_button.on_click(lambda _button: self.run())
         self.step_slider.observe(lambda _change: self._show_step(), names="value")
 
-        controls = w.VBox(
+        controls = ipw.VBox(
             [
                 self.class_picker,
                 self.cfg_slider,
@@ -352,33 +350,29 @@ class SamplingApp:
                 self.steps_slider,
                 self.seed_input,
                 self.batch_slider,
-                w.HBox([self.sample_button, self.progress]),
+                ipw.HBox([self.sample_button, self.progress]),
                 self.status,
             ]
         )
-        samples = w.VBox([w.HTML("<b>samples</b>"), self.grid_image])
-        trajectory = w.VBox(
+        samples = ipw.VBox([ipw.HTML("<b>samples</b>"), self.grid_image])
+        trajectory = ipw.VBox(
             [
-                w.HTML("<b>denoising trajectory</b>: x̂₀ = D(x_i, σ_i) of each step"),
+                ipw.HTML("<b>denoising trajectory</b>: x̂₀ = D(x_i, σ_i) of each step"),
                 self.strip_image,
                 self.strip_caption,
                 self.step_slider,
                 self.step_image,
             ]
         )
-        self.widget = w.VBox([w.HBox([controls, samples]), trajectory])
+        self.widget = ipw.VBox([ipw.HBox([controls, samples]), trajectory])
 
     @classmethod
     def from_run(cls, run_dir: str | Path = SHIPPED_RUN, *, device="cpu", **options):
         """The app on a run's EMA weights (default: the shipped toy model)."""
-        from .training import load_run
-
         config, denoiser = load_run(run_dir, device=device)
         return cls(denoiser, config, **options)
 
     def _ipython_display_(self):
-        from IPython.display import display
-
         display(self.widget)
 
     def settings(self) -> SamplingSettings:
@@ -456,8 +450,6 @@ def _show_png(image, png: bytes) -> None:
 
 def _class_names(config) -> list[str]:
     """The toy classes' names for a toy-set model, else ``class 0``, ``class 1``, …"""
-    from .data import TOY_CLASSES
-
     n = config.model.num_classes
     if config.training.dataset == "toy" and n == len(TOY_CLASSES):
         return list(TOY_CLASSES)
@@ -487,37 +479,35 @@ class AttentionExplorer:
         window_size: int = 8,
         query: tuple[int, int] = (0, 0),
     ):
-        import ipywidgets as w
-
         self.grids = [tuple(g) for g in grids]
         if not self.grids:
             raise ValueError("AttentionExplorer needs at least one grid")
         h, wd = self.grids[0]
         style = {"description_width": "90px"}
-        self.level = w.Dropdown(
+        self.level = ipw.Dropdown(
             options=[(f"level {i}: {gh}×{gw} tokens", i) for i, (gh, gw) in enumerate(self.grids)],
             value=0,
             description="level",
             style=style,
         )
-        self.row = w.IntSlider(
+        self.row = ipw.IntSlider(
             value=query[0], min=0, max=h - 1, description="query row", style=style
         )
-        self.col = w.IntSlider(
+        self.col = ipw.IntSlider(
             value=query[1], min=0, max=wd - 1, description="query col", style=style
         )
-        self.kernel = w.IntSlider(
+        self.kernel = ipw.IntSlider(
             value=kernel_size, min=1, max=15, step=2, description="NA kernel", style=style
         )
-        self.window = w.Dropdown(
+        self.window = ipw.Dropdown(
             options=[2, 4, 8, 16], value=window_size, description="window", style=style
         )
-        self.shifted = w.Checkbox(value=False, description="shift windows by window/2")
-        self.output = w.Output()
-        self.widget = w.VBox(
+        self.shifted = ipw.Checkbox(value=False, description="shift windows by window/2")
+        self.output = ipw.Output()
+        self.widget = ipw.VBox(
             [
-                w.HBox([self.level, self.row, self.col]),
-                w.HBox([self.kernel, self.window, self.shifted]),
+                ipw.HBox([self.level, self.row, self.col]),
+                ipw.HBox([self.kernel, self.window, self.shifted]),
                 self.output,
             ]
         )
@@ -551,8 +541,6 @@ class AttentionExplorer:
 
     def key_counts(self) -> dict[str, int]:
         """How many keys the query sees under each mechanism, for the current settings."""
-        from .attention import ATTENTION_MECHANISMS, attended_mask
-
         s = self.settings()
         return {
             kind: int(
@@ -570,12 +558,6 @@ class AttentionExplorer:
         }
 
     def draw(self):
-        import matplotlib.pyplot as plt
-        from IPython.display import clear_output
-
-        from .attention import ATTENTION_MECHANISMS
-        from .viz import plot_attended_set
-
         s = self.settings()
         with self.output:
             clear_output(wait=True)
@@ -595,8 +577,6 @@ class AttentionExplorer:
             plt.show()
 
     def _ipython_display_(self):
-        from IPython.display import display
-
         display(self.widget)
 
 

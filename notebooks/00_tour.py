@@ -72,9 +72,9 @@ import time
 import matplotlib.pyplot as plt
 import torch
 
-from hdit_edu.data import TOY_CLASSES
-from hdit_edu.evaluation import class_accuracy
-from hdit_edu.training import generate, load_run
+from hdit_edu.runs import load_run
+from hdit_edu.sampling import generate
+from hdit_edu.toy import TOY_CLASSES, class_accuracy
 from hdit_edu.widgets import SHIPPED_RUN
 
 torch.set_num_threads(1)  # tiny model: one thread is fastest on a small shared CPU

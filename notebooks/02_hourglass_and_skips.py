@@ -51,7 +51,6 @@ import torch
 import torch.nn.functional as F
 
 from hdit_edu.configs import LevelConfig, MappingConfig, ModelConfig, paper_config
-from hdit_edu.data import ToyDataset
 from hdit_edu.hourglass import (
     HDiT,
     TokenMerge,
@@ -61,6 +60,7 @@ from hdit_edu.hourglass import (
     pixel_unshuffle_tokens,
 )
 from hdit_edu.rope import downscale_pos, make_axial_pos
+from hdit_edu.toy import ToyDataset
 from hdit_edu.viz import plot_hourglass, trace_hourglass
 
 torch.manual_seed(0)

@@ -50,7 +50,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from hdit_edu.configs import ablation_step, at_resolution, build_model, get_config
+from hdit_edu.configs import ablation_step, at_resolution, get_config
 from hdit_edu.flops import (
     TABLE1_GFLOPS,
     TABLE1_RESOLUTIONS,
@@ -65,6 +65,7 @@ from hdit_edu.flops import (
     loglog_slope,
     scaling_table,
 )
+from hdit_edu.models import build_model
 from hdit_edu.viz import plot_flops_breakdown, plot_flops_scaling
 
 # In the CPU profile fvcore traces only the 128² models (on the meta device: shapes only, no

@@ -34,7 +34,7 @@
 # optimiser), then puts the loss curves, a quality metric and the cost side by side.
 #
 # * **cpu profile**: every step is moved onto the 32×32 toy set (8 classes) with tiny widths by
-#   `hdit_edu.training.toy_scale` — the *same kinds* of changes (attention kind, GEGLU, RoPE,
+#   `hdit_edu.profiles.toy_scale` — the *same kinds* of changes (attention kind, GEGLU, RoPE,
 #   loss weighting, skip merge), a few hundred thousand parameters, ~100 steps each. Quality is
 #   FID in the feature space of a small classifier trained on the toy set (via clean-fid) and
 #   the class accuracy of the samples. At this budget the differences between steps are
@@ -66,9 +66,11 @@ import numpy as np
 import torch
 from IPython.display import Image, Markdown, display
 
+from hdit_edu.ablation import ablation_config, run_ablation
 from hdit_edu.configs import get_config
 from hdit_edu.flops import TABLE1_GFLOPS, analytic_gflops
-from hdit_edu.training import ablation_config, plot_losses, read_metrics, run_ablation
+from hdit_edu.runs import read_metrics
+from hdit_edu.viz import plot_losses
 
 # FID fits a Gaussian to 128-dimensional features: with about as few samples as dimensions
 # (the cpu profile's 128) the covariance is singular and clean-fid warns; the number stays

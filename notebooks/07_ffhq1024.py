@@ -24,7 +24,7 @@
 # 3. sampling cells that load a checkpoint and draw 1024² faces with 50 steps of DPM++(3M) SDE.
 #
 # **gpu profile**: the paper's model on an FFHQ folder `DATA`. **cpu profile**: the *same
-# cells* on the 32×32 toy set with a tiny model (`hdit_edu.training.toy_scale`: the same
+# cells* on the 32×32 toy set with a tiny model (`hdit_edu.profiles.toy_scale`: the same
 # kinds of levels, dropout, augmentation and objective), so the notebook always runs.
 
 # %% tags=["parameters"]
@@ -50,18 +50,14 @@ import matplotlib.pyplot as plt
 import torch
 from torchvision.utils import make_grid
 
+from hdit_edu.checkpoints import list_checkpoints
 from hdit_edu.configs import paper_config, token_grids
 from hdit_edu.flops import TABLE6, analytic_breakdown, analytic_gflops, analytic_params
-from hdit_edu.sampling import karras_sigmas, sample
-from hdit_edu.training import (
-    Trainer,
-    for_profile,
-    generate,
-    list_checkpoints,
-    load_run,
-    plot_losses,
-    read_metrics,
-)
+from hdit_edu.profiles import for_profile
+from hdit_edu.runs import load_run, read_metrics
+from hdit_edu.sampling import generate, karras_sigmas, sample
+from hdit_edu.training import Trainer
+from hdit_edu.viz import plot_losses
 
 if PROFILE == "cpu":
     torch.set_num_threads(1)  # tiny models on 2 shared cores: no oversubscription stalls
@@ -291,7 +287,7 @@ assert torch.isfinite(final).all()
 
 # %%
 from hdit_edu import evaluation
-from hdit_edu.data import ToyDataset
+from hdit_edu.toy import ToyDataset
 
 if PROFILE == "gpu" and RUN_FID:
     reference = evaluation.ReferenceStats("ffhq", 1024, "trainval70k")

@@ -49,10 +49,10 @@ from dataclasses import replace
 import matplotlib.pyplot as plt
 import torch
 
-from hdit_edu.data import TOY_CLASSES
-from hdit_edu.evaluation import class_accuracy
+from hdit_edu.runs import load_run, read_metrics
 from hdit_edu.sampling import karras_sigmas, sample
-from hdit_edu.training import load_run, plot_losses, read_metrics
+from hdit_edu.toy import TOY_CLASSES, class_accuracy
+from hdit_edu.viz import plot_losses
 from hdit_edu.widgets import (
     DEMO_SETTINGS,
     SAMPLER_LABELS,

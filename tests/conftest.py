@@ -20,9 +20,13 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def k_diffusion():
     """The authors' ``k_diffusion`` package, imported from the source tree named by
-    ``HDIT_K_DIFFUSION_SRC`` (:func:`hdit_edu.interop.import_k_diffusion`) once for the whole
+    ``HDIT_K_DIFFUSION_SRC`` (:func:`hdit_edu.reference_source.import_k_diffusion`) once for the whole
     session; the tests that use it skip when the variable is unset."""
-    from hdit_edu.interop import K_DIFFUSION_SRC_ENV, import_k_diffusion, k_diffusion_source
+    from hdit_edu.reference_source import (
+        K_DIFFUSION_SRC_ENV,
+        import_k_diffusion,
+        k_diffusion_source,
+    )
 
     src = k_diffusion_source()
     if src is None:

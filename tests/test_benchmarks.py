@@ -28,8 +28,9 @@ import sampling_speed  # noqa: E402
 import scaling  # noqa: E402
 import train_throughput  # noqa: E402
 
-from hdit_edu.configs import build_model, get_config  # noqa: E402
+from hdit_edu.configs import get_config  # noqa: E402
 from hdit_edu.flops import analytic_gflops  # noqa: E402
+from hdit_edu.models import build_model  # noqa: E402
 
 PIXELS = [64**2, 128**2, 256**2, 512**2, 1024**2]
 

@@ -112,7 +112,7 @@ def test_sample_writes_a_png_grid_of_the_right_size(trained_run, tmp_path):
 
 
 def test_fid_of_a_run_with_the_toy_extractor(trained_run, tmp_path):
-    from hdit_edu.evaluation import TOY_CLASSIFIER_DIR
+    from hdit_edu.toy import TOY_CLASSIFIER_DIR
 
     if not TOY_CLASSIFIER_DIR.exists():
         pytest.skip("the shipped toy classifier is not in data/toy_classifier yet")
@@ -160,7 +160,7 @@ def test_flops_prints_the_measured_and_closed_form_gflops(capsys):
 
 
 def test_ablate_writes_a_results_table(tmp_path):
-    from hdit_edu.evaluation import TOY_CLASSIFIER_DIR
+    from hdit_edu.toy import TOY_CLASSIFIER_DIR
 
     if not TOY_CLASSIFIER_DIR.exists():
         pytest.skip("the shipped toy classifier is not in data/toy_classifier yet")

@@ -16,7 +16,6 @@ from hdit_edu.configs import (
     Config,
     ablation_step,
     at_resolution,
-    build_model,
     get_config,
     load_config,
     min_resolution,
@@ -27,6 +26,7 @@ from hdit_edu.configs import (
     toy_config,
     validate_config,
 )
+from hdit_edu.models import build_model
 
 # ----------------------------------------------------------------------------------------------
 # Validation: one test per kind of bad value
@@ -314,7 +314,7 @@ def test_paper_configs_follow_table6():
 
 
 def test_toy_config_matches_the_toy_data_set():
-    from hdit_edu.data import TOY_CLASSES
+    from hdit_edu.toy import TOY_CLASSES
 
     toy = toy_config()
     assert toy.model.num_classes == len(TOY_CLASSES) == 8

@@ -9,18 +9,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from hdit_edu import data
+from hdit_edu import data, toy
+from hdit_edu.cli import main
 from hdit_edu.data import (
     AUG_DIM,
     Augment,
     AugParams,
     ImageFolderDataset,
     ResumableSampler,
-    ToyDataset,
     augment,
-    make_toy_folder,
     step_generator,
 )
+from hdit_edu.toy import ToyDataset, make_toy_folder
 
 # ------------------------------------------------------------------------------ image folders
 
@@ -55,13 +55,13 @@ def test_flat_folder_resize_and_center_crop(tmp_path):
 def test_class_subfolders_match_the_toy_pixels(tmp_path):
     root = make_toy_folder(tmp_path / "toy", 24, resolution=32, seed=3)
     ds = ImageFolderDataset(root, 32)  # auto-detected: no images directly in root
-    toy = ToyDataset("test", 32, size=24, seed=3)
-    assert ds.classes == sorted(data.TOY_CLASSES) and len(ds) == 24
+    toy_set = ToyDataset("test", 32, size=24, seed=3)
+    assert ds.classes == sorted(toy.TOY_CLASSES) and len(ds) == 24
     for i in range(len(ds)):
         x, y = ds[i]
         k = int(ds.files[i].stem)  # make_toy_folder names files by toy index
-        assert ds.classes[y] == toy.classes[toy.labels[k]]
-        assert torch.equal(x, toy[k][0])  # PNG is lossless, no resize at 32
+        assert ds.classes[y] == toy_set.classes[toy_set.labels[k]]
+        assert torch.equal(x, toy_set[k][0])  # PNG is lossless, no resize at 32
     flat = ImageFolderDataset(root, 16, class_subfolders=False)  # FFHQ-style: one set
     assert len(flat) == 24 and set(flat.targets) == {0}
     xb, yb = flat.batch([0, 5])
@@ -118,7 +118,7 @@ def test_empty_folder_and_bad_arguments(tmp_path):
 
 def test_toy_set_is_deterministic_from_the_seed():
     a = ToyDataset("test", 32, size=256, seed=0)
-    data._toy_arrays.cache_clear()  # really draw it again
+    toy._toy_arrays.cache_clear()  # really draw it again
     b = ToyDataset("test", 32, size=256, seed=0)
     assert a.images is not b.images
     assert a.images.tobytes() == b.images.tobytes() and np.array_equal(a.labels, b.labels)
@@ -129,9 +129,9 @@ def test_toy_set_is_deterministic_from_the_seed():
 
 
 def test_toy_set_size_balance_shapes_and_range():
-    assert data.TOY_SIZES["train"] >= 10_000
+    assert toy.TOY_SIZES["train"] >= 10_000
     ds = ToyDataset()
-    assert len(ds) == data.TOY_SIZES["train"] and ds.num_classes == 8 >= 5
+    assert len(ds) == toy.TOY_SIZES["train"] and ds.num_classes == 8 >= 5
     assert np.bincount(ds.labels).tolist() == [len(ds) // 8] * 8  # exactly balanced
     x, y = ds.batch(np.arange(64))
     assert x.shape == (64, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
@@ -146,10 +146,10 @@ def test_toy_set_size_balance_shapes_and_range():
 
 
 def test_make_toy_cli(tmp_path):
-    data.main(["make-toy", str(tmp_path / "out"), "--n", "16", "--resolution", "32"])
+    assert main(["data", "make-toy", str(tmp_path / "out"), "--n", "16", "--resolution", "32"]) == 0
     files = sorted((tmp_path / "out").rglob("*.png"))
     assert len(files) == 16 and Image.open(files[0]).size == (32, 32)
-    data.main(["preview", str(tmp_path / "grid.png"), "--per-class", "3"])
+    assert main(["data", "preview", str(tmp_path / "grid.png"), "--per-class", "3"]) == 0
     grid = np.asarray(Image.open(tmp_path / "grid.png"))
     assert grid.shape == (8 * 64, 3 * 64, 3)  # 8 class rows × 3 images, 32 px shown at 2×
 

@@ -19,8 +19,9 @@ import torch
 from PIL import Image
 
 from hdit_edu import cli
-from hdit_edu.evaluation import class_accuracy
-from hdit_edu.training import generate, load_run
+from hdit_edu.runs import load_run
+from hdit_edu.sampling import generate
+from hdit_edu.toy import class_accuracy
 from hdit_edu.widgets import (
     DEMO_SETTINGS,
     SHIPPED_RUN,

@@ -9,7 +9,9 @@ import scipy.linalg
 import torch
 
 from hdit_edu import evaluation as ev
-from hdit_edu.data import ToyDataset, make_toy_folder
+from hdit_edu import toy
+from hdit_edu.cli import main
+from hdit_edu.toy import ToyDataset, make_toy_folder
 
 N = 256  # images per folder: > 128 feature dims, so the covariances have full rank
 
@@ -88,7 +90,7 @@ def test_clean_fid_compute_fid_takes_the_toy_extractor(tmp_path):
     from cleanfid import fid as cleanfid
 
     folder = make_toy_folder(tmp_path, 136, seed=4)  # 136 > 128 features: full rank
-    extractor = ev.ToyFeatureExtractor()
+    extractor = toy.ToyFeatureExtractor()
     big = torch.rand(2, 3, 299, 299) * 255  # what clean-fid hands a custom extractor
     assert extractor(big).shape == (2, 128)
     score = cleanfid.compute_fid(
@@ -99,20 +101,20 @@ def test_clean_fid_compute_fid_takes_the_toy_extractor(tmp_path):
 
 
 def test_shipped_classifier_is_accurate_on_fresh_images():
-    folder = ev.TOY_CLASSIFIER_DIR
+    folder = toy.TOY_CLASSIFIER_DIR
     assert (folder / "model.safetensors").stat().st_size < 1_000_000
     record = json.loads((folder / "config.json").read_text())
     assert record["test_accuracy"] >= 0.95 and record["classes"] == list(ToyDataset.classes)
     x, y = ToyDataset("test", 32, size=512, seed=12345).batch(np.arange(512))
-    assert ev.class_accuracy(x, y) >= 0.95
-    assert ev.class_accuracy(x, (y + 1) % 8) <= 0.05  # wrong labels are caught
+    assert toy.class_accuracy(x, y) >= 0.95
+    assert toy.class_accuracy(x, (y + 1) % 8) <= 0.05  # wrong labels are caught
     x64, y64 = ToyDataset("test", 64, size=256, seed=54321).batch(np.arange(256))
-    assert ev.class_accuracy(x64, y64) >= 0.95  # 64² is resized to the classifier's 32²
+    assert toy.class_accuracy(x64, y64) >= 0.95  # 64² is resized to the classifier's 32²
 
 
 def test_classifier_training_is_deterministic():
     runs = [
-        ev.train_toy_classifier(
+        toy.train_toy_classifier(
             epochs=1, batch_size=32, train_size=128, test_size=64, seed=7, log=None
         )[0]
         for _ in range(2)
@@ -157,6 +159,6 @@ def test_fid_cli_prints_fid_and_kid(folder, capsys, tmp_path):
     shutil.copytree(folder, half)
     for name in ("face", "ring"):  # 3/4 of the images left: covariances stay full rank
         shutil.rmtree(half / name)
-    ev.main(["fid", str(folder), str(half)])
+    assert main(["fid-folders", str(folder), str(half)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["fid"] > 10 and set(out) == {"fid", "kid"}

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from hdit_edu.attention import neighborhood_attention, shifted_window_attention
-from hdit_edu.configs import CONFIG_NAMES, ablation_step, build_model, get_config
+from hdit_edu.configs import CONFIG_NAMES, ablation_step, get_config
 from hdit_edu.flops import (
     TABLE1_GFLOPS,
     TABLE1_RESOLUTIONS,
@@ -25,6 +25,7 @@ from hdit_edu.flops import (
     loglog_slope,
     scaling_table,
 )
+from hdit_edu.models import build_model
 
 # ----------------------------------------------------------------------------------------------
 # The paper's numbers, in closed form

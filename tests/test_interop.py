@@ -19,9 +19,9 @@ Regenerate the fixtures (after a change of the reference or of :data:`KD_CONFIGS
 
     HDIT_K_DIFFUSION_SRC=/path/to/k-diffusion .venv/bin/python tests/test_interop.py
 
-The reference is imported by :func:`hdit_edu.interop.import_k_diffusion` (the session fixture
-``k_diffusion`` in ``conftest.py``; its own adjustments are tested here with a minimal tree of
-the same shape): stand-ins for the imports its model does not use, no ``torch.compile`` of
+The reference is imported by :func:`hdit_edu.reference_source.import_k_diffusion` (the session
+fixture ``k_diffusion`` in ``conftest.py``; its own adjustments are tested here with a minimal
+tree of the same shape): stand-ins for the imports its model does not use, no ``torch.compile`` of
 small kernels on the CPU (same math), and NATTEN 0.21's ``na2d`` — its flex path, forward only
 on the CPU, hence ``torch.no_grad()``. hdit-edu uses its own neighborhood attention on the
 CPU, so the comparison pits two independent implementations against each other.
@@ -29,7 +29,6 @@ CPU, so the comparison pits two independent implementations against each other.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -40,15 +39,19 @@ import pytest
 import torch
 from einops import rearrange
 
-from hdit_edu import interop
+from hdit_edu import interop, reference_source
+from hdit_edu.checkpoints import save_checkpoint
+from hdit_edu.cli import main
 from hdit_edu.configs import (
     MappingConfig,
     ModelConfig,
-    build_model,
     paper_config,
+    save_config,
     toy_config,
 )
 from hdit_edu.hourglass import HDiT, TokenMerge, TokenSplit
+from hdit_edu.models import build_model
+from hdit_edu.runs import load_run
 
 FIXTURES = Path(__file__).parent / "fixtures" / "k_diffusion_names"
 K_DIFFUSION_COMMIT = "4601bf0"
@@ -462,17 +465,11 @@ def test_unaugmented_model_converts_with_a_zero_aug_projection():
 
 
 def _convert(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="hdit-edu")
-    interop.add_convert_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["convert", *map(str, argv)])
-    return args.func(args)
+    return main(["convert", *map(str, argv)])
 
 
 def test_cli_converts_a_run_to_k_diffusion_and_back(tmp_path):
     """hdit-edu run → k-diffusion inference checkpoint → hdit-edu run: the same function."""
-    from hdit_edu.configs import save_config
-    from hdit_edu.training import load_run, save_checkpoint
-
     config = interop.config_from_k_diffusion(KD_CONFIGS["two_level_neighborhood_classes"])
     torch.manual_seed(0)
     model, ema = build_model(config).eval(), build_model(config).eval()
@@ -493,13 +490,12 @@ def test_cli_converts_a_run_to_k_diffusion_and_back(tmp_path):
     with torch.no_grad():
         assert torch.equal(denoiser.inner(x, sigma, cls, aug), ema(x, sigma, cls, aug))
     with pytest.raises(ValueError, match="not an empty directory"):
-        _convert("from-k-diffusion", kd_path, "-o", back)
+        interop.convert_from_k_diffusion(kd_path, back)
+    assert _convert("from-k-diffusion", kd_path, "-o", back) == 2  # the CLI: a message
 
 
 def test_cli_converts_a_k_diffusion_training_checkpoint(tmp_path):
     """{config, model, model_ema, step} → a run whose model / ema weights are both converted."""
-    from hdit_edu.training import load_run
-
     fixture = _load_fixture("three_level_shifted_window_classes")
     raw, ema = _random_tensors(fixture["tensors"], 1), _random_tensors(fixture["tensors"], 2)
     checkpoint = {"config": fixture["config"], "model": raw, "model_ema": ema, "step": 1200}
@@ -546,19 +542,23 @@ def _source_tree(root: Path) -> Path:
 
 
 def test_k_diffusion_source_reads_the_variable_and_names_a_bad_path(tmp_path, monkeypatch):
-    monkeypatch.delenv(interop.K_DIFFUSION_SRC_ENV, raising=False)
-    assert interop.k_diffusion_source() is None
-    monkeypatch.setenv(interop.K_DIFFUSION_SRC_ENV, "")
-    assert interop.k_diffusion_source() is None
+    monkeypatch.delenv(reference_source.K_DIFFUSION_SRC_ENV, raising=False)
+    assert reference_source.k_diffusion_source() is None
+    monkeypatch.setenv(reference_source.K_DIFFUSION_SRC_ENV, "")
+    assert reference_source.k_diffusion_source() is None
     bogus = tmp_path / "not-k-diffusion"
-    monkeypatch.setenv(interop.K_DIFFUSION_SRC_ENV, str(bogus))
+    monkeypatch.setenv(reference_source.K_DIFFUSION_SRC_ENV, str(bogus))
     with pytest.raises(ValueError, match=re.escape(f"HDIT_K_DIFFUSION_SRC='{bogus}' is not a")):
-        interop.k_diffusion_source()
+        reference_source.k_diffusion_source()
     with pytest.raises(ValueError, match=re.escape(f"'{bogus}' is not a k-diffusion source")):
-        interop.k_diffusion_source(bogus)
+        reference_source.k_diffusion_source(bogus)
     tree = _source_tree(tmp_path / "kd")
-    monkeypatch.setenv(interop.K_DIFFUSION_SRC_ENV, str(tree))
-    assert interop.k_diffusion_source() == str(tree.resolve()) == interop.k_diffusion_source(tree)
+    monkeypatch.setenv(reference_source.K_DIFFUSION_SRC_ENV, str(tree))
+    assert (
+        reference_source.k_diffusion_source()
+        == str(tree.resolve())
+        == reference_source.k_diffusion_source(tree)
+    )
 
 
 def test_import_k_diffusion_adjusts_the_import_and_undoes_it(tmp_path, monkeypatch):
@@ -572,7 +572,7 @@ def test_import_k_diffusion_adjusts_the_import_and_undoes_it(tmp_path, monkeypat
     names = ("k_diffusion", "torchsde", "torchdiffeq", "dctorch", "jsonmerge", "skimage")
     before = {name: sys.modules.get(name) for name in names}
     path, fused = list(sys.path), getattr(natten, "has_fused_na", None)
-    with interop.import_k_diffusion(tmp_path) as package:
+    with reference_source.import_k_diffusion(tmp_path) as package:
         assert package.__file__ == os.path.join(tree, "k_diffusion", "__init__.py")
         assert sys.modules["k_diffusion"] is package and sys.path[0] == tree
         assert package.USES_NA2D is True and package.FLAGS == ["0", "0"]
@@ -583,14 +583,16 @@ def test_import_k_diffusion_adjusts_the_import_and_undoes_it(tmp_path, monkeypat
         if not hasattr(sys.modules["torchdiffeq"], "__file__"):  # a stand-in: it says so
             with pytest.raises(ModuleNotFoundError, match="torchdiffeq is not installed"):
                 package.odeint(None, None, None)
-        with interop.import_k_diffusion(tree) as inner:  # blocks nest
+        with reference_source.import_k_diffusion(tree) as inner:  # blocks nest
             assert inner is not package and sys.modules["k_diffusion"] is inner
         assert sys.modules["k_diffusion"] is package and natten.has_fused_na() is True
     assert {name: sys.modules.get(name) for name in names} == before
     assert sys.path == path and getattr(natten, "has_fused_na", None) is fused
     assert os.environ["K_DIFFUSION_USE_COMPILE"] == "1"
     assert "K_DIFFUSION_USE_FLASH_2" not in os.environ
-    with interop.import_k_diffusion(tree, device="cuda") as package:  # k-diffusion's defaults
+    with reference_source.import_k_diffusion(
+        tree, device="cuda"
+    ) as package:  # k-diffusion's defaults
         assert package.FLAGS == ["1", None]
 
 
@@ -691,7 +693,7 @@ def test_global_attention_model_is_exact_in_float64(k_diffusion, monkeypatch):
 def regenerate_fixtures(src: str) -> None:
     FIXTURES.mkdir(parents=True, exist_ok=True)
     configs = {**KD_CONFIGS, **{name: make() for name, make in PAPER_FIXTURES.items()}}
-    with interop.import_k_diffusion(src) as k_diffusion:
+    with reference_source.import_k_diffusion(src) as k_diffusion:
         for name, config in configs.items():
             reference = _reference(k_diffusion, config, device="meta")
             tensors = {k: list(v.shape) for k, v in reference.state_dict().items()}
@@ -709,7 +711,7 @@ def regenerate_fixtures(src: str) -> None:
 
 
 if __name__ == "__main__":
-    source = interop.k_diffusion_source()
+    source = reference_source.k_diffusion_source()
     if source is None:
-        sys.exit(f"set {interop.K_DIFFUSION_SRC_ENV} to a clone of crowsonkb/k-diffusion")
+        sys.exit(f"set {reference_source.K_DIFFUSION_SRC_ENV} to a clone of crowsonkb/k-diffusion")
     regenerate_fixtures(source)

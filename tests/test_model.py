@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from hdit_edu.configs import LevelConfig, MappingConfig, ModelConfig, build_model
+from hdit_edu.configs import LevelConfig, MappingConfig, ModelConfig
 from hdit_edu.dit import DiT
 from hdit_edu.hourglass import (
     HDiT,
@@ -18,6 +18,7 @@ from hdit_edu.hourglass import (
     pixel_unshuffle_tokens,
 )
 from hdit_edu.layers import param_tags
+from hdit_edu.models import build_model
 
 
 @pytest.fixture(autouse=True, scope="module")

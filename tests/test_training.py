@@ -19,22 +19,21 @@ import numpy as np
 import pytest
 import torch
 
+from hdit_edu.ablation import ABLATION_CPU_SCALE
+from hdit_edu.checkpoints import CheckpointError, list_checkpoints, load_checkpoint
 from hdit_edu.configs import get_config, toy_config
-from hdit_edu.data import ToyDataset
+from hdit_edu.data import ResumableSampler
+from hdit_edu.models import build_model
+from hdit_edu.profiles import ToyScale, toy_scale
+from hdit_edu.runs import read_metrics
+from hdit_edu.toy import ToyDataset
 from hdit_edu.training import (
-    ABLATION_CPU_SCALE,
-    CheckpointError,
     EMAWarmup,
     NonFiniteLossError,
-    ToyScale,
     Trainer,
     drop_class_labels,
     ema_update,
-    list_checkpoints,
-    load_checkpoint,
     make_optimizer,
-    read_metrics,
-    toy_scale,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,8 +96,6 @@ def test_ema_update_is_a_lerp_towards_the_weights():
 
 def test_optimizer_is_table6_adamw_with_mapping_at_one_third():
     config = tiny_config()
-    from hdit_edu.configs import build_model
-
     model = build_model(config)
     opt = make_optimizer(model, config)
     assert isinstance(opt, torch.optim.AdamW)
@@ -226,8 +223,6 @@ class PoisonedToyData:
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(toy_data, tmp_path):
-    from hdit_edu.data import ResumableSampler
-
     bad_index = int(ResumableSampler(len(toy_data)).batch_indices(4, 8)[0])  # read at step 5
     run = tmp_path / "nan"
     trainer = Trainer(
@@ -274,7 +269,7 @@ def test_loss_curves_plot(six_step_run):
     import matplotlib
 
     matplotlib.use("Agg")
-    from hdit_edu.training import plot_losses
+    from hdit_edu.viz import plot_losses
 
     run, losses = six_step_run
     ax = plot_losses(run)
@@ -289,8 +284,9 @@ def test_loss_curves_plot(six_step_run):
 DDP_SCRIPT = """
 import sys, torch
 from hdit_edu.configs import toy_config
-from hdit_edu.data import ToyDataset
-from hdit_edu.training import Trainer, ToyScale, toy_scale
+from hdit_edu.profiles import ToyScale, toy_scale
+from hdit_edu.toy import ToyDataset
+from hdit_edu.training import Trainer
 
 config = toy_scale(toy_config(), ToyScale(widths=(32, 64), depths=(1, 1), head_dim=16,
                                           mapping_width=32, batch_size=8, steps=1))
