@@ -151,7 +151,7 @@ def _module_version(name: str) -> str | None:
 
 def environment(device: torch.device) -> dict:
     """The device and the software versions of a run."""
-    from hdit_edu.attention import natten_fused_available
+    from hdit_edu.env import natten_fused_available
 
     info: dict[str, Any] = {
         "device_type": device.type,
@@ -320,18 +320,6 @@ def fit_exponent(pixels: Iterable[float], values: Iterable[float]) -> dict:
 # ----------------------------------------------------------------------------------------------
 # Neighborhood attention backends
 # ----------------------------------------------------------------------------------------------
-
-
-def set_attention_backend(model: torch.nn.Module, backend: str) -> None:
-    """Set the neighborhood attention backend of every attention module of a built model
-    (one of :data:`hdit_edu.attention.NA_BACKENDS`)."""
-    from hdit_edu.attention import NA_BACKENDS, Attention
-
-    if backend not in NA_BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(NA_BACKENDS)}")
-    for module in model.modules():
-        if isinstance(module, Attention):
-            module.backend = backend
 
 
 def resolved_backends(model_config, resolution: int, backend: str, device) -> list[dict]:

@@ -96,8 +96,9 @@ def na_share(averages, device, *, top: int = 12) -> dict:
 def profile_backend(config, backend: str, args, device) -> dict:
     torch.manual_seed(0)
     dataset = common.benchmark_dataset(config)  # random images when ImageNet/FFHQ are absent
-    trainer = Trainer(config, None, dataset=dataset, device=device, progress=False)
-    common.set_attention_backend(trainer.model, backend)
+    trainer = Trainer(
+        config, None, dataset=dataset, device=device, progress=False, attention_backend=backend
+    )
     res = config.model.resolution
     timing = common.time_call(trainer.train_step, device, warmup=args.warmup, repeats=args.repeats)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])

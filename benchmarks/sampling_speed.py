@@ -150,8 +150,7 @@ def benchmark_config(name: str, args, device) -> dict:
     )
     torch.manual_seed(0)
     with torch.device(device):
-        model = build_model(config).eval().requires_grad_(False)
-    common.set_attention_backend(model, args.backend)
+        model = build_model(config, attention_backend=args.backend).eval().requires_grad_(False)
     d = config.diffusion
     denoiser = Denoiser(model, d.sigma_data, d.loss_weighting, d.gamma)
     kwargs = {

@@ -202,8 +202,7 @@ def benchmark_model(label: str, step: str, resolutions, args, device) -> list[di
 
         print(f"{label} {res}²: building ({row['params'] / 1e6:.1f}M parameters)...", flush=True)
         with torch.device(device):
-            model = build_model(config)
-        common.set_attention_backend(model, args.backend)
+            model = build_model(config, attention_backend=args.backend)
         row["na_backends"] = common.resolved_backends(config.model, res, args.backend, device)
         row["fvcore_gflops"], row["fvcore"] = fvcore_gflops(config, res, model, device, args.fvcore)
         inputs = make_inputs(config, res, args.batch_size, device)

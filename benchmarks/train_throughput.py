@@ -48,9 +48,9 @@ import torch
 
 from hdit_edu.attention import NA_BACKENDS
 from hdit_edu.configs import get_config
-from hdit_edu.diffusion import Denoiser, sample_sigmas
+from hdit_edu.diffusion import Denoiser
 from hdit_edu.flops import analytic_gflops
-from hdit_edu.training import Trainer
+from hdit_edu.training import Trainer, training_sigmas
 
 # Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from the vendors' data sheets.
 BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "RTX 4090": 165e12}
@@ -77,9 +77,9 @@ def make_trainer(config, batch_size: int, backend: str, mode: str, device) -> Tr
     config.training.batch_size = batch_size
     config.training.compile = mode == "compile"
     dataset = common.benchmark_dataset(config)
-    trainer = Trainer(config, None, dataset=dataset, device=device, progress=False)
-    common.set_attention_backend(trainer.model, backend)
-    return trainer
+    return Trainer(
+        config, None, dataset=dataset, device=device, progress=False, attention_backend=backend
+    )
 
 
 def largest_batch(config, device, *, limit: int = 4096) -> dict:
@@ -126,7 +126,7 @@ def model_step(inner: torch.nn.Module, config, batch_size: int, device, *, compi
     x0 = torch.rand(batch_size, m.in_channels, m.resolution, m.resolution, generator=g) * 2 - 1
     x0 = x0.to(device)
     noise = torch.randn(x0.shape, generator=g).to(device)
-    sigma = sample_sigmas(config, batch_size, generator=g).to(device)
+    sigma = training_sigmas(config, batch_size, generator=g).to(device)
     cond = {}
     if m.num_classes:
         cond["class_cond"] = torch.randint(0, m.num_classes, (batch_size,), generator=g).to(device)

@@ -24,13 +24,13 @@ import torch
 from . import evaluation
 from .configs import Config, get_config
 from .data import ImageFolderDataset, save_grid
-from .diffusion import Denoiser, sample_sigmas
+from .diffusion import Denoiser
 from .flops import analytic_gflops
 from .profiles import ToyScale, toy_scale
 from .runs import read_metrics
 from .sampling import generate, grid_columns, sample_labels
 from .toy import ToyDataset, class_accuracy
-from .training import Trainer, make_dataset
+from .training import Trainer, make_dataset, training_sigmas
 
 # Smaller than the "cpu" profile's CPU_SCALE: the chain's nine runs in a few CPU minutes.
 ABLATION_CPU_SCALE = ToyScale(
@@ -63,7 +63,7 @@ def evaluate_loss(
     n = min(n, len(dataset))
     images, classes = dataset.batch(np.arange(n))
     g = torch.Generator().manual_seed(seed)
-    sigma = sample_sigmas(config, n, stratified=True, rank=0, world_size=1, generator=g)
+    sigma = training_sigmas(config, n, stratified=True, rank=0, world_size=1, generator=g)
     noise = torch.randn(images.shape, generator=g)
     total = 0.0
     for i in range(0, n, batch_size):

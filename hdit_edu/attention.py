@@ -88,6 +88,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .env import natten_fused_available, natten_status
 from .rope import AxialRoPE, apply_rope
 
 ATTENTION_MECHANISMS = ("global", "neighborhood", "shifted-window")
@@ -316,20 +317,11 @@ _NA_BACKEND_KERNELS = {
 }
 
 
-def natten_fused_available() -> bool:
-    """True when NATTEN is installed with its compiled (fused CUDA) kernels."""
-    try:
-        import natten
-    except ImportError:
-        return False
-    return bool(getattr(natten, "HAS_LIBNATTEN", False)) and torch.cuda.is_available()
-
-
 def check_backend(backend: str) -> None:
     """Raise ``ValueError`` unless ``backend`` is one of :data:`NA_BACKENDS`."""
     if backend not in NA_BACKENDS:
         raise ValueError(
-            f"unknown neighborhood attention backend {backend!r}; allowed: {NA_BACKENDS}"
+            f"unknown neighborhood attention backend {backend!r}; allowed: {', '.join(NA_BACKENDS)}"
         )
 
 
@@ -343,10 +335,8 @@ def resolve_na_backend(backend: str, q, k, v) -> str:
             return "natten"
         return "masked-sdpa" if tokens <= MASKED_SDPA_AUTO_MAX_TOKENS else "torch"
     if backend in ("natten", "natten-flex"):
-        try:
-            import natten  # noqa: F401
-        except ImportError:
-            raise ValueError(f"backend={backend!r} needs NATTEN installed; use 'torch'") from None
+        if not natten_status()["installed"]:
+            raise ValueError(f"backend={backend!r} needs NATTEN installed; use 'torch'")
         if not q.is_cuda and any(t.requires_grad for t in (q, k, v)):
             raise ValueError(
                 f"backend={backend!r} on CPU is forward-only (NATTEN's flex path has no CPU "

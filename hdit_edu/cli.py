@@ -33,6 +33,7 @@ from PIL import Image
 
 from . import evaluation
 from .ablation import run_ablation
+from .attention import NA_BACKENDS
 from .configs import Config, at_resolution, get_config, load_config
 from .data import save_grid
 from .env import format_report, resolve_profile
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--device", help="torch device (default: cuda:LOCAL_RANK if available, else cpu)"
     )
+    _add_shared(train, "--backend")
     _add_shared(train, "--no-progress")
 
     # --- sample --------------------------------------------------------------------------------
@@ -361,6 +363,12 @@ _SHARED_OPTIONS = {
     "--profile": dict(default="auto", choices=("auto", "cpu", "gpu"), help=PROFILE_HELP),
     "--run": dict(required=True, help="a run folder written by `hdit-edu train`"),
     "--no-progress": dict(action="store_true", help="no progress bar"),
+    "--backend": dict(
+        default="auto",
+        choices=NA_BACKENDS,
+        help="neighborhood-attention backend ('auto': NATTEN's fused kernels on CUDA, else "
+        "masked SDPA on small grids, else the pure-PyTorch one; all compute the same numbers)",
+    ),
 }
 
 
@@ -386,6 +394,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="a checkpoint folder (default: the run's newest)")
     p.add_argument("--batch-size", type=int, default=64, help="sampling batch size")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    _add_shared(p, "--backend")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -461,6 +470,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         num_workers=args.workers,
         sample_steps=args.sample_steps,
+        attention_backend=args.backend,
     )
     summary = trainer.fit()
     if trainer.dist.is_main:
@@ -476,7 +486,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _load_for_sampling(args):
     device = _device(args.device)
     config, denoiser = load_run(
-        args.run, which=args.weights, checkpoint=args.checkpoint, device=device
+        args.run,
+        which=args.weights,
+        checkpoint=args.checkpoint,
+        device=device,
+        attention_backend=args.backend,
     )
     return config, denoiser, device
 

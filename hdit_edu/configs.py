@@ -45,15 +45,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-# The allowed values of every "kind" field, named once.
-ARCHS = ("hdit", "dit")
-ATTENTION_KINDS = ("global", "neighborhood", "shifted-window", "none")
-FFN_KINDS = ("geglu", "gelu")
-POS_EMB_KINDS = ("rope", "additive")
-SKIP_KINDS = ("lerp", "add", "concat")
-LOSS_WEIGHTINGS = ("snr", "min-snr", "soft-min-snr", "karras")
-SIGMA_DENSITIES = ("lognormal", "cosine-interpolated")
-PRECISIONS = ("bf16", "fp32")
+# The allowed values of every "kind" field (named once, in hdit_edu.kinds).
+from .kinds import (
+    ARCHS,
+    ATTENTION_KINDS,
+    FFN_KINDS,
+    LOSS_WEIGHTINGS,
+    POS_EMB_KINDS,
+    PRECISIONS,
+    SIGMA_DENSITIES,
+    SKIP_KINDS,
+)
 
 
 @dataclass

@@ -47,7 +47,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .configs import LOSS_WEIGHTINGS, SIGMA_DENSITIES, Config, DiffusionConfig
+from .kinds import LOSS_WEIGHTINGS, SIGMA_DENSITIES
 
 SIGMA_DATA = 0.5  # Table 6: "Data Sigma"
 SIGMA_RANGE = (1e-3, 1e3)  # Table 6: "Sigma Range"
@@ -461,41 +461,38 @@ def rand_cosine_interpolated(
 
 
 def sample_sigmas(
-    config: Config | DiffusionConfig | str,
+    density: str,
     n: int,
     *,
     image_d: int | None = None,
+    sigma_data: float = SIGMA_DATA,
+    sigma_min: float = SIGMA_RANGE[0],
+    sigma_max: float = SIGMA_RANGE[1],
+    lognormal_mean: float = -1.2,
+    lognormal_std: float = 1.2,
+    noise_d_low: int = 32,
+    noise_d_high: int | None = None,
     **draw,
 ) -> torch.Tensor:
-    """``n`` training noise levels from the density a config names (Table 6), or from a density
-    kind (``"lognormal"`` / ``"cosine-interpolated"``) with :class:`DiffusionConfig` defaults.
-
-    ``image_d`` (the training resolution) is needed by the interpolated cosine density; a full
-    :class:`Config` supplies it (``config.model.resolution``). Both densities are confined to
-    [sigma_min, sigma_max] of the config (the paper's [1e-3, 1e3]).
+    """``n`` training noise levels from the density ``density`` (Table 6 "Sigma Sampling
+    Density": ``"lognormal"`` or ``"cosine-interpolated"``), confined to [sigma_min,
+    sigma_max] (the paper's [1e-3, 1e3]). The keyword values are those of a
+    :class:`~hdit_edu.configs.DiffusionConfig` (the same names and defaults;
+    :func:`hdit_edu.training.training_sigmas` passes a config's); ``image_d``, the training
+    resolution, is needed by the interpolated cosine density.
 
     ``**draw``: how the uniform variates are drawn, as for :func:`rand_lognormal`."""
-    if isinstance(config, Config):
-        image_d = config.model.resolution if image_d is None else image_d
-        config = config.diffusion
-    elif isinstance(config, str):
-        _check_kind(config, SIGMA_DENSITIES, "sigma density")
-        config = DiffusionConfig(sigma_density=config)
-    elif not isinstance(config, DiffusionConfig):
-        raise ValueError(
-            f"expected a Config, DiffusionConfig or one of {SIGMA_DENSITIES}; got {config!r}"
-        )
-    _check_kind(config.sigma_density, SIGMA_DENSITIES, "sigma density")
-    common = dict(sigma_min=config.sigma_min, sigma_max=config.sigma_max, **draw)
-    if config.sigma_density == "lognormal":
-        return rand_lognormal(n, config.lognormal_mean, config.lognormal_std, **common)
+    _check_kind(density, SIGMA_DENSITIES, "sigma density")
+    common = dict(sigma_min=sigma_min, sigma_max=sigma_max, **draw)
+    if density == "lognormal":
+        return rand_lognormal(n, lognormal_mean, lognormal_std, **common)
     if image_d is None:
         raise ValueError(
             "the 'cosine-interpolated' density needs image_d (the training resolution): pass "
-            "image_d=... or a full Config"
+            "image_d=..."
         )
     return rand_cosine_interpolated(
-        n, image_d, config.noise_d_low, config.noise_d_high, sigma_data=config.sigma_data, **common
+        n, image_d, noise_d_low, noise_d_high, sigma_data=sigma_data, **common
     )
 
 

@@ -1,14 +1,20 @@
-"""The environment report (torch, device, NATTEN) and the notebook profile switch.
+"""The environment report (torch, device, NATTEN), the one NATTEN probe, the profile switch.
 
 Every notebook starts with ``PROFILE = "auto"``; :func:`resolve_profile` turns that into
 ``"cpu"`` (tiny sizes, minutes on 2 cores) or ``"gpu"`` (the paper's settings). The
 environment variable ``HDIT_PROFILE`` overrides it (the notebook tests set ``HDIT_PROFILE=cpu``).
+
+:func:`natten_status` is the one place that asks NATTEN what it can do here; the attention
+backends (``backend="auto"``), the report and the benchmarks all read it.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
+
+import torch
 
 PROFILES = ("cpu", "gpu")
 
@@ -17,22 +23,19 @@ def resolve_profile(profile: str = "auto") -> str:
     """``"auto"`` → ``"gpu"`` when CUDA is available, else ``"cpu"``; ``HDIT_PROFILE`` wins."""
     profile = os.environ.get("HDIT_PROFILE", profile)
     if profile == "auto":
-        import torch
-
         return "gpu" if torch.cuda.is_available() else "cpu"
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; allowed: 'auto', {', '.join(PROFILES)}")
     return profile
 
 
-def natten_status() -> dict:
-    """What NATTEN can do here: installed or not, version, fused CUDA kernels or not."""
+@functools.lru_cache(maxsize=1)
+def _natten_probe() -> dict:
+    """Import NATTEN once (lazily: only this asks) and read what it can do."""
     try:
         import natten
     except Exception as e:  # noqa: BLE001 - any import failure means "not usable"
         return {"installed": False, "version": None, "fused": False, "error": str(e)}
-    import torch
-
     fused = False
     if torch.cuda.is_available():
         has_cuda = getattr(natten, "has_cuda", None) or getattr(natten, "HAS_LIBNATTEN", None)
@@ -40,10 +43,20 @@ def natten_status() -> dict:
     return {"installed": True, "version": getattr(natten, "__version__", "?"), "fused": fused}
 
 
+def natten_status() -> dict:
+    """What NATTEN can do here: ``installed``, ``version``, ``fused`` (its compiled CUDA
+    kernels, with CUDA available) and, when the import failed, ``error``."""
+    return dict(_natten_probe())  # a copy: the probe's answer is cached
+
+
+def natten_fused_available() -> bool:
+    """True when NATTEN is installed with its compiled (fused CUDA) kernels and CUDA is
+    available: what ``backend="auto"`` needs to pick NATTEN (:mod:`hdit_edu.attention`)."""
+    return bool(natten_status()["fused"])
+
+
 def environment_report() -> dict:
     """Versions and devices, as a dict (the tour notebook shows it, ``hdit-edu`` prints it)."""
-    import torch
-
     cuda = torch.cuda.is_available()
     return {
         "python": platform.python_version(),

@@ -28,9 +28,11 @@ def load_run(
     which: str = "ema",
     checkpoint: str | Path | None = None,
     device: str | torch.device = "cpu",
+    attention_backend: str = "auto",
 ) -> tuple[Config, Denoiser]:
     """A run's config and its denoiser with the ``which`` (``"ema"`` or ``"model"``) weights of
-    the newest (or the given) checkpoint, in eval mode."""
+    the newest (or the given) checkpoint, in eval mode, with the neighborhood-attention backend
+    ``attention_backend`` (:data:`hdit_edu.attention.NA_BACKENDS`)."""
     if which not in ("ema", "model"):
         raise ValueError(f"which must be 'ema' or 'model', got {which!r}")
     run_dir = Path(run_dir)
@@ -39,7 +41,7 @@ def load_run(
     if path is None:
         raise CheckpointError(f"run dir {str(run_dir)!r} holds no checkpoint yet")
     verify_checkpoint(path)
-    model = build_model(config)
+    model = build_model(config, attention_backend)
     model.load_state_dict(load_file(path / f"{which}.safetensors"))
     model = model.to(device).eval().requires_grad_(False)
     d = config.diffusion

@@ -6,7 +6,7 @@ One training step (:meth:`Trainer.train_step`), in the order the code runs it::
     x0, y     = dataset.batch(indices)                         # images in [-1, 1], classes
     x0, aug   = Augment(p)(x0)                                 # non-leaking augmentation
     y[u < 0.1] = num_classes                                   # conditioning dropout (10 %)
-    σ         = sample_sigmas(config, B, stratified=True)      # interpolated cosine, stratified
+    σ         = training_sigmas(config, B, stratified=True)    # interpolated cosine, stratified
     ε         = randn_like(x0)
     losses    = Denoiser.loss(x0, ε, σ, class_cond=y, aug_cond=aug)   # eq. 1, soft-min-snr
     losses.mean().backward();  [clip];  AdamW.step()
@@ -144,6 +144,26 @@ def drop_class_labels(
     return torch.where(u < p, num_classes, class_cond)
 
 
+def training_sigmas(config: Config, n: int, **draw) -> torch.Tensor:
+    """``n`` noise levels from the σ density of ``config.diffusion`` at the model's resolution
+    (Table 6: interpolated cosine on [1e-3, 1e3]); ``**draw`` as for
+    :func:`hdit_edu.diffusion.rand_lognormal` (stratified, rank, world_size, generator, …)."""
+    d = config.diffusion
+    return sample_sigmas(
+        d.sigma_density,
+        n,
+        image_d=config.model.resolution,
+        sigma_data=d.sigma_data,
+        sigma_min=d.sigma_min,
+        sigma_max=d.sigma_max,
+        lognormal_mean=d.lognormal_mean,
+        lognormal_std=d.lognormal_std,
+        noise_d_low=d.noise_d_low,
+        noise_d_high=d.noise_d_high,
+        **draw,
+    )
+
+
 def sigma_bin_edges(sigma_min: float, sigma_max: float, n: int = SIGMA_BINS) -> torch.Tensor:
     """``n + 1`` log-spaced edges over [σ_min, σ_max] (the paper's range: one bin a decade)."""
     return torch.logspace(math.log10(sigma_min), math.log10(sigma_max), n + 1)
@@ -248,7 +268,9 @@ class Trainer:
     checkpoint folder. ``fallback=True`` resumes from the newest *intact* checkpoint when the
     newest is corrupt. ``dataset`` overrides the config's (anything with ``len`` and
     ``batch(indices)`` or ``__getitem__`` → (image, class)). ``sample_steps`` is the number of
-    DPM++(3M) SDE steps of the periodic sample grids (Table 6: 50).
+    DPM++(3M) SDE steps of the periodic sample grids (Table 6: 50). ``attention_backend``: the
+    neighborhood-attention backend of the model and its EMA (one of
+    :data:`hdit_edu.attention.NA_BACKENDS`; every backend computes the same numbers).
     """
 
     def __init__(
@@ -264,6 +286,7 @@ class Trainer:
         num_workers: int = 0,
         sample_steps: int = 50,
         n_samples: int = 16,
+        attention_backend: str = "auto",
     ):
         self.dist = init_distributed(device)
         self.device = self.dist.device
@@ -285,7 +308,7 @@ class Trainer:
 
         # Model, EMA copy, optimiser (identical initialisation on every rank).
         seed_everything(t.seed)
-        self.model = build_model(config).to(self.device).train()
+        self.model = build_model(config, attention_backend).to(self.device).train()
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.optimizer = make_optimizer(self.model, config)
         self.ema_schedule = EMAWarmup(max_decay=t.ema_decay)
@@ -435,7 +458,7 @@ class Trainer:
         if m.num_classes:
             g = self._generator(step, STREAM_DROPOUT)
             cond["class_cond"] = drop_class_labels(classes, t.cond_dropout, m.num_classes, g)
-        sigma = sample_sigmas(
+        sigma = training_sigmas(
             self.config,
             len(x0),
             stratified=True,

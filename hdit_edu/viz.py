@@ -14,6 +14,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from .attention import ATTENTION_MECHANISMS, attended_mask, attention_flops, keys_per_query
+from .diffusion import loss_weight, target_weight
+from .flops import TERM_KINDS, loglog_slope
+from .rope import AxialRoPE, apply_rope, axial_rope_freqs
 from .runs import read_metrics
 
 # --- diffusion plots ---------------------------------------------------------------------------
@@ -31,8 +35,6 @@ def plot_loss_weightings(
     """Figure 8: loss weight over σ (log–log) for the given :func:`~hdit_edu.diffusion.loss_weight`
     kinds. ``space="x0"`` plots λ(σ) (eq. 7–9), ``space="target"`` the weight on the
     preconditioned target λ(σ)·c_out(σ)² (eq. 5). ``gamma`` applies to the min-SNR kinds."""
-    from .diffusion import loss_weight, target_weight
-
     if space not in ("x0", "target"):
         raise ValueError(f"unknown space {space!r}; allowed: 'x0', 'target'")
     ax = plt.subplots(figsize=(5, 3.5))[1] if ax is None else ax
@@ -170,8 +172,6 @@ def plot_flops_scaling(rows: list[dict], ax=None, fit_from: int = 1024, title: s
     """Fig. 2: GFLOP per forward pass against pixel count, log-log, one line per config name in
     ``rows`` (:func:`hdit_edu.flops.scaling_table`), with the power-law slope fitted over the
     resolutions ``>= fit_from`` written in the legend (≈ 1: O(n); ≈ 2: O(n²)). Returns ``ax``."""
-    from .flops import loglog_slope
-
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4.5))
     names = list(dict.fromkeys(r["name"] for r in rows))
@@ -210,8 +210,6 @@ def plot_flops_breakdown(
     levels (``None`` = the conditioning path). ``levels_from="inside"`` numbers the levels from
     the innermost one ("core", "core + 1", …) so that bars of models with different numbers of
     levels line up. ``normalize``: show fractions of the total."""
-    from .flops import TERM_KINDS
-
     if stack not in ("kind", "level"):
         raise ValueError(f"stack: unknown value {stack!r}; allowed: kind, level")
     if levels_from not in ("outside", "inside"):
@@ -290,8 +288,6 @@ def plot_attended_set(
 ):
     """The keys the query token attends to (shaded) on the h × w token grid, the query as a
     red dot; for shifted windows also the window borders of the rolled grid (dashed)."""
-    from .attention import attended_mask
-
     ax = plt.subplots(figsize=(3, 3))[1] if ax is None else ax
     mask = attended_mask(
         kind, h, w, query, kernel_size=kernel_size, window_size=window_size, shift=shift
@@ -341,8 +337,6 @@ def plot_attention_cost(
     (:func:`hdit_edu.attention.attention_flops`) and the memory of the attention scores if they
     were materialised in fp32 (``tokens · keys/query · heads · 4`` bytes; fused kernels keep
     only O(tokens)). ``axes``: two axes, or None for a new figure."""
-    from .attention import ATTENTION_MECHANISMS, attention_flops, keys_per_query
-
     axes = plt.subplots(1, 2, figsize=(9, 3.2))[1] if axes is None else axes
     window = {"kernel_size": kernel_size, "window_size": window_size}
     sides = list(sides)
@@ -363,8 +357,6 @@ def plot_attention_cost(
 def plot_rope_frequencies(head_dim: int, n_heads: int, ax=None):
     """The axial RoPE frequencies of every head (:func:`hdit_edu.rope.axial_rope_freqs`):
     log-spaced on [π, 10π), dealt out to the heads in turn."""
-    from .rope import axial_rope_freqs
-
     ax = plt.subplots(figsize=(4, 3))[1] if ax is None else ax
     freqs = axial_rope_freqs(head_dim, n_heads)
     for h in range(n_heads):
@@ -379,8 +371,6 @@ def plot_rope_similarity(q, k, *, head_dim: int, n_heads: int, extent=1.0, n=41,
     """``q·k`` after RoPE (one head) as a function of the offset between the query and key
     positions, over ``[-extent, extent]²``: the same map wherever the pair sits on the grid.
     ``q, k``: ``(n_heads, head_dim)``."""
-    from .rope import AxialRoPE, apply_rope
-
     ax = plt.subplots(figsize=(3.5, 3))[1] if ax is None else ax
     rope = AxialRoPE(head_dim, n_heads)
     offsets = torch.linspace(-extent, extent, n)

@@ -30,7 +30,7 @@ import train_throughput  # noqa: E402
 
 from hdit_edu.configs import get_config  # noqa: E402
 from hdit_edu.flops import analytic_gflops  # noqa: E402
-from hdit_edu.models import build_model  # noqa: E402
+from hdit_edu.models import build_model, set_attention_backend  # noqa: E402
 
 PIXELS = [64**2, 128**2, 256**2, 512**2, 1024**2]
 
@@ -234,7 +234,7 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="allowed: cpu, cuda"):
         common.resolve_device("tpu")
     with pytest.raises(ValueError, match="allowed: auto"):
-        common.set_attention_backend(torch.nn.Linear(1, 1), "flash")
+        set_attention_backend(torch.nn.Linear(1, 1), "flash")
     with pytest.raises(ValueError, match="allowed: b4, toy"):
         scaling.model_config("E", 128, "xl")
 

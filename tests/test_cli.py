@@ -130,6 +130,10 @@ def test_help_texts_name_the_options():
         "train": ["--config", "--profile", "--steps", "--run-dir", "--resume", "torchrun"],
         "sample": ["--run", "--n", "--sampler", "--cfg", "--class", "--out", "dpmpp_3m_sde"],
         "fid": ["--run", "--extractor", "legacy_tensorflow", "--ref"],
+        "fid-folders": ["--extractor", "--mode"],
+        "convert": ["from-k-diffusion", "to-k-diffusion", "--weights", "--strict"],
+        "data": ["make-toy", "preview"],
+        "classifier": ["train"],
         "ablate": ["--steps", "--profile", "A,B1,B2,C,D,E", "--train-steps"],
         "flops": ["--config", "--resolution"],
     }
@@ -137,6 +141,9 @@ def test_help_texts_name_the_options():
         text = sub[command].format_help()
         for word in words:
             assert word in text, (command, word)
+    for command in ("train", "sample", "fid"):  # the attention backend, one tuple of names
+        text = sub[command].format_help()
+        assert "--backend {auto,natten,natten-flex,torch,masked-sdpa}" in text, command
 
 
 def test_bad_input_is_a_one_line_error(capsys):

@@ -30,6 +30,7 @@ from hdit_edu.diffusion import (
     stratified_uniform,
     target_weight,
 )
+from hdit_edu.training import training_sigmas
 
 SD = 0.5  # σ_data
 SIGMAS = torch.logspace(-3, 3, 61, dtype=torch.float64)  # the paper's σ range, 10 per decade
@@ -334,13 +335,15 @@ def test_cosine_interpolated_density_closed_forms():
 def test_sample_sigmas_follows_the_config():
     g = lambda: torch.Generator().manual_seed(7)  # noqa: E731
     config = Config(model=ModelConfig(resolution=128))
-    a = sample_sigmas(config, 16, generator=g())
+    a = training_sigmas(config, 16, generator=g())
     b = rand_cosine_interpolated(16, 128, 32, None, generator=g())
     assert torch.equal(a, b)
     lognormal = DiffusionConfig(sigma_density="lognormal", lognormal_mean=-1.0, lognormal_std=1.5)
-    a = sample_sigmas(lognormal, 16, generator=g())
+    a = training_sigmas(Config(diffusion=lognormal), 16, generator=g())
     b = rand_lognormal(16, -1.0, 1.5, sigma_min=1e-3, sigma_max=1e3, generator=g())
     assert torch.equal(a, b)
+    a = sample_sigmas("lognormal", 16, lognormal_mean=-1.0, lognormal_std=1.5, generator=g())
+    assert torch.equal(a, b)  # the density's defaults: the paper's σ range
     a = sample_sigmas("cosine-interpolated", 16, image_d=64, stratified=False, generator=g())
     b = cosine_interpolated_sigma(torch.rand(16, generator=g()), 64)
     assert torch.equal(a, b)
@@ -377,7 +380,7 @@ def test_bad_input_names_the_allowed_values():
     with pytest.raises(ValueError, match="allowed: 'lognormal', 'cosine-interpolated'"):
         sample_sigmas("uniform", 4)
     with pytest.raises(ValueError, match="needs image_d"):
-        sample_sigmas(DiffusionConfig(), 4)
+        sample_sigmas(DiffusionConfig().sigma_density, 4)
     with pytest.raises(ValueError, match="rank"):
         stratified_uniform(4, rank=2, world_size=2)
     with pytest.raises(ValueError, match="agree on K"):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from hdit_edu.attention import Attention
 from hdit_edu.configs import LevelConfig, MappingConfig, ModelConfig
 from hdit_edu.dit import DiT
 from hdit_edu.hourglass import (
@@ -18,7 +19,7 @@ from hdit_edu.hourglass import (
     pixel_unshuffle_tokens,
 )
 from hdit_edu.layers import param_tags
-from hdit_edu.models import build_model
+from hdit_edu.models import build_model, set_attention_backend
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -430,3 +431,29 @@ def test_dit_b4_parameter_count_output_and_zero_init():
         tiny(*inputs(h=30, w=32))
     with pytest.raises(ValueError, match=r"\[0, 10\]"):
         tiny(x, sigma, torch.tensor([11, 0]))
+
+
+# --- the attention backend: chosen at build time, switched on a built model --------------------
+
+
+def test_attention_backend_is_chosen_by_build_model_and_switched_after():
+    config = tiny_config(resolution=32)
+    torch.manual_seed(0)
+    model = perturb_(build_model(config, attention_backend="torch")).eval()
+    attentions = [m for m in model.modules() if isinstance(m, Attention)]
+    assert len(attentions) == 2 * 2 + 2 * 1 + 1  # down + up layers of two levels, the middle
+    assert {a.backend for a in attentions} == {"torch"}
+    x, sigma, cls = inputs(h=32, w=32)
+    with torch.no_grad():
+        reference = model(x, sigma, cls)
+        assert set_attention_backend(model, "masked-sdpa") is model
+        assert {a.backend for a in attentions} == {"masked-sdpa"}
+        other = model(x, sigma, cls)
+    assert reference.abs().max() > 1e-3
+    torch.testing.assert_close(other, reference, rtol=0, atol=1e-5)  # same numbers
+    assert model.state_dict().keys() == build_model(config).state_dict().keys()
+    for bad in (lambda: build_model(config, attention_backend="flash"),
+                lambda: set_attention_backend(model, "flash")):  # fmt: skip
+        with pytest.raises(ValueError, match="allowed: auto, natten, natten-flex, torch"):
+            bad()
+    assert {a.backend for a in attentions} == {"masked-sdpa"}  # a refused switch changes nothing

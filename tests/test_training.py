@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from hdit_edu.ablation import ABLATION_CPU_SCALE
+from hdit_edu.attention import Attention
 from hdit_edu.checkpoints import CheckpointError, list_checkpoints, load_checkpoint
 from hdit_edu.configs import get_config, toy_config
 from hdit_edu.data import ResumableSampler
@@ -161,6 +162,22 @@ def test_resume_repeats_the_loss_sequence_bit_for_bit(six_step_run, toy_data, tm
     for key in a["ema"]:
         assert torch.equal(a["ema"][key], b["ema"][key])
     assert [r["loss"] for r in read_metrics(partial)] == losses
+
+
+def test_attention_backend_reaches_the_model_and_its_ema(six_step_run, toy_data):
+    """The same first two steps with the pure-PyTorch neighborhood attention as with the
+    default ("auto": masked SDPA on the 16×16 grid)."""
+    _, losses = six_step_run
+    trainer = Trainer(
+        tiny_config(), None, dataset=toy_data, progress=False, attention_backend="torch"
+    )
+    backends = {m.backend for net in (trainer.model, trainer.ema) for m in net.modules()
+                if isinstance(m, Attention) and m.kind == "neighborhood"}  # fmt: skip
+    assert backends == {"torch"}
+    got = [trainer.train_step() for _ in range(2)]
+    assert got == pytest.approx(losses[:2], rel=1e-5)
+    with pytest.raises(ValueError, match="allowed: auto"):
+        Trainer(tiny_config(), None, dataset=toy_data, attention_backend="flash")
 
 
 def test_checkpoint_state_loads_with_weights_only(six_step_run):

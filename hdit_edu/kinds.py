@@ -1,0 +1,16 @@
+"""The allowed values of every "kind" field of a config, named once (§4–5, Tables 1, 2, 6).
+
+A leaf module: the configs validate against these tuples, and the modules that implement the
+kinds (``diffusion``, ``layers``, ``attention``, ``hourglass``) name their choices from them,
+without importing the configs.
+"""
+
+ARCHS = ("hdit", "dit")  # the hourglass (§4) or the DiT-B/4 baseline (R1/R2, §5.2)
+# A level's attention (§4.3; Table 1 B1/B2); "none": its layers are feed-forward only.
+ATTENTION_KINDS = ("global", "neighborhood", "shifted-window", "none")
+FFN_KINDS = ("geglu", "gelu")  # the feed-forward kind (Fig. 5; Table 1 step C)
+POS_EMB_KINDS = ("rope", "additive")  # axial RoPE (§4.2, step D) or a learned table (A–C)
+SKIP_KINDS = ("lerp", "add", "concat")  # how a level merges its skip (eq. 6, Table 2)
+LOSS_WEIGHTINGS = ("snr", "min-snr", "soft-min-snr", "karras")  # App. B, eq. 7–9
+SIGMA_DENSITIES = ("lognormal", "cosine-interpolated")  # Table 6 "Sigma Sampling Density"
+PRECISIONS = ("bf16", "fp32")
