@@ -42,8 +42,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from fvcore.nn import FlopCountAnalysis
-from fvcore.nn.jit_handles import einsum_flop_jit, get_shape
 
 from .attention import attention_flops
 from .configs import (
@@ -287,6 +285,9 @@ def analytic_params(config) -> int:
 
 
 def _shape(value) -> list[int]:
+    # fvcore is imported where it is used: importing it runs torch.jit.script, which warns.
+    from fvcore.nn.jit_handles import get_shape
+
     return list(get_shape(value))
 
 
@@ -310,6 +311,8 @@ def einsum_flop_handle(inputs, outputs) -> float:
     """``aten::einsum``: a one-operand einsum is a permutation or reduction (free); a
     two-operand one is a contraction costing the product of all index sizes; more operands go
     to fvcore's own path-optimised count."""
+    from fvcore.nn.jit_handles import einsum_flop_jit
+
     equation = inputs[0].toIValue().replace(" ", "")
     operands = [_shape(v) for v in inputs[1].node().inputs()]
     if len(operands) == 1:
@@ -348,6 +351,8 @@ FLOP_HANDLES = {
 def flop_count_analysis(model, inputs: tuple):
     """fvcore's ``FlopCountAnalysis`` of ``model(*inputs)`` with :data:`FLOP_HANDLES`
     registered and its warnings silenced (unlisted elementwise ops are simply not counted)."""
+    from fvcore.nn import FlopCountAnalysis
+
     analysis = FlopCountAnalysis(model, inputs)
     analysis.set_op_handle(**FLOP_HANDLES)
     analysis.unsupported_ops_warnings(False)
