@@ -1,5 +1,5 @@
 """Self-attention of the HDiT blocks (§4.2–4.3, App. C): cosine-similarity attention with a
-learned per-head scale, axial RoPE, and three attention mechanisms behind one module.
+learned per-head scale, axial RoPE, and three attention kinds behind one module.
 
 **Cosine-similarity attention** (App. C). Instead of ``softmax(q·kᵀ / √d)``, HDiT uses
 
@@ -12,7 +12,7 @@ many scales to the clamp or below 1, while learning ``τ`` directly keeps them i
 below run with ``scale=1``: ``q'·k' = τ·cos(q, k)``. RoPE is applied after the normalisation (a
 rotation keeps the norm, and this is k-diffusion's order of operations).
 
-**Mechanisms** (§4.3, steps B1/B2 of Table 1). All kernels take ``(batch, height, width, heads,
+**Attention kinds** (§4.3, steps B1/B2 of Table 1). All kernels take ``(batch, height, width, heads,
 head_dim)`` tensors and a ``scale`` (default ``head_dim ** -0.5``, like SDPA and NATTEN):
 
 - :func:`global_attention` — every token attends to every token: PyTorch SDPA. O(n²) in tokens.
@@ -89,11 +89,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .env import natten_fused_available, natten_status
+from .kinds import ATTENTION_KINDS
 from .rope import AxialRoPE, apply_rope
 
-ATTENTION_MECHANISMS = ("global", "neighborhood", "shifted-window")
+# The kinds an Attention module computes: every attention kind but "none" (FFN-only layers).
+ATTENTION_MODULE_KINDS = tuple(kind for kind in ATTENTION_KINDS if kind != "none")
 NA_BACKENDS = ("auto", "natten", "natten-flex", "torch", "masked-sdpa")
-ATTENTION_POS_EMBS = ("rope", "none")
 
 # "auto" uses masked SDPA on CPU grids up to this many tokens (32×32), "torch" above: measured
 # on 2 CPU cores (k = 7, 4 heads of 32), forward + backward, masked SDPA is 2–3× faster at 16×16,
@@ -160,9 +161,13 @@ def _heads_last(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
 def global_attention(q, k, v, scale=None) -> torch.Tensor:
     """Every token attends to every token (PyTorch SDPA). ``(B, H, W, heads, D)`` in and out."""
     _check_qkv("global_attention", q, k, v)
+    return _global_attention(q, k, v, _default_scale(scale, q.shape[-1]))
+
+
+def _global_attention(q, k, v, scale: float) -> torch.Tensor:
     h, w = q.shape[1:3]
     out = F.scaled_dot_product_attention(
-        _heads_first(q), _heads_first(k), _heads_first(v), scale=_default_scale(scale, q.shape[-1])
+        _heads_first(q), _heads_first(k), _heads_first(v), scale=scale
     )
     return _heads_last(out, h, w)
 
@@ -284,7 +289,7 @@ def _na_torch_backward(q, k, v, attn, out, grad_out, kernel_size: int, scale: fl
 def _na_masked_sdpa(q, k, v, kernel_size: int, scale: float) -> torch.Tensor:
     """The ``"masked-sdpa"`` backend: dense attention restricted by :func:`neighborhood_mask`."""
     h, w = q.shape[1:3]
-    mask = neighborhood_mask(h, w, kernel_size, q.device)
+    mask = _neighborhood_mask_cached(h, w, kernel_size, q.device)
     out = F.scaled_dot_product_attention(
         _heads_first(q), _heads_first(k), _heads_first(v), attn_mask=mask, scale=scale
     )
@@ -413,8 +418,14 @@ def neighborhood_attention(q, k, v, kernel_size: int, *, scale=None, backend: st
     """
     _check_qkv("neighborhood_attention", q, k, v)
     _check_kernel_size(kernel_size, q.shape[1], q.shape[2])
+    return _neighborhood_attention(
+        q, k, v, kernel_size, _default_scale(scale, q.shape[-1]), backend
+    )
+
+
+def _neighborhood_attention(q, k, v, kernel_size: int, scale: float, backend: str):
+    """:func:`neighborhood_attention` on checked arguments (the model checked its grids)."""
     backend = resolve_na_backend(backend, q, k, v)
-    scale = _default_scale(scale, q.shape[-1])
     return NeighborhoodAttentionOp.apply(q, k, v, kernel_size, scale, backend)
 
 
@@ -473,7 +484,7 @@ def _from_windows(x, h: int, w: int, window_size: int, shift: int):
 
 def _shifted_window_kernel(q, k, v, window_size: int, shift: int, scale: float):
     h, w = q.shape[1:3]
-    mask = shifted_window_mask(h, w, window_size, shift, q.device)
+    mask = _shifted_window_mask_cached(h, w, window_size, shift, q.device)
     q, k, v = (_to_windows(t, window_size, shift) for t in (q, k, v))
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     return _from_windows(out, h, w, window_size, shift)
@@ -517,7 +528,7 @@ def attended_keys(
     kind: str, queries: torch.Tensor, *, kernel_size: int = 7, window_size: int = 8, shift: int = 0
 ) -> torch.Tensor:
     """The keys seen by any of the ``queries`` (a boolean ``(h, w)`` token grid) under ``kind``
-    (one of :data:`ATTENTION_MECHANISMS`, or ``"none"``: each token sees itself): boolean
+    (one of :data:`~hdit_edu.kinds.ATTENTION_KINDS`; ``"none"``: each token sees itself): boolean
     ``(h, w)``. Neighborhood: the union of the clamped ``k × k`` windows; shifted window: every
     token in the same segment ``⌊(i + shift)/window⌋`` along both axes as some query."""
     h, w = queries.shape
@@ -543,9 +554,7 @@ def attended_keys(
         hit = torch.zeros(int(seg_r[-1]) + 1, int(seg_c[-1]) + 1, dtype=torch.bool)
         hit[seg_r[rows], seg_c[cols]] = True
         return hit[seg_r[:, None], seg_c[None, :]]
-    raise ValueError(
-        f"unknown attention kind {kind!r}; allowed: {ATTENTION_MECHANISMS + ('none',)}"
-    )
+    raise ValueError(f"unknown attention kind {kind!r}; allowed: {', '.join(ATTENTION_KINDS)}")
 
 
 def attended_mask(
@@ -615,42 +624,45 @@ class Attention(nn.Module):
 
         qkv = x W_qkv                         channels split "(t heads head_dim)", t = q, k, v
         q, k ← q·√τ/‖q‖, k·√τ/‖k‖            cosine similarity, τ per head (init 10)
-        q, k ← RoPE(q, pos), RoPE(k, pos)     half of each head rotated (pos_emb="rope")
+        q, k ← RoPE(q, pos), RoPE(k, pos)     half of each head rotated (``rope=True``)
         y = attention(q, k, v, scale=1)       global | neighborhood | shifted-window
         out = dropout(y) W_out                W_out zero-initialised: a fresh block adds 0
 
-    Parameters: ``qkv_proj`` (Linear d → 3d, no bias), ``scale`` ``(heads,)``, ``out_proj``
-    (Linear d → d, no bias, zeros); ``pos_emb`` is an :class:`~hdit_edu.rope.AxialRoPE` (a
-    buffer only) or ``None``. ``forward(x (B, H, W, d), pos (H, W, 2)) -> (B, H, W, d)``.
+    ``kind``: one of :data:`ATTENTION_MODULE_KINDS`; ``rope``: axial RoPE in the attention (a
+    config's ``pos_emb="rope"``; with ``"additive"`` positions the model adds a table instead).
+    Parameters: ``qkv_proj`` (Linear width → 3·width, no bias), ``scale`` ``(heads,)``,
+    ``out_proj`` (Linear width → width, no bias, zeros); ``pos_emb`` is an
+    :class:`~hdit_edu.rope.AxialRoPE` (a buffer only) or ``None``.
+    ``forward(x (B, H, W, width), pos (H, W, 2)) -> (B, H, W, width)``. The token grid is the
+    caller's to check (a model checks its grids once, :func:`hdit_edu.configs.check_grids`);
+    the forward pass checks shapes only.
     """
 
     def __init__(
         self,
-        d_model: int,
+        width: int,
         head_dim: int = 64,
         kind: str = "global",
         kernel_size: int = 7,
         window_size: int = 8,
         shift: int = 0,
-        pos_emb: str = "rope",
+        rope: bool = True,
         dropout: float = 0.0,
         backend: str = "auto",
     ):
         super().__init__()
-        if kind not in ATTENTION_MECHANISMS:
-            raise ValueError(f"unknown attention kind {kind!r}; allowed: {ATTENTION_MECHANISMS}")
-        if pos_emb not in ATTENTION_POS_EMBS:
+        if kind not in ATTENTION_MODULE_KINDS:
             raise ValueError(
-                f"unknown attention pos_emb {pos_emb!r}; allowed: {ATTENTION_POS_EMBS}"
+                f"unknown attention kind {kind!r}; allowed: {', '.join(ATTENTION_MODULE_KINDS)}"
             )
         check_backend(backend)
-        if head_dim < 1 or d_model % head_dim:
-            raise ValueError(f"d_model={d_model} is not divisible by head_dim={head_dim}")
+        if head_dim < 1 or width % head_dim:
+            raise ValueError(f"width={width} is not divisible by head_dim={head_dim}")
         if kind == "neighborhood" and (kernel_size < 1 or kernel_size % 2 == 0):
             raise ValueError(f"kernel_size must be odd and >= 1, got {kernel_size}")
         if kind == "shifted-window" and not 0 <= shift < window_size:
             raise ValueError(f"shift must be in [0, window_size={window_size}), got {shift}")
-        self.d_model, self.head_dim, self.n_heads = d_model, head_dim, d_model // head_dim
+        self.width, self.head_dim, self.heads = width, head_dim, width // head_dim
         self.kind, self.kernel_size, self.window_size, self.shift = (
             kind,
             kernel_size,
@@ -658,11 +670,11 @@ class Attention(nn.Module):
             shift,
         )
         self.backend = backend
-        self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.scale = nn.Parameter(torch.full((self.n_heads,), 10.0))
-        self.pos_emb = AxialRoPE(head_dim, self.n_heads) if pos_emb == "rope" else None
+        self.qkv_proj = nn.Linear(width, 3 * width, bias=False)
+        self.scale = nn.Parameter(torch.full((self.heads,), 10.0))
+        self.pos_emb = AxialRoPE(head_dim, self.heads) if rope else None
         self.dropout = nn.Dropout(dropout)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        self.out_proj = nn.Linear(width, width, bias=False)
         nn.init.zeros_(self.out_proj.weight)
 
     def extra_repr(self) -> str:
@@ -671,25 +683,23 @@ class Attention(nn.Module):
             "neighborhood": f", kernel_size={self.kernel_size}, backend={self.backend!r}",
             "shifted-window": f", window_size={self.window_size}, shift={self.shift}",
         }[self.kind]
-        return f"kind={self.kind!r}, head_dim={self.head_dim}, n_heads={self.n_heads}{detail}"
+        return f"kind={self.kind!r}, head_dim={self.head_dim}, heads={self.heads}{detail}"
 
     def attend(self, q, k, v) -> torch.Tensor:
-        """The mechanism, on prepared ``q, k`` (cosine-scaled, rotated): ``scale = 1``."""
+        """The attention kind, on prepared ``q, k`` (cosine-scaled, rotated): ``scale = 1``."""
         if self.kind == "global":
-            return global_attention(q, k, v, scale=1.0)
+            return _global_attention(q, k, v, 1.0)
         if self.kind == "neighborhood":
-            return neighborhood_attention(
-                q, k, v, self.kernel_size, scale=1.0, backend=self.backend
-            )
-        return shifted_window_attention(q, k, v, self.window_size, self.shift, scale=1.0)
+            return _neighborhood_attention(q, k, v, self.kernel_size, 1.0, self.backend)
+        return ShiftedWindowAttentionOp.apply(q, k, v, self.window_size, self.shift, 1.0)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[-1] != self.d_model:
+        if x.ndim != 4 or x.shape[-1] != self.width:
             raise ValueError(
-                f"Attention: expected x of shape (B, H, W, {self.d_model}), got {tuple(x.shape)}"
+                f"Attention: expected x of shape (B, H, W, {self.width}), got {tuple(x.shape)}"
             )
         b, h, w, _ = x.shape
-        qkv = self.qkv_proj(x).view(b, h, w, 3, self.n_heads, self.head_dim)
+        qkv = self.qkv_proj(x).view(b, h, w, 3, self.heads, self.head_dim)
         q, k, v = qkv.unbind(dim=3)  # each (B, H, W, heads, head_dim)
         q, k = cosine_sim_scale(q, k, self.scale[:, None])
         if self.pos_emb is not None:
@@ -698,7 +708,7 @@ class Attention(nn.Module):
                 raise ValueError(f"Attention: expected pos of shape ({h}, {w}, 2), got {got}")
             theta = self.pos_emb(pos)  # (H, W, heads, head_dim // 4)
             q, k = apply_rope(q, theta), apply_rope(k, theta)
-        y = self.attend(q, k, v).reshape(b, h, w, self.d_model)
+        y = self.attend(q, k, v).reshape(b, h, w, self.width)
         return self.out_proj(self.dropout(y))
 
 
@@ -708,7 +718,9 @@ def keys_per_query(kind: str, h: int, w: int, *, kernel_size: int = 7, window_si
     computed: the masked entries of the seam windows are computed too)."""
     counts = {"global": h * w, "neighborhood": kernel_size**2, "shifted-window": window_size**2}
     if kind not in counts:
-        raise ValueError(f"unknown attention kind {kind!r}; allowed: {ATTENTION_MECHANISMS}")
+        raise ValueError(
+            f"unknown attention kind {kind!r}; allowed: {', '.join(ATTENTION_MODULE_KINDS)}"
+        )
     return counts[kind]
 
 

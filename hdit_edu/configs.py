@@ -17,8 +17,9 @@ This module also holds
   :func:`toy_config` (the 32×32 toy-set model of DESIGN.md) and :func:`get_config`, which takes
   any of those names (optionally ``"NAME@RES"``) or the path of a JSON file;
 * :func:`at_resolution` — App. A's rule for adapting a model to another resolution;
-  :func:`token_grids` (the token grid of every level), :func:`min_resolution` (the smallest
-  valid image size of a model).
+  :func:`token_grids` (the token grid of every level), :func:`check_grids` (those grids
+  checked against the kernels and windows: the one grid check, at build time and on every
+  input size), :func:`min_resolution` (the smallest valid image size of a model).
 
 **How a model grows with the resolution** (§5.2 "every doubling in resolution involves adding
 one local attention block", App. A "additional local attention levels … are added to keep the
@@ -303,10 +304,15 @@ def token_grids(model: ModelConfig, resolution: Any = None) -> list[tuple[int, i
     h, w = normalize_resolution(model.resolution if resolution is None else resolution)
     multiple = resolution_multiple(model)
     if h % multiple or w % multiple:
+        rule = (
+            f"the patch size {multiple}"
+            if model.arch == "dit"
+            else f"patch_size·2^(levels−1) = {model.patch_size}·2^{len(model.levels) - 1} = "
+            f"{multiple}"
+        )
         raise ValueError(
-            f"resolution {h}×{w} is not divisible by patch_size × 2^(levels − 1) = "
-            f"{model.patch_size} × 2^{len(model.levels) - 1} = {multiple}; allowed: multiples "
-            f"of {multiple} (e.g. {multiple * max(1, round(h / multiple))})"
+            f"resolution {h}×{w} is not divisible by {rule}; allowed: multiples of {multiple} "
+            f"(e.g. {multiple * max(1, round(h / multiple))}×{multiple * max(1, round(w / multiple))})"
         )
     p = model.patch_size
     n_levels = 1 if model.arch == "dit" else len(model.levels)
@@ -321,7 +327,7 @@ def min_resolution(model: ModelConfig) -> int:
     multiple = resolution_multiple(model)
     for k in range(1, 1 + 2**16):
         try:
-            _validate_grids(model, k * multiple)
+            check_grids(model, k * multiple)
         except ValueError:
             continue
         return k * multiple
@@ -358,27 +364,38 @@ def _validate_level(where: str, level: Any, arch: str, pos_emb: str) -> None:
         )
 
 
-def _validate_grids(model: ModelConfig, resolution: Any) -> None:
+def check_grids(model: ModelConfig, resolution: Any = None) -> list[tuple[int, int]]:
+    """The token grid ``(h, w)`` of every level at ``resolution`` (an int or ``(height,
+    width)``; None = the model's own), checked: the image side divisible by
+    ``patch_size · 2^(levels − 1)`` (:func:`token_grids`), every neighborhood kernel no larger
+    than its level's grid, every Swin window dividing it.
+
+    The one grid check: :func:`validate_config` runs it at build time, and the models run it
+    on the size of every input (Python integers from ``.shape``: no compute, no host
+    synchronisation)."""
     grids = token_grids(model, resolution)
     if model.arch == "dit":
-        return
+        return grids
+    size = "×".join(
+        map(str, normalize_resolution(model.resolution if resolution is None else resolution))
+    )
     for i, (level, (gh, gw)) in enumerate(zip(model.levels, grids)):
         where = f"model.levels[{i}]"
         if level.attention == "neighborhood" and level.kernel_size > min(gh, gw):
             raise ValueError(
-                f"{where}.kernel_size: {level.kernel_size} is larger than the level's token grid "
-                f"{gh}×{gw} at resolution {normalize_resolution(resolution)}; allowed: an odd "
-                f"kernel <= {min(gh, gw)} (or a higher resolution / fewer levels)"
+                f"{where}.kernel_size: neighborhood kernel {level.kernel_size} is larger than its "
+                f"{gh}×{gw} token grid at resolution {size}; allowed: an odd kernel <= "
+                f"{min(gh, gw)} (or a higher resolution / fewer levels)"
             )
         if level.attention == "shifted-window" and (
             gh % level.window_size or gw % level.window_size
         ):
             divisors = [d for d in range(1, min(gh, gw) + 1) if gh % d == 0 and gw % d == 0]
             raise ValueError(
-                f"{where}.window_size: {level.window_size} does not divide the level's token "
-                f"grid {gh}×{gw} at resolution {normalize_resolution(resolution)}; allowed: "
-                f"{divisors}"
+                f"{where}.window_size: {level.window_size} does not divide its {gh}×{gw} token "
+                f"grid at resolution {size}; allowed: {divisors}"
             )
+    return grids
 
 
 def _validate_model(model: Any, resolution: Any, *, grids: bool = True) -> None:
@@ -423,7 +440,7 @@ def _validate_model(model: Any, resolution: Any, *, grids: bool = True) -> None:
     _check_int("model.mapping.d_ff", mapping.d_ff, 1, optional=True)
     _check_fraction("model.mapping.dropout", mapping.dropout)
     if grids:
-        _validate_grids(model, model.resolution if resolution is None else resolution)
+        check_grids(model, resolution)
 
 
 def _validate_diffusion(d: Any) -> None:
@@ -471,24 +488,28 @@ def _validate_training(t: Any) -> None:
 
 
 def validate_config(
-    config: Config | ModelConfig, resolution: int | tuple[int, int] | None = None
+    config: Config | ModelConfig,
+    resolution: int | tuple[int, int] | None = None,
+    *,
+    grids: bool = True,
 ) -> None:
     """Check a :class:`Config` (model, diffusion and training parts) or a :class:`ModelConfig`;
     raise ``ValueError`` naming the offending field, its value and what is allowed.
 
     ``resolution`` (an int or ``(height, width)``; None = ``config.model.resolution``) is the
-    image size the resolution-dependent checks use: the image side must be divisible by
-    ``patch_size · 2^(levels − 1)``; a neighborhood kernel must fit in its level's token grid;
-    a Swin window must divide it. Nothing is built or computed.
+    image size the resolution-dependent checks use (:func:`check_grids`): the image side must be
+    divisible by ``patch_size · 2^(levels − 1)``; a neighborhood kernel must fit in its level's
+    token grid; a Swin window must divide it. ``grids=False`` leaves those out (a model built
+    from the spec checks them on the size of each input). Nothing is built or computed.
     """
     if isinstance(config, Config):
         if not isinstance(config.name, str):
             raise ValueError(f"name: got {config.name!r}; allowed: a string")
-        _validate_model(config.model, resolution)
+        _validate_model(config.model, resolution, grids=grids)
         _validate_diffusion(config.diffusion)
         _validate_training(config.training)
     elif isinstance(config, ModelConfig):
-        _validate_model(config, resolution)
+        _validate_model(config, resolution, grids=grids)
     else:
         raise ValueError(
             f"validate_config expects a Config or ModelConfig, got {type(config).__name__}"

@@ -47,6 +47,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from .env import values_on_host
 from .kinds import LOSS_WEIGHTINGS, SIGMA_DENSITIES
 
 SIGMA_DATA = 0.5  # Table 6: "Data Sigma"
@@ -90,10 +91,14 @@ def _check_kind(kind: str, allowed: Sequence[str], what: str) -> None:
 
 
 def _check_positive(sigma: Number, what: str = "sigma") -> None:
-    """σ must be > 0 where 1/σ or log σ appears (skipped while torch.compile traces)."""
-    if torch.compiler.is_compiling():
-        return
-    bad = (sigma <= 0).any().item() if isinstance(sigma, torch.Tensor) else sigma <= 0
+    """σ must be > 0 where 1/σ or log σ appears. A tensor's values are read only where that
+    is free (:func:`hdit_edu.env.values_on_host`: no host synchronisation on an accelerator,
+    where the σ come from the checked schedule of :func:`hdit_edu.sampling.sample` or from the
+    training densities, which never leave [σ_min, σ_max])."""
+    if isinstance(sigma, torch.Tensor):
+        bad = values_on_host(sigma) and bool((sigma <= 0).any())
+    else:
+        bad = sigma <= 0
     if bad:
         raise ValueError(f"{what} must be > 0 here (allowed: σ in (0, ∞)); got {sigma}")
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .configs import ModelConfig
+from .configs import ModelConfig, check_grids, validate_config
 from .diffusion import c_noise
 from .layers import check_inputs, make_param_groups, zero_init
 from .rope import sincos_pos_emb_2d
@@ -94,15 +94,15 @@ class SelfAttention(nn.Module):
     """Standard multi-head self-attention (ViT layout): ``qkv`` with bias, softmax(QKᵀ/√d)V,
     ``proj`` with bias. The qkv features are ordered (3, heads, head_dim)."""
 
-    def __init__(self, width: int, num_heads: int):
+    def __init__(self, width: int, heads: int):
         super().__init__()
-        self.num_heads = num_heads
+        self.heads = heads
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, N, head_dim)
         x = F.scaled_dot_product_attention(q, k, v)  # scale 1/√head_dim
         return self.proj(x.transpose(1, 2).reshape(b, n, c))
@@ -131,10 +131,10 @@ class DiTBlock(nn.Module):
     Compare :class:`hdit_edu.hourglass.TransformerLayer`: AdaRMSNorm (scale only, no shift, no
     gate), cosine-similarity attention with RoPE, GEGLU, zero-initialised output projections."""
 
-    def __init__(self, width: int, num_heads: int, d_ff: int):
+    def __init__(self, width: int, heads: int, d_ff: int):
         super().__init__()
         self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
-        self.attn = SelfAttention(width, num_heads)
+        self.attn = SelfAttention(width, heads)
         self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.mlp = MLP(width, d_ff)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), zero_init(nn.Linear(width, 6 * width)))
@@ -178,13 +178,8 @@ class DiT(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        if len(config.levels) != 1:
-            raise ValueError(
-                f"DiT takes exactly one level (depth, width, head_dim), got {len(config.levels)}"
-            )
+        validate_config(config, grids=False)  # the spec; the grid: on each input (forward)
         level = config.levels[0]
-        if level.width % level.head_dim:
-            raise ValueError(f"width {level.width} is not a multiple of head_dim {level.head_dim}")
         self.config = config
         self.patch_size = p = config.patch_size
         self.in_channels = config.in_channels
@@ -193,14 +188,14 @@ class DiT(nn.Module):
         self.num_classes = config.num_classes
         self.aug_dim = config.aug_dim
         self.width = width = level.width
-        num_heads = width // level.head_dim
+        heads = width // level.head_dim
         d_ff = level.d_ff or 4 * width
 
         self.x_embedder = nn.Conv2d(config.in_channels, width, kernel_size=p, stride=p)
         self.t_embedder = TimestepEmbedder(width)
         self.y_embedder = LabelEmbedder(config.num_classes, width) if config.num_classes else None
         self.aug_embedder = nn.Linear(config.aug_dim, width, bias=False) if config.aug_dim else None
-        self.blocks = nn.ModuleList([DiTBlock(width, num_heads, d_ff) for _ in range(level.depth)])
+        self.blocks = nn.ModuleList([DiTBlock(width, heads, d_ff) for _ in range(level.depth)])
         self.final_layer = FinalLayer(width, p, self.out_channels)
         grid = config.resolution // p
         self.register_buffer("pos_embed", sincos_pos_emb_2d(grid, grid, width), persistent=False)
@@ -254,8 +249,8 @@ class DiT(nn.Module):
         sigma = check_inputs(self, x, sigma, class_cond, aug_cond)
         b, _, h, w = x.shape
         p = self.patch_size
-        if h % p or w % p:
-            raise ValueError(f"input size {h}×{w} is not divisible by the patch size {p}")
+        if not torch.jit.is_tracing():  # (a trace's sizes are tensors; its input was checked)
+            check_grids(self.config, (h, w))  # shapes only: Python integers
         gh, gw = h // p, w // p
 
         # patchify: Conv2d(kernel p, stride p) → tokens (B, gh·gw, D), row-major, + positions

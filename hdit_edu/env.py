@@ -55,6 +55,15 @@ def natten_fused_available() -> bool:
     return bool(natten_status()["fused"])
 
 
+def values_on_host(t: torch.Tensor) -> bool:
+    """Whether reading a tensor's *values* is free: a CPU tensor, outside tracing and
+    ``torch.compile``. Value checks in forward passes (σ > 0, class labels in range) run only
+    then: on an accelerator, reading values means a host synchronisation that stalls the
+    stream on every call, so there the forward passes check shapes only and the values are
+    checked where they enter (the sampler's schedule and labels, the trainer's batches)."""
+    return t.device.type == "cpu" and not (torch.jit.is_tracing() or torch.compiler.is_compiling())
+
+
 def environment_report() -> dict:
     """Versions and devices, as a dict (the tour notebook shows it, ``hdit-edu`` prints it)."""
     cuda = torch.cuda.is_available()

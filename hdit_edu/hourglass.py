@@ -44,8 +44,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import Attention
-from .configs import ATTENTION_KINDS, FFN_KINDS, POS_EMB_KINDS, SKIP_KINDS, ModelConfig
+from .configs import ModelConfig, check_grids, validate_config
 from .diffusion import c_noise
+from .kinds import SKIP_KINDS
 from .layers import (
     AdaRMSNorm,
     FeedForward,
@@ -170,26 +171,26 @@ class TransformerLayer(nn.Module):
         x ← x + FeedForward(AdaRMSNorm₂(x, cond))
 
     ``attention``: the keyword arguments of :class:`hdit_edu.attention.Attention` (kind,
-    head_dim, kernel_size, window_size, shift, pos_emb, dropout, backend), or ``None`` for an
-    FFN-only layer (attention kind ``"none"``)."""
+    head_dim, kernel_size, window_size, shift, rope, backend), or ``None`` for an FFN-only
+    layer (attention kind ``"none"``). ``ffn``: the FFN kind (``"geglu"`` or ``"gelu"``)."""
 
     def __init__(
         self,
-        d_model: int,
+        width: int,
         d_ff: int,
-        cond_features: int,
+        cond_width: int,
         attention: dict | None,
-        activation: str = "geglu",
+        ffn: str = "geglu",
         dropout: float = 0.0,
     ):
         super().__init__()
         if attention is not None:
-            self.norm1 = AdaRMSNorm(d_model, cond_features)
-            self.attn = Attention(d_model, dropout=dropout, **attention)
+            self.norm1 = AdaRMSNorm(width, cond_width)
+            self.attn = Attention(width, dropout=dropout, **attention)
         else:
             self.norm1 = self.attn = None
-        self.norm2 = AdaRMSNorm(d_model, cond_features)
-        self.ffn = FeedForward(d_model, d_ff, activation=activation, dropout=dropout)
+        self.norm2 = AdaRMSNorm(width, cond_width)
+        self.ffn = FeedForward(width, d_ff, kind=ffn, dropout=dropout)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         if self.attn is not None:
@@ -231,7 +232,9 @@ class HDiT(nn.Module):
 
     def __init__(self, config: ModelConfig, attention_backend: str = "auto"):
         super().__init__()
-        _check_config(config)
+        # The whole spec, before any parameter is allocated; the token grids are checked on
+        # the size of each input (forward), the one size-dependent check.
+        validate_config(config, grids=False)
         self.config = config
         levels, mapping = config.levels, config.mapping
         self.patch_size = config.patch_size
@@ -240,8 +243,6 @@ class HDiT(nn.Module):
         self.out_channels_used = config.in_channels
         self.num_classes = config.num_classes
         self.aug_dim = config.aug_dim
-        # H and W must be divisible by this: the patch, then one 2×2 merge per extra level.
-        self.downscale_factor = config.patch_size * 2 ** (len(levels) - 1)
 
         # Patching (+ the additive position table of ablation steps A–C)
         self.patch_in = TokenMerge(config.in_channels, levels[0].width, config.patch_size)
@@ -291,11 +292,10 @@ class HDiT(nn.Module):
         zero_init(self.patch_out.proj)
 
     @staticmethod
-    def _layer_factory(level, config: ModelConfig, cond_features: int, backend: str):
+    def _layer_factory(level, config: ModelConfig, cond_width: int, backend: str):
         """``index → TransformerLayer`` for one level. Layer ``index`` of a shifted-window level
         shifts its windows by ``window_size // 2`` when ``index`` is odd (Swin's alternation)."""
-        activation = config.ffn
-        d_ff = level.d_ff or default_d_ff(level.width, activation)
+        d_ff = level.d_ff or default_d_ff(level.width, config.ffn)
 
         def make_layer(index: int) -> TransformerLayer:
             attention = None
@@ -306,11 +306,11 @@ class HDiT(nn.Module):
                     kernel_size=level.kernel_size,
                     window_size=level.window_size,
                     shift=level.window_size // 2 if index % 2 == 1 else 0,
-                    pos_emb="rope" if config.pos_emb == "rope" else "none",
+                    rope=config.pos_emb == "rope",
                     backend=backend,
                 )
             return TransformerLayer(
-                level.width, d_ff, cond_features, attention, activation, level.dropout
+                level.width, d_ff, cond_width, attention, config.ffn, level.dropout
             )
 
         return make_layer
@@ -322,33 +322,9 @@ class HDiT(nn.Module):
         return make_param_groups(self, base_lr, mapping_lr_scale)
 
     def grid_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
-        """The token grid of every level for an input of ``height × width`` pixels (validated)."""
-        self._check_size(height, width)
-        h, w = height // self.patch_size, width // self.patch_size
-        return [(h >> i, w >> i) for i in range(len(self.config.levels))]
-
-    def _check_size(self, height: int, width: int) -> None:
-        n, f = len(self.config.levels), self.downscale_factor
-        if height % f or width % f:
-            raise ValueError(
-                f"input size {height}×{width} is not divisible by patch_size·2^(levels−1) = "
-                f"{self.patch_size}·2^{n - 1} = {f} (try {height // f * f or f}×{width // f * f or f})"
-            )
-        h, w = height // self.patch_size, width // self.patch_size
-        for i, level in enumerate(self.config.levels):
-            gh, gw = h >> i, w >> i
-            if level.attention == "neighborhood" and level.kernel_size > min(gh, gw):
-                raise ValueError(
-                    f"level {i}: neighborhood kernel {level.kernel_size} is larger than its "
-                    f"{gh}×{gw} token grid (input {height}×{width})"
-                )
-            if level.attention == "shifted-window" and (
-                gh % level.window_size or gw % level.window_size
-            ):
-                raise ValueError(
-                    f"level {i}: window size {level.window_size} does not divide its {gh}×{gw} "
-                    f"token grid (input {height}×{width})"
-                )
+        """The token grid of every level for an input of ``height × width`` pixels, checked
+        against the kernels and windows (:func:`hdit_edu.configs.check_grids`)."""
+        return check_grids(self.config, (height, width))
 
     def forward(
         self,
@@ -358,7 +334,8 @@ class HDiT(nn.Module):
         aug_cond: torch.Tensor | None = None,
     ) -> torch.Tensor:
         sigma = check_inputs(self, x, sigma, class_cond, aug_cond)
-        self._check_size(x.shape[2], x.shape[3])
+        if not torch.jit.is_tracing():  # (a trace's sizes are tensors; its input was checked)
+            check_grids(self.config, (x.shape[2], x.shape[3]))  # shapes only: Python integers
 
         # Patching: (B, C, H, W) → tokens (B, H/p, W/p, width_0)
         x = self.patch_in(x.movedim(1, -1))
@@ -395,25 +372,3 @@ class HDiT(nn.Module):
         # Unpatching: tokens → (B, C_out, H, W)
         x = self.patch_out(self.out_norm(x))
         return x.movedim(-1, 1)
-
-
-def _check_config(config: ModelConfig) -> None:
-    """The checks the constructor cannot do without (full validation lives in ``configs``)."""
-    if not config.levels:
-        raise ValueError("an HDiT needs at least one level (config.levels is empty)")
-    for name, value, allowed in (
-        ("ffn", config.ffn, FFN_KINDS),
-        ("pos_emb", config.pos_emb, POS_EMB_KINDS),
-        ("skip", config.skip, SKIP_KINDS),
-    ):
-        if value not in allowed:
-            raise ValueError(f"unknown {name} kind {value!r}; allowed: {allowed}")
-    for i, level in enumerate(config.levels):
-        if level.attention not in ATTENTION_KINDS:
-            raise ValueError(
-                f"levels[{i}]: unknown attention kind {level.attention!r}; allowed: {ATTENTION_KINDS}"
-            )
-        if level.width % level.head_dim:
-            raise ValueError(
-                f"levels[{i}]: width {level.width} is not a multiple of head_dim {level.head_dim}"
-            )

@@ -93,10 +93,11 @@ from .configs import (
     save_config,
     validate_config,
 )
+from .kinds import ATTENTION_KINDS
 from .models import build_model
 
 KD_MODEL_TYPE = "image_transformer_v2"
-KD_ATTENTION_TYPES = ("global", "neighborhood", "shifted-window", "none")
+KD_ATTENTION_TYPES = ATTENTION_KINDS  # k-diffusion's self_attns "type"s are our attention kinds
 KD_LOSS_WEIGHTINGS = ("karras", "soft-min-snr", "snr")  # the names k-diffusion's Denoiser takes
 KD_SIGMA_DENSITIES = ("lognormal", "cosine-interpolated")  # the ones hdit-edu implements
 KD_AUG_DIM = 9  # k-diffusion always embeds a 9-dim augmentation vector (FourierFeatures(9, w))

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-FFN_ACTIVATIONS = ("geglu", "gelu")
+from .env import values_on_host
+from .kinds import FFN_KINDS
 
 # ----------------------------------------------------------------------------------------------
 # Initialisation and parameter groups
@@ -169,24 +170,22 @@ class RMSNorm(nn.Module):
 class AdaRMSNorm(nn.Module):
     """Adaptive RMSNorm (§4.2, Fig. 4): the scale is predicted from the conditioning vector,
 
-        y = rms_norm(x, scale = 1 + W·cond),   W ∈ R^{features × cond_features}, W₀ = 0,
+        y = rms_norm(x, scale = 1 + W·cond),   W ∈ R^{width × cond_width}, W₀ = 0,
 
     so at initialisation it *is* an RMSNorm with unit scale. ``x`` is channels-last
-    (B, ..., features), ``cond`` is (B, cond_features); the scale broadcasts over the tokens.
+    (B, ..., width), ``cond`` is (B, cond_width); the scale broadcasts over the tokens.
     ``linear`` is tagged ``"mapping"``: it is trained at the mapping network's learning rate."""
 
-    def __init__(self, features: int, cond_features: int, eps: float = 1e-6):
+    def __init__(self, width: int, cond_width: int, eps: float = 1e-6):
         super().__init__()
         self.eps = eps
-        self.linear = tag_module(
-            zero_init(nn.Linear(cond_features, features, bias=False)), "mapping"
-        )
+        self.linear = tag_module(zero_init(nn.Linear(cond_width, width, bias=False)), "mapping")
 
     def extra_repr(self) -> str:
         return f"eps={self.eps}"
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        scale = self.linear(cond) + 1  # (B, features)
+        scale = self.linear(cond) + 1  # (B, width)
         scale = scale.view(scale.shape[0], *([1] * (x.ndim - 2)), scale.shape[-1])
         return rms_norm(x, scale, self.eps)
 
@@ -196,12 +195,17 @@ class AdaRMSNorm(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
-def default_d_ff(width: int, activation: str) -> int:
+def _check_ffn(ffn: str) -> None:
+    if ffn not in FFN_KINDS:
+        raise ValueError(f"unknown FFN kind {ffn!r}; allowed: {', '.join(FFN_KINDS)}")
+
+
+def default_d_ff(width: int, ffn: str) -> int:
     """The FFN hidden size when a config leaves it open: 3·d for GEGLU (§5.2 step C keeps the
-    parameter count of a 4·d GELU MLP, as LLaMA does), 4·d for GELU."""
-    if activation not in FFN_ACTIVATIONS:
-        raise ValueError(f"unknown FFN activation {activation!r}; allowed: {FFN_ACTIVATIONS}")
-    return 3 * width if activation == "geglu" else 4 * width
+    parameter count of a 4·d GELU MLP, as LLaMA does), 4·d for GELU (``ffn``: one of
+    :data:`~hdit_edu.kinds.FFN_KINDS`)."""
+    _check_ffn(ffn)
+    return 3 * width if ffn == "geglu" else 4 * width
 
 
 def geglu(h: torch.Tensor) -> torch.Tensor:
@@ -216,29 +220,29 @@ def geglu(h: torch.Tensor) -> torch.Tensor:
 
 
 class FeedForward(nn.Module):
-    """The pointwise feed-forward branch (Fig. 5), without norm and residual:
+    """The pointwise feed-forward branch (Fig. 5), without norm and residual; ``kind`` is the
+    FFN kind (:data:`~hdit_edu.kinds.FFN_KINDS`, a config's ``ffn``):
 
-        geglu:  y = W_down · dropout(GEGLU(W_up x)),   W_up: d → 2·d_ff
-        gelu:   y = W_down · dropout(GELU(W_up x)),    W_up: d → d_ff
+        geglu:  y = W_down · dropout(GEGLU(W_up x)),   W_up: width → 2·d_ff
+        gelu:   y = W_down · dropout(GELU(W_up x)),    W_up: width → d_ff
 
     No biases; ``down_proj`` starts at zero (no output gate, unlike DiT)."""
 
-    def __init__(self, d_model: int, d_ff: int, activation: str = "geglu", dropout: float = 0.0):
+    def __init__(self, width: int, d_ff: int, kind: str = "geglu", dropout: float = 0.0):
         super().__init__()
-        if activation not in FFN_ACTIVATIONS:
-            raise ValueError(f"unknown FFN activation {activation!r}; allowed: {FFN_ACTIVATIONS}")
-        self.activation = activation
-        up_features = 2 * d_ff if activation == "geglu" else d_ff
-        self.up_proj = nn.Linear(d_model, up_features, bias=False)
+        _check_ffn(kind)
+        self.kind = kind
+        up_features = 2 * d_ff if kind == "geglu" else d_ff
+        self.up_proj = nn.Linear(width, up_features, bias=False)
         self.dropout = nn.Dropout(dropout)
-        self.down_proj = zero_init(nn.Linear(d_ff, d_model, bias=False))
+        self.down_proj = zero_init(nn.Linear(d_ff, width, bias=False))
 
     def extra_repr(self) -> str:
-        return f"activation={self.activation!r}"
+        return f"kind={self.kind!r}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.up_proj(x)
-        h = geglu(h) if self.activation == "geglu" else F.gelu(h)
+        h = geglu(h) if self.kind == "geglu" else F.gelu(h)
         return self.down_proj(self.dropout(h))
 
 
@@ -276,7 +280,7 @@ class MappingBlock(nn.Module):
     def __init__(self, width: int, d_ff: int, dropout: float = 0.0):
         super().__init__()
         self.norm = RMSNorm(width)
-        self.ffn = FeedForward(width, d_ff, activation="geglu", dropout=dropout)
+        self.ffn = FeedForward(width, d_ff, kind="geglu", dropout=dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.ffn(self.norm(x))
@@ -311,6 +315,21 @@ class MappingNetwork(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
+def check_class_labels(class_cond: torch.Tensor, num_classes: int) -> None:
+    """Raise ``ValueError`` unless every label lies in [0, num_classes] (``num_classes`` is the
+    *dropped* class, classifier-free guidance's unconditional embedding). This reads the
+    values: call it where labels enter (the trainer's batch, :func:`hdit_edu.sampling.sample`);
+    a forward pass calls it only for labels already on the host (:func:`check_conditioning`)."""
+    if class_cond.numel() == 0:
+        return
+    lo, hi = int(class_cond.min()), int(class_cond.max())
+    if lo < 0 or hi > num_classes:
+        raise ValueError(
+            f"class_cond values must lie in [0, {num_classes}] ({num_classes} = dropped "
+            f"class), got min {lo}, max {hi}"
+        )
+
+
 def check_conditioning(
     batch: int,
     sigma: torch.Tensor,
@@ -319,13 +338,17 @@ def check_conditioning(
     num_classes: int,
     aug_dim: int,
 ) -> torch.Tensor:
-    """Validate the conditioning of a forward pass (clear errors before any compute) and return
+    """Check the conditioning of a forward pass (clear errors before any compute) and return
     σ as a (B,) tensor (a 0-dim σ is broadcast over the batch).
 
     ``class_cond``: integer tensor (B,) with values in [0, num_classes] — index
     ``num_classes`` is the *dropped* class (classifier-free guidance's unconditional
     embedding); ``None`` for an unconditional model (num_classes = 0).
-    ``aug_cond``: (B, aug_dim) or None (= no augmentation, all zeros)."""
+    ``aug_cond``: (B, aug_dim) or None (= no augmentation, all zeros).
+
+    Shapes and dtypes are always checked; the label *values* only when reading them is free
+    (:func:`hdit_edu.env.values_on_host`): on an accelerator it would stall every forward pass
+    on a host synchronisation, so there the labels are checked where they enter."""
     if not torch.is_tensor(sigma) or sigma.shape not in ((), (batch,)):
         raise ValueError(f"expected sigma as a tensor of shape ({batch},), got {sigma!r:.80}")
     sigma = sigma.expand(batch)
@@ -342,13 +365,8 @@ def check_conditioning(
             f"expected class_cond as an integer tensor of shape ({batch},), "
             f"got {class_cond.dtype} {tuple(class_cond.shape)}"
         )
-    elif not (torch.jit.is_tracing() or torch.compiler.is_compiling()) and class_cond.numel():
-        lo, hi = int(class_cond.min()), int(class_cond.max())
-        if lo < 0 or hi > num_classes:
-            raise ValueError(
-                f"class_cond values must lie in [0, {num_classes}] ({num_classes} = dropped "
-                f"class), got min {lo}, max {hi}"
-            )
+    elif values_on_host(class_cond):
+        check_class_labels(class_cond, num_classes)
     if aug_cond is not None and (aug_dim == 0 or tuple(aug_cond.shape) != (batch, aug_dim)):
         raise ValueError(
             f"aug_cond: expected shape ({batch}, {aug_dim}) or None, got {tuple(aug_cond.shape)}"
@@ -364,7 +382,7 @@ def check_inputs(
     class_cond: torch.Tensor | None,
     aug_cond: torch.Tensor | None,
 ) -> torch.Tensor:
-    """Validate the inputs of ``model.forward`` for the inner network F (HDiT and DiT alike):
+    """Check the inputs of ``model.forward`` for the inner network F (HDiT and DiT alike):
     images x of shape (B, model.in_channels, H, W), then their conditioning for
     ``model.num_classes`` / ``model.aug_dim`` (:func:`check_conditioning`). Returns σ as a (B,)
     tensor. Each model checks H and W against its own patch / level sizes."""

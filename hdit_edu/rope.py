@@ -23,7 +23,7 @@ and ``k`` at ``p'``, ``q·k`` depends on ``p − p'`` only — the relative offs
 
 The constants and the order of operations follow the authors' k-diffusion
 (``image_transformer_v2.AxialRoPE``) so that converted checkpoints give the same numbers: the
-buffer :attr:`AxialRoPE.freqs` has k-diffusion's shape ``(n_heads, head_dim // 8)`` and values.
+buffer :attr:`AxialRoPE.freqs` has k-diffusion's shape ``(heads, head_dim // 8)`` and values.
 
 **Additive position embedding** (steps A–C: "a simple additive positional encoding").
 :class:`AdditivePosEmb` is a learned ``(grid_h, grid_w, width)`` table added to the tokens after
@@ -78,42 +78,42 @@ def downscale_pos(pos: torch.Tensor) -> torch.Tensor:
     return blocks.reshape(*batch, h // 2, w // 2, 4, e).mean(dim=-2)
 
 
-def axial_rope_freqs(head_dim: int, n_heads: int) -> torch.Tensor:
-    """The RoPE frequencies ``(n_heads, head_dim // 8)``.
+def axial_rope_freqs(head_dim: int, heads: int) -> torch.Tensor:
+    """The RoPE frequencies ``(heads, head_dim // 8)``.
 
     ``head_dim // 2`` channels of each head are rotated: ``head_dim // 4`` channel pairs, half
     of them for the row axis and half for the column axis, each axis using the same
-    ``m = head_dim // 8`` frequencies per head. All ``n_heads · m`` frequencies are log-spaced
-    on ``[π, 10π)`` (``n_heads · m + 1`` points, the last dropped) and dealt out to the heads
-    in turn: head ``h`` gets frequencies ``h, h + n_heads, h + 2·n_heads, …``.
+    ``m = head_dim // 8`` frequencies per head. All ``heads · m`` frequencies are log-spaced
+    on ``[π, 10π)`` (``heads · m + 1`` points, the last dropped) and dealt out to the heads
+    in turn: head ``h`` gets frequencies ``h, h + heads, h + 2·heads, …``.
     """
     if head_dim % 8 or head_dim < 8:
         raise ValueError(
             f"axial RoPE needs head_dim divisible by 8 (a quarter of each head rotated per axis "
             f"pair, two axes), got head_dim={head_dim}"
         )
-    if n_heads < 1:
-        raise ValueError(f"axial RoPE needs n_heads >= 1, got {n_heads}")
+    if heads < 1:
+        raise ValueError(f"axial RoPE needs heads >= 1, got {heads}")
     m = head_dim // 8
-    log_freqs = torch.linspace(math.log(ROPE_MIN_FREQ), math.log(ROPE_MAX_FREQ), n_heads * m + 1)
-    return log_freqs[:-1].exp().view(m, n_heads).T.contiguous()
+    log_freqs = torch.linspace(math.log(ROPE_MIN_FREQ), math.log(ROPE_MAX_FREQ), heads * m + 1)
+    return log_freqs[:-1].exp().view(m, heads).T.contiguous()
 
 
 class AxialRoPE(nn.Module):
-    """Rotation angles of axial RoPE for ``n_heads`` heads of ``head_dim`` channels.
+    """Rotation angles of axial RoPE for ``heads`` heads of ``head_dim`` channels.
 
     ``forward(pos)`` maps positions ``(..., 2)`` to angles ``θ`` of shape
-    ``(..., n_heads, head_dim // 4)``: ``[y·f, x·f]`` per head. No trainable parameters; the
+    ``(..., heads, head_dim // 4)``: ``[y·f, x·f]`` per head. No trainable parameters; the
     frequencies are a (saved) buffer, as in k-diffusion.
     """
 
-    def __init__(self, head_dim: int, n_heads: int):
+    def __init__(self, head_dim: int, heads: int):
         super().__init__()
         self.head_dim = head_dim
-        self.register_buffer("freqs", axial_rope_freqs(head_dim, n_heads))
+        self.register_buffer("freqs", axial_rope_freqs(head_dim, heads))
 
     def extra_repr(self) -> str:
-        return f"head_dim={self.head_dim}, n_heads={self.freqs.shape[0]}"
+        return f"head_dim={self.head_dim}, heads={self.freqs.shape[0]}"
 
     def forward(self, pos: torch.Tensor) -> torch.Tensor:
         if pos.shape[-1] != 2:
@@ -121,8 +121,8 @@ class AxialRoPE(nn.Module):
                 f"AxialRoPE: positions must have shape (..., 2), got {tuple(pos.shape)}"
             )
         freqs = self.freqs.to(pos.dtype)
-        theta_y = pos[..., None, 0:1] * freqs  # (..., n_heads, m): row angle y·f
-        theta_x = pos[..., None, 1:2] * freqs  # (..., n_heads, m): column angle x·f
+        theta_y = pos[..., None, 0:1] * freqs  # (..., heads, m): row angle y·f
+        theta_x = pos[..., None, 1:2] * freqs  # (..., heads, m): column angle x·f
         return torch.cat((theta_y, theta_x), dim=-1)
 
 

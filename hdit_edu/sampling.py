@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import trange
 
+from .layers import check_class_labels
+
 if TYPE_CHECKING:
     from .configs import Config
     from .diffusion import Denoiser
@@ -380,11 +382,7 @@ def sample(
                 "num_classes=... or use a denoiser with a num_classes attribute"
             )
     if num_classes is not None and class_cond is not None:
-        if (class_cond < 0).any() or (class_cond > num_classes).any():
-            raise ValueError(
-                f"class_cond values must be in [0, {num_classes}] ({num_classes} = dropped "
-                f"class); got {class_cond.tolist()}"
-            )
+        check_class_labels(class_cond, num_classes)  # once, here: the model's forward need not
     if isinstance(generator, int):
         generator = torch.Generator(device=x.device).manual_seed(generator)
     sigmas = sigmas.to(x.device)

@@ -78,6 +78,7 @@ from .checkpoints import (
 from .configs import Config, load_config, save_config
 from .data import Augment, ImageFolderDataset, ResumableSampler, save_grid, step_generator
 from .diffusion import Denoiser, sample_sigmas
+from .layers import check_class_labels
 from .models import build_model
 from .sampling import generate, grid_columns
 from .toy import ToyDataset
@@ -440,6 +441,8 @@ class Trainer:
         return self._prepare(images, classes, step)
 
     def _prepare(self, images, classes, step):
+        if self.config.model.num_classes:  # the labels enter here, still on the host
+            check_class_labels(classes, self.config.model.num_classes)
         aug_cond = None
         if self.augment is not None:
             g = step_generator(self.config.training.seed, step, self.dist.rank, STREAM_AUGMENT)

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .attention import ATTENTION_MECHANISMS, attended_mask, attention_flops, keys_per_query
+from .attention import ATTENTION_MODULE_KINDS, attended_mask, attention_flops, keys_per_query
 from .diffusion import loss_weight, target_weight
 from .flops import TERM_KINDS, loglog_slope
 from .rope import AxialRoPE, apply_rope, axial_rope_freqs
@@ -340,7 +340,7 @@ def plot_attention_cost(
     axes = plt.subplots(1, 2, figsize=(9, 3.2))[1] if axes is None else axes
     window = {"kernel_size": kernel_size, "window_size": window_size}
     sides = list(sides)
-    for kind in ATTENTION_MECHANISMS:
+    for kind in ATTENTION_MODULE_KINDS:
         flops = [attention_flops(kind, s, s, heads, head_dim, **window) for s in sides]
         memory = [s * s * keys_per_query(kind, s, s, **window) * heads * 4 for s in sides]
         axes[0].loglog(sides, flops, "o-", label=kind, ms=3)
@@ -354,12 +354,12 @@ def plot_attention_cost(
     return axes
 
 
-def plot_rope_frequencies(head_dim: int, n_heads: int, ax=None):
+def plot_rope_frequencies(head_dim: int, heads: int, ax=None):
     """The axial RoPE frequencies of every head (:func:`hdit_edu.rope.axial_rope_freqs`):
     log-spaced on [π, 10π), dealt out to the heads in turn."""
     ax = plt.subplots(figsize=(4, 3))[1] if ax is None else ax
-    freqs = axial_rope_freqs(head_dim, n_heads)
-    for h in range(n_heads):
+    freqs = axial_rope_freqs(head_dim, heads)
+    for h in range(heads):
         ax.semilogy(range(freqs.shape[1]), freqs[h].numpy(), "o-", ms=3, label=f"head {h}")
     ax.set_xlabel("frequency index (each used for rows and for columns)")
     ax.set_ylabel("frequency (rad per unit of position)")
@@ -367,12 +367,12 @@ def plot_rope_frequencies(head_dim: int, n_heads: int, ax=None):
     return ax
 
 
-def plot_rope_similarity(q, k, *, head_dim: int, n_heads: int, extent=1.0, n=41, head=0, ax=None):
+def plot_rope_similarity(q, k, *, head_dim: int, heads: int, extent=1.0, n=41, head=0, ax=None):
     """``q·k`` after RoPE (one head) as a function of the offset between the query and key
     positions, over ``[-extent, extent]²``: the same map wherever the pair sits on the grid.
-    ``q, k``: ``(n_heads, head_dim)``."""
+    ``q, k``: ``(heads, head_dim)``."""
     ax = plt.subplots(figsize=(3.5, 3))[1] if ax is None else ax
-    rope = AxialRoPE(head_dim, n_heads)
+    rope = AxialRoPE(head_dim, heads)
     offsets = torch.linspace(-extent, extent, n)
     delta = torch.stack(torch.meshgrid(offsets, offsets, indexing="ij"), dim=-1)  # (n, n, 2)
     q_rot = apply_rope(q, rope(delta))  # query at the offset, key at the origin

@@ -35,7 +35,7 @@ from IPython.display import clear_output, display
 from PIL import Image
 from torchvision.utils import make_grid
 
-from .attention import ATTENTION_MECHANISMS, attended_mask
+from .attention import ATTENTION_MODULE_KINDS, attended_mask
 from .data import to_uint8
 from .evaluation import fid
 from .runs import load_run
@@ -540,7 +540,7 @@ class AttentionExplorer:
         }
 
     def key_counts(self) -> dict[str, int]:
-        """How many keys the query sees under each mechanism, for the current settings."""
+        """How many keys the query sees under each attention kind, for the current settings."""
         s = self.settings()
         return {
             kind: int(
@@ -554,7 +554,7 @@ class AttentionExplorer:
                     shift=s["shift"],
                 ).sum()
             )
-            for kind in ATTENTION_MECHANISMS
+            for kind in ATTENTION_MODULE_KINDS
         }
 
     def draw(self):
@@ -562,7 +562,7 @@ class AttentionExplorer:
         with self.output:
             clear_output(wait=True)
             fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
-            for ax, kind in zip(axes, ATTENTION_MECHANISMS):
+            for ax, kind in zip(axes, ATTENTION_MODULE_KINDS):
                 plot_attended_set(
                     kind,
                     s["h"],

@@ -97,7 +97,7 @@ print(inspect.getsource(MLP.forward))
 
 # %%
 hdit_block = TransformerLayer(
-    d, default_d_ff(d, "geglu"), cond_features=d, attention=dict(kind="global", head_dim=head_dim)
+    d, default_d_ff(d, "geglu"), cond_width=d, attention=dict(kind="global", head_dim=head_dim)
 )
 dit_block = DiTBlock(d, heads, 4 * d)
 print(hdit_block)
@@ -170,7 +170,7 @@ assert torch.allclose(F.layer_norm(v + 5, (4,)), F.layer_norm(v, (4,)), atol=1e-
 assert not torch.allclose(rms_norm(v + 5, torch.ones(4)), rms_norm(v, torch.ones(4)))
 
 # %%
-norm = AdaRMSNorm(d, cond_features=d)
+norm = AdaRMSNorm(d, cond_width=d)
 tokens = torch.randn(3, 4, 4, d)
 conds = torch.randn(3, d)
 assert torch.equal(norm(tokens, conds), RMSNorm(d)(tokens))  # fresh: exactly RMSNorm
@@ -218,7 +218,7 @@ plt.show()
 # up-projection is the value, the second the gate — k-diffusion's order):
 
 # %%
-ffn = FeedForward(d, 3 * d, activation="geglu")
+ffn = FeedForward(d, 3 * d, kind="geglu")
 with torch.no_grad():
     ffn.down_proj.weight.normal_(std=d**-0.5)
 h = torch.randn(5, d)

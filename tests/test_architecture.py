@@ -82,7 +82,7 @@ def test_the_bottom_layers_import_only_what_they_may():
     assert graph["kinds"] == set() and graph["env"] == set()
     assert graph["configs"] <= {"kinds", "env"}, graph["configs"]
     # the maths of §3.1 takes plain values, not configs; the blocks know nothing of models
-    assert graph["diffusion"] <= {"kinds"}, graph["diffusion"]
+    assert graph["diffusion"] <= {"kinds", "env"}, graph["diffusion"]
     for module in ("layers", "rope", "attention"):
         assert graph[module] <= {"kinds", "env", "rope", "layers"}, (module, graph[module])
     # only models picks HDiT or DiT; no model module imports the training side

@@ -347,7 +347,7 @@ def from_scratch_attention(module: Attention, x, pos):
     the projection, heads contiguous inside each; cosine similarity; RoPE as a complex rotation
     of channel pairs (c, c + d/4) on the first half of each head; softmax; output projection."""
     b, h, w, d = x.shape
-    heads, hd = module.n_heads, module.head_dim
+    heads, hd = module.heads, module.head_dim
     qkv = x @ module.qkv_proj.weight.T
     q, k, v = (qkv[..., i * d : (i + 1) * d].reshape(b, h * w, heads, hd) for i in range(3))
     q = q / q.norm(dim=-1, keepdim=True) * module.scale[:, None].sqrt()
@@ -410,8 +410,8 @@ def test_gradients_reach_every_parameter(kind, extra):
     assert x.grad.abs().sum() > 0
 
 
-def test_pos_emb_none_ignores_positions_and_bad_input_is_named():
-    module = Attention(32, head_dim=16, kind="global", pos_emb="none")
+def test_attention_without_rope_ignores_positions_and_bad_input_is_named():
+    module = Attention(32, head_dim=16, kind="global", rope=False)
     assert module.pos_emb is None
     with torch.no_grad():
         module.out_proj.weight.normal_()

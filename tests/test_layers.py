@@ -62,7 +62,7 @@ def test_ada_rms_norm_starts_as_rms_norm_and_scales_per_sample():
 
 def test_geglu_feed_forward_matches_manual_computation():
     torch.manual_seed(0)
-    ffn = FeedForward(8, 12, activation="geglu")
+    ffn = FeedForward(8, 12, kind="geglu")
     assert ffn.up_proj.weight.shape == (24, 8) and ffn.down_proj.weight.shape == (8, 12)
     x = torch.randn(5, 8)
     assert not ffn(x).any()  # down_proj starts at zero
@@ -78,7 +78,7 @@ def test_geglu_feed_forward_matches_manual_computation():
 
 def test_gelu_feed_forward_and_default_hidden_sizes():
     torch.manual_seed(0)
-    ffn = FeedForward(8, 32, activation="gelu")
+    ffn = FeedForward(8, 32, kind="gelu")
     assert ffn.up_proj.weight.shape == (32, 8)
     with torch.no_grad():
         ffn.down_proj.weight.normal_()
@@ -87,7 +87,7 @@ def test_gelu_feed_forward_and_default_hidden_sizes():
     assert ffn.up_proj.bias is None and ffn.down_proj.bias is None  # no biases
     assert default_d_ff(384, "geglu") == 1152 and default_d_ff(384, "gelu") == 1536
     with pytest.raises(ValueError, match="allowed"):
-        FeedForward(8, 8, activation="swiglu")
+        FeedForward(8, 8, kind="swiglu")
     with pytest.raises(ValueError, match="allowed"):
         default_d_ff(8, "relu")
 

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from hdit_edu.attention import Attention
-from hdit_edu.configs import LevelConfig, MappingConfig, ModelConfig
+from hdit_edu.configs import LevelConfig, MappingConfig, ModelConfig, get_config
+from hdit_edu.diffusion import Denoiser
 from hdit_edu.dit import DiT
 from hdit_edu.hourglass import (
     HDiT,
@@ -20,6 +21,7 @@ from hdit_edu.hourglass import (
 )
 from hdit_edu.layers import param_tags
 from hdit_edu.models import build_model, set_attention_backend
+from hdit_edu.profiles import toy_scale
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -200,7 +202,7 @@ def test_non_divisible_resolution_names_the_sizes():
             levels=[LevelConfig(1, 32, 16, "shifted-window", window_size=8), LevelConfig(1, 32, 16)]
         )
     )
-    with pytest.raises(ValueError, match=r"window size 8 does not divide its 12×12"):
+    with pytest.raises(ValueError, match=r"window_size: 8 does not divide its 12×12"):
         window8(*inputs(h=24, w=24))
 
 
@@ -457,3 +459,28 @@ def test_attention_backend_is_chosen_by_build_model_and_switched_after():
         with pytest.raises(ValueError, match="allowed: auto, natten, natten-flex, torch"):
             bad()
     assert {a.backend for a in attentions} == {"masked-sdpa"}  # a refused switch changes nothing
+
+
+# --- no host synchronisation in the forward pass ---------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["toy", "B1", "R1"])  # neighborhood + global, Swin, DiT
+def test_denoiser_forward_and_loss_read_no_tensor_values(name):
+    """On the meta device a tensor has a shape but no values: ``.item()``, ``int(t)`` or
+    ``bool(t)`` raise. So a forward and backward pass that runs there reads no values — on an
+    accelerator it would not wait for the device (the checks of values happen where σ and the
+    labels enter: the sampler, the trainer's batch)."""
+    config = toy_scale(get_config(name)) if name != "toy" else get_config("toy")
+    with torch.device("meta"):
+        model = build_model(config)
+        d = config.diffusion
+        denoiser = Denoiser(model, d.sigma_data, d.loss_weighting, d.gamma)
+        x, sigma = torch.randn(2, 3, 32, 32), torch.rand(2) + 0.1
+        cond = {"class_cond": torch.tensor([0, 8])} if config.model.num_classes else {}
+        out = denoiser(x, sigma, **cond)
+        loss = denoiser.loss(x, torch.randn_like(x), sigma, **cond)
+        loss.mean().backward()
+    assert out.shape == x.shape and out.is_meta and loss.shape == (2,)
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    with pytest.raises(RuntimeError, match="meta"):  # what a value read would have done
+        bool((sigma > 0).all())

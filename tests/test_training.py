@@ -180,6 +180,24 @@ def test_attention_backend_reaches_the_model_and_its_ema(six_step_run, toy_data)
         Trainer(tiny_config(), None, dataset=toy_data, attention_backend="flash")
 
 
+def test_class_labels_are_checked_where_they_enter(toy_data):
+    """The labels of a batch are checked on the host before they go to the device (the model's
+    forward pass reads no values on an accelerator)."""
+
+    class Shifted:  # a data set whose labels run past the model's 8 classes
+        def __len__(self):
+            return len(toy_data)
+
+        def batch(self, indices):
+            images, classes = toy_data.batch(indices)
+            return images, classes + 5
+
+    trainer = Trainer(tiny_config(), None, dataset=Shifted(), progress=False)
+    with pytest.raises(ValueError, match=r"class_cond values must lie in \[0, 8\].*max 1[0-2]"):
+        trainer.train_step()
+    assert trainer.step == 0
+
+
 def test_checkpoint_state_loads_with_weights_only(six_step_run):
     run, _ = six_step_run
     state = torch.load(run / "checkpoints/step-00000006/trainer_state.pt", weights_only=True)
