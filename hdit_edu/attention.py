@@ -12,8 +12,8 @@ many scales to the clamp or below 1, while learning ``τ`` directly keeps them i
 below run with ``scale=1``: ``q'·k' = τ·cos(q, k)``. RoPE is applied after the normalisation (a
 rotation keeps the norm, and this is k-diffusion's order of operations).
 
-**Attention kinds** (§4.3, steps B1/B2 of Table 1). All kernels take ``(batch, height, width, heads,
-head_dim)`` tensors and a ``scale`` (default ``head_dim ** -0.5``, like SDPA and NATTEN):
+**Attention kinds** (§4.3, steps B1/B2 of Table 1). All kernels take ``(batch, height, width,
+heads, head_dim)`` tensors and a ``scale`` (default ``head_dim ** -0.5``, like SDPA and NATTEN):
 
 - :func:`global_attention` — every token attends to every token: PyTorch SDPA. O(n²) in tokens.
 - :func:`neighborhood_attention` — each query attends to the ``k × k`` tokens around it. At the
@@ -27,7 +27,7 @@ head_dim)`` tensors and a ``scale`` (default ``head_dim ** -0.5``, like SDPA and
   along both axes. We roll by ``+shift`` exactly as k-diffusion does; Swin's paper rolls by
   ``−shift`` — for ``shift = w/2``, the shift HDiT uses, the two give the same windows.
 
-**Neighborhood attention backends** (``backend=``; see DESIGN.md "Attention backends"):
+**Neighborhood attention backends** (``backend=``; docs/ARCHITECTURE.md "Attention backends"):
 
 - ``"natten"`` — ``natten.functional.na2d`` (NATTEN's fused kernels on CUDA; without its compiled
   library, its flex-attention path, which on CPU is forward-only and materialises the full

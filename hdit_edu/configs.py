@@ -14,8 +14,9 @@ This module also holds
 * the named models of the paper: :func:`ablation_step` (Table 1: ``A`` … ``E``, ``R1`` …
   ``R4``, at 128² and at every doubling of the resolution), :func:`skip_variant` (Table 2),
   :func:`paper_config` (Table 6: ``imagenet128``, ``ffhq1024``, ``imagenet256``),
-  :func:`toy_config` (the 32×32 toy-set model of DESIGN.md) and :func:`get_config`, which takes
-  any of those names (optionally ``"NAME@RES"``) or the path of a JSON file;
+  :func:`toy_config` (the 32×32 toy-set model of docs/ARCHITECTURE.md) and
+  :func:`get_config`, which takes any of those names (optionally ``"NAME@RES"``) or the path
+  of a JSON file;
 * :func:`at_resolution` — App. A's rule for adapting a model to another resolution;
   :func:`token_grids` (the token grid of every level), :func:`check_grids` (those grids
   checked against the kernels and windows: the one grid check, at build time and on every
@@ -310,9 +311,10 @@ def token_grids(model: ModelConfig, resolution: Any = None) -> list[tuple[int, i
             else f"patch_size·2^(levels−1) = {model.patch_size}·2^{len(model.levels) - 1} = "
             f"{multiple}"
         )
+        near = [multiple * max(1, round(side / multiple)) for side in (h, w)]
         raise ValueError(
             f"resolution {h}×{w} is not divisible by {rule}; allowed: multiples of {multiple} "
-            f"(e.g. {multiple * max(1, round(h / multiple))}×{multiple * max(1, round(w / multiple))})"
+            f"(e.g. {near[0]}×{near[1]})"
         )
     p = model.patch_size
     n_levels = 1 if model.arch == "dit" else len(model.levels)
@@ -766,8 +768,8 @@ def paper_config(name: str) -> Config:
 
 
 def toy_config() -> Config:
-    """The small class-conditional HDiT for the 32×32 toy data set (DESIGN.md's "6M-parameter
-    toy HDiT"; about 5.9M parameters): patch 2, levels ``[2 @ 128, neighborhood 7×7 on the 16×16
+    """The small class-conditional HDiT for the 32×32 toy data set (docs/ARCHITECTURE.md's
+    "6M-parameter toy HDiT"; about 5.9M parameters): patch 2, levels ``[2 @ 128, neighborhood 7×7 on the 16×16
     grid; 4 @ 256, global on 8×8]``, GEGLU, axial RoPE, lerp skips, mapping depth 1 / width 256,
     8 classes (+1 dropped), augmentation input 9.
 
