@@ -310,8 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     make.add_argument("path", help="output folder (created)")
     make.add_argument("--n", type=int, default=1024, help="number of images")
-    make.add_argument("--resolution", type=int, default=32, help="side in pixels")
-    make.add_argument("--seed", type=int, default=0, help="random seed")
+    _add_shared(make, "--resolution")
+    _add_shared(make, "--seed")
     make.add_argument("--split", choices=SPLITS, default="test", help="which split to draw")
     preview = _add_command(
         data_sub,
@@ -321,8 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     preview.add_argument("path", help="output PNG, e.g. data/toy_preview.png")
     preview.add_argument("--per-class", type=int, default=8, help="images per class (row)")
-    preview.add_argument("--resolution", type=int, default=32, help="side in pixels")
-    preview.add_argument("--seed", type=int, default=0, help="random seed")
+    _add_shared(preview, "--resolution")
+    _add_shared(preview, "--seed")
 
     # --- classifier (the toy classifier: FID features offline, class accuracy) -----------------
     classifier = _add_command(
@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_classifier.add_argument("--epochs", type=int, default=2, help="training epochs")
     train_classifier.add_argument("--batch-size", type=int, default=128, help="batch size")
     train_classifier.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
-    train_classifier.add_argument("--seed", type=int, default=0, help="random seed")
+    _add_shared(train_classifier, "--seed")
     return parser
 
 
@@ -363,6 +363,8 @@ _SHARED_OPTIONS = {
     "--profile": dict(default="auto", choices=("auto", "cpu", "gpu"), help=PROFILE_HELP),
     "--run": dict(required=True, help="a run folder written by `hdit-edu train`"),
     "--no-progress": dict(action="store_true", help="no progress bar"),
+    "--seed": dict(type=int, default=0, help="random seed"),
+    "--resolution": dict(type=int, default=32, help="image side in pixels (the toy set's: 32)"),
     "--backend": dict(
         default="auto",
         choices=NA_BACKENDS,
@@ -389,7 +391,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
         type=int,
         help="class index for every sample (default: classes 0, 1, 2, ... in turn)",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    _add_shared(p, "--seed")
     p.add_argument("--weights", default="ema", choices=("ema", "model"), help="which weights")
     p.add_argument("--checkpoint", help="a checkpoint folder (default: the run's newest)")
     p.add_argument("--batch-size", type=int, default=64, help="sampling batch size")
