@@ -115,6 +115,7 @@ def test_fixture_models_cover_the_issue_list():
     """Issue 15's list: every attention kind, 1–4 levels, patch 1/2/4, mapping depth 1/2,
     with and without classes, a rectangular input_size and non-square inputs to square
     configs; and the files stay small."""
+    assert len(MODELS) >= 6
     configs = {name: _load(name)[0]["model"] for name in MODELS}
     attentions = {a["type"] for m in configs.values() for a in m["self_attns"]}
     assert attentions == {"neighborhood", "shifted-window", "global", "none"}
