@@ -455,7 +455,7 @@ def _samplers(K: ModuleType, out: Path, files: dict) -> None:
 
 def generate(K: ModuleType, out: Path = FIXTURES) -> dict:
     """Write every fixture into ``out`` with the reference package ``K`` (``k_diffusion``,
-    imported by :func:`hdit_edu.interop.import_k_diffusion`); returns the manifest. One thread,
+    imported by the loader's ``import_k_diffusion``, see :func:`main`); returns the manifest. One thread,
     fixed seeds, float32; the caller's RNG state and thread count are restored."""
     import natten
 
@@ -496,12 +496,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=FIXTURES, help=f"default: {FIXTURES}")
     args = parser.parse_args(argv)
-    from hdit_edu.interop import K_DIFFUSION_SRC_ENV, import_k_diffusion, k_diffusion_source
+    from hdit_edu import interop as loader  # the only import of the reference loader
 
-    src = k_diffusion_source()
+    src = loader.k_diffusion_source()
     if src is None:
-        sys.exit(f"set {K_DIFFUSION_SRC_ENV} to a clone of crowsonkb/k-diffusion")
-    with import_k_diffusion(src) as K:
+        sys.exit(f"set {loader.K_DIFFUSION_SRC_ENV} to a clone of crowsonkb/k-diffusion")
+    with loader.import_k_diffusion(src) as K:
         manifest = generate(K, args.out)
     size = sum(p.stat().st_size for p in Path(args.out).iterdir())
     print(f"wrote {len(list(Path(args.out).iterdir()))} files, {size} bytes, into {args.out}")
