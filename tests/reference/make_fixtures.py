@@ -455,8 +455,8 @@ def _samplers(K: ModuleType, out: Path, files: dict) -> None:
 
 def generate(K: ModuleType, out: Path = FIXTURES) -> dict:
     """Write every fixture into ``out`` with the reference package ``K`` (``k_diffusion``,
-    imported by the loader's ``import_k_diffusion``, see :func:`main`); returns the manifest. One thread,
-    fixed seeds, float32; the caller's RNG state and thread count are restored."""
+    imported by the loader's ``import_k_diffusion``, see :func:`main`); returns the manifest.
+    One thread, fixed seeds, float32; the caller's RNG state and thread count are restored."""
     import natten
 
     out = Path(out)
