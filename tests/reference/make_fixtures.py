@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=FIXTURES, help=f"default: {FIXTURES}")
     args = parser.parse_args(argv)
-    from hdit_edu import interop as loader  # the only import of the reference loader
+    from hdit_edu import reference_source as loader  # the only import of the reference loader
 
     src = loader.k_diffusion_source()
     if src is None:
