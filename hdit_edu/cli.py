@@ -10,6 +10,7 @@ the one command line of the package:
     hdit-edu fid    --run runs/toy-cpu --n 1000                       # toy extractor, offline
     hdit-edu ablate --steps A,B1,B2,C,D,E --profile cpu               # Table 1 at toy scale
     hdit-edu flops  --config E --resolution 256                       # GFLOPs per forward
+    hdit-edu flops  --config E --resolution 256x512                   # … of a rectangular size
     hdit-edu convert from-k-diffusion KD.safetensors -o runs/kd       # authors' checkpoints
     hdit-edu data make-toy OUT --n 1024                               # the toy set as PNGs
     hdit-edu data preview data/toy_preview.png                        # its preview grid
@@ -34,7 +35,14 @@ from PIL import Image
 from . import evaluation
 from .ablation import run_ablation
 from .attention import NA_BACKENDS
-from .configs import Config, at_resolution, get_config, load_config
+from .configs import (
+    Config,
+    at_resolution,
+    get_config,
+    load_config,
+    normalize_resolution,
+    parse_resolution,
+)
 from .data import save_grid
 from .env import format_report, resolve_profile
 from .flops import analytic_breakdown, analytic_gflops, count_gflops
@@ -128,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="override a config field, e.g. --set training.lr=1e-4 --set model.levels.0.depth=1 "
-        "(VALUE is JSON; repeatable)",
+        "--set model.resolution=[32,48] (height, width) (VALUE is JSON; repeatable)",
     )
     train.add_argument(
         "--data", help="training data: 'toy' or an image folder (sets training.dataset)"
@@ -236,7 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", required=True, help="a config name (NAME@RES allowed) or a JSON file"
     )
     flops.add_argument(
-        "--resolution", type=int, help="image side (default: the config's; levels adapt as App. A)"
+        "--resolution",
+        type=parse_resolution,
+        help="image size N (N×N) or HxW, e.g. 256x512 (default: the config's; levels adapt as "
+        "App. A)",
     )
     flops.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -518,7 +529,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out or Path(args.run) / "samples" / f"sample-{args.seed}.png")
     nrow = args.nrow or grid_columns(args.n, config.model.num_classes if args.class_ is None else 0)
     save_grid(images, out, nrow=nrow)
-    print(f"wrote {args.n} samples ({config.model.resolution}x{config.model.resolution}) to {out}")
+    height, width = normalize_resolution(config.model.resolution)
+    print(f"wrote {args.n} samples ({height}x{width}) to {out}")
     return 0
 
 
@@ -581,9 +593,10 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 
 def _cmd_flops(args: argparse.Namespace) -> int:
     config = get_config(args.config)
-    if args.resolution and args.resolution != config.model.resolution:
+    if args.resolution:
         config = at_resolution(config, args.resolution)  # App. A: one level per doubling
     res = config.model.resolution
+    height, width = normalize_resolution(res)
     result = {
         "config": config.name,
         "resolution": res,
@@ -596,7 +609,7 @@ def _cmd_flops(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=1))
         return 0
     print(
-        f"{config.name} at {res}x{res}: {result['gflops']:.2f} GFLOP per forward pass "
+        f"{config.name} at {height}x{width}: {result['gflops']:.2f} GFLOP per forward pass "
         f"(fvcore; closed form {result['analytic_gflops']:.2f}; 1 FLOP = 1 multiply-add)"
     )
     print("by level (closed form; None = conditioning path):")

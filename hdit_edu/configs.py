@@ -101,7 +101,13 @@ class ModelConfig:
     ffn: str = "geglu"  # one of FFN_KINDS
     pos_emb: str = "rope"  # one of POS_EMB_KINDS
     skip: str = "lerp"  # one of SKIP_KINDS
-    resolution: int = 128  # training resolution (sizes the additive position table)
+    # training resolution: n (an n×n image) or (height, width); JSON: n or [height, width].
+    # It sizes the additive position table and the sampled images.
+    resolution: int | tuple[int, int] = 128
+
+    def __post_init__(self) -> None:
+        if isinstance(self.resolution, list):  # JSON [height, width]: one spelling, a tuple
+            self.resolution = tuple(self.resolution)
 
     def validate(self, resolution: int | tuple[int, int] | None = None) -> None:
         """Raise ``ValueError`` if this spec is invalid (at ``resolution``; None = its own)."""
@@ -121,7 +127,7 @@ class DiffusionConfig:
     lognormal_mean: float = -1.2
     lognormal_std: float = 1.2
     noise_d_low: int = 32  # interpolated cosine: reference resolution of the low end
-    noise_d_high: int | None = None  # None = the model resolution
+    noise_d_high: int | None = None  # None = image_d(model): the (longer) image side
 
 
 @dataclass
@@ -272,7 +278,8 @@ def _check_fraction(where: str, value: Any, *, closed: bool = False) -> None:
 
 
 def normalize_resolution(resolution: Any) -> tuple[int, int]:
-    """``128`` or ``(128, 192)`` → ``(height, width)``; anything else is a ``ValueError``."""
+    """``128`` or ``(128, 192)`` (or ``[128, 192]``) → ``(height, width)``; anything else is a
+    ``ValueError``."""
     if _is_int(resolution):
         size = (int(resolution), int(resolution))
     elif isinstance(resolution, (tuple, list)) and len(resolution) == 2:
@@ -286,6 +293,30 @@ def normalize_resolution(resolution: Any) -> tuple[int, int]:
             f"resolution: got {resolution!r}; allowed: a positive integer or (height, width)"
         )
     return int(size[0]), int(size[1])
+
+
+def image_d(model: ModelConfig) -> int:
+    """The image size ``d`` of the interpolated cosine σ density's resolution shift (§3.1,
+    simple diffusion): the side of a square image, the *longer* side of a rectangular one —
+    as the reference code sets it (``max(input_size)``)."""
+    return max(normalize_resolution(model.resolution))
+
+
+def format_resolution(resolution: Any) -> str:
+    """``128`` → ``"128"``, ``(128, 192)`` → ``"128x192"`` (names, file names, messages)."""
+    h, w = normalize_resolution(resolution)
+    return str(h) if h == w else f"{h}x{w}"
+
+
+def parse_resolution(text: str) -> int | tuple[int, int]:
+    """``"256"`` → ``256``, ``"256x512"`` → ``(256, 512)`` (height × width), as the command line
+    and ``NAME@RES`` config names write a resolution; anything else is a ``ValueError``."""
+    parts = str(text).strip().lower().replace("×", "x").split("x")
+    if len(parts) not in (1, 2) or not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise ValueError(
+            f"resolution {text!r}: allowed: a positive integer N (N×N) or HxW (e.g. 256x512)"
+        )
+    return int(parts[0]) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
 
 
 def resolution_multiple(model: ModelConfig) -> int:
@@ -428,7 +459,13 @@ def _validate_model(model: Any, resolution: Any, *, grids: bool = True) -> None:
     _check_int("model.out_channels", model.out_channels, 1, optional=True)
     _check_int("model.num_classes", model.num_classes, 0)
     _check_int("model.aug_dim", model.aug_dim, 0)
-    _check_int("model.resolution", model.resolution, 1)
+    try:
+        normalize_resolution(model.resolution)
+    except ValueError:
+        raise ValueError(
+            f"model.resolution: got {model.resolution!r}; allowed: a positive integer n (n×n) "
+            f"or (height, width), two positive integers (JSON: n or [height, width])"
+        ) from None
     mapping = model.mapping
     if not isinstance(mapping, MappingConfig):
         raise ValueError(f"model.mapping: expected a MappingConfig, got {type(mapping).__name__}")
@@ -523,26 +560,28 @@ def validate_config(
 # ----------------------------------------------------------------------------------------------
 
 
-def at_resolution(config: Config, resolution: int) -> Config:
-    """``config`` adapted to a square ``resolution`` by App. A's rule (module docstring).
+def at_resolution(config: Config, resolution: int | tuple[int, int]) -> Config:
+    """``config`` adapted to ``resolution`` (n, or ``(height, width)``) by App. A's rule (module
+    docstring).
 
-    With ``k = ⌊log2(resolution / config.model.resolution)⌋``: ``k > 0`` prepends ``k`` copies
-    of the outermost level, ``k < 0`` drops ``|k|`` outer levels (keeping at least one); a
-    single-level model keeps its level. The name gets an ``@resolution`` suffix.
+    With ``k = ⌊log2(min(H / H₀, W / W₀))⌋`` (``H₀ × W₀`` = ``config.model.resolution``; for
+    square sizes ``⌊log2(n / n₀)⌋``): ``k > 0`` prepends ``k`` copies of the outermost level,
+    ``k < 0`` drops ``|k|`` outer levels (keeping at least one); a single-level model keeps its
+    level. The *shorter* side's doubling counts, so that both sides of the innermost grid stay
+    at least as large as at the base size (a longer side leaves more tokens there, not fewer
+    than the kernels need). The name gets an ``@resolution`` suffix (``@256``, ``@256x512``).
     """
     if not isinstance(config, Config):
         raise ValueError(f"at_resolution expects a Config, got {type(config).__name__}")
     size = normalize_resolution(resolution)
-    if size[0] != size[1]:
-        raise ValueError(f"at_resolution: got {resolution!r}; allowed: a square resolution (int)")
-    resolution = size[0]
     model = config.model
-    base = model.resolution
-    if resolution == base:
+    base = normalize_resolution(model.resolution)
+    if size == base:
         return config
+    resolution = size[0] if size[0] == size[1] else size
     levels = [replace(level) for level in model.levels]
     if model.arch == "hdit" and len(levels) > 1:
-        k = math.floor(math.log2(resolution / base))
+        k = math.floor(math.log2(min(size[0] / base[0], size[1] / base[1])))
         if k > 0:
             levels = [replace(levels[0]) for _ in range(k)] + levels
         elif k < 0:
@@ -550,7 +589,7 @@ def at_resolution(config: Config, resolution: int) -> Config:
     base_name = config.name.split("@")[0]
     new = replace(
         config,
-        name=f"{base_name}@{resolution}",
+        name=f"{base_name}@{format_resolution(resolution)}",
         model=replace(model, levels=levels, mapping=replace(model.mapping), resolution=resolution),
         diffusion=replace(config.diffusion),
         training=replace(config.training),
@@ -814,7 +853,8 @@ def get_config(name_or_path: str | Path) -> Config:
     """A config by name — one of :data:`CONFIG_NAMES` (``"toy"``, ``"imagenet128"``,
     ``"ffhq1024"``, ``"imagenet256"``, ``"A"`` … ``"E"``, ``"R1"`` … ``"R4"``, ``"E-add"``,
     ``"E-concat"``; case-insensitive), optionally with a resolution suffix ``"NAME@RES"``
-    (:func:`at_resolution`, e.g. ``"E@512"``) — or the path of a JSON config file."""
+    (:func:`at_resolution`, e.g. ``"E@512"``, or height × width: ``"E@256x512"``) — or the
+    path of a JSON config file."""
     if isinstance(name_or_path, Path) or str(name_or_path).endswith(".json"):
         config = load_config(name_or_path)
         validate_config(config)
@@ -835,9 +875,12 @@ def get_config(name_or_path: str | Path) -> Config:
         )
     config = _named_config(canonical)
     if suffix:
-        if not suffix.isdigit() or int(suffix) < 1:
+        try:
+            resolution = parse_resolution(suffix)
+        except ValueError:
             raise ValueError(
-                f"config {name_or_path!r}: resolution suffix {suffix!r} is not a positive integer"
-            )
-        config = at_resolution(config, int(suffix))
+                f"config {name_or_path!r}: resolution suffix {suffix!r} is not a positive integer "
+                f"N or HxW (e.g. E@256, E@256x512)"
+            ) from None
+        config = at_resolution(config, resolution)
     return config

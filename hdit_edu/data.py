@@ -91,16 +91,18 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -
     return path
 
 
-def _resize_center_crop(image: Image.Image, resolution: int) -> Image.Image:
-    """Resize so the shorter side is ``resolution`` (antialiased bicubic), then center-crop."""
+def _resize_center_crop(image: Image.Image, resolution: int | tuple[int, int]) -> Image.Image:
+    """Resize (antialiased bicubic) so the image just covers ``resolution`` = n or (H, W) — for
+    a square: its shorter side becomes n — then center-crop to it."""
+    height, width = check_resolution(resolution)
     w, h = image.size
-    scale = resolution / min(w, h)
+    scale = max(width / w, height / h)
     if scale != 1:
-        new = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
+        new = (max(width, round(w * scale)), max(height, round(h * scale)))
         image = image.resize(new, resample=Image.BICUBIC)
         w, h = image.size
-    left, top = (w - resolution) // 2, (h - resolution) // 2
-    return image.crop((left, top, left + resolution, top + resolution))
+    left, top = (w - width) // 2, (h - height) // 2
+    return image.crop((left, top, left + width, top + height))
 
 
 def _open_rgb(path: Path) -> Image.Image:
@@ -117,9 +119,18 @@ def check_choice(name: str, value, allowed: Sequence) -> None:
         raise ValueError(f"{name}={value!r} is not allowed; allowed: {tuple(allowed)}")
 
 
-def check_resolution(resolution) -> None:
-    if not isinstance(resolution, int) or resolution < 1:
-        raise ValueError(f"resolution must be a positive int, got {resolution!r}")
+def check_resolution(resolution) -> tuple[int, int]:
+    """An image size ``n`` (n × n) or ``(height, width)`` → ``(height, width)``; anything else
+    is a ``ValueError``."""
+    sides = tuple(resolution) if isinstance(resolution, (tuple, list)) else (resolution,) * 2
+    if len(sides) != 2 or not all(
+        isinstance(side, int) and not isinstance(side, bool) and side >= 1 for side in sides
+    ):
+        raise ValueError(
+            f"resolution must be a positive int or (height, width) of positive ints, "
+            f"got {resolution!r}"
+        )
+    return sides
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,7 +139,8 @@ def check_resolution(resolution) -> None:
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):
-    """Images under ``root``, resized (shorter side) and center-cropped to ``resolution``.
+    """Images under ``root``, resized (to cover it) and center-cropped to ``resolution`` (n or
+    (height, width)).
 
     ``class_subfolders``: ``True`` — each direct sub-folder of ``root`` is a class (ImageNet
     layout; images anywhere below it); ``False`` — one unconditional set of every image below
@@ -141,14 +153,14 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     checked when read (lazily: opening 70k large images up front is slow); call
     :meth:`verify` (or pass ``verify=True``) to check every file now and drop bad ones.
 
-    ``dataset[i]`` → ``(image, class)``: float32 (3, resolution, resolution) in [-1, 1] and an
-    int (0 for a flat folder). ``.classes`` lists the class names (sub-folder names, sorted).
+    ``dataset[i]`` → ``(image, class)``: float32 (3, H, W) in [-1, 1] and an int (0 for a flat
+    folder). ``.classes`` lists the class names (sub-folder names, sorted).
     """
 
     def __init__(
         self,
         root: str | Path,
-        resolution: int,
+        resolution: int | tuple[int, int],
         *,
         class_subfolders: bool | None = None,
         on_error: str = "raise",

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .configs import ModelConfig, check_grids, validate_config
+from .configs import ModelConfig, check_grids, normalize_resolution, validate_config
 from .diffusion import c_noise
 from .layers import check_inputs, make_param_groups, zero_init
 from .rope import sincos_pos_emb_2d
@@ -197,8 +197,8 @@ class DiT(nn.Module):
         self.aug_embedder = nn.Linear(config.aug_dim, width, bias=False) if config.aug_dim else None
         self.blocks = nn.ModuleList([DiTBlock(width, heads, d_ff) for _ in range(level.depth)])
         self.final_layer = FinalLayer(width, p, self.out_channels)
-        grid = config.resolution // p
-        self.register_buffer("pos_embed", sincos_pos_emb_2d(grid, grid, width), persistent=False)
+        grid = [side // p for side in normalize_resolution(config.resolution)]  # (h, w) tokens
+        self.register_buffer("pos_embed", sincos_pos_emb_2d(*grid, width), persistent=False)
         self.initialize_weights()
 
     def position_embedding(self, h: int, w: int) -> torch.Tensor:

@@ -237,7 +237,7 @@ def analytic_params(config) -> int:
     plus RMSNorm scales; per layer ``4d² + heads`` (qkv, out, attention scale), the FFN
     (``3·d·d_ff`` GEGLU / ``2·d·d_ff`` GELU) and two AdaRMSNorm projections ``2·d_c·d``;
     merges/splits ``4·d'·d`` each (+1 lerp weight, or ``2d'²`` for concat); the additive position
-    table ``(res/p)²·d₀`` for steps A–C. DiT-B/4 follows the official model (biases included).
+    table ``(H/p)·(W/p)·d₀`` for steps A–C. DiT-B/4 follows the official model (biases included).
     """
     m = _model_config(config)
     validate_config(m)
@@ -263,7 +263,8 @@ def analytic_params(config) -> int:
     total += (m.num_classes + 1) * mw if m.num_classes else 0
     total += 2 * mw + m.mapping.depth * (mw + mw * 2 * m_dff + m_dff * mw)
     if m.pos_emb == "additive":
-        total += (m.resolution // p) ** 2 * w0
+        grid_h, grid_w = token_grids(m)[0]
+        total += grid_h * grid_w * w0
     for i, level in enumerate(m.levels):
         w = level.width
         d_ff = _d_ff(level, m.ffn)

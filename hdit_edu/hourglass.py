@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import Attention
-from .configs import ModelConfig, check_grids, validate_config
+from .configs import ModelConfig, check_grids, normalize_resolution, validate_config
 from .diffusion import c_noise
 from .kinds import SKIP_KINDS
 from .layers import (
@@ -219,7 +219,7 @@ class HDiT(nn.Module):
     one is the middle level), ``mapping``, ``patch_size``, ``in_channels``, ``out_channels``,
     ``num_classes``, ``aug_dim``, ``ffn`` (FFN activation for every level), ``pos_emb``
     (``"rope"`` in the attention, or ``"additive"``: a learned table added after patching,
-    sized for ``resolution // patch_size``), ``skip`` (how the up levels merge their skips).
+    sized for the token grid of ``resolution`` = n or (H, W)), ``skip`` (how the up levels merge their skips).
 
     ``forward(x, sigma, class_cond=None, aug_cond=None)``: x (B, C, H, W), σ (B,), class_cond
     (B,) in [0, num_classes] (``num_classes`` = the dropped class), aug_cond (B, aug_dim) or
@@ -246,9 +246,9 @@ class HDiT(nn.Module):
 
         # Patching (+ the additive position table of ablation steps A–C)
         self.patch_in = TokenMerge(config.in_channels, levels[0].width, config.patch_size)
-        grid = config.resolution // config.patch_size
+        grid = [side // config.patch_size for side in normalize_resolution(config.resolution)]
         self.pos_emb = (
-            AdditivePosEmb(grid, grid, levels[0].width) if config.pos_emb == "additive" else None
+            AdditivePosEmb(*grid, levels[0].width) if config.pos_emb == "additive" else None
         )
 
         # Conditioning: noise level, augmentation, class → mapping network

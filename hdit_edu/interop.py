@@ -89,7 +89,9 @@ from .configs import (
     MappingConfig,
     ModelConfig,
     TrainingConfig,
+    image_d,
     load_config,
+    normalize_resolution,
     save_config,
     validate_config,
 )
@@ -227,6 +229,19 @@ def _square(value: Any, what: str) -> int:
     raise ValueError(f"k-diffusion config: {what} {value!r} is not supported; allowed: [n, n]")
 
 
+def _input_size(value: Any) -> int | tuple[int, int]:
+    """k-diffusion's ``input_size`` → our ``ModelConfig.resolution``: ``[n, n]`` (or ``n``) →
+    ``n``, ``[H, W]`` → ``(H, W)``; anything else is a ValueError."""
+    sides = list(value) if isinstance(value, (list, tuple)) else [value, value]
+    if len(sides) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in sides):
+        if min(sides) >= 1:
+            return sides[0] if sides[0] == sides[1] else (sides[0], sides[1])
+    raise ValueError(
+        f"k-diffusion config: model.input_size {value!r} is not supported; allowed: [H, W] "
+        f"(two positive integers)"
+    )
+
+
 def _level_from_k_diffusion(i: int, depth, width, d_ff, self_attn, dropout) -> LevelConfig:
     where = f"model.self_attns[{i}]"
     if not isinstance(self_attn, Mapping) or self_attn.get("type") not in KD_ATTENTION_TYPES:
@@ -258,7 +273,7 @@ def model_config_from_k_diffusion(config: Mapping[str, Any]) -> ModelConfig:
 
     Raises ``ValueError`` for what the reference model supports and hdit-edu does not:
     ``mapping_cond_dim > 0`` (an extra conditioning input), ``has_variance``, ``skip_stages``,
-    non-square patches or input sizes — and for a spec hdit-edu's :func:`validate_config`
+    non-square patches — and for a spec hdit-edu's :func:`validate_config`
     rejects at the config's ``input_size`` (e.g. a kernel larger than its level's token grid).
     Without ``input_size`` (k-diffusion's training and sampling scripts require it) the
     resolution is taken to be 128."""
@@ -284,9 +299,7 @@ def model_config_from_k_diffusion(config: Mapping[str, Any]) -> ModelConfig:
         raise ValueError("k-diffusion config: model.input_channels is missing")
     patch_size = _square(model.get("patch_size"), "model.patch_size")
     resolution = (
-        _square(model["input_size"], "model.input_size")
-        if "input_size" in model
-        else KD_DEFAULT_RESOLUTION
+        _input_size(model["input_size"]) if "input_size" in model else KD_DEFAULT_RESOLUTION
     )
     levels = [
         _level_from_k_diffusion(i, *spec)
@@ -324,7 +337,8 @@ def model_config_from_k_diffusion(config: Mapping[str, Any]) -> ModelConfig:
     return result
 
 
-def _diffusion_from_k_diffusion(model: dict, resolution: int, problems: list) -> DiffusionConfig:
+def _diffusion_from_k_diffusion(model: dict, image_d: int, problems: list) -> DiffusionConfig:
+    """``image_d``: the interpolated cosine's image size, max(input_size) as in k-diffusion."""
     d = DiffusionConfig(sigma_data=float(model["sigma_data"]))
     if model["loss_config"] != "karras":
         problems.append(f"model.loss_config={model['loss_config']!r} (allowed: 'karras')")
@@ -353,12 +367,12 @@ def _diffusion_from_k_diffusion(model: dict, resolution: int, problems: list) ->
         sigma_min = density.get("min_value", sigma_min)
         sigma_max = density.get("max_value", sigma_max)
         d.noise_d_low = density.get("noise_d_low", 32)
-        noise_d_high = density.get("noise_d_high", resolution)
-        d.noise_d_high = None if noise_d_high == resolution else noise_d_high
-        if density.get("image_d", resolution) != resolution:
+        noise_d_high = density.get("noise_d_high", image_d)
+        d.noise_d_high = None if noise_d_high == image_d else noise_d_high
+        if density.get("image_d", image_d) != image_d:
             problems.append(
-                f"model.sigma_sample_density.image_d={density['image_d']} (allowed: the input "
-                f"size, {resolution})"
+                f"model.sigma_sample_density.image_d={density['image_d']} (allowed: the longer "
+                f"side of the input size, {image_d})"
             )
     else:
         problems.append(f"model.sigma_sample_density.type={kind!r} (allowed: {KD_SIGMA_DENSITIES})")
@@ -409,7 +423,7 @@ def config_from_k_diffusion(
     model_config = model_config_from_k_diffusion(config)
     config = k_diffusion_defaults(config)
     problems: list[str] = []
-    diffusion = _diffusion_from_k_diffusion(config["model"], model_config.resolution, problems)
+    diffusion = _diffusion_from_k_diffusion(config["model"], image_d(model_config), problems)
     training = _training_from_k_diffusion(config, problems)
     if problems:
         message = "unsupported k-diffusion options: " + "; ".join(problems)
@@ -478,7 +492,7 @@ def config_to_k_diffusion(config: Config | ModelConfig) -> dict:
     kd_model = {
         "type": KD_MODEL_TYPE,
         "input_channels": model.in_channels,
-        "input_size": [model.resolution, model.resolution],
+        "input_size": list(normalize_resolution(model.resolution)),  # [H, W]
         "patch_size": [model.patch_size, model.patch_size],
         "depths": [level.depth for level in levels],
         "widths": [level.width for level in levels],
@@ -512,7 +526,7 @@ def config_to_k_diffusion(config: Config | ModelConfig) -> dict:
             "min_value": d.sigma_min,
             "max_value": d.sigma_max,
             "noise_d_low": d.noise_d_low,
-            "noise_d_high": d.noise_d_high or model.resolution,
+            "noise_d_high": d.noise_d_high or image_d(model),
         }
     kd_model["sigma_sample_density"] = density
     result["dataset"].update(

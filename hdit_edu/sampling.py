@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import trange
 
+from .configs import normalize_resolution
 from .layers import check_class_labels
 
 if TYPE_CHECKING:
@@ -412,9 +413,10 @@ def generate(
     sigma_min: float | None = None,
     sigma_max: float | None = None,
 ) -> torch.Tensor:
-    """``n`` samples (n, C, H, W) in [-1, 1] from a denoiser (Table 6: 50 steps of DPM++(3M)
-    SDE on the Karras schedule over the config's σ range). ``class_cond``: one class for all,
-    a list of n classes, or None (class-conditional models: classes 0, 1, 2, … in turn)."""
+    """``n`` samples (n, C, H, W) in [-1, 1] from a denoiser, at the config's resolution (n or
+    H × W) (Table 6: 50 steps of DPM++(3M) SDE on the Karras schedule over the config's σ
+    range). ``class_cond``: one class for all, a list of n classes, or None (class-conditional
+    models: classes 0, 1, 2, … in turn)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
     if n < 1:
@@ -425,7 +427,7 @@ def generate(
     sigmas = karras_sigmas(steps, sigma_min or d.sigma_min, sigma_max or d.sigma_max, device=device)
     noise_gen = torch.Generator(device).manual_seed(seed)
     sde_gen = torch.Generator(device).manual_seed(seed + 1)
-    shape = (m.in_channels, m.resolution, m.resolution)
+    shape = (m.in_channels, *normalize_resolution(m.resolution))  # (C, H, W)
     out = []
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)

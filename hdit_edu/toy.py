@@ -107,15 +107,19 @@ def _contrasting_colours(rng: np.random.Generator, n: int) -> tuple[np.ndarray, 
     return fg, detail, bg0, bg1
 
 
-def render_toy_images(labels: np.ndarray, resolution: int, rng: np.random.Generator) -> np.ndarray:
-    """Draw one toy image per label: uint8 (N, resolution, resolution, 3).
+def render_toy_images(
+    labels: np.ndarray, resolution: int | tuple[int, int], rng: np.random.Generator
+) -> np.ndarray:
+    """Draw one toy image per label: uint8 (N, H, W, 3) at ``resolution`` = n (n × n) or (H, W).
 
     Per image: a centre jitter of ±0.15, a size of 0.5–0.75 (half extent, in units of half
-    the image), a tilt of ±0.3 rad, random colours and a linear background gradient in a
-    random direction. Edges are antialiased from the signed distance d (in pixels):
-    coverage = clip(0.5 − d, 0, 1). All random numbers are drawn before any resolution
-    enters, so the same seed draws the same scenes at 32² and 64².
+    the image's shorter side), a tilt of ±0.3 rad, random colours and a linear background
+    gradient in a random direction. Edges are antialiased from the signed distance d (in
+    pixels): coverage = clip(0.5 − d, 0, 1). All random numbers are drawn before any resolution
+    enters, so the same seed draws the same scenes at 32² and 64² (and at 32×48, with more
+    background to the sides).
     """
+    height, width = check_resolution(resolution)
     n = len(labels)
     cx, cy = rng.uniform(-0.15, 0.15, (2, n))
     size = rng.uniform(0.5, 0.75, n)
@@ -126,9 +130,13 @@ def render_toy_images(labels: np.ndarray, resolution: int, rng: np.random.Genera
     cx, cy, size, tilt, grad_angle = map(f32, (cx, cy, size, tilt, grad_angle))
     fg, detail, bg0, bg1 = map(f32, (fg, detail, bg0, bg1))
 
-    coords = f32((np.arange(resolution) + 0.5) / resolution * 2 - 1)  # pixel centres in [-1, 1]
-    v, u = np.meshgrid(coords, coords, indexing="ij")  # v: rows (down), u: columns (right)
-    out = np.empty((n, resolution, resolution, 3), dtype=np.uint8)
+    # Pixel centres; the shorter side spans [-1, 1], the longer one as far as it reaches.
+    short = min(height, width)
+    rows = f32((np.arange(height) + 0.5) / short * 2 - height / short)
+    cols = f32((np.arange(width) + 0.5) / short * 2 - width / short)
+    v, u = np.meshgrid(rows, cols, indexing="ij")  # v: rows (down), u: columns (right)
+    corner = 2 * math.sqrt((height / short) ** 2 + (width / short) ** 2)  # gradient span
+    out = np.empty((n, height, width, 3), dtype=np.uint8)
     for label in np.unique(labels):
         idx = np.flatnonzero(labels == label)
         du = u[None] - cx[idx, None, None]
@@ -137,11 +145,11 @@ def render_toy_images(labels: np.ndarray, resolution: int, rng: np.random.Genera
         s = size[idx, None, None]
         x, y = (cos * du + sin * dv) / s, (-sin * du + cos * dv) / s  # into the object frame
         body, details = _toy_shapes(x, y, int(label))
-        pixels_per_unit = s * resolution / 2
+        pixels_per_unit = s * short / 2
         cover_body = np.clip(0.5 - body * pixels_per_unit, 0, 1)[..., None]
         cover_detail = np.clip(0.5 - details * pixels_per_unit, 0, 1)[..., None]
         ga = grad_angle[idx, None, None]
-        t = ((np.cos(ga) * u + np.sin(ga) * v) / (2 * math.sqrt(2)) + 0.5)[..., None]  # 0..1
+        t = ((np.cos(ga) * u + np.sin(ga) * v) / corner + 0.5)[..., None]  # 0..1
         image = (1 - t) * bg0[idx, None, None] + t * bg1[idx, None, None]
         image = image + cover_body * (fg[idx, None, None] - image)
         image = image + cover_detail * (detail[idx, None, None] - image)
@@ -150,7 +158,9 @@ def render_toy_images(labels: np.ndarray, resolution: int, rng: np.random.Genera
 
 
 @functools.lru_cache(maxsize=4)
-def _toy_arrays(split: str, resolution: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _toy_arrays(
+    split: str, resolution: tuple[int, int], size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng([seed, SPLITS.index(split)])
     labels = rng.permutation(np.arange(size) % len(TOY_CLASSES))  # exactly balanced
     images = render_toy_images(labels, resolution, rng)
@@ -162,8 +172,9 @@ def _toy_arrays(split: str, resolution: int, size: int, seed: int) -> tuple[np.n
 class ToyDataset(torch.utils.data.Dataset):
     """The shipped toy set: ``size`` images of :data:`TOY_CLASSES` (8 classes, balanced),
     deterministic from ``seed``; ``split="train"`` (default 16384 images) and ``"test"``
-    (default 2048) are drawn from different random streams. Made in memory in about a second
-    (32²) and cached per process; nothing is written to disk.
+    (default 2048) are drawn from different random streams, at ``resolution`` = n (n × n) or
+    (H, W). Made in memory in about a second (32²) and cached per process; nothing is written
+    to disk.
 
     ``dataset[i]`` → ``(image, class)`` like :class:`ImageFolderDataset`; :meth:`batch` gathers
     many at once. ``.images`` holds the uint8 pixels (N, H, W, 3), ``.labels`` the classes.
@@ -172,15 +183,19 @@ class ToyDataset(torch.utils.data.Dataset):
     classes = TOY_CLASSES
 
     def __init__(
-        self, split: str = "train", resolution: int = 32, size: int | None = None, seed: int = 0
+        self,
+        split: str = "train",
+        resolution: int | tuple[int, int] = 32,
+        size: int | None = None,
+        seed: int = 0,
     ):
         check_choice("split", split, SPLITS)
-        check_resolution(resolution)
+        height_width = check_resolution(resolution)
         size = TOY_SIZES[split] if size is None else size
         if not isinstance(size, int) or size < 1:
             raise ValueError(f"size must be a positive int, got {size!r}")
         self.split, self.resolution, self.seed = split, resolution, seed
-        self.images, self.labels = _toy_arrays(split, resolution, size, seed)
+        self.images, self.labels = _toy_arrays(split, height_width, size, seed)
 
     @property
     def num_classes(self) -> int:

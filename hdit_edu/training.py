@@ -75,7 +75,7 @@ from .checkpoints import (
     seed_everything,
     set_rng_state,
 )
-from .configs import Config, load_config, save_config
+from .configs import Config, image_d, load_config, save_config
 from .data import Augment, ImageFolderDataset, ResumableSampler, save_grid, step_generator
 from .diffusion import Denoiser, sample_sigmas
 from .layers import check_class_labels
@@ -153,7 +153,7 @@ def training_sigmas(config: Config, n: int, **draw) -> torch.Tensor:
     return sample_sigmas(
         d.sigma_density,
         n,
-        image_d=config.model.resolution,
+        image_d=image_d(config.model),
         sigma_data=d.sigma_data,
         sigma_min=d.sigma_min,
         sigma_max=d.sigma_max,

@@ -36,6 +36,7 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from .attention import ATTENTION_MODULE_KINDS, attended_mask
+from .configs import normalize_resolution
 from .data import to_uint8
 from .evaluation import fid
 from .runs import load_run
@@ -146,7 +147,7 @@ def draw_samples(
     sigmas = karras_sigmas(settings.steps, d.sigma_min, d.sigma_max, device=device)
     noise_gen = torch.Generator(device).manual_seed(settings.seed)
     sde_gen = torch.Generator(device).manual_seed(settings.seed + 1)
-    shape = (settings.batch_size, m.in_channels, m.resolution, m.resolution)
+    shape = (settings.batch_size, m.in_channels, *normalize_resolution(m.resolution))
     trajectory = []
 
     def record(info: dict) -> None:

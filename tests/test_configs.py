@@ -5,7 +5,9 @@ real forward pass of every named config at its smallest valid resolution."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,10 +18,14 @@ from hdit_edu.configs import (
     Config,
     ablation_step,
     at_resolution,
+    format_resolution,
     get_config,
+    image_d,
     load_config,
     min_resolution,
+    normalize_resolution,
     paper_config,
+    parse_resolution,
     save_config,
     skip_variant,
     token_grids,
@@ -105,6 +111,30 @@ BAD_CONFIGS = [
         ["100×100", "not divisible", "= 8", "multiples of 8"],
     ),
     ("resolution-type", lambda c: None, "128", ["resolution", "'128'", "positive integer"]),
+    (
+        "model-resolution-pair",
+        _set("model.resolution", (128, 0)),
+        None,
+        ["model.resolution", "(128, 0)", "(height, width)"],
+    ),
+    (
+        "model-resolution-three",
+        _set("model.resolution", (128, 128, 3)),
+        None,
+        ["model.resolution", "(128, 128, 3)", "positive integer n"],
+    ),
+    (
+        "rectangular-not-divisible",
+        _set("model.resolution", (128, 100)),
+        None,
+        ["128×100", "not divisible", "= 8", "e.g. 128×96"],
+    ),
+    (
+        "kernel-larger-than-rectangular-grid",
+        _set("model.resolution", (128, 16)),
+        None,
+        ["levels[0].kernel_size", "32×4 token grid", "128×16", "<= 4"],
+    ),
     ("patch-size-0", _set("model.patch_size", 0), None, ["model.patch_size", "got 0"]),
     (
         "dropout-negative",
@@ -331,8 +361,63 @@ def test_at_resolution_rule():
     assert _levels(at_resolution(e, 64)) == [(11, 768, "global")]  # halving drops a level
     assert _levels(at_resolution(e, 32)) == [(11, 768, "global")]  # at least one level stays
     assert _levels(at_resolution(paper_config("ffhq1024"), 2048))[0] == (2, 128, "neighborhood")
-    with pytest.raises(ValueError, match="square"):
-        at_resolution(e, (128, 256))
+    # H × W: the shorter side's doublings count (App. A's rule on min(H/H₀, W/W₀))
+    wide = at_resolution(e, (128, 256))
+    assert (wide.name, wide.model.resolution, _levels(wide)) == (
+        "E@128x256",
+        (128, 256),
+        _levels(e),
+    )
+    assert token_grids(wide.model) == [(32, 64), (16, 32)]
+    tall = at_resolution(e, (512, 256))
+    assert tall.name == "E@512x256" and _levels(tall) == _levels(at_resolution(e, 256))
+    assert token_grids(tall.model)[-1] == (32, 16)  # innermost: the 16² of 256², taller
+    assert _levels(at_resolution(e, (64, 128))) == [(11, 768, "global")]
+    assert at_resolution(e, (128, 128)) is e  # (n, n) is n
+    again = at_resolution(wide, (256, 512))  # from a rectangular base: both sides doubled
+    assert again.name == "E@256x512" and _levels(again) == _levels(at_resolution(e, 256))
+
+
+def test_resolution_spellings():
+    assert normalize_resolution(32) == (32, 32)
+    assert normalize_resolution([32, 48]) == normalize_resolution((32, 48)) == (32, 48)
+    assert parse_resolution("256") == 256 and parse_resolution("256x512") == (256, 512)
+    assert parse_resolution("256×512") == (256, 512)
+    for bad in ("256x", "x512", "0x4", "2x3x4", "big", "-1"):
+        with pytest.raises(ValueError, match="allowed: a positive integer N"):
+            parse_resolution(bad)
+    assert format_resolution(64) == format_resolution((64, 64)) == "64"
+    assert format_resolution((32, 48)) == "32x48"
+
+
+def test_image_d_is_the_longer_side():
+    """The interpolated cosine density's image size: the side of a square, the longer side of a
+    rectangle (k-diffusion: max(input_size))."""
+    model = toy_config().model
+    assert image_d(model) == 32
+    assert image_d(dataclasses.replace(model, resolution=(32, 48))) == 48
+    assert image_d(dataclasses.replace(model, resolution=(64, 48))) == 64
+
+
+def test_rectangular_resolution_round_trips_through_json(tmp_path):
+    config = toy_config()
+    # a list (JSON's spelling) is stored as a tuple
+    config.model = dataclasses.replace(config.model, resolution=[32, 48])
+    assert config.model.resolution == (32, 48)
+    validate_config(config)
+    assert token_grids(config.model) == [(16, 24), (8, 12)]
+    path = tmp_path / "rect.json"
+    save_config(config, path)
+    assert json.loads(path.read_text())["model"]["resolution"] == [32, 48]
+    assert load_config(path) == config
+
+
+def test_shipped_square_config_loads_unchanged():
+    path = Path(__file__).parents[1] / "data" / "checkpoints" / "toy-hdit" / "config.json"
+    assert json.loads(path.read_text())["model"]["resolution"] == 32
+    config = load_config(path)
+    side = 32 // config.model.patch_size
+    assert config.model.resolution == 32 and token_grids(config.model)[0] == (side, side)
 
 
 def test_min_resolution():
@@ -360,10 +445,14 @@ def test_every_named_config_round_trips_through_json(name, tmp_path):
 def test_get_config_names_and_errors():
     assert get_config("e") == get_config("E")
     assert get_config("E@512") == ablation_step("E", 512)
+    assert get_config("E@256x512") == ablation_step("E", (256, 512))
+    assert get_config("E@256x512").model.resolution == (256, 512)
     assert get_config("imagenet128@256").model == ablation_step("E", 256).model
     with pytest.raises(ValueError, match="unknown config 'F'; allowed: toy, imagenet128"):
         get_config("F")
-    with pytest.raises(ValueError, match="resolution suffix 'big'"):
+    with pytest.raises(
+        ValueError, match="resolution suffix 'big' is not a positive integer N or HxW"
+    ):
         get_config("E@big")
     with pytest.raises(ValueError, match="does not exist"):
         get_config("missing.json")

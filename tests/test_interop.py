@@ -29,6 +29,7 @@ CPU, so the comparison pits two independent implementations against each other.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -256,6 +257,23 @@ def test_paper_configs_round_trip_through_k_diffusion(name):
         assert getattr(back.training, field) == getattr(config.training, field), field
 
 
+def test_rectangular_config_round_trips_through_k_diffusion():
+    """``resolution = (H, W)`` ↔ ``input_size: [H, W]``; the σ density's default image size is
+    the longer side on both sides (k-diffusion: ``max(input_size)``), so an explicit
+    ``image_d`` of the shorter side is named as unsupported."""
+    config = toy_config()
+    config.model = dataclasses.replace(config.model, resolution=(32, 48))
+    kd = interop.config_to_k_diffusion(config)
+    assert kd["model"]["input_size"] == [32, 48]
+    assert kd["model"]["sigma_sample_density"]["noise_d_high"] == 48
+    back = interop.config_from_k_diffusion(json.loads(json.dumps(kd)), name=config.name)
+    assert back.model == config.model and back.model.resolution == (32, 48)
+    assert back.diffusion == config.diffusion  # noise_d_high 48 = the default: None again
+    kd["model"]["sigma_sample_density"]["image_d"] = 32
+    with pytest.raises(ValueError, match="image_d=32 .*the longer side of the input size, 48"):
+        interop.config_from_k_diffusion(kd)
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
@@ -264,7 +282,9 @@ def test_paper_configs_round_trip_through_k_diffusion(name):
         ({"has_variance": True}, "has_variance"),
         ({"skip_stages": 1}, "skip_stages=1"),
         ({"patch_size": [2, 4]}, "patch_size [2, 4]"),
-        ({"input_size": [32, 64]}, "input_size [32, 64]"),
+        ({"input_size": [32, 64, 3]}, "input_size [32, 64, 3]"),
+        ({"input_size": [0, 64]}, "allowed: [H, W] (two positive integers)"),
+        ({"input_size": [32, 58]}, "32×58 is not divisible"),
         ({"self_attns": [{"type": "axial"}, _g()]}, "'axial'"),
         ({"self_attns": [{"type": "shifted-window"}, _g()]}, "window_size"),
         ({"d_ffs": [192]}, "d_ffs has 1 entries"),

@@ -7,8 +7,7 @@ commit computed it). These tests need no reference source and never skip:
   HDiT must give the reference's outputs on the stored inputs — square inputs, and non-square
   inputs to square configs — to within 1e-5 relative (fp32; relative to the largest |output|).
   ``to_k_diffusion`` must give back the reference's tensor names and shapes (and values). The
-  rectangular-``input_size`` model is an expected failure until hdit-edu accepts [H, W]
-  configs (issue 15 part B).
+  rectangular-``input_size`` model ([H, W] = [16, 32]) converts to an H×W config and back.
 * **Diffusion.** The preconditioner's c_skip, c_out, c_in, c_noise; the denoiser output and the
   training loss for each loss weighting the reference has; the log-normal and
   interpolated-cosine σ densities on fixed uniforms; the Karras schedule.
@@ -46,8 +45,14 @@ REFERENCE = Path(__file__).parent / "reference"
 FIXTURES = REFERENCE / "fixtures"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
 MODELS = MANIFEST["models"]
-LOADABLE = sorted(name for name, entry in MODELS.items() if "needs" not in entry)
-RECTANGULAR = sorted(name for name, entry in MODELS.items() if "needs" in entry)
+LOADABLE = sorted(MODELS)  # every fixture model converts (rectangular input sizes too)
+
+
+def _input_size(name: str) -> list[int]:
+    return json.loads((FIXTURES / MODELS[name]["config"]).read_text())["model"]["input_size"]
+
+
+RECTANGULAR = sorted(name for name in MODELS if len(set(_input_size(name))) == 2)  # [H, W], H ≠ W
 
 MODEL_RTOL = 1e-5  # fp32 model outputs: max |ours − reference| / max |reference|
 # Every step's x, relative to its largest |x|. DPM++(3M) SDE: k-diffusion computes its step
@@ -157,13 +162,21 @@ def test_from_k_diffusion_gives_the_reference_outputs(name):
     assert worst <= MODEL_RTOL, f"{name}: hdit-edu differs from k-diffusion by {errors}"
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="rectangular input_size: issue 15 part B")
 @pytest.mark.parametrize("name", RECTANGULAR)
-def test_rectangular_config_gives_the_reference_outputs(name):
+def test_rectangular_config_converts_to_height_by_width(name):
+    """k-diffusion's ``input_size: [H, W]`` is our ``resolution = (H, W)``: the model is built
+    for that grid, written back as ``[H, W]``, and its σ density's ``image_d`` is the longer
+    side, as k-diffusion sets it (``max(input_size)``). Its outputs: the test above."""
     config, weights, cases = _load(name)
-    ours = interop.from_k_diffusion(config, weights)  # today: "input_size … not supported"
-    for case in cases.values():
-        assert _relative_error(_forward(ours, case), case["output"]) <= MODEL_RTOL
+    height, width = config["model"]["input_size"]
+    ours = interop.config_from_k_diffusion(config, strict=False)
+    assert ours.model.resolution == (height, width)
+    model = interop.from_k_diffusion(config, weights)
+    assert all(tuple(case["x"].shape[-2:]) == (height, width) for case in cases.values())
+    kd_config = interop.config_to_k_diffusion(ours)
+    assert kd_config["model"]["input_size"] == [height, width]
+    assert kd_config["model"]["sigma_sample_density"]["noise_d_high"] == max(height, width)
+    assert interop.to_k_diffusion(model)[0]["model"]["input_size"] == [height, width]
 
 
 @pytest.mark.parametrize("name", LOADABLE)

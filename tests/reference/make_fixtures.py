@@ -52,7 +52,6 @@ FIXTURES = Path(__file__).parent / "fixtures"
 MANIFEST = "manifest.json"
 SIGMA_DATA = 0.5
 BATCH = 3
-NEEDS_RECTANGULAR = "needs rectangular support (issue 15 part B): from_k_diffusion refuses [H, W]"
 
 
 def _kd(size, patch, depths, widths, attns, *, classes=0, **model) -> dict:
@@ -92,7 +91,6 @@ class ModelCase:
 
     config: dict
     inputs: dict[str, tuple[int, int]]
-    needs: str | None = None  # why hdit-edu cannot load it yet (its test is an xfail)
     seed: int = 0
 
 
@@ -171,7 +169,6 @@ MODELS: dict[str, ModelCase] = {
             mapping_width=32,
         ),
         {"config_size": (16, 32)},
-        needs=NEEDS_RECTANGULAR,
         seed=6,
     ),
 }
@@ -299,8 +296,6 @@ def _models(K: ModuleType, out: Path, files: dict) -> None:
             "inputs": {k: list(v) for k, v in case.inputs.items()},
             "parameters": sum(p.numel() for p in reference.parameters()),
         }
-        if case.needs:
-            entry["needs"] = case.needs
         files["models"][name] = entry
 
 
