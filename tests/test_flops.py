@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from hdit_edu.attention import neighborhood_attention, shifted_window_attention
-from hdit_edu.configs import CONFIG_NAMES, ablation_step, get_config
+from hdit_edu.configs import CONFIG_NAMES, ablation_step, at_resolution, get_config
 from hdit_edu.flops import (
     TABLE1_GFLOPS,
     TABLE1_RESOLUTIONS,
@@ -266,3 +266,47 @@ def test_loglog_slope_closed_form():
     with pytest.raises(ValueError):
         loglog_slope([1], [1])
     assert math.isclose(loglog_slope([2, 4], [2, 4]), 1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Rectangular sizes (H × W)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_rectangular_attention_flops_closed_form():
+    """At 128×256, step A's levels see 32×64 = 2048 and 16×32 = 512 tokens: global attention
+    costs layers · heads · n² · 2·head_dim; E's 7×7 neighborhoods n · 49 keys instead."""
+    a = ablation_step("A")
+    attention = {t.level: t.flops for t in analytic_terms(a, (128, 256)) if t.kind == "attention"}
+    assert attention == {0: 4 * 6 * 2048**2 * 2 * 64, 1: 11 * 12 * 512**2 * 2 * 64}
+    e = ablation_step("E")
+    attention = {t.level: t.flops for t in analytic_terms(e, (128, 256)) if t.kind == "attention"}
+    assert attention == {0: 4 * 6 * 2048 * 49 * 2 * 64, 1: 11 * 12 * 512**2 * 2 * 64}
+
+
+@pytest.mark.parametrize("name", ["A", "B1", "E", "R1"])
+def test_rectangular_counts_are_symmetric(name):
+    """H × W and W × H have the same tokens per level, the same keys per query: equal FLOPs."""
+    config = ablation_step(name)
+    wide, tall = analytic_gflops(config, (128, 256)), analytic_gflops(config, (256, 128))
+    assert wide == tall > analytic_gflops(config, 128)
+    if name != "R1":  # DiT's patch convolution traces on the CPU only (see above): slow
+        assert count_gflops(config, (128, 256), device="meta") == pytest.approx(wide, rel=1e-6)
+        assert count_gflops(config, (256, 128), device="meta") == pytest.approx(wide, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["A", "R1"])
+def test_rectangular_position_table_parameters(name):
+    """The additive table (A) / DiT's fixed sin-cos buffer (R1, no parameters) at H × W: the
+    closed form equals the built model; A's table grows by (H/p)(W/p) − (n/p)² rows."""
+    square = ablation_step(name)
+    rect = at_resolution(square, (128, 192))
+    with torch.device("meta"):
+        model = build_model(rect)
+    assert sum(p.numel() for p in model.parameters()) == analytic_params(rect)
+    extra = (32 * 48 - 32 * 32) * 384 if name == "A" else 0
+    assert analytic_params(rect) - analytic_params(square) == extra
+    if name == "A":
+        assert tuple(model.pos_emb.table.shape) == (32, 48, 384)
+    else:
+        assert tuple(model.pos_embed.shape) == (32, 48, 768)

@@ -20,6 +20,7 @@ from hdit_edu.hourglass import (
     pixel_unshuffle_tokens,
 )
 from hdit_edu.layers import param_tags
+from hdit_edu.rope import sincos_pos_emb_1d
 from hdit_edu.models import build_model, set_attention_backend
 from hdit_edu.profiles import toy_scale
 
@@ -166,6 +167,44 @@ def test_runs_at_several_resolutions(size):
     with torch.no_grad():
         out = model(x, sigma, cls)
     assert out.shape == x.shape and torch.isfinite(out).all() and out.abs().max() > 0
+
+
+def test_rectangular_config_builds_its_position_tables_for_h_by_w():
+    """resolution (16, 32) with patch 2: an 8×16 token grid. The additive table (steps A–C)
+    starts as the 2-D sin-cos code (rows in the first half of the channels, columns in the
+    second), is used as is at 16×32 and resized for other sizes; DiT's fixed table likewise."""
+    config = tiny_config(pos_emb="additive", ffn="gelu", resolution=(16, 32))
+    model = HDiT(config)
+    table = model.pos_emb.table
+    assert tuple(table.shape) == (8, 16, 32)
+    with torch.no_grad():  # row 3 in the first half of the channels, column 11 in the second
+        torch.testing.assert_close(table[3, 11, :16], sincos_pos_emb_1d(torch.tensor([3]), 16)[0])
+        torch.testing.assert_close(table[3, 11, 16:], sincos_pos_emb_1d(torch.tensor([11]), 16)[0])
+    assert model.pos_emb.embedding(8, 16) is table
+    perturb_(model).eval()
+    assert tuple(model.pos_emb.embedding(16, 8).shape) == (16, 8, 32)  # a 32×16 input
+    for h, w in ((16, 32), (32, 16)):
+        x, sigma, cls = inputs(h=h, w=w)
+        with torch.no_grad():
+            assert model(x, sigma, cls).shape == x.shape
+    dit = DiT(
+        ModelConfig(
+            arch="dit",
+            levels=[LevelConfig(depth=1, width=64, head_dim=16, attention="global")],
+            patch_size=4,
+            num_classes=0,
+            aug_dim=0,
+            pos_emb="additive",
+            resolution=(16, 32),
+        )
+    )
+    assert tuple(dit.pos_embed.shape) == (4, 8, 64)
+    torch.testing.assert_close(
+        dit.pos_embed[2, 5, 32:], sincos_pos_emb_1d(torch.tensor([5]), 32)[0]
+    )
+    x, sigma, _ = inputs(h=16, w=32, num_classes=0)
+    with torch.no_grad():
+        assert dit(x, sigma).shape == x.shape
 
 
 def test_two_level_model_neighborhood_then_global():
