@@ -564,12 +564,13 @@ def at_resolution(config: Config, resolution: int | tuple[int, int]) -> Config:
     """``config`` adapted to ``resolution`` (n, or ``(height, width)``) by App. A's rule (module
     docstring).
 
-    With ``k = ⌊log2(min(H / H₀, W / W₀))⌋`` (``H₀ × W₀`` = ``config.model.resolution``; for
-    square sizes ``⌊log2(n / n₀)⌋``): ``k > 0`` prepends ``k`` copies of the outermost level,
-    ``k < 0`` drops ``|k|`` outer levels (keeping at least one); a single-level model keeps its
-    level. The *shorter* side's doubling counts, so that both sides of the innermost grid stay
-    at least as large as at the base size (a longer side leaves more tokens there, not fewer
-    than the kernels need). The name gets an ``@resolution`` suffix (``@256``, ``@256x512``).
+    With ``k = ⌊log2(min(H, W) / min(H₀, W₀))⌋`` (``H₀ × W₀`` = ``config.model.resolution``;
+    for square sizes ``⌊log2(n / n₀)⌋``): ``k > 0`` prepends ``k`` copies of the outermost
+    level, ``k < 0`` drops ``|k|`` outer levels (keeping at least one); a single-level model
+    keeps its level. The *shorter* side's doublings count: the innermost grid's shorter side
+    stays as at the base size (a longer side leaves more tokens there, never fewer than the
+    kernels need), and H × W and W × H get the same levels. The name gets an ``@resolution``
+    suffix (``@256``, ``@256x512``).
     """
     if not isinstance(config, Config):
         raise ValueError(f"at_resolution expects a Config, got {type(config).__name__}")
@@ -581,7 +582,7 @@ def at_resolution(config: Config, resolution: int | tuple[int, int]) -> Config:
     resolution = size[0] if size[0] == size[1] else size
     levels = [replace(level) for level in model.levels]
     if model.arch == "hdit" and len(levels) > 1:
-        k = math.floor(math.log2(min(size[0] / base[0], size[1] / base[1])))
+        k = math.floor(math.log2(min(size) / min(base)))  # the shorter side's doublings
         if k > 0:
             levels = [replace(levels[0]) for _ in range(k)] + levels
         elif k < 0:

@@ -183,3 +183,33 @@ def test_ablate_writes_a_results_table(tmp_path):
         "paper_gflops_128"
     ] == pytest.approx(31, abs=1)
     assert "| A |" in (run / "results.md").read_text()
+
+
+def test_rectangular_config_trains_samples_and_counts_on_the_cli(tmp_path):
+    """A 32×48 (height × width) toy run end to end: train 4 steps, sample, count FLOPs."""
+    from hdit_edu.configs import load_config
+    from hdit_edu.flops import analytic_gflops
+
+    run = tmp_path / "rect"
+    proc = hdit("train", *TINY, "--set", "model.resolution=[32,48]", "--steps", "4",
+                "--run-dir", str(run))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run / "config.json").read_text())["model"]["resolution"] == [32, 48]
+    assert len(losses(run)) == 4
+    out = tmp_path / "grid.png"
+    proc = hdit("sample", "--run", str(run), "--n", "8", "--steps", "3", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(32x48)" in proc.stdout
+    with Image.open(out) as image:  # one row of 8 images 48 wide, 32 high, 2-pixel padding
+        assert image.size == (8 * (48 + 2) + 2, 32 + 2 + 2)
+    config = load_config(run / "config.json")
+    counts = {}
+    for size in ("32x48", "48x32"):
+        proc = hdit("flops", "--config", str(run / "config.json"), "--resolution", size, "--json")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        counts[size] = json.loads(proc.stdout)
+    assert counts["32x48"]["resolution"] == [32, 48] and counts["48x32"]["resolution"] == [48, 32]
+    expected = analytic_gflops(config, (32, 48))
+    assert counts["32x48"]["gflops"] == pytest.approx(expected, rel=1e-6)
+    assert counts["48x32"]["gflops"] == pytest.approx(expected, rel=1e-6)  # H × W = W × H
+    assert expected > analytic_gflops(config, 32)

@@ -361,7 +361,7 @@ def test_at_resolution_rule():
     assert _levels(at_resolution(e, 64)) == [(11, 768, "global")]  # halving drops a level
     assert _levels(at_resolution(e, 32)) == [(11, 768, "global")]  # at least one level stays
     assert _levels(at_resolution(paper_config("ffhq1024"), 2048))[0] == (2, 128, "neighborhood")
-    # H × W: the shorter side's doublings count (App. A's rule on min(H/H₀, W/W₀))
+    # H × W: the shorter side's doublings count (App. A's rule on min(H, W) / min(H₀, W₀))
     wide = at_resolution(e, (128, 256))
     assert (wide.name, wide.model.resolution, _levels(wide)) == (
         "E@128x256",
@@ -376,6 +376,7 @@ def test_at_resolution_rule():
     assert at_resolution(e, (128, 128)) is e  # (n, n) is n
     again = at_resolution(wide, (256, 512))  # from a rectangular base: both sides doubled
     assert again.name == "E@256x512" and _levels(again) == _levels(at_resolution(e, 256))
+    assert _levels(at_resolution(wide, (256, 128))) == _levels(e)  # transposed: same levels
 
 
 def test_resolution_spellings():
