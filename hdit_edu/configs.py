@@ -17,6 +17,10 @@ This module also holds
   :func:`toy_config` (the 32×32 toy-set model of docs/ARCHITECTURE.md) and
   :func:`get_config`, which takes any of those names (optionally ``"NAME@RES"``) or the path
   of a JSON file;
+* the resolution: ``ModelConfig.resolution`` is ``n`` (n × n) or ``(height, width)`` (JSON
+  ``n`` or ``[H, W]``); :func:`normalize_resolution` reads either as ``(H, W)``,
+  :func:`parse_resolution` reads the command line's ``"256x512"``, :func:`image_d` is the
+  interpolated cosine density's image size (the longer side);
 * :func:`at_resolution` — App. A's rule for adapting a model to another resolution;
   :func:`token_grids` (the token grid of every level), :func:`check_grids` (those grids
   checked against the kernels and windows: the one grid check, at build time and on every

@@ -20,9 +20,9 @@ from hdit_edu.hourglass import (
     pixel_unshuffle_tokens,
 )
 from hdit_edu.layers import param_tags
-from hdit_edu.rope import sincos_pos_emb_1d
 from hdit_edu.models import build_model, set_attention_backend
 from hdit_edu.profiles import toy_scale
+from hdit_edu.rope import sincos_pos_emb_1d
 
 
 @pytest.fixture(autouse=True, scope="module")
