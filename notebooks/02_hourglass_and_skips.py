@@ -230,11 +230,15 @@ torch.testing.assert_close(pos4, make_axial_pos(4, 4))
 # context as that level's layers gathered). The paper compares three ways to combine them, on
 # ablation step E at ImageNet-128²:
 #
-# | merge | formula | FID (Table 2) |
+# | merge | formula | FID (Table 2, the paper's number) |
 # | --- | --- | --- |
 # | concatenation (U-Net) | $x = W\,[x_\text{up}, x_\text{skip}]$, a pointwise $2d\to d$ projection | 33.75 |
 # | addition (Hourglass) | $x = x_\text{up} + x_\text{skip}$ | 28.37 |
 # | **learnable lerp** (ours, eq. 6) | $x = f\cdot x_\text{skip} + (1-f)\cdot x_\text{up}$, learnable $f$ | **27.74** |
+#
+# The FIDs are the paper's, typed from Table 2 (ImageNet-128², 400k steps — far beyond what a
+# notebook can train; notebook 06 runs the skip variants at toy scale). What we *measure* here:
+# the parameters each merge adds, and — from the shipped toy HDiT — the f its lerp learned.
 #
 # All three live in one function, `merge_skip`:
 
@@ -251,10 +255,10 @@ for kind in paper_fid:
         p.numel() for split in m.splits for n, p in split.named_parameters() if n != "proj.weight"
     )
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 2.8))
-ax1.bar(list(paper_fid), list(paper_fid.values()), color=["C7", "C0", "C3"])
+ax1.bar(list(paper_fid), list(paper_fid.values()), color=["C7", "C0", "C3"], hatch="//")
 ax1.set_ylim(20, 35)
 ax1.set_ylabel("FID (lower is better)")
-ax1.set_title("Table 2 (paper)")
+ax1.set_title("the paper's Table 2 (typed, not measured here)", fontsize=9)
 ax2.bar(list(extra_params), list(extra_params.values()), color=["C7", "C0", "C3"])
 ax2.set_yscale("symlog")
 ax2.set_title("parameters the skip merges add (this model)")
@@ -265,6 +269,22 @@ plt.show()
 assert extra_params["add"] == 0
 assert extra_params["lerp"] == len(widths) - 1  # one scalar f per skip
 assert extra_params["concat"] == sum(2 * w * w for w in widths[:-1])  # 2d → d projections
+
+# %% [markdown]
+# **Measured on a trained model.** §4.1 motivates the learnable f: "the usefulness of the
+# information provided by the skips can differ significantly". The shipped toy HDiT
+# (`data/checkpoints/toy-hdit`, 2 levels, one lerp skip) started at f = 0.5; after training:
+
+# %%
+from hdit_edu.runs import load_run
+from hdit_edu.widgets import SHIPPED_RUN
+
+toy_config, toy_denoiser = load_run(SHIPPED_RUN)
+learned_f = [split.f.item() for split in toy_denoiser.inner.splits]
+print(f"learned lerp coefficient(s) f of the shipped model: {[round(f, 3) for f in learned_f]}")
+print("(init 0.5; f > 0.5 means the merged tokens lean on the skip, the fine-grid branch)")
+assert toy_config.model.skip == "lerp" and len(learned_f) == len(toy_config.model.levels) - 1
+assert all(f > 0.7 for f in learned_f)  # training moved f far from 0.5, towards the skip
 
 # %% [markdown]
 # The lerp costs one number per skip and can interpolate anywhere between "use only the

@@ -16,7 +16,9 @@
 #
 # Global self-attention costs O(n²) in the number of tokens n: at 1024² pixels with patch 4 that
 # is 65 536 tokens and 4·10⁹ query–key pairs per head and layer. HDiT keeps global attention only
-# at the innermost, 16×16 level of the hourglass and uses **local** attention everywhere else, so
+# at the innermost levels of the hourglass — 16×16 tokens for ImageNet-128²/256², 32×32 and
+# 16×16 for FFHQ-1024² (footnote 2; asserted below) — and uses **local** attention everywhere
+# else, so
 # that each extra doubling of the resolution adds a level whose cost is *linear* in n. The paper
 # compares two local mechanisms (Table 1): **Shifted Window** attention (Swin, step B1) and
 # **Neighborhood** attention (NATTEN, step B2) — and finds neighborhood attention clearly better.
@@ -77,6 +79,15 @@ grids = token_grids(config.model)
 for i, (level, grid) in enumerate(zip(levels, grids)):
     print(f"level {i}: {grid[0]}×{grid[1]} tokens, {level.attention}", end="")
     print(f" {level.kernel_size}×{level.kernel_size}" if level.attention == "neighborhood" else "")
+
+# The numbers of the introduction: 1024² pixels at patch 4, and the global levels of each model
+tokens_1024 = (1024 // 4) ** 2
+assert tokens_1024 == 65_536 and round(tokens_1024**2 / 1e9) == 4
+for name, core in {"imagenet128": [16], "imagenet256": [16], "ffhq1024": [32, 16]}.items():
+    m = paper_config(name).model
+    found = [g[0] for g, lv in zip(token_grids(m), m.levels) if lv.attention == "global"]
+    print(f"{name}: global attention on {found} tokens per side")
+    assert found == core, (name, found)
 
 # %% [markdown]
 # ## 1. What a query sees
