@@ -20,7 +20,7 @@ from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
-SOURCES = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
+SOURCES = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]*_*.py"))
 CELL_TIMEOUT_S = 900
 
 
