@@ -141,3 +141,32 @@ from pathlib import Path
 
 linked = sorted(p.stem for p in Path(".").glob("[0-9][0-9]*_*.py"))
 assert len(linked) >= 10 and "05b_hdit_assembled" in linked, linked
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise asks you to predict a number before you compute it. The solution cells are
+# collapsed (click the "…" to open one); they run with the notebook and check themselves.
+#
+# **1.** The paper keeps the innermost level at a fixed token grid. How many tokens does the
+# innermost level of the FFHQ-1024² model see, and how many the outermost (patch size 4)?
+# Predict, then read them off `token_grids(paper_config("ffhq1024").model)`.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+grids_ffhq = token_grids(paper_config("ffhq1024").model)
+print(grids_ffhq)
+assert grids_ffhq[0] == (256, 256) and grids_ffhq[-1] == (16, 16)  # 1024/4 = 256, then halving
+assert len(grids_ffhq) == 5  # 256, 128, 64, 32, 16
+
+# %% [markdown]
+# **2.** Guidance: draw 16 samples of one class with w = 1 (no guidance) and with w = 4. Which
+# batch will the toy classifier recognise better? Predict, then measure with `class_accuracy`.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+one_class = torch.full((16,), 3)  # "cross"
+acc = {}
+for w in (1.0, 4.0):
+    imgs = generate(denoiser, config, 16, class_cond=one_class, cfg_scale=w, steps=20, seed=1)
+    acc[w] = class_accuracy(imgs, one_class)
+print({w: f"{a:.0%}" for w, a in acc.items()})
+assert acc[4.0] >= acc[1.0]  # guidance makes the class clearer

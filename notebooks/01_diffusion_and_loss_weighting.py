@@ -685,3 +685,47 @@ assert mean_x[0] > mean_x[1] > mean_x[2] and spread[0] > spread[1] > spread[2]
 #   `dpmpp_3m_sde` (the paper's: 50 steps, η = 1) and `sample(...)` with classifier-free guidance.
 #
 # Next: the architecture these pieces wrap — notebook 02 and on.
+
+# %% [markdown]
+# ## Exercises
+#
+# Predict first, then open the collapsed solution (it runs with the notebook and checks itself).
+#
+# **1.** Change γ from 5 to 16. Where does the knee of min-SNR move, and what is the
+# soft-min-SNR weight *at* the knee?
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+gamma = 16.0
+knee = gamma**-0.5  # where 1/σ² = γ
+print(f"γ = {gamma:g}: knee at σ = {knee}")
+assert knee == 0.25
+assert abs(loss_weight("soft-min-snr", knee, gamma=gamma) - gamma / 2) < 1e-9  # half of γ
+assert loss_weight("min-snr", knee, gamma=gamma) == gamma
+
+# %% [markdown]
+# **2.** EDM's log-normal density draws ln σ ~ N(−1.2, 1.2²). What is its median σ? Predict
+# it, then measure it from 20 000 draws of `rand_lognormal`.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+draws = rand_lognormal(20_000, generator=torch.Generator().manual_seed(11))
+print(f"median σ {draws.median():.3f}, e^-1.2 = {math.exp(-1.2):.3f}")
+assert abs(draws.median().item() / math.exp(-1.2) - 1) < 0.03
+
+# %% [markdown]
+# **3.** How many times does Heun call the denoiser for 10 steps down to σ = 0, and Euler?
+# Predict, then count by wrapping the mixture denoiser.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+calls = {"n": 0}
+
+
+def counting(x, sigma):
+    calls["n"] += 1
+    return mixture(x, sigma)
+
+
+for sm, expected in (("heun", 19), ("euler", 10)):
+    calls["n"] = 0
+    sample(counting, torch.randn(8, 2) * SIGMA_MAX, karras_sigmas(10, SIGMA_MIN, SIGMA_MAX), sm)
+    print(f"{sm}: {calls['n']} model calls for 10 steps")
+    assert calls["n"] == expected  # Heun: 2 per step, except the last (into σ = 0): 2n − 1

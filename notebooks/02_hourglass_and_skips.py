@@ -387,3 +387,48 @@ print("f = 1 cuts the inner levels off; any f < 1 lets them contribute")
 # levels see a coarse, cheap version of the image and the skips bring the detail back. Of the
 # three skip merges, the learnable lerp adds one parameter per level, contains "skip only" and
 # "upsampled only" as its end points, and was best in the paper's ablation (Table 2).
+
+# %% [markdown]
+# ## Exercises
+#
+# Predict first, then open the collapsed solution (it runs with the notebook and checks itself).
+#
+# **1.** Make an input size that fails. The small model above has patch size 2 and two levels:
+# which image sides does it accept? Try a 30×30 image and read the error.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+try:
+    small.grid_sizes(30, 30)
+    raise AssertionError("30×30 should not be accepted")
+except ValueError as err:
+    print(err)
+    assert "divisible" in str(err) or "divide" in str(err)
+assert small.grid_sizes(36, 36) == [(18, 18), (9, 9)]  # any multiple of 2 · 2¹ = 4 works
+
+# %% [markdown]
+# **2.** With f = 0.25, what fraction of the merged tokens comes from the skip? Predict the
+# merged value for a skip of all ones and an upsampled branch of all zeros.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+ones, zeros = torch.ones(1, 2, 2, 4), torch.zeros(1, 2, 2, 4)
+merged = merge_skip("lerp", zeros, ones, torch.tensor([0.25]))
+assert torch.allclose(merged, torch.full_like(ones, 0.25))  # f weights the skip (eq. 6)
+
+# %% [markdown]
+# **3.** How many parameters would concatenation skips add to the ImageNet-256 model (widths
+# 384, 768, 1536)? Predict from the formula ($2d \to d$ per skip), then build it on the meta
+# device and count.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+in256 = paper_config("imagenet256").model
+predicted = sum(2 * lv.width * lv.width for lv in in256.levels[:-1])
+with torch.device("meta"):
+    concat_model = HDiT(dataclasses.replace(in256, skip="concat"))
+counted = sum(
+    p.numel()
+    for s in concat_model.splits
+    for n, p in s.named_parameters()
+    if n == "skip_proj.weight"
+)
+print(f"concat skips add {counted:,} parameters (predicted {predicted:,})")
+assert counted == predicted == 2 * 384**2 + 2 * 768**2

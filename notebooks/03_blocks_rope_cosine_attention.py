@@ -514,3 +514,53 @@ assert same_offset.max() - same_offset.min() > 0.1
 # scale learned directly (bounded logits, constant step size, no clamp to get stuck at), RoPE on
 # half of each head for the two image axes (scores depend only on relative offsets), GEGLU with
 # hidden 3·d, and zero-initialised output projections instead of DiT's gates.
+
+# %% [markdown]
+# ## Exercises
+#
+# Predict first, then open the collapsed solution (it runs with the notebook and checks itself).
+#
+# **1.** GEGLU's hidden size is 3·d instead of 4·d (§5.2 step C). At d = 768, does the GEGLU FFN
+# have more, fewer or the same number of parameters as a 4·d GELU FFN? Predict, then count.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+n_geglu = sum(p.numel() for p in FeedForward(768, default_d_ff(768, "geglu"), "geglu").parameters())
+n_gelu = sum(p.numel() for p in FeedForward(768, default_d_ff(768, "gelu"), "gelu").parameters())
+print(f"GEGLU 3d: {n_geglu:,}   GELU 4d: {n_gelu:,}")
+assert n_geglu == 768 * 2 * 2304 + 2304 * 768 == 9 * 768**2  # up: d → 2·3d, down: 3d → d
+assert n_gelu == 8 * 768**2  # so GEGLU has 9/8 of the parameters: "a slight increase"
+
+# %% [markdown]
+# **2.** At τ = 0 every logit is 0. What is the attention entropy over 256 keys then? And as
+# τ → ∞?
+
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+def stable_entropy(t):  # −Σ p log p with log_softmax: no 0·log 0 at large τ
+    logits = t * query @ keys.T
+    return -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum().item()
+
+
+print(f"entropy at τ = 0: {entropy_at(0.0):.4f} (log 256 = {math.log(256):.4f})")
+print(f"entropy at τ = 10⁴: {stable_entropy(1e4):.2e}")
+assert abs(entropy_at(0.0) - math.log(256)) < 1e-5  # uniform over all keys
+assert stable_entropy(1e4) < 0.01  # all weight on the most similar key
+
+# %% [markdown]
+# **3.** RoPE encodes *relative* position. Move a query and a key by the same offset: predict
+# whether their rotated dot product changes. Check with `AxialRoPE` and `apply_rope`.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+rope_ex = AxialRoPE(64, 1)
+qv, kv = torch.randn(1, 64), torch.randn(1, 64)
+p_q, p_k, shift_by = torch.tensor([0.1, -0.3]), torch.tensor([0.5, 0.2]), torch.tensor([0.7, -0.4])
+
+
+def rotated_dot(pq, pk):
+    return (apply_rope(qv, rope_ex(pq)) * apply_rope(kv, rope_ex(pk))).sum()
+
+
+before, after = rotated_dot(p_q, p_k), rotated_dot(p_q + shift_by, p_k + shift_by)
+print(f"q·k at the original positions {before:.5f}, both shifted {after:.5f}")
+torch.testing.assert_close(before, after, rtol=1e-4, atol=1e-4)
+assert not torch.allclose(rotated_dot(p_q, p_k + shift_by), before)  # a relative move changes it

@@ -509,3 +509,52 @@ assert [round(measured_params[n] / 1e6, 1) for n in ("ffhq1024", "imagenet256")]
 #   outside it, and the global core is fixed (16×16 tokens; 32×32 + 16×16 for FFHQ-1024²).
 # * Table 6's parameter counts follow once its mapping width is read as the mapping FFN width
 #   for the FFHQ-1024 and ImageNet-256 models.
+
+# %% [markdown]
+# ## Exercises
+#
+# Predict first, then open the collapsed solution (it runs with the notebook and checks itself).
+#
+# **1.** HDiT-B/4 (step E) at 2048² and at 4096²: by what factor does the cost grow? And
+# DiT-B/4 from 512² to 1024²?
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+hdit_growth = analytic_gflops(ablation_step("E", 4096), 4096) / analytic_gflops(
+    ablation_step("E", 2048), 2048
+)
+dit_growth = analytic_gflops(ablation_step("R1", 1024), 1024) / analytic_gflops(
+    ablation_step("R1", 512), 512
+)
+print(f"HDiT 2048² → 4096²: ×{hdit_growth:.2f};  DiT 512² → 1024²: ×{dit_growth:.2f}")
+assert abs(hdit_growth - 4) < 0.1  # 4× the pixels, 4× the cost: O(n)
+assert 4 < dit_growth < 16  # between linear (4×) and the quadratic limit (16×)
+
+# %% [markdown]
+# **2.** The attention kernel of one global layer on 16×16 tokens with 12 heads of 64: compute
+# its multiply-adds by hand ($s_q\,s_k\,(d_q+d_v)$ per head), then compare with
+# `attention_flops`.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+from hdit_edu.attention import attention_flops
+
+by_hand_global = 256 * 256 * (64 + 64) * 12
+print(f"{by_hand_global / 1e6:.1f} M multiply-adds")
+assert attention_flops("global", 16, 16, heads=12, head_dim=64) == by_hand_global
+
+# %% [markdown]
+# **3.** Design a config: step E at 128² with the outer level twice as deep (4 layers instead of
+# 2). Each outer layer works on 32×32 tokens of width 384: estimate its cost (qkv+out 4·n·d²,
+# GEGLU FFN 9·n·d², attention n·49·2·d), predict the total, then count it.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+import copy
+
+deeper = copy.deepcopy(ablation_step("E"))
+deeper.model.levels[0].depth = 4
+g_deeper = analytic_gflops(deeper, 128)
+per_outer_layer = (g_deeper - analytic_gflops(ablation_step("E"), 128)) / 4  # 2 down + 2 up more
+print(f"E with outer depth 4: {g_deeper:.1f} GFLOP (+{per_outer_layer:.2f} per extra outer layer)")
+n_tok, d_model = 32 * 32, 384
+estimate = 4 * (4 * n_tok * d_model**2 + 9 * n_tok * d_model**2 + n_tok * 49 * 2 * d_model) / 1e9
+print(f"estimate of the 4 extra layers: {estimate:.2f} GFLOP")
+assert abs((g_deeper - analytic_gflops(ablation_step("E"), 128)) / estimate - 1) < 0.01

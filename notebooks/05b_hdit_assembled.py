@@ -415,3 +415,68 @@ assert loss_after < loss
 #
 # The assembled pass equals `HDiT` bit for bit, on random and on trained weights, and trains:
 # its gradients are the library's.
+
+# %% [markdown]
+# ## Exercises
+#
+# Predict first, then open the collapsed solution (it runs with the notebook and checks itself).
+#
+# **1.** Zero the unpatching projection (as at initialisation). Predict the output of the
+# assembled model, and what the EDM denoiser D then returns.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+import copy
+
+from hdit_edu.diffusion import c_skip
+
+zeroed = copy.deepcopy(model).eval()
+with torch.no_grad():
+    zeroed.patch_out.proj.weight.zero_()
+    out = hdit_assembled(zeroed, x, sigma, class_cond)
+    d = Denoiser(zeroed)(x, sigma, class_cond=class_cond)
+assert torch.equal(out, torch.zeros_like(x))  # F = 0
+assert torch.allclose(d, c_skip(sigma)[:, None, None, None] * x)  # D = c_skip·x
+
+# %% [markdown]
+# **2.** Assemble the *additive* skip of Table 2 instead of the lerp: build an HDiT with
+# `skip="add"`, write the split for it, and check your assembled pass against the library.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+import dataclasses
+
+add_model = HDiT(dataclasses.replace(config, skip="add")).eval()
+with torch.no_grad():
+    for name, p in add_model.named_parameters():  # random weights, as in section 0
+        if name.endswith(".scale") and "attn" in name:
+            p.uniform_(5.0, 20.0, generator=g)
+        else:
+            p.normal_(0.0, 1.0 / p.shape[-1] ** 0.5, generator=g)
+
+
+def split_add(split_module, x, skip):
+    return pixel_shuffle_tokens(x @ split_module.proj.weight.T, 2) + skip  # x_up + x_skip
+
+
+split_lerp = split
+split = split_add  # go_up calls `split`
+try:
+    with torch.no_grad():
+        assert torch.equal(
+            hdit_assembled(add_model, x, sigma, class_cond), add_model(x, sigma, class_cond)
+        )
+finally:
+    split = split_lerp
+print("additive skips: assembled == HDiT")
+
+# %% [markdown]
+# **3.** Feed a 64×64 image to the same model (RoPE and neighborhood attention work at any
+# size). Predict the token grids, and whether the assembled pass still equals `HDiT`.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+x64 = torch.randn(2, 3, 64, 64, generator=g)
+s64, c64 = torch.tensor([0.3, 3.0]), torch.tensor([1, 2])
+print("grids at 64²:", model.grid_sizes(64, 64))
+assert model.grid_sizes(64, 64) == [(32, 32), (16, 16), (8, 8)]
+model.eval()
+with torch.no_grad():
+    assert torch.equal(hdit_assembled(model, x64, s64, c64), model(x64, s64, c64))

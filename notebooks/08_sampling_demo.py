@@ -345,3 +345,40 @@ assert quality["dpmpp_3m_sde"] >= max(quality[s] for s in ("euler", "heun", "dpm
 #   the same number of model evaluations; DPM++(2M) does it at one evaluation per step. The
 #   paper's DPM++(3M) SDE re-injects noise and, with an imperfect model, gives the most
 #   recognisable samples.
+
+# %% [markdown]
+# ## Exercises
+#
+# Predict first, then open the collapsed solution (it runs with the notebook and checks itself).
+#
+# **1.** With w = 1, guidance is off: predict whether `sample(..., cfg_scale=1.0)` gives exactly
+# the same images as sampling the conditional model alone, and how many model calls each makes.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+calls = {"n": 0}
+
+
+def counted(x, sigma, **cond):
+    calls["n"] += 1
+    return denoiser(x, sigma, **cond)
+
+
+two = torch.tensor([0, 3])
+x_start = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+sig10 = karras_sigmas(10, d.sigma_min, d.sigma_max)
+guided_w1 = sample(counted, x_start * sig10[0], sig10, "euler", class_cond=two, cfg_scale=1.0)
+calls_w1, calls["n"] = calls["n"], 0
+plain = sample(lambda x, s: counted(x, s, class_cond=two), x_start * sig10[0], sig10, "euler")
+print(f"model calls: w = 1 {calls_w1}, plain {calls['n']}")
+assert torch.equal(guided_w1, plain) and calls_w1 == calls["n"] == 10
+
+# %% [markdown]
+# **2.** From the cached guidance sweep: which w gives the lowest FID, and is it the w with the
+# highest class accuracy? Predict from Figure 9's shape, then read it.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+best_fid_w = min(fid_by_w, key=fid_by_w.get)
+best_acc_w = max(acc_by_w, key=acc_by_w.get)
+print(f"lowest FID at w = {best_fid_w}, highest class accuracy at w = {best_acc_w}")
+assert 1.0 < best_fid_w < max(fid_by_w)  # a moderate guidance scale
+assert best_acc_w >= best_fid_w  # accuracy keeps rising past the FID optimum
