@@ -21,8 +21,10 @@
 # 1. **An hourglass** (§4.1, Fig. 3): tokens are merged 2×2 on the way down and split again on the
 #    way up, with learnable *lerp* skips between matching levels — most layers run on few tokens.
 # 2. **Local attention where the grid is large, global attention where it is small** (§4.3): the
-#    outer levels use 7×7 *neighborhood attention* (cost ∝ tokens), only the innermost 16×16 level
-#    attends globally. Each doubling of resolution adds one cheap local level: O(n) overall (App. A).
+#    outer levels use 7×7 *neighborhood attention* (cost ∝ tokens); only the innermost levels
+#    attend globally — the 16×16-token level for ImageNet-128²/256², the 32×32 and 16×16 levels
+#    for FFHQ-1024² (footnote 2). Each doubling of resolution adds one cheap local level: O(n)
+#    overall (App. A).
 # 3. **Better blocks and a better objective** (§4.2, App. B–C): AdaRMSNorm conditioning, GEGLU,
 #    cosine-similarity attention with a learned scale, axial RoPE, and the *soft-min-SNR* loss
 #    weighting on top of EDM preconditioning.
@@ -56,6 +58,14 @@ import torch
 assert report["torch"] == torch.__version__
 assert report["cuda_available"] == torch.cuda.is_available()
 assert PROFILE in ("cpu", "gpu")
+
+# The claim of idea 2 above, read from the paper's configs: which token grids attend globally
+from hdit_edu.configs import paper_config, token_grids
+
+for name, core in {"imagenet128": [16], "imagenet256": [16], "ffhq1024": [32, 16]}.items():
+    m = paper_config(name).model
+    assert [g[0] for g, lv in zip(token_grids(m), m.levels) if lv.attention == "global"] == core
+    assert all(lv.kernel_size == 7 for lv in m.levels if lv.attention == "neighborhood")
 
 # %% [markdown]
 # ## First look: HDiT samples in a few seconds
@@ -117,6 +127,7 @@ assert accuracy >= 0.6, accuracy
 # | §4.2, Fig. 4–5, App. C: AdaRMSNorm, GEGLU, cosine attention, axial RoPE | [03_blocks_rope_cosine_attention](03_blocks_rope_cosine_attention.ipynb) | `layers`, `attention`, `rope`, `dit` |
 # | §4.3: neighborhood, shifted-window, global attention | [04_local_attention](04_local_attention.ipynb) | `attention` |
 # | App. A, Fig. 2, Tables 1 & 6: FLOPs and parameters | [05_flops_and_scaling](05_flops_and_scaling.ipynb) | `flops`, `configs` |
+# | §4.1–4.3, Fig. 3–5: the whole forward pass, assembled step by step | [05b_hdit_assembled](05b_hdit_assembled.ipynb) | `hourglass`, `layers`, `attention`, `rope` |
 # | §5.2, Tables 1–2: the ablation chain A → E | [06_ablation_chain](06_ablation_chain.ipynb) | `configs`, `training`, `evaluation` |
 # | §5.3, Table 6: FFHQ-1024² | [07_ffhq1024](07_ffhq1024.ipynb) | `training`, `data` |
 # | §5.1, App. D: sampling, classifier-free guidance | [08_sampling_demo](08_sampling_demo.ipynb) | `sampling`, `widgets` |
@@ -128,5 +139,34 @@ assert accuracy >= 0.6, accuracy
 # %%
 from pathlib import Path
 
-linked = sorted(p.stem for p in Path(".").glob("[0-9][0-9]_*.py"))
-assert len(linked) >= 9, linked
+linked = sorted(p.stem for p in Path(".").glob("[0-9][0-9]*_*.py"))
+assert len(linked) >= 10 and "05b_hdit_assembled" in linked, linked
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise asks you to predict a number before you compute it. The solution cells are
+# collapsed (click the "…" to open one); they run with the notebook and check themselves.
+#
+# **1.** The paper keeps the innermost level at a fixed token grid. How many tokens does the
+# innermost level of the FFHQ-1024² model see, and how many the outermost (patch size 4)?
+# Predict, then read them off `token_grids(paper_config("ffhq1024").model)`.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+grids_ffhq = token_grids(paper_config("ffhq1024").model)
+print(grids_ffhq)
+assert grids_ffhq[0] == (256, 256) and grids_ffhq[-1] == (16, 16)  # 1024/4 = 256, then halving
+assert len(grids_ffhq) == 5  # 256, 128, 64, 32, 16
+
+# %% [markdown]
+# **2.** Guidance: draw 16 samples of one class with w = 1 (no guidance) and with w = 4. Which
+# batch will the toy classifier recognise better? Predict, then measure with `class_accuracy`.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+one_class = torch.full((16,), 3)  # "cross"
+acc = {}
+for w in (1.0, 4.0):
+    imgs = generate(denoiser, config, 16, class_cond=one_class, cfg_scale=w, steps=20, seed=1)
+    acc[w] = class_accuracy(imgs, one_class)
+print({w: f"{a:.0%}" for w, a in acc.items()})
+assert acc[4.0] >= acc[1.0]  # guidance makes the class clearer

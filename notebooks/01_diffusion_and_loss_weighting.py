@@ -22,8 +22,9 @@
 #    noise level σ.
 # 2. **The EDM preconditioner** (eq. 4) — $D(x,\sigma) = c_\text{skip}x + c_\text{out}
 #    F(c_\text{in}x, c_\text{noise})$ and why its scalings look the way they do.
-# 3. **Loss weighting** (eq. 1, 5, 7–9; Figure 8) — SNR, min-SNR, the paper's soft-min-SNR, and
-#    how an x₀-space weight becomes a weight on the network's own target.
+# 3. **Loss weighting** (eq. 1–3, 5, 7–9; Figure 8) — SNR (and its two conventions), min-SNR,
+#    the paper's soft-min-SNR, the ε-parameterisation, and how an x₀-space weight becomes a
+#    weight on the network's own target (with the misplaced c_out of eq. 5 as printed).
 # 4. **Which σ to train on** — the log-normal and *interpolated cosine* densities, the
 #    resolution shift, and stratified sampling across a batch.
 # 5. **Samplers** on a 2-D mixture of Gaussians whose exact denoiser we know: Euler, Heun,
@@ -81,9 +82,11 @@ plt.rcParams["figure.dpi"] = 90
 #
 # Diffusion destroys an image $x_0$ (pixels scaled to $[-1, 1]$) by adding Gaussian noise of
 # standard deviation σ: $x_\sigma = x_0 + \sigma\epsilon$, $\epsilon \sim \mathcal N(0, I)$. The
-# paper trains on σ ∈ [10⁻³, 10³] (Table 6). Its signal-to-noise ratio is
-# $\text{SNR}(\sigma) = 1/\sigma^2$ (App. B): at σ = 1 signal and noise are equally strong, at
-# σ = 20 the image is gone.
+# paper trains on σ ∈ [10⁻³, 10³] (Table 6). Its signal-to-noise ratio, in App. B's convention,
+# is $\text{SNR}(\sigma) = 1/\sigma^2$ — the signal counted at unit scale (pixels in [−1, 1]):
+# by that count signal and noise are equally strong at σ = 1. Measured against the data's actual
+# spread σ_data = 0.5 the ratio is $\sigma_d^2/\sigma^2$, equal to 1 at σ = 0.5. Both
+# conventions appear below; section 3 reconciles them. At σ = 20 the image is gone.
 #
 # The second row shows what the network actually receives: $c_\text{in}(\sigma)\,x_\sigma$ with
 # $c_\text{in} = 1/\sqrt{\sigma^2 + \sigma_\text{data}^2}$, which keeps its input at unit scale
@@ -249,9 +252,16 @@ assert abs(loss_weight("soft-min-snr", 5**-0.5, gamma=5.0) / 5.0 - 0.5) < 1e-12 
 #
 # so an x₀-space weight λ becomes the weight $w = \lambda\,c_\text{out}^2$ on the target. For
 # min-SNR that is eq. 5's right-hand side, $\min\{\text{SNR},\gamma\}\,\sigma^2\sigma_d^2/(\sigma^2 +
-# \sigma_d^2)$. (The paper's sentence speaks of a $c_\text{out}^{-2}$ factor: it is the one in
-# $\|F - T\|^2 = c_\text{out}^{-2}\|D - x_0\|^2$.) EDM's `"karras"` weighting is exactly the one
-# that puts weight 1 on every target.
+# \sigma_d^2)$, because $\sigma^2\sigma_d^2/(\sigma^2+\sigma_d^2) = c_\text{out}^2$.
+#
+# **Eq. 5 as printed puts c_out in the wrong place.** Its middle term reads
+# $\min\{\text{SNR},\gamma\}/c_\text{out}^2$ — it *divides* by $c_\text{out}^2$ — while its
+# right-hand side *multiplies* by $c_\text{out}^2$. The two are never equal (the cell below
+# checks every σ); the right-hand side, $\min\{\text{SNR},\gamma\}\cdot c_\text{out}^2$, is the
+# correct target-space weight, and it is what `target_weight` computes. (The paper's sentence
+# speaks of a $c_\text{out}^{-2}$ factor: it is the one in
+# $\|F - T\|^2 = c_\text{out}^{-2}\|D - x_0\|^2$, which the weight must undo by multiplying.)
+# EDM's `"karras"` weighting is exactly the one that puts weight 1 on every target.
 #
 # **What the trainer uses:** soft-min-SNR with $\gamma = 1/\sigma_d^2 = 4$ (Table 5, step E), i.e.
 # $\lambda = 1/(\sigma^2 + \sigma_d^2)$ and $w = (\sigma\sigma_d)^2/(\sigma^2 + \sigma_d^2)^2$.
@@ -288,6 +298,77 @@ assert torch.allclose(
     target_weight("soft-min-snr", s), (s * SIGMA_DATA) ** 2 / (s**2 + SIGMA_DATA**2) ** 2
 )
 assert torch.allclose(target_weight("karras", s), torch.ones_like(s))
+
+# eq. 5 as printed (middle term: divided by c_out²) against its right-hand side (multiplied)
+clipped = (1 / s**2).clamp(max=5.0)
+printed_middle = clipped / c_out(s) ** 2
+right_hand_side = clipped * s**2 * SIGMA_DATA**2 / (SIGMA_DATA**2 + s**2)
+assert torch.allclose(right_hand_side, clipped * c_out(s) ** 2)  # the RHS multiplies by c_out²
+assert torch.allclose(target_weight("min-snr", s), right_hand_side)  # … and is what we train with
+assert ((printed_middle / right_hand_side - 1).abs() > 0.5).all()  # the middle term: never equal
+
+# %% [markdown]
+# ### The ε-parameterisation (eq. 2–3)
+#
+# Many diffusion models predict the noise instead of the image. Eq. 2 defines the noise
+# prediction that belongs to any denoiser,
+# $\epsilon_\theta(x_\sigma,\sigma) = (x_\sigma - D_\theta(x_\sigma,\sigma))/\sigma$, and eq. 3
+# trains it with $\lambda\,\|\epsilon_\theta - \epsilon\|^2$. Nothing new is learned: since
+# $x_\sigma = x_0 + \sigma\epsilon$,
+#
+# $$\epsilon_\theta - \epsilon = \frac{x_0 - D_\theta}{\sigma}
+# \quad\Longrightarrow\quad \|\epsilon_\theta - \epsilon\|^2 = \frac{1}{\sigma^2}\,\|D_\theta - x_0\|^2 .$$
+#
+# So the *unweighted* ε-loss is the x₀-loss of eq. 1 with $\lambda = 1/\sigma^2$ — exactly the
+# SNR weighting of eq. 7, the "standard 1/σ² loss weighting" of ablation steps A–D that step E
+# replaces with soft-min-SNR. Checked on the toy denoiser:
+
+# %%
+sig_b = sig_batch[:, None, None, None]
+x_sig = x0_batch + sig_b * eps_batch
+eps_theta = (x_sig - den(x_sig, sig_batch)) / sig_b  # eq. 2
+eps_mse = (eps_theta - eps_batch).pow(2).flatten(1).mean(1)  # eq. 3 with λ = 1
+assert torch.allclose(eps_mse, mse_x0 / sig_batch**2, rtol=1e-4)
+assert torch.allclose(eps_mse, den.loss(x0_batch, eps_batch, sig_batch, weighting="snr"), rtol=1e-4)
+# and back: D = x_σ − σ·ε_θ recovers the denoiser (to float32 rounding of |x_σ| up to ~600)
+assert torch.allclose(
+    x_sig - sig_b * eps_theta, den(x_sig, sig_batch), atol=1e-6 * x_sig.abs().max()
+)
+
+# %% [markdown]
+# ### Two SNR conventions: 1/σ² and σ_d²/σ²
+#
+# App. B writes $\text{SNR}(\sigma) = 1/\sigma^2$ "for image data scaled to $[-1,1]$": it counts
+# the signal at unit scale. The actual signal-to-noise ratio of data with standard deviation
+# $\sigma_d$ is $\sigma_d^2/\sigma^2$ — the convention of EDM's preconditioner, where
+# $c_\text{skip} = \text{SNR}_d/(1+\text{SNR}_d)$. They differ by the constant $\sigma_d^2$:
+#
+# $$\text{SNR}_d(\sigma) = \frac{\sigma_d^2}{\sigma^2} = \sigma_d^2\,\text{SNR}(\sigma).$$
+#
+# So a γ in App. B's convention is $\sigma_d^2\gamma$ in the other: the trainer's
+# $\gamma = 1/\sigma_d^2 = 4$ clips at $\text{SNR}_d = 1$, and its knee
+# $\sigma = \gamma^{-1/2} = 0.5$ is exactly $\sigma_d$, where signal and noise are equally strong
+# *for the data* — the soft-min-SNR weight is then $\lambda = \sigma_d^{-2}\,
+# \text{SNR}_d/(1+\text{SNR}_d) = c_\text{skip}/\sigma_d^2$. The paper's own γ = 5 (Figure 8,
+# Table 5) clips at $\text{SNR}_d = 1.25$. A weight written in either convention is the same
+# function of σ up to an overall constant, which only rescales the learning rate.
+
+# %%
+snr_paper = 1 / s**2
+snr_data = SIGMA_DATA**2 / s**2
+assert torch.allclose(snr_data, SIGMA_DATA**2 * snr_paper)
+assert torch.allclose(c_skip(s), snr_data / (1 + snr_data))  # EDM's c_skip, in SNR_d
+gamma4 = default_gamma("soft-min-snr")
+assert gamma4**-0.5 == SIGMA_DATA  # the knee of γ = 4 sits at σ = σ_d, SNR_d = 1
+assert torch.allclose(loss_weight("soft-min-snr", s), c_skip(s) / SIGMA_DATA**2)
+# min-SNR with γ (App. B) = σ_d⁻² · min{SNR_d, σ_d²γ}: the same clip in the data convention
+for gamma in (4.0, 5.0):
+    assert torch.allclose(
+        loss_weight("min-snr", s, gamma=gamma),
+        snr_data.clamp(max=SIGMA_DATA**2 * gamma) / SIGMA_DATA**2,
+    )
+# measured on the photo: its own SNR at σ = 1 is its variance, not 1
+print(f"photo: std {x0.std():.3f}; SNR at σ = 1: 1/σ² = 1, measured var/σ² = {x0.var():.3f}")
 
 # %% [markdown]
 # ## 4 · Which noise levels to train on
@@ -604,3 +685,47 @@ assert mean_x[0] > mean_x[1] > mean_x[2] and spread[0] > spread[1] > spread[2]
 #   `dpmpp_3m_sde` (the paper's: 50 steps, η = 1) and `sample(...)` with classifier-free guidance.
 #
 # Next: the architecture these pieces wrap — notebook 02 and on.
+
+# %% [markdown]
+# ## Exercises
+#
+# Predict first, then open the collapsed solution (it runs with the notebook and checks itself).
+#
+# **1.** Change γ from 5 to 16. Where does the knee of min-SNR move, and what is the
+# soft-min-SNR weight *at* the knee?
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+gamma = 16.0
+knee = gamma**-0.5  # where 1/σ² = γ
+print(f"γ = {gamma:g}: knee at σ = {knee}")
+assert knee == 0.25
+assert abs(loss_weight("soft-min-snr", knee, gamma=gamma) - gamma / 2) < 1e-9  # half of γ
+assert loss_weight("min-snr", knee, gamma=gamma) == gamma
+
+# %% [markdown]
+# **2.** EDM's log-normal density draws ln σ ~ N(−1.2, 1.2²). What is its median σ? Predict
+# it, then measure it from 20 000 draws of `rand_lognormal`.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+draws = rand_lognormal(20_000, generator=torch.Generator().manual_seed(11))
+print(f"median σ {draws.median():.3f}, e^-1.2 = {math.exp(-1.2):.3f}")
+assert abs(draws.median().item() / math.exp(-1.2) - 1) < 0.03
+
+# %% [markdown]
+# **3.** How many times does Heun call the denoiser for 10 steps down to σ = 0, and Euler?
+# Predict, then count by wrapping the mixture denoiser.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+calls = {"n": 0}
+
+
+def counting(x, sigma):
+    calls["n"] += 1
+    return mixture(x, sigma)
+
+
+for sm, expected in (("heun", 19), ("euler", 10)):
+    calls["n"] = 0
+    sample(counting, torch.randn(8, 2) * SIGMA_MAX, karras_sigmas(10, SIGMA_MIN, SIGMA_MAX), sm)
+    print(f"{sm}: {calls['n']} model calls for 10 steps")
+    assert calls["n"] == expected  # Heun: 2 per step, except the last (into σ = 0): 2n − 1

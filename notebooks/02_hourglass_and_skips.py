@@ -230,11 +230,15 @@ torch.testing.assert_close(pos4, make_axial_pos(4, 4))
 # context as that level's layers gathered). The paper compares three ways to combine them, on
 # ablation step E at ImageNet-128²:
 #
-# | merge | formula | FID (Table 2) |
+# | merge | formula | FID (Table 2, the paper's number) |
 # | --- | --- | --- |
 # | concatenation (U-Net) | $x = W\,[x_\text{up}, x_\text{skip}]$, a pointwise $2d\to d$ projection | 33.75 |
 # | addition (Hourglass) | $x = x_\text{up} + x_\text{skip}$ | 28.37 |
 # | **learnable lerp** (ours, eq. 6) | $x = f\cdot x_\text{skip} + (1-f)\cdot x_\text{up}$, learnable $f$ | **27.74** |
+#
+# The FIDs are the paper's, typed from Table 2 (ImageNet-128², 400k steps — far beyond what a
+# notebook can train; notebook 06 runs the skip variants at toy scale). What we *measure* here:
+# the parameters each merge adds, and — from the shipped toy HDiT — the f its lerp learned.
 #
 # All three live in one function, `merge_skip`:
 
@@ -251,10 +255,10 @@ for kind in paper_fid:
         p.numel() for split in m.splits for n, p in split.named_parameters() if n != "proj.weight"
     )
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 2.8))
-ax1.bar(list(paper_fid), list(paper_fid.values()), color=["C7", "C0", "C3"])
+ax1.bar(list(paper_fid), list(paper_fid.values()), color=["C7", "C0", "C3"], hatch="//")
 ax1.set_ylim(20, 35)
 ax1.set_ylabel("FID (lower is better)")
-ax1.set_title("Table 2 (paper)")
+ax1.set_title("the paper's Table 2 (typed, not measured here)", fontsize=9)
 ax2.bar(list(extra_params), list(extra_params.values()), color=["C7", "C0", "C3"])
 ax2.set_yscale("symlog")
 ax2.set_title("parameters the skip merges add (this model)")
@@ -265,6 +269,22 @@ plt.show()
 assert extra_params["add"] == 0
 assert extra_params["lerp"] == len(widths) - 1  # one scalar f per skip
 assert extra_params["concat"] == sum(2 * w * w for w in widths[:-1])  # 2d → d projections
+
+# %% [markdown]
+# **Measured on a trained model.** §4.1 motivates the learnable f: "the usefulness of the
+# information provided by the skips can differ significantly". The shipped toy HDiT
+# (`data/checkpoints/toy-hdit`, 2 levels, one lerp skip) started at f = 0.5; after training:
+
+# %%
+from hdit_edu.runs import load_run
+from hdit_edu.widgets import SHIPPED_RUN
+
+toy_config, toy_denoiser = load_run(SHIPPED_RUN)
+learned_f = [split.f.item() for split in toy_denoiser.inner.splits]
+print(f"learned lerp coefficient(s) f of the shipped model: {[round(f, 3) for f in learned_f]}")
+print("(init 0.5; f > 0.5 means the merged tokens lean on the skip, the fine-grid branch)")
+assert toy_config.model.skip == "lerp" and len(learned_f) == len(toy_config.model.levels) - 1
+assert all(f > 0.7 for f in learned_f)  # training moved f far from 0.5, towards the skip
 
 # %% [markdown]
 # The lerp costs one number per skip and can interpolate anywhere between "use only the
@@ -367,3 +387,48 @@ print("f = 1 cuts the inner levels off; any f < 1 lets them contribute")
 # levels see a coarse, cheap version of the image and the skips bring the detail back. Of the
 # three skip merges, the learnable lerp adds one parameter per level, contains "skip only" and
 # "upsampled only" as its end points, and was best in the paper's ablation (Table 2).
+
+# %% [markdown]
+# ## Exercises
+#
+# Predict first, then open the collapsed solution (it runs with the notebook and checks itself).
+#
+# **1.** Make an input size that fails. The small model above has patch size 2 and two levels:
+# which image sides does it accept? Try a 30×30 image and read the error.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+try:
+    small.grid_sizes(30, 30)
+    raise AssertionError("30×30 should not be accepted")
+except ValueError as err:
+    print(err)
+    assert "divisible" in str(err) or "divide" in str(err)
+assert small.grid_sizes(36, 36) == [(18, 18), (9, 9)]  # any multiple of 2 · 2¹ = 4 works
+
+# %% [markdown]
+# **2.** With f = 0.25, what fraction of the merged tokens comes from the skip? Predict the
+# merged value for a skip of all ones and an upsampled branch of all zeros.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+ones, zeros = torch.ones(1, 2, 2, 4), torch.zeros(1, 2, 2, 4)
+merged = merge_skip("lerp", zeros, ones, torch.tensor([0.25]))
+assert torch.allclose(merged, torch.full_like(ones, 0.25))  # f weights the skip (eq. 6)
+
+# %% [markdown]
+# **3.** How many parameters would concatenation skips add to the ImageNet-256 model (widths
+# 384, 768, 1536)? Predict from the formula ($2d \to d$ per skip), then build it on the meta
+# device and count.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+in256 = paper_config("imagenet256").model
+predicted = sum(2 * lv.width * lv.width for lv in in256.levels[:-1])
+with torch.device("meta"):
+    concat_model = HDiT(dataclasses.replace(in256, skip="concat"))
+counted = sum(
+    p.numel()
+    for s in concat_model.splits
+    for n, p in s.named_parameters()
+    if n == "skip_proj.weight"
+)
+print(f"concat skips add {counted:,} parameters (predicted {predicted:,})")
+assert counted == predicted == 2 * 384**2 + 2 * 768**2

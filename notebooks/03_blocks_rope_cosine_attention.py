@@ -243,6 +243,12 @@ assert sizes["GELU, 4d"] == 8 * d * d and sizes["GEGLU, 3d (HDiT)"] == 9 * d * d
 #
 # $$\mathrm{softmax}\big(\tau\cdot\cos(q,k)\big)\,v, \qquad \tau \text{ init } 10 .$$
 #
+# **A note on notation.** App. C writes Swin-v2's attention as $\mathrm{softmax}(\cos(q,k)/\tau)$
+# (eq. 11) and parametrises $1/\tau = \exp(\min\{\theta, \log\tfrac{1}{0.01}\})$ (eq. 12): there τ
+# *divides*. Our τ — the library's `Attention.scale`, and the "scale" that App. C.1 says ends
+# up between 5 and 50 — *multiplies*: our τ is eq. 11–12's $1/\tau$. Eq. 12's init
+# θ = log 10 is our init τ = 10. The first cell below checks the two notations agree.
+#
 # The logits are bounded by ±τ, so τ alone sets how sharp attention can get. The library folds
 # it into q and k (`cosine_sim_scale`: $q' = q\sqrt\tau/\lVert q\rVert$, the same for k), so
 # that every attention kernel runs with scale 1:
@@ -255,6 +261,13 @@ cos = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).T
 torch.testing.assert_close(q2 @ k2.T, tau * cos, rtol=1e-5, atol=1e-5)
 attn = Attention(d, head_dim)
 assert torch.equal(attn.scale, torch.full((heads,), 10.0))  # τ itself is the parameter
+# eq. 11 divides by the paper's τ_p; eq. 12 gives 1/τ_p = exp(min(θ, log 100)), θ init log 10
+theta0 = torch.tensor(math.log(10.0))
+tau_paper = 1 / torch.exp(torch.clamp(theta0, max=math.log(1 / 0.01)))  # = 0.1
+torch.testing.assert_close(
+    torch.softmax(cos / tau_paper, -1), torch.softmax(tau * cos, -1), rtol=1e-5, atol=1e-6
+)
+assert abs(1 / tau_paper.item() - attn.scale[0].item()) < 1e-5  # our τ = eq. 12's 1/τ
 
 taus = torch.logspace(-1, 2.3, 60)
 keys = F.normalize(torch.randn(256, head_dim), dim=-1)
@@ -279,8 +292,27 @@ plt.legend(fontsize=7)
 plt.show()
 
 # %% [markdown]
-# **Why learn τ in linear space?** Swin-v2 learns θ with $\tau = \exp(\min\{\theta, \log 100\})$
-# (eq. 12). The paper found that this makes the scales vary wildly — many pinned at the clamp
+# **Measured on a trained model.** App. C.1: "our converged models' scale typically reaching a
+# range between 5 and 50". The shipped toy HDiT (trained 25k steps on a CPU) has these τ:
+
+# %%
+from hdit_edu.runs import load_run
+from hdit_edu.widgets import SHIPPED_RUN
+
+_, toy_denoiser = load_run(SHIPPED_RUN)
+learned_tau = torch.cat(
+    [m.scale.detach().flatten() for m in toy_denoiser.modules() if isinstance(m, Attention)]
+)
+print(
+    f"{learned_tau.numel()} heads: τ from {learned_tau.min():.2f} to {learned_tau.max():.2f}, "
+    f"mean {learned_tau.mean():.2f} (init 10)"
+)
+assert ((learned_tau > 5) & (learned_tau < 50)).all()  # inside App. C.1's range
+assert (learned_tau != 10.0).all()  # and every one of them was trained
+
+# %% [markdown]
+# **Why learn τ in linear space?** Swin-v2 learns θ with multiplier
+# $\exp(\min\{\theta, \log 100\})$ — eq. 12's $1/\tau$, our τ. The paper found that this makes the scales vary wildly — many pinned at the clamp
 # (100), others below 1 — and that learning τ directly fixes it (App. C.1). Two mechanisms are
 # visible without any training run:
 #
@@ -482,3 +514,53 @@ assert same_offset.max() - same_offset.min() > 0.1
 # scale learned directly (bounded logits, constant step size, no clamp to get stuck at), RoPE on
 # half of each head for the two image axes (scores depend only on relative offsets), GEGLU with
 # hidden 3·d, and zero-initialised output projections instead of DiT's gates.
+
+# %% [markdown]
+# ## Exercises
+#
+# Predict first, then open the collapsed solution (it runs with the notebook and checks itself).
+#
+# **1.** GEGLU's hidden size is 3·d instead of 4·d (§5.2 step C). At d = 768, does the GEGLU FFN
+# have more, fewer or the same number of parameters as a 4·d GELU FFN? Predict, then count.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+n_geglu = sum(p.numel() for p in FeedForward(768, default_d_ff(768, "geglu"), "geglu").parameters())
+n_gelu = sum(p.numel() for p in FeedForward(768, default_d_ff(768, "gelu"), "gelu").parameters())
+print(f"GEGLU 3d: {n_geglu:,}   GELU 4d: {n_gelu:,}")
+assert n_geglu == 768 * 2 * 2304 + 2304 * 768 == 9 * 768**2  # up: d → 2·3d, down: 3d → d
+assert n_gelu == 8 * 768**2  # so GEGLU has 9/8 of the parameters: "a slight increase"
+
+# %% [markdown]
+# **2.** At τ = 0 every logit is 0. What is the attention entropy over 256 keys then? And as
+# τ → ∞?
+
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+def stable_entropy(t):  # −Σ p log p with log_softmax: no 0·log 0 at large τ
+    logits = t * query @ keys.T
+    return -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum().item()
+
+
+print(f"entropy at τ = 0: {entropy_at(0.0):.4f} (log 256 = {math.log(256):.4f})")
+print(f"entropy at τ = 10⁴: {stable_entropy(1e4):.2e}")
+assert abs(entropy_at(0.0) - math.log(256)) < 1e-5  # uniform over all keys
+assert stable_entropy(1e4) < 0.01  # all weight on the most similar key
+
+# %% [markdown]
+# **3.** RoPE encodes *relative* position. Move a query and a key by the same offset: predict
+# whether their rotated dot product changes. Check with `AxialRoPE` and `apply_rope`.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+rope_ex = AxialRoPE(64, 1)
+qv, kv = torch.randn(1, 64), torch.randn(1, 64)
+p_q, p_k, shift_by = torch.tensor([0.1, -0.3]), torch.tensor([0.5, 0.2]), torch.tensor([0.7, -0.4])
+
+
+def rotated_dot(pq, pk):
+    return (apply_rope(qv, rope_ex(pq)) * apply_rope(kv, rope_ex(pk))).sum()
+
+
+before, after = rotated_dot(p_q, p_k), rotated_dot(p_q + shift_by, p_k + shift_by)
+print(f"q·k at the original positions {before:.5f}, both shifted {after:.5f}")
+torch.testing.assert_close(before, after, rtol=1e-4, atol=1e-4)
+assert not torch.allclose(rotated_dot(p_q, p_k + shift_by), before)  # a relative move changes it

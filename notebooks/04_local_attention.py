@@ -16,7 +16,9 @@
 #
 # Global self-attention costs O(n²) in the number of tokens n: at 1024² pixels with patch 4 that
 # is 65 536 tokens and 4·10⁹ query–key pairs per head and layer. HDiT keeps global attention only
-# at the innermost, 16×16 level of the hourglass and uses **local** attention everywhere else, so
+# at the innermost levels of the hourglass — 16×16 tokens for ImageNet-128²/256², 32×32 and
+# 16×16 for FFHQ-1024² (footnote 2; asserted below) — and uses **local** attention everywhere
+# else, so
 # that each extra doubling of the resolution adds a level whose cost is *linear* in n. The paper
 # compares two local mechanisms (Table 1): **Shifted Window** attention (Swin, step B1) and
 # **Neighborhood** attention (NATTEN, step B2) — and finds neighborhood attention clearly better.
@@ -77,6 +79,15 @@ grids = token_grids(config.model)
 for i, (level, grid) in enumerate(zip(levels, grids)):
     print(f"level {i}: {grid[0]}×{grid[1]} tokens, {level.attention}", end="")
     print(f" {level.kernel_size}×{level.kernel_size}" if level.attention == "neighborhood" else "")
+
+# The numbers of the introduction: 1024² pixels at patch 4, and the global levels of each model
+tokens_1024 = (1024 // 4) ** 2
+assert tokens_1024 == 65_536 and round(tokens_1024**2 / 1e9) == 4
+for name, core in {"imagenet128": [16], "imagenet256": [16], "ffhq1024": [32, 16]}.items():
+    m = paper_config(name).model
+    found = [g[0] for g, lv in zip(token_grids(m), m.levels) if lv.attention == "global"]
+    print(f"{name}: global attention on {found} tokens per side")
+    assert found == core, (name, found)
 
 # %% [markdown]
 # ## 1. What a query sees
@@ -355,3 +366,40 @@ explorer.shifted.value, explorer.level.value, explorer.kernel.value = False, 0, 
 #   global middle level makes the receptive field the whole image.
 # * All neighborhood backends — NATTEN, our gather, masked SDPA — compute the same numbers;
 #   `backend="auto"` picks the fastest this machine has.
+
+# %% [markdown]
+# ## Exercises
+#
+# Predict first, then open the collapsed solution (it runs with the notebook and checks itself).
+#
+# **1.** Count the keys a corner query sees with a 5×5 neighborhood on a 16×16 grid (NATTEN
+# shifts the window inward at the border), and with a zero-padded window that did not.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+corner = torch.zeros(16, 16, dtype=torch.bool)
+corner[0, 0] = True
+seen = attended_mask("neighborhood", 16, 16, (0, 0), kernel_size=5)
+print(f"corner query, k = 5: {int(seen.sum())} keys; a padded window would keep {3 * 3}")
+assert int(seen.sum()) == 25 == keys_per_query("neighborhood", 16, 16, kernel_size=5)
+assert seen[:5, :5].all()  # the window is pushed inside: rows and columns 0…4
+
+# %% [markdown]
+# **2.** Shifted windows of 8 with shift 4 on a 16×16 grid: how many keys does the corner query
+# (0, 0) see?
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+sw = attended_mask("shifted-window", 16, 16, (0, 0), window_size=8, shift=4)
+print(f"shifted window, corner query: {int(sw.sum())} keys")
+assert int(sw.sum()) == 16  # the 4×4 corner piece that the roll cut off
+
+# %% [markdown]
+# **3.** Make a grid that fails: a 7×7 neighborhood kernel on the 4×4 innermost grid. Read the
+# error — it names the value and what is allowed.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+try:
+    neighborhood_attention(*torch.randn(3, 1, 4, 4, 1, 8), kernel_size=7)
+    raise AssertionError("a 7×7 kernel on a 4×4 grid should fail")
+except ValueError as err:
+    print(err)
+    assert "7" in str(err) and "4" in str(err)

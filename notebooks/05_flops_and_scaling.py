@@ -16,7 +16,8 @@
 # (§5.2, Tables 1 and 6, Figure 2, Appendix A)
 #
 # A transformer that attends globally over n tokens pays O(n²) for attention. HDiT keeps global
-# attention only at a small, fixed-size core (16×16 tokens) and wraps it in levels of *local*
+# attention only at a small, fixed-size core — one 16×16-token level for ImageNet-128²/256², two
+# levels (32×32 and 16×16 tokens) for FFHQ-1024² (footnote 2) — and wraps it in levels of *local*
 # attention, one more level per doubling of the resolution. This notebook counts the compute
 # of every model of the paper and shows where it goes:
 #
@@ -73,6 +74,14 @@ from hdit_edu.viz import plot_flops_breakdown, plot_flops_scaling
 # meta kernel, so it really runs on the CPU).
 TRACE_RESOLUTIONS = (128,) if PROFILE == "cpu" else (128, 256, 512)
 TRACE_DIT = PROFILE != "cpu"
+
+# The global core of the paper's models (footnote 2): the token grid of each global level.
+for name in ("imagenet128", "imagenet256", "ffhq1024"):
+    m = get_config(name).model
+    grids = [m.resolution // m.patch_size // 2**i for i in range(len(m.levels))]
+    core = [g for g, lv in zip(grids, m.levels) if lv.attention == "global"]
+    print(f"{name:12s} global attention on {' and '.join(f'{g}²' for g in core)} tokens")
+    assert core == ([32, 16] if name == "ffhq1024" else [16]), (name, core)
 
 # %% [markdown]
 # ## 1. How the paper counts
@@ -205,9 +214,12 @@ plt.show()
 # Every cell reproduces to the paper's rounding except DiT-B/4 at 256²: 657.6 GFLOP, printed as
 # 657 — the single-level hourglass R3/R4 gives 657.45, so the paper's baseline row seems to carry
 # that number (a 0.1% residual). The small relative gaps at 128² (e.g. 31.37 vs "31") are just
-# the paper's integer rounding.
+# the paper's integer rounding. (Each number of this paragraph is asserted below.)
 
 # %%
+ours = {row["name"]: dict(zip(TABLE1_RESOLUTIONS, row["ours"])) for row in rows}
+assert round(ours["R1"][256], 1) == 657.6 and round(ours["R3"][256], 2) == 657.45
+assert round(ours["E"][128], 2) == 31.37
 for row in rows:
     for ours, paper in zip(row["ours"], row["paper"]):
         assert abs(ours / paper - 1) < 0.02, (row["name"], ours, paper)
@@ -253,7 +265,30 @@ print(
     f"at 1024²: HDiT {gflops['E', 1024]:.0f} GFLOP, DiT {gflops['R1', 1024]:.0f} GFLOP, ratio {ratio_1024:.4f}"
 )
 
+# %% [markdown]
+# The ratios behind "less than 1% at megapixel resolutions": HDiT-B/4 (step E) over DiT-B/4 (R1)
+# at every resolution, ours next to the ratio of the paper's own Table 1 numbers. Already at 128²
+# step A — the plain hourglass — costs 30% of DiT ("30% of the FLOPs per forward pass", §5.2).
+
 # %%
+paper_t1 = {name: dict(zip(TABLE1_RESOLUTIONS, g)) for name, g in TABLE1_GFLOPS.items()}
+ratios = {r: gflops["E", r] / gflops["R1", r] for r in fig2_resolutions}
+print(f"{'resolution':>10s} {'HDiT-B/4':>10s} {'DiT-B/4':>12s} {'ratio':>8s} {'paper ratio':>12s}")
+for r in fig2_resolutions:
+    paper_ratio = paper_t1["E"][r] / paper_t1["R1"][r] if r in TABLE1_RESOLUTIONS else None
+    print(
+        f"{r:>9d}² {gflops['E', r]:10.1f} {gflops['R1', r]:12.1f} {100 * ratios[r]:7.2f}%"
+        + ("" if paper_ratio is None else f" {100 * paper_ratio:11.2f}%")
+    )
+a_over_dit_128 = gflops["A", 128] / gflops["R1", 128]
+print(f"step A / DiT-B/4 at 128²: {100 * a_over_dit_128:.1f}% (paper: 30%)")
+
+# %%
+for r in TABLE1_RESOLUTIONS:  # our ratios = the paper's, to its integer rounding
+    assert abs(ratios[r] / (paper_t1["E"][r] / paper_t1["R1"][r]) - 1) < 0.02, r
+assert round(100 * a_over_dit_128) == 30  # §5.2: "30% of the FLOPs"
+assert ratios[512] > 0.01 > ratios[1024]  # "< 1%" starts at the megapixel resolution
+assert all(a > b for a, b in zip(list(ratios.values()), list(ratios.values())[1:]))
 assert abs(slope_hdit - 1) < 0.03  # O(n) in pixels
 assert abs(slope_dit - 2) < 0.03  # O(n²)
 assert ratio_1024 < 0.01  # Fig. 2: "less than 1% of the computational cost" at megapixel scale
@@ -264,13 +299,13 @@ assert ratio_1024 < 0.01  # Fig. 2: "less than 1% of the computational cost" at 
 # `analytic_breakdown(config, res, by="level-kind")` splits the count into terms by hourglass
 # level and kind of work: patching, the conditioning path (mapping network, once per image),
 # the AdaRMSNorm projections, qkv+out projections, the attention kernel itself, the FFN, and
-# the merges/splits between levels. Below: step E (neighborhood attention) and step A (global
-# attention everywhere) at growing resolution.
+# the merges/splits between levels. Below: step E (neighborhood attention), step A (global
+# attention everywhere) and DiT-B/4 (R1, one level of global attention) at growing resolution.
 
 # %%
 bars_resolutions = [128, 256, 512, 1024]
 bars = {}
-for step in ("E", "A"):
+for step in ("E", "A", "R1"):
     for res in bars_resolutions:
         bars[f"{step}@{res}"] = analytic_breakdown(ablation_step(step, res), res, by="level-kind")
 
@@ -298,12 +333,14 @@ share = {
 print({k: f"{100 * v:.1f}%" for k, v in share.items()})
 
 # %% [markdown]
-# For E the attention kernel stays a small share of the work that levels off (4% at 128², under
-# 2% from 1024² on) — each new level is a linear-cost neighborhood level, so attention grows like
-# everything else: with the pixel count. The projections and FFNs dominate. (Right: levels
-# counted from the 16×16 global core outward; the outermost, newest level always does most.)
-# For A the global attention of the outer levels swallows everything as the resolution grows.
-# The per-level numbers are also what fvcore measures, module by module:
+# For E the attention kernel stays a small share of the work that levels off (4.0% at 128²,
+# 2.9% at 256², 2.2% at 512², 1.9% at 1024²) — each new level is a linear-cost neighborhood
+# level, so attention grows like everything else: with the pixel count. The projections and
+# FFNs dominate. (Right: levels counted from the 16×16 global core outward; the outermost,
+# newest level always does most.) For A the global attention of the outer levels swallows
+# everything as the resolution grows (13% at 128², 95% at 1024²), and so does DiT-B/4's
+# (18% at 128², 93% at 1024²). The cell below asserts each of these shares. The per-level
+# numbers are also what fvcore measures, module by module:
 
 # %%
 e256 = ablation_step("E", 256)
@@ -316,7 +353,11 @@ for level in sorted(by_level_closed, key=lambda lv: -1 if lv is None else lv):
     )
 
 # %%
-assert share["E@1024"] < 0.1 and share["A@1024"] > 0.7
+prose_share = {"E@128": 4.0, "E@256": 2.9, "E@512": 2.2, "E@1024": 1.9}
+prose_share |= {"A@128": 13, "A@1024": 95, "R1@128": 18, "R1@1024": 93}
+for key, percent in prose_share.items():  # the numbers of the paragraph above
+    digits = 1 if isinstance(percent, float) else 0
+    assert round(100 * share[key], digits) == percent, (key, share[key])
 assert abs(share["E@1024"] - share["E@512"]) < 0.005  # levels off: O(n) like the rest
 for level, value in by_level_closed.items():
     assert abs(by_level_fvcore[level] - value) <= 1e-6 * max(value, 1e-3)
@@ -327,21 +368,26 @@ for level, value in by_level_closed.items():
 
 # %%
 def show_breakdown(step="E", resolution=1024):
-    config = ablation_step(step, resolution)
-    one = {f"{step}@{resolution}": analytic_breakdown(config, resolution, by="level-kind")}
+    config, dit = ablation_step(step, resolution), ablation_step("R1", resolution)
+    pair = {
+        f"{step}@{resolution}": analytic_breakdown(config, resolution, by="level-kind"),
+        f"DiT-B/4@{resolution}": analytic_breakdown(dit, resolution, by="level-kind"),
+    }
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    plot_flops_breakdown(one, stack="kind", ax=axes[0], title="by kind (GFLOP)")
-    plot_flops_breakdown(one, stack="level", ax=axes[1], title="by level (GFLOP)")
+    plot_flops_breakdown(pair, stack="kind", ax=axes[0], title="by kind (GFLOP)")
+    plot_flops_breakdown(pair, stack="level", ax=axes[1], title="by level (GFLOP)")
     plt.tight_layout()
     plt.show()
+    ours_g, dit_g = analytic_gflops(config, resolution), analytic_gflops(dit, resolution)
     print(
-        f"{step}@{resolution}: {analytic_gflops(config, resolution):.1f} GFLOP, {len(config.model.levels)} levels"
+        f"{step}@{resolution}: {ours_g:.1f} GFLOP, {len(config.model.levels)} levels; "
+        f"DiT-B/4 {dit_g:.1f} GFLOP; {step} / DiT = {100 * ours_g / dit_g:.2f}%"
     )
 
 
 widgets.interact(
     show_breakdown,
-    step=widgets.Dropdown(options=["A", "B1", "B2", "C", "D", "E"], value="E"),
+    step=widgets.Dropdown(options=["A", "B1", "B2", "C", "D", "E", "R3"], value="E"),
     resolution=widgets.SelectionSlider(options=[128, 256, 512, 1024, 2048], value=1024),
 )
 # %% [markdown]
@@ -400,7 +446,7 @@ assert abs(per_pixel[4096] / per_pixel[2048] - 1) < 0.01
 # * FFHQ-1024 lists **four depths for five widths**; the authors' code gives every level depth 2,
 #   which reproduces 206 GFLOP.
 # * "Mapping width 768" for all three. Read literally, FFHQ-1024 and ImageNet-256 come out at
-#   104M and 598M. With mapping **width 256** (k-diffusion's default) and hidden size
+#   104M and 598M (asserted at the end of this section, like every count of this list). With mapping **width 256** (k-diffusion's default) and hidden size
 #   3·256 = **768** — so the 768 of the table is the mapping network's FFN width — they come out
 #   at 85.1M and 557.4M. FLOPs cannot tell the readings apart: the mapping network runs once per
 #   image.
@@ -449,6 +495,8 @@ for name in TABLE6:
     assert abs(measured_params[name] / TABLE6[name]["params"] - 1) < 0.01
     assert abs(analytic_gflops(get_config(name)) / TABLE6[name]["gflops"] - 1) < 0.02
 assert abs(literal_params["ffhq1024"] / 85e6 - 1) > 0.1  # the literal reading does not fit
+assert [round(literal_params[n] / 1e6) for n in ("ffhq1024", "imagenet256")] == [104, 598]
+assert [round(measured_params[n] / 1e6, 1) for n in ("ffhq1024", "imagenet256")] == [85.1, 557.4]
 
 # %% [markdown]
 # ## Summary
@@ -458,6 +506,55 @@ assert abs(literal_params["ffhq1024"] / 85e6 - 1) > 0.1  # the literal reading d
 # * HDiT's cost grows linearly with the pixel count (slope ≈ 1 in Fig. 2), DiT's quadratically
 #   (≈ 2); at 1024² HDiT-B/4 needs well under 1% of DiT-B/4's compute.
 # * The reason is App. A's geometric series: each added local level costs a quarter of the one
-#   outside it, and the global core is fixed at 16×16 tokens.
+#   outside it, and the global core is fixed (16×16 tokens; 32×32 + 16×16 for FFHQ-1024²).
 # * Table 6's parameter counts follow once its mapping width is read as the mapping FFN width
 #   for the FFHQ-1024 and ImageNet-256 models.
+
+# %% [markdown]
+# ## Exercises
+#
+# Predict first, then open the collapsed solution (it runs with the notebook and checks itself).
+#
+# **1.** HDiT-B/4 (step E) at 2048² and at 4096²: by what factor does the cost grow? And
+# DiT-B/4 from 512² to 1024²?
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+hdit_growth = analytic_gflops(ablation_step("E", 4096), 4096) / analytic_gflops(
+    ablation_step("E", 2048), 2048
+)
+dit_growth = analytic_gflops(ablation_step("R1", 1024), 1024) / analytic_gflops(
+    ablation_step("R1", 512), 512
+)
+print(f"HDiT 2048² → 4096²: ×{hdit_growth:.2f};  DiT 512² → 1024²: ×{dit_growth:.2f}")
+assert abs(hdit_growth - 4) < 0.1  # 4× the pixels, 4× the cost: O(n)
+assert 4 < dit_growth < 16  # between linear (4×) and the quadratic limit (16×)
+
+# %% [markdown]
+# **2.** The attention kernel of one global layer on 16×16 tokens with 12 heads of 64: compute
+# its multiply-adds by hand ($s_q\,s_k\,(d_q+d_v)$ per head), then compare with
+# `attention_flops`.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+from hdit_edu.attention import attention_flops
+
+by_hand_global = 256 * 256 * (64 + 64) * 12
+print(f"{by_hand_global / 1e6:.1f} M multiply-adds")
+assert attention_flops("global", 16, 16, heads=12, head_dim=64) == by_hand_global
+
+# %% [markdown]
+# **3.** Design a config: step E at 128² with the outer level twice as deep (4 layers instead of
+# 2). Each outer layer works on 32×32 tokens of width 384: estimate its cost (qkv+out 4·n·d²,
+# GEGLU FFN 9·n·d², attention n·49·2·d), predict the total, then count it.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+import copy
+
+deeper = copy.deepcopy(ablation_step("E"))
+deeper.model.levels[0].depth = 4
+g_deeper = analytic_gflops(deeper, 128)
+per_outer_layer = (g_deeper - analytic_gflops(ablation_step("E"), 128)) / 4  # 2 down + 2 up more
+print(f"E with outer depth 4: {g_deeper:.1f} GFLOP (+{per_outer_layer:.2f} per extra outer layer)")
+n_tok, d_model = 32 * 32, 384
+estimate = 4 * (4 * n_tok * d_model**2 + 9 * n_tok * d_model**2 + n_tok * 49 * 2 * d_model) / 1e9
+print(f"estimate of the 4 extra layers: {estimate:.2f} GFLOP")
+assert abs((g_deeper - analytic_gflops(ablation_step("E"), 128)) / estimate - 1) < 0.01

@@ -20,7 +20,7 @@ from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
-SOURCES = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
+SOURCES = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]*_*.py"))
 CELL_TIMEOUT_S = 900
 
 
@@ -70,6 +70,31 @@ def test_notebook_runs_in_cpu_profile(source: Path, request):
     if nb.metadata.get("hdit_slow") and not request.config.getoption("--runslow"):
         pytest.skip("notebook marked hdit_slow: run with --runslow")
     execute_notebook(nb, NOTEBOOK_DIR)
+
+
+# Notebooks that end with exercises (06 and 07 are experiment notebooks, without them).
+EXERCISE_NOTEBOOKS = [p for p in SOURCES if not p.stem.startswith(("06_", "07_"))]
+
+
+@pytest.mark.parametrize("source", EXERCISE_NOTEBOOKS, ids=lambda p: p.stem)
+def test_exercises_have_collapsed_checked_solutions(source: Path):
+    """2-4 exercises after an "## Exercises" heading, each with a solution cell that JupyterLab
+    shows collapsed (``jupyter.source_hidden``) and that checks itself with an ``assert`` (the
+    notebook run above executes it)."""
+    cells = jupytext.read(source).cells
+    heading = [
+        i
+        for i, c in enumerate(cells)
+        if c.cell_type == "markdown" and c.source.lstrip().startswith("## Exercises")
+    ]
+    assert len(heading) == 1, f"{source.name}: expected one '## Exercises' section"
+    solutions = [c for c in cells if "solution" in c.metadata.get("tags", [])]
+    assert 2 <= len(solutions) <= 4, f"{source.name}: {len(solutions)} solution cells"
+    for cell in solutions:
+        assert cells.index(cell) > heading[0]
+        assert cell.cell_type == "code"
+        assert cell.metadata.get("jupyter", {}).get("source_hidden") is True
+        assert "assert " in cell.source, f"{source.name}: a solution without an assert"
 
 
 def test_failing_cell_fails_the_run(tmp_path: Path):
