@@ -820,7 +820,10 @@ def get_config(name_or_path: str | Path) -> Config:
     (:func:`at_resolution`, e.g. ``"E@512"``) — or the path of a JSON config file."""
     if isinstance(name_or_path, Path) or str(name_or_path).endswith(".json"):
         config = load_config(name_or_path)
-        validate_config(config)
+        try:
+            validate_config(config)
+        except ValueError as e:
+            raise ValueError(f"config file {str(name_or_path)!r}: {e}") from None
         return config
     if not isinstance(name_or_path, str):
         raise ValueError(

@@ -901,16 +901,25 @@ def _check_same_experiment(saved: Config, given: Config, allow_change=()) -> dic
 
 def _get(d: dict, dotted: str):
     for part in dotted.split("."):
-        d = d[part]
+        d = d[int(part)] if isinstance(d, list) else d[part]
     return list(d) if isinstance(d, tuple) else d
 
 
 def _diff_keys(a, b, prefix: str = "") -> list[str]:
+    """The dotted names of the fields where ``a`` and ``b`` differ (``model.levels.0.width``)."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in sorted(set(a) | set(b)):
             out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
+    if (
+        isinstance(a, list)
+        and isinstance(b, list)
+        and len(a) == len(b)
+        and a
+        and (isinstance(a[0], dict))
+    ):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _diff_keys(x, y, f"{prefix}{i}.")]
     return [] if a == b else [prefix.rstrip(".")]
 
 
