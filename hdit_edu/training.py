@@ -421,7 +421,10 @@ class Trainer:
             self._config_changes = _check_same_experiment(load_config(saved), config, allow)
         if resume is True:
             found = find_checkpoint(self.run_dir, fallback=fallback)
-            if found is None and logged:
+            # Killed before the first checkpoint was due: start again (the rows are archived
+            # by _truncate_metrics). A history longer than that without a checkpoint means the
+            # checkpoints are gone: refuse rather than silently start from step 0.
+            if found is None and logged >= config.training.checkpoint_every:
                 raise ValueError(
                     f"cannot resume {str(self.run_dir)!r}: its metrics.jsonl logs {logged} "
                     f"steps but {str(self.run_dir / 'checkpoints')!r} holds no checkpoint "
@@ -447,14 +450,21 @@ class Trainer:
         newer = [p for p in list_checkpoints(self.run_dir) if int(p.name[5:]) > step]
         if not newer:
             return
+        grids = [
+            p
+            for p in sorted((self.run_dir / "samples").glob("step-*.png"))
+            if p.stem[5:].isdigit() and int(p.stem[5:]) > step
+        ]
         dest = self.run_dir / "abandoned" / time.strftime("%Y%m%d-%H%M%S")
         with writing(str(dest)):
-            dest.mkdir(parents=True, exist_ok=True)
+            (dest / "samples").mkdir(parents=True, exist_ok=True)
             for p in newer:
                 os.replace(p, dest / p.name)
+            for p in grids:  # the branch's sample grids (they would be overwritten)
+                os.replace(p, dest / "samples" / p.name)
         self._print(
             f"resuming from step {step}: moved the newer checkpoints "
-            f"{[p.name for p in newer]} to {dest}"
+            f"{[p.name for p in newer]} and {len(grids)} sample grids to {dest}"
         )
 
     def _log_config_changes(self, checkpoint: Path | None) -> None:

@@ -152,6 +152,15 @@ def test_resume_without_checkpoints_refuses_and_keeps_the_history(run, toy_data)
     assert (run / "metrics.jsonl").read_bytes() == before
 
 
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_again(run, toy_data):
+    shutil.rmtree(run / "checkpoints")
+    old_rows = rows(run / "metrics.jsonl")
+    config = tiny_config(checkpoint_every=10)  # no checkpoint was due in the 4 logged steps
+    trainer = Trainer(config, run, dataset=toy_data, progress=False, resume=True)
+    assert trainer.step == 0
+    assert rows(run / "metrics.jsonl") == [] and rows(run / "metrics-dropped.jsonl") == old_rows
+
+
 def test_resume_from_an_older_checkpoint_moves_rather_than_deletes(run, toy_data):
     old_rows = rows(run / "metrics.jsonl")
     trainer = Trainer(
