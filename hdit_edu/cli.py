@@ -13,8 +13,13 @@ the one command line of the package:
     hdit-edu convert from-k-diffusion KD.safetensors -o runs/kd       # authors' checkpoints
     hdit-edu data make-toy OUT --n 1024                               # the toy set as PNGs
     hdit-edu data preview data/toy_preview.png                        # its preview grid
+    hdit-edu data check DIR                                           # read every image now
     hdit-edu classifier train                                         # data/toy_classifier/
     hdit-edu fid-folders A B                                          # FID/KID of two folders
+
+Every flag value is checked against its domain before any work (the message names the flag
+and what is allowed); bad input, corrupt run-folder files and full disks end with a one-line
+error (exit status 2, or 1 for a failed write), never a traceback.
 
 Profiles (as in the notebooks): ``gpu`` is the config as the paper sets it; ``cpu`` moves it
 onto the 32×32 toy data set with tiny widths (:func:`hdit_edu.profiles.toy_scale`: the same
