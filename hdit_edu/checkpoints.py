@@ -183,7 +183,9 @@ def remove_checkpoint(path: str | Path) -> None:
     half-deleted checkpoint, and :func:`clean_unfinished` finishes the job on the next start."""
     path = Path(path)
     trash = path.parent / f".trash-{path.name}-{os.getpid()}"
-    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)  # an earlier removal of ours, cut short
+    with writing(f"checkpoint folder {str(path)!r} (removing it)"):
+        os.replace(path, trash)
     shutil.rmtree(trash, ignore_errors=True)
 
 

@@ -772,10 +772,14 @@ class Trainer:
         losses = [health["loss"]] if health["loss"] is not None else []
         for p in list_checkpoints(self.run_dir):
             try:
-                h = read_manifest(p).get("health") or {}
+                h = read_manifest(p).get("health")
             except CheckpointError:
                 continue
-            if isinstance(h.get("loss"), float) and math.isfinite(h["loss"]):
+            if (
+                isinstance(h, dict)
+                and isinstance(h.get("loss"), float)
+                and math.isfinite(h["loss"])
+            ):
                 losses.append(h["loss"])
         protect = []
         if not is_healthy(health, min(losses) if losses else None):

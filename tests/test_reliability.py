@@ -284,6 +284,16 @@ def test_health_test_of_a_last_good_checkpoint():
     assert is_healthy(ok | {"loss": None})  # no steps since the previous checkpoint
 
 
+def test_a_malformed_health_record_is_ignored_not_fatal(run, toy_data):
+    manifest_path = run / "checkpoints/step-00000004/manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["health"] = "oops"
+    manifest_path.write_text(json.dumps(manifest))
+    assert checkpoints.last_good_checkpoint(run) == run / "checkpoints/step-00000002"
+    Trainer(tiny_config(), run, dataset=toy_data, progress=False, resume=True).fit(6)
+    assert checkpoints.last_good_checkpoint(run) == run / "checkpoints/step-00000006"
+
+
 class PoisonedData:
     """The toy set with NaN images: any step that reads it has a NaN loss."""
 
