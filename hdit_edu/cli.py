@@ -861,6 +861,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_make_toy(args: argparse.Namespace) -> int:
+    if Path(args.path).exists() and not Path(args.path).is_dir():
+        raise ValueError(f"path {args.path!r} is a file; allowed: a folder (created if missing)")
+    check_writable_folder("path", args.path)
     path = make_toy_folder(args.path, args.n, args.resolution, args.seed, args.split)
     print(f"wrote {args.n} toy images ({args.resolution}x{args.resolution}) to {path}")
     return 0
@@ -900,6 +903,9 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_classifier_train(args: argparse.Namespace) -> int:
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out!r} is a file; allowed: a folder (created if missing)")
+    check_writable_folder("--out", args.out)
     _, record = train_toy_classifier(
         args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed
     )

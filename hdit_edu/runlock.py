@@ -87,9 +87,15 @@ def lock_run_dir(run_dir: str | Path) -> None:
             stacklevel=2,
         )
         return
-    os.ftruncate(fd, 0)
-    os.write(fd, (json.dumps(holder_info()) + "\n").encode())
-    os.fsync(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, (json.dumps(holder_info()) + "\n").encode())
+        os.fsync(fd)
+    except OSError as e:
+        os.close(fd)
+        raise OSError(
+            e.errno, f"could not write {str(run_dir / LOCK_FILE)!r}: {e.strerror}"
+        ) from None
     _held[key] = fd  # kept open (and locked) until the process exits or unlock_run_dir
 
 

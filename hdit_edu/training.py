@@ -810,6 +810,11 @@ class Trainer:
             device=self.device,
         )
         path = self.run_dir / "samples" / f"step-{self.step:08d}.png"
+        if not images.isfinite().all():  # one host sync per sample grid
+            raise NonFiniteLossError(
+                f"the EMA model's samples at step {self.step} hold NaN or inf pixels (the "
+                f"weights are diverging); {path.name} was not written. " + self._recovery_advice()
+            )
         with writing(str(path)):
             save_grid(
                 images, path, nrow=grid_columns(self.n_samples, self.config.model.num_classes)

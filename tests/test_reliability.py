@@ -446,6 +446,19 @@ def test_nan_weights_give_an_error_not_nan_images(run, tmp_path, capsys):
     assert rc == 2 and "holds NaN or inf weights" in text and not out.exists()
 
 
+def test_a_training_run_never_writes_nan_sample_grids(run, toy_data):
+    trainer = Trainer(
+        tiny_config(), run, dataset=toy_data, progress=False, resume=True, sample_steps=2,
+        n_samples=2,
+    )  # fmt: skip
+    with torch.no_grad():
+        for p in trainer.ema.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match="samples at step 4 hold NaN"):
+        trainer.save_samples()
+    assert not (run / "samples" / "step-00000004.png").exists()
+
+
 # --- flags: the flag's name and its domain, before any work ----------------------------------------
 
 
