@@ -47,11 +47,12 @@ move to ``metrics-dropped.jsonl``; checkpoints newer than the one resumed from m
 ``abandoned/``; a folder whose history has no checkpoint to continue from is refused.
 
 **Divergence.** A non-finite loss stops training and names the last good checkpoint (finite
-weights below a sane size, loss not above 10× the run's best) with the command that resumes
-from it at a lower learning rate: the recoverable fields (:data:`RECOVERABLE_FIELDS`: lr,
-clipping, the other optimizer and EMA settings, precision) may change on resume when named in
-``allow_change`` (``--allow-change training.lr``); each change is logged in
-``config-changes.jsonl``. Fields that change the experiment (model, data, diffusion) may not.
+weights below a sane size, loss not above 10× the loss of predicting nothing — the first
+step's — or of the best checkpoint: :func:`hdit_edu.checkpoints.is_healthy`) with the command
+that resumes from it at a lower learning rate: the recoverable fields
+(:data:`RECOVERABLE_FIELDS`: lr, clipping, the other optimizer and EMA settings, precision) may
+change on resume when named in ``allow_change`` (``--allow-change training.lr``); each change
+is logged in ``config-changes.jsonl``. Fields that change the experiment (model, data, diffusion) may not.
 
 **DDP.** Launch with ``torchrun --nproc_per_node N -m hdit_edu.cli train ...``; when
 ``WORLD_SIZE > 1`` the trainer joins the process group from the environment (NCCL on GPUs,
@@ -289,14 +290,15 @@ def _loader_batches(
 class Trainer:
     """Train ``config``'s model, writing into ``run_dir`` (``None``: write nothing).
 
-    ``resume``: ``False`` (a fresh run; a run dir that holds checkpoints is an error),
-    ``True`` (continue from the newest checkpoint; start fresh if there is none) or a
+    ``resume``: ``False`` (a fresh run; a run dir that holds checkpoints or metrics is an
+    error), ``True`` (continue from the newest checkpoint; start fresh if there is none and
+    no checkpoint was due yet — a longer history without checkpoints is an error) or a
     checkpoint folder. ``fallback=True`` resumes from the newest *intact* checkpoint when the
     newest is corrupt. ``allow_change``: recoverable training fields (``"training.lr"``, see
     :data:`RECOVERABLE_FIELDS`) that may differ from the run's ``config.json`` on resume (the
     change is logged in ``config-changes.jsonl``). The trainer holds the run folder's lock
-    (:func:`hdit_edu.runlock.lock_run_dir`) for the life of the process. ``dataset`` overrides the config's (anything with ``len`` and
-    ``batch(indices)`` or ``__getitem__`` → (image, class)). ``sample_steps`` is the number of
+    (:func:`hdit_edu.runlock.lock_run_dir`) for the life of the process. ``dataset``
+    overrides the config's (anything with ``len`` and ``batch(indices)`` or ``__getitem__`` → (image, class)). ``sample_steps`` is the number of
     DPM++(3M) SDE steps of the periodic sample grids (Table 6: 50).
     """
 
