@@ -570,7 +570,9 @@ _SHARED_OPTIONS = {
     "--run": dict(required=True, help="a run folder written by `hdit-edu train`"),
     "--no-progress": dict(action="store_true", help="no progress bar"),
     "--seed": dict(type=NON_NEGATIVE, default=0, help="random seed"),
-    "--resolution": dict(type=POSITIVE, default=32, help="image side in pixels (the toy set's: 32)"),
+    "--resolution": dict(
+        type=POSITIVE, default=32, help="image side in pixels (the toy set's: 32)"
+    ),
     "--backend": dict(
         default="auto",
         choices=NA_BACKENDS,
