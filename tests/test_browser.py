@@ -59,6 +59,11 @@ def lab(tmp_path_factory):
     shutil.copytree(ROOT / "notebooks", root / "notebooks")
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ, HDIT_PROFILE="cpu", JUPYTER_CONFIG_DIR=str(root / "cfg"))
+    # Render every cell: JupyterLab 4 by default detaches cells scrolled out of view, whose
+    # outputs (the text and the errors these tests read) are then absent from the page.
+    settings = root / "cfg" / "lab" / "user-settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)
+    (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     cmd = [
         sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
@@ -110,17 +115,29 @@ def open_and_run_all(browser, lab, notebook: str, timeout_s: float = 600):
     page.wait_for_function(KERNEL_ATTACHED, timeout=120_000)
     page.locator("#jp-MainMenu").get_by_text("Run", exact=True).click()
     page.locator(".lm-Menu").get_by_text("Run All Cells", exact=True).click()
-    deadline = time.time() + timeout_s
+    # Done = no cell queued or running ("[*]") and the kernel idle, twice in a row. (Counting
+    # prompts without an execution number would never finish: a cell whose source is collapsed,
+    # as the exercises' solution cells are, shows no number while it is hidden.)
+    deadline, settled = time.time() + timeout_s, 0
     while time.time() < deadline:
-        pending = page.evaluate(
+        busy = page.evaluate(
             """() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
-                   .filter(p => !/\\[\\d+\\]/.test(p.textContent)).length"""
+                   .some(p => p.textContent.includes('[*]'))
+                 || document.querySelector(
+                      ".jp-Notebook-ExecutionIndicator[data-status='idle']") === null"""
         )
-        if pending == 0:
+        settled = 0 if busy else settled + 1
+        if settled >= 2:
             break
         time.sleep(1)
     else:
-        raise AssertionError(f"{notebook}: cells still running after {timeout_s} s")
+        state = page.evaluate(
+            """() => ({running: [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
+                         .filter(p => p.textContent.includes('[*]')).length,
+                       status: document.querySelector('.jp-Notebook-ExecutionIndicator')
+                         ?.getAttribute('data-status')})"""
+        )
+        raise AssertionError(f"{notebook}: cells still running after {timeout_s} s: {state}")
     return page
 
 

@@ -20,7 +20,7 @@ RENDERED = f"""() => {{
 
 
 def test_sampling_demo_button_draws_samples(browser, lab):  # noqa: F811
-    page = open_and_run_all(browser, lab, NOTEBOOK, timeout_s=240)
+    page = open_and_run_all(browser, lab, NOTEBOOK, timeout_s=600)
     errors = page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']")
     assert errors.count() == 0, errors.all_inner_texts()  # no cell raised (asserts included)
 
