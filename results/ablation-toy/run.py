@@ -18,6 +18,11 @@ The run directory (``runs/ablation-toy/<out name>/<config>-s<seed>``, git-ignore
 final checkpoint (issue 19 reuses C's and D's). The result JSON holds the config, settings,
 versions, timings, the loss of each of the first 100 steps exactly (for the bit-identical
 prefix check), the loss per 10 steps (the trainer's log), and the metrics of every evaluation.
+
+Timings are wall-clock (``*_s``) and this process's CPU time (``*_cpu_s``): on a shared,
+oversubscribed machine the wall-clock measures the neighbours as much as the run; the CPU time
+is what the budget counts. A run whose JSON says ``"status": "done"`` is skipped; an unfinished
+one starts again from step 0 (reruns are bit-identical).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -174,15 +180,25 @@ def main(argv=None) -> int:
     p.add_argument("--sample-steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=3.0)
     p.add_argument("--sample-batch", type=int, default=64)
-    p.add_argument("--eval-seed", type=int, default=1)
+    p.add_argument(
+        "--eval-seed", type=int, default=None, help="sampling noise seed (default 1000 + seed)"
+    )
     p.add_argument("--out", required=True, help="folder of the result JSON")
     p.add_argument("--tag", default="", help="suffix of the run name (pilot variants)")
     args = p.parse_args(argv)
 
+    if args.eval_seed is None:
+        args.eval_seed = 1000 + args.seed
     name = f"{args.config}-s{args.seed}{args.tag}"
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    if path.exists() and json.loads(path.read_text()).get("status") == "done":
+        print(f"{path} is done: skipped", flush=True)
+        return 0
     run_dir = REPO / "runs" / "ablation-toy" / out_dir.name / name
+    if run_dir.exists():  # an unfinished attempt: start again (runs are bit-identical)
+        shutil.rmtree(run_dir)
     config = build_config(args.config, args.seed, args.train_steps, args.batch_size, args.lr)
     result = {
         "name": name,
@@ -199,7 +215,6 @@ def main(argv=None) -> int:
         "status": "running",
         "evaluations": [],
     }
-    path = out_dir / f"{name}.json"
 
     def write():
         tmp = path.with_suffix(".tmp")
