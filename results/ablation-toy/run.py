@@ -7,7 +7,7 @@ Stage-1 driver (pilot and first full runs); the next stage moves this into
         --train-steps 3000 --eval-at 1000,2000 --out results/ablation-toy/pilot
 
 Configurations (each changes exactly what the paper changes; built with the library's
-``configs.ablation_step`` + ``training.toy_scale``):
+``configs.ablation_step`` + ``profiles.toy_scale``):
 
 * Table 1: ``A B1 B2 C D E R4``;
 * Table 2: ``E-add E-concat`` (``E`` is lerp);
@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,26 +44,35 @@ import torch
 torch.set_num_threads(1)
 
 from hdit_edu import evaluation  # noqa: E402
+from hdit_edu.ablation import evaluate_loss  # noqa: E402
 from hdit_edu.configs import ablation_step, skip_variant  # noqa: E402
-from hdit_edu.data import ToyDataset  # noqa: E402
-from hdit_edu.training import (  # noqa: E402
-    CPU_SCALE,
-    Trainer,
-    _sample_labels,
-    evaluate_loss,
-    generate,
-    save_grid,
-    toy_scale,
-)
+from hdit_edu.data import save_grid  # noqa: E402
+from hdit_edu.profiles import CPU_SCALE, toy_scale  # noqa: E402
+from hdit_edu.sampling import generate, sample_labels  # noqa: E402
+from hdit_edu.toy import ToyDataset, predict_classes  # noqa: E402
+from hdit_edu.training import Trainer  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 CONFIGS = ("A", "B1", "B2", "C", "D", "E", "R4", "E-add", "E-concat", "D-minsnr5", "D-minsnr4")
 EXACT_PREFIX = 100  # per-step losses kept exactly
+# Tasks (32×32 toy set, CPU_SCALE widths 64/128, depths 1/2, head dim 32, mapping width 128):
+# "p2": patch 2 → 16×16 outer grid, neighborhood 7×7 / Swin window 8 (toy_scale as it is);
+# "p4k3": patch 4 → 8×8 outer grid, neighborhood 3×3 / Swin window 4 (the same fractions of
+# the grid as 7/16 → 3/8 and 8/16 → 4/8: the p2 task's attention pattern at half the grid).
+TASKS = {"p2": (2, 7, 8), "p4k3": (4, 3, 4)}
 
 
-def build_config(name: str, seed: int, train_steps: int, batch_size: int, lr: float | None):
-    """The toy config of ``name`` (see the module docstring) with the common budget."""
+def build_config(
+    name: str,
+    seed: int,
+    train_steps: int,
+    batch_size: int,
+    lr: float | None,
+    task: str = "p2",
+):
+    """The toy config of ``name`` (see the module docstring) on ``task`` with the common
+    budget."""
     if name not in CONFIGS:
         raise ValueError(f"unknown configuration {name!r}; allowed: {', '.join(CONFIGS)}")
     if name in ("E-add", "E-concat"):
@@ -73,7 +83,13 @@ def build_config(name: str, seed: int, train_steps: int, batch_size: int, lr: fl
         config.diffusion.gamma = float(name.removeprefix("D-minsnr"))
     else:
         config = ablation_step(name)
-    config = toy_scale(config, CPU_SCALE)
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
+    patch, kernel, window = TASKS[task]
+    config = toy_scale(config, replace(CPU_SCALE, patch_size=patch))
+    outer = config.model.levels[0]
+    if len(config.model.levels) > 1:  # single-level R4 has one global level: nothing to set
+        outer.kernel_size, outer.window_size = kernel, window
     config.name = name
     t = config.training
     t.seed, t.steps, t.batch_size = seed, train_steps, batch_size
@@ -141,9 +157,9 @@ def evaluate(trainer: Trainer, args, n: int) -> dict:
         batch_size=args.sample_batch,
     )
     sample_s, sample_cpu_s = time.perf_counter() - t0, time.process_time() - c0
-    labels = _sample_labels(n, config.model.num_classes)
+    labels = sample_labels(n, config.model.num_classes)
     feats = evaluation.extract_features(images, extractor="toy", batch_size=256)
-    per_class = (evaluation.predict_classes(images) == labels).float()
+    per_class = (predict_classes(images) == labels).float()
     out = {
         "step": trainer.step,
         "n_samples": n,
@@ -167,6 +183,7 @@ def evaluate(trainer: Trainer, args, n: int) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", required=True, choices=CONFIGS)
+    p.add_argument("--task", default="p2", choices=sorted(TASKS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-steps", type=int, required=True)
     p.add_argument("--batch-size", type=int, default=16)
@@ -199,7 +216,9 @@ def main(argv=None) -> int:
     run_dir = REPO / "runs" / "ablation-toy" / out_dir.name / name
     if run_dir.exists():  # an unfinished attempt: start again (runs are bit-identical)
         shutil.rmtree(run_dir)
-    config = build_config(args.config, args.seed, args.train_steps, args.batch_size, args.lr)
+    config = build_config(
+        args.config, args.seed, args.train_steps, args.batch_size, args.lr, args.task
+    )
     result = {
         "name": name,
         "config_name": args.config,

@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 
 from hdit_edu import evaluation
-from hdit_edu.training import _sample_labels, generate, load_run
+from hdit_edu.runs import load_run
+from hdit_edu.sampling import generate, sample_labels
+from hdit_edu.toy import class_accuracy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import reference_features  # noqa: E402
@@ -37,7 +39,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     config, denoiser = load_run(args.run_dir)
-    labels = _sample_labels(args.n, config.model.num_classes)
+    labels = sample_labels(args.n, config.model.num_classes)
     rows = []
     for setting in args.settings:
         sampler, steps, cfg = setting.split(":")
@@ -59,7 +61,7 @@ def main(argv=None) -> int:
             "n": args.n,
             "sample_s": time.perf_counter() - t0,
             "sample_cpu_s": time.process_time() - c0,
-            "class_accuracy": evaluation.class_accuracy(images, labels),
+            "class_accuracy": class_accuracy(images, labels),
             "fid": evaluation.frechet_distance(
                 evaluation.extract_features(images, extractor="toy", batch_size=256),
                 reference_features(),

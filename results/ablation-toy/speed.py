@@ -6,7 +6,7 @@ Run from the repository root (one thread, as every ablation run will):
     OMP_NUM_THREADS=1 python results/ablation-toy/speed.py sample --tasks p2
 
 Each measurement builds the ablation step's config with ``configs.ablation_step`` +
-``training.toy_scale`` (the library's toy move), changes only what the task names (patch size,
+``profiles.toy_scale`` (the library's toy move), changes only what the task names (patch size,
 resolution, widths), builds a :class:`~hdit_edu.training.Trainer` that writes nothing, and
 times full training steps (data, σ/noise draws, forward, backward, AdamW, EMA, logging
 bookkeeping) after warm-up steps. Prints one JSON line per measurement and appends it to
@@ -29,7 +29,10 @@ import torch
 torch.set_num_threads(1)
 
 from hdit_edu.configs import ablation_step  # noqa: E402
-from hdit_edu.training import ToyScale, Trainer, generate, toy_scale  # noqa: E402
+from hdit_edu.models import set_attention_backend  # noqa: E402
+from hdit_edu.profiles import ToyScale, toy_scale  # noqa: E402
+from hdit_edu.sampling import generate  # noqa: E402
+from hdit_edu.training import Trainer  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -63,11 +66,7 @@ def task_config(step: str, task: str, batch_size: int | None = None):
 
 
 def set_backend(model, backend: str) -> None:
-    from hdit_edu.attention import Attention
-
-    for module in model.modules():
-        if isinstance(module, Attention):
-            module.backend = backend
+    set_attention_backend(model, backend)
 
 
 def patch_for_compile() -> None:
@@ -170,7 +169,7 @@ def time_interleaved(steps, task, backend, warmup, repeats) -> list[dict]:
 
     trainers = {}
     for step in steps:
-        config = build_config(step, 0, 10**6, TASKS[task][1].batch_size, None)
+        config = build_config(step, 0, 10**6, 16, None, task)  # run.py's tasks
         trainers[step] = Trainer(config, None, progress=False, device="cpu")
         set_backend(trainers[step].model, backend)
     for _ in range(warmup):
@@ -210,7 +209,9 @@ def time_interleaved(steps, task, backend, warmup, repeats) -> list[dict]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("what", choices=("train", "sample", "interleaved"))
-    p.add_argument("--tasks", nargs="+", default=["p2"], choices=sorted(TASKS))
+    p.add_argument(
+        "--tasks", nargs="+", default=["p2"], choices=sorted({*TASKS, "p4k3"})
+    )  # "p4k3": run.py's task (interleaved only)
     p.add_argument("--steps", nargs="+", default=["E"])
     p.add_argument("--backends", nargs="+", default=["auto"])
     p.add_argument("--compile", action="store_true")
