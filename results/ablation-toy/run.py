@@ -48,6 +48,7 @@ from hdit_edu.ablation import evaluate_loss  # noqa: E402
 from hdit_edu.configs import ablation_step, skip_variant  # noqa: E402
 from hdit_edu.data import save_grid  # noqa: E402
 from hdit_edu.profiles import CPU_SCALE, toy_scale  # noqa: E402
+from hdit_edu.runs import read_metrics  # noqa: E402
 from hdit_edu.sampling import generate, sample_labels  # noqa: E402
 from hdit_edu.toy import ToyDataset, predict_classes  # noqa: E402
 from hdit_edu.training import Trainer  # noqa: E402
@@ -202,6 +203,11 @@ def main(argv=None) -> int:
     )
     p.add_argument("--out", required=True, help="folder of the result JSON")
     p.add_argument("--tag", default="", help="suffix of the run name (pilot variants)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run from its newest checkpoint (also: extend a done run to more steps)",
+    )
     args = p.parse_args(argv)
 
     if args.eval_seed is None:
@@ -210,11 +216,17 @@ def main(argv=None) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.json"
-    if path.exists() and json.loads(path.read_text()).get("status") == "done":
+    previous = json.loads(path.read_text()) if path.exists() else None
+    extend = (
+        args.resume
+        and previous is not None
+        and previous["config"]["training"]["steps"] < args.train_steps
+    )
+    if previous is not None and previous.get("status") == "done" and not extend:
         print(f"{path} is done: skipped", flush=True)
         return 0
     run_dir = REPO / "runs" / "ablation-toy" / out_dir.name / name
-    if run_dir.exists():  # an unfinished attempt: start again (runs are bit-identical)
+    if run_dir.exists() and not args.resume:  # an unfinished attempt: start again (bit-identical)
         shutil.rmtree(run_dir)
     config = build_config(
         args.config, args.seed, args.train_steps, args.batch_size, args.lr, args.task
@@ -241,10 +253,18 @@ def main(argv=None) -> int:
         os.replace(tmp, path)
 
     t_start = time.perf_counter()
-    trainer = Trainer(config, run_dir, progress=False, device="cpu")
+    train_s, train_cpu_s, exact = 0.0, 0.0, []
+    if args.resume and previous is not None:  # continue a recorded run from its checkpoint
+        result["evaluations"] = previous["evaluations"]
+        result["resumed_from"] = {
+            k: previous.get(k) for k in ("settings", "command", "started", "status")
+        } | {"step": previous["evaluations"][-1]["step"] if previous["evaluations"] else None}
+        train_s, train_cpu_s = previous.get("train_s", 0.0), previous.get("train_cpu_s", 0.0)
+        exact = previous.get("losses_first_steps", [])
+    trainer = Trainer(config, run_dir, resume=args.resume, progress=False, device="cpu")
     result["params"] = sum(p.numel() for p in trainer.model.parameters())
     eval_at = sorted({int(s) for s in args.eval_at.split(",") if s} | {args.train_steps})
-    train_s, train_cpu_s, exact = 0.0, 0.0, []
+    eval_at = [target for target in eval_at if target > trainer.step]
     try:
         for target in eval_at:
             t0, c0 = time.perf_counter(), time.process_time()
@@ -259,7 +279,7 @@ def main(argv=None) -> int:
             metrics["load_average"] = list(os.getloadavg())
             result["evaluations"].append(metrics)
             result["losses_first_steps"] = exact
-            result["loss_every_10"] = [[r["step"], r["loss"]] for r in trainer.history]
+            result["loss_every_10"] = [[r["step"], r["loss"]] for r in read_metrics(run_dir)]
             write()
             print(
                 json.dumps({k: v for k, v in metrics.items() if "per_class" not in k}), flush=True
