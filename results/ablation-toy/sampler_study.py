@@ -1,0 +1,80 @@
+"""Evaluation settings on one trained pilot model: sampler × steps × guidance scale → class
+accuracy, toy FID (against the test split) and the CPU time of sampling. Chooses the
+evaluation protocol that the experiment pre-registers (cost against fidelity).
+
+    OMP_NUM_THREADS=1 python results/ablation-toy/sampler_study.py runs/ablation-toy/pilot/E-s0 \
+        --n 512 --settings dpmpp_3m_sde:10:3 dpmpp_2m:10:3 dpmpp_2m:20:3 dpmpp_3m_sde:20:2 \
+        --out results/ablation-toy/pilot/sampler_study-E-s0.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from hdit_edu import evaluation
+from hdit_edu.runs import load_run
+from hdit_edu.sampling import generate, sample_labels
+from hdit_edu.toy import class_accuracy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import reference_features  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("run_dir")
+    p.add_argument("--n", type=int, default=512)
+    p.add_argument("--settings", nargs="+", required=True, help="sampler:steps:cfg")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    config, denoiser = load_run(args.run_dir)
+    labels = sample_labels(args.n, config.model.num_classes)
+    rows = []
+    for setting in args.settings:
+        sampler, steps, cfg = setting.split(":")
+        t0, c0 = time.perf_counter(), time.process_time()
+        images = generate(
+            denoiser,
+            config,
+            args.n,
+            sampler=sampler,
+            steps=int(steps),
+            cfg_scale=float(cfg),
+            seed=args.seed,
+            batch_size=args.batch,
+        )
+        row = {
+            "sampler": sampler,
+            "steps": int(steps),
+            "cfg": float(cfg),
+            "n": args.n,
+            "sample_s": time.perf_counter() - t0,
+            "sample_cpu_s": time.process_time() - c0,
+            "class_accuracy": class_accuracy(images, labels),
+            "fid": evaluation.frechet_distance(
+                evaluation.extract_features(images, extractor="toy", batch_size=256),
+                reference_features(),
+            ),
+            "load_average": list(os.getloadavg()),
+        }
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+        Path(args.out).write_text(
+            json.dumps({"run_dir": args.run_dir, "seed": args.seed, "rows": rows}, indent=1) + "\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
