@@ -142,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", help="training data: 'toy' or an image folder (sets training.dataset)"
     )
     train.add_argument(
+        "--grad-accum",
+        type=int,
+        metavar="N",
+        help="gradient accumulation: N micro-steps per optimizer step (sets "
+        "training.grad_accum; global batch = micro-batch × N × processes)",
+    )
+    train.add_argument(
         "--workers", type=int, default=0, help="DataLoader worker processes for image folders"
     )
     train.add_argument(
@@ -472,6 +479,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config.training.dataset = args.data
     if args.steps is not None:
         config.training.steps = args.steps
+    if args.grad_accum is not None:
+        config.training.grad_accum = args.grad_accum
     suffix = "-cpu" if profile == "cpu" and args.config else ""
     run_dir = Path(args.run_dir or f"runs/{config.name}{suffix}")
     trainer = Trainer(

@@ -138,7 +138,8 @@ class DiffusionConfig:
 class TrainingConfig:
     """Table 6's recipe (AdamW, constant LR, EMA) plus run bookkeeping."""
 
-    batch_size: int = 256
+    batch_size: int = 256  # the global batch: micro-batch × grad_accum × processes
+    grad_accum: int = 1  # micro-steps per optimizer step (gradient accumulation)
     steps: int = 400_000
     lr: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.95)
@@ -509,6 +510,12 @@ def _validate_training(t: Any) -> None:
     if not isinstance(t, TrainingConfig):
         raise ValueError(f"training: expected a TrainingConfig, got {type(t).__name__}")
     _check_int("training.batch_size", t.batch_size, 1)
+    _check_int("training.grad_accum", t.grad_accum, 1)
+    if t.batch_size % t.grad_accum:
+        raise ValueError(
+            f"training.grad_accum={t.grad_accum} must divide training.batch_size="
+            f"{t.batch_size} (global batch = micro-batch × grad_accum × processes)"
+        )
     _check_int("training.steps", t.steps, 0)
     _check_real("training.lr", t.lr, 0.0, low_open=True)
     if not isinstance(t.betas, (tuple, list)) or len(t.betas) != 2:

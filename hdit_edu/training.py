@@ -12,6 +12,17 @@ One training step (:meth:`Trainer.train_step`), in the order the code runs it::
     losses.mean().backward();  [clip];  AdamW.step()
     θ_ema     = lerp(θ_ema, θ, 1 − decay(step))                # EMA with warm-up
 
+**Gradient accumulation** (``training.grad_accum`` = A). The global batch
+``training.batch_size`` = micro-batch × A × processes. Each rank cuts its batch of the step
+into A micro-batches and runs the lines from ``Augment`` to ``backward`` once per micro-batch
+with the loss scaled by 1/A (the gradients add up to those of the rank's whole batch), then
+clips, steps AdamW and updates the EMA once. σ stays stratified over the *global* batch, as
+in the authors' trainer (k-diffusion's ``enable_stratified_accelerate``): micro-step m of
+rank r draws the strata of group ``r·A + m`` of ``world_size·A``. The draws of micro-step m
+come from their own streams of (seed, step, rank), so a run killed between micro-steps
+resumes at the start of its optimizer step and repeats it exactly. Under DDP the gradients
+are all-reduced only on the last micro-step (``no_sync``).
+
 **Table 6's optimiser.** AdamW, lr 5·10⁻⁴, betas (0.9, 0.95), eps 10⁻⁸, weight decay 10⁻²
 applied only to weight matrices, the mapping network at ⅓ of the learning rate (as the
 authors' k-diffusion does: ``model.param_groups(lr, mapping_lr_scale)``), a constant learning
@@ -51,6 +62,7 @@ and the ablation chain (:mod:`hdit_edu.ablation`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -85,11 +97,21 @@ from .toy import ToyDataset
 
 # Independent random streams of one step (see data.step_generator).
 STREAM_AUGMENT, STREAM_DROPOUT, STREAM_SIGMA, STREAM_NOISE = 0, 1, 2, 3
+MICRO_STREAM_STRIDE = 1000  # micro-step m of gradient accumulation uses streams + 1000·m
 SIGMA_BINS = 6  # log-spaced bins of σ for the per-noise-level loss in metrics.jsonl
 EMA_POWER = 2 / 3  # k-diffusion's EMAWarmup: 2/3 for long runs (0.999 at 31.6k, 0.9999 at 1M)
 EMA_INV_GAMMA = 1.0
 # Training fields that may change when a run is resumed (they do not change the maths).
-RESUMABLE_FIELDS = ("steps", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every")
+# grad_accum: the same global batch split differently (the micro-steps' draws differ, so the
+# loss sequence is not repeated bit for bit after a change).
+RESUMABLE_FIELDS = (
+    "steps",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "sample_every",
+    "log_every",
+    "grad_accum",
+)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -297,12 +319,14 @@ class Trainer:
         checkpoint = self._resolve_resume(config, resume, fallback)
         t = config.training
         self.config = config
-        if t.batch_size % self.dist.world_size:
+        if t.batch_size % (self.dist.world_size * t.grad_accum):
             raise ValueError(
                 f"training.batch_size={t.batch_size} must be divisible by the number of "
-                f"processes ({self.dist.world_size})"
+                f"processes ({self.dist.world_size}) × training.grad_accum ({t.grad_accum})"
             )
-        self.batch_size = t.batch_size // self.dist.world_size  # per rank
+        self.batch_size = t.batch_size // self.dist.world_size  # per rank (all micro-steps)
+        self.grad_accum = t.grad_accum
+        self.micro_batch_size = self.batch_size // t.grad_accum
         self.use_bf16 = t.precision == "bf16" and self.device.type == "cuda"
         if t.precision not in ("bf16", "fp32"):
             raise ValueError(f"training.precision must be 'bf16' or 'fp32', got {t.precision!r}")
@@ -318,8 +342,9 @@ class Trainer:
 
         # The network the training step calls: DDP-wrapped and/or compiled.
         net: nn.Module = self.model
+        self._ddp: nn.parallel.DistributedDataParallel | None = None
         if self.dist.world_size > 1:
-            net = nn.parallel.DistributedDataParallel(
+            net = self._ddp = nn.parallel.DistributedDataParallel(
                 net, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         if t.compile:
@@ -429,23 +454,36 @@ class Trainer:
 
     # --- one step ------------------------------------------------------------------------------
 
-    def _generator(self, step: int, stream: int) -> torch.Generator:
+    def _generator(self, step: int, stream: int, micro: int = 0) -> torch.Generator:
         seed = step_generator(
-            self.config.training.seed, step, self.dist.rank, stream
+            self.config.training.seed, step, self.dist.rank, stream + MICRO_STREAM_STRIDE * micro
         ).initial_seed()
         return torch.Generator(self.device).manual_seed(seed)
 
-    def get_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """This rank's ``(x0, classes, aug_cond)`` of training step ``step`` (pure in step)."""
+    def get_batch(
+        self, step: int, micro: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """This rank's ``(x0, classes, aug_cond)`` of micro-step ``micro`` of training step
+        ``step`` (pure in both)."""
         images, classes = self.dataset.batch(self.sampler.batch_indices(step, self.batch_size))
-        return self._prepare(images, classes, step)
+        return self._prepare(*self._micro_slice(images, classes, micro), step, micro)
 
-    def _prepare(self, images, classes, step):
+    def _micro_slice(self, images, classes, micro: int):
+        lo = micro * self.micro_batch_size
+        hi = lo + self.micro_batch_size
+        return images[lo:hi], classes[lo:hi]
+
+    def _prepare(self, images, classes, step, micro: int = 0):
         if self.config.model.num_classes:  # the labels enter here, still on the host
             check_class_labels(classes, self.config.model.num_classes)
         aug_cond = None
         if self.augment is not None:
-            g = step_generator(self.config.training.seed, step, self.dist.rank, STREAM_AUGMENT)
+            g = step_generator(
+                self.config.training.seed,
+                step,
+                self.dist.rank,
+                STREAM_AUGMENT + MICRO_STREAM_STRIDE * micro,
+            )
             images, aug_cond = self.augment(images, generator=g)
             aug_cond = aug_cond.to(self.device, non_blocking=True)
         return (
@@ -454,45 +492,75 @@ class Trainer:
             aug_cond,
         )
 
-    def draw_noise(self, x0: torch.Tensor, classes: torch.Tensor, step: int):
-        """The step's random draws: dropped labels, stratified σ (this rank's strata), ε."""
+    def draw_noise(self, x0: torch.Tensor, classes: torch.Tensor, step: int, micro: int = 0):
+        """The random draws of micro-step ``micro`` of step ``step``: dropped labels,
+        stratified σ (the strata of group rank·A + micro of world_size·A), ε."""
         t, m = self.config.training, self.config.model
         cond = {}
         if m.num_classes:
-            g = self._generator(step, STREAM_DROPOUT)
+            g = self._generator(step, STREAM_DROPOUT, micro)
             cond["class_cond"] = drop_class_labels(classes, t.cond_dropout, m.num_classes, g)
         sigma = training_sigmas(
             self.config,
             len(x0),
             stratified=True,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-            generator=self._generator(step, STREAM_SIGMA),
+            rank=self.dist.rank * self.grad_accum + micro,
+            world_size=self.dist.world_size * self.grad_accum,
+            generator=self._generator(step, STREAM_SIGMA, micro),
             device=self.device,
         )
         noise = torch.randn(
-            x0.shape, generator=self._generator(step, STREAM_NOISE), device=self.device
+            x0.shape, generator=self._generator(step, STREAM_NOISE, micro), device=self.device
         )
         return sigma, noise, cond
 
-    def forward_backward(self, x0, noise, sigma, **cond) -> torch.Tensor:
-        """Per-sample losses (B,) of eq. 1 and ``losses.mean().backward()`` (DDP averages the
-        gradients over ranks, so they equal the full-batch mean's)."""
+    def micro_batches(self, step: int, batch=None) -> list[dict]:
+        """The ``grad_accum`` micro-batches of step ``step`` for this rank, each a dict
+        ``{x0, noise, sigma, **cond}`` ready for :meth:`accumulate_gradients`; ``batch``: this
+        rank's ``(images, classes)`` of the step (default: read from the data set)."""
+        if batch is None:
+            batch = self.dataset.batch(self.sampler.batch_indices(step, self.batch_size))
+        out = []
+        for micro in range(self.grad_accum):
+            x0, classes, aug_cond = self._prepare(*self._micro_slice(*batch, micro), step, micro)
+            sigma, noise, cond = self.draw_noise(x0, classes, step, micro)
+            if aug_cond is not None:
+                cond["aug_cond"] = aug_cond
+            out.append({"x0": x0, "noise": noise, "sigma": sigma, **cond})
+        return out
+
+    def forward_backward(self, x0, noise, sigma, *, scale: float = 1.0, **cond) -> torch.Tensor:
+        """Per-sample losses (B,) of eq. 1 and ``(scale · losses.mean()).backward()`` (DDP
+        averages the gradients over ranks, so they equal the full-batch mean's)."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
             losses = self.denoiser.loss(x0, noise, sigma, **cond)
-        losses.mean().backward()
+        loss = losses.mean()
+        (loss if scale == 1.0 else loss * scale).backward()
         return losses.detach().float()
 
+    def accumulate_gradients(self, micro_batches: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward over the micro-batches of one optimizer step, each loss
+        scaled by 1/len(micro_batches); DDP all-reduces on the last one only. Returns this
+        rank's per-sample losses and σ of the whole step (concatenated)."""
+        n = len(micro_batches)
+        losses, sigmas = [], []
+        for i, micro in enumerate(micro_batches):
+            sync = self._ddp is None or i == n - 1
+            with contextlib.nullcontext() if sync else self._ddp.no_sync():
+                losses.append(self.forward_backward(**micro, scale=1.0 / n))
+            sigmas.append(micro["sigma"])
+        return torch.cat(losses), torch.cat(sigmas)
+
     def train_step(self, batch=None) -> float:
-        """One optimiser step; returns the loss (mean over the global batch)."""
+        """One optimiser step (``grad_accum`` micro-steps); returns the loss (mean over the
+        global batch)."""
+        step = self.step
+        losses, sigma = self.accumulate_gradients(self.micro_batches(step, batch))
+        return self.apply_update(losses, sigma)
+
+    def apply_update(self, losses: torch.Tensor, sigma: torch.Tensor) -> float:
+        """Clip, check, AdamW step, EMA update and logging of the accumulated gradients."""
         step, t = self.step, self.config.training
-        x0, classes, aug_cond = (
-            self.get_batch(step) if batch is None else self._prepare(*batch, step)
-        )
-        sigma, noise, cond = self.draw_noise(x0, classes, step)
-        if aug_cond is not None:
-            cond["aug_cond"] = aug_cond
-        losses = self.forward_backward(x0, noise, sigma, **cond)
         loss = _all_mean(losses.mean(), self.dist).item()
         grad_norm = None
         if t.grad_clip is not None:
