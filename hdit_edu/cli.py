@@ -52,6 +52,7 @@ from .interop import (
     convert_from_k_diffusion,
     convert_to_k_diffusion,
 )
+from .kinds import CHECKPOINTING_KINDS
 from .profiles import for_profile
 from .runs import load_run
 from .sampling import SAMPLERS, generate, grid_columns, sample_labels
@@ -147,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="gradient accumulation: N micro-steps per optimizer step (sets "
         "training.grad_accum; global batch = micro-batch × N × processes)",
+    )
+    train.add_argument(
+        "--checkpointing",
+        choices=CHECKPOINTING_KINDS,
+        help="activation checkpointing (sets training.checkpointing): recompute each 'level' "
+        "or each 'layer' in the backward pass instead of keeping its activations",
     )
     train.add_argument(
         "--workers", type=int, default=0, help="DataLoader worker processes for image folders"
@@ -481,6 +488,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config.training.steps = args.steps
     if args.grad_accum is not None:
         config.training.grad_accum = args.grad_accum
+    if args.checkpointing is not None:
+        config.training.checkpointing = args.checkpointing
     suffix = "-cpu" if profile == "cpu" and args.config else ""
     run_dir = Path(args.run_dir or f"runs/{config.name}{suffix}")
     trainer = Trainer(

@@ -55,6 +55,7 @@ from typing import Any
 from .kinds import (
     ARCHS,
     ATTENTION_KINDS,
+    CHECKPOINTING_KINDS,
     FFN_KINDS,
     LOSS_WEIGHTINGS,
     POS_EMB_KINDS,
@@ -140,6 +141,7 @@ class TrainingConfig:
 
     batch_size: int = 256  # the global batch: micro-batch × grad_accum × processes
     grad_accum: int = 1  # micro-steps per optimizer step (gradient accumulation)
+    checkpointing: str = "none"  # activation checkpointing: "none" | "level" | "layer"
     steps: int = 400_000
     lr: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.95)
@@ -530,6 +532,7 @@ def _validate_training(t: Any) -> None:
     _check_fraction("training.augment_p", t.augment_p, closed=True)
     _check_real("training.grad_clip", t.grad_clip, 0.0, low_open=True, optional=True)
     _check_kind("training.precision", t.precision, PRECISIONS)
+    _check_kind("training.checkpointing", t.checkpointing, CHECKPOINTING_KINDS)
     _check_int("training.seed", t.seed, 0)
     _check_int("training.checkpoint_every", t.checkpoint_every, 1)
     _check_int("training.keep_checkpoints", t.keep_checkpoints, 1)

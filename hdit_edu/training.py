@@ -37,6 +37,11 @@ the paper's value (:class:`EMAWarmup`)::
 
     decay(t) = min(ema_decay, 1 − (1 + t/inv_gamma)^(−power)),   t = updates so far.
 
+**Activation checkpointing** (``training.checkpointing``: ``none``, ``level``, ``layer``;
+:func:`hdit_edu.models.set_checkpointing`): the backward pass recomputes each level's or each
+layer's activations instead of keeping them (``torch.utils.checkpoint``, non-reentrant), for
+about one more forward pass of time; the gradients are the same.
+
 **Exact resume.** Every random draw of a step (augmentation, conditioning dropout, σ, ε) comes
 from a generator that is a pure function of (seed, step, rank, stream)
 (:func:`hdit_edu.data.step_generator`), and the data order is a pure function of the step
@@ -91,7 +96,7 @@ from .configs import Config, image_d, load_config, save_config
 from .data import Augment, ImageFolderDataset, ResumableSampler, save_grid, step_generator
 from .diffusion import Denoiser, sample_sigmas
 from .layers import check_class_labels
-from .models import build_model
+from .models import build_model, set_checkpointing
 from .sampling import generate, grid_columns
 from .toy import ToyDataset
 
@@ -111,6 +116,7 @@ RESUMABLE_FIELDS = (
     "sample_every",
     "log_every",
     "grad_accum",
+    "checkpointing",
 )
 
 
@@ -335,6 +341,7 @@ class Trainer:
         seed_everything(t.seed)
         self.model = build_model(config, attention_backend).to(self.device).train()
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        set_checkpointing(self.model, t.checkpointing)  # the EMA copy is never differentiated
         self.optimizer = make_optimizer(self.model, config)
         self.ema_schedule = EMAWarmup(max_decay=t.ema_decay)
         # Dropout layers draw from the global RNG: seed it per rank.

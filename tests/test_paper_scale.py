@@ -117,3 +117,46 @@ def test_exact_resume_with_accumulation_and_a_kill_between_micro_steps(toy_data,
     assert [r["loss"] for r in read_metrics(run)] == losses  # one log line per optimizer step
     for p, q in zip(full.model.parameters(), resumed.model.parameters()):
         assert torch.equal(p, q)
+
+
+# --- activation checkpointing ------------------------------------------------------------------
+
+
+def test_checkpointing_keeps_the_gradients_and_lowers_peak_memory(toy_data):
+    """Per level and per layer, the gradients equal those without checkpointing (dropout and
+    all; rtol 1e-5 of each tensor's largest entry: the recomputed forward is the same
+    arithmetic) and the step's peak allocation, measured from the CPU allocator
+    (:func:`hdit_edu.planner.peak_allocated`), is lower. Measured: the gradients are bitwise
+    equal."""
+    from hdit_edu.planner import peak_allocated
+
+    deep = ToyScale(
+        widths=(32, 64), depths=(3, 3), head_dim=16, mapping_width=32, batch_size=16, steps=1
+    )
+    config = toy_scale(toy_config(), deep)  # three layers a level: "layer" has work to do
+    config.model.levels[0].dropout = 0.1  # the recomputation must replay the dropout masks
+    base = Trainer(config, None, dataset=toy_data, progress=False)
+    perturb(base.model)
+    [micro] = base.micro_batches(0)
+
+    def run(kind):
+        from hdit_edu.models import set_checkpointing
+
+        set_checkpointing(base.model, kind)
+        base.optimizer.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        peak = peak_allocated(lambda: base.accumulate_gradients([micro]))
+        return grads(base.model), peak
+
+    reference, peak_none = run("none")
+    peaks = {}
+    for kind in ("level", "layer"):
+        g, peak = run(kind)
+        for name in reference:
+            scale = reference[name].abs().max().item()
+            torch.testing.assert_close(g[name], reference[name], rtol=0, atol=1e-5 * scale)
+        peaks[kind] = peak
+    # Measured: none 113 MiB, level 105 MiB, layer 48 MiB (the outer level dominates, and
+    # "level" recomputes all of it at once).
+    assert peaks["level"] < peak_none
+    assert peaks["layer"] < 0.6 * peak_none
