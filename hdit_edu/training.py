@@ -300,6 +300,9 @@ class Trainer:
     DPM++(3M) SDE steps of the periodic sample grids (Table 6: 50). ``attention_backend``: the
     neighborhood-attention backend of the model and its EMA (one of
     :data:`hdit_edu.attention.NA_BACKENDS`; every backend computes the same numbers).
+    ``compile_options``: keyword arguments of ``torch.compile`` when ``training.compile`` is
+    on (e.g. ``{"mode": "max-autotune"}``, or ``{"backend": "aot_eager"}`` to trace without
+    generating code).
     """
 
     def __init__(
@@ -316,6 +319,7 @@ class Trainer:
         sample_steps: int = 50,
         n_samples: int = 16,
         attention_backend: str = "auto",
+        compile_options: dict | None = None,
     ):
         self.dist = init_distributed(device)
         self.device = self.dist.device
@@ -355,7 +359,7 @@ class Trainer:
                 net, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         if t.compile:
-            net = torch.compile(net)
+            net = torch.compile(net, **(compile_options or {}))
         if net is not self.model and hasattr(self.model, "out_channels_used"):
             net.out_channels_used = self.model.out_channels_used  # for the Denoiser (DiT R1/R2)
         d = config.diffusion
