@@ -133,6 +133,10 @@ class DiffusionConfig:
     lognormal_std: float = 1.2
     noise_d_low: int = 32  # interpolated cosine: reference resolution of the low end
     noise_d_high: int | None = None  # None = image_d(model): the (longer) image side
+    # The sampler's σ range (the model's sigma_min/sigma_max in k-diffusion), separate from the
+    # training density's [sigma_min, sigma_max]; None = the density's bound (as before).
+    sampling_sigma_min: float | None = None
+    sampling_sigma_max: float | None = None
 
 
 @dataclass
@@ -149,9 +153,14 @@ class TrainingConfig:
     weight_decay: float = 1e-2
     mapping_lr_scale: float = 1 / 3
     ema_decay: float = 0.9999
+    ema_power: float = 2 / 3  # EMA warm-up power (k-diffusion's default; its HDiT configs: 0.75)
     cond_dropout: float = 0.1
     augment_p: float = 0.0
-    grad_clip: float | None = None
+    # The x-flip is drawn with probability xflip_p (None: augment_p), then a fair coin:
+    # None flips p/2 of the images (ADA); 1.0 flips half of them, as the reference trainer does
+    # whenever augmentation is on.
+    xflip_p: float | None = None
+    grad_clip: float | None = 1.0  # gradient-norm clipping (the reference trainer: always 1.0)
     precision: str = "bf16"  # "bf16" | "fp32" (bf16 autocast applies on CUDA only)
     compile: bool = False
     dataset: str = "toy"  # "toy" or a path to an image folder
@@ -499,6 +508,15 @@ def _validate_diffusion(d: Any) -> None:
         raise ValueError(
             f"diffusion: sigma_min {d.sigma_min} must be smaller than sigma_max {d.sigma_max}"
         )
+    for bound in ("sampling_sigma_min", "sampling_sigma_max"):
+        _check_real(f"diffusion.{bound}", getattr(d, bound), 0.0, low_open=True, optional=True)
+    lo = d.sampling_sigma_min or d.sigma_min
+    hi = d.sampling_sigma_max or d.sigma_max
+    if lo >= hi:
+        raise ValueError(
+            f"diffusion: the sampling range [{lo}, {hi}] (sampling_sigma_min/max, else the "
+            f"density's sigma_min/max) must have min < max"
+        )
     _check_kind("diffusion.loss_weighting", d.loss_weighting, LOSS_WEIGHTINGS)
     _check_real("diffusion.gamma", d.gamma, 0.0, low_open=True, optional=True)
     _check_kind("diffusion.sigma_density", d.sigma_density, SIGMA_DENSITIES)
@@ -506,6 +524,14 @@ def _validate_diffusion(d: Any) -> None:
     _check_real("diffusion.lognormal_std", d.lognormal_std, 0.0, low_open=True)
     _check_int("diffusion.noise_d_low", d.noise_d_low, 1)
     _check_int("diffusion.noise_d_high", d.noise_d_high, 1, optional=True)
+
+
+def sampling_sigma_range(config: Config) -> tuple[float, float]:
+    """The sampler's σ range: ``diffusion.sampling_sigma_min/max``, each defaulting to the
+    training density's bound (the reference samples over the model's σ range, 1e-2 … 80/160,
+    and widens only the training density, to [1e-3, 1e3])."""
+    d = config.diffusion
+    return d.sampling_sigma_min or d.sigma_min, d.sampling_sigma_max or d.sigma_max
 
 
 def _validate_training(t: Any) -> None:
@@ -531,6 +557,9 @@ def _validate_training(t: Any) -> None:
     _check_fraction("training.cond_dropout", t.cond_dropout, closed=True)
     _check_fraction("training.augment_p", t.augment_p, closed=True)
     _check_real("training.grad_clip", t.grad_clip, 0.0, low_open=True, optional=True)
+    _check_real("training.ema_power", t.ema_power, 0.0, low_open=True)
+    if t.xflip_p is not None:
+        _check_fraction("training.xflip_p", t.xflip_p, closed=True)
     _check_kind("training.precision", t.precision, PRECISIONS)
     _check_kind("training.checkpointing", t.checkpointing, CHECKPOINTING_KINDS)
     _check_int("training.seed", t.seed, 0)
@@ -758,13 +787,37 @@ def skip_variant(skip: str, resolution: int = ABLATION_BASE_RESOLUTION) -> Confi
     return ablation_step("E", resolution, skip=skip)
 
 
+# The authors' trainer's recipe (k-diffusion train.py and its image_transformer_v2 configs,
+# /work/refs-style checkout: configs/config_oxford_flowers*.json) where Table 6 is silent:
+REFERENCE_RECIPE = {
+    "diffusion.sampling_sigma_min": 1e-2,  # model.sigma_min
+    "diffusion.sampling_sigma_max": 160.0,  # model.sigma_max of its HDiT configs (80 at 32²)
+    "training.ema_power": 0.75,  # ema_sched.power of its HDiT configs
+    "training.grad_clip": 1.0,  # train.py: accelerator.clip_grad_norm_(…, 1.) every step
+}
+REFERENCE_XFLIP_P = 1.0  # KarrasAugmentationPipeline: x-flip a fair coin whenever it is on
+
+
+def reference_recipe(config: Config) -> Config:
+    """``config`` with :data:`REFERENCE_RECIPE` (and the reference's x-flip when augmentation
+    is on), in place; returns it."""
+    for key, value in REFERENCE_RECIPE.items():
+        part, field_name = key.split(".")
+        setattr(getattr(config, part), field_name, value)
+    if config.training.augment_p > 0:
+        config.training.xflip_p = REFERENCE_XFLIP_P
+    return config
+
+
 def paper_config(name: str) -> Config:
     """A model of Table 6: ``"imagenet128"``, ``"ffhq1024"`` or ``"imagenet256"``.
 
     Common to all three (Table 6): patch 4, head dim 64 (heads = width / 64), neighborhood
     kernel 7, GEGLU (hidden 3·d), axial RoPE, lerp skips, σ_data 0.5, σ ∈ [1e-3, 1e3],
     interpolated-cosine σ density, soft-min-SNR, AdamW (lr 5e-4, betas (0.9, 0.95), eps 1e-8,
-    wd 1e-2), EMA 0.9999, batch 256, bf16, conditioning dropout 0.1.
+    wd 1e-2), EMA 0.9999, batch 256, bf16, conditioning dropout 0.1. Where Table 6 is silent,
+    the reference trainer's recipe (:func:`reference_recipe`): sampling σ ∈ [1e-2, 160], EMA
+    warm-up power 0.75, gradient clipping at 1.0, x-flip of half the images when augmenting.
 
     * ``imagenet128`` (117M, 31 GFLOP): ablation step E — depths [2, 11], widths [384, 768],
       1 neighborhood + 1 global level, mapping depth 1, width 768; 400k steps.
@@ -789,7 +842,7 @@ def paper_config(name: str) -> Config:
     if name == "imagenet128":
         config = ablation_step("E")
         config.name = "imagenet128"
-        return config
+        return reference_recipe(config)
     if name == "ffhq1024":
         widths = [128, 256, 384, 768, 1024]
         attentions = ["neighborhood"] * 3 + ["global"] * 2
@@ -804,7 +857,8 @@ def paper_config(name: str) -> Config:
             resolution=1024,
         )
         training = TrainingConfig(steps=1_000_000, augment_p=0.12, dataset="data/ffhq1024")
-        return Config(name=name, model=model, diffusion=DiffusionConfig(), training=training)
+        config = Config(name=name, model=model, diffusion=DiffusionConfig(), training=training)
+        return reference_recipe(config)
     if name == "imagenet256":
         model = ModelConfig(
             levels=[
@@ -817,7 +871,8 @@ def paper_config(name: str) -> Config:
             resolution=256,
         )
         training = _imagenet_training(steps=2_200_000)
-        return Config(name=name, model=model, diffusion=DiffusionConfig(), training=training)
+        config = Config(name=name, model=model, diffusion=DiffusionConfig(), training=training)
+        return reference_recipe(config)
     raise ValueError(f"unknown paper config {name!r}; allowed: {', '.join(PAPER_CONFIGS)}")
 
 
@@ -846,6 +901,7 @@ def toy_config() -> Config:
         batch_size=32,
         steps=5000,
         ema_decay=0.999,
+        grad_clip=None,  # the shipped toy run and the notebooks' records were made unclipped
         precision="fp32",
         dataset="toy",
         checkpoint_every=500,

@@ -282,7 +282,8 @@ assert torch.isfinite(final).all()
 #
 # The paper reports FID on 50k samples against FFHQ-1024 (Table 3). clean-fid ships the FFHQ
 # reference statistics; `hdit_edu.evaluation` wraps it (Inception, a download; `mode=
-# "legacy_tensorflow"` for the ADM evaluator's resizing). In the cpu profile the same call
+# evaluation.PAPER_FID_MODE`, i.e. "legacy_tensorflow": the ADM evaluator's TF Inception resize,
+# the protocol of the paper's numbers). In the cpu profile the same call
 # runs offline with the toy classifier's features against the toy test split.
 
 # %%
@@ -297,7 +298,14 @@ if PROFILE == "gpu" and RUN_FID:
             denoiser, run_config, batch_size, steps=50, seed=int(torch.randint(1 << 30, ()))
         )
 
-    score = evaluation.fid(generate_fn, reference, extractor="inception", n=50_000, batch_size=8)
+    score = evaluation.fid(
+        generate_fn,
+        reference,
+        extractor="inception",
+        mode=evaluation.PAPER_FID_MODE,  # the ADM evaluator's protocol: comparable with Table 3
+        n=50_000,
+        batch_size=8,
+    )
 elif PROFILE == "cpu":
     score = evaluation.fid(images, ToyDataset("test", resolution=res, size=512), extractor="toy")
 else:

@@ -224,3 +224,100 @@ def test_compiled_training_step_equals_eager_every_kernel(
         toy_data, backend=backend, attention=attention, backend_name=compile_backend
     )
     assert_same_step(eager, compiled, rtol=1e-6 if compile_backend == "aot_eager" else 2e-5)
+
+
+# --- the reference recipe's fields -------------------------------------------------------------
+
+# (field, pre-issue-17 value, the paper configs' value) — the source of each new value is
+# the authors' k-diffusion: configs/config_oxford_flowers*.json (its image_transformer_v2
+# configs: model.sigma_min 1e-2, sigma_max 160, ema_sched.power 0.75) and train.py
+# (clip_grad_norm_(…, 1.) every step; KarrasAugmentationPipeline flips x with a fair coin).
+RECIPE = [
+    ("diffusion.sampling_sigma_min", None, 1e-2),  # None: the density's 1e-3
+    ("diffusion.sampling_sigma_max", None, 160.0),  # None: the density's 1e3
+    ("training.ema_power", 2 / 3, 0.75),
+    ("training.grad_clip", None, 1.0),
+]
+
+
+def _get(config, key):
+    part, name = key.split(".")
+    return getattr(getattr(config, part), name)
+
+
+@pytest.mark.parametrize("name", ["imagenet128", "ffhq1024", "imagenet256"])
+def test_paper_configs_carry_the_reference_recipe_and_the_toys_keep_theirs(name):
+    from hdit_edu.configs import paper_config
+    from hdit_edu.profiles import CPU_SCALE
+
+    config = paper_config(name)
+    for key, _old, new in RECIPE:
+        assert _get(config, key) == new, key
+    assert config.training.xflip_p == (1.0 if name == "ffhq1024" else None)
+    for toy in (toy_config(), toy_scale(config, CPU_SCALE)):  # records were made with these
+        for key, old, _new in RECIPE:
+            assert _get(toy, key) == old, (toy.name, key)
+        assert toy.training.xflip_p is None
+
+
+def test_ema_power_sets_the_decay_at_the_end_of_imagenet128():
+    """Issue 17: with power 2/3 a 400k-step run ends at decay 0.99982, not 0.9999; with the
+    reference's 0.75 it reaches the cap: 1 − 400001^−0.75 = 0.999937 > 0.9999."""
+    from hdit_edu.configs import paper_config
+    from hdit_edu.training import EMAWarmup
+
+    t = paper_config("imagenet128").training
+    assert t.steps == 400_000
+    old = EMAWarmup(t.ema_decay, power=2 / 3).decay(t.steps - 1)
+    assert old == pytest.approx(1 - 400_000 ** (-2 / 3), rel=1e-12)
+    assert round(old, 5) == 0.99982
+    trainer_decay = EMAWarmup(t.ema_decay, power=t.ema_power).decay(t.steps - 1)
+    assert trainer_decay == 0.9999
+
+
+def test_sampling_range_is_the_models_not_the_densitys(toy_data):
+    """The density's [1e-3, 1e3] put 18 of 50 Karras steps above σ = 80; the reference range
+    [1e-2, 160] starts at 160. ``generate`` follows the config's sampling range."""
+    from hdit_edu.configs import paper_config, sampling_sigma_range
+    from hdit_edu.sampling import generate, karras_sigmas
+
+    assert int((karras_sigmas(50, 1e-3, 1e3) > 80).sum()) == 18
+    lo, hi = sampling_sigma_range(paper_config("imagenet256"))
+    assert (lo, hi) == (1e-2, 160.0)
+    sigmas = karras_sigmas(50, lo, hi)
+    assert sigmas[0].item() == pytest.approx(160.0) and sigmas[-2].item() == pytest.approx(1e-2)
+    config = tiny_config()
+    trainer = Trainer(config, None, dataset=toy_data, progress=False)
+    perturb(trainer.ema)
+    config.diffusion.sampling_sigma_min, config.diffusion.sampling_sigma_max = 1e-2, 160.0
+    a = generate(trainer.ema_denoiser, config, 2, steps=3)
+    b = generate(trainer.ema_denoiser, tiny_config(), 2, steps=3, sigma_min=1e-2, sigma_max=160.0)
+    c = generate(trainer.ema_denoiser, tiny_config(), 2, steps=3)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_xflip_half_of_the_images_when_augmenting_as_the_reference():
+    from hdit_edu.data import Augment
+
+    g = torch.Generator().manual_seed(0)
+    n = 20_000
+    reference = Augment(0.12, xflip_p=1.0).draw(n, 64, g).xflip.mean().item()
+    ada = Augment(0.12).draw(n, 64, g).xflip.mean().item()
+    assert reference == pytest.approx(0.5, abs=0.015)  # 3σ of a binomial mean: 0.011
+    assert ada == pytest.approx(0.06, abs=0.006)
+
+
+def test_recipe_fields_convert_through_k_diffusion():
+    from hdit_edu import interop
+    from hdit_edu.configs import paper_config
+
+    config = paper_config("ffhq1024")
+    kd = interop.config_to_k_diffusion(config)
+    assert (kd["model"]["sigma_min"], kd["model"]["sigma_max"]) == (1e-2, 160.0)
+    assert kd["ema_sched"]["power"] == 0.75
+    density = kd["model"]["sigma_sample_density"]
+    assert (density["min_value"], density["max_value"]) == (1e-3, 1e3)  # the density: wider
+    back = interop.config_from_k_diffusion(kd, name=config.name)
+    assert back.diffusion == config.diffusion
+    for key in ("ema_power", "grad_clip", "xflip_p", "augment_p"):
+        assert getattr(back.training, key) == getattr(config.training, key), key
