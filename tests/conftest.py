@@ -1,7 +1,22 @@
 """Shared pytest options: ``--runslow`` runs tests (and notebooks) marked slow. Shared fixture:
 ``k_diffusion``, the authors' reference implementation (with ``HDIT_K_DIFFUSION_SRC`` set)."""
 
+import os
+
 import pytest
+
+# Under pytest-xdist (`make test` runs two workers, one per core) each worker computes on one
+# thread, and so do the notebook kernels and subprocesses it starts (they inherit the variable):
+# two workers with two threads each would only fight over the two cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+# Tests that take minutes run first, so that two workers finish together instead of one of them
+# starting a long notebook at the end (names as they appear in the test ids).
+LONG_FIRST = ("test_notebook_runs_in_cpu_profile", "test_browser", "test_demo")
 
 
 def pytest_addoption(parser):
@@ -9,6 +24,7 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: not any(name in item.nodeid for name in LONG_FIRST))
     if config.getoption("--runslow"):
         return
     skip_slow = pytest.mark.skip(reason="slow: run with --runslow")
