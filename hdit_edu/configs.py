@@ -146,6 +146,9 @@ class TrainingConfig:
 
     batch_size: int = 256  # the global batch: micro-batch × grad_accum × processes
     grad_accum: int = 1  # micro-steps per optimizer step (gradient accumulation)
+    # A batch-size schedule: [[from_step, global batch], …] after the first batch_size steps
+    # (ImageNet-256, footnote 6); the micro-batch stays, the accumulation grows with the batch.
+    batch_schedule: list[tuple[int, int]] | None = None
     checkpointing: str = "none"  # activation checkpointing: "none" | "level" | "layer"
     steps: int = 400_000
     lr: float = 5e-4
@@ -573,6 +576,22 @@ def _validate_training(t: Any) -> None:
             f"{t.batch_size} (global batch = micro-batch × grad_accum × processes)"
         )
     _check_int("training.steps", t.steps, 0)
+    if t.batch_schedule is not None:
+        previous = (0, t.batch_size)
+        for i, entry in enumerate(t.batch_schedule):
+            if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+                raise ValueError(
+                    f"training.batch_schedule[{i}]: got {entry!r}; allowed: [from_step, batch]"
+                )
+            _check_int(f"training.batch_schedule[{i}][0]", entry[0], previous[0] + 1)
+            _check_int(f"training.batch_schedule[{i}][1]", entry[1], 1)
+            if entry[1] % (t.batch_size // t.grad_accum):
+                raise ValueError(
+                    f"training.batch_schedule[{i}]: batch {entry[1]} must be a multiple of the "
+                    f"micro-batch × processes, batch_size / grad_accum = "
+                    f"{t.batch_size // t.grad_accum}"
+                )
+            previous = tuple(entry)
     _check_real("training.lr", t.lr, 0.0, low_open=True)
     if not isinstance(t.betas, (tuple, list)) or len(t.betas) != 2:
         raise ValueError(f"training.betas: got {t.betas!r}; allowed: two numbers in [0, 1)")
@@ -898,7 +917,9 @@ def paper_config(name: str) -> Config:
             num_classes=IMAGENET_CLASSES,
             resolution=256,
         )
-        training = _imagenet_training(steps=2_200_000)
+        # Footnote 6: 2M steps at batch 256, then 50k at 512, 100k at 1,024 and 50k at 2,048.
+        schedule = [[2_000_000, 512], [2_050_000, 1024], [2_150_000, 2048]]
+        training = _imagenet_training(steps=2_200_000, batch_schedule=schedule)
         config = Config(name=name, model=model, diffusion=DiffusionConfig(), training=training)
         return reference_recipe(config)
     raise ValueError(f"unknown paper config {name!r}; allowed: {', '.join(PAPER_CONFIGS)}")

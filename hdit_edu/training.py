@@ -248,6 +248,26 @@ def sigma_bin_labels(edges: torch.Tensor) -> list[str]:
     return [f"{lo:.0e}-{hi:.0e}" for lo, hi in zip(edges[:-1].tolist(), edges[1:].tolist())]
 
 
+def batch_size_at(training, step: int) -> int:
+    """The global batch of optimizer step ``step`` (0-based): ``training.batch_size``, or the
+    last ``training.batch_schedule`` entry whose ``from_step`` is ≤ ``step``."""
+    size = training.batch_size
+    for start, batch in training.batch_schedule or ():
+        if step >= start:
+            size = batch
+    return size
+
+
+def samples_before(training, step: int) -> int:
+    """Images of the global batches of steps ``0 … step − 1`` (the data stream's position)."""
+    bounds = [(0, training.batch_size), *[tuple(e) for e in training.batch_schedule or ()]]
+    total = 0
+    for (start, batch), (end, _) in zip(bounds, [*bounds[1:], (math.inf, 0)]):
+        if step > start:
+            total += (min(step, end) - start) * batch
+    return total
+
+
 # ----------------------------------------------------------------------------------------------
 # Distributed data parallel: one code path, initialised from torchrun's environment variables
 # ----------------------------------------------------------------------------------------------
@@ -316,14 +336,26 @@ def make_dataset(config: Config, *, on_error: str = "raise"):
     )
 
 
-def _loader_batches(
-    dataset, sampler: ResumableSampler, batch_size: int, start_step: int, workers: int
-):
+class _StepBatches:
+    """``batch_sampler`` of a ``DataLoader``: this rank's indices of steps ``start_step``,
+    ``start_step + 1``, … (``indices(step)``: a pure function of the step)."""
+
+    def __init__(self, indices, start_step: int):
+        self.indices, self.start_step = indices, start_step
+
+    def __iter__(self):
+        step = self.start_step
+        while True:
+            yield self.indices(step).tolist()
+            step += 1
+
+
+def _loader_batches(dataset, indices, start_step: int, workers: int):
     """Batches ``(images, classes)`` for steps ``start_step, start_step + 1, …`` read by a
     ``DataLoader`` (worker processes decode image files; the order stays a function of step)."""
     loader = torch.utils.data.DataLoader(
         dataset,
-        batch_sampler=sampler.batches(batch_size, start_step),
+        batch_sampler=_StepBatches(indices, start_step),
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=workers > 0,
@@ -397,6 +429,13 @@ class Trainer:
         self.batch_size = t.batch_size // self.dist.world_size  # per rank (all micro-steps)
         self.grad_accum = t.grad_accum
         self.micro_batch_size = self.batch_size // t.grad_accum
+        for start, batch in t.batch_schedule or ():
+            if batch % (self.dist.world_size * self.micro_batch_size):
+                raise ValueError(
+                    f"training.batch_schedule: batch {batch} (from step {start}) must be a "
+                    f"multiple of processes ({self.dist.world_size}) × micro-batch "
+                    f"({self.micro_batch_size})"
+                )
         self.use_bf16 = t.precision == "bf16" and self.device.type == "cuda"
         if t.precision not in ("bf16", "fp32"):
             raise ValueError(f"training.precision must be 'bf16' or 'fp32', got {t.precision!r}")
@@ -637,8 +676,16 @@ class Trainer:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """This rank's ``(x0, classes, aug_cond)`` of micro-step ``micro`` of training step
         ``step`` (pure in both)."""
-        images, classes = self.dataset.batch(self.sampler.batch_indices(step, self.batch_size))
+        images, classes = self.dataset.batch(self.step_indices(step))
         return self._prepare(*self._micro_slice(images, classes, micro), step, micro)
+
+    def step_indices(self, step: int):
+        """This rank's data-set indices of step ``step`` (its share of the step's global batch,
+        :func:`batch_size_at`, at the stream position :func:`samples_before`)."""
+        t, world = self.config.training, self.dist.world_size
+        return self.sampler.indices(
+            samples_before(t, step) // world, batch_size_at(t, step) // world
+        )
 
     def _micro_slice(self, images, classes, micro: int):
         lo = micro * self.micro_batch_size
@@ -664,9 +711,18 @@ class Trainer:
             aug_cond,
         )
 
-    def draw_noise(self, x0: torch.Tensor, classes: torch.Tensor, step: int, micro: int = 0):
+    def draw_noise(
+        self,
+        x0: torch.Tensor,
+        classes: torch.Tensor,
+        step: int,
+        micro: int = 0,
+        accum: int | None = None,
+    ):
         """The random draws of micro-step ``micro`` of step ``step``: dropped labels,
-        stratified σ (the strata of group rank·A + micro of world_size·A), ε."""
+        stratified σ (the strata of group rank·A + micro of world_size·A; A = ``accum``, the
+        step's micro-steps, default ``training.grad_accum``), ε."""
+        accum = self.grad_accum if accum is None else accum
         t, m = self.config.training, self.config.model
         cond = {}
         if m.num_classes:
@@ -676,8 +732,8 @@ class Trainer:
             self.config,
             len(x0),
             stratified=True,
-            rank=self.dist.rank * self.grad_accum + micro,
-            world_size=self.dist.world_size * self.grad_accum,
+            rank=self.dist.rank * accum + micro,
+            world_size=self.dist.world_size * accum,
             generator=self._generator(step, STREAM_SIGMA, micro),
             device=self.device,
         )
@@ -691,11 +747,12 @@ class Trainer:
         ``{x0, noise, sigma, **cond}`` ready for :meth:`accumulate_gradients`; ``batch``: this
         rank's ``(images, classes)`` of the step (default: read from the data set)."""
         if batch is None:
-            batch = self.dataset.batch(self.sampler.batch_indices(step, self.batch_size))
+            batch = self.dataset.batch(self.step_indices(step))
         out = []
-        for micro in range(self.grad_accum):
+        accum = len(batch[0]) // self.micro_batch_size  # grows with a batch schedule
+        for micro in range(accum):
             x0, classes, aug_cond = self._prepare(*self._micro_slice(*batch, micro), step, micro)
-            sigma, noise, cond = self.draw_noise(x0, classes, step, micro)
+            sigma, noise, cond = self.draw_noise(x0, classes, step, micro, accum)
             if aug_cond is not None:
                 cond["aug_cond"] = aug_cond
             out.append({"x0": x0, "noise": noise, "sigma": sigma, **cond})
@@ -798,14 +855,14 @@ class Trainer:
             "grad_norm_sum": 0.0,
         }
         self._log_t0 = time.perf_counter()
-        self._log_steps_timed = 0
+        self._log_samples_timed = 0  # global images of the steps since the last log line
 
     def _accumulate(self, loss, losses, sigma, grad_norm) -> None:
         acc = self._log_acc
         acc["loss_sum"] += loss
         acc["steps"] += 1
         acc["grad_norm_sum"] += grad_norm or 0.0
-        self._log_steps_timed += 1
+        self._log_samples_timed += len(losses) * self.dist.world_size
         index = torch.bucketize(sigma.float().cpu(), self.bin_edges[1:-1].float())
         sums = torch.zeros(SIGMA_BINS, dtype=torch.float64).index_add_(
             0, index, losses.cpu().double()
@@ -830,7 +887,7 @@ class Trainer:
             "loss": acc["loss_sum"] / acc["steps"],
             "lr": t.lr,
             "ema_decay": self.ema_schedule.decay(self.step - 1),
-            "samples_per_s": self._log_steps_timed * t.batch_size / max(elapsed, 1e-9),
+            "samples_per_s": self._log_samples_timed / max(elapsed, 1e-9),
             "sigma_bins": {
                 label: (s / c if c else None)
                 for label, s, c in zip(labels, sums.tolist(), counts.tolist())
@@ -864,7 +921,13 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "ema": {"updates": self.step, "max_decay": self.ema_schedule.max_decay},
             "rng": rngs,
-            "data": [self.sampler.state_dict() | {"position": self.step * self.batch_size}],
+            "data": [
+                self.sampler.state_dict()
+                | {
+                    "position": samples_before(self.config.training, self.step)
+                    // self.dist.world_size
+                }
+            ],
             "log": self._log_acc,
             "world_size": self.dist.world_size,
             "first_loss": self._first_loss,
@@ -947,9 +1010,7 @@ class Trainer:
         )
         batches = None  # in-memory data sets are gathered by get_batch; files by a DataLoader
         if self.num_workers or not hasattr(self.dataset, "batch"):
-            batches = _loader_batches(
-                self.dataset, self.sampler, self.batch_size, self.step, self.num_workers
-            )
+            batches = _loader_batches(self.dataset, self.step_indices, self.step, self.num_workers)
         self._log_t0 = time.perf_counter()
         try:
             while self.step < total:

@@ -7,6 +7,7 @@ toy set.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -321,3 +322,38 @@ def test_recipe_fields_convert_through_k_diffusion():
     assert back.diffusion == config.diffusion
     for key in ("ema_power", "grad_clip", "xflip_p", "augment_p"):
         assert getattr(back.training, key) == getattr(config.training, key), key
+
+
+# --- the batch-size schedule (ImageNet-256, footnote 6) ----------------------------------------
+
+
+def test_imagenet256_batch_schedule_is_footnote_6():
+    from hdit_edu.configs import paper_config
+    from hdit_edu.training import batch_size_at, samples_before
+
+    t = paper_config("imagenet256").training
+    at = {s: batch_size_at(t, s) for s in (0, 1_999_999, 2_000_000, 2_049_999, 2_050_000)}
+    assert at == {0: 256, 1_999_999: 256, 2_000_000: 512, 2_049_999: 512, 2_050_000: 1024}
+    assert batch_size_at(t, 2_150_000) == batch_size_at(t, t.steps - 1) == 2048
+    # 2M·256 + 50k·512 + 100k·1024 + 50k·2048 images in all
+    assert samples_before(t, t.steps) == 2_000_000 * 256 + 50_000 * (512 + 2 * 1024 + 2048)
+    assert samples_before(t, 2_000_001) == 2_000_000 * 256 + 512
+
+
+def test_a_batch_schedule_grows_the_accumulation_and_resumes_exactly(toy_data, tmp_path):
+    """Batch 8 (micro-batch 4, 2 micro-steps) then 16 from step 2 (4 micro-steps): the data
+    stream continues without a gap or a repeat, and a run resumed at step 2 repeats the loss
+    sequence bit for bit."""
+    schedule = dict(grad_accum=2, batch_schedule=[[2, 16]])
+    full = Trainer(tiny_config(**schedule), tmp_path / "full", dataset=toy_data, progress=False)
+    assert [len(full.micro_batches(s)) for s in (0, 1, 2, 3)] == [2, 2, 4, 4]
+    stream = full.sampler.indices(0, 8 + 8 + 16 + 16)
+    steps = np.concatenate([full.step_indices(s) for s in range(4)])
+    assert (steps == stream).all()
+    losses = full.fit(4)["losses"]
+    records = read_metrics(tmp_path / "full")
+    assert [r["loss"] for r in records] == losses
+    run = tmp_path / "resumed"
+    Trainer(tiny_config(**schedule), run, dataset=toy_data, progress=False).fit(2)
+    resumed = Trainer(tiny_config(**schedule), run, dataset=toy_data, progress=False, resume=True)
+    assert resumed.fit(4)["losses"] == losses[2:]
