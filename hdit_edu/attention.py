@@ -426,6 +426,12 @@ def neighborhood_attention(q, k, v, kernel_size: int, *, scale=None, backend: st
 def _neighborhood_attention(q, k, v, kernel_size: int, scale: float, backend: str):
     """:func:`neighborhood_attention` on checked arguments (the model checked its grids)."""
     backend = resolve_na_backend(backend, q, k, v)
+    if backend != "torch" and torch.compiler.is_compiling():
+        # Under torch.compile the kernel is traced as the plain differentiable PyTorch (or
+        # NATTEN op) it is: the one-node wrapper exists for torch.jit.trace (FLOP counting),
+        # and its recorded inner graph is invisible to the compiler (the backward would find
+        # no grad_fn). The "torch" backend's op (a closed-form backward) compiles as it is.
+        return _NA_BACKEND_KERNELS[backend](q, k, v, kernel_size, scale)
     return NeighborhoodAttentionOp.apply(q, k, v, kernel_size, scale, backend)
 
 
@@ -517,7 +523,15 @@ def shifted_window_attention(q, k, v, window_size: int, shift: int, *, scale=Non
     """
     _check_qkv("shifted_window_attention", q, k, v)
     _check_window(window_size, shift, q.shape[1], q.shape[2])
-    scale = _default_scale(scale, q.shape[-1])
+    return _shifted_window_attention(
+        q, k, v, window_size, shift, _default_scale(scale, q.shape[-1])
+    )
+
+
+def _shifted_window_attention(q, k, v, window_size: int, shift: int, scale: float):
+    """:func:`shifted_window_attention` on checked arguments."""
+    if torch.compiler.is_compiling():  # traced as plain PyTorch (see _neighborhood_attention)
+        return _shifted_window_kernel(q, k, v, window_size, shift, scale)
     return ShiftedWindowAttentionOp.apply(q, k, v, window_size, shift, scale)
 
 
@@ -691,7 +705,7 @@ class Attention(nn.Module):
             return _global_attention(q, k, v, 1.0)
         if self.kind == "neighborhood":
             return _neighborhood_attention(q, k, v, self.kernel_size, 1.0, self.backend)
-        return ShiftedWindowAttentionOp.apply(q, k, v, self.window_size, self.shift, 1.0)
+        return _shifted_window_attention(q, k, v, self.window_size, self.shift, 1.0)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
         if x.ndim != 4 or x.shape[-1] != self.width:

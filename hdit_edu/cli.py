@@ -62,6 +62,7 @@ from .interop import (
     convert_from_k_diffusion,
     convert_to_k_diffusion,
 )
+from .kinds import CHECKPOINTING_KINDS
 from .profiles import for_profile
 from .runs import load_run
 from .sampling import SAMPLERS, generate, grid_columns, sample_labels
@@ -286,6 +287,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", help="training data: 'toy' or an image folder (sets training.dataset)"
     )
     train.add_argument(
+        "--grad-accum",
+        type=POSITIVE,
+        metavar="N",
+        help="gradient accumulation: N micro-steps per optimizer step (sets "
+        "training.grad_accum; global batch = micro-batch × N × processes)",
+    )
+    train.add_argument(
+        "--checkpointing",
+        choices=CHECKPOINTING_KINDS,
+        help="activation checkpointing (sets training.checkpointing): recompute each 'level' "
+        "or each 'layer' in the backward pass instead of keeping its activations",
+    )
+    train.add_argument(
         "--check-data",
         action="store_true",
         help="read every image of an image-folder data set before training (names bad files)",
@@ -422,6 +436,43 @@ def build_parser() -> argparse.ArgumentParser:
         "App. A)",
     )
     flops.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    # --- plan --------------------------------------------------------------------------------
+    plan = _add_command(
+        sub,
+        "plan",
+        _cmd_plan,
+        help="plan paper-scale training: micro-batch, accumulation, checkpointing, memory, time",
+        description="For a config's global batch on N GPUs of M GiB: the per-GPU micro-batch, "
+        "gradient-accumulation steps and activation checkpointing that fit, the predicted peak "
+        "memory by part (weights, gradients, AdamW moments, EMA, activations per image) and "
+        "the step time and days at a stated MFU (hdit_edu.planner; activation memory "
+        "calibrated on CPU measurements at the true resolution).",
+    )
+    plan.add_argument("--config", required=True, help="a config name or a JSON file")
+    plan.add_argument("--gpus", type=POSITIVE, default=8, help="number of GPUs (default: 8)")
+    plan.add_argument(
+        "--gpu-memory",
+        type=finite_float(0.0, open_low=True),
+        default=80.0,
+        help="memory per GPU in GiB (default: 80)",
+    )
+    plan.add_argument(
+        "--precision", choices=("bf16", "fp32"), help="default: the config's (Table 6: bf16)"
+    )
+    plan.add_argument(
+        "--mfu",
+        type=finite_float(0.0, open_low=True),
+        default=0.35,
+        help="model FLOPs utilisation assumed for the time (default: 0.35)",
+    )
+    plan.add_argument(
+        "--peak-tflops",
+        type=finite_float(0.0, open_low=True),
+        default=989.0,
+        help="dense bf16 TFLOP/s of one GPU (default: 989, H100/H200 SXM; A100: 312)",
+    )
+    plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     # --- fid-folders -------------------------------------------------------------------------
     folders = _add_command(
@@ -690,6 +741,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config.training.dataset = args.data
     if args.steps is not None:
         config.training.steps = args.steps
+    if args.grad_accum is not None:
+        config.training.grad_accum = args.grad_accum
+    if args.checkpointing is not None:
+        config.training.checkpointing = args.checkpointing
     config.validate()
     suffix = "-cpu" if profile == "cpu" and args.config else ""
     run_dir = Path(args.run_dir or f"runs/{config.name}{suffix}")
@@ -847,6 +902,21 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     )
     print(table["markdown"])
     print(f"wrote {Path(args.run_dir) / 'results.json'} and results.md")
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from .planner import plan
+
+    result = plan(
+        get_config(args.config),
+        args.gpus,
+        args.gpu_memory,
+        args.precision,
+        mfu=args.mfu,
+        peak_tflops=args.peak_tflops,
+    )
+    print(json.dumps(result.to_dict(), indent=1) if args.json else result.table())
     return 0
 
 

@@ -56,6 +56,7 @@ from typing import Any
 from .kinds import (
     ARCHS,
     ATTENTION_KINDS,
+    CHECKPOINTING_KINDS,
     FFN_KINDS,
     LOSS_WEIGHTINGS,
     POS_EMB_KINDS,
@@ -133,13 +134,22 @@ class DiffusionConfig:
     lognormal_std: float = 1.2
     noise_d_low: int = 32  # interpolated cosine: reference resolution of the low end
     noise_d_high: int | None = None  # None = image_d(model): the (longer) image side
+    # The sampler's σ range (the model's sigma_min/sigma_max in k-diffusion), separate from the
+    # training density's [sigma_min, sigma_max]; None = the density's bound (as before).
+    sampling_sigma_min: float | None = None
+    sampling_sigma_max: float | None = None
 
 
 @dataclass
 class TrainingConfig:
     """Table 6's recipe (AdamW, constant LR, EMA) plus run bookkeeping."""
 
-    batch_size: int = 256
+    batch_size: int = 256  # the global batch: micro-batch × grad_accum × processes
+    grad_accum: int = 1  # micro-steps per optimizer step (gradient accumulation)
+    # A batch-size schedule: [[from_step, global batch], …] after the first batch_size steps
+    # (ImageNet-256, footnote 6); the micro-batch stays, the accumulation grows with the batch.
+    batch_schedule: list[tuple[int, int]] | None = None
+    checkpointing: str = "none"  # activation checkpointing: "none" | "level" | "layer"
     steps: int = 400_000
     lr: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.95)
@@ -147,9 +157,14 @@ class TrainingConfig:
     weight_decay: float = 1e-2
     mapping_lr_scale: float = 1 / 3
     ema_decay: float = 0.9999
+    ema_power: float = 2 / 3  # EMA warm-up power (k-diffusion's default; its HDiT configs: 0.75)
     cond_dropout: float = 0.1
     augment_p: float = 0.0
-    grad_clip: float | None = None
+    # The x-flip is drawn with probability xflip_p (None: augment_p), then a fair coin:
+    # None flips p/2 of the images (ADA); 1.0 flips half of them, as the reference trainer does
+    # whenever augmentation is on.
+    xflip_p: float | None = None
+    grad_clip: float | None = 1.0  # gradient-norm clipping (the reference trainer: always 1.0)
     precision: str = "bf16"  # "bf16" | "fp32" (bf16 autocast applies on CUDA only)
     compile: bool = False
     dataset: str = "toy"  # "toy" or a path to an image folder
@@ -524,6 +539,15 @@ def _validate_diffusion(d: Any) -> None:
         raise ValueError(
             f"diffusion: sigma_min {d.sigma_min} must be smaller than sigma_max {d.sigma_max}"
         )
+    for bound in ("sampling_sigma_min", "sampling_sigma_max"):
+        _check_real(f"diffusion.{bound}", getattr(d, bound), 0.0, low_open=True, optional=True)
+    lo = d.sampling_sigma_min or d.sigma_min
+    hi = d.sampling_sigma_max or d.sigma_max
+    if lo >= hi:
+        raise ValueError(
+            f"diffusion: the sampling range [{lo}, {hi}] (sampling_sigma_min/max, else the "
+            f"density's sigma_min/max) must have min < max"
+        )
     _check_kind("diffusion.loss_weighting", d.loss_weighting, LOSS_WEIGHTINGS)
     _check_real("diffusion.gamma", d.gamma, 0.0, low_open=True, optional=True)
     _check_kind("diffusion.sigma_density", d.sigma_density, SIGMA_DENSITIES)
@@ -533,11 +557,41 @@ def _validate_diffusion(d: Any) -> None:
     _check_int("diffusion.noise_d_high", d.noise_d_high, 1, optional=True)
 
 
+def sampling_sigma_range(config: Config) -> tuple[float, float]:
+    """The sampler's σ range: ``diffusion.sampling_sigma_min/max``, each defaulting to the
+    training density's bound (the reference samples over the model's σ range, 1e-2 … 80/160,
+    and widens only the training density, to [1e-3, 1e3])."""
+    d = config.diffusion
+    return d.sampling_sigma_min or d.sigma_min, d.sampling_sigma_max or d.sigma_max
+
+
 def _validate_training(t: Any) -> None:
     if not isinstance(t, TrainingConfig):
         raise ValueError(f"training: expected a TrainingConfig, got {type(t).__name__}")
     _check_int("training.batch_size", t.batch_size, 1)
+    _check_int("training.grad_accum", t.grad_accum, 1)
+    if t.batch_size % t.grad_accum:
+        raise ValueError(
+            f"training.grad_accum={t.grad_accum} must divide training.batch_size="
+            f"{t.batch_size} (global batch = micro-batch × grad_accum × processes)"
+        )
     _check_int("training.steps", t.steps, 0)
+    if t.batch_schedule is not None:
+        previous = (0, t.batch_size)
+        for i, entry in enumerate(t.batch_schedule):
+            if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+                raise ValueError(
+                    f"training.batch_schedule[{i}]: got {entry!r}; allowed: [from_step, batch]"
+                )
+            _check_int(f"training.batch_schedule[{i}][0]", entry[0], previous[0] + 1)
+            _check_int(f"training.batch_schedule[{i}][1]", entry[1], 1)
+            if entry[1] % (t.batch_size // t.grad_accum):
+                raise ValueError(
+                    f"training.batch_schedule[{i}]: batch {entry[1]} must be a multiple of the "
+                    f"micro-batch × processes, batch_size / grad_accum = "
+                    f"{t.batch_size // t.grad_accum}"
+                )
+            previous = tuple(entry)
     _check_real("training.lr", t.lr, 0.0, low_open=True)
     if not isinstance(t.betas, (tuple, list)) or len(t.betas) != 2:
         raise ValueError(f"training.betas: got {t.betas!r}; allowed: two numbers in [0, 1)")
@@ -550,7 +604,11 @@ def _validate_training(t: Any) -> None:
     _check_fraction("training.cond_dropout", t.cond_dropout, closed=True)
     _check_fraction("training.augment_p", t.augment_p, closed=True)
     _check_real("training.grad_clip", t.grad_clip, 0.0, low_open=True, optional=True)
+    _check_real("training.ema_power", t.ema_power, 0.0, low_open=True)
+    if t.xflip_p is not None:
+        _check_fraction("training.xflip_p", t.xflip_p, closed=True)
     _check_kind("training.precision", t.precision, PRECISIONS)
+    _check_kind("training.checkpointing", t.checkpointing, CHECKPOINTING_KINDS)
     _check_int("training.seed", t.seed, 0)
     _check_int("training.checkpoint_every", t.checkpoint_every, 1)
     _check_int("training.keep_checkpoints", t.keep_checkpoints, 1)
@@ -776,13 +834,37 @@ def skip_variant(skip: str, resolution: int = ABLATION_BASE_RESOLUTION) -> Confi
     return ablation_step("E", resolution, skip=skip)
 
 
+# The authors' trainer's recipe (k-diffusion train.py and its image_transformer_v2 configs,
+# /work/refs-style checkout: configs/config_oxford_flowers*.json) where Table 6 is silent:
+REFERENCE_RECIPE = {
+    "diffusion.sampling_sigma_min": 1e-2,  # model.sigma_min
+    "diffusion.sampling_sigma_max": 160.0,  # model.sigma_max of its HDiT configs (80 at 32²)
+    "training.ema_power": 0.75,  # ema_sched.power of its HDiT configs
+    "training.grad_clip": 1.0,  # train.py: accelerator.clip_grad_norm_(…, 1.) every step
+}
+REFERENCE_XFLIP_P = 1.0  # KarrasAugmentationPipeline: x-flip a fair coin whenever it is on
+
+
+def reference_recipe(config: Config) -> Config:
+    """``config`` with :data:`REFERENCE_RECIPE` (and the reference's x-flip when augmentation
+    is on), in place; returns it."""
+    for key, value in REFERENCE_RECIPE.items():
+        part, field_name = key.split(".")
+        setattr(getattr(config, part), field_name, value)
+    if config.training.augment_p > 0:
+        config.training.xflip_p = REFERENCE_XFLIP_P
+    return config
+
+
 def paper_config(name: str) -> Config:
     """A model of Table 6: ``"imagenet128"``, ``"ffhq1024"`` or ``"imagenet256"``.
 
     Common to all three (Table 6): patch 4, head dim 64 (heads = width / 64), neighborhood
     kernel 7, GEGLU (hidden 3·d), axial RoPE, lerp skips, σ_data 0.5, σ ∈ [1e-3, 1e3],
     interpolated-cosine σ density, soft-min-SNR, AdamW (lr 5e-4, betas (0.9, 0.95), eps 1e-8,
-    wd 1e-2), EMA 0.9999, batch 256, bf16, conditioning dropout 0.1.
+    wd 1e-2), EMA 0.9999, batch 256, bf16, conditioning dropout 0.1. Where Table 6 is silent,
+    the reference trainer's recipe (:func:`reference_recipe`): sampling σ ∈ [1e-2, 160], EMA
+    warm-up power 0.75, gradient clipping at 1.0, x-flip of half the images when augmenting.
 
     * ``imagenet128`` (117M, 31 GFLOP): ablation step E — depths [2, 11], widths [384, 768],
       1 neighborhood + 1 global level, mapping depth 1, width 768; 400k steps.
@@ -807,7 +889,7 @@ def paper_config(name: str) -> Config:
     if name == "imagenet128":
         config = ablation_step("E")
         config.name = "imagenet128"
-        return config
+        return reference_recipe(config)
     if name == "ffhq1024":
         widths = [128, 256, 384, 768, 1024]
         attentions = ["neighborhood"] * 3 + ["global"] * 2
@@ -822,7 +904,8 @@ def paper_config(name: str) -> Config:
             resolution=1024,
         )
         training = TrainingConfig(steps=1_000_000, augment_p=0.12, dataset="data/ffhq1024")
-        return Config(name=name, model=model, diffusion=DiffusionConfig(), training=training)
+        config = Config(name=name, model=model, diffusion=DiffusionConfig(), training=training)
+        return reference_recipe(config)
     if name == "imagenet256":
         model = ModelConfig(
             levels=[
@@ -834,8 +917,11 @@ def paper_config(name: str) -> Config:
             num_classes=IMAGENET_CLASSES,
             resolution=256,
         )
-        training = _imagenet_training(steps=2_200_000)
-        return Config(name=name, model=model, diffusion=DiffusionConfig(), training=training)
+        # Footnote 6: 2M steps at batch 256, then 50k at 512, 100k at 1,024 and 50k at 2,048.
+        schedule = [[2_000_000, 512], [2_050_000, 1024], [2_150_000, 2048]]
+        training = _imagenet_training(steps=2_200_000, batch_schedule=schedule)
+        config = Config(name=name, model=model, diffusion=DiffusionConfig(), training=training)
+        return reference_recipe(config)
     raise ValueError(f"unknown paper config {name!r}; allowed: {', '.join(PAPER_CONFIGS)}")
 
 
@@ -864,6 +950,7 @@ def toy_config() -> Config:
         batch_size=32,
         steps=5000,
         ema_decay=0.999,
+        grad_clip=None,  # the shipped toy run and the notebooks' records were made unclipped
         precision="fp32",
         dataset="toy",
         checkpoint_every=500,

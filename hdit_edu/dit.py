@@ -36,7 +36,7 @@ from torch import nn
 
 from .configs import ModelConfig, check_grids, normalize_resolution, validate_config
 from .diffusion import c_noise
-from .layers import check_inputs, make_param_groups, zero_init
+from .layers import check_inputs, make_param_groups, run_layers, zero_init
 from .rope import sincos_pos_emb_2d
 
 # ----------------------------------------------------------------------------------------------
@@ -174,7 +174,11 @@ class DiT(nn.Module):
 
     ``forward(x, sigma, class_cond=None, aug_cond=None)`` is the inner network F of the EDM
     denoiser, with x (B, C, H, W) and σ (B,); it returns (B, out_channels, H, W), exactly zero
-    at initialisation."""
+    at initialisation. ``checkpointing`` (set by :func:`hdit_edu.models.set_checkpointing`):
+    activation checkpointing of the blocks, as in :func:`~hdit_edu.layers.run_layers` (the
+    blocks are DiT's one level)."""
+
+    checkpointing: str = "none"
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -262,8 +266,7 @@ class DiT(nn.Module):
             c = c + self.y_embedder(class_cond)
         if self.aug_embedder is not None and aug_cond is not None:
             c = c + self.aug_embedder(aug_cond.to(c.dtype))
-        for block in self.blocks:
-            x = block(x, c)
+        x = run_layers(self.blocks, x, c, checkpointing=self.checkpointing)
         x = self.final_layer(x, c)  # (B, T, p·p·C_out)
         # unpatchify: (B, gh, gw, p, p, C) → (B, C, gh·p, gw·p)
         x = x.reshape(b, gh, gw, p, p, self.out_channels)

@@ -10,6 +10,17 @@ We compute both with clean-fid (Parmar et al., 2022): its ``mode="clean"`` resiz
 antialiasing, its ``mode="legacy_tensorflow"`` resizes like the TensorFlow Inception of the ADM
 evaluator the paper used (same network weights in both modes).
 
+**The paper's protocol** (:data:`PAPER_FID_MODE`). The ADM evaluator (Dhariwal & Nichol,
+2021, ``evaluations/evaluator.py``) feeds images to the TensorFlow Inception graph's
+``pool_3``, which resizes inside the graph (bilinear, no antialiasing), as TTUR's original
+FID code does; clean-fid's ``legacy_tensorflow`` mode is its reproduction of exactly that
+resize and network, so numbers comparable with the paper's use
+``mode=PAPER_FID_MODE`` ("legacy_tensorflow"), 50k samples, and reference statistics of
+the same mode (FFHQ: clean-fid's ``ReferenceStats("ffhq", 1024, "trainval70k")``; ImageNet:
+statistics computed from ADM's reference batch, which clean-fid does not ship). ``"clean"``
+(the default here) is the better-behaved metric, but its values differ from the paper's by
+more than the differences Table 1 reports.
+
 Inception's weights are a download. Offline — and for the toy set, whose 32² cartoons are far
 from ImageNet — the feature space is the penultimate layer of the toy classifier
 (:class:`hdit_edu.toy.ToyClassifier`, ``extractor="toy"``), shipped in ``data/toy_classifier/``.
@@ -43,6 +54,7 @@ from .toy import MissingWeightsError, ToyFeatureExtractor, load_toy_classifier
 
 EXTRACTORS = ("toy", "inception")
 MODES = ("clean", "legacy_tensorflow")
+PAPER_FID_MODE = "legacy_tensorflow"  # the ADM evaluator's TF Inception resize (module docstring)
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_URL = (
     "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/" + INCEPTION_FILE

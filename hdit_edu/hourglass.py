@@ -56,6 +56,7 @@ from .layers import (
     check_inputs,
     default_d_ff,
     make_param_groups,
+    run_layers,
     tag_module,
     zero_init,
 )
@@ -199,12 +200,14 @@ class TransformerLayer(nn.Module):
 
 
 class Level(nn.ModuleList):
-    """The transformer layers of one level, applied in order."""
+    """The transformer layers of one level, applied in order; ``checkpointing`` (``"none"``,
+    ``"level"``, ``"layer"``; set by :func:`hdit_edu.models.set_checkpointing`) as in
+    :func:`~hdit_edu.layers.run_layers`."""
+
+    checkpointing: str = "none"
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        for layer in self:
-            x = layer(x, pos, cond)
-        return x
+        return run_layers(self, x, pos, cond, checkpointing=self.checkpointing)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -92,6 +92,7 @@ from .configs import (
     image_d,
     load_config,
     normalize_resolution,
+    sampling_sigma_range,
     save_config,
     validate_config,
 )
@@ -377,6 +378,12 @@ def _diffusion_from_k_diffusion(model: dict, image_d: int, problems: list) -> Di
     else:
         problems.append(f"model.sigma_sample_density.type={kind!r} (allowed: {KD_SIGMA_DENSITIES})")
     d.sigma_min, d.sigma_max = float(sigma_min), float(sigma_max)
+    # The model's own range is the sampler's (k-diffusion's train.py samples over it); a bound
+    # equal to the density's stays None (the same range, and the default).
+    if model.get("sigma_min", d.sigma_min) != d.sigma_min:
+        d.sampling_sigma_min = float(model["sigma_min"])
+    if model.get("sigma_max", d.sigma_max) != d.sigma_max:
+        d.sampling_sigma_max = float(model["sigma_max"])
     return d
 
 
@@ -392,9 +399,13 @@ def _training_from_k_diffusion(config: dict, problems: list) -> TrainingConfig:
         problems.append(f"lr_sched={lr_sched!r} (allowed: {{'type': 'constant', 'warmup': 0.0}})")
     # k-diffusion warms the EMA decay up (inverse schedule with ``power``) to ``max_value``.
     t.ema_decay = float(ema["max_value"])
+    t.ema_power = float(ema.get("power", _KD_DEFAULTS["ema_sched"]["power"]))
+    t.grad_clip = 1.0  # train.py clips the gradient norm at 1.0 every step
     dataset = config["dataset"]
     t.cond_dropout = float(dataset["cond_dropout_rate"])
     t.augment_p = float(config["model"]["augment_prob"])
+    if t.augment_p > 0:  # KarrasAugmentationPipeline: x-flip a fair coin whenever it is on
+        t.xflip_p = 1.0
     if dataset["type"] == "imagefolder":
         t.dataset = str(dataset.get("location", t.dataset))  # no location: hdit-edu's default
     else:
@@ -512,8 +523,8 @@ def config_to_k_diffusion(config: Config | ModelConfig) -> dict:
     kd_model.update(
         augment_prob=t.augment_p,
         sigma_data=d.sigma_data,
-        sigma_min=d.sigma_min,
-        sigma_max=d.sigma_max,
+        sigma_min=sampling_sigma_range(full)[0],
+        sigma_max=sampling_sigma_range(full)[1],
         loss_config="karras",
         loss_weighting=d.loss_weighting,
         loss_scales=1,
@@ -542,7 +553,7 @@ def config_to_k_diffusion(config: Config | ModelConfig) -> dict:
     result["lr_sched"] = {"type": "constant", "warmup": 0.0}
     result["ema_sched"] = {
         "type": "inverse",
-        "power": _KD_DEFAULTS["ema_sched"]["power"],
+        "power": t.ema_power,
         "max_value": t.ema_decay,
     }
     return result

@@ -14,3 +14,6 @@ SKIP_KINDS = ("lerp", "add", "concat")  # how a level merges its skip (eq. 6, Ta
 LOSS_WEIGHTINGS = ("snr", "min-snr", "soft-min-snr", "karras")  # App. B, eq. 7–9
 SIGMA_DENSITIES = ("lognormal", "cosine-interpolated")  # Table 6 "Sigma Sampling Density"
 PRECISIONS = ("bf16", "fp32")
+# Activation checkpointing of training (torch.utils.checkpoint): none, one per level (only each
+# level's input is kept; the level is recomputed in the backward), or one per transformer layer.
+CHECKPOINTING_KINDS = ("none", "level", "layer")

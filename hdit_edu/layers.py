@@ -11,6 +11,8 @@
   (and the augmentation vector).
 * :class:`MappingNetwork` — RMSNorm'd GEGLU residual blocks that turn the summed embeddings into
   the conditioning vector every AdaRMSNorm reads.
+* :func:`run_layers` — a stack of layers applied in order, with activation checkpointing
+  (``torch.utils.checkpoint``, non-reentrant) per layer or for the whole stack.
 * :func:`zero_init`, :func:`tag_module`, :func:`make_param_groups` — initialisation and the AdamW
   parameter groups of Table 6 (weight decay only on weight matrices, the mapping network at
   1/3 of the learning rate).
@@ -26,10 +28,11 @@ import math
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from .env import values_on_host
-from .kinds import FFN_KINDS
+from .kinds import CHECKPOINTING_KINDS, FFN_KINDS
 
 # ----------------------------------------------------------------------------------------------
 # Initialisation and parameter groups
@@ -393,3 +396,37 @@ def check_inputs(
     return check_conditioning(
         x.shape[0], sigma, class_cond, aug_cond, model.num_classes, model.aug_dim
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Activation checkpointing
+# ----------------------------------------------------------------------------------------------
+
+
+def check_checkpointing(kind: str) -> str:
+    if kind not in CHECKPOINTING_KINDS:
+        raise ValueError(f"checkpointing {kind!r} is not one of {CHECKPOINTING_KINDS}")
+    return kind
+
+
+def _run_in_order(layers, x, *args):
+    for layer in layers:
+        x = layer(x, *args)
+    return x
+
+
+def run_layers(layers, x: torch.Tensor, *args, checkpointing: str = "none") -> torch.Tensor:
+    """``layer_n(… layer_1(x, *args) …, *args)``, with activation checkpointing when gradients
+    are recorded: ``"layer"`` keeps only each layer's input and recomputes the layer in the
+    backward pass, ``"level"`` keeps only the stack's input and recomputes the whole stack,
+    ``"none"`` keeps every activation. Non-reentrant ``torch.utils.checkpoint``, which
+    restores the RNG state, so dropout masks (and so the gradients) are those of ``"none"``."""
+    if checkpointing == "none" or not torch.is_grad_enabled():
+        return _run_in_order(layers, x, *args)
+    if checkpointing == "level":
+        return torch.utils.checkpoint.checkpoint(
+            _run_in_order, layers, x, *args, use_reentrant=False
+        )
+    for layer in layers:
+        x = torch.utils.checkpoint.checkpoint(layer, x, *args, use_reentrant=False)
+    return x

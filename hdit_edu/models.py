@@ -4,7 +4,8 @@
 fails before any parameter is allocated) and builds :class:`~hdit_edu.hourglass.HDiT` for
 ``arch="hdit"`` or :class:`~hdit_edu.dit.DiT` for ``arch="dit"``. The neighborhood-attention
 backend (:data:`hdit_edu.attention.NA_BACKENDS`) is chosen here, at build time, or switched on a
-built model with :func:`set_attention_backend`.
+built model with :func:`set_attention_backend`; :func:`set_checkpointing` switches activation
+checkpointing (a training choice: the numbers stay the same).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from torch import nn
 from .attention import Attention, check_backend
 from .configs import ARCHS, Config, ModelConfig, validate_config
 from .dit import DiT
-from .hourglass import HDiT
+from .hourglass import HDiT, Level
+from .layers import check_checkpointing
 
 
 def build_model(config: Config | ModelConfig, attention_backend: str = "auto") -> nn.Module:
@@ -46,4 +48,16 @@ def set_attention_backend(model: nn.Module, backend: str) -> nn.Module:
     for module in model.modules():
         if isinstance(module, Attention):
             module.backend = backend
+    return model
+
+
+def set_checkpointing(model: nn.Module, kind: str) -> nn.Module:
+    """Activation checkpointing of a built model (one of
+    :data:`hdit_edu.kinds.CHECKPOINTING_KINDS`): ``"level"`` recomputes each HDiT level (DiT:
+    its whole stack of blocks) in the backward pass, ``"layer"`` each transformer layer,
+    ``"none"`` keeps every activation. Returns the model; the gradients stay the same."""
+    check_checkpointing(kind)
+    for module in model.modules():
+        if isinstance(module, (Level, DiT)):
+            module.checkpointing = kind
     return model

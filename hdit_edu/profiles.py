@@ -107,7 +107,13 @@ def toy_scale(config: Config, scale: ToyScale = CPU_SCALE) -> Config:
         sample_every=max(1, scale.steps // 4),
         log_every=10,
         compile=False,
+        # The CPU stand-ins keep the recipe their records (toy ablation, notebooks) were made
+        # with: no clipping, EMA power 2/3, ADA's x-flip (p/2) — not the reference's.
+        grad_clip=None,
+        ema_power=2 / 3,
+        xflip_p=None,
     )
+    diffusion = replace(diffusion, sampling_sigma_min=None, sampling_sigma_max=None)
     new = Config(name=config.name, model=model, diffusion=diffusion, training=training)
     validate_config(new)
     return new

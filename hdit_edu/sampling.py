@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import trange
 
-from .configs import normalize_resolution
+from .configs import normalize_resolution, sampling_sigma_range
 from .layers import check_class_labels
 
 if TYPE_CHECKING:
@@ -414,17 +414,18 @@ def generate(
     sigma_max: float | None = None,
 ) -> torch.Tensor:
     """``n`` samples (n, C, H, W) in [-1, 1] from a denoiser, at the config's resolution (n or
-    H × W) (Table 6: 50 steps of DPM++(3M) SDE on the Karras schedule over the config's σ
-    range). ``class_cond``: one class for all, a list of n classes, or None (class-conditional
+    H × W) (Table 6: 50 steps of DPM++(3M) SDE on the Karras schedule over the config's
+    sampling σ range, :func:`hdit_edu.configs.sampling_sigma_range`). ``class_cond``: one class for all, a list of n classes, or None (class-conditional
     models: classes 0, 1, 2, … in turn)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    m, d = config.model, config.diffusion
+    m = config.model
     device = torch.device(device) if device is not None else next(denoiser.parameters()).device
     classes = sample_labels(n, m.num_classes, class_cond)
-    sigmas = karras_sigmas(steps, sigma_min or d.sigma_min, sigma_max or d.sigma_max, device=device)
+    lo, hi = sampling_sigma_range(config)
+    sigmas = karras_sigmas(steps, sigma_min or lo, sigma_max or hi, device=device)
     noise_gen = torch.Generator(device).manual_seed(seed)
     sde_gen = torch.Generator(device).manual_seed(seed + 1)
     shape = (m.in_channels, *normalize_resolution(m.resolution))  # (C, H, W)

@@ -12,12 +12,23 @@ One training step (:meth:`Trainer.train_step`), in the order the code runs it::
     losses.mean().backward();  [clip];  AdamW.step()
     θ_ema     = lerp(θ_ema, θ, 1 − decay(step))                # EMA with warm-up
 
+**Gradient accumulation** (``training.grad_accum`` = A). The global batch
+``training.batch_size`` = micro-batch × A × processes. Each rank cuts its batch of the step
+into A micro-batches and runs the lines from ``Augment`` to ``backward`` once per micro-batch
+with the loss scaled by 1/A (the gradients add up to those of the rank's whole batch), then
+clips, steps AdamW and updates the EMA once. σ stays stratified over the *global* batch, as
+in the authors' trainer (k-diffusion's ``enable_stratified_accelerate``): micro-step m of
+rank r draws the strata of group ``r·A + m`` of ``world_size·A``. The draws of micro-step m
+come from their own streams of (seed, step, rank), so a run killed between micro-steps
+resumes at the start of its optimizer step and repeats it exactly. Under DDP the gradients
+are all-reduced only on the last micro-step (``no_sync``).
+
 **Table 6's optimiser.** AdamW, lr 5·10⁻⁴, betas (0.9, 0.95), eps 10⁻⁸, weight decay 10⁻²
 applied only to weight matrices, the mapping network at ⅓ of the learning rate (as the
 authors' k-diffusion does: ``model.param_groups(lr, mapping_lr_scale)``), a constant learning
 rate, and an EMA of the weights with decay 0.9999 for evaluation and samples. Gradient-norm
-clipping is ``training.grad_clip`` (off unless set: Table 6 does not list it, though the
-authors' k-diffusion trainer always clips at 1.0).
+clipping is ``training.grad_clip`` (default 1.0, as the authors' k-diffusion trainer always
+clips; Table 6 does not list it; the toy configs keep it off).
 
 **EMA warm-up.** A fixed decay of 0.9999 averages over ~10⁴ steps: a few-hundred-step toy run
 would sample from (mostly) its random initialisation. As k-diffusion does, the decay follows
@@ -25,6 +36,11 @@ an inverse schedule that starts at 0 (the first update copies the weights) and r
 the paper's value (:class:`EMAWarmup`)::
 
     decay(t) = min(ema_decay, 1 − (1 + t/inv_gamma)^(−power)),   t = updates so far.
+
+**Activation checkpointing** (``training.checkpointing``: ``none``, ``level``, ``layer``;
+:func:`hdit_edu.models.set_checkpointing`): the backward pass recomputes each level's or each
+layer's activations instead of keeping them (``torch.utils.checkpoint``, non-reentrant), for
+about one more forward pass of time; the gradients are the same.
 
 **Exact resume.** Every random draw of a step (augmentation, conditioning dropout, σ, ε) comes
 from a generator that is a pure function of (seed, step, rank, stream)
@@ -67,6 +83,7 @@ and the ablation chain (:mod:`hdit_edu.ablation`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -100,7 +117,7 @@ from .configs import Config, image_d, load_config, save_config, validate_config
 from .data import Augment, ImageFolderDataset, ResumableSampler, save_grid, step_generator
 from .diffusion import Denoiser, sample_sigmas
 from .layers import check_class_labels
-from .models import build_model
+from .models import build_model, set_checkpointing
 from .runlock import lock_run_dir
 from .runs import parse_metrics
 from .sampling import generate, grid_columns
@@ -108,11 +125,22 @@ from .toy import ToyDataset
 
 # Independent random streams of one step (see data.step_generator).
 STREAM_AUGMENT, STREAM_DROPOUT, STREAM_SIGMA, STREAM_NOISE = 0, 1, 2, 3
+MICRO_STREAM_STRIDE = 1000  # micro-step m of gradient accumulation uses streams + 1000·m
 SIGMA_BINS = 6  # log-spaced bins of σ for the per-noise-level loss in metrics.jsonl
-EMA_POWER = 2 / 3  # k-diffusion's EMAWarmup: 2/3 for long runs (0.999 at 31.6k, 0.9999 at 1M)
+EMA_POWER = 2 / 3  # EMAWarmup's default (training.ema_power; the paper configs: 0.75)
 EMA_INV_GAMMA = 1.0
 # Training fields that may change when a run is resumed (they do not change the maths).
-RESUMABLE_FIELDS = ("steps", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every")
+# grad_accum: the same global batch split differently (the micro-steps' draws differ, so the
+# loss sequence is not repeated bit for bit after a change).
+RESUMABLE_FIELDS = (
+    "steps",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "sample_every",
+    "log_every",
+    "grad_accum",
+    "checkpointing",
+)
 # Training fields a resume may change when asked to (allow_change / --allow-change): they
 # change how the optimisation continues (the way out of a divergence), not what is learnt.
 RECOVERABLE_FIELDS = (
@@ -123,6 +151,7 @@ RECOVERABLE_FIELDS = (
     "weight_decay",
     "mapping_lr_scale",
     "ema_decay",
+    "ema_power",
     "precision",
     "compile",
 )
@@ -219,6 +248,26 @@ def sigma_bin_labels(edges: torch.Tensor) -> list[str]:
     return [f"{lo:.0e}-{hi:.0e}" for lo, hi in zip(edges[:-1].tolist(), edges[1:].tolist())]
 
 
+def batch_size_at(training, step: int) -> int:
+    """The global batch of optimizer step ``step`` (0-based): ``training.batch_size``, or the
+    last ``training.batch_schedule`` entry whose ``from_step`` is ≤ ``step``."""
+    size = training.batch_size
+    for start, batch in training.batch_schedule or ():
+        if step >= start:
+            size = batch
+    return size
+
+
+def samples_before(training, step: int) -> int:
+    """Images of the global batches of steps ``0 … step − 1`` (the data stream's position)."""
+    bounds = [(0, training.batch_size), *[tuple(e) for e in training.batch_schedule or ()]]
+    total = 0
+    for (start, batch), (end, _) in zip(bounds, [*bounds[1:], (math.inf, 0)]):
+        if step > start:
+            total += (min(step, end) - start) * batch
+    return total
+
+
 # ----------------------------------------------------------------------------------------------
 # Distributed data parallel: one code path, initialised from torchrun's environment variables
 # ----------------------------------------------------------------------------------------------
@@ -287,14 +336,26 @@ def make_dataset(config: Config, *, on_error: str = "raise"):
     )
 
 
-def _loader_batches(
-    dataset, sampler: ResumableSampler, batch_size: int, start_step: int, workers: int
-):
+class _StepBatches:
+    """``batch_sampler`` of a ``DataLoader``: this rank's indices of steps ``start_step``,
+    ``start_step + 1``, … (``indices(step)``: a pure function of the step)."""
+
+    def __init__(self, indices, start_step: int):
+        self.indices, self.start_step = indices, start_step
+
+    def __iter__(self):
+        step = self.start_step
+        while True:
+            yield self.indices(step).tolist()
+            step += 1
+
+
+def _loader_batches(dataset, indices, start_step: int, workers: int):
     """Batches ``(images, classes)`` for steps ``start_step, start_step + 1, …`` read by a
     ``DataLoader`` (worker processes decode image files; the order stays a function of step)."""
     loader = torch.utils.data.DataLoader(
         dataset,
-        batch_sampler=sampler.batches(batch_size, start_step),
+        batch_sampler=_StepBatches(indices, start_step),
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=workers > 0,
@@ -324,6 +385,9 @@ class Trainer:
     (Table 6: 50). ``attention_backend``: the neighborhood-attention backend of the model and
     its EMA (one of :data:`hdit_edu.attention.NA_BACKENDS`; every backend computes the same
     numbers).
+    ``compile_options``: keyword arguments of ``torch.compile`` when ``training.compile`` is
+    on (e.g. ``{"mode": "max-autotune"}``, or ``{"backend": "aot_eager"}`` to trace without
+    generating code).
     """
 
     def __init__(
@@ -341,6 +405,7 @@ class Trainer:
         sample_steps: int = 50,
         n_samples: int = 16,
         attention_backend: str = "auto",
+        compile_options: dict | None = None,
     ):
         self.dist = init_distributed(device)
         self.device = self.dist.device
@@ -356,12 +421,21 @@ class Trainer:
         checkpoint = self._resolve_resume(config, resume, fallback, allow_change)
         t = config.training
         self.config = config
-        if t.batch_size % self.dist.world_size:
+        if t.batch_size % (self.dist.world_size * t.grad_accum):
             raise ValueError(
                 f"training.batch_size={t.batch_size} must be divisible by the number of "
-                f"processes ({self.dist.world_size})"
+                f"processes ({self.dist.world_size}) × training.grad_accum ({t.grad_accum})"
             )
-        self.batch_size = t.batch_size // self.dist.world_size  # per rank
+        self.batch_size = t.batch_size // self.dist.world_size  # per rank (all micro-steps)
+        self.grad_accum = t.grad_accum
+        self.micro_batch_size = self.batch_size // t.grad_accum
+        for start, batch in t.batch_schedule or ():
+            if batch % (self.dist.world_size * self.micro_batch_size):
+                raise ValueError(
+                    f"training.batch_schedule: batch {batch} (from step {start}) must be a "
+                    f"multiple of processes ({self.dist.world_size}) × micro-batch "
+                    f"({self.micro_batch_size})"
+                )
         self.use_bf16 = t.precision == "bf16" and self.device.type == "cuda"
         if t.precision not in ("bf16", "fp32"):
             raise ValueError(f"training.precision must be 'bf16' or 'fp32', got {t.precision!r}")
@@ -370,19 +444,21 @@ class Trainer:
         seed_everything(t.seed)
         self.model = build_model(config, attention_backend).to(self.device).train()
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        set_checkpointing(self.model, t.checkpointing)  # the EMA copy is never differentiated
         self.optimizer = make_optimizer(self.model, config)
-        self.ema_schedule = EMAWarmup(max_decay=t.ema_decay)
+        self.ema_schedule = EMAWarmup(max_decay=t.ema_decay, power=t.ema_power)
         # Dropout layers draw from the global RNG: seed it per rank.
         seed_everything(step_generator(t.seed, 0, self.dist.rank, stream=99).initial_seed())
 
         # The network the training step calls: DDP-wrapped and/or compiled.
         net: nn.Module = self.model
+        self._ddp: nn.parallel.DistributedDataParallel | None = None
         if self.dist.world_size > 1:
-            net = nn.parallel.DistributedDataParallel(
+            net = self._ddp = nn.parallel.DistributedDataParallel(
                 net, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         if t.compile:
-            net = torch.compile(net)
+            net = torch.compile(net, **(compile_options or {}))
         if net is not self.model and hasattr(self.model, "out_channels_used"):
             net.out_channels_used = self.model.out_channels_used  # for the Denoiser (DiT R1/R2)
         d = config.diffusion
@@ -406,7 +482,7 @@ class Trainer:
         self.sampler = ResumableSampler(
             len(self.dataset), seed=t.seed, rank=self.dist.rank, world_size=self.dist.world_size
         )
-        self.augment = Augment(t.augment_p) if t.augment_p > 0 else None
+        self.augment = Augment(t.augment_p, xflip_p=t.xflip_p) if t.augment_p > 0 else None
 
         self.step = 0
         self.history: list[dict] = []  # the metrics records of this process's fit() calls
@@ -589,23 +665,44 @@ class Trainer:
 
     # --- one step ------------------------------------------------------------------------------
 
-    def _generator(self, step: int, stream: int) -> torch.Generator:
+    def _generator(self, step: int, stream: int, micro: int = 0) -> torch.Generator:
         seed = step_generator(
-            self.config.training.seed, step, self.dist.rank, stream
+            self.config.training.seed, step, self.dist.rank, stream + MICRO_STREAM_STRIDE * micro
         ).initial_seed()
         return torch.Generator(self.device).manual_seed(seed)
 
-    def get_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """This rank's ``(x0, classes, aug_cond)`` of training step ``step`` (pure in step)."""
-        images, classes = self.dataset.batch(self.sampler.batch_indices(step, self.batch_size))
-        return self._prepare(images, classes, step)
+    def get_batch(
+        self, step: int, micro: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """This rank's ``(x0, classes, aug_cond)`` of micro-step ``micro`` of training step
+        ``step`` (pure in both)."""
+        images, classes = self.dataset.batch(self.step_indices(step))
+        return self._prepare(*self._micro_slice(images, classes, micro), step, micro)
 
-    def _prepare(self, images, classes, step):
+    def step_indices(self, step: int):
+        """This rank's data-set indices of step ``step`` (its share of the step's global batch,
+        :func:`batch_size_at`, at the stream position :func:`samples_before`)."""
+        t, world = self.config.training, self.dist.world_size
+        return self.sampler.indices(
+            samples_before(t, step) // world, batch_size_at(t, step) // world
+        )
+
+    def _micro_slice(self, images, classes, micro: int):
+        lo = micro * self.micro_batch_size
+        hi = lo + self.micro_batch_size
+        return images[lo:hi], classes[lo:hi]
+
+    def _prepare(self, images, classes, step, micro: int = 0):
         if self.config.model.num_classes:  # the labels enter here, still on the host
             check_class_labels(classes, self.config.model.num_classes)
         aug_cond = None
         if self.augment is not None:
-            g = step_generator(self.config.training.seed, step, self.dist.rank, STREAM_AUGMENT)
+            g = step_generator(
+                self.config.training.seed,
+                step,
+                self.dist.rank,
+                STREAM_AUGMENT + MICRO_STREAM_STRIDE * micro,
+            )
             images, aug_cond = self.augment(images, generator=g)
             aug_cond = aug_cond.to(self.device, non_blocking=True)
         return (
@@ -614,45 +711,85 @@ class Trainer:
             aug_cond,
         )
 
-    def draw_noise(self, x0: torch.Tensor, classes: torch.Tensor, step: int):
-        """The step's random draws: dropped labels, stratified σ (this rank's strata), ε."""
+    def draw_noise(
+        self,
+        x0: torch.Tensor,
+        classes: torch.Tensor,
+        step: int,
+        micro: int = 0,
+        accum: int | None = None,
+    ):
+        """The random draws of micro-step ``micro`` of step ``step``: dropped labels,
+        stratified σ (the strata of group rank·A + micro of world_size·A; A = ``accum``, the
+        step's micro-steps, default ``training.grad_accum``), ε."""
+        accum = self.grad_accum if accum is None else accum
         t, m = self.config.training, self.config.model
         cond = {}
         if m.num_classes:
-            g = self._generator(step, STREAM_DROPOUT)
+            g = self._generator(step, STREAM_DROPOUT, micro)
             cond["class_cond"] = drop_class_labels(classes, t.cond_dropout, m.num_classes, g)
         sigma = training_sigmas(
             self.config,
             len(x0),
             stratified=True,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-            generator=self._generator(step, STREAM_SIGMA),
+            rank=self.dist.rank * accum + micro,
+            world_size=self.dist.world_size * accum,
+            generator=self._generator(step, STREAM_SIGMA, micro),
             device=self.device,
         )
         noise = torch.randn(
-            x0.shape, generator=self._generator(step, STREAM_NOISE), device=self.device
+            x0.shape, generator=self._generator(step, STREAM_NOISE, micro), device=self.device
         )
         return sigma, noise, cond
 
-    def forward_backward(self, x0, noise, sigma, **cond) -> torch.Tensor:
-        """Per-sample losses (B,) of eq. 1 and ``losses.mean().backward()`` (DDP averages the
-        gradients over ranks, so they equal the full-batch mean's)."""
+    def micro_batches(self, step: int, batch=None) -> list[dict]:
+        """The ``grad_accum`` micro-batches of step ``step`` for this rank, each a dict
+        ``{x0, noise, sigma, **cond}`` ready for :meth:`accumulate_gradients`; ``batch``: this
+        rank's ``(images, classes)`` of the step (default: read from the data set)."""
+        if batch is None:
+            batch = self.dataset.batch(self.step_indices(step))
+        out = []
+        accum = len(batch[0]) // self.micro_batch_size  # grows with a batch schedule
+        for micro in range(accum):
+            x0, classes, aug_cond = self._prepare(*self._micro_slice(*batch, micro), step, micro)
+            sigma, noise, cond = self.draw_noise(x0, classes, step, micro, accum)
+            if aug_cond is not None:
+                cond["aug_cond"] = aug_cond
+            out.append({"x0": x0, "noise": noise, "sigma": sigma, **cond})
+        return out
+
+    def forward_backward(self, x0, noise, sigma, *, scale: float = 1.0, **cond) -> torch.Tensor:
+        """Per-sample losses (B,) of eq. 1 and ``(scale · losses.mean()).backward()`` (DDP
+        averages the gradients over ranks, so they equal the full-batch mean's)."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
             losses = self.denoiser.loss(x0, noise, sigma, **cond)
-        losses.mean().backward()
+        loss = losses.mean()
+        (loss if scale == 1.0 else loss * scale).backward()
         return losses.detach().float()
 
+    def accumulate_gradients(self, micro_batches: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward over the micro-batches of one optimizer step, each loss
+        scaled by 1/len(micro_batches); DDP all-reduces on the last one only. Returns this
+        rank's per-sample losses and σ of the whole step (concatenated)."""
+        n = len(micro_batches)
+        losses, sigmas = [], []
+        for i, micro in enumerate(micro_batches):
+            sync = self._ddp is None or i == n - 1
+            with contextlib.nullcontext() if sync else self._ddp.no_sync():
+                losses.append(self.forward_backward(**micro, scale=1.0 / n))
+            sigmas.append(micro["sigma"])
+        return torch.cat(losses), torch.cat(sigmas)
+
     def train_step(self, batch=None) -> float:
-        """One optimiser step; returns the loss (mean over the global batch)."""
+        """One optimiser step (``grad_accum`` micro-steps); returns the loss (mean over the
+        global batch)."""
+        step = self.step
+        losses, sigma = self.accumulate_gradients(self.micro_batches(step, batch))
+        return self.apply_update(losses, sigma)
+
+    def apply_update(self, losses: torch.Tensor, sigma: torch.Tensor) -> float:
+        """Clip, check, AdamW step, EMA update and logging of the accumulated gradients."""
         step, t = self.step, self.config.training
-        x0, classes, aug_cond = (
-            self.get_batch(step) if batch is None else self._prepare(*batch, step)
-        )
-        sigma, noise, cond = self.draw_noise(x0, classes, step)
-        if aug_cond is not None:
-            cond["aug_cond"] = aug_cond
-        losses = self.forward_backward(x0, noise, sigma, **cond)
         loss = _all_mean(losses.mean(), self.dist).item()
         grad_norm = None
         if t.grad_clip is not None:
@@ -718,14 +855,14 @@ class Trainer:
             "grad_norm_sum": 0.0,
         }
         self._log_t0 = time.perf_counter()
-        self._log_steps_timed = 0
+        self._log_samples_timed = 0  # global images of the steps since the last log line
 
     def _accumulate(self, loss, losses, sigma, grad_norm) -> None:
         acc = self._log_acc
         acc["loss_sum"] += loss
         acc["steps"] += 1
         acc["grad_norm_sum"] += grad_norm or 0.0
-        self._log_steps_timed += 1
+        self._log_samples_timed += len(losses) * self.dist.world_size
         index = torch.bucketize(sigma.float().cpu(), self.bin_edges[1:-1].float())
         sums = torch.zeros(SIGMA_BINS, dtype=torch.float64).index_add_(
             0, index, losses.cpu().double()
@@ -750,7 +887,7 @@ class Trainer:
             "loss": acc["loss_sum"] / acc["steps"],
             "lr": t.lr,
             "ema_decay": self.ema_schedule.decay(self.step - 1),
-            "samples_per_s": self._log_steps_timed * t.batch_size / max(elapsed, 1e-9),
+            "samples_per_s": self._log_samples_timed / max(elapsed, 1e-9),
             "sigma_bins": {
                 label: (s / c if c else None)
                 for label, s, c in zip(labels, sums.tolist(), counts.tolist())
@@ -784,7 +921,13 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "ema": {"updates": self.step, "max_decay": self.ema_schedule.max_decay},
             "rng": rngs,
-            "data": [self.sampler.state_dict() | {"position": self.step * self.batch_size}],
+            "data": [
+                self.sampler.state_dict()
+                | {
+                    "position": samples_before(self.config.training, self.step)
+                    // self.dist.world_size
+                }
+            ],
             "log": self._log_acc,
             "world_size": self.dist.world_size,
             "first_loss": self._first_loss,
@@ -867,9 +1010,7 @@ class Trainer:
         )
         batches = None  # in-memory data sets are gathered by get_batch; files by a DataLoader
         if self.num_workers or not hasattr(self.dataset, "batch"):
-            batches = _loader_batches(
-                self.dataset, self.sampler, self.batch_size, self.step, self.num_workers
-            )
+            batches = _loader_batches(self.dataset, self.step_indices, self.step, self.num_workers)
         self._log_t0 = time.perf_counter()
         try:
             while self.step < total:

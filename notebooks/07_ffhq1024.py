@@ -35,6 +35,9 @@ TRAIN_STEPS = None  # None: Table 6's 1M (gpu) or 60 (cpu); re-run the cell to c
 BATCH_SIZE = None  # None: Table 6's 256 (global, split over the GPUs)
 N_SAMPLES = None  # None: 4 (gpu, 1024² each) or 16 (cpu)
 RUN_FID = False  # gpu: FID of 50k samples against clean-fid's FFHQ-1024 statistics (hours)
+SAMPLE_RUN = None  # sample from this run dir instead of RUN_DIR (e.g. `hdit-edu convert
+#                    from-k-diffusion` of the authors' checkpoint); relative: to the repository
+GPU_MEMORY_GIB = None  # gpu: None = the device's memory; the planner fits the batch into it
 
 # %%
 from hdit_edu.env import resolve_profile
@@ -50,9 +53,11 @@ import matplotlib.pyplot as plt
 import torch
 from torchvision.utils import make_grid
 
+import hdit_edu
 from hdit_edu.checkpoints import list_checkpoints
 from hdit_edu.configs import paper_config, token_grids
 from hdit_edu.flops import TABLE6, analytic_breakdown, analytic_gflops, analytic_params
+from hdit_edu.planner import plan
 from hdit_edu.profiles import for_profile
 from hdit_edu.runs import load_run, read_metrics
 from hdit_edu.sampling import generate, karras_sigmas, sample
@@ -61,6 +66,13 @@ from hdit_edu.viz import plot_losses
 
 if PROFILE == "cpu":
     torch.set_num_threads(1)  # tiny models on 2 shared cores: no oversubscription stalls
+# Relative paths name places in the repository (as the command line, run from its root, does),
+# wherever the notebook's kernel was started.
+REPO_ROOT = Path(hdit_edu.__file__).resolve().parents[1]
+
+
+def from_repo(path):
+    return None if path is None else REPO_ROOT / Path(path)  # an absolute path stays as it is
 
 
 def show(images, nrow, title=None, size=8):
@@ -123,10 +135,10 @@ assert paper.model.num_classes == 0 and t.augment_p == 0.12 and t.steps == 1_000
 # %%
 config = for_profile(paper, PROFILE)
 if PROFILE == "gpu":
-    config.training.dataset = DATA
+    config.training.dataset = str(from_repo(DATA))
     TRAIN_STEPS = TRAIN_STEPS or config.training.steps
     N_SAMPLES = N_SAMPLES or 4
-    RUN_DIR = Path(RUN_DIR or "runs/ffhq1024")
+    RUN_DIR = from_repo(RUN_DIR or "runs/ffhq1024")
     SAMPLE_STEPS, WORKERS = 50, 8
 else:
     TRAIN_STEPS = TRAIN_STEPS or 60
@@ -136,6 +148,12 @@ else:
     config.training.checkpoint_every = config.training.sample_every = TRAIN_STEPS // 2
 if BATCH_SIZE:
     config.training.batch_size = BATCH_SIZE
+if PROFILE == "gpu":  # never out of memory by default: the planner splits the batch to fit
+    memory = GPU_MEMORY_GIB or torch.cuda.get_device_properties(0).total_memory / 2**30
+    gpu_plan = plan(config, gpus=1, gpu_memory_GiB=memory)  # this process: one GPU
+    config.training.grad_accum = gpu_plan.grad_accum
+    config.training.checkpointing = gpu_plan.checkpointing
+    print(gpu_plan.table())  # the predicted time of the run, before it starts
 m = config.model
 print(f"{config.name} ({PROFILE}): {m.resolution}² pixels, levels "
       f"{[(lv.depth, lv.width, lv.attention) for lv in m.levels]}, batch {config.training.batch_size}, "
@@ -156,8 +174,10 @@ assert config.diffusion.loss_weighting == "soft-min-snr"
 # a `weights_only` trainer state) are written atomically; the newest `keep_checkpoints` stay.
 #
 # **One notebook process uses one GPU.** Table 6's run used 64 A100s (batch 256 = 4 per GPU);
-# on one GPU set `BATCH_SIZE` to what fits (a different recipe: keep it fixed for a run). The
-# same training from a terminal, with DDP over all GPUs (rank 0 writes the run dir):
+# on one GPU the planner (above: `hdit_edu.planner.plan`, `hdit-edu plan`) keeps the global
+# batch of 256 and splits it into micro-batches that fit (gradient accumulation, activation
+# checkpointing when needed), so the recipe stays Table 6's. The same training from a terminal,
+# with DDP over all GPUs (rank 0 writes the run dir; `hdit-edu plan --gpus 8` gives the flags):
 #
 # ```bash
 # # one machine, 8 GPUs
@@ -232,11 +252,14 @@ assert continued == straight[4:]  # bit for bit
 # guidance: the model is unconditional). At 1024² one sample takes a few seconds on an A100.
 
 # %%
+# Needs no cell above but the imports: set SAMPLE_RUN to sample a run trained elsewhere.
 device = "cuda" if torch.cuda.is_available() else "cpu"
-run_config, denoiser = load_run(RUN_DIR, device=device)
+sample_run = from_repo(SAMPLE_RUN) or RUN_DIR
+run_config, denoiser = load_run(sample_run, device=device)
+step_name = list_checkpoints(sample_run)[-1].name
 batch = 2 if PROFILE == "gpu" else 16
 images = generate(denoiser, run_config, N_SAMPLES, steps=SAMPLE_STEPS, seed=0, batch_size=batch)
-show(images, nrow=4 if PROFILE == "cpu" else 2, title=f"EMA samples, step {trainer.step}")
+show(images, nrow=4 if PROFILE == "cpu" else 2, title=f"EMA samples, {step_name}")
 if PROFILE == "gpu":  # the detail the paper asks to zoom into: a 256² crop at full resolution
     show(images[:1, :, 384:640, 384:640], nrow=1, title="256² crop, 1:1", size=5)
 
@@ -282,7 +305,8 @@ assert torch.isfinite(final).all()
 #
 # The paper reports FID on 50k samples against FFHQ-1024 (Table 3). clean-fid ships the FFHQ
 # reference statistics; `hdit_edu.evaluation` wraps it (Inception, a download; `mode=
-# "legacy_tensorflow"` for the ADM evaluator's resizing). In the cpu profile the same call
+# evaluation.PAPER_FID_MODE`, i.e. "legacy_tensorflow": the ADM evaluator's TF Inception resize,
+# the protocol of the paper's numbers). In the cpu profile the same call
 # runs offline with the toy classifier's features against the toy test split.
 
 # %%
@@ -297,7 +321,14 @@ if PROFILE == "gpu" and RUN_FID:
             denoiser, run_config, batch_size, steps=50, seed=int(torch.randint(1 << 30, ()))
         )
 
-    score = evaluation.fid(generate_fn, reference, extractor="inception", n=50_000, batch_size=8)
+    score = evaluation.fid(
+        generate_fn,
+        reference,
+        extractor="inception",
+        mode=evaluation.PAPER_FID_MODE,  # the ADM evaluator's protocol: comparable with Table 3
+        n=50_000,
+        batch_size=8,
+    )
 elif PROFILE == "cpu":
     score = evaluation.fid(images, ToyDataset("test", resolution=res, size=512), extractor="toy")
 else:
