@@ -240,6 +240,32 @@ def test_augment_draws_with_probability_p_and_is_seeded():
         Augment(0.1, kinds=("xflip", "cutout"))
 
 
+
+def test_augmenting_a_batch_equals_augmenting_each_image_and_leaves_undrawn_ones_alone():
+    """apply works on the drawn images only (issue 17: the trainer augments 1024² batches in its
+    main process); the result is the same as applying each image's own draw to it alone, and an
+    image with nothing drawn comes back bit for bit."""
+    x = _random_images(b=64, size=16)
+    aug = Augment(0.3)
+    params = aug.draw(64, 16, generator=torch.Generator().manual_seed(5))
+    out = aug.apply(x, params)
+    fields = ("xflip", "yflip", "log_scale", "angle", "aniso", "aniso_angle", "tx", "ty")
+    untouched = (params.cond() == 0).all(1)
+    assert 5 < untouched.sum() < 59  # both kinds of image are in the batch
+    warped = (params.cond()[:, 2:7] != 0).any(1)
+    for k in range(64):
+        alone = AugParams(*(getattr(params, f)[k : k + 1] for f in fields), params.trans_unit)
+        if warped[k]:  # grid_sample's matrix inverted batched vs alone: float32 rounding
+            torch.testing.assert_close(out[k : k + 1], aug.apply(x[k : k + 1], alone))
+        else:  # gathers and flips: exact
+            assert torch.equal(out[k : k + 1], aug.apply(x[k : k + 1], alone)), k
+        if untouched[k]:
+            assert torch.equal(out[k], x[k])
+    zero = AugParams(*(getattr(params, f)[:4] * 0 for f in fields), params.trans_unit)
+    batch = x[:4]
+    assert aug.apply(batch, zero) is batch  # nothing drawn: not even a copy
+
+
 # --------------------------------------------------------------------------------- sampler
 
 
