@@ -150,6 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--sample-steps", type=int, default=50, help="sampler steps of the periodic sample grids"
     )
     train.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard event files to RUN_DIR/tensorboard (training.tensorboard)",
+    )
+    train.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log to an offline Weights & Biases run in RUN_DIR/wandb (training.wandb)",
+    )
+    train.add_argument(
         "--device", help="torch device (default: cuda:LOCAL_RANK if available, else cpu)"
     )
     _add_shared(train, "--backend")
@@ -499,6 +509,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config.training.dataset = args.data
     if args.steps is not None:
         config.training.steps = args.steps
+    config.training.tensorboard |= args.tensorboard
+    config.training.wandb |= args.wandb
     suffix = "-cpu" if profile == "cpu" and args.config else ""
     run_dir = Path(args.run_dir or f"runs/{config.name}{suffix}")
     trainer = Trainer(

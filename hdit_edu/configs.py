@@ -157,6 +157,8 @@ class TrainingConfig:
     keep_checkpoints: int = 3
     sample_every: int = 1000
     log_every: int = 10
+    tensorboard: bool = False  # also log to RUN_DIR/tensorboard (logging_sinks)
+    wandb: bool = False  # also log to an offline Weights & Biases run in RUN_DIR/wandb
 
 
 @dataclass
@@ -509,6 +511,9 @@ def _validate_training(t: Any) -> None:
     if not isinstance(t, TrainingConfig):
         raise ValueError(f"training: expected a TrainingConfig, got {type(t).__name__}")
     _check_int("training.batch_size", t.batch_size, 1)
+    for name in ("tensorboard", "wandb"):
+        if not isinstance(getattr(t, name), bool):
+            raise ValueError(f"training.{name}: got {getattr(t, name)!r}; allowed: true, false")
     _check_int("training.steps", t.steps, 0)
     _check_real("training.lr", t.lr, 0.0, low_open=True)
     if not isinstance(t.betas, (tuple, list)) or len(t.betas) != 2:

@@ -79,6 +79,7 @@ from .configs import Config, image_d, load_config, save_config
 from .data import Augment, ImageFolderDataset, ResumableSampler, save_grid, step_generator
 from .diffusion import Denoiser, sample_sigmas
 from .layers import check_class_labels
+from .logging_sinks import open_sinks
 from .models import build_model
 from .sampling import generate, grid_columns
 from .toy import ToyDataset
@@ -89,7 +90,10 @@ SIGMA_BINS = 6  # log-spaced bins of σ for the per-noise-level loss in metrics.
 EMA_POWER = 2 / 3  # k-diffusion's EMAWarmup: 2/3 for long runs (0.999 at 31.6k, 0.9999 at 1M)
 EMA_INV_GAMMA = 1.0
 # Training fields that may change when a run is resumed (they do not change the maths).
-RESUMABLE_FIELDS = ("steps", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every")
+RESUMABLE_FIELDS = (
+    *("steps", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every"),
+    *("tensorboard", "wandb"),  # where copies of the metrics go (logging_sinks)
+)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -357,6 +361,7 @@ class Trainer:
             for pattern in (".tmp-step-*", ".stale-step-*"):  # saves cut short by a crash
                 for unfinished in (self.run_dir / "checkpoints").glob(pattern):
                     shutil.rmtree(unfinished, ignore_errors=True)
+        self.sinks = open_sinks(self.run_dir if self.dist.is_main else None, config)
 
     # --- resume bookkeeping ------------------------------------------------------------------
 
@@ -570,6 +575,7 @@ class Trainer:
         if self.run_dir is not None and self.dist.is_main:
             with open(self.run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+            self.sinks.metrics(record)  # TensorBoard / W&B copies (training.tensorboard, .wandb)
         self.history.append(record)
         self._reset_log()
         return record
@@ -625,6 +631,7 @@ class Trainer:
         )
         path = self.run_dir / "samples" / f"step-{self.step:08d}.png"
         save_grid(images, path, nrow=grid_columns(self.n_samples, self.config.model.num_classes))
+        self.sinks.image(path, self.step)
         return path
 
     # --- the loop ------------------------------------------------------------------------------
