@@ -24,12 +24,16 @@ as ``weights_only``-loadable containers) and :func:`seed_everything`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import os
 import random
+import re
 import shutil
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +43,55 @@ from safetensors.torch import load_file, save_file
 CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "trainer_state.pt")
 
 
+WEIGHT_FILES = {"model": "model.safetensors", "ema": "ema.safetensors"}
+# Leftovers of interrupted saves/removals: .tmp-step-XXXXXXXX-PID, .stale-…, .trash-…
+_UNFINISHED = re.compile(r"^\.(tmp|stale|trash)-step-\d+-(\d+)$")
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: missing, incomplete or corrupt (names the file)."""
+
+
+class RunWriteError(OSError):
+    """Writing a run-folder file failed (disk full, permissions): names what was written."""
+
+
+@contextlib.contextmanager
+def writing(what: str) -> Iterator[None]:
+    """Turn an ``OSError`` raised while writing ``what`` into a :class:`RunWriteError` whose
+    message names ``what`` (``"checkpoint step-00001000"``, ``"runs/x/metrics.jsonl"``)."""
+    try:
+        yield
+    except RunWriteError:
+        raise
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise RunWriteError(e.errno, f"could not write {what}: {reason}") from e
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a small text file via a temporary file and ``os.replace`` (a kill or a full disk
+    leaves the old file intact, never a half-written one)."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    try:
+        with writing(str(path)):
+            with open(tmp, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def error_summary(e: BaseException) -> str:
+    """A library's error message without advice to disable the safe loader (the file failed
+    ``weights_only=True`` loading: it is corrupt or not ours, never to be unpickled)."""
+    text = str(e).strip().splitlines()
+    keep = [ln for ln in text if "weights_only" not in ln and ln.strip()]
+    return (keep[0] if keep else type(e).__name__)[:300]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -117,12 +168,53 @@ def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """The run's checkpoint folders, oldest first (unfinished temporary folders excluded)."""
+    """The run's checkpoint folders ``step-NNNNNNNN``, oldest first (unfinished temporary
+    folders and anything else in ``checkpoints/`` are ignored)."""
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-")]
+    found = [p for p in root.iterdir() if _STEP_DIR.match(p.name) and p.is_dir()]
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def remove_checkpoint(path: str | Path) -> None:
+    """Delete a checkpoint folder atomically: renamed away (``.trash-…``, invisible to
+    :func:`list_checkpoints`) first, then deleted; a kill in between leaves no visible
+    half-deleted checkpoint, and :func:`clean_unfinished` finishes the job on the next start."""
+    path = Path(path)
+    trash = path.parent / f".trash-{path.name}-{os.getpid()}"
+    shutil.rmtree(trash, ignore_errors=True)  # an earlier removal of ours, cut short
+    with writing(f"checkpoint folder {str(path)!r} (removing it)"):
+        os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def clean_unfinished(run_dir: str | Path) -> list[Path]:
+    """Remove what interrupted saves and removals left in ``checkpoints/`` (``.tmp-step-*``,
+    ``.stale-step-*``, ``.trash-step-*``), except those of a process that still runs on this
+    host (it may be saving right now). Returns the removed folders."""
+    root = Path(run_dir) / "checkpoints"
+    removed = []
+    for p in sorted(root.iterdir()) if root.is_dir() else []:
+        m = _UNFINISHED.match(p.name)
+        if not m:
+            continue
+        pid = int(m.group(2))
+        if pid != os.getpid() and _pid_alive(pid):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid > 0
+    return True
 
 
 def save_checkpoint(
@@ -132,55 +224,93 @@ def save_checkpoint(
     ema_state: dict[str, torch.Tensor],
     trainer_state: dict,
     keep: int = 3,
+    *,
+    health: dict | None = None,
+    protect: Iterable[str | Path] = (),
 ) -> Path:
-    """Write checkpoint ``step`` atomically and delete all but the newest ``keep``.
+    """Write checkpoint ``step`` atomically and delete all but the newest ``keep`` (never one
+    in ``protect``: the trainer protects its last good checkpoint).
 
     The files go to a temporary folder first (each fsync'ed, the manifest with their SHA-256
-    last) that is then renamed to ``checkpoints/step-XXXXXXXX`` in one ``os.replace``."""
+    last) that is then renamed to ``checkpoints/step-XXXXXXXX`` in one ``os.replace``. A failed
+    write (a full disk) removes the temporary folder and raises :class:`RunWriteError` naming
+    the file; earlier checkpoints are untouched. ``health`` (numbers describing the weights
+    and losses, see :func:`is_healthy`) is stored in the manifest."""
     final = checkpoint_dir(run_dir, step)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    meta = {"step": str(step)}
-    save_file(_cpu_copy(model_state), tmp / "model.safetensors", metadata=meta)
-    save_file(_cpu_copy(ema_state), tmp / "ema.safetensors", metadata=meta)
-    torch.save(trainer_state, tmp / "trainer_state.pt")
-    manifest = {"step": step, "files": {name: _sha256(tmp / name) for name in CHECKPOINT_FILES}}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    for name in (*CHECKPOINT_FILES, "manifest.json"):
-        with open(tmp / name, "rb") as f:
-            os.fsync(f.fileno())
-    _fsync_dir(tmp)
-    if final.exists():  # re-reaching a step after resuming from an older checkpoint
-        stale = final.parent / f".stale-{final.name}-{os.getpid()}"
-        os.replace(final, stale)
-        shutil.rmtree(stale)
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    try:
+        with writing(f"checkpoint folder {str(final.parent)!r}"):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+        meta = {"step": str(step)}
+        for name, state in (("model.safetensors", model_state), ("ema.safetensors", ema_state)):
+            with writing(f"checkpoint file {str(final / name)!r}"):
+                save_file(_cpu_copy(state), tmp / name, metadata=meta)
+        with writing(f"checkpoint file {str(final / 'trainer_state.pt')!r}"):
+            torch.save(trainer_state, tmp / "trainer_state.pt")
+        manifest = {"step": step, "files": {n: _sha256(tmp / n) for n in CHECKPOINT_FILES}}
+        if health is not None:
+            manifest["health"] = health
+        with writing(f"checkpoint file {str(final / 'manifest.json')!r}"):
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+            for name in (*CHECKPOINT_FILES, "manifest.json"):
+                with open(tmp / name, "rb") as f:
+                    os.fsync(f.fileno())
+            _fsync_dir(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    with writing(f"checkpoint folder {str(final)!r}"):
+        if final.exists():  # re-reaching a step after resuming from an older checkpoint
+            remove_checkpoint(final)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+    keep_paths = {os.path.realpath(p) for p in protect}
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old)
+        if os.path.realpath(old) not in keep_paths:
+            remove_checkpoint(old)
     return final
 
 
-def verify_checkpoint(path: str | Path) -> dict:
-    """Check a checkpoint folder against its manifest; returns the manifest.
-
-    Raises :class:`CheckpointError` naming the first missing or corrupt file."""
+def read_manifest(path: str | Path) -> dict:
+    """The ``manifest.json`` of a checkpoint folder; :class:`CheckpointError` naming the file
+    when it is missing, unreadable or not a manifest."""
     path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint folder {str(path)!r} does not exist")
     manifest_path = path / "manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint file {str(manifest_path)!r} is missing") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise CheckpointError(f"checkpoint file {str(manifest_path)!r} is corrupt: {e}") from None
-    for name in CHECKPOINT_FILES:
+    except (OSError, ValueError) as e:  # JSON and UTF-8 decoding errors are ValueErrors
+        raise CheckpointError(
+            f"checkpoint file {str(manifest_path)!r} is corrupt: {error_summary(e)}"
+        ) from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise CheckpointError(
+            f"checkpoint file {str(manifest_path)!r} is corrupt: expected a JSON object with "
+            f'"files": {{name: sha256}}'
+        )
+    return manifest
+
+
+def verify_checkpoint(path: str | Path, files: Iterable[str] = CHECKPOINT_FILES) -> dict:
+    """Check a checkpoint folder's ``files`` (default: all three) against its manifest;
+    returns the manifest. Readers that need only the weights (sampling, FID, conversion)
+    verify only those, so a checkpoint without ``trainer_state.pt`` serves them.
+
+    Raises :class:`CheckpointError` naming the first missing or corrupt file."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    manifest_path = path / "manifest.json"
+    for name in files:
         file = path / name
-        if not file.exists():
+        if not file.is_file():
             raise CheckpointError(f"checkpoint file {str(file)!r} is missing")
-        if _sha256(file) != files.get(name):
+        if _sha256(file) != manifest["files"].get(name):
             raise CheckpointError(
                 f"checkpoint file {str(file)!r} is corrupt (its SHA-256 does not match "
                 f"{str(manifest_path)!r})"
@@ -198,30 +328,118 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> dict:
         verify_checkpoint(path)
     out = {}
     for key, name in (("model", "model.safetensors"), ("ema", "ema.safetensors")):
-        try:
-            out[key] = load_file(path / name)
-        except Exception as e:  # noqa: BLE001 - any failure to parse is a corrupt file
-            raise CheckpointError(f"checkpoint file {str(path / name)!r} is corrupt: {e}") from e
+        out[key] = _load_weights(path / name)
     try:
         out["trainer"] = torch.load(
             path / "trainer_state.pt", map_location="cpu", weights_only=True
         )
     except Exception as e:  # noqa: BLE001
         raise CheckpointError(
-            f"checkpoint file {str(path / 'trainer_state.pt')!r} is corrupt: {e}"
-        ) from e
+            f"checkpoint file {str(path / 'trainer_state.pt')!r} is corrupt or not an hdit-edu "
+            f"trainer state ({error_summary(e)}); resume from an earlier checkpoint "
+            f"(--resume-from) or sample from this one's weights"
+        ) from None
+    if not isinstance(out["trainer"], dict) or not isinstance(out["trainer"].get("step"), int):
+        raise CheckpointError(
+            f"checkpoint file {str(path / 'trainer_state.pt')!r} is corrupt: expected a dict "
+            f"with an integer 'step'"
+        )
     return out
 
 
-def find_checkpoint(run_dir: str | Path, *, fallback: bool = False) -> Path | None:
-    """The newest intact checkpoint of a run (None if there is none).
+def _load_weights(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(file)
+    except Exception as e:  # noqa: BLE001 - any failure to parse is a corrupt file
+        raise CheckpointError(
+            f"checkpoint file {str(file)!r} is corrupt: {error_summary(e)}"
+        ) from None
+
+
+def load_weights(path: str | Path, which: str = "ema", *, finite: bool = True) -> dict:
+    """One state dict (``which``: ``"ema"`` or ``"model"``) of a checkpoint folder, verified
+    against the manifest (the other files are not needed). ``finite``: refuse weights that
+    hold NaN or inf (they can only produce NaN images)."""
+    if which not in WEIGHT_FILES:
+        raise ValueError(f"which must be one of {tuple(WEIGHT_FILES)}, got {which!r}")
+    path = Path(path)
+    verify_checkpoint(path, files=(WEIGHT_FILES[which],))
+    state = _load_weights(path / WEIGHT_FILES[which])
+    if finite:
+        bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+        if bad:
+            raise CheckpointError(
+                f"checkpoint file {str(path / WEIGHT_FILES[which])!r} holds NaN or inf weights "
+                f"(in {len(bad)} tensors, e.g. {bad[0]!r}): the run diverged before this "
+                f"checkpoint; use an earlier one (--checkpoint)"
+            )
+    return state
+
+
+# ----------------------------------------------------------------------------------------------
+# Health: is a checkpoint a sane point to resume from after a divergence?
+# ----------------------------------------------------------------------------------------------
+
+MAX_SANE_WEIGHT = 1e3  # |w| above this is a divergence in progress (healthy weights are O(10))
+MAX_LOSS_FACTOR = 10.0  # a loss above 10x the reference loss is diverging
+
+
+def is_healthy(health: dict | None, best_loss: float | None = None) -> bool:
+    """Whether a checkpoint's ``health`` record passes the test for a "last good checkpoint":
+
+    * every weight finite and at most :data:`MAX_SANE_WEIGHT` in size (``max_abs_weight``);
+    * the mean loss of the steps since the previous checkpoint (``loss``) finite and at most
+      :data:`MAX_LOSS_FACTOR` × the reference: the smaller of ``reference_loss`` (the loss of
+      the run's first step — the output layer starts at zero, so this is the loss of a network
+      that predicts nothing, ≈ 0.15 for soft-min-SNR) and ``best_loss`` (the lowest checkpoint
+      loss of the run). A loss ten times that of predicting nothing is a divergence, even
+      while it is finite."""
+    if not isinstance(health, dict):
+        return False
+    w, loss = health.get("max_abs_weight"), health.get("loss")
+    if not _finite(w) or w > MAX_SANE_WEIGHT:
+        return False
+    if loss is None:
+        return True  # no steps since the previous checkpoint (e.g. converted weights)
+    if not _finite(loss):
+        return False
+    references = [x for x in (health.get("reference_loss"), best_loss) if _finite(x)]
+    return not references or loss <= MAX_LOSS_FACTOR * min(references)
+
+
+def last_good_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint of a run whose manifest's health passes :func:`is_healthy`."""
+    records = []
+    for path in list_checkpoints(run_dir):
+        try:
+            records.append((path, read_manifest(path).get("health")))
+        except CheckpointError:
+            continue
+    losses = [h["loss"] for _, h in records if isinstance(h, dict) and _finite(h.get("loss"))]
+    best = min(losses) if losses else None
+    for path, health in reversed(records):
+        if is_healthy(health, best):
+            return path
+    return None
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def find_checkpoint(
+    run_dir: str | Path, *, fallback: bool = False, files: Iterable[str] = CHECKPOINT_FILES
+) -> Path | None:
+    """The newest intact checkpoint of a run (None if there is none); ``files``: which files
+    must be intact (default all; a sampler needs only one weights file).
 
     A corrupt newest checkpoint raises :class:`CheckpointError` naming the file and the
     previous checkpoint; with ``fallback=True`` the newest intact one is used instead."""
     checkpoints = list_checkpoints(run_dir)
+    files = tuple(files)
     for i in range(len(checkpoints) - 1, -1, -1):
         try:
-            verify_checkpoint(checkpoints[i])
+            verify_checkpoint(checkpoints[i], files)
             return checkpoints[i]
         except CheckpointError as e:
             if fallback:
@@ -230,7 +448,8 @@ def find_checkpoint(run_dir: str | Path, *, fallback: bool = False) -> Path | No
             previous = checkpoints[i - 1] if i > 0 else None
             hint = (
                 f" The previous checkpoint {str(previous)!r} is untouched: resume from it with "
-                f"`--resume-from {previous}` (Trainer(resume={str(previous)!r})) or let the "
+                f"`--resume-from {previous}` (Trainer(resume={str(previous)!r})), sample from "
+                f"it with `--checkpoint {previous}`, or let the "
                 f"trainer fall back to it with `--fallback` (Trainer(fallback=True))."
                 if previous
                 else " There is no earlier checkpoint to fall back to."

@@ -15,8 +15,13 @@ the one command line of the package:
     hdit-edu prepare FFHQ ffhq1024 --resolution 1024 --flat           # decode-fast copy (once)
     hdit-edu data make-toy OUT --n 1024                               # the toy set as PNGs
     hdit-edu data preview data/toy_preview.png                        # its preview grid
+    hdit-edu data check DIR                                           # read every image now
     hdit-edu classifier train                                         # data/toy_classifier/
     hdit-edu fid-folders A B                                          # FID/KID of two folders
+
+Every flag value is checked against its domain before any work (the message names the flag
+and what is allowed); bad input, corrupt run-folder files and full disks end with a one-line
+error (exit status 2, or 1 for a failed write), never a traceback.
 
 Profiles (as in the notebooks): ``gpu`` is the config as the paper sets it; ``cpu`` moves it
 onto the 32×32 toy data set with tiny widths (:func:`hdit_edu.profiles.toy_scale`: the same
@@ -27,7 +32,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import shlex
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -36,6 +45,7 @@ from PIL import Image
 from . import evaluation
 from .ablation import run_ablation
 from .attention import NA_BACKENDS
+from .checkpoints import writing
 from .configs import (
     Config,
     at_resolution,
@@ -45,7 +55,7 @@ from .configs import (
     normalize_resolution,
     parse_resolution,
 )
-from .data import prepare_image_folder, save_grid
+from .data import ImageFolderDataset, prepare_image_folder, save_grid
 from .env import format_report, resolve_profile
 from .flops import analytic_breakdown, analytic_gflops, count_gflops
 from .interop import (
@@ -61,19 +71,142 @@ from .toy import (
     SPLITS,
     TOY_CLASSES,
     TOY_CLASSIFIER_DIR,
+    MissingWeightsError,
     ToyDataset,
     class_accuracy,
     make_toy_folder,
     toy_grid,
     train_toy_classifier,
 )
-from .training import NonFiniteLossError, Trainer
+from .training import (
+    RECOVERABLE_FIELDS,
+    ConfigChangeError,
+    NonFiniteLossError,
+    Trainer,
+    make_dataset,
+)
 
 PROFILE_HELP = (
     "'gpu': the config as the paper sets it; 'cpu': the same kinds of choices on the 32x32 toy "
     "set at tiny sizes (minutes on 2 cores); 'auto' (default): gpu when CUDA is available "
     "(the HDIT_PROFILE environment variable overrides)"
 )
+
+
+# ----------------------------------------------------------------------------------------------
+# Flag domains: one checker per kind, applied by argparse before any work (the message names
+# the flag and the allowed range)
+# ----------------------------------------------------------------------------------------------
+
+
+def int_at_least(minimum: int):
+    """An argparse ``type``: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"got {text!r}; allowed: an integer >= {minimum}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def finite_float(minimum: float = -math.inf, *, open_low: bool = False):
+    """An argparse ``type``: a finite number >= ``minimum`` (> with ``open_low``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        low_ok = value > minimum if open_low else value >= minimum
+        if not (math.isfinite(value) and low_ok):
+            bound = "" if minimum == -math.inf else f" {'>' if open_low else '>='} {minimum:g}"
+            raise argparse.ArgumentTypeError(f"got {text!r}; allowed: a finite number{bound}")
+        return value
+
+    parse.__name__ = "finite number"
+    return parse
+
+
+def resolution_arg(text: str) -> int | tuple[int, int]:
+    """An argparse ``type``: an image size ``N`` (N×N) or ``HxW`` (:func:`parse_resolution`)."""
+    try:
+        return parse_resolution(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"got {text!r}; allowed: a positive integer N (N×N) or HxW, e.g. 256x512"
+        ) from None
+
+
+def device_arg(text: str) -> str:
+    """An argparse ``type``: a torch device this machine has (``cuda`` only with a GPU)."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"got {text!r}; allowed: cpu, cuda, cuda:N, mps (a torch device name)"
+        ) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise argparse.ArgumentTypeError(
+                f"got {text!r} but CUDA is not available here (no GPU visible to torch "
+                f"{torch.__version__}); allowed: cpu"
+            )
+        if device.index is not None and device.index >= count:
+            raise argparse.ArgumentTypeError(
+                f"got {text!r}; allowed: cuda:0 … cuda:{count - 1} ({count} GPUs visible)"
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"got {text!r} but MPS is not available; allowed: cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"got {text!r}; allowed: cpu, cuda, cuda:N, mps")
+    return text
+
+
+def check_output_file(flag: str, path: str | Path) -> Path:
+    """Refuse, before any work, an output file path that is a folder or cannot be written:
+    the nearest existing ancestor must be a folder in which a file can be created."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {str(path)!r} is a folder; allowed: a file path")
+    check_writable_folder(flag, path.parent, path)
+    return path
+
+
+def check_writable_folder(flag: str, folder: str | Path, shown: str | Path | None = None) -> None:
+    """The folder (or its nearest existing ancestor, where it will be created) must be a
+    folder in which this process can create files."""
+    shown = str(shown if shown is not None else folder)
+    ancestor = Path(folder).absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"{flag} {shown!r}: {str(ancestor)!r} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as e:
+        raise ValueError(
+            f"{flag} {shown!r}: cannot write in {str(ancestor)!r} ({e.strerror})"
+        ) from None
+
+
+def check_run_folder(flag: str, path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"{flag} {str(path)!r}: no such run folder (written by `hdit-edu train`)")
+    return path
+
+
+POSITIVE = int_at_least(1)
+NON_NEGATIVE = int_at_least(0)
+FINITE = finite_float()
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -117,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
         "with --resume it defaults to RUN_DIR/config.json",
     )
     _add_shared(train, "--profile")
-    train.add_argument("--steps", type=int, help="train until this step (default: the config's)")
+    train.add_argument(
+        "--steps", type=NON_NEGATIVE, help="train until this step (default: the config's)"
+    )
     train.add_argument(
         "--run-dir", help="output folder (default: runs/NAME, runs/NAME-cpu for --profile cpu)"
     )
@@ -133,6 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --resume: if the newest checkpoint is corrupt, use the newest intact one",
     )
     train.add_argument(
+        "--allow-change",
+        action="append",
+        default=[],
+        metavar="FIELD",
+        help="with --resume: let a recoverable training field differ from the run's config.json "
+        "(logged in config-changes.jsonl), e.g. --allow-change training.lr --set "
+        f"training.lr=1e-4; allowed: {', '.join('training.' + f for f in RECOVERABLE_FIELDS)}",
+    )
+    train.add_argument(
         "--set",
         action="append",
         default=[],
@@ -144,10 +288,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", help="training data: 'toy' or an image folder (sets training.dataset)"
     )
     train.add_argument(
-        "--workers", type=int, default=0, help="DataLoader worker processes for image folders"
+        "--check-data",
+        action="store_true",
+        help="read every image of an image-folder data set before training (names bad files)",
     )
     train.add_argument(
-        "--sample-steps", type=int, default=50, help="sampler steps of the periodic sample grids"
+        "--skip-bad-images",
+        action="store_true",
+        help="skip unreadable image files (each named in a warning) instead of stopping",
+    )
+    train.add_argument(
+        "--workers",
+        type=NON_NEGATIVE,
+        default=0,
+        help="DataLoader worker processes for image folders",
+    )
+    train.add_argument(
+        "--sample-steps",
+        type=POSITIVE,
+        default=50,
+        help="sampler steps of the periodic sample grids",
     )
     train.add_argument(
         "--tensorboard",
@@ -160,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="also log to an offline Weights & Biases run in RUN_DIR/wandb (training.wandb)",
     )
     train.add_argument(
-        "--device", help="torch device (default: cuda:LOCAL_RANK if available, else cpu)"
+        "--device",
+        type=device_arg,
+        help="torch device (default: cuda:LOCAL_RANK if available, else cpu)",
     )
     _add_shared(train, "--backend")
     _add_shared(train, "--no-progress")
@@ -175,10 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
         "N samples (Table 6: 50 steps of DPM++(3M) SDE) and write them as one PNG grid.",
     )
     _add_shared(sample, "--run")
-    sample.add_argument("--n", type=int, default=16, help="number of samples")
+    sample.add_argument("--n", type=POSITIVE, default=16, help="number of samples")
     _add_sampling_args(sample)
     sample.add_argument("--out", help="output PNG (default: RUN/samples/sample-SEED.png)")
-    sample.add_argument("--nrow", type=int, help="images per row of the grid")
+    sample.add_argument("--nrow", type=POSITIVE, help="images per row of the grid")
 
     # --- fid -----------------------------------------------------------------------------------
     fid = _add_command(
@@ -192,7 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
         "download), optionally --mode legacy_tensorflow to match the paper's ADM evaluator.",
     )
     _add_shared(fid, "--run")
-    fid.add_argument("--n", type=int, default=1000, help="number of samples")
+    fid.add_argument(
+        "--n", type=int_at_least(2), default=1000, help="number of samples (FID needs >= 2)"
+    )
     fid.add_argument(
         "--ref",
         default="toy",
@@ -228,17 +392,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_shared(ablate, "--profile")
     ablate.add_argument(
-        "--train-steps", type=int, help="training steps per configuration (default: the profile's)"
+        "--train-steps",
+        type=POSITIVE,
+        help="training steps per configuration (default: the profile's)",
     )
     ablate.add_argument(
         "--run-dir", default="runs/ablation", help="output folder (one sub-folder per step)"
     )
     ablate.add_argument("--data", help="gpu profile: the ImageNet-style image folder to train on")
     ablate.add_argument(
-        "--n-eval", type=int, default=256, help="samples per step for FID / class accuracy"
+        "--n-eval",
+        type=int_at_least(2),
+        default=256,
+        help="samples per step for FID / class accuracy",
     )
     ablate.add_argument(
-        "--sample-steps", type=int, default=20, help="sampler steps for the evaluation samples"
+        "--sample-steps",
+        type=POSITIVE,
+        default=20,
+        help="sampler steps for the evaluation samples",
     )
     ablate.add_argument("--resume", action="store_true", help="continue unfinished runs in RUN_DIR")
     _add_shared(ablate, "--no-progress")
@@ -257,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flops.add_argument(
         "--resolution",
-        type=parse_resolution,
+        type=resolution_arg,
         help="image size N (N×N) or HxW, e.g. 256x512 (default: the config's; levels adapt as "
         "App. A)",
     )
@@ -330,12 +502,13 @@ def build_parser() -> argparse.ArgumentParser:
         "exactly as training reads it, into DST as uncompressed PNGs with the same layout "
         "(class sub-folders stay classes). Training on DST at that resolution reads the same "
         "pixels as on SRC; the loader reads ~3x more of them per second than FFHQ-like PNGs "
-        "(benchmarks/README.md; 3 MiB per 1024² image on disk). Files already in DST are kept: rerun to continue.",
+        "(benchmarks/README.md; 3 MiB per 1024² image on disk). Files already in DST are "
+        "kept: rerun to continue.",
     )
     prepare.add_argument("source", metavar="SRC", help="image folder (flat, or class sub-folders)")
     prepare.add_argument("target", metavar="DST", help="output folder (created)")
     prepare.add_argument(
-        "--resolution", required=True, type=parse_resolution, help="N or HxW (e.g. 1024)"
+        "--resolution", required=True, type=resolution_arg, help="N or HxW (e.g. 1024)"
     )
     prepare.add_argument(
         "--flat",
@@ -343,11 +516,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="one unconditional set at any depth (FFHQ); default: class sub-folders if SRC "
         "holds no images itself",
     )
-    prepare.add_argument("--workers", type=int, default=0, help="decoding processes")
+    prepare.add_argument("--workers", type=NON_NEGATIVE, default=0, help="decoding processes")
 
     # --- data (the toy set as files) -----------------------------------------------------------
     data = _add_command(
-        sub, "data", None, help="write the toy data set as PNG files, or its preview grid"
+        sub,
+        "data",
+        None,
+        help="write the toy data set as PNG files or its preview grid; check an image folder",
     )
     data_sub = data.add_subparsers(dest="action", metavar="ACTION", required=True)
     make = _add_command(
@@ -357,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write toy images as PNGs in class sub-folders (ImageNet layout)",
     )
     make.add_argument("path", help="output folder (created)")
-    make.add_argument("--n", type=int, default=1024, help="number of images")
+    make.add_argument("--n", type=POSITIVE, default=1024, help="number of images")
     _add_shared(make, "--resolution")
     _add_shared(make, "--seed")
     make.add_argument("--split", choices=SPLITS, default="test", help="which split to draw")
@@ -368,9 +544,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a PNG grid of the toy set (rows = classes)",
     )
     preview.add_argument("path", help="output PNG, e.g. data/toy_preview.png")
-    preview.add_argument("--per-class", type=int, default=8, help="images per class (row)")
+    preview.add_argument("--per-class", type=POSITIVE, default=8, help="images per class (row)")
     _add_shared(preview, "--resolution")
     _add_shared(preview, "--seed")
+    check = _add_command(
+        data_sub,
+        "check",
+        _cmd_data_check,
+        help="read every image of a folder up front; name unreadable files and empty classes",
+        description="Open and decode every image below DIR as training would (resized to "
+        "--resolution), list the classes (sub-folders) with their image counts, and name "
+        "unreadable files and class folders without images. Exit status 1 if any file is bad.",
+    )
+    check.add_argument("path", help="the image folder (flat, or one sub-folder per class)")
+    _add_shared(check, "--resolution")
+    check.add_argument(
+        "--layout",
+        choices=("auto", "classes", "flat"),
+        default="auto",
+        help="classes: each sub-folder is a class; flat: one unconditional set; auto: classes "
+        "if DIR holds no images itself",
+    )
 
     # --- classifier (the toy classifier: FID features offline, class accuracy) -----------------
     classifier = _add_command(
@@ -388,9 +582,11 @@ def build_parser() -> argparse.ArgumentParser:
     train_classifier.add_argument(
         "--out", default=str(TOY_CLASSIFIER_DIR), help="output folder (default data/toy_classifier)"
     )
-    train_classifier.add_argument("--epochs", type=int, default=2, help="training epochs")
-    train_classifier.add_argument("--batch-size", type=int, default=128, help="batch size")
-    train_classifier.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
+    train_classifier.add_argument("--epochs", type=POSITIVE, default=2, help="training epochs")
+    train_classifier.add_argument("--batch-size", type=POSITIVE, default=128, help="batch size")
+    train_classifier.add_argument(
+        "--lr", type=finite_float(0.0, open_low=True), default=2e-3, help="Adam learning rate"
+    )
     _add_shared(train_classifier, "--seed")
     return parser
 
@@ -411,8 +607,10 @@ _SHARED_OPTIONS = {
     "--profile": dict(default="auto", choices=("auto", "cpu", "gpu"), help=PROFILE_HELP),
     "--run": dict(required=True, help="a run folder written by `hdit-edu train`"),
     "--no-progress": dict(action="store_true", help="no progress bar"),
-    "--seed": dict(type=int, default=0, help="random seed"),
-    "--resolution": dict(type=int, default=32, help="image side in pixels (the toy set's: 32)"),
+    "--seed": dict(type=NON_NEGATIVE, default=0, help="random seed"),
+    "--resolution": dict(
+        type=POSITIVE, default=32, help="image side in pixels (the toy set's: 32)"
+    ),
     "--backend": dict(
         default="auto",
         choices=NA_BACKENDS,
@@ -428,22 +626,25 @@ def _add_shared(p: argparse.ArgumentParser, name: str) -> None:
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", default="dpmpp_3m_sde", choices=SAMPLERS, help="sampler")
-    p.add_argument("--steps", type=int, default=50, help="sampler steps (Table 6: 50)")
+    p.add_argument("--steps", type=POSITIVE, default=50, help="sampler steps (Table 6: 50)")
     p.add_argument(
-        "--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = none)"
+        "--cfg", type=FINITE, default=1.0, help="classifier-free guidance scale (1 = none)"
     )
     p.add_argument(
         "--class",
         dest="class_",
         metavar="CLASS",
-        type=int,
-        help="class index for every sample (default: classes 0, 1, 2, ... in turn)",
+        type=NON_NEGATIVE,
+        help="class index for every sample (default: classes 0, 1, 2, ... in turn; "
+        "NUM_CLASSES = unconditional)",
     )
     _add_shared(p, "--seed")
     p.add_argument("--weights", default="ema", choices=("ema", "model"), help="which weights")
     p.add_argument("--checkpoint", help="a checkpoint folder (default: the run's newest)")
-    p.add_argument("--batch-size", type=int, default=64, help="sampling batch size")
-    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--batch-size", type=POSITIVE, default=64, help="sampling batch size")
+    p.add_argument(
+        "--device", type=device_arg, help="torch device (default: cuda if available, else cpu)"
+    )
     _add_shared(p, "--backend")
 
 
@@ -465,18 +666,33 @@ def apply_overrides(config, assignments: list[str]):
         except json.JSONDecodeError:
             value = raw
         *path, last = key.split(".")
-        node = d
+        node, where = d, ""
         for part in path:
-            node = node[int(part)] if isinstance(node, list) else node.get(part)
+            node = (
+                node[_list_index(node, part, item, where)]
+                if isinstance(node, list)
+                else (node.get(part))
+            )
+            where = f"{where}.{part}" if where else part
             if node is None or not isinstance(node, (dict, list)):
                 raise ValueError(f"--set {item!r}: {key!r} is not a config field")
         if isinstance(node, list):
-            node[int(last)] = value
+            node[_list_index(node, last, item, where)] = value
         elif last not in node:
             raise ValueError(f"--set {item!r}: unknown field {last!r}; allowed: {sorted(node)}")
         else:
             node[last] = value
     return Config.from_dict(d)
+
+
+def _list_index(node: list, part: str, item: str, where: str) -> int:
+    """``part`` as an index of the list ``where`` (e.g. ``model.levels``), range-checked."""
+    if not part.isdigit() or int(part) >= len(node):
+        raise ValueError(
+            f"--set {item!r}: {where}[{part}] does not exist; allowed indices: 0 … "
+            f"{len(node) - 1} ({where} has {len(node)} entries)"
+        )
+    return int(part)
 
 
 def _device(name: str | None) -> torch.device:
@@ -498,9 +714,12 @@ def _cmd_env(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     profile = resolve_profile(args.profile)
     resume = args.resume_from or args.resume
+    if args.allow_change and not resume:
+        raise ValueError("--allow-change applies to --resume / --resume-from only")
     if args.config is None:
         if not (resume and args.run_dir):
             raise ValueError("train needs --config NAME|PATH (or --resume with --run-dir)")
+        check_run_folder("--run-dir", args.run_dir)
         config = load_config(Path(args.run_dir) / "config.json")
     else:
         config = for_profile(get_config(args.config), profile)
@@ -511,19 +730,39 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config.training.steps = args.steps
     config.training.tensorboard |= args.tensorboard
     config.training.wandb |= args.wandb
+    config.validate()
     suffix = "-cpu" if profile == "cpu" and args.config else ""
     run_dir = Path(args.run_dir or f"runs/{config.name}{suffix}")
-    trainer = Trainer(
-        config,
-        run_dir,
-        resume=resume,
-        fallback=args.fallback,
-        device=args.device,
-        progress=not args.no_progress,
-        num_workers=args.workers,
-        sample_steps=args.sample_steps,
-        attention_backend=args.backend,
-    )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"--run-dir {str(run_dir)!r} is a file; allowed: a folder")
+    check_writable_folder("--run-dir", run_dir)
+    if args.resume_from:
+        check_run_folder("--resume-from", args.resume_from)
+    dataset = None
+    if config.training.dataset != "toy":
+        dataset = make_dataset(config, on_error="skip" if args.skip_bad_images else "raise")
+        if args.check_data:
+            skipped = dataset.verify()
+            print(f"checked {len(dataset) + len(skipped)} images: {len(skipped)} skipped")
+    try:
+        trainer = Trainer(
+            config,
+            run_dir,
+            resume=resume,
+            fallback=args.fallback,
+            allow_change=args.allow_change,
+            dataset=dataset,
+            device=args.device,
+            progress=not args.no_progress,
+            num_workers=args.workers,
+            sample_steps=args.sample_steps,
+            attention_backend=args.backend,
+        )
+    except ConfigChangeError as e:
+        if not e.recoverable or e.refused:
+            raise
+        argv = [*args.argv, "--allow-change", ",".join(e.recoverable)]
+        raise ValueError(f"{e}. The command that does it:\n  hdit-edu {shlex.join(argv)}") from None
     summary = trainer.fit()
     if trainer.dist.is_main:
         first, last = summary["loss_first"], summary["loss_last"]
@@ -536,6 +775,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load_for_sampling(args):
+    check_run_folder("--run", args.run)
     device = _device(args.device)
     config, denoiser = load_run(
         args.run,
@@ -544,11 +784,18 @@ def _load_for_sampling(args):
         device=device,
         attention_backend=args.backend,
     )
+    classes = config.model.num_classes
+    if args.class_ is not None and not (classes and args.class_ <= classes):
+        allowed = f"0 … {classes} ({classes} = unconditional)" if classes else "none"
+        raise ValueError(
+            f"--class {args.class_}: the model of {args.run!r} has {classes} classes; "
+            f"allowed: {allowed}"
+        )
     return config, denoiser, device
 
 
 def _generate(args, config, denoiser, device, n):
-    return generate(
+    images = generate(
         denoiser,
         config,
         n,
@@ -560,14 +807,24 @@ def _generate(args, config, denoiser, device, n):
         batch_size=args.batch_size,
         device=device,
     )
+    bad = (~images.isfinite().flatten(1).all(1)).sum().item()
+    if bad:
+        raise ValueError(
+            f"{bad} of {n} samples hold NaN or inf pixels: the weights of {args.run!r} "
+            f"(checkpoint {args.checkpoint or 'newest'}) produce non-finite outputs; nothing "
+            f"was written. Try an earlier checkpoint (--checkpoint) or --weights model"
+        )
+    return images
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
+    out = Path(args.out or Path(args.run) / "samples" / f"sample-{args.seed}.png")
+    check_output_file("--out", out)
     config, denoiser, device = _load_for_sampling(args)
     images = _generate(args, config, denoiser, device, args.n)
-    out = Path(args.out or Path(args.run) / "samples" / f"sample-{args.seed}.png")
     nrow = args.nrow or grid_columns(args.n, config.model.num_classes if args.class_ is None else 0)
-    save_grid(images, out, nrow=nrow)
+    with writing(f"the sample grid {str(out)!r}"):
+        save_grid(images, out, nrow=nrow)
     height, width = normalize_resolution(config.model.resolution)
     print(f"wrote {args.n} samples ({height}x{width}) to {out}")
     return 0
@@ -588,6 +845,8 @@ def _reference(ref: str, config):
 
 
 def _cmd_fid(args: argparse.Namespace) -> int:
+    if args.json:
+        check_output_file("--json", args.json)
     config, denoiser, device = _load_for_sampling(args)
     reference = _reference(args.ref, config)
     images = _generate(args, config, denoiser, device, args.n)
@@ -607,7 +866,8 @@ def _cmd_fid(args: argparse.Namespace) -> int:
         result["class_accuracy"] = class_accuracy(images, labels)
     print(json.dumps(result, indent=1))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        with writing(repr(str(args.json))):
+            Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 
@@ -680,8 +940,6 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    if args.workers < 0:
-        raise ValueError(f"--workers must be >= 0, got {args.workers}")
     done = prepare_image_folder(
         args.source,
         args.target,
@@ -697,19 +955,51 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_make_toy(args: argparse.Namespace) -> int:
+    if Path(args.path).exists() and not Path(args.path).is_dir():
+        raise ValueError(f"path {args.path!r} is a file; allowed: a folder (created if missing)")
+    check_writable_folder("path", args.path)
     path = make_toy_folder(args.path, args.n, args.resolution, args.seed, args.split)
     print(f"wrote {args.n} toy images ({args.resolution}x{args.resolution}) to {path}")
     return 0
 
 
 def _cmd_data_preview(args: argparse.Namespace) -> int:
+    check_output_file("path", args.path)
     grid = toy_grid(args.per_class, args.resolution, args.seed)
     Image.fromarray(grid, mode="RGB").save(args.path, optimize=True)
     print(f"wrote {args.path} (rows: {', '.join(TOY_CLASSES)})")
     return 0
 
 
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    layout = {"auto": None, "classes": True, "flat": False}[args.layout]
+    dataset = ImageFolderDataset(
+        args.path, args.resolution, class_subfolders=layout, on_error="skip"
+    )
+    total = len(dataset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # every bad file is listed below
+        try:
+            bad = dataset.verify()
+        except ValueError:  # nothing readable at all
+            bad = list(dataset.skipped)
+    counts = {name: 0 for name in dataset.classes}
+    for target in dataset.targets:
+        counts[dataset.classes[target]] += 1
+    print(f"{args.path}: {total} image files, {total - len(bad)} readable, {len(bad)} bad")
+    if len(counts) > 1:
+        print(f"{len(counts)} classes: " + ", ".join(f"{k} ({v})" for k, v in counts.items()))
+    for folder in dataset.empty_classes:
+        print(f"empty class folder (no images; not counted as a class): {folder}")
+    for path in bad:
+        print(f"bad image: {path}")
+    return 1 if bad else 0
+
+
 def _cmd_classifier_train(args: argparse.Namespace) -> int:
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out!r} is a file; allowed: a folder (created if missing)")
+    check_writable_folder("--out", args.out)
     _, record = train_toy_classifier(
         args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed
     )
@@ -719,19 +1009,30 @@ def _cmd_classifier_train(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     if args.command is None:
         parser.print_help()
         print("\nenvironment:")
         return _cmd_env(args)
     try:
         return args.func(args)
-    except ValueError as e:  # bad input or a corrupt checkpoint: a message, not a traceback
+    except ValueError as e:  # bad input or a corrupt file: a message, not a traceback
         print(f"hdit-edu {args.command}: error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLossError as e:
         print(f"hdit-edu {args.command}: stopped: {e}", file=sys.stderr)
         return 3
+    except MissingWeightsError as e:
+        print(f"hdit-edu {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, permissions: what was being written, no traceback
+        print(f"hdit-edu {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"hdit-edu {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ import dataclasses
 import json
 import math
 import numbers
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -207,25 +208,52 @@ def _from_dict(cls, d: dict[str, Any], where: str):
             value = [
                 _from_dict(LevelConfig, v, f"{where}.levels[{i}]") for i, v in enumerate(value)
             ]
-        elif key == "betas" and value is not None:
+        elif key == "betas" and isinstance(value, list):
             value = tuple(value)
         kwargs[key] = value
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ValueError(f"{where}: missing required keys {missing}")
     return cls(**kwargs)
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    """Write ``config`` as JSON, atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_config(path: str | Path) -> Config:
     path = Path(path)
     try:
-        d = json.loads(path.read_text())
+        d = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise ValueError(f"config file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"config file {str(path)!r} is a folder, not a JSON file") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"config file {str(path)!r} is not UTF-8 text ({e.reason} at byte {e.start})"
+        ) from None
     except json.JSONDecodeError as e:
         raise ValueError(f"config file {str(path)!r} is not valid JSON: {e}") from None
-    return Config.from_dict(d)
+    except OSError as e:
+        raise ValueError(f"config file {str(path)!r} cannot be read: {e.strerror}") from None
+    try:
+        return Config.from_dict(d)
+    except ValueError as e:
+        raise ValueError(f"config file {str(path)!r}: {e}") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -867,7 +895,10 @@ def get_config(name_or_path: str | Path) -> Config:
     path of a JSON config file."""
     if isinstance(name_or_path, Path) or str(name_or_path).endswith(".json"):
         config = load_config(name_or_path)
-        validate_config(config)
+        try:
+            validate_config(config)
+        except ValueError as e:
+            raise ValueError(f"config file {str(name_or_path)!r}: {e}") from None
         return config
     if not isinstance(name_or_path, str):
         raise ValueError(

@@ -107,11 +107,31 @@ def _resize_center_crop(image: Image.Image, resolution: int | tuple[int, int]) -
     return image.crop((left, top, left + width, top + height))
 
 
+# Pillow's integer modes wider than 8 bits and their full scale (16-bit PNG/TIFF: 65535).
+_WIDE_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """An 8-bit RGB image at the right scale. Pillow's ``convert("RGB")`` clips 16-bit
+    grayscale (mode ``I;16`` / ``I``) at 255 instead of scaling it (a 16-bit PNG would turn
+    almost white), and treats float images (mode ``F``) the same way: those are rescaled
+    here (16-bit: value / 257; float: [0, 1] → [0, 255])."""
+    if image.mode in _WIDE_MODES or image.mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        if image.mode == "F":
+            scale = 255.0 if array.size and array.max() <= 1.0 else 1.0
+        else:
+            scale = 255.0 / _WIDE_MODES[image.mode]
+        gray = np.clip(np.rint(array * scale), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    return image.convert("RGB")
+
+
 def _open_rgb(path: Path) -> Image.Image:
     """Open and fully decode an image as RGB; any failure → ValueError naming the file."""
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")  # decodes the whole file: truncation fails here
+            return _to_rgb(image)  # decodes the whole file: truncation fails here
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise ValueError(f"cannot read image file {str(path)!r}: {e}") from e
 
@@ -156,7 +176,9 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     :meth:`verify` (or pass ``verify=True``) to check every file now and drop bad ones.
 
     ``dataset[i]`` → ``(image, class)``: float32 (3, H, W) in [-1, 1] and an int (0 for a flat
-    folder). ``.classes`` lists the class names (sub-folder names, sorted).
+    folder). ``.classes`` lists the class names (sub-folder names, sorted); ``.empty_classes``
+    the sub-folders left out because they hold no images. 16-bit images are read at their full
+    scale (:func:`_to_rgb`).
     """
 
     def __init__(
@@ -188,9 +210,11 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             class_subfolders = not images_below(self.root, recursive=False)
         self.files: list[Path] = []
         self.targets: list[int] = []
+        self.empty_classes: list[Path] = []  # class sub-folders without images (left out)
         if class_subfolders:
             folders = sorted(p for p in self.root.iterdir() if p.is_dir())
-            folders = [p for p in folders if images_below(p, recursive=True)]
+            self.empty_classes = [p for p in folders if not images_below(p, recursive=True)]
+            folders = [p for p in folders if p not in self.empty_classes]
             self.classes = [p.name for p in folders]
             for index, folder in enumerate(folders):
                 files = images_below(folder, recursive=True)

@@ -81,7 +81,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from .checkpoints import find_checkpoint, save_checkpoint
+from .checkpoints import error_summary, find_checkpoint, load_weights, save_checkpoint
 from .configs import (
     Config,
     DiffusionConfig,
@@ -765,16 +765,28 @@ def load_k_diffusion_checkpoint(path: str | Path) -> tuple[dict | None, dict]:
     if not path.is_file():
         raise ValueError(f"checkpoint {str(path)!r} does not exist")
     if path.suffix == ".safetensors":
-        with safe_open(str(path), "pt") as f:
-            metadata = f.metadata() or {}
-        config = json.loads(metadata["config"]) if "config" in metadata else None
-        return config, load_file(str(path))
+        try:
+            with safe_open(str(path), "pt") as f:
+                metadata = f.metadata() or {}
+            config = json.loads(metadata["config"]) if "config" in metadata else None
+            return config, load_file(str(path))
+        except Exception as e:  # noqa: BLE001 - any failure to parse is a corrupt file
+            raise ValueError(
+                f"checkpoint {str(path)!r} is not a readable safetensors file with a JSON "
+                f"config: {error_summary(e)}"
+            ) from None
     if path.suffix not in CHECKPOINT_SUFFIXES:
         raise ValueError(
             f"checkpoint {str(path)!r}: unknown suffix {path.suffix!r}; allowed: "
             f"{CHECKPOINT_SUFFIXES}"
         )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - corrupt, or holds objects beyond the safe set
+        raise ValueError(
+            f"checkpoint {str(path)!r} cannot be read safely (torch.load with "
+            f"weights_only=True: plain containers and tensors only): {error_summary(e)}"
+        ) from None
     if not isinstance(checkpoint, Mapping):
         raise ValueError(
             f"checkpoint {str(path)!r} holds a {type(checkpoint).__name__}, not a dict"
@@ -878,7 +890,7 @@ def _load_hdit(source: Path, config_path: Path | None, which: str):
     if source.is_dir() and (source / weights_name).is_file():  # a checkpoint folder
         weights, run_dir = source / weights_name, source.parent.parent
     elif source.is_dir():  # a run directory
-        checkpoint = find_checkpoint(source)
+        checkpoint = find_checkpoint(source, files=(weights_name,))
         if checkpoint is None:
             raise ValueError(f"run dir {str(source)!r} holds no checkpoint")
         weights, run_dir = checkpoint / weights_name, source
@@ -894,8 +906,24 @@ def _load_hdit(source: Path, config_path: Path | None, which: str):
             raise ValueError(f"no config.json found for {str(source)!r}; pass --config")
         config_path = run_dir / "config.json"
     config = load_config(config_path)
+    validate_config(config)
     model = build_model(config)
-    model.load_state_dict(load_file(str(weights)), strict=True)
+    if weights.parent.is_dir() and (weights.parent / "manifest.json").is_file():
+        state = load_weights(weights.parent, which)  # verified against the manifest
+    else:
+        try:
+            state = load_file(str(weights))
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(
+                f"weights file {str(weights)!r} is corrupt: {error_summary(e)}"
+            ) from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(
+            f"weights {str(weights)!r} do not fit the model of {str(config_path)!r}: "
+            f"{str(e).splitlines()[0]}"
+        ) from None
     return model.eval(), config
 
 

@@ -35,8 +35,24 @@ loss sequence bit for bit (on CPU; GPU kernels are not bitwise deterministic).
 
 **Checkpoints** (``runs/<name>/checkpoints/step-XXXXXXXX/``, :mod:`hdit_edu.checkpoints`):
 weights as safetensors, the trainer state (optimizer, step, RNG states, data position, log
-accumulators) read back with ``torch.load(weights_only=True)``, a manifest of SHA-256 sums;
-written atomically, the last ``keep_checkpoints`` kept.
+accumulators) read back with ``torch.load(weights_only=True)``, a manifest of SHA-256 sums and
+the checkpoint's *health* (largest weight, mean loss since the previous checkpoint); written
+atomically, the last ``keep_checkpoints`` kept — and the last *good* one
+(:func:`hdit_edu.checkpoints.last_good_checkpoint`) is never deleted while newer ones are not.
+
+**A run folder is never lost.** A trainer holds the folder's lock for its whole life
+(:mod:`hdit_edu.runlock`: a second trainer is refused, naming the holder). Resuming never
+deletes history: ``metrics.jsonl`` rows past the checkpoint (and a half-written last line)
+move to ``metrics-dropped.jsonl``; checkpoints newer than the one resumed from move to
+``abandoned/``; a folder whose history has no checkpoint to continue from is refused.
+
+**Divergence.** A non-finite loss stops training and names the last good checkpoint (finite
+weights below a sane size, loss not above 10× the loss of predicting nothing — the first
+step's — or of the best checkpoint: :func:`hdit_edu.checkpoints.is_healthy`) with the command
+that resumes from it at a lower learning rate: the recoverable fields
+(:data:`RECOVERABLE_FIELDS`: lr, clipping, the other optimizer and EMA settings, precision) may
+change on resume when named in ``allow_change`` (``--allow-change training.lr``); each change
+is logged in ``config-changes.jsonl``. Fields that change the experiment (model, data, diffusion) may not.
 
 **DDP.** Launch with ``torchrun --nproc_per_node N -m hdit_edu.cli train ...``; when
 ``WORLD_SIZE > 1`` the trainer joins the process group from the environment (NCCL on GPUs,
@@ -55,7 +71,6 @@ import copy
 import json
 import math
 import os
-import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -67,20 +82,28 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoints import (
+    CheckpointError,
+    clean_unfinished,
     find_checkpoint,
+    is_healthy,
+    last_good_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    read_manifest,
     rng_state,
     save_checkpoint,
     seed_everything,
     set_rng_state,
+    writing,
 )
-from .configs import Config, image_d, load_config, save_config
+from .configs import Config, image_d, load_config, save_config, validate_config
 from .data import Augment, ImageFolderDataset, ResumableSampler, save_grid, step_generator
 from .diffusion import Denoiser, sample_sigmas
 from .layers import check_class_labels
 from .logging_sinks import open_sinks
 from .models import build_model
+from .runlock import lock_run_dir
+from .runs import parse_metrics
 from .sampling import generate, grid_columns
 from .toy import ToyDataset
 
@@ -94,6 +117,28 @@ RESUMABLE_FIELDS = (
     *("steps", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every"),
     *("tensorboard", "wandb"),  # where copies of the metrics go (logging_sinks)
 )
+# Training fields a resume may change when asked to (allow_change / --allow-change): they
+# change how the optimisation continues (the way out of a divergence), not what is learnt.
+RECOVERABLE_FIELDS = (
+    "lr",
+    "grad_clip",
+    "betas",
+    "eps",
+    "weight_decay",
+    "mapping_lr_scale",
+    "ema_decay",
+    "precision",
+    "compile",
+)
+
+
+class ConfigChangeError(ValueError):
+    """Resuming with a config that differs from the run's; ``recoverable`` lists the fields
+    that ``allow_change`` would accept (``training.lr``, …), ``refused`` those it never does."""
+
+    def __init__(self, message: str, recoverable: list[str], refused: list[str]):
+        super().__init__(message)
+        self.recoverable, self.refused = recoverable, refused
 
 
 class NonFiniteLossError(RuntimeError):
@@ -231,17 +276,19 @@ def _all_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
-def make_dataset(config: Config):
+def make_dataset(config: Config, *, on_error: str = "raise"):
     """The training set a config names: ``training.dataset = "toy"`` → :class:`ToyDataset`,
     else a path → :class:`ImageFolderDataset` (class sub-folders when the model is
-    class-conditional), at the model resolution."""
+    class-conditional; ``on_error="skip"`` skips unreadable files), at the model resolution."""
     name, res = config.training.dataset, config.model.resolution
     if name == "toy":
         return ToyDataset("train", resolution=res)
     path = Path(name)
     if not path.is_dir():
         raise ValueError(f"training.dataset must be 'toy' or an image folder; {name!r} is neither")
-    return ImageFolderDataset(path, res, class_subfolders=config.model.num_classes > 0)
+    return ImageFolderDataset(
+        path, res, class_subfolders=config.model.num_classes > 0, on_error=on_error
+    )
 
 
 def _loader_batches(
@@ -268,14 +315,19 @@ def _loader_batches(
 class Trainer:
     """Train ``config``'s model, writing into ``run_dir`` (``None``: write nothing).
 
-    ``resume``: ``False`` (a fresh run; a run dir that holds checkpoints is an error),
-    ``True`` (continue from the newest checkpoint; start fresh if there is none) or a
+    ``resume``: ``False`` (a fresh run; a run dir that holds checkpoints or metrics is an
+    error), ``True`` (continue from the newest checkpoint; start fresh if there is none and
+    no checkpoint was due yet — a longer history without checkpoints is an error) or a
     checkpoint folder. ``fallback=True`` resumes from the newest *intact* checkpoint when the
-    newest is corrupt. ``dataset`` overrides the config's (anything with ``len`` and
-    ``batch(indices)`` or ``__getitem__`` → (image, class)). ``sample_steps`` is the number of
-    DPM++(3M) SDE steps of the periodic sample grids (Table 6: 50). ``attention_backend``: the
-    neighborhood-attention backend of the model and its EMA (one of
-    :data:`hdit_edu.attention.NA_BACKENDS`; every backend computes the same numbers).
+    newest is corrupt. ``allow_change``: recoverable training fields (``"training.lr"``, see
+    :data:`RECOVERABLE_FIELDS`) that may differ from the run's ``config.json`` on resume (the
+    change is logged in ``config-changes.jsonl``). The trainer holds the run folder's lock
+    (:func:`hdit_edu.runlock.lock_run_dir`) for the life of the process. ``dataset`` overrides
+    the config's (anything with ``len`` and ``batch(indices)`` or ``__getitem__`` → (image,
+    class)). ``sample_steps`` is the number of DPM++(3M) SDE steps of the periodic sample grids
+    (Table 6: 50). ``attention_backend``: the neighborhood-attention backend of the model and
+    its EMA (one of :data:`hdit_edu.attention.NA_BACKENDS`; every backend computes the same
+    numbers).
     """
 
     def __init__(
@@ -285,6 +337,7 @@ class Trainer:
         *,
         resume: bool | str | Path = False,
         fallback: bool = False,
+        allow_change=(),
         dataset=None,
         device: str | torch.device | None = None,
         progress: bool = True,
@@ -298,7 +351,13 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress, self.num_workers = progress, num_workers
         self.sample_steps, self.n_samples = sample_steps, n_samples
-        checkpoint = self._resolve_resume(config, resume, fallback)
+        validate_config(config)
+        if self.run_dir is not None and self.dist.is_main:
+            if self.run_dir.exists() and not self.run_dir.is_dir():
+                raise ValueError(f"run dir {str(self.run_dir)!r} exists and is not a folder")
+            lock_run_dir(self.run_dir)  # before reading or writing anything in it
+        self._config_changes: dict = {}
+        checkpoint = self._resolve_resume(config, resume, fallback, allow_change)
         t = config.training
         self.config = config
         if t.batch_size % self.dist.world_size:
@@ -338,9 +397,15 @@ class Trainer:
         self.dataset = make_dataset(config) if dataset is None else dataset
         n_classes = config.model.num_classes
         if n_classes and getattr(self.dataset, "num_classes", n_classes) != n_classes:
+            empty = getattr(self.dataset, "empty_classes", [])
             raise ValueError(
                 f"model.num_classes={n_classes} but the data set has "
                 f"{self.dataset.num_classes} classes"
+                + (
+                    f"; these class folders hold no images: {[str(p) for p in empty]}"
+                    if empty
+                    else ""
+                )
             )
         self.sampler = ResumableSampler(
             len(self.dataset), seed=t.seed, rank=self.dist.rank, world_size=self.dist.world_size
@@ -352,47 +417,121 @@ class Trainer:
         self.bin_edges = sigma_bin_edges(d.sigma_min, d.sigma_max)
         self._reset_log()
         self.last_checkpoint: Path | None = None
+        self._window = [0.0, 0]  # loss sum and steps since the last checkpoint (its health)
+        self._first_loss: float | None = None  # the run's step-1 loss (health's reference)
         if checkpoint is not None:
             self._load(checkpoint)
         if self.run_dir is not None and self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(config, self.run_dir / "config.json")
+            clean_unfinished(self.run_dir)  # saves cut short by a crash or a full disk
+            if checkpoint is not None:
+                self._abandon_newer(checkpoint)
+            self._log_config_changes(checkpoint)
+            with writing(str(self.run_dir / "config.json")):
+                save_config(config, self.run_dir / "config.json")
             self._truncate_metrics(self.step)
-            for pattern in (".tmp-step-*", ".stale-step-*"):  # saves cut short by a crash
-                for unfinished in (self.run_dir / "checkpoints").glob(pattern):
-                    shutil.rmtree(unfinished, ignore_errors=True)
         self.sinks = open_sinks(self.run_dir if self.dist.is_main else None, config)
 
     # --- resume bookkeeping ------------------------------------------------------------------
 
-    def _resolve_resume(self, config: Config, resume, fallback: bool) -> Path | None:
+    def _resolve_resume(self, config: Config, resume, fallback: bool, allow) -> Path | None:
         if self.run_dir is None:
             if resume not in (False, None):
                 raise ValueError("resume needs a run_dir")
             return None
         existing = list_checkpoints(self.run_dir)
+        logged = self._logged_steps()
         if resume is False or resume is None:
-            if existing:
+            if existing or logged:
+                what = f"checkpoints ({existing[-1].name})" if existing else "a metrics.jsonl"
                 raise ValueError(
-                    f"run dir {str(self.run_dir)!r} already holds checkpoints "
-                    f"({existing[-1].name}): pass resume=True (--resume) to continue it, or "
-                    f"choose another run dir"
+                    f"run dir {str(self.run_dir)!r} already holds {what} of an earlier run: "
+                    f"pass resume=True (--resume) to continue it, or choose another run dir"
                 )
             return None
         saved = self.run_dir / "config.json"
         if saved.exists():
-            _check_same_experiment(load_config(saved), config)
+            self._config_changes = _check_same_experiment(load_config(saved), config, allow)
         if resume is True:
-            return find_checkpoint(self.run_dir, fallback=fallback)
+            found = find_checkpoint(self.run_dir, fallback=fallback)
+            # Killed before the first checkpoint was due: start again (the rows are archived
+            # by _truncate_metrics). A history longer than that without a checkpoint means the
+            # checkpoints are gone: refuse rather than silently start from step 0.
+            if found is None and logged >= config.training.checkpoint_every:
+                raise ValueError(
+                    f"cannot resume {str(self.run_dir)!r}: its metrics.jsonl logs {logged} "
+                    f"steps but {str(self.run_dir / 'checkpoints')!r} holds no checkpoint "
+                    f"(missing or deleted). Restore the checkpoints folder to continue; to "
+                    f"start again from step 0, use another run dir (or move this folder's "
+                    f"metrics.jsonl away). Nothing was changed."
+                )
+            return found
         return Path(resume)
+
+    def _logged_steps(self) -> int:
+        """The last step logged in the run folder's metrics.jsonl (0 if none)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.is_file():
+            return 0
+        records, _, _ = parse_metrics(path)
+        return max((r["step"] for r in records), default=0)
+
+    def _abandon_newer(self, checkpoint: Path) -> None:
+        """Resuming from an older checkpoint: move the newer ones (another branch of the run,
+        e.g. a divergence) to ``abandoned/`` so they are neither resumed from nor deleted."""
+        step = int(self.step)
+        newer = [p for p in list_checkpoints(self.run_dir) if int(p.name[5:]) > step]
+        if not newer:
+            return
+        grids = [
+            p
+            for p in sorted((self.run_dir / "samples").glob("step-*.png"))
+            if p.stem[5:].isdigit() and int(p.stem[5:]) > step
+        ]
+        dest = self.run_dir / "abandoned" / time.strftime("%Y%m%d-%H%M%S")
+        with writing(str(dest)):
+            (dest / "samples").mkdir(parents=True, exist_ok=True)
+            for p in newer:
+                os.replace(p, dest / p.name)
+            for p in grids:  # the branch's sample grids (they would be overwritten)
+                os.replace(p, dest / "samples" / p.name)
+        self._print(
+            f"resuming from step {step}: moved the newer checkpoints "
+            f"{[p.name for p in newer]} and {len(grids)} sample grids to {dest}"
+        )
+
+    def _log_config_changes(self, checkpoint: Path | None) -> None:
+        if not self._config_changes:
+            return
+        record = {
+            "time": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+            "step": self.step,
+            "checkpoint": str(checkpoint) if checkpoint else None,
+            "changes": {k: {"from": a, "to": b} for k, (a, b) in self._config_changes.items()},
+        }
+        path = self.run_dir / "config-changes.jsonl"
+        with writing(str(path)), open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self._print(f"config changes at step {self.step} logged in {path}: {record['changes']}")
 
     def _load(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
+        try:
+            self._load_state(path, ckpt)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+            if isinstance(e, CheckpointError):
+                raise
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} does not fit this run (model weights or "
+                f"trainer_state.pt): {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            ) from None
+
+    def _load_state(self, path: Path, ckpt: dict) -> None:
         state = ckpt["trainer"]
         self.model.load_state_dict(ckpt["model"])
         self.ema.load_state_dict(ckpt["ema"])
         self.step = int(state["step"])
         self.last_checkpoint = path
+        self._first_loss = state.get("first_loss")
         if "optimizer" not in state:  # weights only (e.g. converted from k-diffusion)
             warnings.warn(
                 f"{path} holds weights but no trainer state: continuing from step {self.step} "
@@ -401,6 +540,11 @@ class Trainer:
             )
             return
         self.optimizer.load_state_dict(state["optimizer"])
+        # The config's hyper-parameters win over the saved ones (equal unless allow_change).
+        fresh_groups = make_optimizer(self.model, self.config).param_groups
+        for group, fresh in zip(self.optimizer.param_groups, fresh_groups, strict=True):
+            for key in ("lr", "betas", "eps", "weight_decay"):
+                group[key] = fresh[key]
         data = state["data"][0]
         if (data["size"], data["seed"]) != (self.sampler.size, self.sampler.seed):
             warnings.warn(
@@ -421,16 +565,32 @@ class Trainer:
         self._print(f"resumed from {path} (step {self.step})")
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop log lines past ``step`` (written after the checkpoint we resume from)."""
+        """Move log lines past ``step`` (written after the checkpoint we resume from: they
+        will be logged again) and a half-written last line (a kill mid-write) out of
+        ``metrics.jsonl`` into ``metrics-dropped.jsonl``: nothing logged is ever deleted."""
         path = self.run_dir / "metrics.jsonl"
         if not path.exists():
             return
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-        keep = [ln for ln in lines if json.loads(ln)["step"] <= step]
-        if len(keep) != len(lines):
-            tmp = path.with_suffix(".tmp")
+        records, lines, broken = parse_metrics(path)
+        keep = [ln for r, ln in zip(records, lines) if r["step"] <= step]
+        dropped = [ln for r, ln in zip(records, lines) if r["step"] > step]
+        if broken is not None:
+            dropped.append(json.dumps({"half_written_line": broken}))
+        if not dropped:
+            return
+        archive = self.run_dir / "metrics-dropped.jsonl"
+        with writing(str(archive)), open(archive, "a") as f:
+            f.writelines(ln + "\n" for ln in dropped)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+        with writing(str(path)):
             tmp.write_text("".join(ln + "\n" for ln in keep))
             os.replace(tmp, path)
+        self._print(
+            f"moved {len(dropped)} metrics.jsonl lines past step {step} (to be logged again) "
+            f"to {archive}"
+        )
 
     # --- one step ------------------------------------------------------------------------------
 
@@ -506,19 +666,51 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self._flush_log()
             what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {grad_norm}"
-            last = str(self.last_checkpoint) if self.last_checkpoint else "none (no checkpoint yet)"
             raise NonFiniteLossError(
                 f"{what} at step {step + 1}: training stopped before the optimizer step, so the "
-                f"weights were not updated and no checkpoint was written. Last good "
-                f"checkpoint: {last}. Resume from it (--resume) after lowering the learning "
-                f"rate or setting training.grad_clip."
+                f"weights were not updated and no checkpoint was written. "
+                + self._recovery_advice()
             )
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         ema_update(self.ema, self.model, self.ema_schedule.decay(step))
+        if step == 0:
+            self._first_loss = loss
         self.step = step + 1
+        self._window[0] += loss
+        self._window[1] += 1
         self._accumulate(loss, losses, sigma, grad_norm)
         return loss
+
+    def _recovery_advice(self) -> str:
+        """Names the last good checkpoint and the command that resumes from it."""
+        good = last_good_checkpoint(self.run_dir) if self.run_dir is not None else None
+        if good is None:
+            return (
+                "There is no good checkpoint to resume from: start a new run with a lower "
+                "training.lr or with training.grad_clip set."
+            )
+        lr = self.config.training.lr
+        return (
+            f"Last good checkpoint (finite weights of sane size, loss not diverging): {good}. "
+            f"Resume from it with a lower learning rate:\n  hdit-edu train --run-dir "
+            f"{self.run_dir} --resume-from {good} --allow-change training.lr --set "
+            f"training.lr={lr / 10:g}\n(or clip gradients: --allow-change training.grad_clip "
+            f"--set training.grad_clip=1.0)."
+        )
+
+    def _health(self) -> dict:
+        """The checkpoint's health record: the largest |weight| (model and EMA) and the mean
+        loss of the steps since the previous checkpoint (None if there were none)."""
+        params = [*self.model.parameters(), *self.ema.parameters()]
+        max_abs = torch.stack([p.detach().abs().max().float() for p in params]).max()
+        steps = self._window[1]
+        return {
+            "max_abs_weight": float(max_abs),  # one host sync per checkpoint
+            "loss": self._window[0] / steps if steps else None,
+            "steps": steps,
+            "reference_loss": self._first_loss,
+        }
 
     # --- logging -------------------------------------------------------------------------------
 
@@ -573,7 +765,8 @@ class Trainer:
         if t.grad_clip is not None:
             record["grad_norm"] = acc["grad_norm_sum"] / acc["steps"]
         if self.run_dir is not None and self.dist.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
+            path = self.run_dir / "metrics.jsonl"
+            with writing(str(path)), open(path, "a") as f:
                 f.write(json.dumps(record) + "\n")
             self.sinks.metrics(record)  # TensorBoard / W&B copies (training.tensorboard, .wandb)
         self.history.append(record)
@@ -600,6 +793,7 @@ class Trainer:
             "data": [self.sampler.state_dict() | {"position": self.step * self.batch_size}],
             "log": self._log_acc,
             "world_size": self.dist.world_size,
+            "first_loss": self._first_loss,
         }
 
     def save(self) -> Path | None:
@@ -607,6 +801,25 @@ class Trainer:
         state = self.state_dict()  # collective under DDP
         if self.run_dir is None or not self.dist.is_main:
             return None
+        health = self._health()
+        self._window = [0.0, 0]
+        # Never rotate away the last good checkpoint while the newer ones are not good.
+        losses = [health["loss"]] if health["loss"] is not None else []
+        for p in list_checkpoints(self.run_dir):
+            try:
+                h = read_manifest(p).get("health")
+            except CheckpointError:
+                continue
+            if (
+                isinstance(h, dict)
+                and isinstance(h.get("loss"), float)
+                and math.isfinite(h["loss"])
+            ):
+                losses.append(h["loss"])
+        protect = []
+        if not is_healthy(health, min(losses) if losses else None):
+            good = last_good_checkpoint(self.run_dir)
+            protect = [good] if good is not None else []
         self.last_checkpoint = save_checkpoint(
             self.run_dir,
             self.step,
@@ -614,6 +827,8 @@ class Trainer:
             self.ema.state_dict(),
             state,
             keep=self.config.training.keep_checkpoints,
+            health=health,
+            protect=protect,
         )
         return self.last_checkpoint
 
@@ -630,7 +845,15 @@ class Trainer:
             device=self.device,
         )
         path = self.run_dir / "samples" / f"step-{self.step:08d}.png"
-        save_grid(images, path, nrow=grid_columns(self.n_samples, self.config.model.num_classes))
+        if not images.isfinite().all():  # one host sync per sample grid
+            raise NonFiniteLossError(
+                f"the EMA model's samples at step {self.step} hold NaN or inf pixels (the "
+                f"weights are diverging); {path.name} was not written. " + self._recovery_advice()
+            )
+        with writing(str(path)):
+            save_grid(
+                images, path, nrow=grid_columns(self.n_samples, self.config.model.num_classes)
+            )
         self.sinks.image(path, self.step)
         return path
 
@@ -687,25 +910,71 @@ class Trainer:
         }
 
 
-def _check_same_experiment(saved: Config, given: Config) -> None:
-    """A resumed run may change only the bookkeeping fields of ``RESUMABLE_FIELDS``."""
+def _check_same_experiment(saved: Config, given: Config, allow_change=()) -> dict:
+    """A resumed run may change the bookkeeping fields of ``RESUMABLE_FIELDS`` freely and the
+    :data:`RECOVERABLE_FIELDS` named in ``allow_change`` (``"training.lr"``); returns those
+    changes ``{field: (old, new)}``. Anything else raises :class:`ConfigChangeError`."""
+    recoverable = [f"training.{k}" for k in RECOVERABLE_FIELDS]
+    allow = set()
+    for item in [allow_change] if isinstance(allow_change, str) else allow_change:
+        for name in str(item).split(","):
+            name = name.strip()
+            if name and not name.startswith("training."):
+                name = f"training.{name}" if name in RECOVERABLE_FIELDS else name
+            if name and name not in recoverable:
+                raise ValueError(
+                    f"--allow-change {name!r}: not a recoverable field (it would change the "
+                    f"experiment, or does not exist); allowed: {', '.join(recoverable)}"
+                )
+            allow.add(name)
     a, b = saved.to_dict(), given.to_dict()
     for key in RESUMABLE_FIELDS:
         a["training"].pop(key), b["training"].pop(key)
     diffs = sorted(_diff_keys(a, b))
-    if diffs:
-        raise ValueError(
-            f"cannot resume: the config differs from the run's config.json in {diffs} "
-            f"(only training.{{{', '.join(RESUMABLE_FIELDS)}}} may change when resuming)"
+    refused = [d for d in diffs if d not in recoverable]
+    unasked = [d for d in diffs if d in recoverable and d not in allow]
+    if refused:
+        raise ConfigChangeError(
+            f"cannot resume: the config differs from the run's config.json in {refused}, which "
+            f"change the experiment (model, data, diffusion or seed); start a new run for that. "
+            f"Only training.{{{', '.join(RESUMABLE_FIELDS)}}} may change freely, and "
+            f"{', '.join(recoverable)} with --allow-change",
+            unasked,
+            refused,
         )
+    if unasked:
+        raise ConfigChangeError(
+            f"cannot resume: the config differs from the run's config.json in {unasked}; to "
+            f"continue with the new value, allow the change explicitly (it is logged in "
+            f"config-changes.jsonl): --allow-change {','.join(unasked)} "
+            f"(Trainer(allow_change={unasked!r}))",
+            unasked,
+            [],
+        )
+    return {d: (_get(a, d), _get(b, d)) for d in diffs}
+
+
+def _get(d: dict, dotted: str):
+    for part in dotted.split("."):
+        d = d[int(part)] if isinstance(d, list) else d[part]
+    return list(d) if isinstance(d, tuple) else d
 
 
 def _diff_keys(a, b, prefix: str = "") -> list[str]:
+    """The dotted names of the fields where ``a`` and ``b`` differ (``model.levels.0.width``)."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in sorted(set(a) | set(b)):
             out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
+    if (
+        isinstance(a, list)
+        and isinstance(b, list)
+        and len(a) == len(b)
+        and a
+        and (isinstance(a[0], dict))
+    ):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _diff_keys(x, y, f"{prefix}{i}.")]
     return [] if a == b else [prefix.rstrip(".")]
 
 
