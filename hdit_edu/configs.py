@@ -173,6 +173,8 @@ class TrainingConfig:
     keep_checkpoints: int = 3
     sample_every: int = 1000
     log_every: int = 10
+    tensorboard: bool = False  # also log to RUN_DIR/tensorboard (logging_sinks)
+    wandb: bool = False  # also log to an offline Weights & Biases run in RUN_DIR/wandb
 
 
 @dataclass
@@ -575,6 +577,9 @@ def _validate_training(t: Any) -> None:
             f"training.grad_accum={t.grad_accum} must divide training.batch_size="
             f"{t.batch_size} (global batch = micro-batch × grad_accum × processes)"
         )
+    for name in ("tensorboard", "wandb"):
+        if not isinstance(getattr(t, name), bool):
+            raise ValueError(f"training.{name}: got {getattr(t, name)!r}; allowed: true, false")
     _check_int("training.steps", t.steps, 0)
     if t.batch_schedule is not None:
         previous = (0, t.batch_size)

@@ -117,6 +117,7 @@ from .configs import Config, image_d, load_config, save_config, validate_config
 from .data import Augment, ImageFolderDataset, ResumableSampler, save_grid, step_generator
 from .diffusion import Denoiser, sample_sigmas
 from .layers import check_class_labels
+from .logging_sinks import open_sinks
 from .models import build_model, set_checkpointing
 from .runlock import lock_run_dir
 from .runs import parse_metrics
@@ -140,6 +141,8 @@ RESUMABLE_FIELDS = (
     "log_every",
     "grad_accum",
     "checkpointing",
+    "tensorboard",  # where copies of the metrics go (logging_sinks)
+    "wandb",
 )
 # Training fields a resume may change when asked to (allow_change / --allow-change): they
 # change how the optimisation continues (the way out of a divergence), not what is learnt.
@@ -501,6 +504,7 @@ class Trainer:
             with writing(str(self.run_dir / "config.json")):
                 save_config(config, self.run_dir / "config.json")
             self._truncate_metrics(self.step)
+        self.sinks = open_sinks(self.run_dir if self.dist.is_main else None, config)
 
     # --- resume bookkeeping ------------------------------------------------------------------
 
@@ -900,6 +904,7 @@ class Trainer:
             path = self.run_dir / "metrics.jsonl"
             with writing(str(path)), open(path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            self.sinks.metrics(record)  # TensorBoard / W&B copies (training.tensorboard, .wandb)
         self.history.append(record)
         self._reset_log()
         return record
@@ -991,6 +996,7 @@ class Trainer:
             save_grid(
                 images, path, nrow=grid_columns(self.n_samples, self.config.model.num_classes)
             )
+        self.sinks.image(path, self.step)
         return path
 
     # --- the loop ------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import common  # noqa: E402
+import loader_throughput  # noqa: E402
 import profile_step  # noqa: E402
 import sampling_speed  # noqa: E402
 import scaling  # noqa: E402
@@ -267,3 +268,25 @@ def test_reference_model_has_our_config_and_weights():
     assert expected.abs().mean() > 0.1
     assert (got - expected).abs().max() < 1e-5
     assert sys.modules.get("k_diffusion") is before  # the loader cleans up
+
+
+def test_loader_throughput_quick_measures_every_format_worker_and_augmentation(tmp_path):
+    """--quick: 64² files, 0 and 1 workers, PNG / JPEG / prepared, augmentation off and on;
+    the per-GPU need is Table 6's FFHQ-1024 arithmetic."""
+    out = tmp_path / "loader.json"
+    assert loader_throughput.main(["--quick", "--out", str(out)]) == 0
+    document = _load(out)
+    rows = document["results"]
+    keys = [(r["format"], r["augment_p"], r["workers"]) for r in rows]
+    assert sorted(keys) == sorted(
+        (f, p, w) for f in ("png", "jpeg", "prepared") for p in (0.0, 0.12) for w in (0, 1)
+    )
+    for r in rows:
+        assert r["images_timed"] == 2 * 2 and r["images_per_s"] > 0
+        assert r["images_per_s_per_worker"] == r["images_per_s"] / max(1, r["workers"])
+    need = document["summary"]["ffhq1024_needs"]["images_per_s_per_gpu"]
+    assert need == pytest.approx(1e6 * 256 / (5 * 86400) / 64) and round(need, 2) == 9.26
+    assert document["summary"]["prepare_images_per_s_one_process"] > 0
+    # the made images compress like photographs, not like flat colour: PNG > JPEG > 0
+    size = {r["format"]: r["file_MiB"] for r in rows}
+    assert size["prepared"] > size["png"] > size["jpeg"] > 0

@@ -127,7 +127,16 @@ def test_help_texts_name_the_options():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices
     expected = {
-        "train": ["--config", "--profile", "--steps", "--run-dir", "--resume", "torchrun"],
+        "train": [
+            "--config",
+            "--profile",
+            "--steps",
+            "--run-dir",
+            "--resume",
+            "torchrun",
+            "--tensorboard",
+            "--wandb",
+        ],  # fmt: skip
         "sample": ["--run", "--n", "--sampler", "--cfg", "--class", "--out", "dpmpp_3m_sde"],
         "fid": ["--run", "--extractor", "legacy_tensorflow", "--ref"],
         "fid-folders": ["--extractor", "--mode"],
@@ -136,6 +145,7 @@ def test_help_texts_name_the_options():
         "classifier": ["train"],
         "ablate": ["--steps", "--profile", "A,B1,B2,C,D,E", "--train-steps"],
         "flops": ["--config", "--resolution"],
+        "prepare": ["SRC", "DST", "--resolution", "--flat", "--workers"],
     }
     for command, words in expected.items():
         text = sub[command].format_help()
@@ -213,3 +223,12 @@ def test_rectangular_config_trains_samples_and_counts_on_the_cli(tmp_path):
     assert counts["32x48"]["gflops"] == pytest.approx(expected, rel=1e-6)
     assert counts["48x32"]["gflops"] == pytest.approx(expected, rel=1e-6)  # H × W = W × H
     assert expected > analytic_gflops(config, 32)
+
+
+def test_train_tensorboard_flag_sets_the_config_field_and_writes_events(tmp_path):
+    pytest.importorskip("tensorboard")
+    run = tmp_path / "tb"
+    proc = hdit("train", *TINY, "--steps", "2", "--run-dir", str(run), "--tensorboard")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run / "config.json").read_text())["training"]["tensorboard"] is True
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1

@@ -154,6 +154,45 @@ def test_make_toy_cli(tmp_path):
     assert grid.shape == (8 * 64, 3 * 64, 3)  # 8 class rows × 3 images, 32 px shown at 2×
 
 
+def test_prepare_writes_the_pixels_training_reads_and_continues_a_cut_short_run(tmp_path):
+    """``hdit-edu prepare`` (issue 17): the prepared folder, read at the same resolution, gives
+    the same tensors and classes as the original, bit for bit (resize once + lossless PNG)."""
+    rng = np.random.default_rng(0)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for i, (cls, size, suffix) in enumerate(
+        [
+            ("cat", (40, 30), ".jpg"),
+            ("cat", (16, 16), ".png"),
+            ("dog", (30, 52), ".png"),
+            ("dog", (64, 64), ".jpeg"),
+        ]  # fmt: skip
+    ):
+        (src / cls / "deep").mkdir(parents=True, exist_ok=True)
+        image = Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8), mode="RGB")
+        image.save(src / cls / "deep" / f"{i}{suffix}")
+    assert main(["prepare", str(src), str(dst), "--resolution", "16x24"]) == 0
+    before, after = ImageFolderDataset(src, (16, 24)), ImageFolderDataset(dst, (16, 24))
+    assert after.classes == before.classes == ["cat", "dog"]
+    assert [p.relative_to(dst) for p in after.files] == [
+        p.relative_to(src).with_suffix(".png") for p in before.files
+    ]
+    assert torch.equal(after.batch(range(4))[0], before.batch(range(4))[0])
+    assert torch.equal(after.batch(range(4))[1], before.batch(range(4))[1])
+    for path in after.files:  # at the target size already, stored without compression
+        assert Image.open(path).size == (24, 16) and path.stat().st_size > 16 * 24 * 3
+    # a cut-short run (one file missing) continues: only that file is written, the same bytes
+    first = after.files[0]
+    data_bytes = first.read_bytes()
+    first.unlink()
+    done = data.prepare_image_folder(src, dst, (16, 24), workers=1)
+    assert done == {"images": 4, "written": 1, "skipped": 3}
+    assert first.read_bytes() == data_bytes
+    # two sources that would become one file are named
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(src / "cat" / "deep" / "0.png")
+    with pytest.raises(ValueError, match="would both become"):
+        data.prepare_image_folder(src, tmp_path / "again", 16)
+
+
 # ----------------------------------------------------------------------------- augmentation
 
 
@@ -238,6 +277,31 @@ def test_augment_draws_with_probability_p_and_is_seeded():
         Augment(1.5)
     with pytest.raises(ValueError, match="unknown augmentation kinds"):
         Augment(0.1, kinds=("xflip", "cutout"))
+
+
+def test_augmenting_a_batch_equals_augmenting_each_image_and_leaves_undrawn_ones_alone():
+    """apply works on the drawn images only (issue 17: the trainer augments 1024² batches in its
+    main process); the result is the same as applying each image's own draw to it alone, and an
+    image with nothing drawn comes back bit for bit."""
+    x = _random_images(b=64, size=16)
+    aug = Augment(0.3)
+    params = aug.draw(64, 16, generator=torch.Generator().manual_seed(5))
+    out = aug.apply(x, params)
+    fields = ("xflip", "yflip", "log_scale", "angle", "aniso", "aniso_angle", "tx", "ty")
+    untouched = (params.cond() == 0).all(1)
+    assert 5 < untouched.sum() < 59  # both kinds of image are in the batch
+    warped = (params.cond()[:, 2:7] != 0).any(1)
+    for k in range(64):
+        alone = AugParams(*(getattr(params, f)[k : k + 1] for f in fields), params.trans_unit)
+        if warped[k]:  # grid_sample's matrix inverted batched vs alone: float32 rounding
+            torch.testing.assert_close(out[k : k + 1], aug.apply(x[k : k + 1], alone))
+        else:  # gathers and flips: exact
+            assert torch.equal(out[k : k + 1], aug.apply(x[k : k + 1], alone)), k
+        if untouched[k]:
+            assert torch.equal(out[k], x[k])
+    zero = AugParams(*(getattr(params, f)[:4] * 0 for f in fields), params.trans_unit)
+    batch = x[:4]
+    assert aug.apply(batch, zero) is batch  # nothing drawn: not even a copy
 
 
 # --------------------------------------------------------------------------------- sampler
