@@ -1,6 +1,7 @@
 # Two commands: `make lab` (open the notebooks) and `make test` (run the test suite).
 # Both create the virtual environment .venv/ on first use (a few minutes), then are fast.
 # `make tour` executes the tour notebook headless into runs/tour.html.
+# `make book` executes every notebook (cpu profile) into a static HTML book, build/book/index.html.
 # `make bench-gpu` runs every GPU benchmark (benchmarks/README.md) into benchmarks/results/.
 
 PYTHON ?= python3
@@ -14,7 +15,7 @@ PYTEST_WORKERS ?= 2
 # --no-browser (the URL with its token is printed). Extra flags: make lab LAB_ARGS="--port 9999"
 LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root) $(if $(DISPLAY),,--no-browser) $(LAB_ARGS)
 
-.PHONY: lab test tour bench-gpu
+.PHONY: lab test tour book bench-gpu
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +35,11 @@ tour: $(STAMP)
 	HDIT_PROFILE=cpu $(VENV)/bin/jupyter nbconvert --to html --execute \
 		--ExecutePreprocessor.timeout=1200 notebooks/00_tour.ipynb --output-dir runs --output tour
 	@echo "wrote runs/tour.html"
+
+# Every notebook executed in the cpu profile and rendered with nbconvert (tools/build_book.py):
+# build/book/index.html (contents in the paper's order) and one page per notebook.
+book: $(STAMP)
+	$(PY) tools/build_book.py --out build/book --profile cpu
 
 # The GPU benchmarks of issue 9, one after the other (about 30-60 minutes on an H100). Each
 # writes benchmarks/results/<name>-cuda-<gpu>-<date>.json; set HDIT_K_DIFFUSION_SRC to a

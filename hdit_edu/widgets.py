@@ -12,8 +12,11 @@ Sections (each app in its own section):
   guidance scale w (App. D), a sampler (§5.1: Euler, Heun, DPM++(2M), DPM++(3M) SDE), a number
   of steps, a seed and a batch size; it shows the grid, the denoising trajectory (the x̂₀
   prediction ``D(x_i, σ_i)`` of every step) and the time taken. :func:`draw_samples` is the
-  function behind it and :func:`guidance_sweep` measures Figure 9's trade-off (class accuracy
-  and FID against w) on the toy set.
+  function behind it, :func:`guidance_sweep` measures Figure 9's trade-off (class accuracy
+  and FID against w) on the toy set and :func:`sampler_study` compares the samplers (ODE
+  discretisation error against model evaluations; class accuracy at an equal budget). The
+  shipped run holds both results (``cfg_sweep.json``, ``sampler_study.json``), which notebook
+  08 reads in the ``cpu`` profile.
 * ``# --- attention explorer ---`` — :class:`AttentionExplorer` (notebook 04): for a level's
   token grid and a chosen query token, the keys global, neighborhood (k × k, clamped at the
   borders) and shifted-window attention let it see, side by side.
@@ -263,6 +266,90 @@ def guidance_sweep(
         "seed": seed,
         "reference": "toy test split" if isinstance(reference, ToyDataset) else str(reference),
         "extractor": "toy",
+    }
+
+
+def model_evaluations(sampler: str, steps: int) -> int:
+    """Denoiser calls of ``sampler`` for ``steps`` steps (per image, without guidance): Heun
+    corrects every step but the last (EDM Alg. 2), 2·steps − 1; the others call it once a step."""
+    return 2 * steps - 1 if sampler == "heun" else steps
+
+
+@torch.no_grad()
+def sampler_study(
+    denoiser,
+    config,
+    *,
+    n: int = 512,
+    budget: int = DEMO_SETTINGS.steps,
+    cfg_scale: float = DEMO_SETTINGS.cfg_scale,
+    seed: int = 0,
+    step_counts: Sequence[int] = (5, 10, 20, 40),
+    reference_steps: int = 200,
+    ode_seed: int = 3,
+    batch_size: int = 128,
+) -> dict:
+    """§5.1's samplers compared two ways (notebook 08, section 5). Returns a JSON-able dict.
+
+    * ``errors``: the discretisation error of the ODE samplers (Euler, Heun, DPM++(2M)): one
+      image per class from the same start noise (``ode_seed``), no guidance, RMS distance of
+      each sampler's result at ``step_counts`` steps from a ``reference_steps``-step DPM++(2M)
+      solution, against the number of model evaluations (``nfe``).
+    * ``quality``: every sampler at an equal budget of about ``budget`` model evaluations per
+      image (Heun: budget // 2 steps), guidance ``cfg_scale``, ``n`` samples (classes in turn)
+      → class accuracy by the toy classifier.
+    """
+    m, d = config.model, config.diffusion
+    if not m.num_classes:
+        raise ValueError("sampler_study needs a class-conditional model (num_classes > 0)")
+    device = next(denoiser.parameters()).device
+    classes = torch.arange(m.num_classes, device=device)
+    shape = (m.num_classes, m.in_channels, *normalize_resolution(m.resolution))
+    x_T = torch.randn(shape, generator=torch.Generator().manual_seed(ode_seed)).to(device)
+
+    def solve(sampler: str, steps: int) -> torch.Tensor:
+        sigmas = karras_sigmas(steps, d.sigma_min, d.sigma_max, device=device)
+        return sample(denoiser, x_T * sigmas[0], sigmas, sampler, class_cond=classes)
+
+    reference = solve("dpmpp_2m", reference_steps)
+    errors = {}
+    for sampler in ("euler", "heun", "dpmpp_2m"):
+        rms = [(solve(sampler, k) - reference).pow(2).mean().sqrt().item() for k in step_counts]
+        nfe = [model_evaluations(sampler, k) for k in step_counts]
+        errors[sampler] = {"steps": list(step_counts), "nfe": nfe, "rms": rms}
+
+    labels = torch.arange(n) % m.num_classes
+    quality = {}
+    for sampler in SAMPLERS:
+        steps = budget // 2 if sampler == "heun" else budget
+        start = time.perf_counter()
+        images = generate(
+            denoiser,
+            config,
+            n,
+            sampler=sampler,
+            steps=steps,
+            cfg_scale=float(cfg_scale),
+            class_cond=labels,
+            seed=seed,
+            batch_size=batch_size,
+        )
+        quality[sampler] = {
+            "steps": steps,
+            "nfe": model_evaluations(sampler, steps),
+            "class_accuracy": class_accuracy(images, labels),
+            "sampling_seconds": time.perf_counter() - start,
+        }
+    return {
+        "errors": errors,
+        "reference": {"sampler": "dpmpp_2m", "steps": reference_steps},
+        "ode_images": m.num_classes,
+        "ode_seed": ode_seed,
+        "quality": quality,
+        "n": n,
+        "cfg_scale": float(cfg_scale),
+        "seed": seed,
+        "device": str(device),
     }
 
 

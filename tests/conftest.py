@@ -52,3 +52,21 @@ def k_diffusion():
         )
     with import_k_diffusion(src) as package:
         yield package
+
+
+# The two cheap chapters the book tests build (tests/test_book.py, tests/test_browser_book.py).
+SMALL_BOOK = ["00_tour", "02_hourglass_and_skips"]
+
+
+@pytest.fixture(scope="session")
+def small_book(tmp_path_factory):
+    """``tools/build_book.py`` run on :data:`SMALL_BOOK` (cpu profile) once for the session:
+    ``(output folder, chapters)``."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import build_book
+
+    out = tmp_path_factory.mktemp("book")
+    return out, build_book.build_book(out, SMALL_BOOK, log=lambda _: None)

@@ -20,7 +20,7 @@ from PIL import Image
 
 from hdit_edu import cli
 from hdit_edu.runs import load_run
-from hdit_edu.sampling import generate
+from hdit_edu.sampling import SAMPLERS, generate, karras_sigmas, sample
 from hdit_edu.toy import class_accuracy
 from hdit_edu.widgets import (
     DEMO_SETTINGS,
@@ -29,7 +29,9 @@ from hdit_edu.widgets import (
     SamplingSettings,
     draw_samples,
     images_png,
+    model_evaluations,
     sample_classes,
+    sampler_study,
     trajectory_steps,
 )
 
@@ -49,7 +51,7 @@ def test_shipped_run_is_a_small_class_conditional_hdit(shipped):
     assert total <= MAX_SHIPPED_BYTES, f"{total / 2**20:.1f} MiB > 25 MiB"
     names = {p.name for p in files}
     assert {"config.json", "ema.safetensors", "README.md", "samples.png"} <= names
-    assert {"metrics.jsonl", "cfg_sweep.json"} <= names
+    assert {"metrics.jsonl", "cfg_sweep.json", "sampler_study.json"} <= names
     m = config.model
     assert m.arch == "hdit" and m.num_classes == 8 and m.resolution == 32
     assert [level.attention for level in m.levels] == ["neighborhood", "global"]
@@ -174,3 +176,40 @@ def test_cached_guidance_sweep_is_figure_9_shaped():
     assert max(accuracy) > accuracy[0]
     assert accuracy[scales.index(DEMO_SETTINGS.cfg_scale)] >= 0.8
     assert sweep["sampler"] == DEMO_SETTINGS.sampler and sweep["steps"] == DEMO_SETTINGS.steps
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_model_evaluations_counts_the_denoiser_calls(shipped, sampler):
+    config, denoiser = shipped
+    calls = []
+
+    def counted(x, sigma, **cond):
+        calls.append(len(x))
+        return denoiser(x, sigma, **cond)
+
+    d = config.diffusion
+    sigmas = karras_sigmas(6, d.sigma_min, d.sigma_max)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * sigmas[0]
+    classes = torch.tensor([0, 3])
+    sample(
+        counted, x, sigmas, sampler, class_cond=classes, generator=torch.Generator().manual_seed(1)
+    )
+    assert len(calls) == model_evaluations(sampler, 6) == (11 if sampler == "heun" else 6)
+
+
+def test_recorded_sampler_study_is_what_sampler_study_computes(shipped):
+    """The study notebook 08 reads in the cpu profile: its ODE errors at 5 and 10 steps are
+    recomputed (the same start noise and 200-step reference), its budgets are equal, and the
+    paper's sampler is the most accurate at that budget."""
+    config, denoiser = shipped
+    recorded = json.loads((SHIPPED_RUN / "sampler_study.json").read_text())
+    live = sampler_study(denoiser, config, n=8, budget=4, step_counts=(5, 10))
+    for name, errors in live["errors"].items():
+        assert errors["nfe"] == recorded["errors"][name]["nfe"][:2]
+        assert errors["rms"] == pytest.approx(recorded["errors"][name]["rms"][:2], rel=1e-3)
+    assert sorted(live["quality"]) == sorted(recorded["quality"]) == sorted(SAMPLERS)
+    assert live["quality"]["heun"] == {**live["quality"]["heun"], "steps": 2, "nfe": 3}
+    assert recorded["n"] == 512 and recorded["cfg_scale"] == DEMO_SETTINGS.cfg_scale
+    assert {q["nfe"] for q in recorded["quality"].values()} == {49, 50}
+    accuracy = {s: q["class_accuracy"] for s, q in recorded["quality"].items()}
+    assert max(accuracy, key=accuracy.get) == "dpmpp_3m_sde"

@@ -1,0 +1,68 @@
+"""The static HTML book (``make book``, ``tools/build_book.py``), built from two cheap chapters:
+the contents follow the README's notebook map, every chapter is linked to its neighbours and
+carries its plots as embedded images, and a failing cell fails the build."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import SMALL_BOOK
+from nbclient.exceptions import CellExecutionError
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import build_book  # noqa: E402
+
+pytestmark = pytest.mark.notebook
+
+
+def test_every_notebook_is_in_the_readme_map_in_paper_order():
+    chapters = build_book.select_chapters(None)
+    stems = [c.stem for c in chapters]
+    assert sorted(stems) == sorted(p.stem for p in ROOT.glob("notebooks/[0-9][0-9]*_*.py"))
+    # the README's map order: 05b (HDiT assembled) comes after 05 and before 06
+    assert stems.index("05_flops_and_scaling") + 1 == stems.index("05b_hdit_assembled")
+    assert stems[0] == "00_tour" and stems[-1] == "08_sampling_demo"
+    assert next(c for c in chapters if c.stem == "04_local_attention").paper == "§4.3"
+
+
+def test_unknown_notebook_is_refused_by_name():
+    with pytest.raises(ValueError, match="unknown notebooks \\['99_nope'\\]"):
+        build_book.select_chapters(["99_nope"])
+
+
+def test_index_lists_the_chapters_with_links(small_book):
+    out, chapters = small_book
+    assert [c.stem for c in chapters] == SMALL_BOOK
+    index = (out / "index.html").read_text()
+    links = re.findall(r'<a href="([^"]+\.html)">', index)
+    assert links == [f"{stem}.html" for stem in SMALL_BOOK]
+    assert all((out / link).is_file() for link in links)
+    assert "A tour of hdit-edu" in index and "§4.1, Fig. 3, Table 2" in index
+    assert all(c.seconds > 0 for c in chapters)
+
+
+def test_chapters_link_their_neighbours_and_embed_their_plots(small_book):
+    out, _ = small_book
+    tour = (out / "00_tour.html").read_text()
+    hourglass = (out / "02_hourglass_and_skips.html").read_text()
+    assert tour.count('<a href="02_hourglass_and_skips.html">→') == 2  # top and bottom bars
+    assert hourglass.count('<a href="00_tour.html">←') == 2
+    assert hourglass.count('<a href="index.html">Contents</a>') == 2
+    plots = re.findall(r'<img[^>]+src="([^"]{0,40})', hourglass)
+    assert len(plots) >= 3 and all(src.startswith("data:image/png;base64,") for src in plots)
+    assert "jp-OutputArea-output" in hourglass  # executed: the outputs are there
+
+
+def test_a_failing_cell_fails_the_build(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    header = (ROOT / "notebooks" / "00_tour.py").read_text().split("# %%")[0]  # the kernelspec
+    cells = "# %% [markdown]\n# # A failing chapter\n\n# %%\nassert 1 + 1 == 3, 'arithmetic'\n"
+    (notebooks / "00_tour.py").write_text(header + cells)
+    with pytest.raises(CellExecutionError, match="arithmetic"):
+        build_book.build_book(tmp_path / "book", ["00_tour"], notebook_dir=notebooks)
+    assert not (tmp_path / "book" / "index.html").exists()

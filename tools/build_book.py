@@ -1,0 +1,198 @@
+"""Build the static HTML book: execute the notebooks in one profile and render them with nbconvert.
+
+    python tools/build_book.py                      # every notebook, cpu profile -> build/book/
+    python tools/build_book.py --notebooks 02_hourglass_and_skips --out /tmp/book
+
+The chapters are the notebooks' jupytext sources (``notebooks/NN_topic.py``), executed top to
+bottom in a fresh kernel (``HDIT_PROFILE=<profile>``; a failing cell or ``assert`` stops the
+build, naming the notebook) and rendered with nbconvert's ``lab`` template: plots are embedded
+as data URIs, so the book opens from disk in any browser with nothing installed.
+``index.html`` is the table of contents in the paper's order, the order of the README's
+notebook map (``| `NN_topic` | paper | what it shows |``), with the paper's sections and the run
+time of each chapter; every chapter has links to the contents and to its neighbours.
+``make book`` runs this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import jupytext
+from nbclient import NotebookClient
+from nbconvert import HTMLExporter
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+README = ROOT / "README.md"
+MAP_ROW = re.compile(r"^\|\s*`(\d\d\w*?_\w+)`\s*\|([^|]*)\|([^|]*)\|\s*$")
+CELL_TIMEOUT_S = 1800
+STYLE = """<style>
+.book-nav { display: flex; justify-content: space-between; gap: 1em; max-width: 1100px;
+  margin: 0.5em auto; padding: 0.5em 1em; font: 14px sans-serif; background: #f3f5f8;
+  border-radius: 4px; }
+.book-nav a { text-decoration: none; }
+</style>"""
+
+
+@dataclass
+class Chapter:
+    stem: str  # "02_hourglass_and_skips"
+    paper: str  # the README map's paper column: "§4.1, Fig. 3, Table 2"
+    summary: str  # the README map's "what it shows"
+    title: str = ""  # the notebook's first heading
+    seconds: float = 0.0  # execution time
+
+    @property
+    def html_name(self) -> str:
+        return f"{self.stem}.html"
+
+
+def notebook_map(readme: Path = README) -> list[Chapter]:
+    """The README's notebook map, in its order (the paper's)."""
+    rows = [MAP_ROW.match(line) for line in readme.read_text().splitlines()]
+    chapters = [Chapter(m[1], m[2].strip(), m[3].strip()) for m in rows if m]
+    if not chapters:
+        raise ValueError(f"{readme}: no notebook map rows (| `NN_topic` | paper | what |) found")
+    return chapters
+
+
+def select_chapters(names: list[str] | None, notebook_dir: Path = NOTEBOOK_DIR) -> list[Chapter]:
+    """The chapters to build, in map order: ``names`` (stems, e.g. "02_hourglass_and_skips";
+    default: every ``NN_topic.py``). Every source must be in the README's map."""
+    chapters = notebook_map()
+    by_stem = {c.stem: c for c in chapters}
+    sources = {p.stem for p in notebook_dir.glob("[0-9][0-9]*_*.py")}
+    unmapped = sorted(sources - set(by_stem))
+    if unmapped:
+        raise ValueError(f"notebooks missing from README's notebook map: {', '.join(unmapped)}")
+    wanted = set(names) if names else sources
+    unknown = sorted(wanted - sources)
+    if unknown:
+        raise ValueError(f"unknown notebooks {unknown}; allowed: {', '.join(sorted(sources))}")
+    return [c for c in chapters if c.stem in wanted]
+
+
+def execute(source: Path, profile: str):
+    """The notebook of ``source`` (jupytext), executed in a fresh kernel in ``profile``."""
+    nb = jupytext.read(source)
+    kernel = nb.metadata.get("kernelspec", {}).get("name")
+    if not kernel:
+        raise ValueError(f"{source.name} has no kernelspec name: add one to the jupytext header")
+    os.environ["HDIT_PROFILE"] = profile  # the kernel inherits the environment
+    client = NotebookClient(
+        nb,
+        kernel_name=kernel,
+        timeout=CELL_TIMEOUT_S,
+        resources={"metadata": {"path": str(source.parent)}},
+    )
+    client.execute()
+    return nb
+
+
+def nav(chapters: list[Chapter], i: int) -> str:
+    """The bar linking a chapter to its neighbours and to the contents."""
+
+    def link(j: int, arrow: str) -> str:
+        if not 0 <= j < len(chapters):
+            return "<span></span>"
+        c = chapters[j]
+        return f'<a href="{c.html_name}">{arrow} {html.escape(c.title)}</a>'
+
+    prev, nxt = link(i - 1, "←"), link(i + 1, "→")
+    return f'<nav class="book-nav">{prev}<a href="index.html">Contents</a>{nxt}</nav>'
+
+
+def index_page(chapters: list[Chapter], profile: str) -> str:
+    rows = "\n".join(
+        f'<tr><td><a href="{c.html_name}">{html.escape(c.title)}</a><br><code>{c.stem}</code>'
+        f"</td><td>{html.escape(c.paper)}</td><td>{html.escape(c.summary)}</td>"
+        f"<td>{c.seconds:.0f} s</td></tr>"
+        for c in chapters
+    )
+    built = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>hdit-edu: the book</title>
+<style>
+body {{ font: 16px/1.5 sans-serif; max-width: 1000px; margin: 2em auto; padding: 0 1em; }}
+table {{ border-collapse: collapse; width: 100%; }}
+td, th {{ border-bottom: 1px solid #ddd; padding: 0.5em; text-align: left; vertical-align: top; }}
+</style></head>
+<body>
+<h1>hdit-edu: Hourglass Diffusion Transformers, notebook by notebook</h1>
+<p>The notebooks of <code>hdit-edu</code>, an educational toolkit for the Hourglass Diffusion
+Transformer (HDiT; Crowson et al., <i>Scalable High-Resolution Pixel-Space Image Synthesis with
+Hourglass Diffusion Transformers</i>, ICML 2024), executed in the <code>{profile}</code> profile
+with every output and plot. The chapters follow the paper. Interactive widgets need a running
+kernel: open the notebooks with <code>make lab</code>.</p>
+<h2>Contents</h2>
+<table id="toc">
+<tr><th>chapter</th><th>paper</th><th>what it shows</th><th>run time</th></tr>
+{rows}
+</table>
+<p>Built {built} with <code>make book</code>.</p>
+</body></html>
+"""
+
+
+def build_book(
+    out: Path,
+    names: list[str] | None = None,
+    profile: str = "cpu",
+    notebook_dir: Path = NOTEBOOK_DIR,
+    log=print,
+) -> list[Chapter]:
+    """Execute the chosen notebooks (default: all) and write ``out/index.html`` plus one
+    ``out/<stem>.html`` per chapter. Returns the chapters with their titles and run times."""
+    chapters = select_chapters(names, notebook_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    exporter = HTMLExporter(template_name="lab", embed_images=True)
+    bodies = []
+    for c in chapters:
+        start = time.perf_counter()
+        nb = execute(notebook_dir / f"{c.stem}.py", profile)
+        c.seconds = time.perf_counter() - start
+        heading = next(
+            (cell.source for cell in nb.cells if cell.cell_type == "markdown"), c.stem
+        ).lstrip("# ")
+        c.title = heading.splitlines()[0].strip()
+        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": c.title}})
+        bodies.append(body)
+        log(f"{c.stem}: executed in {c.seconds:.0f} s")
+    for i, (c, body) in enumerate(zip(chapters, bodies)):
+        bar = nav(chapters, i)
+        body = body.replace("</head>", f"{STYLE}\n</head>", 1)
+        body = re.sub(r"(<body[^>]*>)", rf"\1\n{bar}", body, count=1)
+        body = body.replace("</body>", f"{bar}\n</body>", 1)
+        (out / c.html_name).write_text(body, encoding="utf-8")
+    (out / "index.html").write_text(index_page(chapters, profile), encoding="utf-8")
+    return chapters
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "book", help="output folder")
+    parser.add_argument(
+        "--notebooks", nargs="+", metavar="STEM", help="notebook stems (default: all)"
+    )
+    parser.add_argument("--profile", default="cpu", choices=("cpu", "gpu"), help="profile")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    build_book(args.out, args.notebooks, args.profile)
+    size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
+    print(
+        f"wrote {args.out / 'index.html'} in {time.perf_counter() - start:.0f} s "
+        f"({size / 2**20:.1f} MiB)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
