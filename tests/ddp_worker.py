@@ -39,8 +39,8 @@ def main(out: str, steps: int) -> None:
     # Train, recording what each step drew (the single-process replay feeds these back).
     draws, draw_noise = [], trainer.draw_noise
 
-    def recording_draw_noise(x0, classes, step):
-        sigma, noise, cond = draw_noise(x0, classes, step)
+    def recording_draw_noise(x0, classes, step, *micro):  # micro: (micro-step, accumulation)
+        sigma, noise, cond = draw_noise(x0, classes, step, *micro)
         draws.append(dict(x0=x0, classes=classes, sigma=sigma, noise=noise, **cond))
         return sigma, noise, cond
 

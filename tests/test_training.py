@@ -414,12 +414,9 @@ def test_two_nodes_reproduce_a_single_process_run_with_the_same_global_batch(tmp
     single = Trainer(tiny_config(batch_size=8), None, dataset=ToyDataset("train", resolution=32,
                      size=512), progress=False)  # fmt: skip
     cat = lambda step, key: torch.cat([r["draws"][step][key] for r in ranks])
-    single.get_batch = lambda step: (cat(step, "x0"), cat(step, "classes"), None)
-    single.draw_noise = lambda x0, classes, step: (
-        cat(step, "sigma"),
-        cat(step, "noise"),
-        {"class_cond": cat(step, "class_cond")},
-    )
+    single.micro_batches = lambda step, batch=None: [  # one micro-step: the nodes' draws
+        {key: cat(step, key) for key in ("x0", "noise", "sigma", "class_cond")}
+    ]
     losses = [single.train_step() for _ in range(MULTINODE_STEPS)]
     assert single.step == MULTINODE_STEPS
     torch.testing.assert_close(
