@@ -55,7 +55,7 @@ from torchvision.utils import make_grid
 
 import hdit_edu
 from hdit_edu.checkpoints import list_checkpoints
-from hdit_edu.configs import paper_config, token_grids
+from hdit_edu.configs import paper_config, sampling_sigma_range, token_grids
 from hdit_edu.flops import TABLE6, analytic_breakdown, analytic_gflops, analytic_params
 from hdit_edu.planner import plan
 from hdit_edu.profiles import for_profile
@@ -275,9 +275,7 @@ assert torch.isfinite(images).all() and images.abs().max() <= 1
 # global layout (where the face is) is decided at high σ, details at low σ.
 
 # %%
-sigmas = karras_sigmas(
-    SAMPLE_STEPS, run_config.diffusion.sigma_min, run_config.diffusion.sigma_max, device=device
-)
+sigmas = karras_sigmas(SAMPLE_STEPS, *sampling_sigma_range(run_config), device=device)
 x = torch.randn(1, 3, res, res, generator=torch.Generator().manual_seed(1)).to(device) * sigmas[0]
 snapshots = {}
 keep = {0, SAMPLE_STEPS // 4, SAMPLE_STEPS // 2, 3 * SAMPLE_STEPS // 4, SAMPLE_STEPS - 1}
