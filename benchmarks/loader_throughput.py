@@ -108,7 +108,8 @@ def loader_rate(
     augment = Augment(augment_p) if augment_p > 0 else None
     total = 1 + batches * repeats
     if workers:  # the trainer's DataLoader path (Trainer.fit with num_workers > 0)
-        loader = _loader_batches(dataset, sampler, batch_size, 0, workers)
+        indices = lambda step: sampler.batch_indices(step, batch_size)
+        loader = _loader_batches(dataset, indices, 0, workers)
         read = lambda step: next(loader)
     else:  # the trainer's in-process path (Trainer.get_batch)
         read = lambda step: dataset.batch(sampler.batch_indices(step, batch_size))
