@@ -55,6 +55,11 @@ def test_chapters_link_their_neighbours_and_embed_their_plots(small_book):
     plots = re.findall(r'<img[^>]+src="([^"]{0,40})', hourglass)
     assert len(plots) >= 3 and all(src.startswith("data:image/png;base64,") for src in plots)
     assert "jp-OutputArea-output" in hourglass  # executed: the outputs are there
+    # formulas: the book's own MathJax (tests/test_browser_book.py sees them typeset offline)
+    assert f'<script src="{build_book.MATHJAX_URL}">' in hourglass
+    assert "libs/mathjax" not in hourglass  # not the CDN
+    assert (out / "mathjax" / "MathJax.js").is_file()
+    assert (out / "mathjax" / "config" / "hdit-book.js").is_file()
 
 
 def test_a_failing_cell_fails_the_build(tmp_path):
