@@ -1,4 +1,5 @@
-"""Interactive apps for the notebooks (ipywidgets): the sampling demo and the explorers.
+"""Interactive apps for the notebooks (ipywidgets): the sampling demo, the explorers and the
+live training view.
 
 Each app is a small class that holds its controls and its outputs; ``app.widget`` is the box a
 notebook displays (``display(app)`` works too), and every action is a plain method, so tests
@@ -17,6 +18,10 @@ Sections (each app in its own section):
   discretisation error against model evaluations; class accuracy at an equal budget). The
   shipped run holds both results (``cfg_sweep.json``, ``sampler_study.json``), which notebook
   08 reads in the ``cpu`` profile.
+* ``# --- live training view ---`` — :class:`LiveTrainingView` (notebooks 07 and 09): a
+  progress bar, the loss curve and the newest EMA sample grid of a training run, redrawn as the
+  trainer logs; ``trainer.fit(steps, callback=LiveTrainingView())`` attaches it for one call
+  (it is a sink of :mod:`hdit_edu.logging_sinks`).
 * ``# --- attention explorer ---`` — :class:`AttentionExplorer` (notebook 04): for a level's
   token grid and a chosen query token, the keys global, neighborhood (k × k, clamped at the
   borders) and shifted-window attention let it see, side by side.
