@@ -648,14 +648,11 @@ class LiveTrainingView:
         self.status = ipw.HTML()
         self.loss_image = ipw.Image(format="png").add_class("hdit-live-loss")
         self.grid_image = ipw.Image(format="png").add_class("hdit-live-samples")
+        self._pictures = [self.loss_image, self.grid_image]
+        rows = [ipw.HBox([self.progress, self.status]), ipw.HBox(self._pictures)]
         header = [ipw.HTML(f"<b>{html.escape(title)}</b>")] if title else []
-        self.widget = ipw.VBox(
-            header
-            + [
-                ipw.HBox([self.progress, self.status]),
-                ipw.HBox([self.loss_image, self.grid_image]),
-            ]
-        ).add_class("hdit-live-view")
+        self.widget = ipw.VBox(header + rows).add_class("hdit-live-view")
+        self._boxes = [self.widget, *rows, *header]
 
     # the sink protocol (hdit_edu.logging_sinks)
 
@@ -686,6 +683,10 @@ class LiveTrainingView:
         """The end of ``fit``: the final state as a still picture, in place of the widget."""
         if self.mode == "widget" and self._handle is not None:
             self._handle.update(DisplayImage(data=_figure_png(self.figure())))
+            for widget in self._boxes + [self.progress, self.status, *self._pictures]:
+                for part in (widget, widget.layout, getattr(widget, "style", None)):
+                    if part is not None:
+                        part.close()  # free the kernel's copies; the output keeps the picture
         else:
             print(self.status_line())
             if _in_ipython():  # a terminal IPython or a kernel: the picture inline
