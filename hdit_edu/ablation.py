@@ -287,7 +287,7 @@ def run_toy(
     }
     settings |= {"eval_seed": eval_seed, "out": str(out), "resume": resume}
     if previous is not None and previous.get("status") == "done" and not extend:
-        other = _budget_difference(previous["settings"], settings, ignore=("train_steps",))
+        other = _budget_difference(previous["settings"], settings)
         if other:
             raise ValueError(
                 f"{path} was recorded with other settings ({other}); write to another folder"
@@ -370,10 +370,10 @@ def run_toy(
     return record
 
 
-def _budget_difference(a: dict, b: dict, ignore: Sequence[str] = ()) -> str:
+def _budget_difference(a: dict, b: dict) -> str:
     """The budget settings in which two records' ``settings`` differ (``"key: a vs b, …"``; not
     the configuration, seed, sampling seed, output folder or resume flag)."""
-    skip = {"config", "seed", "eval_seed", "out", "resume", *ignore}
+    skip = {"config", "seed", "eval_seed", "out", "resume"}
     keys = sorted((set(a) | set(b)) - skip)
     return ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if a.get(k) != b.get(k))
 
