@@ -634,10 +634,12 @@ def summary_markdown(result: dict) -> str:
         d = r["difference"]
         if d["n"] == 0:
             continue
+        ci = f" [{d['ci95'][0]:.3g}, {d['ci95'][1]:.3g}]" if d["n"] > 1 else ""
+        p = "–" if math.isnan(r["p_holm"]) else f"{r['p_holm']:.3g}"
         lines.append(
-            f"| {r['x']} → {r['y']} ({r['what']}) | {r['metric']} | {d['n']} | {d['mean']:.4g} "
-            f"[{d['ci95'][0]:.3g}, {d['ci95'][1]:.3g}] | {r['p_holm']:.3g} | "
-            f"{'yes' if r['sign_matches'] else 'no'} | {'yes' if r['significant'] else 'no'} |"
+            f"| {r['x']} → {r['y']} ({r['what']}) | {r['metric']} | {d['n']} | {d['mean']:.4g}"
+            f"{ci} | {p} | {'yes' if r['sign_matches'] else 'no'} | "
+            f"{'yes' if r['significant'] else 'no'} |"
         )
     if result["kendall_tau"]:
         k = result["kendall_tau"]
