@@ -278,6 +278,7 @@ def trainer_for(config, device, backend: str) -> Trainer:
 
 def measure_peak(config, device, backend: str) -> dict:
     """One real training step of ``config`` (:func:`planner_calibration.step_peak`)."""
+    _release(device)  # what an earlier failed step left
     trainer = None
     try:
         trainer = trainer_for(config, device, backend)
@@ -338,24 +339,23 @@ def stage_memory(report: Report, stage: Stage, settings: dict, device, memory_Gi
             estimate = planner.estimate_memory(cfg, micro, mode, precision)
             attempt["predicted"] = {**vars(estimate), "peak": estimate.peak}
             attempt["input_bytes"] = input_bytes(cfg, plan.global_batch)  # every micro-batch
+            retry = False
             try:
                 measured = measure_peak(cfg, device, backend)
                 attempt["measured"] = measured
                 attempt.update(compare(estimate.peak, measured))
-                attempts.append(attempt)
-                break
             except Exception as error:  # noqa: BLE001 - recorded; an OOM retries smaller
                 attempt.update(_error(error))
                 if device.type == "cuda":
                     attempt["cuda_max_memory_allocated_bytes"] = torch.cuda.max_memory_allocated()
-                attempts.append(attempt)
-                _release(device)
-                if not isinstance(error, torch.OutOfMemoryError) or not stage.fits(30):
-                    break
-                micro, accum = micro // 2, accum * 2
-            finally:
-                entry["attempts"] = attempts
-                report.set(key, f"plan_{precision}", entry)
+                retry = isinstance(error, torch.OutOfMemoryError) and stage.fits(30)
+            attempts.append(attempt)
+            entry["attempts"] = attempts
+            report.set(key, f"plan_{precision}", entry)
+            if not retry:
+                break
+            _release(device)  # the failed step's tensors, freed with the exception
+            micro, accum = micro // 2, accum * 2
         ok = [a for a in attempts if "measured" in a]
         if ok:
             entry["result"] = {
