@@ -600,6 +600,87 @@ def summarize(document: dict) -> dict:
     return out
 
 
+def _gib(value) -> str:
+    return "–" if value is None else f"{value / 2**30:.2f}"
+
+
+def _num(value, fmt: str = ".3g") -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def markdown(document: dict) -> str:
+    """The result as the Markdown tables of ``benchmarks/README.md`` (``--markdown JSON``)."""
+    env, results = document["environment"], document["results"]
+    natten = env.get("natten", {})
+    lines = [
+        f"{env['device']}, torch {env['versions']['torch']}, CUDA {env['versions']['cuda']}, "
+        f"NATTEN {natten.get('version') or 'not installed'} "
+        f"({'fused kernels' if natten.get('fused') else 'no fused kernels'}); "
+        f"{document['date']}, {document.get('elapsed_s')} s",
+        "",
+        "| precision | plan (micro-batch × accumulation, checkpointing) | measured at | predicted "
+        "GiB | measured GiB (resident + step peak) | torch.cuda.max_memory_allocated GiB | "
+        "error | inputs GiB (not planned) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    memory = results.get("memory", {})
+    for precision in PRECISIONS:
+        entry = memory.get(f"plan_{precision}")
+        if not entry:
+            continue
+        plan = entry["plan"]
+        planned = f"{plan['micro_batch']} × {plan['grad_accum']}, {plan['checkpointing']}"
+        for a in entry.get("attempts", []) or [{}]:
+            at = f"{a['micro_batch']} × {a['grad_accum']}" if a else "not measured"
+            lines.append(
+                f"| {precision} | {planned} | {at} | {_gib(a.get('predicted', {}).get('peak'))} | "
+                f"{_gib(a.get('measured_peak_bytes'))} | "
+                f"{_gib(a.get('cuda_max_memory_allocated_bytes'))} | "
+                + (f"{a['error_percent']:+.1f} %" if "error_percent" in a else a.get("error", "–"))
+                + f" | {_gib(a.get('input_bytes'))} |"
+            )
+    lines += [
+        "",
+        "| config | batches | activations per image fp32 MiB (measured / planner) | bf16 MiB "
+        "(measured / planner) | bf16 / fp32 measured | planner assumes |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, f in memory.get("bf16_factor", {}).items():
+        cells = []
+        for precision in ("fp32", "bf16"):
+            row = f.get(precision, {})
+            m = row.get("measured_activation_bytes_per_image")
+            q = row.get("predicted_activation_bytes_per_image")
+            cells.append("–" if m is None else f"{m / 2**20:.0f} / {q / 2**20:.0f}")
+        lines.append(
+            f"| {name} | {f['batches']} | {cells[0]} | {cells[1]} | "
+            f"{_num(f.get('bf16_over_fp32'))} | {f.get('planner_assumes', '–')} |"
+        )
+    lines += [
+        "",
+        "| config | micro-batch | model step s | samples/s | MFU | planner's s at its MFU | "
+        "train_step s (data, augmentation) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, row in results.get("step_time", {}).items():
+        step = row.get("model_step", {})
+        mfu = step.get("mfu")
+        lines.append(
+            f"| {name} | {row.get('micro_batch')} | {_num(step.get('median_s'))} | "
+            f"{_num(step.get('samples_per_s'))} | {'–' if mfu is None else f'{mfu:.1%}'} | "
+            f"{_num(row.get('planner_predicted_s_per_micro_step'))} "
+            f"({_num(row.get('planner_mfu'), '.0%')}) | "
+            f"{_num(row.get('train_step', {}).get('median_s'))} |"
+        )
+    lines += ["", "| benchmark | result |", "| --- | --- |"]
+    for label, run in results.get("bench", {}).items():
+        shown = run.get("summary") or {k: run[k] for k in ("skipped", "error") if k in run}
+        lines.append(f"| {label} | `{json.dumps(shown, default=str)[:400]}` |")
+    if document.get("notes"):
+        lines += ["", *[f"* {note}" for note in document["notes"]]]
+    return "\n".join(lines)
+
+
 def default_out(device) -> Path:
     return common.RESULTS_DIR / f"{NAME}-{common.device_tag(device)}.json"
 
@@ -616,7 +697,10 @@ def parse_args(argv=None):
         default=["memory", "step_time", "bench"],
     )  # fmt: skip
     p.add_argument("--threads", type=int, help="torch CPU threads (smoke: 1)")
+    p.add_argument("--markdown", metavar="JSON", help="print a result's tables, run nothing")
     args = p.parse_args(argv)
+    if args.markdown:
+        return args, None
     if args.smoke and args.device == "auto":
         args.device = "cpu"
     try:
@@ -631,6 +715,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args, device = parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())))
+        return 0
     settings = copy.deepcopy(SMOKE_SETTINGS if args.smoke else GPU_SETTINGS)
     if args.budget is not None:
         settings["budget_s"] = args.budget

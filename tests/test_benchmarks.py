@@ -365,6 +365,11 @@ def test_gpu_checks_smoke_measures_every_stage(tmp_path):
     assert bench["sampling_speed"]["results"][0]["steps"] == 2
     assert "skipped" in bench["train_throughput auto compile"]
     assert document["summary"]["step_toy"]["model_step_s"] == step["model_step"]["median_s"]
+    tables = gpu_checks.markdown(document)  # --markdown: the README's tables
+    fp32_attempt = results["memory"]["plan_fp32"]["attempts"][0]
+    assert "| fp32 | 2 × 2, none | 2 × 2 | " in tables
+    assert f"{fp32_attempt['measured_peak_bytes'] / 2**30:.2f}" in tables
+    assert f"| toy | 4 | {step['model_step']['median_s']:.3g} |" in tables
 
 
 def test_gpu_checks_time_guard_skips_what_does_not_fit(tmp_path):
