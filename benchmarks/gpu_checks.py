@@ -138,6 +138,15 @@ PRECISIONS = ("bf16", "fp32")
 # ----------------------------------------------------------------------------------------------
 
 
+def _tested_torch() -> str | None:
+    """The torch version ``requirements/constraints.txt`` pins (what CI tests with)."""
+    with contextlib.suppress(OSError):
+        for line in (common.REPO_ROOT / "requirements/constraints.txt").read_text().splitlines():
+            if line.startswith("torch=="):
+                return line.split("==", 1)[1].strip()
+    return None
+
+
 class Report:
     """The result document (:func:`common.make_result`'s keys), rewritten to ``path`` after
     every change; thread-safe, so the watchdog can add its note and write it too."""
@@ -157,7 +166,14 @@ class Report:
         env = self.document["environment"]
         env["natten"] = natten_status()
         env["cuda_device_count"] = torch.cuda.device_count() if device.type == "cuda" else 0
-        self.document["notes"] = []
+        env["float32_matmul_precision"] = torch.get_float32_matmul_precision()
+        tested = _tested_torch()
+        if tested and not torch.__version__.startswith(tested):
+            self.document.setdefault("notes", []).append(
+                f"torch {torch.__version__} here; the repository is tested with torch {tested} "
+                "(requirements/constraints.txt)"
+            )
+        self.document.setdefault("notes", [])
         self.write()
 
     def elapsed(self) -> float:
