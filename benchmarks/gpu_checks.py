@@ -232,8 +232,10 @@ def watchdog(report: Report, seconds: float) -> threading.Timer:
     first noting it in the JSON."""
 
     def fire():
-        report.note(f"watchdog: stopped after {report.elapsed():.0f} s (--budget + 60 s)")
-        os._exit(124)
+        try:
+            report.note(f"watchdog: stopped after {report.elapsed():.0f} s (--budget + 60 s)")
+        finally:  # the file keeps the last complete write if the note cannot be added
+            os._exit(124)
 
     timer = threading.Timer(seconds, fire)
     timer.daemon = True
