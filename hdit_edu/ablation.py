@@ -845,6 +845,7 @@ def run_ablation(
     workers: int = 8,
     resume: bool = True,
     progress: bool = True,
+    live=None,
 ) -> dict:
     """The paper-scale chain: train every step of ``steps`` on the image folder ``data`` with
     one budget (:func:`ablation_config`: same data order, seed and number of steps) in
@@ -854,7 +855,9 @@ def run_ablation(
     validation split in class folders): FID with Inception against ``n_ref`` random images of
     it, a held-out loss on ``n_loss`` random images of it under one common weighting
     (:func:`evaluate_loss`), the final training loss, parameters and GFLOPs. Writes
-    ``run_dir/results.json`` and ``run_dir/results.md``; returns ``{"rows", "markdown"}``."""
+    ``run_dir/results.json`` and ``run_dir/results.md``; returns ``{"rows", "markdown"}``.
+    ``live``: a function of the step's name giving a ``fit`` callback to watch it train, e.g.
+    ``lambda name: LiveTrainingView(title=name)`` (:class:`hdit_edu.widgets.LiveTrainingView`)."""
     run_dir = Path(run_dir)
     for flag, folder in (("data", data), ("eval_data", eval_data)):
         if not Path(folder).is_dir():
@@ -882,7 +885,7 @@ def run_ablation(
             num_workers=workers,
             sample_steps=sample_steps,
         )
-        trainer.fit()
+        trainer.fit(callback=live(name) if live is not None else None)
         train_time = time.perf_counter() - t0
         denoiser = trainer.ema_denoiser
         images = generate(denoiser, config, n_eval, steps=sample_steps, seed=1)

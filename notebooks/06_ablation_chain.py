@@ -425,11 +425,14 @@ display(Markdown(
 # against it, and the held-out loss on a random subset of it). `run_ablation` trains each step in
 # `RUN_DIR/STEP` and resumes what is there — so each step can also be trained on several GPUs
 # with the printed `torchrun` command, which writes to exactly that folder with exactly that
-# config; this cell then only measures it. (Skipped in the cpu profile.)
+# config; this cell then only measures it. Each step trains under a live view (progress, loss
+# curve and the newest EMA sample grid: `LiveTrainingView`, notebook 09). (Skipped in the cpu
+# profile.)
 
 # %%
 if PROFILE == "gpu":
     from hdit_edu.ablation import run_ablation, train_command
+    from hdit_edu.widgets import LiveTrainingView
 
     data, eval_data, run_dir = from_root(DATA), from_root(EVAL_DATA), from_root(RUN_DIR)
     for s in STEPS:
@@ -443,7 +446,8 @@ if PROFILE == "gpu":
         train_steps=TRAIN_STEPS,
         n_eval=N_EVAL,
         workers=WORKERS,
-        progress=True,
+        progress=False,  # the live view has its own progress bar
+        live=lambda name: LiveTrainingView(every=500, title=f"step {name}"),
     )
     display(Markdown(gpu_results["markdown"]))
     assert [r["step"] for r in gpu_results["rows"]] == STEPS
