@@ -19,6 +19,21 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 LONG_FIRST = ("test_notebook_runs_in_cpu_profile", "test_browser", "test_demo")
 
 
+def tiny_cli_args(sample_steps: int) -> list[str]:
+    """``hdit-edu train`` options of the tests' tiny run: the cpu profile of the toy config,
+    shrunk further (widths 32/64, one layer in the inner level, head dim 16) at batch 8, a log
+    record every step, a checkpoint every 4, no sample grids; ``sample_steps`` sampler steps."""
+    return [
+        "--config", "toy", "--profile", "cpu", "--no-progress",
+        "--sample-steps", str(sample_steps),
+        "--set", "training.batch_size=8", "--set", "training.log_every=1",
+        "--set", "training.checkpoint_every=4", "--set", "training.sample_every=0",
+        "--set", "model.levels.0.width=32", "--set", "model.levels.1.width=64",
+        "--set", "model.levels.1.depth=1", "--set", "model.levels.0.head_dim=16",
+        "--set", "model.levels.1.head_dim=16", "--set", "model.mapping.width=32",
+    ]  # fmt: skip
+
+
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run slow tests")
 
