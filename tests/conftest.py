@@ -15,8 +15,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 # Tests that take minutes run first, so that two workers finish together instead of one of them
-# starting a long notebook at the end (names as they appear in the test ids).
-LONG_FIRST = ("test_notebook_runs_in_cpu_profile", "test_browser", "test_demo")
+# starting a long notebook at the end (names as they appear in the test ids). The true-size
+# runs (tests/test_true_size.py, ~4 min together) are one xdist group: the worker that gets them
+# starts them first.
+LONG_FIRST = (
+    "test_paper_config_end_to_end_at_true_size",
+    "test_notebook_runs_in_cpu_profile",
+    "test_browser",
+    "test_demo",
+)
 
 
 def tiny_cli_args(sample_steps: int) -> list[str]:
