@@ -60,28 +60,60 @@ def tensor_bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
 
 
-def measure(name: str, mode: str) -> dict:
-    config = get_config(name)
-    t = config.training
-    t.batch_size, t.grad_accum, t.precision, t.checkpointing = 1, 1, "fp32", mode
-    trainer = Trainer(config, None, dataset=OneImage(config.model.resolution), progress=False)
-    for p in trainer.model.parameters():  # AdamW's moments exist after any first step
-        p.grad = torch.zeros_like(p)
-    trainer.optimizer.step()
-    trainer.optimizer.zero_grad(set_to_none=True)
-    params = sum(p.numel() for p in trainer.model.parameters())
-    resident = (
+def resident_bytes(trainer: Trainer) -> int:
+    """Bytes of the tensors a run holds between steps: weights and buffers, the EMA copy,
+    AdamW's moments (summed from the tensors themselves)."""
+    return (
         tensor_bytes(trainer.model.parameters())
         + tensor_bytes(trainer.model.buffers())
         + tensor_bytes(trainer.ema.parameters())
         + tensor_bytes(trainer.ema.buffers())
         + sum(tensor_bytes(s.values()) for s in trainer.optimizer.state.values())
     )
+
+
+def create_moments(trainer: Trainer) -> None:
+    """Make AdamW's moments exist, as after any first step: one step on zero gradients."""
+    for p in trainer.model.parameters():
+        p.grad = torch.zeros_like(p)
+    trainer.optimizer.step()
+    trainer.optimizer.zero_grad(set_to_none=True)
+
+
+def step_peak(trainer: Trainer) -> dict:
+    """One :meth:`~hdit_edu.training.Trainer.train_step` under :class:`PeakMemory`, after
+    :func:`create_moments`: ``resident_bytes`` (before the step), ``step_peak_bytes`` (the
+    allocator's peak during the step above that), ``peak_bytes`` (their sum), ``step_s`` and
+    ``measured_with``. On CUDA also ``cuda_max_memory_allocated_bytes``: the allocator's own
+    peak over the step, everything on the device counted."""
+    create_moments(trainer)
+    device = trainer.device
+    resident = resident_bytes(trainer)
     t0 = time.perf_counter()
-    with PeakMemory(torch.device("cpu")) as memory:
+    with PeakMemory(device) as memory:
         trainer.train_step()
     seconds = time.perf_counter() - t0
-    step_peak = round(memory.peak_MiB * 2**20)
+    step = round(memory.peak_MiB * 2**20)
+    row = {
+        "resident_bytes": resident,
+        "step_peak_bytes": step,
+        "peak_bytes": resident + step,
+        "peak_GiB": (resident + step) / 2**30,
+        "step_s": seconds,
+        "measured_with": memory.kind,
+    }
+    if device.type == "cuda":  # PeakMemory reset the peak at entry
+        row["cuda_max_memory_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
+    return row
+
+
+def measure(name: str, mode: str) -> dict:
+    config = get_config(name)
+    t = config.training
+    t.batch_size, t.grad_accum, t.precision, t.checkpointing = 1, 1, "fp32", mode
+    trainer = Trainer(config, None, dataset=OneImage(config.model.resolution), progress=False)
+    params = sum(p.numel() for p in trainer.model.parameters())
+    peak = step_peak(trainer)
     return {
         "config": name,
         "resolution": list(normalize_resolution(config.model.resolution)),
@@ -89,13 +121,10 @@ def measure(name: str, mode: str) -> dict:
         "batch": 1,
         "precision": "fp32",
         "params": params,
-        "resident_bytes": resident,
-        "step_peak_bytes": step_peak,
-        "peak_bytes": resident + step_peak,
-        "peak_GiB": (resident + step_peak) / 2**30,
-        "step_s": seconds,
+        **{k: peak[k] for k in ("resident_bytes", "step_peak_bytes", "peak_bytes", "peak_GiB")},
+        "step_s": peak["step_s"],
         "peak_rss_GiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "measured_with": memory.kind,
+        "measured_with": peak["measured_with"],
     }
 
 

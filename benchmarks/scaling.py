@@ -57,6 +57,7 @@ import torch
 from hdit_edu.configs import ablation_step, at_resolution, token_grids
 from hdit_edu.flops import analytic_gflops, analytic_params, count_gflops
 from hdit_edu.models import build_model
+from hdit_edu.profiles import ToyScale
 
 MODES = ("forward", "forward+backward")
 # The two models of Fig. 2: label → ablation step of Table 1.
@@ -65,21 +66,24 @@ SIZES = ("b4", "toy")  # b4: the paper's models; toy: toy-scaled versions (smoke
 # When the meta trace fails (DiT), fvcore traces the built model — one real fp32 forward pass —
 # only up to this many GFLOPs (above, the closed form alone; the two agree where both exist).
 FVCORE_TRACE_MAX_GFLOPS = {"cpu": 40.0, "cuda": 10_000.0}
+# The toy size of smoke runs: widths 32/64, depths 1/1, head dim 16, mapping width 64.
+SMOKE_SCALE = ToyScale(
+    widths=(32, 64), depths=(1, 1), head_dim=16, mapping_width=64, batch_size=16, steps=150
+)
 
 
 def model_config(step: str, resolution: int, size: str = "b4"):
     """Ablation ``step`` at ``resolution``: the paper's model (``size="b4"``) or, for smoke runs,
     the same architecture toy-scaled (:func:`hdit_edu.profiles.toy_scale` with
-    ``ABLATION_CPU_SCALE``: widths 32/64, 32² base) and grown to ``resolution`` by the same rule
+    :data:`SMOKE_SCALE`: widths 32/64, 32² base) and grown to ``resolution`` by the same rule
     (App. A)."""
     if size not in SIZES:
         raise ValueError(f"size: unknown value {size!r}; allowed: {', '.join(SIZES)}")
     if size == "b4":
         return ablation_step(step, resolution)
-    from hdit_edu.ablation import ABLATION_CPU_SCALE
     from hdit_edu.profiles import toy_scale
 
-    return at_resolution(toy_scale(ablation_step(step), ABLATION_CPU_SCALE), resolution)
+    return at_resolution(toy_scale(ablation_step(step), SMOKE_SCALE), resolution)
 
 
 def make_inputs(config, resolution: int, batch_size: int, device, seed: int = 0):

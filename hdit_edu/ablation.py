@@ -1,41 +1,718 @@
-"""The ablation chain (§5.2, Tables 1–2) trained with one budget and measured alike.
+"""The ablation chain (§5.2, Tables 1, 2 and 5) as an experiment: runs, records, analysis.
 
 Table 1 goes from a global-attention hourglass (step A) through Swin (B1), neighborhood
-attention (B2), GEGLU (C), axial RoPE (D) to soft-min-SNR (E), next to the DiT and single-level
-baselines R1–R4; Table 2 ablates the skip merge of E. :func:`ablation_config` gives the config
-of a step in a profile (``"gpu"``: the paper's ImageNet-128 settings; ``"cpu"``: the toy set at
-:data:`ABLATION_CPU_SCALE`, :func:`hdit_edu.profiles.toy_scale`), :func:`run_ablation` trains
-every step with the same data order, seed and number of steps and measures each with its EMA
-weights — training loss, a held-out loss under one common weighting (:func:`evaluate_loss`),
-FID, class accuracy of samples, parameters, GFLOPs — and :func:`ablation_markdown` tabulates
-the results (``hdit-edu ablate``, notebook 06).
+attention (B2), GEGLU (C), axial RoPE (D) to soft-min-SNR (E), next to the single-level
+baseline R4; Table 2 ablates E's skip merge (lerp, add, concat); Table 5 the loss weighting of
+D's model (SNR, min-SNR γ = 5, min-SNR γ = 4, soft-min-SNR γ = 4 = E). One module, three parts:
+
+* **The toy experiment** (``cpu`` profile; ``results/ablation-toy/``, its design pre-registered
+  in that folder's README): :func:`toy_ablation_config` builds configuration ``name`` on a toy
+  :data:`TASKS` entry with one budget (:class:`ToyBudget`, the pre-registered defaults);
+  :func:`run_toy` trains one (configuration, seed), evaluates its EMA model (toy FID, class
+  accuracy, held-out loss under one common weighting) and writes one JSON record (resumable: a
+  ``done`` record is skipped, an unfinished run starts again — runs are bit-identical);
+  :func:`rerun_prefix` retrains the first steps of a record and compares the losses exactly.
+* **The analysis** of a folder of records: :func:`analyze` (per configuration mean ± 95 % t
+  CI; per paper comparison the seed-paired difference with its CI, the paired t-test, Holm's
+  adjustment per metric, the sign against the paper's; Kendall's τ-b against the paper's FID
+  order), :func:`summary_markdown`, :func:`plot_summary`, written together by
+  :func:`write_summary`.
+* **The paper-scale chain** (``gpu`` profile): :func:`ablation_config` (the paper's
+  ImageNet-128 settings), :func:`run_ablation` (every step with one budget, measured on a
+  held-out image folder), :func:`train_command` (the ``torchrun`` command that trains one step
+  into the very run folder :func:`run_ablation` resumes), :func:`ablation_markdown`.
+
+:func:`evaluate_loss` (a held-out loss under one weighting, the same images, σ and noise for
+every model) serves both profiles. ``hdit-edu ablate`` is the command line of all three parts.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import stats
 
 from . import evaluation
-from .configs import Config, get_config
+from .configs import Config, ablation_step, skip_variant
 from .data import ImageFolderDataset, save_grid
 from .diffusion import Denoiser
 from .flops import analytic_gflops
-from .profiles import ToyScale, toy_scale
+from .profiles import CPU_SCALE, toy_scale
 from .runs import read_metrics
 from .sampling import generate, grid_columns, sample_labels
-from .toy import ToyDataset, class_accuracy
+from .toy import ToyDataset, predict_classes
 from .training import Trainer, make_dataset, training_sigmas
 
-# Smaller than the "cpu" profile's CPU_SCALE: the chain's nine runs in a few CPU minutes.
-ABLATION_CPU_SCALE = ToyScale(
-    widths=(32, 64), depths=(1, 1), head_dim=16, mapping_width=64, batch_size=16, steps=150
+# ----------------------------------------------------------------------------------------------
+# The configurations: the paper's named changes
+# ----------------------------------------------------------------------------------------------
+
+# Table 1's chain and baseline, Table 2's skips (E is lerp), Table 5's weightings on D's model
+# (D is SNR, E is soft-min-SNR γ = 4).
+TOY_CONFIGS = ("A", "B1", "B2", "C", "D", "E", "R4", "E-add", "E-concat", "D-minsnr5", "D-minsnr4")
+GPU_STEPS = (*TOY_CONFIGS[:6], "R1", "R2", "R3", *TOY_CONFIGS[6:])
+# Toy tasks (32×32 toy set, CPU_SCALE widths 64/128, depths 1/2, head dim 32, mapping width 128):
+# name → (patch size, outer neighborhood kernel, outer Swin window). "p4k3" (the pre-registered
+# task): patch 4 → an 8×8 outer grid, 3×3 neighborhoods, Swin windows 4×4; "p2": patch 2 → 16×16,
+# 7×7 and 8×8 (the same fractions of the grid at twice the size).
+TASKS = {"p2": (2, 7, 8), "p4k3": (4, 3, 4)}
+EXACT_PREFIX = 100  # the loss of each of a run's first steps, kept exactly in its record
+
+
+def paper_step(name: str) -> Config:
+    """The paper's 128² config of configuration ``name`` (:data:`GPU_STEPS`): an ablation step
+    or baseline (Table 1), E with another skip merge (Table 2), or D's model with min-SNR γ
+    (``D-minsnr5``, ``D-minsnr4``; Table 5)."""
+    if name not in GPU_STEPS:
+        raise ValueError(f"unknown configuration {name!r}; allowed: {', '.join(GPU_STEPS)}")
+    if name in ("E-add", "E-concat"):
+        config = skip_variant(name.split("-")[1])
+    elif name.startswith("D-minsnr"):
+        config = ablation_step("D")
+        config.diffusion.loss_weighting = "min-snr"
+        config.diffusion.gamma = float(name.removeprefix("D-minsnr"))
+    else:
+        config = ablation_step(name)
+    config.name = name
+    return config
+
+
+# ----------------------------------------------------------------------------------------------
+# The toy experiment: one (configuration, seed) run → one JSON record
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToyBudget:
+    """Everything a toy run's result depends on besides (configuration, seed); the defaults are
+    the pre-registered design (``results/ablation-toy/README.md``). ``eval_at``: extra
+    evaluations (comma-separated steps, ``n_eval_mid`` samples each); ``eval_seed``: the sampling
+    noise's seed (None: 1000 + seed); ``tag``: a suffix of the run name (pilot variants)."""
+
+    task: str = "p4k3"
+    train_steps: int = 20_000
+    batch_size: int = 16
+    lr: float | None = None  # None: Table 6's 5e-4
+    eval_at: str = ""
+    n_eval: int = 2048
+    n_eval_mid: int = 256
+    n_loss: int = 2048
+    loss_weighting: str = "soft-min-snr"
+    sampler: str = "dpmpp_3m_sde"
+    sample_steps: int = 50
+    cfg: float = 3.0
+    sample_batch: int = 64
+    eval_seed: int | None = None
+    tag: str = ""
+
+
+def toy_ablation_config(
+    name: str,
+    seed: int,
+    train_steps: int = ToyBudget.train_steps,
+    batch_size: int = ToyBudget.batch_size,
+    lr: float | None = None,
+    task: str = ToyBudget.task,
+) -> Config:
+    """Configuration ``name`` (:data:`TOY_CONFIGS`) on toy ``task`` (:data:`TASKS`) with the
+    common budget: :func:`paper_step` moved by :func:`toy_scale` (``CPU_SCALE`` at the task's
+    patch), then the task's outer kernel / window; checkpoint only at the end, no periodic
+    samples. Every configuration of seed ``seed`` sees the same batches and noise."""
+    if name not in TOY_CONFIGS:
+        raise ValueError(f"unknown configuration {name!r}; allowed: {', '.join(TOY_CONFIGS)}")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
+    patch, kernel, window = TASKS[task]
+    config = toy_scale(paper_step(name), replace(CPU_SCALE, patch_size=patch))
+    outer = config.model.levels[0]
+    if len(config.model.levels) > 1:  # single-level R4 has one global level: nothing to set
+        outer.kernel_size, outer.window_size = kernel, window
+    config.name = name
+    t = config.training
+    t.seed, t.steps, t.batch_size = seed, train_steps, batch_size
+    if lr is not None:
+        t.lr = lr
+    t.checkpoint_every, t.keep_checkpoints, t.sample_every = train_steps, 1, 0
+    config.validate()
+    return config
+
+
+def run_name(name: str, seed: int, tag: str = "") -> str:
+    """``CONFIG-sSEED[TAG]``: the file name of a run's record (``.json``) and grid (``.png``)."""
+    return f"{name}-s{seed}{tag}"
+
+
+def versions() -> dict:
+    """Python, torch, numpy, the package's git commit (+ dirty flag), CPU model, threads."""
+    source = Path(__file__).resolve().parents[1]
+
+    def git(*args):
+        try:
+            return subprocess.run(
+                ["git", "-C", str(source), *args], capture_output=True, text=True, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    cpu = None
+    try:
+        cpu = next(
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        pass
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "cpu": cpu,
+        "threads": torch.get_num_threads(),
+    }
+
+
+_TEST_FEATURES: dict[int, np.ndarray] = {}
+
+
+def toy_test_features(resolution: int = 32) -> np.ndarray:
+    """Toy-classifier features of the whole held-out test split (2,048 images), computed once."""
+    if resolution not in _TEST_FEATURES:
+        _TEST_FEATURES[resolution] = evaluation.extract_features(
+            ToyDataset("test", resolution=resolution), extractor="toy", batch_size=256
+        )
+    return _TEST_FEATURES[resolution]
+
+
+def evaluate_toy(trainer: Trainer, budget: ToyBudget, n: int, eval_seed: int):
+    """The EMA model's metrics: ``n`` samples (classes 0..7 in turn) → toy FID against the test
+    split and class accuracy (overall, per class); the held-out loss on ``budget.n_loss`` test
+    images under ``budget.loss_weighting``. Returns (metrics, samples)."""
+    config, denoiser = trainer.config, trainer.ema_denoiser
+    t0, c0 = time.perf_counter(), time.process_time()
+    images = generate(
+        denoiser,
+        config,
+        n,
+        sampler=budget.sampler,
+        steps=budget.sample_steps,
+        cfg_scale=budget.cfg,
+        seed=eval_seed,
+        batch_size=budget.sample_batch,
+    )
+    sample_s, sample_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+    labels = sample_labels(n, config.model.num_classes)
+    feats = evaluation.extract_features(images, extractor="toy", batch_size=256)
+    per_class = (predict_classes(images) == labels).float()
+    out = {
+        "step": trainer.step,
+        "n_samples": n,
+        "fid": evaluation.frechet_distance(feats, toy_test_features(config.model.resolution)),
+        "class_accuracy": per_class.mean().item(),
+        "class_accuracy_per_class": [
+            per_class[labels == c].mean().item() for c in range(config.model.num_classes)
+        ],
+        "sample_s": sample_s,
+        "sample_cpu_s": sample_cpu_s,
+    }
+    t0, c0 = time.perf_counter(), time.process_time()
+    out["heldout_loss"] = evaluate_loss(
+        denoiser, config, n=budget.n_loss, weighting=budget.loss_weighting, seed=0
+    )
+    out["loss_s"] = time.perf_counter() - t0
+    out["loss_cpu_s"] = time.process_time() - c0
+    return out, images
+
+
+def _write_json(path: Path, record: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def run_toy(
+    name: str,
+    seed: int,
+    out: str | Path,
+    budget: ToyBudget = ToyBudget(),
+    *,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    command: str | None = None,
+    log=print,
+) -> dict:
+    """One (configuration, seed) run of the toy experiment: train ``budget.train_steps`` steps on
+    the CPU, evaluate (at ``budget.eval_at`` and the end), write ``out/NAME-sSEED.json`` after
+    every evaluation (atomically; ``status`` running → done / failed) and the final samples'
+    grid ``out/NAME-sSEED.png`` (8 per class). Returns the record.
+
+    A record whose status is ``done`` is returned as it is (skipped) unless ``resume`` asks for
+    more steps than it has; an unfinished run starts again from step 0 (bit-identical), or with
+    ``resume`` continues from its newest checkpoint in ``run_dir`` (default
+    ``runs/ablation-toy/<out folder name>/NAME-sSEED``; it keeps the final checkpoint).
+
+    The record: the config, the settings, the command, :func:`versions`, ``OMP_NUM_THREADS``,
+    wall-clock (``*_s``) and CPU (``*_cpu_s``) times, load averages, the loss of each of the
+    first :data:`EXACT_PREFIX` steps exactly (``losses_first_steps``), the trainer's loss per
+    logged step (``loss_every_10``) and the metrics of every evaluation (:func:`evaluate_toy`;
+    ``final`` is the last). ``cpu_s`` is this run's CPU time (the stage-1 driver recorded its
+    whole process's, imports included)."""
+    eval_seed = 1000 + seed if budget.eval_seed is None else budget.eval_seed
+    name_s = run_name(name, seed, budget.tag)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name_s}.json"
+    previous = json.loads(path.read_text()) if path.exists() else None
+    extend = (
+        resume
+        and previous is not None
+        and previous["config"]["training"]["steps"] < budget.train_steps
+    )
+    settings = {"config": name, "task": budget.task, "seed": seed} | {
+        k: v for k, v in asdict(budget).items() if k != "task"
+    }
+    settings |= {"eval_seed": eval_seed, "out": str(out), "resume": resume}
+    if previous is not None and previous.get("status") == "done" and not extend:
+        other = _budget_difference(previous["settings"], settings)
+        if other:
+            raise ValueError(
+                f"{path} was recorded with other settings ({other}); write to another folder"
+            )
+        log(f"{path} is done: skipped")
+        return previous
+    run_dir = Path(run_dir) if run_dir is not None else Path("runs/ablation-toy") / out.name
+    run_dir = run_dir / name_s
+    if run_dir.exists() and not resume:  # an unfinished attempt: start again (bit-identical)
+        shutil.rmtree(run_dir)
+    config = toy_ablation_config(
+        name, seed, budget.train_steps, budget.batch_size, budget.lr, budget.task
+    )
+    record = {
+        "name": name_s,
+        "config_name": name,
+        "seed": seed,
+        "config": config.to_dict(),
+        "settings": settings,
+        "command": command or " ".join([Path(sys.executable).name, *sys.argv]),
+        "versions": versions(),
+        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")},
+        "run_dir": str(run_dir),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average_start": list(os.getloadavg()),
+        "status": "running",
+        "evaluations": [],
+    }
+    t_start, c_start = time.perf_counter(), time.process_time()
+    train_s, train_cpu_s, exact = 0.0, 0.0, []
+    if resume and previous is not None:  # continue a recorded run from its checkpoint
+        record["evaluations"] = previous["evaluations"]
+        record["resumed_from"] = {
+            k: previous.get(k) for k in ("settings", "command", "started", "status")
+        } | {"step": previous["evaluations"][-1]["step"] if previous["evaluations"] else None}
+        train_s, train_cpu_s = previous.get("train_s", 0.0), previous.get("train_cpu_s", 0.0)
+        exact = previous.get("losses_first_steps", [])
+    trainer = Trainer(config, run_dir, resume=resume, progress=False, device="cpu")
+    record["params"] = sum(p.numel() for p in trainer.model.parameters())
+    eval_at = sorted({int(s) for s in budget.eval_at.split(",") if s} | {budget.train_steps})
+    eval_at = [target for target in eval_at if target > trainer.step]
+    images = None
+    try:
+        for target in eval_at:
+            t0, c0 = time.perf_counter(), time.process_time()
+            summary = trainer.fit(target)
+            train_s += time.perf_counter() - t0
+            train_cpu_s += time.process_time() - c0
+            exact += summary["losses"][: max(0, EXACT_PREFIX - len(exact))]
+            final = target == budget.train_steps
+            n = budget.n_eval if final else budget.n_eval_mid
+            metrics, images = evaluate_toy(trainer, budget, n, eval_seed)
+            metrics["train_s_so_far"] = train_s
+            metrics["train_cpu_s_so_far"] = train_cpu_s
+            metrics["load_average"] = list(os.getloadavg())
+            record["evaluations"].append(metrics)
+            record["losses_first_steps"] = exact
+            record["loss_every_10"] = [[r["step"], r["loss"]] for r in read_metrics(run_dir)]
+            _write_json(path, record)
+            log(
+                json.dumps(
+                    {"run": name_s} | {k: v for k, v in metrics.items() if "per_class" not in k}
+                )
+            )
+        if images is not None:
+            save_grid(images[:64], out / f"{name_s}.png", nrow=8)
+        record["status"] = "done"
+    except Exception as e:  # every run is reported, failed ones too
+        record["status"] = "failed"
+        record["error"] = f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        record["train_s"] = train_s
+        record["train_cpu_s"] = train_cpu_s
+        record["wall_s"] = time.perf_counter() - t_start
+        record["cpu_s"] = time.process_time() - c_start
+        record["load_average_end"] = list(os.getloadavg())
+        record["final"] = record["evaluations"][-1] if record["evaluations"] else None
+        _write_json(path, record)
+    return record
+
+
+def _budget_difference(a: dict, b: dict) -> str:
+    """The budget settings in which two records' ``settings`` differ (``"key: a vs b, …"``; not
+    the configuration, seed, sampling seed, output folder or resume flag)."""
+    skip = {"config", "seed", "eval_seed", "out", "resume"}
+    keys = sorted((set(a) | set(b)) - skip)
+    return ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if a.get(k) != b.get(k))
+
+
+def run_toy_experiment(
+    names: Sequence[str],
+    seeds: Sequence[int],
+    out: str | Path,
+    budget: ToyBudget = ToyBudget(),
+    *,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    command: str | None = None,
+    log=print,
+) -> list[dict]:
+    """:func:`run_toy` for every seed and configuration, seed-major (every configuration at the
+    first seed before the next seed, so that a partial experiment holds whole seeds of paired
+    comparisons). Returns the records."""
+    return [
+        run_toy(name, seed, out, budget, run_dir=run_dir, resume=resume, command=command, log=log)
+        for seed in seeds
+        for name in names
+    ]
+
+
+def record_config(record: dict) -> Config:
+    """The config of a run record as this library builds it (:func:`toy_ablation_config` from the
+    record's configuration, seed and settings), checked against the config the record holds
+    (fields added to the library since have their defaults). Raises ``ValueError`` if they
+    differ: the run could not be reproduced."""
+    s = record["settings"]
+    config = toy_ablation_config(
+        record["config_name"], record["seed"], s["train_steps"], s["batch_size"], s["lr"], s["task"]
+    )
+    recorded = Config.from_dict(record["config"])
+    if config != recorded:
+        raise ValueError(
+            f"run {record['name']!r}: toy_ablation_config builds another config than the record holds"
+        )
+    return config
+
+
+def rerun_prefix(record: dict, steps: int = 30) -> dict:
+    """Train the first ``steps`` steps of a recorded run again (:func:`record_config`, on the
+    CPU, with the current torch thread count — the records used one; no files written) and
+    compare each step's loss with ``record["losses_first_steps"]`` by ``==``. Returns
+    ``{"steps", "recorded", "rerun", "identical", "first_difference", "max_abs_difference",
+    "seconds"}``."""
+    t0 = time.perf_counter()
+    recorded = record["losses_first_steps"][:steps]
+    trainer = Trainer(record_config(record), None, progress=False, device="cpu")
+    rerun = [trainer.train_step() for _ in range(len(recorded))]
+    same = [a == b for a, b in zip(rerun, recorded)]
+    return {
+        "steps": len(recorded),
+        "recorded": recorded,
+        "rerun": rerun,
+        "identical": all(same),
+        "first_difference": None if all(same) else same.index(False),
+        "max_abs_difference": max((abs(a - b) for a, b in zip(rerun, recorded)), default=0.0),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# The analysis (pre-registered: results/ablation-toy/README.md, "Analysis")
+# ----------------------------------------------------------------------------------------------
+
+# FID of the paper (Tables 1, 2, 5; ImageNet-128², 50k samples, 50 steps of DPM++(3M) SDE).
+PAPER_FID = {
+    "A": 50.76,
+    "B1": 55.93,
+    "B2": 51.07,
+    "C": 44.36,
+    "D": 41.41,
+    "E": 27.74,
+    "R4": 30.71,
+    "E-add": 28.37,
+    "E-concat": 33.75,
+    "D-minsnr5": 36.65,
+    "D-minsnr4": 35.62,
+}
+TABLE1 = ("A", "B1", "B2", "C", "D", "E", "R4")
+# (X, Y, what): the difference is Y − X.
+COMPARISONS = (
+    ("A", "B1", "Table 1: + Swin attention"),
+    ("A", "B2", "Table 1: + neighborhood attention"),
+    ("B1", "B2", "Table 1: neighborhood vs Swin"),
+    ("B2", "C", "Table 1: + GEGLU"),
+    ("C", "D", "Table 1: + axial RoPE"),
+    ("D", "E", "Table 1: + soft-min-SNR"),
+    ("R4", "E", "Table 1: HDiT E vs single-level R4"),
+    ("E", "E-add", "Table 2: lerp → add"),
+    ("E", "E-concat", "Table 2: lerp → concat"),
+    ("E-add", "E-concat", "Table 2: add → concat"),
+    ("D", "D-minsnr5", "Table 5: SNR → min-SNR γ=5"),
+    ("D-minsnr5", "D-minsnr4", "Table 5: min-SNR γ=5 → γ=4"),
+    ("D-minsnr4", "E", "Table 5: min-SNR γ=4 → soft-min-SNR γ=4"),
 )
+METRICS = {"fid": +1, "class_accuracy": -1, "heldout_loss": +1}  # +1: lower is better
+METRIC_LABELS = {
+    "fid": "toy FID",
+    "class_accuracy": "class accuracy",
+    "heldout_loss": "held-out loss",
+}
+ALPHA = 0.05
+
+
+def load_runs(folder: str | Path) -> dict[str, dict[int, dict]]:
+    """{configuration: {seed: record}} of the finished records (``status == "done"``) in
+    ``folder`` (other JSON files, such as a summary, are ignored)."""
+    runs: dict[str, dict[int, dict]] = {}
+    for path in sorted(Path(folder).glob("*.json")):
+        r = json.loads(path.read_text())
+        if not isinstance(r, dict) or r.get("status") != "done" or "config_name" not in r:
+            continue
+        runs.setdefault(r["config_name"], {})[r["seed"]] = r
+    return runs
+
+
+def t_interval(values) -> dict:
+    """Mean, SD (n − 1), n and the 95 % t interval mean ± t₀.₉₇₅,ₙ₋₁ · SD/√n (NaN for n < 2),
+    with the values."""
+    v = np.asarray(values, dtype=float)
+    n = len(v)
+    mean = float(v.mean()) if n else math.nan
+    sd = float(v.std(ddof=1)) if n > 1 else math.nan
+    half = float(stats.t.ppf(1 - ALPHA / 2, n - 1) * sd / math.sqrt(n)) if n > 1 else math.nan
+    return {
+        "mean": mean,
+        "sd": sd,
+        "n": n,
+        "ci95": [mean - half, mean + half],
+        "half": half,
+        "values": v.tolist(),
+    }
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values: the k-th smallest of m is multiplied by m − k + 1,
+    made monotone and capped at 1 (NaN stays NaN and is not counted)."""
+    idx = [i for i, p in enumerate(pvalues) if not math.isnan(p)]
+    order = sorted(idx, key=lambda i: pvalues[i])
+    adjusted = [math.nan] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def _cpu_s(record: dict) -> float:
+    """A run's CPU seconds: training plus every evaluation's sampling and held-out loss."""
+    evals = record.get("evaluations") or []
+    return record["train_cpu_s"] + sum(e["sample_cpu_s"] + e["loss_cpu_s"] for e in evals)
+
+
+def analyze(runs: dict[str, dict[int, dict]]) -> dict:
+    """The pre-registered analysis of :func:`load_runs`' records: ``table`` (configuration →
+    metric → :func:`t_interval` over seeds, plus ``seeds``), ``comparisons`` (one row per metric
+    and :data:`COMPARISONS` entry: seed-paired difference Y − X with its CI, two-sided paired
+    t-test p, Holm-adjusted p per metric, the paper's sign, ``sign_matches``, ``significant`` =
+    Holm p < 0.05), ``kendall_tau`` (τ-b of the paper's FIDs of :data:`TABLE1` against our mean
+    toy FIDs) and ``cost`` (CPU seconds per run and in all)."""
+    records = [r for by_seed in runs.values() for r in by_seed.values()]
+    for r in records[1:]:
+        other = _budget_difference(records[0]["settings"], r["settings"])
+        if other:
+            raise ValueError(
+                f"runs {records[0]['name']!r} and {r['name']!r} have different budgets ({other}): "
+                "one analysis compares runs of one budget"
+            )
+    final = {c: {s: r["final"] for s, r in by_seed.items()} for c, by_seed in runs.items()}
+    table = {
+        c: {m: t_interval([final[c][s][m] for s in sorted(final[c])]) for m in METRICS}
+        | {"seeds": sorted(final[c])}
+        for c in PAPER_FID
+        if c in final
+    }
+    comparisons = []
+    for metric, lower_better in METRICS.items():
+        rows = []
+        for x, y, what in COMPARISONS:
+            seeds = sorted(set(final.get(x, {})) & set(final.get(y, {})))
+            diffs = [final[y][s][metric] - final[x][s][metric] for s in seeds]
+            ci = t_interval(diffs)
+            p = (
+                float(stats.ttest_1samp(diffs, 0.0).pvalue)
+                if len(diffs) > 1 and np.std(diffs) > 0
+                else math.nan
+            )
+            paper_sign = int(np.sign(PAPER_FID[y] - PAPER_FID[x])) * lower_better
+            rows.append(
+                {
+                    "metric": metric,
+                    "x": x,
+                    "y": y,
+                    "what": what,
+                    "seeds": seeds,
+                    "difference": ci,
+                    "p": p,
+                    "paper_difference_fid": PAPER_FID[y] - PAPER_FID[x],
+                    "paper_sign": paper_sign,
+                    "sign_matches": bool(len(diffs)) and int(np.sign(ci["mean"])) == paper_sign,
+                }
+            )
+        for row, p_holm in zip(rows, holm([r["p"] for r in rows])):
+            row["p_holm"] = p_holm
+            row["significant"] = bool(p_holm < ALPHA) if not math.isnan(p_holm) else False
+        comparisons += rows
+    present = [c for c in TABLE1 if c in table]
+    tau = (
+        stats.kendalltau(
+            [PAPER_FID[c] for c in present], [table[c]["fid"]["mean"] for c in present]
+        )
+        if len(present) > 2
+        else None
+    )
+    per_run = {
+        run_name(c, s): {"cpu_s": _cpu_s(r), "train_cpu_s": r["train_cpu_s"]}
+        for c, by_seed in runs.items()
+        for s, r in sorted(by_seed.items())
+    }
+    return {
+        "n_runs": len(per_run),
+        "table": table,
+        "comparisons": comparisons,
+        "kendall_tau": None
+        if tau is None
+        else {"configs": present, "tau": float(tau.statistic), "p": float(tau.pvalue)},
+        "cost": {
+            "per_run_cpu_s": per_run,
+            "total_cpu_s": sum(r["cpu_s"] for r in per_run.values()),
+        },
+    }
+
+
+def _cell(ci: dict) -> str:
+    return f"{ci['mean']:.4g} ± {ci['half']:.2g}" if ci["n"] > 1 else f"{ci['mean']:.4g}"
+
+
+def summary_markdown(result: dict) -> str:
+    """The analysis as Markdown: the table (mean ± 95 % CI half-width per metric, the paper's
+    FID), the sign-and-significance table of every comparison, Kendall's τ-b and the cost."""
+    lines = [
+        "| config | n | toy FID | class accuracy | held-out loss | paper FID |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c, row in result["table"].items():
+        cells = [_cell(row[m]) for m in METRICS]
+        lines.append(f"| {c} | {row['fid']['n']} | " + " | ".join(cells) + f" | {PAPER_FID[c]} |")
+    lines += [
+        "",
+        "| comparison | metric | n | difference (95 % CI) | p (Holm) | sign as paper | significant |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["comparisons"]:
+        d = r["difference"]
+        if d["n"] == 0:
+            continue
+        ci = f" [{d['ci95'][0]:.3g}, {d['ci95'][1]:.3g}]" if d["n"] > 1 else ""
+        p = "–" if math.isnan(r["p_holm"]) else f"{r['p_holm']:.3g}"
+        lines.append(
+            f"| {r['x']} → {r['y']} ({r['what']}) | {r['metric']} | {d['n']} | {d['mean']:.4g}"
+            f"{ci} | {p} | {'yes' if r['sign_matches'] else 'no'} | "
+            f"{'yes' if r['significant'] else 'no'} |"
+        )
+    if result["kendall_tau"]:
+        k = result["kendall_tau"]
+        lines += [
+            "",
+            f"Kendall's τ-b (paper FID order vs ours, {', '.join(k['configs'])}): "
+            f"{k['tau']:.3f} (p = {k['p']:.3g})",
+        ]
+    cost = result["cost"]
+    lines += [
+        "",
+        f"{result['n_runs']} runs, {cost['total_cpu_s'] / 3600:.2f} CPU-hours "
+        "(training, sampling and held-out loss).",
+    ]
+    return "\n".join(lines)
+
+
+def plot_summary(result: dict, axes=None):
+    """The paper's FID next to our metrics per configuration (one panel each: paper FID, toy
+    FID, class accuracy, held-out loss): bars at the mean over seeds, 95 % CI error bars, one
+    dot per seed. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    names = list(result["table"])
+    if axes is None:
+        fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    else:
+        fig = axes[0].figure
+    x = np.arange(len(names))
+    colors = ["tab:red" if n == "E" else "tab:gray" for n in names]
+    axes[0].bar(x, [PAPER_FID[n] for n in names], color=colors)
+    axes[0].set_title("paper FID (ImageNet-128²)")
+    for ax, metric in zip(axes[1:], METRICS):
+        rows = [result["table"][n][metric] for n in names]
+        halves = [r["half"] if r["n"] > 1 else 0.0 for r in rows]
+        ax.bar(x, [r["mean"] for r in rows], yerr=halves, capsize=3, color=colors, alpha=0.7)
+        for i, r in enumerate(rows):
+            ax.plot([i] * r["n"], r["values"], "k.", ms=4)
+        seeds = "/".join(str(n) for n in sorted({r["n"] for r in rows}))
+        ax.set_title(f"{METRIC_LABELS[metric]} (toy; ± 95 % CI, n = {seeds})")
+    for ax in axes:
+        ax.set_xticks(x, names, rotation=45)
+    fig.tight_layout()
+    return fig
+
+
+def write_summary(folder: str | Path, out: str | Path | None = None) -> dict:
+    """Analyse the records in ``folder`` and write the summary JSON ``out`` (default
+    ``folder/summary.json``), its Markdown (``.md``) and figure (``.png``) beside it. Returns the
+    analysis with ``"markdown"`` added."""
+    import matplotlib
+
+    folder = Path(folder)
+    out = Path(out) if out is not None else folder / "summary.json"
+    result = analyze(load_runs(folder))
+    if not result["table"]:
+        raise ValueError(f"{str(folder)!r} holds no finished run records (status 'done')")
+    text = summary_markdown(result)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_json(out, result)
+    out.with_suffix(".md").write_text(text + "\n")
+    with matplotlib.rc_context({"backend": "agg"}):
+        import matplotlib.pyplot as plt
+
+        fig = plot_summary(result)
+        fig.savefig(out.with_suffix(".png"), dpi=100)
+        plt.close(fig)
+    return result | {"markdown": text}
+
+
+# ----------------------------------------------------------------------------------------------
+# The held-out loss (both profiles)
+# ----------------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
@@ -48,10 +725,13 @@ def evaluate_loss(
     weighting: str = "soft-min-snr",
     seed: int = 0,
     batch_size: int = 128,
+    indices: Sequence[int] | None = None,
 ) -> float:
-    """A held-out loss that is comparable across runs: the same ``n`` test images, the same
-    stratified σ and noise for every model, one fixed ``weighting`` (so runs trained with
-    different loss weightings, like ablation steps D and E, are measured alike)."""
+    """A held-out loss that is comparable across runs: the same ``n`` images of ``dataset``
+    (default: the toy test split, or the training folder), the same stratified σ and noise for
+    every model, one fixed ``weighting`` (so runs trained with different loss weightings, like
+    ablation steps D and E, are measured alike). ``indices``: which images (default the first
+    ``n``; an image folder sorted by class wants a random subset)."""
     m = config.model
     if dataset is None:
         dataset = (
@@ -60,8 +740,9 @@ def evaluate_loss(
             else make_dataset(config)
         )
     device = next(denoiser.parameters()).device
-    n = min(n, len(dataset))
-    images, classes = dataset.batch(np.arange(n))
+    indices = np.arange(min(n, len(dataset))) if indices is None else np.asarray(indices)
+    n = len(indices)
+    images, classes = dataset.batch(indices)
     g = torch.Generator().manual_seed(seed)
     sigma = training_sigmas(config, n, stratified=True, rank=0, world_size=1, generator=g)
     noise = torch.randn(images.shape, generator=g)
@@ -79,118 +760,60 @@ def evaluate_loss(
     return total / n
 
 
+# ----------------------------------------------------------------------------------------------
+# The paper-scale chain (gpu profile)
+# ----------------------------------------------------------------------------------------------
+
+
 def ablation_config(
-    step: str, profile: str, *, train_steps: int | None = None, data: str | None = None
+    step: str, *, train_steps: int | None = None, data: str | None = None
 ) -> Config:
-    """The config of ablation step ``step`` (Table 1: A, B1, B2, C, D, E; R1–R4; Table 2:
-    E-add, E-concat) in a profile: ``"gpu"`` — the paper's ImageNet-128 settings on the image
-    folder ``data``; ``"cpu"`` — :func:`toy_scale` with :data:`ABLATION_CPU_SCALE`."""
-    config = get_config(step)
-    if profile == "cpu":
-        config = toy_scale(config, ABLATION_CPU_SCALE)
-    elif profile == "gpu":
-        if data is not None:
-            config.training.dataset = data
-    else:
-        raise ValueError(f"unknown profile {profile!r}; allowed: cpu, gpu")
+    """The paper's ImageNet-128 config of ``step`` (:data:`GPU_STEPS`, :func:`paper_step`)
+    training on the image folder ``data``, with one budget for all: ``train_steps`` (default the
+    paper's), checkpoints at half-way and the end, no periodic samples."""
+    config = paper_step(step)
+    if data is not None:
+        config.training.dataset = data
     if train_steps is not None:
         config.training.steps = train_steps
-    # One budget for all: checkpoints at half-way and the end; the evaluation draws the samples.
     config.training.checkpoint_every = max(1, config.training.steps // 2)
     config.training.sample_every = 0
     return config
 
 
-def _final_loss(records: list[dict], fraction: float = 0.2) -> float:
-    """The mean logged training loss over the last ``fraction`` of a run's records."""
-    tail = records[-max(1, int(len(records) * fraction)) :]
-    return float(np.mean([r["loss"] for r in tail]))
-
-
-def run_ablation(
-    steps: Sequence[str],
+def train_command(
+    step: str,
     run_dir: str | Path,
+    data: str,
     *,
-    profile: str = "cpu",
     train_steps: int | None = None,
-    data: str | None = None,
-    n_eval: int = 256,
-    n_ref: int = 10_000,
-    sample_steps: int = 20,
-    resume: bool = False,
-    progress: bool = True,
-) -> dict:
-    """Train every step of ``steps`` with one budget (same data order, seed and number of
-    steps), then measure each with the EMA weights: the final training loss, a held-out loss
-    with one common weighting (:func:`evaluate_loss`), FID against the toy test split with
-    the toy classifier's features (``profile="gpu"``: Inception against ``data``), the class
-    accuracy of its samples (toy set only), parameters and GFLOPs per forward pass — at the
-    trained size and for the paper's 128² model (Table 1's column). Writes
-    ``run_dir/results.json`` and ``run_dir/results.md``; returns ``{"rows", "markdown"}``."""
-    run_dir = Path(run_dir)
-    if profile == "gpu" and data is None:
-        raise ValueError(
-            "the gpu profile trains on ImageNet-128: pass data=<image folder> (--data)"
-        )
-    configs = {s: ablation_config(s, profile, train_steps=train_steps, data=data) for s in steps}
-    if profile == "cpu":  # the toy test split's features, computed once for every FID
-        reference = evaluation.extract_features(
-            ToyDataset("test", resolution=32), extractor="toy", batch_size=256
-        )
-    else:  # Inception features of a random subset of the training folder
-        reference = evaluation.extract_features(
-            _random_images(ImageFolderDataset(data, 128), n_ref), extractor="inception", n=n_ref
-        )
-    rows = []
-    for name, config in configs.items():
-        t0 = time.perf_counter()
-        out = run_dir / name
-        resume_this = resume and out.exists()
-        trainer = Trainer(
-            config, out, resume=resume_this, progress=progress, sample_steps=sample_steps
-        )
-        trainer.fit()
-        train_time = time.perf_counter() - t0
-        denoiser = trainer.ema_denoiser
-        images = generate(denoiser, config, n_eval, steps=sample_steps, seed=1)
-        labels = sample_labels(n_eval, config.model.num_classes)
-        if profile == "cpu":
-            fid = evaluation.fid(images, reference, extractor="toy")
-            acc = class_accuracy(images, labels) if labels is not None else None
-        else:
-            fid = evaluation.fid(images, reference, extractor="inception")
-            acc = None
-        rows.append(
-            {
-                "step": name,
-                "params_M": sum(p.numel() for p in trainer.model.parameters()) / 1e6,
-                "train_loss": _final_loss(read_metrics(out)),
-                "eval_loss": evaluate_loss(denoiser, config),
-                "fid": fid,
-                "class_accuracy": acc,
-                "gflops": analytic_gflops(config),
-                "paper_gflops_128": analytic_gflops(get_config(name)),
-                "train_time_s": train_time,
-                "loss_weighting": config.diffusion.loss_weighting,
-                "run_dir": str(out),
-            }
-        )
-        if trainer.dist.world_size == 1:
-            save_grid(
-                images[:16],
-                out / "samples" / "eval.png",
-                nrow=grid_columns(16, config.model.num_classes),
-            )
-    result = {
-        "profile": profile,
-        "train_steps": {r["step"]: configs[r["step"]].training.steps for r in rows},
-        "rows": rows,
-    }
-    result["markdown"] = ablation_markdown(rows)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
-    (run_dir / "results.md").write_text(result["markdown"] + "\n")
-    return result
+    nproc: int = 8,
+    workers: int = 8,
+) -> list[str]:
+    """The ``torchrun … hdit_edu.cli train`` command that trains ``step`` of the chain on
+    ``nproc`` GPUs into ``run_dir/step`` with exactly :func:`ablation_config`'s config, so that
+    :func:`run_ablation` (``resume=True``) finds and continues or measures that run."""
+    config = ablation_config(step, train_steps=train_steps, data=data)
+    base = "D" if step.startswith("D-minsnr") else step
+    sets = [
+        f"training.checkpoint_every={config.training.checkpoint_every}",
+        "training.sample_every=0",
+    ]
+    if step != base:
+        d = config.diffusion
+        sets = [
+            f"name={json.dumps(step)}",
+            f"diffusion.loss_weighting={json.dumps(d.loss_weighting)}",
+            f"diffusion.gamma={d.gamma}",
+            *sets,
+        ]
+    command = ["torchrun", "--nproc_per_node", str(nproc), "-m", "hdit_edu.cli", "train"]
+    command += ["--config", base, "--profile", "gpu", "--data", str(data)]
+    command += ["--steps", str(config.training.steps), "--run-dir", str(Path(run_dir) / step)]
+    command += ["--workers", str(workers), "--resume"]
+    for s in sets:
+        command += ["--set", s]
+    return command
 
 
 def _random_images(dataset, n: int, seed: int = 0):
@@ -208,14 +831,109 @@ def _random_images(dataset, n: int, seed: int = 0):
     return next_images
 
 
+def run_ablation(
+    steps: Sequence[str],
+    run_dir: str | Path,
+    *,
+    data: str,
+    eval_data: str,
+    train_steps: int | None = None,
+    n_eval: int = 10_000,
+    n_ref: int = 10_000,
+    n_loss: int = 1024,
+    sample_steps: int = 50,
+    workers: int = 8,
+    resume: bool = True,
+    progress: bool = True,
+    live=None,
+) -> dict:
+    """The paper-scale chain: train every step of ``steps`` on the image folder ``data`` with
+    one budget (:func:`ablation_config`: same data order, seed and number of steps) in
+    ``run_dir/STEP`` (``resume``: continue or reuse a run there, e.g. one started with
+    :func:`train_command`), reading images with ``workers`` loader processes; then measure each
+    with its EMA weights on the held-out folder ``eval_data`` (never trained on, e.g. ImageNet's
+    validation split in class folders): FID with Inception against ``n_ref`` random images of
+    it, a held-out loss on ``n_loss`` random images of it under one common weighting
+    (:func:`evaluate_loss`), the final training loss, parameters and GFLOPs. Writes
+    ``run_dir/results.json`` and ``run_dir/results.md``; returns ``{"rows", "markdown"}``.
+    ``live``: a function of the step's name giving a ``fit`` callback to watch it train, e.g.
+    ``lambda name: LiveTrainingView(title=name)`` (:class:`hdit_edu.widgets.LiveTrainingView`)."""
+    run_dir = Path(run_dir)
+    for flag, folder in (("data", data), ("eval_data", eval_data)):
+        if not Path(folder).is_dir():
+            raise ValueError(f"{flag}={str(folder)!r} is not a folder; allowed: an image folder")
+    if Path(eval_data).resolve() == Path(data).resolve():
+        raise ValueError("eval_data must be a held-out folder, not the training folder")
+    configs = {s: ablation_config(s, train_steps=train_steps, data=data) for s in steps}
+    any_config = next(iter(configs.values()))
+    held_out = ImageFolderDataset(
+        eval_data, any_config.model.resolution, class_subfolders=any_config.model.num_classes > 0
+    )
+    reference = evaluation.extract_features(
+        _random_images(held_out, n_ref), extractor="inception", n=min(n_ref, len(held_out))
+    )
+    loss_indices = np.random.default_rng(1).permutation(len(held_out))[:n_loss]
+    rows = []
+    for name, config in configs.items():
+        t0 = time.perf_counter()
+        out = run_dir / name
+        trainer = Trainer(
+            config,
+            out,
+            resume=resume and out.exists(),
+            progress=progress,
+            num_workers=workers,
+            sample_steps=sample_steps,
+        )
+        trainer.fit(callback=live(name) if live is not None else None)
+        train_time = time.perf_counter() - t0
+        denoiser = trainer.ema_denoiser
+        images = generate(denoiser, config, n_eval, steps=sample_steps, seed=1)
+        rows.append(
+            {
+                "step": name,
+                "params_M": sum(p.numel() for p in trainer.model.parameters()) / 1e6,
+                "train_loss": _final_loss(read_metrics(out)),
+                "eval_loss": evaluate_loss(denoiser, config, held_out, indices=loss_indices),
+                "fid": evaluation.fid(images, reference, extractor="inception"),
+                "gflops": analytic_gflops(config),
+                "train_time_s": train_time,
+                "loss_weighting": config.diffusion.loss_weighting,
+                "run_dir": str(out),
+            }
+        )
+        if trainer.dist.world_size == 1:
+            save_grid(
+                images[:16],
+                out / "samples" / "eval.png",
+                nrow=grid_columns(16, config.model.num_classes),
+            )
+    result = {
+        "train_steps": {r["step"]: configs[r["step"]].training.steps for r in rows},
+        "eval_data": str(eval_data),
+        "rows": rows,
+    }
+    result["markdown"] = ablation_markdown(rows)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    (run_dir / "results.md").write_text(result["markdown"] + "\n")
+    return result
+
+
+def _final_loss(records: list[dict], fraction: float = 0.2) -> float:
+    """The mean logged training loss over the last ``fraction`` of a run's records."""
+    tail = records[-max(1, int(len(records) * fraction)) :]
+    return float(np.mean([r["loss"] for r in tail]))
+
+
 def ablation_markdown(rows: list[dict]) -> str:
-    """The ablation results as a Markdown table (Table 1's columns plus the toy metrics)."""
-    head = "| step | params (M) | train loss | held-out loss | FID (toy) | class acc. | GFLOP | GFLOP@128² (paper model) |"
-    lines = [head, "|" + "---|" * 8]
+    """The paper-scale results as a Markdown table (Table 1's columns, the paper's FID)."""
+    head = "| step | params (M) | train loss | held-out loss | FID | paper FID | GFLOP |"
+    lines = [head, "|" + "---|" * 7]
     for r in rows:
-        acc = f"{r['class_accuracy']:.3f}" if r["class_accuracy"] is not None else "–"
+        paper = PAPER_FID.get(r["step"], "–")
         lines.append(
             f"| {r['step']} | {r['params_M']:.2f} | {r['train_loss']:.4f} | {r['eval_loss']:.4f} | "
-            f"{r['fid']:.2f} | {acc} | {r['gflops']:.3f} | {r['paper_gflops_128']:.1f} |"
+            f"{r['fid']:.2f} | {paper} | {r['gflops']:.1f} |"
         )
     return "\n".join(lines)

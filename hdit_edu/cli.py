@@ -8,7 +8,8 @@ the one command line of the package:
     torchrun --nproc_per_node 8 -m hdit_edu.cli train --config ffhq1024   # multi-GPU (DDP)
     hdit-edu sample --run runs/toy-cpu --n 64 --out grid.png
     hdit-edu fid    --run runs/toy-cpu --n 1000                       # toy extractor, offline
-    hdit-edu ablate --steps A,B1,B2,C,D,E --profile cpu               # Table 1 at toy scale
+    hdit-edu ablate --profile cpu --steps D,E --seeds 0,1,2           # the toy experiment
+    hdit-edu ablate --profile cpu --analyze --out results/ablation-toy/runs   # its analysis
     hdit-edu flops  --config E --resolution 256                       # GFLOPs per forward
     hdit-edu flops  --config E --resolution 256x512                   # … of a rectangular size
     hdit-edu convert from-k-diffusion KD.safetensors -o runs/kd       # authors' checkpoints
@@ -43,7 +44,16 @@ import torch
 from PIL import Image
 
 from . import evaluation
-from .ablation import run_ablation
+from .ablation import (
+    GPU_STEPS,
+    TASKS,
+    TOY_CONFIGS,
+    ToyBudget,
+    run_ablation,
+    run_toy_experiment,
+    train_command,
+    write_summary,
+)
 from .attention import NA_BACKENDS
 from .checkpoints import writing
 from .configs import (
@@ -64,7 +74,7 @@ from .interop import (
     convert_from_k_diffusion,
     convert_to_k_diffusion,
 )
-from .kinds import CHECKPOINTING_KINDS
+from .kinds import CHECKPOINTING_KINDS, LOSS_WEIGHTINGS
 from .profiles import for_profile
 from .runs import load_run
 from .sampling import SAMPLERS, generate, grid_columns, sample_labels
@@ -131,6 +141,41 @@ def finite_float(minimum: float = -math.inf, *, open_low: bool = False):
         return value
 
     parse.__name__ = "finite number"
+    return parse
+
+
+def name_list(allowed: tuple[str, ...]):
+    """An argparse ``type``: comma-separated names, each one of ``allowed``."""
+
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        bad = [n for n in names if n not in allowed]
+        if not names or bad:
+            raise argparse.ArgumentTypeError(
+                f"got {text!r}; allowed: comma-separated names of {', '.join(allowed)}"
+            )
+        return names
+
+    parse.__name__ = "list of names"
+    return parse
+
+
+def int_list(minimum: int):
+    """An argparse ``type``: comma-separated distinct integers, each >= ``minimum``."""
+    one = int_at_least(minimum)
+
+    def parse(text: str) -> list[int]:
+        try:
+            values = [one(v.strip()) for v in text.split(",")]
+        except argparse.ArgumentTypeError:
+            values = None
+        if not values or len(set(values)) != len(values):
+            raise argparse.ArgumentTypeError(
+                f"got {text!r}; allowed: comma-separated distinct integers >= {minimum}, e.g. 0,1,2"
+            )
+        return values
+
+    parse.__name__ = f"list of integers >= {minimum}"
     return parse
 
 
@@ -392,42 +437,122 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "ablate",
         _cmd_ablate,
-        help="train the ablation chain A -> E (Table 1) with one budget and tabulate it",
-        description="Train each ablation step with the same budget, then measure each: final "
-        "loss, FID with the toy extractor, class accuracy of samples, parameters and GFLOPs "
-        "(at the trained and the paper's resolution). Writes RUN_DIR/results.json and "
-        "results.md. With --profile cpu every step is moved onto the toy set at tiny widths "
-        "(same kinds of changes: attention kind, GEGLU, RoPE, soft-min-SNR, skip merge).",
+        help="the ablation chain (Tables 1, 2, 5): the toy experiment (cpu) or the paper's (gpu)",
+        description="--profile cpu: the toy ablation experiment of results/ablation-toy "
+        "(pre-registered design; the defaults are its budget): for every seed and configuration, "
+        "train on the CPU, evaluate the EMA model (toy FID against the held-out test split, "
+        "class accuracy of the samples, held-out loss under one common weighting) and write "
+        "OUT/CONFIG-sSEED.json and .png; a finished run is skipped, an unfinished one starts "
+        "again (runs are bit-identical). Then the analysis (paired t CIs, Holm, sign vs the "
+        "paper, Kendall's tau) goes to SUMMARY (.json, .md, .png). --profile gpu: the paper's "
+        "ImageNet-128 chain, trained on --data and measured on the held-out --eval-data "
+        "(RUN_DIR/results.json, results.md); --print-torchrun N prints the multi-GPU command of "
+        "each step instead.",
     )
     ablate.add_argument(
         "--steps",
-        default="A,B1,B2,C,D,E",
-        help="comma-separated steps: A, B1, B2, C, D, E, R1-R4, E-add, E-concat",
+        type=name_list(GPU_STEPS),
+        help=f"comma-separated configurations (cpu: {','.join(TOY_CONFIGS)}, the default; gpu: "
+        f"also R1-R3; default A,B1,B2,C,D,E)",
     )
     _add_shared(ablate, "--profile")
     ablate.add_argument(
         "--train-steps",
         type=POSITIVE,
-        help="training steps per configuration (default: the profile's)",
+        help=f"training steps per run (default: cpu {ToyBudget.train_steps}, gpu the paper's)",
     )
     ablate.add_argument(
-        "--run-dir", default="runs/ablation", help="output folder (one sub-folder per step)"
+        "--run-dir",
+        help="checkpoint folders (cpu: default runs/ablation-toy/<OUT folder name>; gpu: "
+        "default runs/ablation, one sub-folder per step, results.json and results.md)",
     )
-    ablate.add_argument("--data", help="gpu profile: the ImageNet-style image folder to train on")
+    ablate.add_argument(
+        "--sample-steps", type=POSITIVE, help="sampler steps of the evaluation (default 50)"
+    )
     ablate.add_argument(
         "--n-eval",
         type=int_at_least(2),
-        default=256,
-        help="samples per step for FID / class accuracy",
+        help=f"samples of the final evaluation (default: cpu {ToyBudget.n_eval}, gpu 10000)",
     )
     ablate.add_argument(
-        "--sample-steps",
+        "--n-loss",
         type=POSITIVE,
-        default=20,
-        help="sampler steps for the evaluation samples",
+        help=f"held-out images of the held-out loss (default: cpu {ToyBudget.n_loss}, gpu 1024)",
     )
-    ablate.add_argument("--resume", action="store_true", help="continue unfinished runs in RUN_DIR")
+    ablate.add_argument("--resume", action="store_true", help="continue runs from checkpoints")
     _add_shared(ablate, "--no-progress")
+    toy = ablate.add_argument_group("cpu profile: the toy experiment (defaults: the design's)")
+    toy.add_argument("--seeds", type=int_list(0), help="comma-separated seeds (default 0,1,2)")
+    toy.add_argument("--task", choices=tuple(TASKS), help=f"toy task (default {ToyBudget.task})")
+    toy.add_argument(
+        "--batch-size", type=POSITIVE, help=f"batch size (default {ToyBudget.batch_size})"
+    )
+    toy.add_argument(
+        "--lr", type=finite_float(0.0, open_low=True), help="learning rate (default 5e-4)"
+    )
+    toy.add_argument(
+        "--eval-at", type=int_list(1), help="comma-separated steps of extra evaluations"
+    )
+    toy.add_argument(
+        "--n-eval-mid",
+        type=int_at_least(2),
+        help=f"samples of the extra evaluations (default {ToyBudget.n_eval_mid})",
+    )
+    toy.add_argument(
+        "--loss-weighting",
+        choices=LOSS_WEIGHTINGS,
+        help=f"the held-out loss's weighting (default {ToyBudget.loss_weighting})",
+    )
+    toy.add_argument(
+        "--sampler", choices=SAMPLERS, help=f"evaluation sampler (default {ToyBudget.sampler})"
+    )
+    toy.add_argument(
+        "--cfg",
+        type=finite_float(0.0),
+        help=f"classifier-free guidance scale of the evaluation (default {ToyBudget.cfg:g})",
+    )
+    toy.add_argument(
+        "--sample-batch",
+        type=POSITIVE,
+        help=f"sampling batch size (default {ToyBudget.sample_batch})",
+    )
+    toy.add_argument(
+        "--eval-seed", type=NON_NEGATIVE, help="sampling noise seed (default 1000 + seed)"
+    )
+    toy.add_argument(
+        "--out",
+        default="runs/ablation-toy/runs",
+        help="folder of the run records (the shipped ones: results/ablation-toy/runs)",
+    )
+    toy.add_argument(
+        "--summary", help="the analysis's JSON (.md and .png beside it; default OUT/summary.json)"
+    )
+    toy.add_argument(
+        "--analyze",
+        action="store_true",
+        help="only analyse the records in OUT (no training)",
+    )
+    toy.add_argument(
+        "--threads",
+        type=POSITIVE,
+        default=1,
+        help="torch CPU threads (the records used 1; bit-identity holds at a fixed count)",
+    )
+    gpu = ablate.add_argument_group("gpu profile: the paper's chain")
+    gpu.add_argument("--data", help="the ImageNet-style image folder to train on")
+    gpu.add_argument(
+        "--eval-data",
+        help="a held-out image folder in the same class sub-folders (e.g. ImageNet's "
+        "validation split): FID reference and held-out loss; never the training folder",
+    )
+    gpu.add_argument("--workers", type=NON_NEGATIVE, help="DataLoader worker processes (default 8)")
+    gpu.add_argument(
+        "--print-torchrun",
+        type=POSITIVE,
+        metavar="NPROC",
+        help="print each step's `torchrun --nproc_per_node NPROC` training command (into "
+        "RUN_DIR/STEP, the folder this command resumes) and exit",
+    )
 
     # --- flops ---------------------------------------------------------------------------------
     flops = _add_command(
@@ -762,11 +887,11 @@ def _cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    profile = resolve_profile(args.profile)
+def _train_config(args: argparse.Namespace, profile: str) -> Config:
+    """The config ``hdit-edu train`` trains: ``--config`` (or the run's config.json with
+    ``--resume``) in ``profile``, then ``--set``, ``--data``, ``--steps``, ``--grad-accum``,
+    ``--checkpointing``, ``--tensorboard``, ``--wandb``; validated."""
     resume = args.resume_from or args.resume
-    if args.allow_change and not resume:
-        raise ValueError("--allow-change applies to --resume / --resume-from only")
     if args.config is None:
         if not (resume and args.run_dir):
             raise ValueError("train needs --config NAME|PATH (or --resume with --run-dir)")
@@ -786,6 +911,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config.training.tensorboard |= args.tensorboard
     config.training.wandb |= args.wandb
     config.validate()
+    return config
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    profile = resolve_profile(args.profile)
+    resume = args.resume_from or args.resume
+    if args.allow_change and not resume:
+        raise ValueError("--allow-change applies to --resume / --resume-from only")
+    config = _train_config(args, profile)
     suffix = "-cpu" if profile == "cpu" and args.config else ""
     run_dir = Path(args.run_dir or f"runs/{config.name}{suffix}")
     if run_dir.exists() and not run_dir.is_dir():
@@ -926,22 +1060,103 @@ def _cmd_fid(args: argparse.Namespace) -> int:
     return 0
 
 
+_TOY_ONLY = ("seeds", "task", "batch_size", "lr", "eval_at", "n_eval_mid", "loss_weighting",
+             "sampler", "cfg", "sample_batch", "eval_seed", "summary")  # fmt: skip
+_GPU_ONLY = ("data", "eval_data", "workers", "print_torchrun")
+
+
+def _flags(args: argparse.Namespace, names) -> list[str]:
+    given = [n for n in names if getattr(args, n) not in (None, False)]
+    return ["--" + n.replace("_", "-") for n in given]
+
+
 def _cmd_ablate(args: argparse.Namespace) -> int:
     profile = resolve_profile(args.profile)
-    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    if profile == "gpu":
+        return _ablate_gpu(args)
+    wrong = _flags(args, _GPU_ONLY)
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)}: gpu profile only (this is --profile cpu)")
+    out = Path(args.out)
+    summary = Path(args.summary) if args.summary else out / "summary.json"
+    check_writable_folder("--out", out)
+    check_output_file("--summary", summary)
+    if not args.analyze:
+        names = args.steps or list(TOY_CONFIGS)
+        unknown = [n for n in names if n not in TOY_CONFIGS]
+        if unknown:
+            raise ValueError(
+                f"--steps {','.join(unknown)}: not in the toy experiment; allowed: "
+                f"{', '.join(TOY_CONFIGS)}"
+            )
+        chosen = {
+            "task": args.task,
+            "train_steps": args.train_steps,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "eval_at": ",".join(map(str, args.eval_at)) if args.eval_at else None,
+            "n_eval": args.n_eval,
+            "n_eval_mid": args.n_eval_mid,
+            "n_loss": args.n_loss,
+            "loss_weighting": args.loss_weighting,
+            "sampler": args.sampler,
+            "sample_steps": args.sample_steps,
+            "cfg": args.cfg,
+            "sample_batch": args.sample_batch,
+            "eval_seed": args.eval_seed,
+        }
+        budget = ToyBudget(**{k: v for k, v in chosen.items() if v is not None})
+        torch.set_num_threads(args.threads)
+        run_toy_experiment(
+            names,
+            args.seeds if args.seeds is not None else [0, 1, 2],
+            out,
+            budget,
+            run_dir=args.run_dir,
+            resume=args.resume,
+            command=shlex.join(["hdit-edu", *args.argv]),
+            log=lambda line: print(line, flush=True),
+        )
+    result = write_summary(out, summary)
+    print(result["markdown"])
+    print(f"wrote {summary} and its .md, .png")
+    return 0
+
+
+def _ablate_gpu(args: argparse.Namespace) -> int:
+    wrong = _flags(args, _TOY_ONLY) + (["--analyze"] if args.analyze else [])
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)}: cpu profile (the toy experiment) only")
+    steps = args.steps or ["A", "B1", "B2", "C", "D", "E"]
+    run_dir = Path(args.run_dir or "runs/ablation")
+    workers = 8 if args.workers is None else args.workers
+    if not args.data:
+        raise ValueError("the gpu profile trains on ImageNet-128: pass --data IMAGE_FOLDER")
+    if args.print_torchrun:
+        for step in steps:
+            command = train_command(
+                step, run_dir, args.data, train_steps=args.train_steps,
+                nproc=args.print_torchrun, workers=workers,
+            )  # fmt: skip
+            print(shlex.join(command))
+        return 0
+    if not args.eval_data:
+        raise ValueError("--eval-data HELD_OUT_FOLDER is required (FID and held-out loss)")
     table = run_ablation(
         steps,
-        args.run_dir,
-        profile=profile,
-        train_steps=args.train_steps,
+        run_dir,
         data=args.data,
-        n_eval=args.n_eval,
-        sample_steps=args.sample_steps,
-        resume=args.resume,
+        eval_data=args.eval_data,
+        train_steps=args.train_steps,
+        n_eval=args.n_eval or 10_000,
+        n_loss=args.n_loss or 1024,
+        sample_steps=args.sample_steps or 50,
+        workers=workers,
+        resume=True,
         progress=not args.no_progress,
     )
     print(table["markdown"])
-    print(f"wrote {Path(args.run_dir) / 'results.json'} and results.md")
+    print(f"wrote {run_dir / 'results.json'} and results.md")
     return 0
 
 

@@ -21,6 +21,14 @@ PNG that was written (so every viewer shows the same pixels).
 The trainer calls :func:`open_sinks` once (rank 0 with a run dir) and then
 :meth:`Sinks.metrics` / :meth:`Sinks.image` where it writes a record or a grid. A sink flushes
 after each call: a run killed at any point leaves every logged value readable.
+
+A sink is any object with ``metrics(step, values)``, ``image(step, path)`` and ``close()``
+(``begin(step, total)`` is optional). Besides the run's own sinks, ``Trainer.fit(steps,
+callback=sink)`` attaches one for the length of that call (:meth:`Sinks.attach`): the live
+training view of the notebooks (:class:`hdit_edu.widgets.LiveTrainingView`) is such a sink, so
+it shows exactly the numbers of ``metrics.jsonl`` and the grids of ``samples/``, computed where
+they are logged anyway (no extra host synchronisation in the training step). The metrics reach
+an attached sink with or without a run dir; sample grids need one (they are the PNGs written).
 """
 
 from __future__ import annotations
@@ -119,6 +127,23 @@ class Sinks:
         """Log the sample grid written to ``path`` at training step ``step``."""
         for sink in self.sinks:
             sink.image(step, Path(path))
+
+    def attach(self, sink, *, step: int, total: int) -> None:
+        """Add ``sink`` (``None``: nothing) until :meth:`detach`; a training call from step
+        ``step`` to step ``total`` starts (its optional ``begin(step, total)`` is called)."""
+        if sink is None:
+            return
+        begin = getattr(sink, "begin", None)
+        if begin is not None:
+            begin(step, total)
+        self.sinks.append(sink)
+
+    def detach(self, sink) -> None:
+        """Remove and close a sink added by :meth:`attach` (no-op for ``None`` or a sink not
+        attached)."""
+        if sink is not None and any(s is sink for s in self.sinks):
+            self.sinks = [s for s in self.sinks if s is not sink]
+            sink.close()
 
     def close(self) -> None:
         for sink in self.sinks:

@@ -967,7 +967,8 @@ class Trainer:
             path = self.run_dir / "metrics.jsonl"
             with writing(str(path)), open(path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-            self.sinks.metrics(record)  # TensorBoard / W&B copies (training.tensorboard, .wandb)
+        if self.dist.is_main:  # copies: TensorBoard / W&B (training.tensorboard, .wandb), a view
+            self.sinks.metrics(record)
         self.history.append(record)
         self._reset_log()
         return record
@@ -1064,11 +1065,18 @@ class Trainer:
 
     # --- the loop ------------------------------------------------------------------------------
 
-    def fit(self, steps: int | None = None) -> dict:
-        """Train until step ``steps`` (default ``training.steps``); returns a summary."""
+    def fit(self, steps: int | None = None, *, callback=None) -> dict:
+        """Train until step ``steps`` (default ``training.steps``); returns a summary.
+
+        ``callback``: one more sink for this call only (rank 0), e.g. the live view
+        ``hdit_edu.widgets.LiveTrainingView()``: it receives each ``metrics.jsonl`` record and
+        each sample grid exactly as the TensorBoard / W&B sinks do (see
+        :mod:`hdit_edu.logging_sinks`), at no extra cost in the training step."""
         t = self.config.training
         total = t.steps if steps is None else steps
         start_step, t0 = self.step, time.perf_counter()
+        if self.dist.is_main:
+            self.sinks.attach(callback, step=self.step, total=total)
         losses: list[float] = []
         bar = tqdm(
             total=total,
@@ -1104,6 +1112,7 @@ class Trainer:
             raise
         finally:
             bar.close()
+            self.sinks.detach(callback)
         return {
             "steps": self.step - start_step,
             "final_step": self.step,

@@ -1,4 +1,5 @@
-"""Interactive apps for the notebooks (ipywidgets): the sampling demo and the explorers.
+"""Interactive apps for the notebooks (ipywidgets): the sampling demo, the explorers and the
+live training view.
 
 Each app is a small class that holds its controls and its outputs; ``app.widget`` is the box a
 notebook displays (``display(app)`` works too), and every action is a plain method, so tests
@@ -17,6 +18,10 @@ Sections (each app in its own section):
   discretisation error against model evaluations; class accuracy at an equal budget). The
   shipped run holds both results (``cfg_sweep.json``, ``sampler_study.json``), which notebook
   08 reads in the ``cpu`` profile.
+* ``# --- live training view ---`` — :class:`LiveTrainingView` (notebooks 07 and 09): a
+  progress bar, the loss curve and the newest EMA sample grid of a training run, redrawn as the
+  trainer logs; ``trainer.fit(steps, callback=LiveTrainingView())`` attaches it for one call
+  (it is a sink of :mod:`hdit_edu.logging_sinks`).
 * ``# --- attention explorer ---`` — :class:`AttentionExplorer` (notebook 04): for a level's
   token grid and a chosen query token, the keys global, neighborhood (k × k, clamped at the
   borders) and shifted-window attention let it see, side by side.
@@ -33,7 +38,9 @@ from pathlib import Path
 
 import ipywidgets as ipw
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
+from IPython.display import Image as DisplayImage
 from IPython.display import clear_output, display
 from PIL import Image
 from torchvision.utils import make_grid
@@ -217,6 +224,51 @@ def trajectory_strip(result: SampleResult, rows: int = 4, columns: int = 8) -> t
     return picked.transpose(0, 1).reshape(-1, *picked.shape[2:])
 
 
+@dataclass
+class AccuracyRun:
+    """Samples of every class in turn and how many the toy classifier recognises."""
+
+    images: torch.Tensor  # (n, C, H, W) in [-1, 1]
+    labels: torch.Tensor  # (n,) the classes asked for: 0, 1, 2, … in turn
+    class_accuracy: float  # the fraction the toy classifier assigns to the class asked for
+    seconds: float  # sampling time (the classifier not included)
+
+
+def sample_accuracy(
+    denoiser,
+    config,
+    n: int = 512,
+    *,
+    sampler: str = DEMO_SETTINGS.sampler,
+    steps: int = DEMO_SETTINGS.steps,
+    cfg_scale: float = DEMO_SETTINGS.cfg_scale,
+    seed: int = 0,
+    batch_size: int = 128,
+) -> AccuracyRun:
+    """``n`` samples of a class-conditional toy-set model, classes 0, 1, 2, … in turn, timed,
+    and their class accuracy (:func:`hdit_edu.toy.class_accuracy`; chance: 1 / classes). The
+    one measurement behind :func:`guidance_sweep`, :func:`sampler_study` and the live
+    training notebook's end-of-run check."""
+    m = config.model
+    if not m.num_classes:
+        raise ValueError("class accuracy needs a class-conditional model (num_classes > 0)")
+    labels = torch.arange(n) % m.num_classes
+    start = time.perf_counter()
+    images = generate(
+        denoiser,
+        config,
+        n,
+        sampler=sampler,
+        steps=steps,
+        cfg_scale=float(cfg_scale),
+        class_cond=labels,
+        seed=seed,
+        batch_size=batch_size,
+    )
+    seconds = time.perf_counter() - start
+    return AccuracyRun(images, labels, class_accuracy(images, labels), seconds)
+
+
 def guidance_sweep(
     denoiser,
     config,
@@ -237,24 +289,15 @@ def guidance_sweep(
         raise ValueError("guidance_sweep needs a class-conditional model (num_classes > 0)")
     if reference is None:
         reference = ToyDataset("test", resolution=m.resolution)
-    labels = torch.arange(n) % m.num_classes
     accuracy, fids, seconds = [], [], []
     for w in scales:
-        start = time.perf_counter()
-        images = generate(
-            denoiser,
-            config,
-            n,
-            sampler=sampler,
-            steps=steps,
-            cfg_scale=float(w),
-            class_cond=labels,
-            seed=seed,
+        run = sample_accuracy(
+            denoiser, config, n, sampler=sampler, steps=steps, cfg_scale=w, seed=seed,
             batch_size=batch_size,
-        )
-        seconds.append(time.perf_counter() - start)
-        accuracy.append(class_accuracy(images, labels))
-        fids.append(fid(images, reference, extractor="toy"))
+        )  # fmt: skip
+        seconds.append(run.seconds)
+        accuracy.append(run.class_accuracy)
+        fids.append(fid(run.images, reference, extractor="toy"))
     return {
         "scales": [float(w) for w in scales],
         "class_accuracy": accuracy,
@@ -318,27 +361,18 @@ def sampler_study(
         nfe = [model_evaluations(sampler, k) for k in step_counts]
         errors[sampler] = {"steps": list(step_counts), "nfe": nfe, "rms": rms}
 
-    labels = torch.arange(n) % m.num_classes
     quality = {}
     for sampler in SAMPLERS:
         steps = budget // 2 if sampler == "heun" else budget
-        start = time.perf_counter()
-        images = generate(
-            denoiser,
-            config,
-            n,
-            sampler=sampler,
-            steps=steps,
-            cfg_scale=float(cfg_scale),
-            class_cond=labels,
-            seed=seed,
+        run = sample_accuracy(
+            denoiser, config, n, sampler=sampler, steps=steps, cfg_scale=cfg_scale, seed=seed,
             batch_size=batch_size,
-        )
+        )  # fmt: skip
         quality[sampler] = {
             "steps": steps,
             "nfe": model_evaluations(sampler, steps),
-            "class_accuracy": class_accuracy(images, labels),
-            "sampling_seconds": time.perf_counter() - start,
+            "class_accuracy": run.class_accuracy,
+            "sampling_seconds": run.seconds,
         }
     return {
         "errors": errors,
@@ -547,6 +581,187 @@ def _class_names(config) -> list[str]:
 def sampling_app(run_dir: str | Path = SHIPPED_RUN, **options) -> SamplingApp:
     """:meth:`SamplingApp.from_run`: the sampling demo on a run (default: the shipped model)."""
     return SamplingApp.from_run(run_dir, **options)
+
+
+# --- live training view ---
+
+
+def _in_ipython() -> bool:
+    from IPython import get_ipython
+
+    return get_ipython() is not None
+
+
+def _in_kernel() -> bool:
+    """Whether the code runs in a Jupyter kernel (JupyterLab, nbclient): widgets can show."""
+    from IPython import get_ipython
+
+    return getattr(get_ipython(), "kernel", None) is not None
+
+
+def _figure_png(fig) -> bytes:
+    """A matplotlib ``Figure`` (not pyplot's: nothing is shown by itself) as PNG bytes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+class LiveTrainingView:
+    """A live view of a training run: a progress bar, the loss curve and the newest EMA sample
+    grid, redrawn every ``every`` steps and whenever a sample grid is written. One line:
+
+        trainer.fit(steps, callback=LiveTrainingView())
+
+    It is a sink of :mod:`hdit_edu.logging_sinks`, attached for the length of ``fit``: it
+    receives each ``metrics.jsonl`` record (every ``training.log_every`` steps) and each grid of
+    ``samples/`` (every ``training.sample_every`` steps; only with a run dir), so it shows the
+    run's own numbers and costs the training step nothing. The data it holds: ``steps`` and
+    ``losses`` (the records' ``step`` and ``loss``), ``records`` (their scalars), ``grid``
+    (the newest grid, an (H, W, 3) uint8 array) and ``grid_step``.
+
+    ``mode``: ``"widget"`` (an ipywidgets box; at the end of ``fit`` the same output is
+    replaced by a still picture of the final state, which saved notebooks and the book keep),
+    ``"print"`` (a status line per redraw and the picture at the end: scripts and terminals)
+    or ``"auto"`` (``"widget"`` in a Jupyter kernel, else ``"print"``). ``scale``: the grid's
+    enlargement (nearest neighbour). ``title``: shown above the view.
+    """
+
+    def __init__(self, every: int = 100, *, mode: str = "auto", scale: int = 2, title: str = ""):
+        if mode not in ("auto", "widget", "print"):
+            raise ValueError(f"mode={mode!r}; allowed: 'auto', 'widget', 'print'")
+        if not (isinstance(every, int) and every >= 1):
+            raise ValueError(f"every={every!r}; allowed: an integer >= 1")
+        self.every, self.scale, self.title = every, scale, title
+        self.mode = ("widget" if _in_kernel() else "print") if mode == "auto" else mode
+        self.steps: list[int] = []
+        self.losses: list[float] = []
+        self.records: list[dict[str, float]] = []
+        self.grid = None  # (H, W, 3) uint8: the newest sample grid
+        self.grid_step: int | None = None
+        self.start, self.total, self._drawn_at = 0, 0, None
+        self._t0 = time.perf_counter()
+        self._handle = None
+        self.progress = ipw.IntProgress(value=0, min=0, max=1, description="step")
+        self.status = ipw.HTML()
+        self.loss_image = ipw.Image(format="png").add_class("hdit-live-loss")
+        self.grid_image = ipw.Image(format="png").add_class("hdit-live-samples")
+        self._pictures = [self.loss_image, self.grid_image]
+        rows = [ipw.HBox([self.progress, self.status]), ipw.HBox(self._pictures)]
+        header = [ipw.HTML(f"<b>{html.escape(title)}</b>")] if title else []
+        self.widget = ipw.VBox(header + rows).add_class("hdit-live-view")
+        self._boxes = [self.widget, *rows, *header]
+
+    # the sink protocol (hdit_edu.logging_sinks)
+
+    def begin(self, step: int, total: int) -> None:
+        """A ``fit`` call from ``step`` to ``total`` starts."""
+        self.start, self.total, self._drawn_at = step, total, None
+        self._t0 = time.perf_counter()
+        self.progress.min, self.progress.max = 0, max(total, 1)
+        self.progress.value = step
+        self.status.value = f"step {step} / {total}: starting"
+        if self.mode == "widget":
+            self._handle = display(self.widget, display_id=True)
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        self.steps.append(step)
+        self.losses.append(values["loss"])
+        self.records.append(dict(values))
+        self.progress.value = step
+        if self._drawn_at is None or step - self._drawn_at >= self.every or step >= self.total:
+            self.draw()
+
+    def image(self, step: int, path) -> None:
+        self.grid = np.asarray(Image.open(path).convert("RGB"))
+        self.grid_step = step
+        self.draw()
+
+    def close(self) -> None:
+        """The end of ``fit``: the final state as a still picture, in place of the widget."""
+        if self.mode == "widget" and self._handle is not None:
+            self._handle.update(DisplayImage(data=_figure_png(self.figure())))
+            for widget in self._boxes + [self.progress, self.status, *self._pictures]:
+                for part in (widget, widget.layout, getattr(widget, "style", None)):
+                    if part is not None:
+                        part.close()  # free the kernel's copies; the output keeps the picture
+        else:
+            print(self.status_line())
+            if _in_ipython():  # a terminal IPython or a kernel: the picture inline
+                display(DisplayImage(data=_figure_png(self.figure())))
+        self._handle = None
+
+    # drawing
+
+    def status_line(self) -> str:
+        if not self.steps:
+            return f"step {self.start} / {self.total}"
+        step, done = self.steps[-1], self.steps[-1] - self.start
+        elapsed = time.perf_counter() - self._t0
+        eta = elapsed / done * (self.total - step) if done > 0 else float("nan")
+        speed = self.records[-1].get("samples_per_s")
+        return (
+            f"step {step} / {self.total} · loss {self.losses[-1]:.4f}"
+            + (f" · {speed:.0f} images/s" if speed is not None else "")
+            + f" · {elapsed:.0f} s, about {eta:.0f} s to go"
+        )
+
+    def figure(self):
+        """The view as one matplotlib ``Figure``: the loss curve and the newest grid."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(10, 3.6))
+        ax_loss, ax_grid = fig.subplots(1, 2, width_ratios=(1, 1.2))
+        if self.steps:
+            ax_loss.plot(self.steps, self.losses, lw=1)
+            ax_loss.set_yscale("log")
+        ax_loss.set_xlabel("step")
+        ax_loss.set_ylabel("loss (metrics.jsonl)")
+        ax_loss.set_title(self.title or "training loss")
+        ax_loss.grid(alpha=0.3)
+        if self.grid is not None:
+            ax_grid.imshow(self.grid, interpolation="nearest")
+            ax_grid.set_title(f"EMA samples at step {self.grid_step}")
+        else:
+            ax_grid.set_title("no sample grid yet")
+        ax_grid.axis("off")
+        fig.tight_layout()
+        return fig
+
+    def _loss_png(self) -> bytes:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(4.5, 3))
+        ax = fig.subplots()
+        ax.plot(self.steps, self.losses, lw=1)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title("loss")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        return _figure_png(fig)
+
+    def draw(self) -> None:
+        """Redraw: the widget's pictures, or a status line in ``print`` mode."""
+        self._drawn_at = self.steps[-1] if self.steps else self.start
+        line = self.status_line()
+        if self.mode == "print":
+            print(line + (f" · samples of step {self.grid_step}" if self.grid_step else ""))
+            return
+        self.status.value = html.escape(line)
+        if self.steps:
+            _show_png(self.loss_image, self._loss_png())
+        if self.grid is not None:
+            picture = Image.fromarray(self.grid)
+            size = (picture.width * self.scale, picture.height * self.scale)
+            buffer = io.BytesIO()
+            picture.resize(size, Image.NEAREST).save(buffer, format="png")
+            _show_png(self.grid_image, buffer.getvalue())
+
+    def _ipython_display_(self):
+        display(self.widget)
 
 
 # --- attention explorer ---

@@ -131,6 +131,7 @@ assert accuracy >= 0.6, accuracy
 # | §5.2, Tables 1–2: the ablation chain A → E | [06_ablation_chain](06_ablation_chain.ipynb) | `configs`, `training`, `evaluation` |
 # | §5.3, Table 6: FFHQ-1024² | [07_ffhq1024](07_ffhq1024.ipynb) | `training`, `data` |
 # | §5.1, App. D: sampling, classifier-free guidance | [08_sampling_demo](08_sampling_demo.ipynb) | `sampling`, `widgets` |
+# | §5.1, Table 6: training the toy model, live; class accuracy of its samples | [09_train_toy_live](09_train_toy_live.ipynb) | `training`, `widgets` |
 #
 # Outside the notebooks: `hdit-edu train / sample / fid / ablate / flops / convert` (the command
 # line, `hdit_edu.cli`), `hdit_edu.interop` (k-diffusion checkpoints ↔ hdit-edu) and

@@ -63,6 +63,7 @@ from hdit_edu.runs import load_run, read_metrics
 from hdit_edu.sampling import generate, karras_sigmas, sample
 from hdit_edu.training import Trainer
 from hdit_edu.viz import plot_losses
+from hdit_edu.widgets import LiveTrainingView
 
 if PROFILE == "cpu":
     torch.set_num_threads(1)  # tiny models on 2 shared cores: no oversubscription stalls
@@ -190,17 +191,34 @@ assert config.diffusion.loss_weighting == "soft-min-snr"
 # ```
 #
 # The loss curves and sample grids below read the same run dir, wherever it was trained.
+#
+# While it trains, the cell shows a **live view** (`hdit_edu.widgets.LiveTrainingView`): a
+# progress bar, the loss curve and the newest EMA sample grid, redrawn every few logged steps.
+# It is one argument, `trainer.fit(steps, callback=LiveTrainingView())`: the trainer hands it
+# each `metrics.jsonl` record and each `samples/` grid as it writes them, so the view shows the
+# run's own numbers. When the cell ends, the view is replaced by a still picture of the end state.
 
 # %%
 trainer = Trainer(
-    config, RUN_DIR, resume=True, num_workers=WORKERS, sample_steps=SAMPLE_STEPS, n_samples=8
+    config,
+    RUN_DIR,
+    resume=True,
+    num_workers=WORKERS,
+    sample_steps=SAMPLE_STEPS,
+    n_samples=8,
+    progress=False,  # the live view has the progress bar
 )
-summary = trainer.fit(TRAIN_STEPS)
+view = LiveTrainingView(every=10 if PROFILE == "cpu" else 1000, title=f"{config.name}, {PROFILE}")
+summary = trainer.fit(TRAIN_STEPS, callback=view)
 print(f"step {summary['final_step']}: {summary['steps']} steps in {summary['time_s']:.0f} s")
 
 # %%
 records = read_metrics(RUN_DIR)
 assert records[-1]["step"] == trainer.step == TRAIN_STEPS
+this_call = records[len(records) - len(view.steps) :]  # the view saw this cell's records
+assert view.steps == [r["step"] for r in this_call]
+assert view.losses == [r["loss"] for r in this_call]
+assert summary["steps"] == 0 or view.grid_step == TRAIN_STEPS  # the final grid is in the view
 assert list_checkpoints(RUN_DIR)[-1].name == f"step-{TRAIN_STEPS:08d}"
 assert (RUN_DIR / "config.json").exists()
 
@@ -335,3 +353,53 @@ print("FID:", score)
 
 # %%
 assert score is None or score > 0
+
+
+# %% [markdown]
+# ## Exercises
+#
+# Predict first, then open the collapsed solution (it runs with the notebook and checks itself).
+#
+# **1. How often does Table 6's run see each face?** FFHQ has 70,000 images; the run takes
+# 1M steps at a global batch of 256. Predict the number of passes over the data set (epochs),
+# then compute it from `paper.training`.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+ffhq_images = 70_000
+epochs = paper.training.steps * paper.training.batch_size / ffhq_images
+print(f"{epochs:,.0f} passes over FFHQ: each face is seen about {epochs:,.0f} times")
+# so much repetition is why the run uses non-leaking augmentation (p = 0.12, §5.3) against
+# memorisation
+assert 3_600 < epochs < 3_700 and paper.training.augment_p > 0
+
+# %% [markdown]
+# **2. A size the model refuses.** The patch size and the four 2× merges mean every side must be
+# a multiple of some number. Predict it, then ask `check_grids` about a 1000×1000 image and read
+# the error; find the nearest sizes that work.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+from hdit_edu.configs import check_grids
+
+multiple = paper.model.patch_size * 2 ** (len(paper.model.levels) - 1)
+try:
+    check_grids(paper.model, 1000)
+    raise AssertionError("1000×1000 should have been refused")
+except ValueError as error:
+    print(error)
+    assert f"multiples of {multiple}" in str(error)
+assert multiple == 64
+for side in (960, 1024):  # the multiples of 64 around 1000
+    print(side, "→ token grids", [g[0] for g in check_grids(paper.model, side)])
+
+# %% [markdown]
+# **3. Interrupt anywhere.** Section 3 stopped the 8-step run after step 4. Predict what changes
+# if it stops after step 3 instead, and twice (after steps 2 and 5), then check it with the
+# same tiny configuration `demo`.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+with tempfile.TemporaryDirectory() as tmp:
+    for stop in (2, 5):
+        Trainer(demo, Path(tmp), device="cpu", progress=False, resume=True).fit(stop)
+    rest = Trainer(demo, Path(tmp), device="cpu", progress=False, resume=True).fit(8)["losses"]
+print("resumed at 2 and 5:", [f"{x:.6f}" for x in rest])
+assert rest == straight[5:]  # nothing changes: every draw is a function of (seed, step, rank)

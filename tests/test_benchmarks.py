@@ -23,6 +23,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import common  # noqa: E402
+import gpu_checks  # noqa: E402
 import loader_throughput  # noqa: E402
 import profile_step  # noqa: E402
 import sampling_speed  # noqa: E402
@@ -30,8 +31,9 @@ import scaling  # noqa: E402
 import train_throughput  # noqa: E402
 
 from hdit_edu.configs import get_config  # noqa: E402
-from hdit_edu.flops import analytic_gflops  # noqa: E402
+from hdit_edu.flops import analytic_gflops, analytic_params  # noqa: E402
 from hdit_edu.models import build_model, set_attention_backend  # noqa: E402
+from hdit_edu.planner import ACTIVATION_SCALE, activation_bytes, plan  # noqa: E402
 
 PIXELS = [64**2, 128**2, 256**2, 512**2, 1024**2]
 
@@ -290,3 +292,101 @@ def test_loader_throughput_quick_measures_every_format_worker_and_augmentation(t
     # the made images compress like photographs, not like flat colour: PNG > JPEG > 0
     size = {r["format"]: r["file_MiB"] for r in rows}
     assert size["prepared"] > size["png"] > size["jpeg"] > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# The GPU checks (issue 17), smoke run on the CPU
+# ----------------------------------------------------------------------------------------------
+
+
+def test_gpu_checks_smoke_measures_every_stage(tmp_path):
+    """``gpu_checks.py --smoke``: the toy config on a pretend 0.15 GiB device. The plans are the
+    planner's own; each measured step holds exactly the resident tensors the planner counts
+    (weights, EMA, AdamW moments: 16 bytes per parameter) plus its allocator peak; the fp32
+    plan runs with accumulation; the bf16 factor is 1 on the CPU (no autocast there); the step
+    time gives samples/s; every bench script ran through its own functions."""
+    assert gpu_checks.main(["--smoke", "--out", str(tmp_path)]) == 0
+    document = json.loads((tmp_path / "gpu-checks-cpu.json").read_text())
+    assert tuple(document)[: len(common.RESULT_KEYS)] == common.RESULT_KEYS
+    env = document["environment"]
+    assert env["device_type"] == "cpu" and env["device"] and env["torch_threads"] == 1
+    assert env["versions"]["torch"] == torch.__version__ and "natten" in env
+    assert [b["backend"] for b in env["na_backends"]["toy"]] == ["masked-sdpa"]
+    assert set(document["stage_times_s"]) == {"memory", "step_time", "bench"}
+    assert all(t is not None and t > 0 for t in document["stage_times_s"].values())
+    results, settings = document["results"], document["settings"]
+    config = gpu_checks.check_config("toy", gpu_checks.SMOKE_SETTINGS)
+    resident = 16 * analytic_params(config)  # weights 4P + EMA 4P + AdamW moments 8P
+
+    for precision in ("bf16", "fp32"):
+        entry = results["memory"][f"plan_{precision}"]
+        expected = plan(
+            gpu_checks.check_config("toy", gpu_checks.SMOKE_SETTINGS, precision=precision),
+            1,
+            settings["gpu_memory_GiB"],
+            precision,
+        )
+        assert entry["plan"]["micro_batch"] == expected.micro_batch
+        assert entry["plan"]["memory"]["peak"] == pytest.approx(expected.memory.peak)
+        (attempt,) = entry["attempts"]  # no out-of-memory, measured as planned
+        assert entry["result"]["as_planned"]
+        measured = attempt["measured"]
+        assert measured["step_peak_bytes"] > 0
+        assert measured["peak_bytes"] == measured["resident_bytes"] + measured["step_peak_bytes"]
+        assert measured["resident_bytes"] == pytest.approx(resident, rel=1e-3)  # + buffers
+        assert attempt["predicted_peak_bytes"] == pytest.approx(expected.memory.peak)
+        assert attempt["error_percent"] == pytest.approx(
+            100 * (expected.memory.peak / measured["peak_bytes"] - 1)
+        )
+    fp32 = results["memory"]["plan_fp32"]["result"]
+    assert (fp32["micro_batch"], fp32["grad_accum"]) == (2, 2)  # accumulation ran
+
+    factor = results["memory"]["bf16_factor"]["toy"]
+    assert factor["fp32"]["measured_activation_bytes_per_image"] > 0
+    assert factor["bf16_over_fp32"] == pytest.approx(1.0)  # the CPU never autocasts
+    assert factor["planner_assumes"] == ACTIVATION_SCALE["bf16"]
+    assert factor["fp32"]["predicted_activation_bytes_per_image"] == pytest.approx(
+        activation_bytes(config, "none", "fp32")
+    )
+
+    step = results["step_time"]["toy"]
+    assert step["micro_batch"] == step["planned_micro_batch"] == 4
+    for kind in ("model_step", "train_step"):
+        t = step[kind]
+        assert t["median_s"] > 0 and t["repeats"] >= 1 and t["mfu"] is None  # no CPU peak
+        assert t["samples_per_s"] == pytest.approx(4 / t["median_s"])
+    assert step["forward_gmac_per_image"] == pytest.approx(analytic_gflops(config))
+
+    bench = results["bench"]
+    for label in ("train_throughput auto eager", "profile_step", "sampling_speed", "scaling"):
+        assert "error" not in bench[label] and bench[label]["results"], label
+    (row,) = bench["train_throughput auto eager"]["results"]
+    assert row["batch_size"] == 2 and row["samples_per_s"] > 0 and row["peak_memory_MiB"] > 0
+    assert bench["sampling_speed"]["results"][0]["steps"] == 2
+    assert "skipped" in bench["train_throughput auto compile"]
+    assert document["summary"]["step_toy"]["model_step_s"] == step["model_step"]["median_s"]
+    tables = gpu_checks.markdown(document)  # --markdown: the README's tables
+    fp32_attempt = results["memory"]["plan_fp32"]["attempts"][0]
+    assert "| fp32 | 2 × 2, none | 2 × 2 | " in tables
+    assert f"{fp32_attempt['measured_peak_bytes'] / 2**30:.2f}" in tables
+    assert f"| toy | 4 | {step['model_step']['median_s']:.3g} |" in tables
+
+
+def test_gpu_checks_time_guard_skips_what_does_not_fit(tmp_path):
+    """With no time left, a stage records each measurement as skipped, and the JSON is still
+    written with the device named."""
+    out = tmp_path / "checks.json"
+    assert (
+        gpu_checks.main(["--smoke", "--stages", "bench", "--budget", "0", "--out", str(out)]) == 0
+    )
+    document = json.loads(out.read_text())
+    bench = document["results"]["bench"]
+    assert len(bench) == 5 and all("stage budget" in run["skipped"] for run in bench.values())
+    assert document["environment"]["device"] and document["summary"]["bench"]
+
+
+def test_gpu_checks_refuses_the_cpu_without_smoke():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    with pytest.raises(SystemExit):
+        gpu_checks.main(["--device", "cpu"])

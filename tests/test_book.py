@@ -25,7 +25,7 @@ def test_every_notebook_is_in_the_readme_map_in_paper_order():
     assert sorted(stems) == sorted(p.stem for p in ROOT.glob("notebooks/[0-9][0-9]*_*.py"))
     # the README's map order: 05b (HDiT assembled) comes after 05 and before 06
     assert stems.index("05_flops_and_scaling") + 1 == stems.index("05b_hdit_assembled")
-    assert stems[0] == "00_tour" and stems[-1] == "08_sampling_demo"
+    assert stems[0] == "00_tour" and stems[-2:] == ["08_sampling_demo", "09_train_toy_live"]
     assert next(c for c in chapters if c.stem == "04_local_attention").paper == "§4.3"
 
 
@@ -55,6 +55,11 @@ def test_chapters_link_their_neighbours_and_embed_their_plots(small_book):
     plots = re.findall(r'<img[^>]+src="([^"]{0,40})', hourglass)
     assert len(plots) >= 3 and all(src.startswith("data:image/png;base64,") for src in plots)
     assert "jp-OutputArea-output" in hourglass  # executed: the outputs are there
+    # formulas: the book's own MathJax (tests/test_browser_book.py sees them typeset offline)
+    assert f'<script src="{build_book.MATHJAX_URL}">' in hourglass
+    assert "libs/mathjax" not in hourglass  # not the CDN
+    assert (out / "mathjax" / "MathJax.js").is_file()
+    assert (out / "mathjax" / "config" / "hdit-book.js").is_file()
 
 
 def test_a_failing_cell_fails_the_build(tmp_path):

@@ -169,25 +169,6 @@ def test_flops_prints_the_measured_and_closed_form_gflops(capsys):
     assert sum(result["by_kind"].values()) == pytest.approx(result["gflops"], rel=1e-6)
 
 
-def test_ablate_writes_a_results_table(tmp_path):
-    from hdit_edu.toy import TOY_CLASSIFIER_DIR
-
-    if not TOY_CLASSIFIER_DIR.exists():
-        pytest.skip("the shipped toy classifier is not in data/toy_classifier yet")
-    run = tmp_path / "ablation"
-    proc = hdit("ablate", "--steps", "A,E", "--profile", "cpu", "--train-steps", "2",
-                "--n-eval", "16", "--sample-steps", "2", "--run-dir", str(run), "--no-progress")  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((run / "results.json").read_text())
-    assert [r["step"] for r in result["rows"]] == ["A", "E"]
-    a, e = result["rows"]
-    assert a["loss_weighting"] == "snr" and e["loss_weighting"] == "soft-min-snr"
-    assert a["paper_gflops_128"] == pytest.approx(32, abs=1) and e[
-        "paper_gflops_128"
-    ] == pytest.approx(31, abs=1)
-    assert "| A |" in (run / "results.md").read_text()
-
-
 def test_rectangular_config_trains_samples_and_counts_on_the_cli(tmp_path):
     """A 32×48 (height × width) toy run end to end: train 4 steps, sample, count FLOPs."""
     from hdit_edu.configs import load_config

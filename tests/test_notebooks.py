@@ -56,8 +56,8 @@ def test_notebook_runs_in_cpu_profile(source: Path, request):
     execute_notebook(nb, NOTEBOOK_DIR)
 
 
-# Notebooks that end with exercises (06 and 07 are experiment notebooks, without them).
-EXERCISE_NOTEBOOKS = [p for p in SOURCES if not p.stem.startswith(("06_", "07_"))]
+# Every notebook ends with exercises.
+EXERCISE_NOTEBOOKS = SOURCES
 
 
 @pytest.mark.parametrize("source", EXERCISE_NOTEBOOKS, ids=lambda p: p.stem)

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from hdit_edu.ablation import ABLATION_CPU_SCALE
+from hdit_edu.ablation import TASKS, toy_ablation_config
 from hdit_edu.attention import Attention
 from hdit_edu.checkpoints import CheckpointError, list_checkpoints, load_checkpoint
-from hdit_edu.configs import get_config, toy_config
+from hdit_edu.configs import toy_config
 from hdit_edu.data import ResumableSampler
 from hdit_edu.models import build_model
 from hdit_edu.profiles import ToyScale, toy_scale
@@ -122,6 +122,8 @@ def test_conditioning_dropout_drops_ten_percent_to_the_extra_class():
 
 
 def test_toy_scale_keeps_each_steps_kind_of_change():
+    """The toy experiment's configurations (hdit_edu.ablation.toy_ablation_config, task p4k3) change
+    what the paper changes, at the task's outer kernel / window."""
     expected = {  # Table 1: outer attention, FFN, position embedding, loss weighting
         "A": ("global", "gelu", "additive", "snr"),
         "B1": ("shifted-window", "gelu", "additive", "snr"),
@@ -129,16 +131,21 @@ def test_toy_scale_keeps_each_steps_kind_of_change():
         "C": ("neighborhood", "geglu", "additive", "snr"),
         "D": ("neighborhood", "geglu", "rope", "snr"),
         "E": ("neighborhood", "geglu", "rope", "soft-min-snr"),
+        "D-minsnr5": ("neighborhood", "geglu", "rope", "min-snr"),
     }
+    patch, kernel, window = TASKS["p4k3"]
     for step, kinds in expected.items():
-        c = toy_scale(get_config(step), ABLATION_CPU_SCALE)
+        c = toy_ablation_config(step, seed=0)
         m = c.model
         got = (m.levels[0].attention, m.ffn, m.pos_emb, c.diffusion.loss_weighting)
         assert got == kinds, step
         assert m.levels[1].attention == "global" and m.resolution == 32 and m.num_classes == 8
         assert c.training.dataset == "toy" and c.training.lr == 5e-4
-    assert toy_scale(get_config("E-concat"), ABLATION_CPU_SCALE).model.skip == "concat"
-    r4 = toy_scale(get_config("R4"), ABLATION_CPU_SCALE).model
+        assert m.patch_size == patch and m.levels[0].kernel_size == kernel
+        assert m.levels[0].window_size == window
+    assert toy_ablation_config("D-minsnr4", 0).diffusion.gamma == 4.0
+    assert toy_ablation_config("E-concat", 0).model.skip == "concat"
+    r4 = toy_ablation_config("R4", 0).model
     assert len(r4.levels) == 1 and r4.levels[0].attention == "global"
 
 

@@ -10,7 +10,9 @@ as data URIs, so the book opens from disk in any browser with nothing installed.
 ``index.html`` is the table of contents in the paper's order, the order of the README's
 notebook map (``| `NN_topic` | paper | what it shows |``), with the paper's sections and the run
 time of each chapter; every chapter has links to the contents and to its neighbours.
-``make book`` runs this script.
+Formulas are typeset offline: MathJax 2 (the static files of the ``jupyter-server-mathjax``
+package, the part SVG output needs) is copied into ``mathjax/`` next to the pages, which load
+it with a relative URL instead of nbconvert's CDN default. ``make book`` runs this script.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import copy
 import html
 import os
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -38,6 +41,21 @@ MAP_ROW = re.compile(r"^\|\s*`(\d\d\w*?_\w+)`\s*\|([^|]*)\|([^|]*)\|\s*$")
 # A cell's time limit. The longest cpu-profile cell (notebook 06's training) takes about 200 s on
 # a loaded 2-core machine; a cell past the limit is taken for a hung kernel (see run_notebook).
 CELL_TIMEOUT_S = 420
+# MathJax 2 from the jupyter-server-mathjax package: its combined configuration (TeX in, HTML-CSS
+# out) with the only web font the package ships, STIX-Web, and the Safe extension (as nbconvert's
+# CDN default has).
+MATHJAX_URL = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,hdit-book"
+MATHJAX_SKIP = {  # not needed by that configuration: 7.6 of the package's 10.0 MiB
+    "extensions/a11y",  # accessibility explorer (opt-in)
+    "localization",  # English is built in
+    "jax/output/SVG",  # font data only: the SVG output itself is not in the package
+}
+MATHJAX_CONFIG = """MathJax.Hub.Config({
+  extensions: ["Safe.js"],
+  "HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null}
+});
+MathJax.Ajax.loadComplete("[MathJax]/config/hdit-book.js");
+"""
 STYLE = """<style>
 .book-nav { display: flex; justify-content: space-between; gap: 1em; max-width: 1100px;
   margin: 0.5em auto; padding: 0.5em 1em; font: 14px sans-serif; background: #f3f5f8;
@@ -130,6 +148,24 @@ def execute(source: Path, profile: str):
     return run_notebook(nb, source.parent, profile)
 
 
+def copy_mathjax(out: Path) -> Path:
+    """MathJax's static files (from the ``jupyter-server-mathjax`` package) in ``out/mathjax``,
+    with the book's configuration ``config/hdit-book.js``."""
+    import jupyter_server_mathjax  # the book's one extra dependency (the notebooks extra)
+
+    source = Path(jupyter_server_mathjax.__file__).parent / "static"
+    target = out / "mathjax"
+
+    def skip(folder: str, names: list[str]) -> set[str]:
+        here = Path(folder).relative_to(source)
+        return {n for n in names if (here / n).as_posix() in MATHJAX_SKIP}
+
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target, ignore=skip)
+    (target / "config" / "hdit-book.js").write_text(MATHJAX_CONFIG, encoding="utf-8")
+    return target
+
+
 def nav(chapters: list[Chapter], i: int) -> str:
     """The bar linking a chapter to its neighbours and to the contents."""
 
@@ -186,7 +222,7 @@ def build_book(
     ``out/<stem>.html`` per chapter. Returns the chapters with their titles and run times."""
     chapters = select_chapters(names, notebook_dir)
     out.mkdir(parents=True, exist_ok=True)
-    exporter = HTMLExporter(template_name="lab", embed_images=True)
+    exporter = HTMLExporter(template_name="lab", embed_images=True, mathjax_url=MATHJAX_URL)
     bodies = []
     for c in chapters:
         start = time.perf_counter()
@@ -205,6 +241,7 @@ def build_book(
         body = re.sub(r"(<body[^>]*>)", rf"\1\n{bar}", body, count=1)
         body = body.replace("</body>", f"{bar}\n</body>", 1)
         (out / c.html_name).write_text(body, encoding="utf-8")
+    copy_mathjax(out)
     (out / "index.html").write_text(index_page(chapters, profile), encoding="utf-8")
     return chapters
 

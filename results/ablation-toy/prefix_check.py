@@ -1,7 +1,8 @@
-"""Bit-identical rerun check: train the first ``--steps`` steps of a recorded run again (its
-config from the run JSON, CPU, one thread) and compare every step's loss with the record.
+"""Bit-identical rerun check: train the first ``--steps`` steps of a recorded run again (the
+config :func:`hdit_edu.ablation.toy_config` builds for it, checked against the record; CPU, one
+thread) and compare every step's loss with the record (:func:`hdit_edu.ablation.rerun_prefix`).
 
-    OMP_NUM_THREADS=1 python results/ablation-toy/prefix_check.py results/ablation-toy/pilot/E-s0.json
+    OMP_NUM_THREADS=1 python results/ablation-toy/prefix_check.py results/ablation-toy/runs/E-s0.json
 """
 
 from __future__ import annotations
@@ -12,10 +13,7 @@ import sys
 
 import torch
 
-from hdit_edu.configs import Config
-from hdit_edu.training import Trainer
-
-torch.set_num_threads(1)
+from hdit_edu.ablation import rerun_prefix
 
 
 def main(argv=None) -> int:
@@ -23,23 +21,12 @@ def main(argv=None) -> int:
     p.add_argument("run_json")
     p.add_argument("--steps", type=int, default=30)
     args = p.parse_args(argv)
-    record = json.loads(open(args.run_json).read())
-    recorded = record["losses_first_steps"][: args.steps]
-    trainer = Trainer(Config.from_dict(record["config"]), None, progress=False, device="cpu")
-    rerun = [trainer.train_step() for _ in range(len(recorded))]
-    same = [a == b for a, b in zip(rerun, recorded)]
-    print(
-        json.dumps(
-            {
-                "run": args.run_json,
-                "steps": len(recorded),
-                "identical": all(same),
-                "first_difference": None if all(same) else same.index(False),
-                "max_abs_difference": max(abs(a - b) for a, b in zip(rerun, recorded)),
-            }
-        )
-    )
-    return 0 if all(same) else 1
+    torch.set_num_threads(1)
+    with open(args.run_json) as f:
+        result = rerun_prefix(json.load(f), args.steps)
+    keep = ("steps", "identical", "first_difference", "max_abs_difference", "seconds")
+    print(json.dumps({"run": args.run_json} | {k: result[k] for k in keep}))
+    return 0 if result["identical"] else 1
 
 
 if __name__ == "__main__":
