@@ -9,7 +9,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.hdit-edu-installed
 # `make test` runs the suite on two pytest-xdist workers (one per core of a 2-core CI machine);
-# PYTEST_WORKERS=0 runs it in one process.
+# PYTEST_WORKERS=0 runs it in one process. --dist loadgroup: the tests of one xdist_group run
+# on one worker, one after the other (the true-size runs, 2-10 GiB each).
 PYTEST_WORKERS ?= 2
 # JupyterLab refuses to run as root without --allow-root; a machine without a display gets
 # --no-browser (the URL with its token is printed). Extra flags: make lab LAB_ARGS="--port 9999"
@@ -28,7 +29,7 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/00_tour.ipynb $(LAB_FLAGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 tour: $(STAMP)
 	@mkdir -p runs

@@ -8,10 +8,12 @@ to the rate FFHQ-1024's training consumes (issue 17).
 :class:`hdit_edu.data.ImageFolderDataset` (decode, cover-resize and center-crop, uint8 → float in
 [−1, 1]) in the order of :class:`hdit_edu.data.ResumableSampler`; with 0 workers the trainer's
 ``dataset.batch(indices)`` in the main process, with N ≥ 1 workers the trainer's own
-``DataLoader`` (``hdit_edu.training._loader_batches``: worker processes, one batch each in
-flight, collated in shared memory); then, with augmentation on, the trainer's non-leaking
-augmentation of the batch in the main process (:class:`hdit_edu.data.Augment`, FFHQ's
-p = 0.12, drawn from the trainer's per-step generator). Not timed: the copy to the GPU.
+``DataLoader`` (``hdit_edu.training._loader_batches``: worker processes, one step's batch
+each in flight, in shared memory); with augmentation on, the trainer's non-leaking
+augmentation of the batch (:class:`hdit_edu.training.StepAugment`: :class:`hdit_edu.data.Augment`
+at FFHQ's p = 0.12, drawn from the trainer's per-step generators), done where the batch is read:
+in the worker process that decoded it, or in the main process with 0 workers. Not timed: the
+copy to the GPU.
 
 **The images** are made by code (``--images`` files, default 32, at ``--source-size``, default
 1024² like FFHQ's PNGs): random smooth colour fields (bicubically upsampled 12×12 noise) with a
@@ -25,8 +27,8 @@ several times over, so the files sit in the page cache: this measures decoding, 
 2.56·10⁸ images / 432 000 s = 593 images/s for the run, **9.26 images/s per GPU**. The summary
 states, per format and augmentation setting, the images/s one worker process delivers and how
 many workers per GPU that rate needs (on this CPU's cores; a GPU node has several per GPU), and
-the best rate with augmentation on, which the trainer's main process bounds (it augments each
-batch after the workers hand it over, so more workers do not raise it).
+the best rate with augmentation on (the workers augment what they decode, so it grows with the
+number of workers, as decoding does).
 
 Writes ``benchmarks/results/loader_throughput-cpu-<date>.json`` (schema of ``common.py``).
 """
@@ -47,14 +49,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from hdit_edu.data import (
-    Augment,
-    ImageFolderDataset,
-    ResumableSampler,
-    prepare_image_folder,
-    step_generator,
-)
-from hdit_edu.training import STREAM_AUGMENT, _loader_batches
+from hdit_edu.data import Augment, ImageFolderDataset, ResumableSampler, prepare_image_folder
+from hdit_edu.training import StepAugment, _loader_batches, read_step
 
 # Table 6, FFHQ-1024²: training steps, batch size, GPUs, wall-clock days.
 FFHQ_STEPS, FFHQ_BATCH, FFHQ_GPUS, FFHQ_DAYS = 1_000_000, 256, 64, 5
@@ -105,32 +101,31 @@ def loader_rate(
     passes of ``batches`` batches, after one untimed batch (which also starts the workers)."""
     dataset = ImageFolderDataset(folder, resolution, class_subfolders=False)
     sampler = ResumableSampler(len(dataset), seed=0)
-    augment = Augment(augment_p) if augment_p > 0 else None
+    augment = StepAugment(Augment(augment_p), 0, 0, batch_size) if augment_p > 0 else None
     total = 1 + batches * repeats
+    indices = lambda step: sampler.batch_indices(step, batch_size)
     if workers:  # the trainer's DataLoader path (Trainer.fit with num_workers > 0)
-        indices = lambda step: sampler.batch_indices(step, batch_size)
-        loader = _loader_batches(dataset, indices, 0, workers)
-        read = lambda step: next(loader)
-    else:  # the trainer's in-process path (Trainer.get_batch)
-        read = lambda step: dataset.batch(sampler.batch_indices(step, batch_size))
-
-    def step(s: int) -> None:
-        images, _ = read(s)
-        if augment is not None:  # Trainer._prepare: the main process augments the batch
-            augment(images, generator=step_generator(0, s, 0, STREAM_AUGMENT))
+        loader = _loader_batches(dataset, indices, 0, workers, augment)
+        step = lambda s: next(loader)
+    else:  # the trainer's in-process path (Trainer.read_step)
+        step = lambda s: read_step(dataset, indices(s), s, augment)
 
     step(0)
-    rates, s = [], 1
+    rates, main_ms, s = [], [], 1
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for _ in range(batches):
             step(s)
             s += 1
         rates.append(batches * batch_size / (time.perf_counter() - t0))
+        main_ms.append((time.process_time() - cpu0) * 1000 / (batches * batch_size))
     assert s == total
     rate = statistics.median(rates)
     return {
         "images_per_s": rate,
+        # CPU time of the main process (the training loop's) per image: the load-independent
+        # cost of reading that the trainer's own process pays
+        "main_process_cpu_ms_per_image": statistics.median(main_ms),
         "images_per_s_per_worker": rate / max(1, workers),
         "all_images_per_s": rates,
         "images_timed": batches * batch_size * repeats,
@@ -207,7 +202,9 @@ def run(args, device) -> tuple[dict, list, dict]:
                         }  # fmt: skip
                     )
                     print(f"{fmt} p={augment_p} workers={workers}: "
-                          f"{rate['images_per_s']:.1f} images/s", file=sys.stderr)  # fmt: skip
+                          f"{rate['images_per_s']:.1f} images/s, main process "
+                          f"{rate['main_process_cpu_ms_per_image']:.1f} ms CPU per image",
+                          file=sys.stderr)  # fmt: skip
     need = FFHQ_IMAGES_PER_S_PER_GPU
     summary = {
         **(
@@ -230,7 +227,7 @@ def run(args, device) -> tuple[dict, list, dict]:
             "images_per_s_one_worker": decode,
             "workers_per_gpu_needed": math.ceil(need / decode),
             "one_worker_keeps_up": decode >= need,
-            # the trainer augments in its main process: more workers do not raise this
+            # the workers augment what they decode: more workers raise this too
             "augmented_images_per_s_best": augmented,
             "augmented_keeps_up": augmented >= need,
         }

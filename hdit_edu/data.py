@@ -503,8 +503,10 @@ class Augment:
 
         Each transform touches only the images it was drawn for (at p = 0.12 most images are
         left as they are): at 1024² a full-batch gather or flip costs ~40 ms per image on a CPU
-        core, and the trainer augments in its main process. ``params`` live on the host, so
-        choosing the images reads no device values. Nothing drawn: ``images`` is returned."""
+        core (the trainer augments where it reads the batch: in its DataLoader's worker
+        processes when it has workers, :class:`hdit_edu.training.StepAugment`). ``params``
+        live on the host, so choosing the images reads no device values. Nothing drawn:
+        ``images`` is returned."""
         p = params
         move = (p.tx != 0) | (p.ty != 0)
         warp = (p.log_scale != 0) | (p.angle != 0) | (p.aniso != 0)

@@ -339,9 +339,64 @@ def make_dataset(config: Config, *, on_error: str = "raise"):
     )
 
 
-class _StepBatches:
-    """``batch_sampler`` of a ``DataLoader``: this rank's indices of steps ``start_step``,
-    ``start_step + 1``, … (``indices(step)``: a pure function of the step)."""
+class StepAugment:
+    """The non-leaking augmentation of one step's batch, as the trainer draws it: micro-batch
+    ``m`` (images ``m·micro_batch_size`` … of this rank's batch) of step ``s`` is augmented with
+    the generator ``step_generator(seed, s, rank, STREAM_AUGMENT + MICRO_STREAM_STRIDE·m)``.
+    A pure function of (seed, step, rank, micro-step) and the images, so a DataLoader worker
+    process computes exactly what the main process would (``StepAugment(...)(images, step)`` →
+    ``(augmented images, aug_cond (B, 9))``)."""
+
+    def __init__(self, augment: Augment, seed: int, rank: int, micro_batch_size: int):
+        self.augment, self.seed, self.rank = augment, seed, rank
+        self.micro_batch_size = micro_batch_size
+
+    def __call__(self, images: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        out, cond = [], []
+        for micro, lo in enumerate(range(0, len(images), self.micro_batch_size)):
+            stream = STREAM_AUGMENT + MICRO_STREAM_STRIDE * micro
+            g = step_generator(self.seed, step, self.rank, stream)
+            x, c = self.augment(images[lo : lo + self.micro_batch_size], generator=g)
+            out.append(x)
+            cond.append(c)
+        return (out[0], cond[0]) if len(out) == 1 else (torch.cat(out), torch.cat(cond))
+
+
+def read_step(dataset, indices, step: int, augment: StepAugment | None = None):
+    """One step's batch of this rank: ``(images, classes, aug_cond or None)`` — the images of
+    ``indices`` stacked (``dataset.batch`` when the data set has one) and, with ``augment``,
+    augmented. The trainer calls it in its main process (in-memory data sets, or no loader
+    workers) or in its DataLoader's worker processes (:class:`_StepData`)."""
+    if hasattr(dataset, "batch") and torch.utils.data.get_worker_info() is None:
+        images, classes = dataset.batch(indices)
+    else:  # in a worker, default_collate stacks straight into shared memory (no copy to send)
+        images, classes = torch.utils.data.default_collate([dataset[int(i)] for i in indices])
+    if augment is None:
+        return images, classes, None
+    images, aug_cond = augment(images, step)
+    return images, classes, aug_cond
+
+
+class _StepData(torch.utils.data.Dataset):
+    """The DataLoader's view of a data set: item ``(step, indices)`` is :func:`read_step` of
+    them, computed whole in one worker process (decoding and augmentation off the main
+    process)."""
+
+    def __init__(self, dataset, augment: StepAugment | None):
+        self.dataset, self.augment = dataset, augment
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        step, indices = key
+        return read_step(self.dataset, indices, step, self.augment)
+
+
+class _Steps(torch.utils.data.Sampler):
+    """The DataLoader's keys: ``(step, this rank's indices of the step)`` for steps
+    ``start_step``, ``start_step + 1``, … (``indices(step)``: a pure function of the step;
+    it runs in the main process, the keys travel to the workers)."""
 
     def __init__(self, indices, start_step: int):
         self.indices, self.start_step = indices, start_step
@@ -349,16 +404,18 @@ class _StepBatches:
     def __iter__(self):
         step = self.start_step
         while True:
-            yield self.indices(step).tolist()
+            yield step, self.indices(step).tolist()
             step += 1
 
 
-def _loader_batches(dataset, indices, start_step: int, workers: int):
-    """Batches ``(images, classes)`` for steps ``start_step, start_step + 1, …`` read by a
-    ``DataLoader`` (worker processes decode image files; the order stays a function of step)."""
+def _loader_batches(dataset, indices, start_step: int, workers: int, augment=None):
+    """Step batches ``(images, classes, aug_cond or None)`` (:func:`read_step`) for steps
+    ``start_step, start_step + 1, …`` read by a ``DataLoader``: each worker process decodes and
+    augments whole steps (the order and the draws stay functions of the step)."""
     loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=_StepBatches(indices, start_step),
+        _StepData(dataset, augment),
+        sampler=_Steps(indices, start_step),
+        batch_size=None,  # an item is already a step's batch
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=workers > 0,
@@ -485,7 +542,14 @@ class Trainer:
         self.sampler = ResumableSampler(
             len(self.dataset), seed=t.seed, rank=self.dist.rank, world_size=self.dist.world_size
         )
-        self.augment = Augment(t.augment_p, xflip_p=t.xflip_p) if t.augment_p > 0 else None
+        self.augment = None  # the step's augmentation (main process or loader workers)
+        if t.augment_p > 0:
+            self.augment = StepAugment(
+                Augment(t.augment_p, xflip_p=t.xflip_p),
+                t.seed,
+                self.dist.rank,
+                self.micro_batch_size,
+            )
 
         self.step = 0
         self.history: list[dict] = []  # the metrics records of this process's fit() calls
@@ -680,8 +744,14 @@ class Trainer:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """This rank's ``(x0, classes, aug_cond)`` of micro-step ``micro`` of training step
         ``step`` (pure in both)."""
-        images, classes = self.dataset.batch(self.step_indices(step))
-        return self._prepare(*self._micro_slice(images, classes, micro), step, micro)
+        batch = self.read_step(step)
+        return self._to_device(*self._micro_slice(batch, micro))
+
+    def read_step(self, step: int):
+        """This rank's batch of step ``step``, read and augmented in this process:
+        ``(images, classes, aug_cond or None)`` (:func:`read_step`; ``fit`` reads image files
+        through a DataLoader whose workers do the same)."""
+        return read_step(self.dataset, self.step_indices(step), step, self.augment)
 
     def step_indices(self, step: int):
         """This rank's data-set indices of step ``step`` (its share of the step's global batch,
@@ -691,23 +761,15 @@ class Trainer:
             samples_before(t, step) // world, batch_size_at(t, step) // world
         )
 
-    def _micro_slice(self, images, classes, micro: int):
+    def _micro_slice(self, batch, micro: int):
         lo = micro * self.micro_batch_size
         hi = lo + self.micro_batch_size
-        return images[lo:hi], classes[lo:hi]
+        return [None if x is None else x[lo:hi] for x in batch]
 
-    def _prepare(self, images, classes, step, micro: int = 0):
+    def _to_device(self, images, classes, aug_cond):
         if self.config.model.num_classes:  # the labels enter here, still on the host
             check_class_labels(classes, self.config.model.num_classes)
-        aug_cond = None
-        if self.augment is not None:
-            g = step_generator(
-                self.config.training.seed,
-                step,
-                self.dist.rank,
-                STREAM_AUGMENT + MICRO_STREAM_STRIDE * micro,
-            )
-            images, aug_cond = self.augment(images, generator=g)
+        if aug_cond is not None:
             aug_cond = aug_cond.to(self.device, non_blocking=True)
         return (
             images.to(self.device, non_blocking=True),
@@ -749,13 +811,14 @@ class Trainer:
     def micro_batches(self, step: int, batch=None) -> list[dict]:
         """The ``grad_accum`` micro-batches of step ``step`` for this rank, each a dict
         ``{x0, noise, sigma, **cond}`` ready for :meth:`accumulate_gradients`; ``batch``: this
-        rank's ``(images, classes)`` of the step (default: read from the data set)."""
+        rank's ``(images, classes, aug_cond or None)`` of the step, augmented (default:
+        :meth:`read_step`)."""
         if batch is None:
-            batch = self.dataset.batch(self.step_indices(step))
+            batch = self.read_step(step)
         out = []
         accum = len(batch[0]) // self.micro_batch_size  # grows with a batch schedule
         for micro in range(accum):
-            x0, classes, aug_cond = self._prepare(*self._micro_slice(*batch, micro), step, micro)
+            x0, classes, aug_cond = self._to_device(*self._micro_slice(batch, micro))
             sigma, noise, cond = self.draw_noise(x0, classes, step, micro, accum)
             if aug_cond is not None:
                 cond["aug_cond"] = aug_cond
@@ -1022,9 +1085,11 @@ class Trainer:
             disable=not (self.progress and self.dist.is_main),
             smoothing=0.1,
         )
-        batches = None  # in-memory data sets are gathered by get_batch; files by a DataLoader
+        batches = None  # in-memory data sets are read by read_step here; files by a DataLoader
         if self.num_workers or not hasattr(self.dataset, "batch"):
-            batches = _loader_batches(self.dataset, self.step_indices, self.step, self.num_workers)
+            batches = _loader_batches(
+                self.dataset, self.step_indices, self.step, self.num_workers, self.augment
+            )
         self._log_t0 = time.perf_counter()
         try:
             while self.step < total:

@@ -15,8 +15,30 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 # Tests that take minutes run first, so that two workers finish together instead of one of them
-# starting a long notebook at the end (names as they appear in the test ids).
-LONG_FIRST = ("test_notebook_runs_in_cpu_profile", "test_browser", "test_demo")
+# starting a long notebook at the end (names as they appear in the test ids). The true-size
+# runs (tests/test_true_size.py, ~4 min together) are one xdist group: the worker that gets them
+# starts them first.
+LONG_FIRST = (
+    "test_paper_config_end_to_end_at_true_size",
+    "test_notebook_runs_in_cpu_profile",
+    "test_browser",
+    "test_demo",
+)
+
+
+def tiny_cli_args(sample_steps: int) -> list[str]:
+    """``hdit-edu train`` options of the tests' tiny run: the cpu profile of the toy config,
+    shrunk further (widths 32/64, one layer in the inner level, head dim 16) at batch 8, a log
+    record every step, a checkpoint every 4, no sample grids; ``sample_steps`` sampler steps."""
+    return [
+        "--config", "toy", "--profile", "cpu", "--no-progress",
+        "--sample-steps", str(sample_steps),
+        "--set", "training.batch_size=8", "--set", "training.log_every=1",
+        "--set", "training.checkpoint_every=4", "--set", "training.sample_every=0",
+        "--set", "model.levels.0.width=32", "--set", "model.levels.1.width=64",
+        "--set", "model.levels.1.depth=1", "--set", "model.levels.0.head_dim=16",
+        "--set", "model.levels.1.head_dim=16", "--set", "model.mapping.width=32",
+    ]  # fmt: skip
 
 
 def pytest_addoption(parser):

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import tiny_cli_args
 from PIL import Image
 
 from hdit_edu.cli import apply_overrides, build_parser, main
@@ -20,15 +21,7 @@ from hdit_edu.configs import toy_config
 ROOT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).parent / "hdit-edu"
 CLI_CMD = [str(CLI)] if CLI.exists() else [sys.executable, "-m", "hdit_edu.cli"]
-# The cpu profile of the toy config, shrunk further (widths 32/64) and at batch 8.
-TINY = [
-    "--config", "toy", "--profile", "cpu", "--no-progress", "--sample-steps", "4",
-    "--set", "training.batch_size=8", "--set", "training.log_every=1",
-    "--set", "training.checkpoint_every=4", "--set", "training.sample_every=0",
-    "--set", "model.levels.0.width=32", "--set", "model.levels.1.width=64",
-    "--set", "model.levels.1.depth=1", "--set", "model.levels.0.head_dim=16",
-    "--set", "model.levels.1.head_dim=16", "--set", "model.mapping.width=32",
-]  # fmt: skip
+TINY = tiny_cli_args(sample_steps=4)
 ENV = dict(os.environ, OMP_NUM_THREADS="1", HDIT_PROFILE="cpu")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_cli_args
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -43,14 +44,7 @@ from hdit_edu.training import ConfigChangeError, NonFiniteLossError, Trainer
 ROOT = Path(__file__).resolve().parents[1]
 CLI_CMD = [sys.executable, "-m", "hdit_edu.cli"]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", HDIT_PROFILE="cpu", PYTHONPATH=str(ROOT))
-TINY_ARGS = [
-    "--config", "toy", "--profile", "cpu", "--no-progress", "--sample-steps", "2",
-    "--set", "training.batch_size=8", "--set", "training.log_every=1",
-    "--set", "training.checkpoint_every=4", "--set", "training.sample_every=0",
-    "--set", "model.levels.0.width=32", "--set", "model.levels.1.width=64",
-    "--set", "model.levels.1.depth=1", "--set", "model.levels.0.head_dim=16",
-    "--set", "model.levels.1.head_dim=16", "--set", "model.mapping.width=32",
-]  # fmt: skip
+TINY_ARGS = tiny_cli_args(sample_steps=2)
 
 
 def tiny_config(**training):

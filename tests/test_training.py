@@ -205,6 +205,38 @@ def test_class_labels_are_checked_where_they_enter(toy_data):
     assert trainer.step == 0
 
 
+def test_augmentation_in_loader_workers_repeats_the_main_process_bit_for_bit(toy_data, tmp_path):
+    """Augmentation runs where the batch is read: in the DataLoader's worker processes when
+    there are workers. The draws of micro-step m of step s still come from the generator of
+    (seed, s, rank, STREAM_AUGMENT + 1000·m), as when the main process augmented each
+    micro-batch, so runs with 0 and 2 workers give the same losses bit for bit."""
+    from PIL import Image
+
+    from hdit_edu.data import Augment, step_generator
+    from hdit_edu.training import MICRO_STREAM_STRIDE, STREAM_AUGMENT, make_dataset
+
+    for i in range(16):  # an image folder of toy images, one sub-folder per class
+        folder = tmp_path / "data" / f"c{int(toy_data.labels[i])}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(toy_data.images[i]).save(folder / f"{i:03d}.png")
+    config = tiny_config(augment_p=0.5, xflip_p=1.0, grad_accum=2, dataset=str(tmp_path / "data"))
+    config.model.num_classes = len(make_dataset(config).classes)
+    trainer = Trainer(config, None, dataset=make_dataset(config), progress=False)
+    augment = Augment(0.5, xflip_p=1.0)
+    for step in range(3):  # the draws of each micro-step, as the trainer always made them
+        images, classes = trainer.dataset.batch(trainer.step_indices(step))
+        got, got_classes, aug_cond = trainer.read_step(step)
+        assert torch.equal(got_classes, classes) and aug_cond[:, 2:].abs().sum() > 0
+        for m in range(2):
+            g = step_generator(0, step, 0, STREAM_AUGMENT + MICRO_STREAM_STRIDE * m)
+            want, want_cond = augment(images[4 * m : 4 * m + 4], generator=g)
+            assert torch.equal(got[4 * m : 4 * m + 4], want)
+            assert torch.equal(aug_cond[4 * m : 4 * m + 4], want_cond)
+    main = trainer.fit(3)["losses"]
+    workers = Trainer(config, None, dataset=make_dataset(config), progress=False, num_workers=2)
+    assert workers.fit(3)["losses"] == main
+
+
 def test_checkpoint_state_loads_with_weights_only(six_step_run):
     run, _ = six_step_run
     state = torch.load(run / "checkpoints/step-00000006/trainer_state.pt", weights_only=True)
