@@ -192,3 +192,32 @@ def test_generate_at_draws_the_requested_size_and_restores_the_reading():
     assert model.position_reading == "normalised"
     same = generate_at(denoiser, config, 2, None, positions="fixed", steps=3, batch_size=2)
     assert same.shape == (2, 3, 32, 32)
+
+
+# --- the coherence measure ----------------------------------------------------------------------
+
+
+def test_toy_coherence_is_near_one_on_real_images_and_zero_on_noise_and_tilings():
+    from hdit_edu.toy import TOY_PART_COUNTS, ToyDataset, count_parts, toy_coherence
+
+    # closed form: two 2×2 blocks and a 1-pixel speck (below 0.4 % of 16×16 = 1.02 pixels)
+    mask = torch.zeros(1, 16, 16, dtype=torch.bool)
+    mask[0, 2:4, 2:4] = mask[0, 10:12, 5:7] = mask[0, 14, 14] = True
+    assert count_parts(mask).tolist() == [2]
+    mask[0, 4:10, 3] = mask[0, 9, 3:6] = True  # a bridge joins the blocks (4-neighbour path)
+    assert count_parts(mask).tolist() == [1]
+    for resolution in (24, 64):
+        images, labels = ToyDataset("test", resolution=resolution).batch(range(256))
+        c = toy_coherence(images, labels)
+        assert c["coherent"].float().mean() >= 0.99
+        assert c["n_parts"].tolist() == [TOY_PART_COUNTS[i] for i in labels.tolist()]
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(64, 3, 32, 32, generator=g).clamp(-1, 1)
+    assert not toy_coherence(noise, torch.arange(64) % 8)["coherent"].any()
+    # four real 32² scenes tiled into one 64² image: four objects, not one
+    images, labels = ToyDataset("test", resolution=32).batch(range(256))
+    tiled = images.view(64, 4, 3, 32, 32)
+    tiled = torch.cat(
+        (torch.cat((tiled[:, 0], tiled[:, 1]), -1), torch.cat((tiled[:, 2], tiled[:, 3]), -1)), -2
+    )
+    assert toy_coherence(tiled, labels[::4])["coherent"].float().mean() <= 0.02
