@@ -7,6 +7,7 @@ the one command line of the package:
     hdit-edu train  --config imagenet128 --run-dir runs/e --resume   # Table 6, continue a run
     torchrun --nproc_per_node 8 -m hdit_edu.cli train --config ffhq1024   # multi-GPU (DDP)
     hdit-edu sample --run runs/toy-cpu --n 64 --out grid.png
+    hdit-edu sample --run runs/toy-cpu --n 64 --resolution 64 --positions grid --shift   # at 64²
     hdit-edu fid    --run runs/toy-cpu --n 1000                       # toy extractor, offline
     hdit-edu ablate --steps A,B1,B2,C,D,E --profile cpu               # Table 1 at toy scale
     hdit-edu flops  --config E --resolution 256                       # GFLOPs per forward
