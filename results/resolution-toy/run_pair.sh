@@ -11,9 +11,9 @@ MODELS=${MODELS:-C D}
 N=${N:-512}
 OUT=${OUT:-results/resolution-toy/runs}
 PY=${PY:-/work/main/.venv/bin/python}
-CELLS="32-normalised-noshift 64-normalised-noshift 64-grid-noshift 48-normalised-noshift
+CELLS=${CELLS:-"32-normalised-noshift 64-normalised-noshift 64-grid-noshift 48-normalised-noshift
 48-grid-noshift 24-normalised-noshift 24-grid-noshift 64-normalised-shift 64-grid-shift
-48-normalised-shift 48-grid-shift 24-normalised-shift 24-grid-shift"
+48-normalised-shift 48-grid-shift 24-normalised-shift 24-grid-shift"}
 for cell in $CELLS; do
   for model in $MODELS; do
     run_var="${model}_RUN"
