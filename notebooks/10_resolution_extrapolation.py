@@ -138,7 +138,7 @@ with torch.no_grad():
         (emb.embedding(16, 16, "grid")[..., channel], "16×16 grid (border-padded)"),
     ]
 for ax, (img, title) in zip(axes, panels):
-    ax.imshow(img.numpy(), cmap="RdBu")
+    ax.imshow(img.detach().numpy(), cmap="RdBu")
     ax.set_title(title, fontsize=9)
     ax.axis("off")
 fig.suptitle(f"channel {channel} of {source}", fontsize=9)
@@ -157,7 +157,7 @@ plt.show()
 sig = karras_sigmas(50, 1e-3, 1e3)
 fig, ax = plt.subplots(figsize=(6, 3.5))
 for d, colour in ((24, "tab:green"), (32, "k"), (48, "tab:orange"), (64, "tab:red")):
-    ax.plot(shifted_sigmas(sig, config, d)[:-1], colour, label=f"{d}²")
+    ax.plot(shifted_sigmas(sig, config, d)[:-1], color=colour, label=f"{d}²")
 ax.set_yscale("log")
 ax.set_xlabel("step")
 ax.set_ylabel("σ")
@@ -188,7 +188,7 @@ print(f"real: 24² {real[24]:.3f}, 64² {real[64]:.3f}; noise {noise_score:.3f}"
 assert real[24] >= 0.99 and real[64] >= 0.99 and noise_score == 0.0
 fig, axes = plt.subplots(1, 2, figsize=(8, 2.4))
 show_images(axes[0], images[:8], title="real 64² test images")
-axes[1].imshow(torch.cat(list(foreground_mask(images[:8])), 1).numpy(), cmap="gray")
+axes[1].imshow(torch.cat(list(foreground_mask(images[:8])), 1).float().numpy(), cmap="gray")
 axes[1].set_title("their foreground masks", fontsize=9)
 axes[1].axis("off")
 plt.show()
