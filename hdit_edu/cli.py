@@ -7,6 +7,7 @@ the one command line of the package:
     hdit-edu train  --config imagenet128 --run-dir runs/e --resume   # Table 6, continue a run
     torchrun --nproc_per_node 8 -m hdit_edu.cli train --config ffhq1024   # multi-GPU (DDP)
     hdit-edu sample --run runs/toy-cpu --n 64 --out grid.png
+    hdit-edu sample --run runs/toy-cpu --n 64 --resolution 64 --positions grid --shift   # at 64²
     hdit-edu fid    --run runs/toy-cpu --n 1000                       # toy extractor, offline
     hdit-edu ablate --profile cpu --steps D,E --seeds 0,1,2           # the toy experiment
     hdit-edu ablate --profile cpu --analyze --out results/ablation-toy/runs   # its analysis
@@ -76,8 +77,10 @@ from .interop import (
 )
 from .kinds import CHECKPOINTING_KINDS, LOSS_WEIGHTINGS
 from .profiles import for_profile
+from .resolution import generate_at, sampling_config
+from .rope import POSITION_READINGS
 from .runs import load_run
-from .sampling import SAMPLERS, generate, grid_columns, sample_labels
+from .sampling import SAMPLERS, grid_columns, sample_labels
 from .toy import (
     SPLITS,
     TOY_CLASSES,
@@ -400,6 +403,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_args(sample)
     sample.add_argument("--out", help="output PNG (default: RUN/samples/sample-SEED.png)")
     sample.add_argument("--nrow", type=POSITIVE, help="images per row of the grid")
+    sample.add_argument(
+        "--resolution",
+        type=resolution_arg,
+        help="sample at this size, N or HxW (default: the training size); must divide into "
+        "every level's token grid and fit its kernels (hdit_edu.resolution)",
+    )
+    sample.add_argument(
+        "--positions",
+        default="normalised",
+        choices=POSITION_READINGS,
+        help="how positions are read at another size: normalised (the training range [-1, 1]; "
+        "the additive table resized bicubically; default), grid (units of the training grid: "
+        "extrapolation; the additive table border-padded), fixed (no resizing: the training "
+        "size only)",
+    )
+    sample.add_argument(
+        "--shift",
+        action="store_true",
+        help="warp the σ schedule by the resolution shift of the interpolated-cosine density",
+    )
 
     # --- fid -----------------------------------------------------------------------------------
     fid = _add_command(
@@ -983,11 +1006,14 @@ def _load_for_sampling(args):
     return config, denoiser, device
 
 
-def _generate(args, config, denoiser, device, n):
-    images = generate(
+def _generate(args, config, denoiser, device, n, at_resolution=None):
+    images = generate_at(
         denoiser,
         config,
         n,
+        at_resolution,
+        positions=getattr(args, "positions", "normalised"),
+        shift=getattr(args, "shift", False),
         sampler=args.sampler,
         steps=args.steps,
         cfg_scale=args.cfg,
@@ -1010,11 +1036,12 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out or Path(args.run) / "samples" / f"sample-{args.seed}.png")
     check_output_file("--out", out)
     config, denoiser, device = _load_for_sampling(args)
-    images = _generate(args, config, denoiser, device, args.n)
+    at = sampling_config(config, args.resolution, args.positions)  # checked before sampling
+    images = _generate(args, config, denoiser, device, args.n, at_resolution=args.resolution)
     nrow = args.nrow or grid_columns(args.n, config.model.num_classes if args.class_ is None else 0)
     with writing(f"the sample grid {str(out)!r}"):
         save_grid(images, out, nrow=nrow)
-    height, width = normalize_resolution(config.model.resolution)
+    height, width = normalize_resolution(at.model.resolution)
     print(f"wrote {args.n} samples ({height}x{width}) to {out}")
     return 0
 

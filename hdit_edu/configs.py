@@ -43,6 +43,7 @@ their one level: Table 1 reports "the same architecture" on more tokens.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -837,6 +838,24 @@ def skip_variant(skip: str, resolution: int = ABLATION_BASE_RESOLUTION) -> Confi
     """Table 2: ablation step E with the skip merge ``"lerp"`` (ours, = E), ``"add"`` or
     ``"concat"`` (concatenate, then a pointwise projection back to the width)."""
     return ablation_step("E", resolution, skip=skip)
+
+
+def all_local(config: Config, kernel_size: int | None = None) -> Config:
+    """``config`` with *every* level local (§7: "if all levels are set to perform local
+    attention only … transformer-based models that can scale to arbitrary resolutions"): the
+    global levels become neighborhood attention with ``kernel_size`` (default: the outer
+    level's kernel), nothing else changed. A copy; validated. Issue 19's all-local model ``L``
+    is step D made all-local, so that L − D isolates the global level as C − D isolates the
+    position code (both trained with D's SNR weighting)."""
+    out = copy.deepcopy(config)
+    if out.model.arch != "hdit":
+        raise ValueError(f"all_local: needs an hourglass (arch 'hdit'), got {out.model.arch!r}")
+    kernel = out.model.levels[0].kernel_size if kernel_size is None else kernel_size
+    for level in out.model.levels:
+        if level.attention == "global":
+            level.attention, level.kernel_size = "neighborhood", kernel
+    out.validate()
+    return out
 
 
 # The authors' trainer's recipe (k-diffusion train.py and its image_transformer_v2 configs,

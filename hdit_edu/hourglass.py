@@ -60,7 +60,7 @@ from .layers import (
     tag_module,
     zero_init,
 )
-from .rope import AdditivePosEmb, downscale_pos, make_axial_pos
+from .rope import AdditivePosEmb, check_position_reading, downscale_pos, token_positions
 
 # ----------------------------------------------------------------------------------------------
 # Token merge and split (§4.1)
@@ -253,6 +253,10 @@ class HDiT(nn.Module):
         self.pos_emb = (
             AdditivePosEmb(*grid, levels[0].width) if config.pos_emb == "additive" else None
         )
+        # How positions are read on another grid than this training one (rope.py, issue 19):
+        # "normalised" (default; training is unaffected) | "grid" | "fixed". Sampling option.
+        self.train_grid = tuple(grid)
+        self.position_reading = "normalised"
 
         # Conditioning: noise level, augmentation, class → mapping network
         width = mapping.width
@@ -324,6 +328,12 @@ class HDiT(nn.Module):
         :func:`hdit_edu.layers.make_param_groups`."""
         return make_param_groups(self, base_lr, mapping_lr_scale)
 
+    def set_position_reading(self, reading: str) -> None:
+        """Read positions on a grid other than the training one as ``reading`` (one of
+        :data:`hdit_edu.rope.POSITION_READINGS`; see :mod:`hdit_edu.rope`). At the training
+        grid every reading gives the same, bit-identical, positions."""
+        self.position_reading = check_position_reading(reading)
+
     def grid_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
         """The token grid of every level for an input of ``height × width`` pixels, checked
         against the kernels and windows (:func:`hdit_edu.configs.check_grids`)."""
@@ -342,9 +352,10 @@ class HDiT(nn.Module):
 
         # Patching: (B, C, H, W) → tokens (B, H/p, W/p, width_0)
         x = self.patch_in(x.movedim(1, -1))
+        reading = self.position_reading
         if self.pos_emb is not None:
-            x = self.pos_emb(x)
-        pos = make_axial_pos(x.shape[1], x.shape[2], device=x.device)
+            x = self.pos_emb(x, reading)
+        pos = token_positions(x.shape[1], x.shape[2], self.train_grid, reading, device=x.device)
 
         # Mapping network: cond = M(W_t·FF(c_noise(σ)) + W_a·FF(aug) + E[class])
         dtype = self.time_emb.weight.dtype

@@ -34,6 +34,29 @@ position-less until it has learned one; small random noise is an arbitrary code)
 can still adapt it as the learned tables of DiT/U-ViT do. At a grid size other than the training
 one the table is resized bicubically (the usual ViT recipe) — precisely the extrapolation RoPE
 avoids.
+
+**Two readings of positions at another resolution** (:data:`POSITION_READINGS`, issue 19; the
+one place both position codes read them: :func:`token_positions` and
+:meth:`AdditivePosEmb.embedding`). A model trained on an ``h₀ × w₀`` token grid and run on
+``h × w``:
+
+* ``"normalised"`` (the default, the reference's behaviour, bit-identical to training at the
+  training grid): positions stay cell centres on ``[-1, 1]`` (:func:`make_axial_pos`), so a
+  larger grid is *denser* in the same range — RoPE interpolates; the additive table is resized
+  bicubically — interpolation too.
+* ``"grid"``: positions in units of the *training grid's spacing*: the normalised positions
+  times ``max(h, w) / max(h₀, w₀)``, so a 16-token side (trained on 8) spans ``±1.875`` and its
+  outer tokens sit at positions the model never saw — true extrapolation for RoPE (its angles
+  keep turning at the trained rate per token). The additive table has no values beyond its
+  cells: it is laid over the new grid centred, one table cell per token (no resizing), and
+  tokens beyond its border take the nearest border cell (border padding; between cells, if the
+  grids' difference is odd, linear interpolation). Why border padding and not zeros or a
+  periodic table: every token still gets a code the model saw in training (a zero code is a
+  position-less token the model never met; tiling would alias distant tokens onto the same
+  position), and the code *stops changing* past the border — the honest analogue, for a table,
+  of "a position the model never saw". A smaller grid keeps the table's centre cells.
+* ``"fixed"``: no resizing of any position code: valid only at the training grid (an error
+  naming the sizes otherwise) — for callers who must not change the model silently.
 """
 
 from __future__ import annotations
@@ -66,6 +89,50 @@ def make_axial_pos(h: int, w: int, device=None, dtype=None) -> torch.Tensor:
     y = _cell_centres(-y_extent, y_extent, h, device=device, dtype=dtype)
     x = _cell_centres(-x_extent, x_extent, w, device=device, dtype=dtype)
     return torch.stack(torch.meshgrid(y, x, indexing="ij"), dim=-1)
+
+
+POSITION_READINGS = ("normalised", "grid", "fixed")
+
+
+def check_position_reading(reading: str) -> str:
+    """``reading`` if it is one of :data:`POSITION_READINGS`, else a ``ValueError``."""
+    if reading not in POSITION_READINGS:
+        raise ValueError(
+            f"position reading {reading!r}: allowed: {', '.join(POSITION_READINGS)} "
+            f"(normalised = the training range [-1, 1]; grid = units of the training grid)"
+        )
+    return reading
+
+
+def _check_fixed(h: int, w: int, train_grid: tuple[int, int], what: str) -> None:
+    if (h, w) != tuple(train_grid):
+        th, tw = train_grid
+        raise ValueError(
+            f"{what} is fixed to the training token grid {th}×{tw} (position reading 'fixed', "
+            f"no resizing), but the input has {h}×{w} tokens; allowed: the training size, or "
+            f"the reading 'normalised' (resize/interpolate) or 'grid' (extrapolate)"
+        )
+
+
+def token_positions(
+    h: int,
+    w: int,
+    train_grid: tuple[int, int] | None = None,
+    reading: str = "normalised",
+    device=None,
+    dtype=None,
+) -> torch.Tensor:
+    """Positions ``(h, w, 2)`` of an ``h × w`` token grid under a position ``reading`` (module
+    docstring) for a model trained on ``train_grid`` tokens: ``"normalised"`` (and
+    ``"fixed"``, at the training grid) is :func:`make_axial_pos`; ``"grid"`` scales it by
+    ``max(h, w) / max(train_grid)``, the training grid's spacing as the unit."""
+    check_position_reading(reading)
+    pos = make_axial_pos(h, w, device=device, dtype=dtype)
+    if train_grid is None or (h, w) == tuple(train_grid) or reading == "normalised":
+        return pos
+    if reading == "fixed":
+        _check_fixed(h, w, train_grid, "the RoPE position grid")
+    return pos * (max(h, w) / max(train_grid))
 
 
 def downscale_pos(pos: torch.Tensor) -> torch.Tensor:
@@ -185,18 +252,42 @@ class AdditivePosEmb(nn.Module):
         h, w, c = self.table.shape
         return f"grid=({h}, {w}), width={c}"
 
-    def embedding(self, h: int, w: int) -> torch.Tensor:
-        """The table at grid size ``h × w``: itself, or bicubically resized."""
-        if (h, w) == tuple(self.table.shape[:2]):
+    def embedding(self, h: int, w: int, reading: str = "normalised") -> torch.Tensor:
+        """The table at grid size ``h × w``: itself, or under the position ``reading`` (module
+        docstring) bicubically resized (``"normalised"``), laid over the grid centred with
+        border padding (``"grid"``), or an error (``"fixed"``)."""
+        check_position_reading(reading)
+        grid = tuple(self.table.shape[:2])
+        if (h, w) == grid:
             return self.table
+        if reading == "fixed":
+            _check_fixed(h, w, grid, "the additive position table")
+        if reading == "grid":
+            return _centred_border(_centred_border(self.table, h, dim=0), w, dim=1)
         image = self.table.permute(2, 0, 1)[None]  # (1, width, grid_h, grid_w)
         resized = F.interpolate(image, size=(h, w), mode="bicubic", align_corners=False)
         return resized[0].permute(1, 2, 0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, reading: str = "normalised") -> torch.Tensor:
         if x.ndim != 4 or x.shape[-1] != self.table.shape[-1]:
             raise ValueError(
                 f"AdditivePosEmb: expected x of shape (B, H, W, {self.table.shape[-1]}), "
                 f"got {tuple(x.shape)}"
             )
-        return x + self.embedding(x.shape[1], x.shape[2]).to(x.dtype)
+        return x + self.embedding(x.shape[1], x.shape[2], reading).to(x.dtype)
+
+
+def _centred_border(table: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+    """``table`` along ``dim`` (``n₀`` cells) read at ``n`` cells of the same spacing, centred:
+    cell ``i`` sits at table coordinate ``c = i − (n − n₀)/2``, clamped to ``[0, n₀ − 1]``
+    (border padding), linearly interpolated between the two nearest cells (exact cells when
+    ``n − n₀`` is even)."""
+    n0 = table.shape[dim]
+    c = (torch.arange(n, dtype=torch.float64) - (n - n0) / 2).clamp(0, n0 - 1)
+    lo = c.floor().long()
+    hi = (lo + 1).clamp(max=n0 - 1)
+    frac = (c - lo).to(table.dtype)
+    shape = [1] * table.ndim
+    shape[dim] = n
+    a, b = table.index_select(dim, lo), table.index_select(dim, hi)
+    return a + frac.view(shape) * (b - a)

@@ -412,11 +412,13 @@ def generate(
     device: str | torch.device | None = None,
     sigma_min: float | None = None,
     sigma_max: float | None = None,
+    sigmas: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``n`` samples (n, C, H, W) in [-1, 1] from a denoiser, at the config's resolution (n or
     H × W) (Table 6: 50 steps of DPM++(3M) SDE on the Karras schedule over the config's
     sampling σ range, :func:`hdit_edu.configs.sampling_sigma_range`). ``class_cond``: one class for all, a list of n classes, or None (class-conditional
-    models: classes 0, 1, 2, … in turn)."""
+    models: classes 0, 1, 2, … in turn). ``sigmas``: a schedule to use instead of the Karras
+    one (decreasing, ending in 0; e.g. :func:`hdit_edu.resolution.shifted_sigmas`)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
     if n < 1:
@@ -425,7 +427,10 @@ def generate(
     device = torch.device(device) if device is not None else next(denoiser.parameters()).device
     classes = sample_labels(n, m.num_classes, class_cond)
     lo, hi = sampling_sigma_range(config)
-    sigmas = karras_sigmas(steps, sigma_min or lo, sigma_max or hi, device=device)
+    if sigmas is None:
+        sigmas = karras_sigmas(steps, sigma_min or lo, sigma_max or hi, device=device)
+    else:
+        sigmas = sigmas.to(device)
     noise_gen = torch.Generator(device).manual_seed(seed)
     sde_gen = torch.Generator(device).manual_seed(seed + 1)
     shape = (m.in_channels, *normalize_resolution(m.resolution))  # (C, H, W)

@@ -128,12 +128,13 @@ assert accuracy >= 0.6, accuracy
 # | §4.3: neighborhood, shifted-window, global attention | [04_local_attention](04_local_attention.ipynb) | `attention` |
 # | App. A, Fig. 2, Tables 1 & 6: FLOPs and parameters | [05_flops_and_scaling](05_flops_and_scaling.ipynb) | `flops`, `configs` |
 # | §4.1–4.3, Fig. 3–5: the whole forward pass, assembled step by step | [05b_hdit_assembled](05b_hdit_assembled.ipynb) | `hourglass`, `layers`, `attention`, `rope` |
-# | §5.2, Tables 1–2: the ablation chain A → E | [06_ablation_chain](06_ablation_chain.ipynb) | `configs`, `training`, `evaluation` |
+# | §5.2, Tables 1, 2, 5: the ablation chain A → E as a seeded toy experiment | [06_ablation_chain](06_ablation_chain.ipynb) | `ablation`, `configs`, `training`, `evaluation` |
 # | §5.3, Table 6: FFHQ-1024² | [07_ffhq1024](07_ffhq1024.ipynb) | `training`, `data` |
 # | §5.1, App. D: sampling, classifier-free guidance | [08_sampling_demo](08_sampling_demo.ipynb) | `sampling`, `widgets` |
 # | §5.1, Table 6: training the toy model, live; class accuracy of its samples | [09_train_toy_live](09_train_toy_live.ipynb) | `training`, `widgets` |
+# | §5.2, §7: resolution extrapolation — RoPE vs additive positions vs all-local, beyond the training size | [10_resolution_extrapolation](10_resolution_extrapolation.ipynb) | `resolution`, `rope`, `toy` |
 #
-# Outside the notebooks: `hdit-edu train / sample / fid / ablate / flops / convert` (the command
+# Outside the notebooks: `hdit-edu train / sample / fid / ablate / flops / plan / convert / prepare` (the command
 # line, `hdit_edu.cli`), `hdit_edu.interop` (k-diffusion checkpoints ↔ hdit-edu) and
 # `benchmarks/` (wall-clock scaling and throughput).
 

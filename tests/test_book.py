@@ -25,7 +25,11 @@ def test_every_notebook_is_in_the_readme_map_in_paper_order():
     assert sorted(stems) == sorted(p.stem for p in ROOT.glob("notebooks/[0-9][0-9]*_*.py"))
     # the README's map order: 05b (HDiT assembled) comes after 05 and before 06
     assert stems.index("05_flops_and_scaling") + 1 == stems.index("05b_hdit_assembled")
-    assert stems[0] == "00_tour" and stems[-2:] == ["08_sampling_demo", "09_train_toy_live"]
+    assert stems[0] == "00_tour" and stems[-3:] == [
+        "08_sampling_demo",
+        "09_train_toy_live",
+        "10_resolution_extrapolation",
+    ]
     assert next(c for c in chapters if c.stem == "04_local_attention").paper == "§4.3"
 
 

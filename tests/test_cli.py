@@ -104,6 +104,34 @@ def test_sample_writes_a_png_grid_of_the_right_size(trained_run, tmp_path):
         assert image.size == (3 * 34 + 2, 3 * 34 + 2)
 
 
+def test_sample_at_another_resolution_and_the_sizes_that_cannot_work(trained_run, tmp_path):
+    """``--resolution``: 48² with extrapolated positions and the σ shift works (patch 2, kernel
+    7, two levels: sides divisible by 4, the outer grid at least 7 tokens); each impossible
+    size is a one-line error naming the value and what is allowed."""
+    out = tmp_path / "grid48.png"
+    proc = hdit("sample", "--run", str(trained_run), "--n", "8", "--steps", "3", "--resolution",
+                "48", "--positions", "grid", "--shift", "--out", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(48x48)" in proc.stdout
+    with Image.open(out) as image:
+        assert image.size == (8 * (48 + 2) + 2, 48 + 2 + 2)
+    cases = {
+        "34": "--resolution 34 (the model trained at 32): resolution 34×34 is not divisible by "
+        "patch_size·2^(levels−1) = 2·2^1 = 4; allowed: multiples of 4",
+        "12": "kernel 7 is larger than its 6×6 token grid at resolution 12×12; allowed: an odd "
+        "kernel <= 6",
+    }
+    for size, message in cases.items():
+        proc = hdit("sample", "--run", str(trained_run), "--n", "8", "--steps", "3",
+                    "--resolution", size, "--out", str(tmp_path / f"bad{size}.png"))  # fmt: skip
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr and not (tmp_path / f"bad{size}.png").exists()
+    proc = hdit("sample", "--run", str(trained_run), "--n", "8", "--steps", "3", "--resolution",
+                "48", "--positions", "fixed", "--out", str(tmp_path / "fixed.png"))  # fmt: skip
+    assert proc.returncode == 2 and "RoPE position grid is fixed" in proc.stderr
+    assert "allowed: --resolution 32" in proc.stderr
+
+
 def test_fid_of_a_run_with_the_toy_extractor(trained_run, tmp_path):
     from hdit_edu.toy import TOY_CLASSIFIER_DIR
 

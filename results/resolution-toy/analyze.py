@@ -1,0 +1,177 @@
+"""The pre-registered analysis of issue 19 (``README.md``): per model and cell, mean ± 95 % CI
+over seeds; paired differences D − C and L − D per cell, and of each model's change from 32²;
+a Markdown table, a JSON summary and the figure (metric against resolution, one line per
+model, CI bands, one panel per metric and position reading).
+
+    python results/resolution-toy/analyze.py results/resolution-toy/runs \\
+        --out results/resolution-toy/summary.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+METRICS = ("class_accuracy", "fid", "coherence")
+BETTER = {"class_accuracy": 1, "fid": -1, "coherence": 1}  # sign of "better"
+MODELS = ("C", "D", "L")
+PAIRS = (("C", "D"), ("D", "L"))  # difference second − first
+
+
+def ci(values: list[float]) -> dict:
+    """Mean, SD, n and the 95 % t interval's half-width (None for n < 2)."""
+    v = np.asarray(values, float)
+    n = len(v)
+    sd = float(v.std(ddof=1)) if n > 1 else None
+    half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)) if n > 1 else None
+    return {"mean": float(v.mean()), "sd": sd, "n": n, "ci95": half}
+
+
+def paired(a: dict[int, float], b: dict[int, float]) -> dict | None:
+    """b − a over the seeds both have: mean, 95 % CI, two-sided paired t-test p."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    d = [b[s] - a[s] for s in seeds]
+    out = ci(d) | {"seeds": seeds}
+    out["p"] = (
+        float(stats.ttest_rel([b[s] for s in seeds], [a[s] for s in seeds]).pvalue)
+        if len(seeds) > 1 and np.std(d) > 0
+        else None
+    )
+    return out
+
+
+def load(folder: str | Path) -> dict:
+    """``{model: {seed: {cell_key: cell}}}`` of the run JSONs in ``folder``."""
+    runs: dict = {}
+    for path in sorted(Path(folder).glob("*.json")):
+        r = json.loads(path.read_text())
+        runs.setdefault(r["model"], {})[r["seed"]] = r["cells"]
+    return runs
+
+
+def summarise(runs: dict) -> dict:
+    keys = sorted({k for m in runs.values() for cells in m.values() for k in cells})
+    table, diffs = {}, {}
+    for model, by_seed in runs.items():
+        for key in keys:
+            for metric in METRICS:
+                vals = [cells[key][metric] for cells in by_seed.values() if key in cells]
+                if vals:
+                    table.setdefault(model, {}).setdefault(key, {})[metric] = ci(vals)
+    for first, second in PAIRS:
+        if first not in runs or second not in runs:
+            continue
+        for key in keys:
+            for metric in METRICS:
+                a = {s: c[key][metric] for s, c in runs[first].items() if key in c}
+                b = {s: c[key][metric] for s, c in runs[second].items() if key in c}
+                # change from 32² (the extrapolation test proper): (x_cell − x_32) per seed
+                a32 = {s: c["32-normalised-noshift"][metric] for s, c in runs[first].items()
+                       if "32-normalised-noshift" in c}  # fmt: skip
+                b32 = {s: c["32-normalised-noshift"][metric] for s, c in runs[second].items()
+                       if "32-normalised-noshift" in c}  # fmt: skip
+                da = {s: a[s] - a32[s] for s in a if s in a32}
+                db = {s: b[s] - b32[s] for s in b if s in b32}
+                entry = {"difference": paired(a, b), "difference_of_change": paired(da, db)}
+                diffs.setdefault(f"{second}-{first}", {}).setdefault(key, {})[metric] = entry
+    seeds = {m: sorted(by_seed) for m, by_seed in runs.items()}
+    return {"seeds": seeds, "cells": keys, "table": table, "paired": diffs}
+
+
+def _fmt(c: dict | None, digits: int) -> str:
+    if c is None:
+        return "–"
+    if c["ci95"] is None:
+        return f"{c['mean']:.{digits}f} (n=1)"
+    return f"{c['mean']:.{digits}f} ± {c['ci95']:.{digits}f}"
+
+
+def markdown(summary: dict) -> str:
+    lines = [
+        "| cell | model | class accuracy | toy FID | coherence |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for key in summary["cells"]:
+        for model in MODELS:
+            row = summary["table"].get(model, {}).get(key)
+            if row:
+                lines.append(
+                    f"| {key} | {model} | {_fmt(row['class_accuracy'], 3)} | "
+                    f"{_fmt(row['fid'], 1)} | {_fmt(row['coherence'], 3)} |"
+                )
+    lines += ["", "| pair | cell | Δ accuracy | Δ FID | Δ coherence | Δ(change from 32) accuracy |",
+              "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for pair, by_cell in summary["paired"].items():
+        for key, m in by_cell.items():
+            lines.append(
+                f"| {pair} | {key} | {_fmt(m['class_accuracy']['difference'], 3)} | "
+                f"{_fmt(m['fid']['difference'], 1)} | {_fmt(m['coherence']['difference'], 3)} | "
+                f"{_fmt(m['class_accuracy']['difference_of_change'], 3)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def figure(summary: dict, path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5), constrained_layout=True)
+    colours = {"C": "tab:orange", "D": "tab:blue", "L": "tab:green"}
+    for row, positions in enumerate(("normalised", "grid")):
+        for col, metric in enumerate(METRICS):
+            ax = axes[row, col]
+            for model in MODELS:
+                cells = summary["table"].get(model)
+                if not cells:
+                    continue
+                for shift, style in (("noshift", "-"), ("shift", "--")):
+                    xs, ms, hs = [], [], []
+                    for key, c in cells.items():
+                        res, pos, sh = key.split("-")
+                        if res == "32" or (pos == positions and sh == shift):
+                            xs.append(int(res))
+                            ms.append(c[metric]["mean"])
+                            hs.append(c[metric]["ci95"] or 0.0)
+                    order = np.argsort(xs)
+                    x, m, h = (np.asarray(v)[order] for v in (xs, ms, hs))
+                    n = len(summary["seeds"][model])
+                    ax.plot(x, m, style, marker="o", color=colours[model],
+                            label=f"{model} {shift} (n={n})")  # fmt: skip
+                    ax.fill_between(x, m - h, m + h, color=colours[model], alpha=0.12)
+            ax.axvline(32, color="grey", lw=0.8)
+            ax.set_title(f"{metric} — positions {positions}")
+            ax.set_xticks([24, 32, 48, 64])
+            if metric == "fid":
+                ax.set_yscale("log")
+            if row == 0 and col == 0:
+                ax.legend(fontsize=7)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("folder")
+    p.add_argument("--out", required=True, help="summary JSON (.md and .png next to it)")
+    args = p.parse_args(argv)
+    summary = summarise(load(args.folder))
+    out = Path(args.out)
+    out.write_text(json.dumps(summary, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(summary))
+    figure(summary, out.with_suffix(".png"))
+    print(out.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Sampling at another resolution (issue 19): the two position readings in closed form, the
+additive table's border extension, the σ schedule's resolution shift, the size checks with their
+messages, the all-local config, and ``hdit-edu sample --resolution``."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from hdit_edu.configs import Config, DiffusionConfig, LevelConfig, ModelConfig, all_local
+from hdit_edu.diffusion import Denoiser
+from hdit_edu.models import build_model
+from hdit_edu.resolution import generate_at, position_span, sampling_config, shifted_sigmas
+from hdit_edu.rope import AdditivePosEmb, make_axial_pos, token_positions
+from hdit_edu.sampling import karras_sigmas
+
+
+def toy_config(pos_emb: str = "rope", middle: str = "global") -> Config:
+    """The toy chain's p4k3 geometry at tiny widths: 32², patch 4, outer 8×8 tokens with a 3×3
+    neighborhood, inner 4×4 tokens."""
+    outer = LevelConfig(depth=1, width=32, head_dim=16, attention="neighborhood", kernel_size=3)
+    inner = LevelConfig(depth=1, width=64, head_dim=16, attention=middle, kernel_size=3)
+    model = ModelConfig(
+        levels=[outer, inner], patch_size=4, num_classes=8, aug_dim=0, pos_emb=pos_emb,
+        resolution=32,
+    )  # fmt: skip
+    model.mapping.width = 32
+    config = Config(name="t", model=model, diffusion=DiffusionConfig(loss_weighting="snr"))
+    config.validate()
+    return config
+
+
+# --- positions -------------------------------------------------------------------------------
+
+
+def test_normalised_positions_are_the_training_range_and_grid_positions_extend_it():
+    train = (8, 8)
+    # normalised: 16 cell centres on [-1, 1] → ±(1 − 1/16), spacing 2/16
+    pos = token_positions(16, 16, train, "normalised")
+    assert torch.equal(pos, make_axial_pos(16, 16))
+    assert pos[0, 0, 0].item() == pytest.approx(-15 / 16)
+    assert (pos[1, 0, 0] - pos[0, 0, 0]).item() == pytest.approx(2 / 16)
+    # grid: the training spacing 2/8 = 0.25, so 16 tokens reach ±(2 − 1/8) = ±1.875
+    pos = token_positions(16, 16, train, "grid")
+    assert pos[0, 0, 0].item() == pytest.approx(-1.875)
+    assert pos[-1, -1, 1].item() == pytest.approx(1.875)
+    assert torch.allclose(pos[1:, 0, 0] - pos[:-1, 0, 0], torch.full((15,), 0.25))
+    # 6 tokens (24²): ±0.625 in grid units (inside the trained ±0.875), ±5/6 normalised
+    assert token_positions(6, 6, train, "grid")[0, 0, 0].item() == pytest.approx(-0.625)
+    assert token_positions(6, 6, train, "normalised")[0, 0, 0].item() == pytest.approx(-5 / 6)
+    # rectangular 8×12 from a 8×8 training grid: the longer side sets the unit
+    pos = token_positions(8, 12, train, "grid")
+    assert pos[0, 0, 1].item() == pytest.approx(-1.375) and pos[0, 0, 0].item() == pytest.approx(
+        -0.875
+    )
+    # at the training grid every reading is the training positions, bit for bit
+    for reading in ("normalised", "grid", "fixed"):
+        assert torch.equal(token_positions(8, 8, train, reading), make_axial_pos(8, 8))
+    with pytest.raises(ValueError, match=r"fixed to the training token grid 8×8.*16×16"):
+        token_positions(16, 16, train, "fixed")
+    with pytest.raises(ValueError, match="allowed: normalised, grid, fixed"):
+        token_positions(8, 8, train, "stretched")
+    config = toy_config()
+    assert position_span(config, 64, "grid") == pytest.approx(1.875)
+    assert position_span(config, 64, "normalised") == pytest.approx(15 / 16)
+
+
+def test_additive_table_grid_reading_is_the_table_centred_with_border_padding():
+    emb = AdditivePosEmb(8, 8, 4)
+    table = emb.table.detach()
+    big = emb.embedding(12, 12, "grid").detach()  # 2 cells of border on each side
+    assert torch.equal(big[2:10, 2:10], table)
+    assert torch.equal(big[0, 5], table[0, 3]) and torch.equal(big[1, 5], table[0, 3])
+    assert torch.equal(big[11, 11], table[7, 7]) and torch.equal(big[0, 0], table[0, 0])
+    small = emb.embedding(6, 6, "grid").detach()  # the centre cells
+    assert torch.equal(small, table[1:7, 1:7])
+    odd = emb.embedding(9, 8, "grid").detach()  # an odd difference: halfway between cells
+    assert torch.allclose(odd[1], (table[0] + table[1]) / 2)
+    assert torch.equal(odd[0], table[0]) and torch.equal(odd[8], table[7])
+    # normalised: today's bicubic resize; fixed: an error at another size
+    resized = emb.embedding(16, 16, "normalised").detach()
+    expected = torch.nn.functional.interpolate(
+        table.permute(2, 0, 1)[None], size=(16, 16), mode="bicubic", align_corners=False
+    )[0].permute(1, 2, 0)
+    assert torch.equal(resized, expected)
+    with pytest.raises(ValueError, match="additive position table is fixed"):
+        emb.embedding(16, 16, "fixed")
+    assert torch.equal(emb.embedding(8, 8, "fixed"), emb.table)
+
+
+@pytest.mark.parametrize("pos_emb", ["rope", "additive"])
+def test_model_output_at_training_size_is_bit_identical_under_every_reading(pos_emb):
+    torch.manual_seed(0)
+    model = build_model(toy_config(pos_emb)).eval()
+    with torch.no_grad():  # a fresh model outputs zeros: move its weights off their init
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x, sigma, c = torch.randn(2, 3, 32, 32), torch.tensor([0.5, 2.0]), torch.tensor([1, 3])
+    with torch.no_grad():
+        ref = model(x, sigma, c)
+        for reading in ("grid", "fixed"):
+            model.set_position_reading(reading)
+            assert torch.equal(model(x, sigma, c), ref)
+        # at 64² the readings differ (RoPE angles / the table), and 'fixed' refuses
+        big = torch.randn(1, 3, 64, 64)
+        model.set_position_reading("normalised")
+        a = model(big, sigma[:1], c[:1])
+        model.set_position_reading("grid")
+        b = model(big, sigma[:1], c[:1])
+        assert not torch.allclose(a, b)
+        model.set_position_reading("fixed")
+        with pytest.raises(ValueError, match="fixed to the training"):
+            model(big, sigma[:1], c[:1])
+    with pytest.raises(ValueError, match="allowed: normalised, grid, fixed"):
+        model.set_position_reading("extrapolate")
+
+
+# --- the size checks ---------------------------------------------------------------------------
+
+
+def test_sampling_config_names_the_size_and_what_is_allowed():
+    config = toy_config()
+    assert sampling_config(config, 64).model.resolution == 64
+    assert sampling_config(config, (32, 48)).model.resolution == (32, 48)
+    assert config.model.resolution == 32  # a copy
+    with pytest.raises(ValueError, match=r"--resolution 36 .*not divisible by .* = 8.*e\.g\. 32"):
+        sampling_config(config, 36)
+    with pytest.raises(ValueError, match=r"kernel 3 is larger than its 2×2 token grid"):
+        sampling_config(all_local(config), 16)  # the inner 2×2 grid of an all-local model
+    assert sampling_config(config, 16).model.resolution == 16  # a global inner level fits
+    with pytest.raises(ValueError, match=r"additive position table is fixed .* allowed: "):
+        sampling_config(toy_config("additive"), 48, "fixed")
+    with pytest.raises(ValueError, match=r"RoPE position grid is fixed"):
+        sampling_config(config, 48, "fixed")
+    assert sampling_config(config, 32, "fixed").model.resolution == 32
+
+
+def test_all_local_changes_only_the_global_level():
+    config = toy_config()
+    local = all_local(config)
+    assert [(lv.attention, lv.kernel_size) for lv in local.model.levels] == [
+        ("neighborhood", 3),
+        ("neighborhood", 3),
+    ]
+    a, b = config.to_dict(), local.to_dict()
+    a["model"]["levels"][1].update(attention="neighborhood", kernel_size=3)
+    assert a == b
+    assert config.model.levels[1].attention == "global"  # unchanged
+
+
+# --- the σ shift ---------------------------------------------------------------------------
+
+
+def test_shifted_sigmas_follow_the_cosine_shift_in_closed_form():
+    config = toy_config()
+    sigmas = karras_sigmas(10, 1e-3, 1e3)
+    assert torch.equal(shifted_sigmas(sigmas, config, 32), sigmas)  # no shift at d₀
+    sd, lo, hi = 0.5, 1e-3, 1e3
+    for d in (24, 64):
+        out = shifted_sigmas(sigmas, config, d).double()
+        assert out[-1] == 0 and out[0].item() == pytest.approx(hi, rel=1e-5)
+        assert out[-2].item() == pytest.approx(lo, rel=1e-5)
+        # by hand: t from the unshifted cosine at 32, then the density at d (noise_d_low 32
+        # at t = 0, unshifted at t = 1, interpolated linearly in log σ)
+        for s_in, s_out in zip(sigmas[1:-2].double().tolist(), out[1:-2].tolist()):
+            a0, a1 = math.atan(hi / sd), math.atan(lo / sd)
+            t = (math.atan(s_in / sd) - a0) / (a1 - a0)
+            r = 32 / d
+            b0, b1 = math.atan(r * hi / sd), math.atan(r * lo / sd)
+            shifted = math.log(sd / r) + math.log(math.tan(b0 + t * (b1 - b0)))
+            plain = math.log(sd) + math.log(math.tan(a0 + t * (a1 - a0)))
+            assert s_out == pytest.approx(math.exp((1 - t) * shifted + t * plain), rel=1e-6)
+        # a larger image is sampled at higher σ (more steps at high noise), a smaller at lower
+        inner = out[1:-2] / sigmas[1:-2].double()
+        assert (inner > 1).all() if d > 32 else (inner < 1).all()
+
+
+# --- sampling ---------------------------------------------------------------------------
+
+
+def test_generate_at_draws_the_requested_size_and_restores_the_reading():
+    torch.manual_seed(0)
+    config = toy_config("additive")
+    model = build_model(config).eval()
+    denoiser = Denoiser(model, 0.5, "snr")
+    out = generate_at(
+        denoiser, config, 2, (24, 40), positions="grid", shift=True, steps=3, batch_size=2
+    )
+    assert out.shape == (2, 3, 24, 40) and torch.isfinite(out).all()
+    assert model.position_reading == "normalised"
+    same = generate_at(denoiser, config, 2, None, positions="fixed", steps=3, batch_size=2)
+    assert same.shape == (2, 3, 32, 32)
+
+
+# --- the coherence measure ----------------------------------------------------------------------
+
+
+def test_toy_coherence_is_near_one_on_real_images_and_zero_on_noise_and_tilings():
+    from hdit_edu.toy import TOY_PART_COUNTS, ToyDataset, count_parts, toy_coherence
+
+    # closed form: two 2×2 blocks and a 1-pixel speck (below 0.4 % of 16×16 = 1.02 pixels)
+    mask = torch.zeros(1, 16, 16, dtype=torch.bool)
+    mask[0, 2:4, 2:4] = mask[0, 10:12, 5:7] = mask[0, 14, 14] = True
+    assert count_parts(mask).tolist() == [2]
+    mask[0, 4:10, 3] = mask[0, 9, 3:6] = True  # a bridge joins the blocks (4-neighbour path)
+    assert count_parts(mask).tolist() == [1]
+    for resolution in (24, 64):
+        images, labels = ToyDataset("test", resolution=resolution).batch(range(256))
+        c = toy_coherence(images, labels)
+        assert c["coherent"].float().mean() >= 0.99
+        assert c["n_parts"].tolist() == [TOY_PART_COUNTS[i] for i in labels.tolist()]
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(64, 3, 32, 32, generator=g).clamp(-1, 1)
+    assert not toy_coherence(noise, torch.arange(64) % 8)["coherent"].any()
+    # four real 32² scenes tiled into one 64² image: four objects, not one
+    images, labels = ToyDataset("test", resolution=32).batch(range(256))
+    tiled = images.view(64, 4, 3, 32, 32)
+    tiled = torch.cat(
+        (torch.cat((tiled[:, 0], tiled[:, 1]), -1), torch.cat((tiled[:, 2], tiled[:, 3]), -1)), -2
+    )
+    assert toy_coherence(tiled, labels[::4])["coherent"].float().mean() <= 0.02
