@@ -129,18 +129,19 @@ def generate_at(
     res = config.model.resolution if resolution is None else resolution
     at = sampling_config(config, res, positions)
     model = denoiser.inner
-    if not hasattr(model, "set_position_reading"):
-        if positions != "normalised":
-            raise ValueError(
-                f"positions {positions!r}: only the hourglass (arch 'hdit') has position "
-                f"readings; allowed for {config.model.arch!r}: normalised"
-            )
-        return generate(denoiser, at, n, steps=steps, **kwargs)
+    has_readings = hasattr(model, "set_position_reading")
+    if not has_readings and positions != "normalised":
+        raise ValueError(
+            f"positions {positions!r}: only the hourglass (arch 'hdit') has position "
+            f"readings; allowed for {config.model.arch!r}: normalised"
+        )
     sigmas = None
-    if shift:
+    if shift:  # the σ schedule's shift depends on the sizes only, not on the architecture
         lo, hi = sampling_sigma_range(config)
         lo, hi = kwargs.pop("sigma_min", None) or lo, kwargs.pop("sigma_max", None) or hi
         sigmas = shifted_sigmas(karras_sigmas(steps, lo, hi), config, res)
+    if not has_readings:
+        return generate(denoiser, at, n, steps=steps, sigmas=sigmas, **kwargs)
     before = model.position_reading
     model.set_position_reading(positions)
     try:

@@ -283,7 +283,9 @@ def _centred_border(table: torch.Tensor, n: int, dim: int) -> torch.Tensor:
     (border padding), linearly interpolated between the two nearest cells (exact cells when
     ``n − n₀`` is even)."""
     n0 = table.shape[dim]
-    c = (torch.arange(n, dtype=torch.float64) - (n - n0) / 2).clamp(0, n0 - 1)
+    # on the table's device: the indices and weights meet it in index_select and the lerp
+    c = torch.arange(n, dtype=torch.float64, device=table.device) - (n - n0) / 2
+    c = c.clamp(0, n0 - 1)
     lo = c.floor().long()
     hi = (lo + 1).clamp(max=n0 - 1)
     frac = (c - lo).to(table.dtype)

@@ -9,12 +9,19 @@ import math
 import pytest
 import torch
 
-from hdit_edu.configs import Config, DiffusionConfig, LevelConfig, ModelConfig, all_local
+from hdit_edu.configs import (
+    Config,
+    DiffusionConfig,
+    LevelConfig,
+    ModelConfig,
+    all_local,
+    sampling_sigma_range,
+)
 from hdit_edu.diffusion import Denoiser
 from hdit_edu.models import build_model
 from hdit_edu.resolution import generate_at, position_span, sampling_config, shifted_sigmas
 from hdit_edu.rope import AdditivePosEmb, make_axial_pos, token_positions
-from hdit_edu.sampling import karras_sigmas
+from hdit_edu.sampling import generate, karras_sigmas
 
 
 def toy_config(pos_emb: str = "rope", middle: str = "global") -> Config:
@@ -88,6 +95,14 @@ def test_additive_table_grid_reading_is_the_table_centred_with_border_padding():
     with pytest.raises(ValueError, match="additive position table is fixed"):
         emb.embedding(16, 16, "fixed")
     assert torch.equal(emb.embedding(8, 8, "fixed"), emb.table)
+
+
+def test_additive_table_grid_reading_stays_on_the_tables_device():
+    # the meta device stands in for an accelerator: an index or weight made on the CPU raises
+    emb = AdditivePosEmb(8, 8, 4).to("meta")
+    for h, w in ((12, 9), (6, 6)):
+        out = emb.embedding(h, w, "grid")
+        assert out.device.type == "meta" and tuple(out.shape) == (h, w, 4)
 
 
 @pytest.mark.parametrize("pos_emb", ["rope", "additive"])
@@ -190,8 +205,39 @@ def test_generate_at_draws_the_requested_size_and_restores_the_reading():
     )
     assert out.shape == (2, 3, 24, 40) and torch.isfinite(out).all()
     assert model.position_reading == "normalised"
+    # the shift is the shifted Karras schedule, exactly
+    sigmas = shifted_sigmas(karras_sigmas(3, *sampling_sigma_range(config)), config, (24, 40))
+    model.set_position_reading("grid")
+    at = sampling_config(config, (24, 40), "grid")
+    assert torch.equal(out, generate(denoiser, at, 2, steps=3, batch_size=2, sigmas=sigmas))
+    model.set_position_reading("normalised")
     same = generate_at(denoiser, config, 2, None, positions="fixed", steps=3, batch_size=2)
     assert same.shape == (2, 3, 32, 32)
+
+
+def test_generate_at_shifts_the_schedule_of_a_model_without_position_readings():
+    """DiT (R1–R2) has no position readings, but the σ shift depends on the sizes alone."""
+    model_config = ModelConfig(
+        arch="dit", levels=[LevelConfig(depth=1, width=32, head_dim=16, attention="global")],
+        patch_size=4, num_classes=0, aug_dim=0, ffn="gelu", pos_emb="additive", resolution=16,
+    )  # fmt: skip
+    config = Config(name="dit", model=model_config, diffusion=DiffusionConfig())
+    config.validate()
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    denoiser = Denoiser(model, 0.5, config.diffusion.loss_weighting)
+    shifted = generate_at(denoiser, config, 2, 32, shift=True, steps=3, batch_size=2)
+    sigmas = shifted_sigmas(karras_sigmas(3, *sampling_sigma_range(config)), config, 32)
+    at = sampling_config(config, 32)
+    assert torch.equal(shifted, generate(denoiser, at, 2, steps=3, batch_size=2, sigmas=sigmas))
+    plain = generate_at(denoiser, config, 2, 32, steps=3, batch_size=2)
+    assert shifted.shape == plain.shape == (2, 3, 32, 32)
+    assert not torch.allclose(shifted, plain)
+    with pytest.raises(ValueError, match="only the hourglass .* allowed for 'dit': normalised"):
+        generate_at(denoiser, config, 2, 32, positions="grid", steps=3)
 
 
 # --- the coherence measure ----------------------------------------------------------------------
