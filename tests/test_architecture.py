@@ -94,3 +94,19 @@ def test_the_bottom_layers_import_only_what_they_may():
     assert not any("reference_source" in deps for deps in graph.values())
     # the command line is the top: nothing imports it
     assert not any("cli" in deps for deps in graph.values())
+
+
+def test_the_architecture_map_names_every_module():
+    """docs/ARCHITECTURE.md keeps up with the package: every module has a row in "Modules ↔
+    paper" and a place in the "Import direction" diagram."""
+    import re
+
+    doc = (PACKAGE.parent / "docs" / "ARCHITECTURE.md").read_text()
+    rows = set(re.findall(r"^\| `(\w+)\.py` \|", doc, flags=re.M))
+    section = doc.split("## Import direction", 1)[1]
+    diagram = section.split("```", 2)[1]
+    placed = set(re.findall(r"\b[a-z_]+\b", diagram))
+    modules = set(MODULES) - {"__init__"}
+    assert modules - rows == set(), "no row in 'Modules ↔ paper'"
+    assert rows - modules == set(), "a row for a module that does not exist"
+    assert modules - placed == set(), "not in the import diagram"
