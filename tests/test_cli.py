@@ -144,6 +144,22 @@ def test_fid_of_a_run_with_the_toy_extractor(trained_run, tmp_path):
     assert result["fid"] > 0 and 0 <= result["class_accuracy"] <= 1 and result["n"] == 64
 
 
+def test_the_readme_command_list_parses():
+    """Every ``hdit-edu …`` line of the README's command list names flags that exist, with
+    values their types accept (parsed only: nothing runs)."""
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("The `hdit-edu` command", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    lines = [line.split("#", 1)[0].strip() for line in block.splitlines()]
+    commands = [line for line in lines if line.startswith("hdit-edu") and "…" not in line]
+    assert len(commands) >= 12, commands
+    parser = build_parser()
+    for command in commands:
+        args = parser.parse_args(shlex.split(command)[1:])
+        assert args.command == shlex.split(command)[1], command
+
+
 def test_help_texts_name_the_options():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices
