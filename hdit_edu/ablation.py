@@ -863,7 +863,10 @@ def run_ablation(
         if not Path(folder).is_dir():
             raise ValueError(f"{flag}={str(folder)!r} is not a folder; allowed: an image folder")
     if Path(eval_data).resolve() == Path(data).resolve():
-        raise ValueError("eval_data must be a held-out folder, not the training folder")
+        raise ValueError(
+            f"eval_data={str(eval_data)!r} is the training folder; allowed: a held-out folder "
+            f"(e.g. ImageNet's validation split), never trained on"
+        )
     configs = {s: ablation_config(s, train_steps=train_steps, data=data) for s in steps}
     any_config = next(iter(configs.values()))
     held_out = ImageFolderDataset(

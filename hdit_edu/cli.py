@@ -502,7 +502,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=POSITIVE,
         help=f"held-out images of the held-out loss (default: cpu {ToyBudget.n_loss}, gpu 1024)",
     )
-    ablate.add_argument("--resume", action="store_true", help="continue runs from checkpoints")
+    ablate.add_argument(
+        "--resume",
+        action="store_true",
+        help="cpu: continue an unfinished run (or a done one given more --train-steps) from "
+        "its checkpoint (default: an unfinished run starts again); gpu: always on (each step's "
+        "folder is continued or reused)",
+    )
     _add_shared(ablate, "--no-progress")
     toy = ablate.add_argument_group("cpu profile: the toy experiment (defaults: the design's)")
     toy.add_argument("--seeds", type=int_list(0), help="comma-separated seeds (default 0,1,2)")

@@ -257,6 +257,8 @@ def test_ablate_runs_resumes_and_analyses(tmp_path, capsys):
         (["--profile", "cpu", "--data", "x"], "gpu profile only"),
         (["--profile", "gpu", "--seeds", "1"], "cpu profile"),
         (["--profile", "gpu", "--data", "."], "--eval-data"),
+        (["--profile", "gpu", "--data", "no-such-folder", "--eval-data", "."], "not a folder"),
+        (["--profile", "gpu", "--data", ".", "--eval-data", "."], "is the training folder"),
     ],
 )
 def test_ablate_flags_are_domain_checked(flags, message, capsys, tmp_path):
