@@ -634,6 +634,8 @@ class LiveTrainingView:
             raise ValueError(f"mode={mode!r}; allowed: 'auto', 'widget', 'print'")
         if not (isinstance(every, int) and every >= 1):
             raise ValueError(f"every={every!r}; allowed: an integer >= 1")
+        if not (isinstance(scale, int) and scale >= 1):
+            raise ValueError(f"scale={scale!r}; allowed: an integer >= 1 (the grid's enlargement)")
         self.every, self.scale, self.title = every, scale, title
         self.mode = ("widget" if _in_kernel() else "print") if mode == "auto" else mode
         self.steps: list[int] = []
@@ -714,13 +716,8 @@ class LiveTrainingView:
 
         fig = Figure(figsize=(10, 3.6))
         ax_loss, ax_grid = fig.subplots(1, 2, width_ratios=(1, 1.2))
-        if self.steps:
-            ax_loss.plot(self.steps, self.losses, lw=1)
-            ax_loss.set_yscale("log")
-        ax_loss.set_xlabel("step")
+        self._plot_loss(ax_loss, self.title or "training loss")
         ax_loss.set_ylabel("loss (metrics.jsonl)")
-        ax_loss.set_title(self.title or "training loss")
-        ax_loss.grid(alpha=0.3)
         if self.grid is not None:
             ax_grid.imshow(self.grid, interpolation="nearest")
             ax_grid.set_title(f"EMA samples at step {self.grid_step}")
@@ -734,14 +731,18 @@ class LiveTrainingView:
         from matplotlib.figure import Figure
 
         fig = Figure(figsize=(4.5, 3))
-        ax = fig.subplots()
-        ax.plot(self.steps, self.losses, lw=1)
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_title("loss")
-        ax.grid(alpha=0.3)
+        self._plot_loss(fig.subplots(), "loss")
         fig.tight_layout()
         return _figure_png(fig)
+
+    def _plot_loss(self, ax, title: str) -> None:
+        """The loss curve (log scale) on ``ax``: the still picture's and the widget's."""
+        if self.steps:
+            ax.plot(self.steps, self.losses, lw=1)
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
 
     def draw(self) -> None:
         """Redraw: the widget's pictures, or a status line in ``print`` mode."""

@@ -118,6 +118,8 @@ def test_live_view_refuses_bad_settings_by_name():
         LiveTrainingView(mode="table")
     with pytest.raises(ValueError, match="every=0; allowed: an integer >= 1"):
         LiveTrainingView(every=0)
+    with pytest.raises(ValueError, match="scale=0.5; allowed: an integer >= 1"):
+        LiveTrainingView(scale=0.5)
 
 
 def test_sample_accuracy_is_generate_then_the_toy_classifier():
