@@ -4,7 +4,8 @@ Modules mirror the paper (see docs/ARCHITECTURE.md): ``diffusion`` (§3.1, App. 
 ``sampling`` (§5.1), ``layers`` / ``rope`` / ``attention`` (§4.2–4.3, App. C), ``hourglass``
 (§4.1), ``dit`` (the DiT-B/4 baseline), ``models`` (building either), ``configs`` (§5.2,
 Table 6), ``flops`` (App. A), ``data`` and ``toy``, ``training`` and ``checkpoints``,
-``ablation`` (Table 1), ``evaluation`` (§5.1).
+``ablation`` (Tables 1, 2, 5), ``resolution`` (sampling at another size), ``evaluation``
+(§5.1).
 """
 
 from .configs import Config, DiffusionConfig, LevelConfig, MappingConfig, ModelConfig
