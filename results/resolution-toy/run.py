@@ -24,26 +24,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 torch.set_num_threads(1)
 
 from hdit_edu import evaluation  # noqa: E402
+from hdit_edu.ablation import toy_test_features, versions  # noqa: E402
 from hdit_edu.configs import format_resolution, normalize_resolution  # noqa: E402
 from hdit_edu.data import save_grid  # noqa: E402
 from hdit_edu.resolution import generate_at  # noqa: E402
 from hdit_edu.runs import load_run  # noqa: E402
 from hdit_edu.sampling import sample_labels  # noqa: E402
-from hdit_edu.toy import ToyDataset, predict_classes, toy_coherence  # noqa: E402
+from hdit_edu.toy import predict_classes, toy_coherence  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
 SETTINGS = ("n", "steps", "cfg", "sampler", "batch", "eval_seed")
 
 
@@ -62,18 +59,6 @@ def cells(resolutions: list[int], train: int) -> list[dict]:
 
 def cell_key(cell: dict) -> str:
     return f"{cell['resolution']}-{cell['positions']}-{'shift' if cell['shift'] else 'noshift'}"
-
-
-_REFERENCE: dict[int, np.ndarray] = {}
-
-
-def reference_features(resolution: int) -> np.ndarray:
-    """Toy-classifier features of the 2,048 held-out test images rendered at ``resolution``."""
-    if resolution not in _REFERENCE:
-        _REFERENCE[resolution] = evaluation.extract_features(
-            ToyDataset("test", resolution=resolution), extractor="toy", batch_size=256
-        )
-    return _REFERENCE[resolution]
 
 
 def evaluate_cell(config, denoiser, cell: dict, args) -> tuple[dict, torch.Tensor]:
@@ -103,7 +88,7 @@ def evaluate_cell(config, denoiser, cell: dict, args) -> tuple[dict, torch.Tenso
         "n_samples": args.n,
         "class_accuracy": correct.mean().item(),
         "class_accuracy_per_class": [correct[labels == c].mean().item() for c in range(k)],
-        "fid": evaluation.frechet_distance(feats, reference_features(cell["resolution"])),
+        "fid": evaluation.frechet_distance(feats, toy_test_features(cell["resolution"])),
         "coherence": coherence["coherent"].float().mean().item(),
         "coherence_per_class": [
             coherence["coherent"][labels == c].float().mean().item() for c in range(k)
@@ -118,15 +103,6 @@ def evaluate_cell(config, denoiser, cell: dict, args) -> tuple[dict, torch.Tenso
         "load_average": list(os.getloadavg()),
     }
     return out, images
-
-
-def _git(*args) -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def main(argv=None) -> int:
@@ -164,13 +140,7 @@ def main(argv=None) -> int:
         pos_emb=config.model.pos_emb,
         levels=[[lv.attention, lv.kernel_size] for lv in config.model.levels],
         command=" ".join(["python", *sys.argv]),
-        versions={
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "git_commit": _git("rev-parse", "HEAD"),
-            "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
-            "threads": torch.get_num_threads(),
-        },
+        versions=versions(),  # python, torch, numpy, git commit + dirty flag, CPU, threads
         env={k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")},
     )
 
@@ -179,7 +149,7 @@ def main(argv=None) -> int:
         tmp.write_text(json.dumps(result, indent=1) + "\n")
         os.replace(tmp, path)
 
-    todo = cells([int(r) for r in args.resolutions.split(",")], train)
+    todo = cells_all(args, train)
     if args.cells:
         todo = [c for c in todo if cell_key(c) in args.cells.split(",")]
     for cell in todo:
