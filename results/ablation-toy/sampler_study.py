@@ -19,12 +19,10 @@ from pathlib import Path
 import torch
 
 from hdit_edu import evaluation
+from hdit_edu.ablation import toy_test_features
 from hdit_edu.runs import load_run
 from hdit_edu.sampling import generate, sample_labels
 from hdit_edu.toy import class_accuracy
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import reference_features  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -64,7 +62,7 @@ def main(argv=None) -> int:
             "class_accuracy": class_accuracy(images, labels),
             "fid": evaluation.frechet_distance(
                 evaluation.extract_features(images, extractor="toy", batch_size=256),
-                reference_features(),
+                toy_test_features(32),
             ),
             "load_average": list(os.getloadavg()),
         }

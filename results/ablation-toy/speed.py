@@ -165,7 +165,7 @@ def time_interleaved(steps, task, backend, warmup, repeats) -> list[dict]:
     that a shared machine's changing load hits all of them alike. Records wall-clock and this
     process's CPU time per step (medians)."""
     sys.path.insert(0, str(HERE))
-    from run import build_config
+    from hdit_edu.ablation import toy_ablation_config as build_config
 
     trainers = {}
     for step in steps:

@@ -1,9 +1,10 @@
 """Train issue 19's all-local model ``L`` (step D with the global middle level replaced by 3×3
 neighborhood attention, :func:`hdit_edu.configs.all_local`) with the toy chain's exact budget.
 
-It is the ablation driver ``results/ablation-toy/run.py`` unchanged — the same recipe, task
-``p4k3``, seeds, evaluation at 32², result JSON and kept checkpoint — with one more
-configuration name, ``L``, registered before its ``main`` runs. Run it from a pinned worktree
+It is the ablation driver ``results/ablation-toy/run.py`` unchanged (``hdit_edu.ablation.run_toy``)
+— the same recipe, task ``p4k3``, seeds, evaluation at 32², result JSON and kept checkpoint —
+with one more configuration name, ``L``, registered in ``hdit_edu.ablation`` before its
+``main`` runs. Run it from a pinned worktree
 (the coordinator's queue line, ``README.md`` here) so that neither file changes under a running
 job:
 
@@ -34,20 +35,25 @@ def _load_run_module():
 
 
 def main(argv=None) -> int:
+    from hdit_edu import ablation
     from hdit_edu.configs import all_local
 
-    run = _load_run_module()
-    build = run.build_config
+    # ``L`` registered in the library the driver calls (run.py is a thin wrapper of
+    # ablation.run_toy, which builds configs with ablation.toy_ablation_config), before run.py
+    # is loaded (it reads TOY_CONFIGS for its --config choices)
+    build = ablation.toy_ablation_config
 
-    def build_config(name, seed, train_steps, batch_size, lr, task="p2"):
+    def toy_ablation_config(name, seed, *args, **kwargs):
         if name != "L":
-            return build(name, seed, train_steps, batch_size, lr, task)
-        config = all_local(build("D", seed, train_steps, batch_size, lr, task))
+            return build(name, seed, *args, **kwargs)
+        config = all_local(build("D", seed, *args, **kwargs))
         config.name = "L"
         return config
 
-    run.CONFIGS = (*run.CONFIGS, "L")
-    run.build_config = build_config
+    if "L" not in ablation.TOY_CONFIGS:
+        ablation.TOY_CONFIGS = (*ablation.TOY_CONFIGS, "L")
+    ablation.toy_ablation_config = toy_ablation_config
+    run = _load_run_module()
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" not in argv:
         argv = ["--config", "L", *argv]
