@@ -163,6 +163,9 @@ def test_all_local_changes_only_the_global_level():
     a["model"]["levels"][1].update(attention="neighborhood", kernel_size=3)
     assert a == b
     assert config.model.levels[1].attention == "global"  # unchanged
+    dit = Config(name="dit", model=ModelConfig(arch="dit", levels=[config.model.levels[1]]))
+    with pytest.raises(ValueError, match="needs an hourglass \\(arch 'hdit'\\), got 'dit'"):
+        all_local(dit)
 
 
 # --- the σ shift ---------------------------------------------------------------------------
@@ -190,6 +193,11 @@ def test_shifted_sigmas_follow_the_cosine_shift_in_closed_form():
         # a larger image is sampled at higher σ (more steps at high noise), a smaller at lower
         inner = out[1:-2] / sigmas[1:-2].double()
         assert (inner > 1).all() if d > 32 else (inner < 1).all()
+    # the shift is the interpolated cosine's; a run trained with another density is refused
+    lognormal = toy_config()
+    lognormal.diffusion.sigma_density = "lognormal"
+    with pytest.raises(ValueError, match="trains with 'lognormal'; allowed: sampling without"):
+        shifted_sigmas(sigmas, lognormal, 64)
 
 
 # --- sampling ---------------------------------------------------------------------------
