@@ -45,8 +45,8 @@ from .sampling import generate, karras_sigmas
 
 
 def sampling_config(config: Config, resolution: Any = None, positions: str = "normalised"):
-    """A copy of ``config`` whose model draws ``resolution`` (n or (H, W); None = the training
-    size), checked: the grids exist (:func:`hdit_edu.configs.check_grids`) and the position
+    """A copy of ``config`` whose model draws ``resolution`` (n or (H, W); None: the training
+    size, ``config`` itself), checked: the grids exist (:func:`hdit_edu.configs.check_grids`) and the position
     reading can serve them (``"fixed"`` only at the training grid). ``ValueError`` naming the
     value and what is allowed otherwise."""
     check_position_reading(positions)
