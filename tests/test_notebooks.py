@@ -15,7 +15,7 @@ import jupytext
 import nbformat
 import pytest
 from jupytext.compare import NotebookDifference, compare_notebooks
-from nbclient.exceptions import CellExecutionError, CellTimeoutError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -131,3 +131,29 @@ def test_a_hung_first_run_is_retried_once_and_a_slow_cell_still_fails(tmp_path: 
     assert marker.exists() and nb.cells[0].outputs[0]["text"] == "second run\n"
     with pytest.raises(CellTimeoutError):
         run_notebook(_one_cell_notebook("import time; time.sleep(60)"), tmp_path, timeout=3)
+
+
+def test_an_idle_kernel_is_taken_for_hung_long_before_the_time_limit(tmp_path: Path):
+    """The hang as seen: the kernel sits idle and the cell never ends. The runner's watch kills a
+    kernel that uses no CPU for ``idle_s`` seconds and runs the notebook again, well before the
+    cell's time limit; a busy cell longer than ``idle_s`` is left alone; idle twice fails."""
+    import time
+
+    marker = tmp_path / "first-run"
+    idle_once = (
+        f"import pathlib, time\np = pathlib.Path({str(marker)!r})\n"
+        "if not p.exists():\n    p.touch()\n    time.sleep(120)\nprint('second run')"
+    )
+    t0 = time.monotonic()
+    nb = run_notebook(_one_cell_notebook(idle_once), tmp_path, timeout=110, idle_s=3)
+    assert nb.cells[0].outputs[0]["text"] == "second run\n"
+    assert time.monotonic() - t0 < 60  # the watch, not the 110 s limit, ended the first run
+    runs = tmp_path / "runs"
+    busy = (  # 8 s of pure CPU: longer than idle_s, never idle (needs 1 CPU-s in any 5 s)
+        f"import pathlib, time\nwith open({str(runs)!r}, 'a') as f: f.write('x')\n"
+        "t = time.process_time()\nwhile time.process_time() - t < 8: pass\nprint('done')"
+    )
+    nb = run_notebook(_one_cell_notebook(busy), tmp_path, timeout=110, idle_s=5)
+    assert nb.cells[0].outputs[0]["text"] == "done\n" and runs.read_text() == "x"
+    with pytest.raises(DeadKernelError):
+        run_notebook(_one_cell_notebook("import time; time.sleep(120)"), tmp_path, idle_s=2)

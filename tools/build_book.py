@@ -24,23 +24,30 @@ import os
 import re
 import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import jupytext
+import psutil
 from nbclient import NotebookClient
-from nbclient.exceptions import CellTimeoutError
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbconvert import HTMLExporter
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 README = ROOT / "README.md"
 MAP_ROW = re.compile(r"^\|\s*`(\d\d\w*?_\w+)`\s*\|([^|]*)\|([^|]*)\|\s*$")
-# A cell's time limit. The longest cpu-profile cell (notebook 06's training) takes about 200 s on
-# a loaded 2-core machine; a cell past the limit is taken for a hung kernel (see run_notebook).
+# A cell's time limit. The longest cpu-profile cell (a training cell of notebook 09) takes about
+# 100 s on a loaded 2-core machine; a cell past the limit is taken for a hung kernel (run_notebook).
 CELL_TIMEOUT_S = 420
+# A hung kernel found sooner: a cell during which the kernel and its child processes use less
+# than IDLE_CPU_S of CPU in IDLE_HANG_S seconds is hung (no cpu-profile cell waits on anything
+# but the CPU: no sleeps, no network). Seen as an idle kernel whose request is never answered.
+IDLE_HANG_S = 120
+IDLE_CPU_S = 1.0
 # MathJax 2 from the jupyter-server-mathjax package: its combined configuration (TeX in, HTML-CSS
 # out) with the only web font the package ships, STIX-Web, and the Safe extension (as nbconvert's
 # CDN default has).
@@ -102,13 +109,79 @@ def select_chapters(names: list[str] | None, notebook_dir: Path = NOTEBOOK_DIR) 
     return [c for c in chapters if c.stem in wanted]
 
 
-def run_notebook(nb, cwd: Path, profile: str = "cpu", timeout: int = CELL_TIMEOUT_S):
+class HangWatch:
+    """Watches a running notebook client from a thread: when a cell has run for ``idle_s``
+    seconds while its kernel and the kernel's child processes used less than ``min_cpu_s`` CPU
+    seconds, the kernel is taken for hung and killed (nbclient then raises ``DeadKernelError``)
+    and :attr:`hung` is set. The window slides: any ``idle_s`` stretch of a cell counts."""
+
+    def __init__(self, idle_s: float = IDLE_HANG_S, min_cpu_s: float = IDLE_CPU_S):
+        self.idle_s, self.min_cpu_s = idle_s, min_cpu_s
+        self.client = None
+        self.running = False  # a cell is executing
+        self.hung = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def on_cell_execute(self, **_):
+        self.running = True
+
+    def on_cell_executed(self, **_):
+        self.running = False
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _kernel(self):
+        km = getattr(self.client, "km", None)
+        pid = getattr(getattr(km, "provisioner", None), "pid", None)
+        return psutil.Process(pid) if pid else None
+
+    def _cpu(self, kernel) -> float:
+        total = 0.0
+        for p in [kernel, *kernel.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:  # a child that ended in between
+                pass
+        return total
+
+    def _watch(self):
+        window = None  # (start, CPU seconds then) of the current idle window
+        while not self._stop.wait(min(5.0, self.idle_s / 3)):
+            try:
+                kernel = self._kernel() if self.running else None
+                if kernel is None:
+                    window = None
+                    continue
+                now, cpu = time.monotonic(), self._cpu(kernel)
+            except psutil.Error:
+                window = None
+                continue
+            if window is None or cpu - window[1] >= self.min_cpu_s:
+                window = (now, cpu)  # busy (or just started): a new window
+            elif now - window[0] >= self.idle_s:
+                self.hung = True
+                kernel.kill()
+                return
+
+
+def run_notebook(
+    nb, cwd: Path, profile: str = "cpu", timeout: int = CELL_TIMEOUT_S, idle_s: float = IDLE_HANG_S
+):
     """Execute ``nb`` in place in a fresh kernel (working directory ``cwd``, ``HDIT_PROFILE`` =
     ``profile``); a failing cell raises ``CellExecutionError``.
 
-    A cell that outlives ``timeout`` is run once more from the top in a new kernel: on a loaded
-    machine nbclient and ipykernel (6.31 and 7.4 alike) sometimes both wait forever, the kernel
-    idle with the cell's request never answered. A notebook that times out twice fails."""
+    A cell that outlives ``timeout``, or during which the kernel sits idle for ``idle_s`` seconds
+    (:class:`HangWatch`), is run once more from the top in a new kernel: on a loaded machine
+    nbclient and ipykernel (6.31 and 7.4 alike) sometimes both wait forever, the kernel idle with
+    the cell's request never answered. A notebook that hangs or times out twice fails."""
     kernel = nb.metadata.get("kernelspec", {}).get("name")
     if not kernel:
         raise ValueError("notebook has no kernelspec name: add one to the jupytext header")
@@ -117,19 +190,26 @@ def run_notebook(nb, cwd: Path, profile: str = "cpu", timeout: int = CELL_TIMEOU
     try:
         for attempt in (1, 2):
             work = copy.deepcopy(nb)
-            client = NotebookClient(
-                work,
-                kernel_name=kernel,
-                timeout=timeout,
-                resources={"metadata": {"path": str(cwd)}},
-            )
-            try:
-                client.execute()
-                break
-            except CellTimeoutError:
-                if attempt == 2:
-                    raise
-                print(f"a cell outlived {timeout} s: running the notebook again in a new kernel")
+            with HangWatch(idle_s) as watch:
+                client = watch.client = NotebookClient(
+                    work,
+                    kernel_name=kernel,
+                    timeout=timeout,
+                    resources={"metadata": {"path": str(cwd)}},
+                    on_cell_execute=watch.on_cell_execute,
+                    on_cell_executed=watch.on_cell_executed,
+                )
+                try:
+                    client.execute()
+                    break
+                except (CellTimeoutError, DeadKernelError) as e:
+                    hung = watch.hung or isinstance(e, CellTimeoutError)
+                    if attempt == 2 or not hung:
+                        raise
+                    why = f"idle for {idle_s:g} s" if watch.hung else f"past {timeout} s"
+                    print(
+                        f"a cell's kernel hung ({why}): running the notebook again in a new kernel"
+                    )
         nb.cells = work.cells
         nb.metadata = work.metadata
     finally:
