@@ -120,6 +120,32 @@ def _kendall_tau_b(x, y) -> float:
     return s / math.sqrt(tx * ty)
 
 
+class _Fixed(torch.nn.Module):
+    """A 'denoiser' D(x, σ) = a·x with one parameter (error_by_sigma reads its device)."""
+
+    def __init__(self, a: float):
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.tensor(a))
+
+    def forward(self, x, sigma, class_cond=None):
+        return self.a * x
+
+
+def test_error_by_sigma_closed_forms():
+    # D = x: error = σ²·mean(ε²); D = 0: error = mean(x₀²), whatever σ. The same ε for every σ.
+    from hdit_edu.ablation import error_by_sigma
+    from hdit_edu.toy import ToyDataset
+
+    config = toy_ablation_config("E", 0)
+    n, sigmas = 40, [0.01, 1.0, 30.0]
+    x0, _ = ToyDataset("test", resolution=32).batch(np.arange(n))
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    ident = error_by_sigma(_Fixed(1.0), config, sigmas, n=n, batch_size=16)
+    zero = error_by_sigma(_Fixed(0.0), config, sigmas, n=n, batch_size=16)
+    assert ident == pytest.approx([s**2 * (eps**2).mean().item() for s in sigmas], rel=1e-5)
+    assert zero == pytest.approx([(x0**2).mean().item()] * 3, rel=1e-5)
+
+
 def test_analysis_of_the_shipped_runs_recomputed():
     """Every number of the analysis of the shipped records, recomputed from the records: means,
     CIs, paired differences and their tests, Holm per metric, the paper's sign, τ-b."""
