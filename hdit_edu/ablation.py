@@ -13,10 +13,11 @@ D's model (SNR, min-SNR γ = 5, min-SNR γ = 4, soft-min-SNR γ = 4 = E). One mo
   ``done`` record is skipped, an unfinished run starts again — runs are bit-identical);
   :func:`rerun_prefix` retrains the first steps of a record and compares the losses exactly.
 * **The analysis** of a folder of records: :func:`analyze` (per configuration mean ± 95 % t
-  CI; per paper comparison the seed-paired difference with its CI, the paired t-test, Holm's
-  adjustment per metric, the sign against the paper's; Kendall's τ-b against the paper's FID
-  order), :func:`summary_markdown`, :func:`plot_summary`, written together by
-  :func:`write_summary`.
+  CI, :func:`t_interval`; per paper comparison the seed-paired difference with its CI and the
+  paired t-test, :func:`paired_difference`; Holm's adjustment per metric, :func:`holm`; the
+  sign against the paper's; Kendall's τ-b against the paper's FID order),
+  :func:`summary_markdown`, :func:`plot_summary`, written together by :func:`write_summary`.
+  ``results/resolution-toy/analyze.py`` (issue 19) uses the same three statistics.
 * **The paper-scale chain** (``gpu`` profile): :func:`ablation_config` (the paper's
   ImageNet-128 settings), :func:`run_ablation` (every step with one budget, measured on a
   held-out image folder), :func:`train_command` (the ``torchrun`` command that trains one step
@@ -512,6 +513,20 @@ def t_interval(values) -> dict:
     }
 
 
+def paired_difference(x: dict[int, float], y: dict[int, float]) -> dict:
+    """The seed-paired difference Y − X of one metric (``{seed: value}`` each) over the seeds
+    both have: ``seeds``, ``difference`` (:func:`t_interval` of the differences) and ``p``, the
+    two-sided paired t-test's (NaN for fewer than two seeds or differences without spread)."""
+    seeds = sorted(set(x) & set(y))
+    diffs = [y[s] - x[s] for s in seeds]
+    p = (
+        float(stats.ttest_1samp(diffs, 0.0).pvalue)
+        if len(diffs) > 1 and np.std(diffs) > 0
+        else math.nan
+    )
+    return {"seeds": seeds, "difference": t_interval(diffs), "p": p}
+
+
 def holm(pvalues: list[float]) -> list[float]:
     """Holm–Bonferroni adjusted p-values: the k-th smallest of m is multiplied by m − k + 1,
     made monotone and capped at 1 (NaN stays NaN and is not counted)."""
@@ -534,8 +549,8 @@ def _cpu_s(record: dict) -> float:
 def analyze(runs: dict[str, dict[int, dict]]) -> dict:
     """The pre-registered analysis of :func:`load_runs`' records: ``table`` (configuration →
     metric → :func:`t_interval` over seeds, plus ``seeds``), ``comparisons`` (one row per metric
-    and :data:`COMPARISONS` entry: seed-paired difference Y − X with its CI, two-sided paired
-    t-test p, Holm-adjusted p per metric, the paper's sign, ``sign_matches``, ``significant`` =
+    and :data:`COMPARISONS` entry: :func:`paired_difference` Y − X — the seeds, the
+    difference's CI, the two-sided paired t-test's p —, Holm-adjusted p per metric, the paper's sign, ``sign_matches``, ``significant`` =
     Holm p < 0.05), ``kendall_tau`` (τ-b of the paper's FIDs of :data:`TABLE1` against our mean
     toy FIDs) and ``cost`` (CPU seconds per run and in all)."""
     records = [r for by_seed in runs.values() for r in by_seed.values()]
@@ -557,27 +572,22 @@ def analyze(runs: dict[str, dict[int, dict]]) -> dict:
     for metric, lower_better in METRICS.items():
         rows = []
         for x, y, what in COMPARISONS:
-            seeds = sorted(set(final.get(x, {})) & set(final.get(y, {})))
-            diffs = [final[y][s][metric] - final[x][s][metric] for s in seeds]
-            ci = t_interval(diffs)
-            p = (
-                float(stats.ttest_1samp(diffs, 0.0).pvalue)
-                if len(diffs) > 1 and np.std(diffs) > 0
-                else math.nan
+            pair = paired_difference(
+                {s: r[metric] for s, r in final.get(x, {}).items()},
+                {s: r[metric] for s, r in final.get(y, {}).items()},
             )
             paper_sign = int(np.sign(PAPER_FID[y] - PAPER_FID[x])) * lower_better
+            mean = pair["difference"]["mean"]
             rows.append(
                 {
                     "metric": metric,
                     "x": x,
                     "y": y,
                     "what": what,
-                    "seeds": seeds,
-                    "difference": ci,
-                    "p": p,
+                    **pair,  # seeds, difference, p
                     "paper_difference_fid": PAPER_FID[y] - PAPER_FID[x],
                     "paper_sign": paper_sign,
-                    "sign_matches": bool(len(diffs)) and int(np.sign(ci["mean"])) == paper_sign,
+                    "sign_matches": bool(pair["seeds"]) and int(np.sign(mean)) == paper_sign,
                 }
             )
         for row, p_holm in zip(rows, holm([r["p"] for r in rows])):

@@ -26,6 +26,7 @@ from hdit_edu.ablation import (
     analyze,
     holm,
     load_runs,
+    paired_difference,
     record_config,
     rerun_prefix,
     summary_markdown,
@@ -100,6 +101,26 @@ def test_paired_t_interval_closed_form():
     assert p == pytest.approx(1 - math.sqrt(t * t / (2 + t * t)), rel=1e-12)  # 0.0742
     one = t_interval([5.0])
     assert one["mean"] == 5.0 and math.isnan(one["half"]) and math.isnan(one["sd"])
+
+
+def test_paired_difference_closed_form():
+    """Y − X over the seeds both have (seed 3 of X has no partner): differences 1, 2, 3, so the
+    t_interval of the closed-form test above and the same two-sided p; NaN p for one seed and
+    for differences without spread; no seeds in common: n = 0."""
+    x = {0: 1.0, 1: 1.0, 2: 1.0, 3: 9.0}
+    pair = paired_difference(x, {0: 2.0, 1: 3.0, 2: 4.0})
+    t975 = 0.95 / math.sqrt(2 * 0.975 * 0.025)
+    t = 2.0 / (1.0 / math.sqrt(3))
+    assert pair["seeds"] == [0, 1, 2]
+    assert pair["difference"]["values"] == [1.0, 2.0, 3.0]
+    assert pair["difference"]["ci95"] == pytest.approx([2 - t975 / 3**0.5, 2 + t975 / 3**0.5])
+    assert pair["p"] == pytest.approx(1 - math.sqrt(t * t / (2 + t * t)), rel=1e-12)  # 0.0742
+    one = paired_difference(x, {1: 3.0})
+    assert one["seeds"] == [1] and one["difference"]["mean"] == 2.0 and math.isnan(one["p"])
+    flat = paired_difference(x, {0: 2.0, 1: 2.0, 2: 2.0})
+    assert flat["difference"]["sd"] == 0.0 and math.isnan(flat["p"])
+    none = paired_difference(x, {7: 1.0})
+    assert none["seeds"] == [] and none["difference"]["n"] == 0 and math.isnan(none["p"])
 
 
 def test_holm_order_and_monotonicity():

@@ -1,10 +1,14 @@
 """Sampling at another resolution (issue 19): the two position readings in closed form, the
 additive table's border extension, the σ schedule's resolution shift, the size checks with their
-messages, the all-local config, and ``hdit-edu sample --resolution``."""
+messages, the all-local config, ``hdit-edu sample --resolution``, and the analysis of the
+shipped results (``results/resolution-toy/analyze.py``)."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -275,3 +279,60 @@ def test_toy_coherence_is_near_one_on_real_images_and_zero_on_noise_and_tilings(
         (torch.cat((tiled[:, 0], tiled[:, 1]), -1), torch.cat((tiled[:, 2], tiled[:, 3]), -1)), -2
     )
     assert toy_coherence(tiled, labels[::4])["coherent"].float().mean() <= 0.02
+
+
+# --- the shipped results and their analysis ----------------------------------------------------
+
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "resolution-toy"
+
+
+def _analyze_module():
+    spec = importlib.util.spec_from_file_location("resolution_analyze", RESULTS / "analyze.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_shipped_resolution_summary_is_the_analysis_of_its_runs():
+    """summary.json / .md are analyze.py's output on the shipped runs, as written (NaN, for
+    one seed, compares as text); the 32² cell of C-s0 is its record: 383 of 512 samples."""
+    analyze = _analyze_module()
+    summary = analyze.summarise(analyze.load(RESULTS / "runs"))
+    assert json.dumps(summary, indent=1) + "\n" == (RESULTS / "summary.json").read_text()
+    assert analyze.markdown(summary) == (RESULTS / "summary.md").read_text()
+    c32 = summary["table"]["C"]["32-normalised-noshift"]["class_accuracy"]
+    assert c32["mean"] == 383 / 512 and c32["n"] == 1 and math.isnan(c32["half"])
+
+
+def test_resolution_analysis_pairs_by_seed_with_the_ablation_statistics():
+    """Three seeds where D − C at 64² is 0.125 × (1, 2, 3) and zero at 32²: the table and the
+    paired entries are hdit_edu.ablation's t interval and paired t-test (closed forms: t₀.₉₇₅,₂
+    = 0.95 / √(2·0.975·0.025), p = 1 − √(t²/(2 + t²)) with t = 2√3); no spread: NaN p."""
+    analyze = _analyze_module()
+
+    def cells(acc64):
+        return {
+            "32-normalised-noshift": {"class_accuracy": 0.5, "fid": 10.0, "coherence": 0.5},
+            "64-grid-noshift": {"class_accuracy": acc64, "fid": 20.0, "coherence": 0.25},
+        }
+
+    runs = {
+        "C": {s: cells(0.25) for s in range(3)},
+        "D": {s: cells(0.25 + 0.125 * (s + 1)) for s in range(3)},
+    }
+    summary = analyze.summarise(runs)
+    t975 = 0.95 / math.sqrt(2 * 0.975 * 0.025)
+    half = 0.125 * t975 / math.sqrt(3)  # 0.3105
+    d64 = summary["table"]["D"]["64-grid-noshift"]["class_accuracy"]
+    assert d64["mean"] == 0.5 and d64["sd"] == 0.125 and d64["half"] == pytest.approx(half)
+    assert d64["ci95"] == pytest.approx([0.5 - half, 0.5 + half], rel=1e-12)
+    t = 2 * math.sqrt(3)
+    pair = summary["paired"]["D-C"]["64-grid-noshift"]["class_accuracy"]
+    for entry in (pair["difference"], pair["difference_of_change"]):
+        assert entry["seeds"] == [0, 1, 2] and entry["mean"] == 0.25
+        assert entry["ci95"] == pytest.approx([0.25 - half, 0.25 + half], rel=1e-12)
+        assert entry["p"] == pytest.approx(1 - math.sqrt(t * t / (2 + t * t)), rel=1e-12)
+    at32 = summary["paired"]["D-C"]["32-normalised-noshift"]["class_accuracy"]["difference"]
+    assert at32["mean"] == 0.0 and at32["half"] == 0.0 and math.isnan(at32["p"])
+    assert "L-D" not in summary["paired"]  # no L runs: no pair
+    assert "| D-C | 64-grid-noshift | 0.250 ± 0.311 | 0.0 ± 0.0 |" in analyze.markdown(summary)
