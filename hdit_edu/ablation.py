@@ -6,8 +6,9 @@ baseline R4; Table 2 ablates E's skip merge (lerp, add, concat); Table 5 the los
 D's model (SNR, min-SNR γ = 5, min-SNR γ = 4, soft-min-SNR γ = 4 = E). One module, three parts:
 
 * **The toy experiment** (``cpu`` profile; ``results/ablation-toy/``, its design pre-registered
-  in that folder's README): :func:`toy_ablation_config` builds configuration ``name`` on a toy
-  :data:`TASKS` entry with one budget (:class:`ToyBudget`, the pre-registered defaults);
+  in that folder's README): :func:`toy_ablation_config` builds configuration ``name``
+  (:data:`TOY_CONFIGS`, or one of :data:`EXTRA_TOY_CONFIGS` such as issue 19's all-local ``L``)
+  on a toy :data:`TASKS` entry with one budget (:class:`ToyBudget`, the pre-registered defaults);
   :func:`run_toy` trains one (configuration, seed), evaluates its EMA model (toy FID, class
   accuracy, held-out loss under one common weighting) and writes one JSON record (resumable: a
   ``done`` record is skipped, an unfinished run starts again — runs are bit-identical);
@@ -46,7 +47,7 @@ import torch
 from scipy import stats
 
 from . import evaluation
-from .configs import Config, ablation_step, skip_variant
+from .configs import Config, ablation_step, all_local, skip_variant
 from .data import ImageFolderDataset, save_grid
 from .diffusion import Denoiser
 from .flops import analytic_gflops
@@ -64,6 +65,11 @@ from .training import Trainer, make_dataset, training_sigmas
 # (D is SNR, E is soft-min-SNR γ = 4).
 TOY_CONFIGS = ("A", "B1", "B2", "C", "D", "E", "R4", "E-add", "E-concat", "D-minsnr5", "D-minsnr4")
 GPU_STEPS = (*TOY_CONFIGS[:6], "R1", "R2", "R3", *TOY_CONFIGS[6:])
+# Toy configurations beyond the pre-registered experiment (not in TOY_CONFIGS, its analysis or
+# `hdit-edu ablate`): name → (the TOY_CONFIGS entry it changes, the change). Issue 19's
+# all-local "L" (results/resolution-toy): step D with its global level made neighborhood
+# attention (configs.all_local), so that L − D isolates the global level.
+EXTRA_TOY_CONFIGS = {"L": ("D", all_local)}
 # Toy tasks (32×32 toy set, CPU_SCALE widths 64/128, depths 1/2, head dim 32, mapping width 128):
 # name → (patch size, outer neighborhood kernel, outer Swin window). "p4k3" (the pre-registered
 # task): patch 4 → an 8×8 outer grid, 3×3 neighborhoods, Swin windows 4×4; "p2": patch 2 → 16×16,
@@ -130,9 +136,16 @@ def toy_ablation_config(
     """Configuration ``name`` (:data:`TOY_CONFIGS`) on toy ``task`` (:data:`TASKS`) with the
     common budget: :func:`paper_step` moved by :func:`toy_scale` (``CPU_SCALE`` at the task's
     patch), then the task's outer kernel / window; checkpoint only at the end, no periodic
-    samples. Every configuration of seed ``seed`` sees the same batches and noise."""
+    samples. Every configuration of seed ``seed`` sees the same batches and noise. An
+    :data:`EXTRA_TOY_CONFIGS` name is its base configuration built so, then changed."""
+    if name in EXTRA_TOY_CONFIGS:
+        base, change = EXTRA_TOY_CONFIGS[name]
+        config = change(toy_ablation_config(base, seed, train_steps, batch_size, lr, task))
+        config.name = name
+        return config
     if name not in TOY_CONFIGS:
-        raise ValueError(f"unknown configuration {name!r}; allowed: {', '.join(TOY_CONFIGS)}")
+        allowed = ", ".join((*TOY_CONFIGS, *EXTRA_TOY_CONFIGS))
+        raise ValueError(f"unknown configuration {name!r}; allowed: {allowed}")
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
     patch, kernel, window = TASKS[task]
