@@ -562,10 +562,11 @@ def _cpu_s(record: dict) -> float:
 def analyze(runs: dict[str, dict[int, dict]]) -> dict:
     """The pre-registered analysis of :func:`load_runs`' records: ``table`` (configuration →
     metric → :func:`t_interval` over seeds, plus ``seeds``), ``comparisons`` (one row per metric
-    and :data:`COMPARISONS` entry: :func:`paired_difference` Y − X — the seeds, the
-    difference's CI, the two-sided paired t-test's p —, Holm-adjusted p per metric, the paper's sign, ``sign_matches``, ``significant`` =
-    Holm p < 0.05), ``kendall_tau`` (τ-b of the paper's FIDs of :data:`TABLE1` against our mean
-    toy FIDs) and ``cost`` (CPU seconds per run and in all)."""
+    and :data:`COMPARISONS` entry: :func:`paired_difference` Y − X, i.e. the seeds, the
+    difference's CI and the two-sided paired t-test's p; Holm-adjusted p per metric, the
+    paper's sign, ``sign_matches``, ``significant`` = Holm p < 0.05), ``kendall_tau`` (τ-b of
+    the paper's FIDs of :data:`TABLE1` against our mean toy FIDs) and ``cost`` (CPU seconds per
+    run and in all)."""
     records = [r for by_seed in runs.values() for r in by_seed.values()]
     for r in records[1:]:
         other = _budget_difference(records[0]["settings"], r["settings"])

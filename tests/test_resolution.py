@@ -71,8 +71,10 @@ def test_normalised_positions_are_the_training_range_and_grid_positions_extend_i
         assert torch.equal(token_positions(8, 8, train, reading), make_axial_pos(8, 8))
     with pytest.raises(ValueError, match=r"fixed to the training token grid 8×8.*16×16"):
         token_positions(16, 16, train, "fixed")
-    with pytest.raises(ValueError, match="allowed: normalised, grid, fixed"):
-        token_positions(8, 8, train, "stretched")
+    # the reading is checked where it enters (the model, resolution, the CLI), not here: a
+    # string that is not a reading still has no positions off the training grid
+    with pytest.raises(ValueError, match="reading 'stretched': allowed: normalised, grid, fixed"):
+        token_positions(16, 16, train, "stretched")
     config = toy_config()
     assert position_span(config, 64, "grid") == pytest.approx(1.875)
     assert position_span(config, 64, "normalised") == pytest.approx(15 / 16)
@@ -98,6 +100,8 @@ def test_additive_table_grid_reading_is_the_table_centred_with_border_padding():
     assert torch.equal(resized, expected)
     with pytest.raises(ValueError, match="additive position table is fixed"):
         emb.embedding(16, 16, "fixed")
+    with pytest.raises(ValueError, match="reading 'stretched': allowed: normalised, grid, fixed"):
+        emb.embedding(16, 16, "stretched")
     assert torch.equal(emb.embedding(8, 8, "fixed"), emb.table)
 
 
@@ -132,8 +136,42 @@ def test_model_output_at_training_size_is_bit_identical_under_every_reading(pos_
         model.set_position_reading("fixed")
         with pytest.raises(ValueError, match="fixed to the training"):
             model(big, sigma[:1], c[:1])
-    with pytest.raises(ValueError, match="allowed: normalised, grid, fixed"):
+    with pytest.raises(ValueError, match="reading 'extrapolate': allowed: normalised, grid, fixed"):
         model.set_position_reading("extrapolate")
+
+
+@pytest.mark.parametrize("pos_emb", ["rope", "additive"])
+def test_position_reading_is_checked_when_set_not_in_forward(pos_emb, monkeypatch):
+    """The real check, counted: once where the reading enters (the model's attribute, however it
+    is set; sampling at a size), never in the forward passes at 64² (nor in token_positions)."""
+    import hdit_edu.hourglass
+    import hdit_edu.resolution
+    import hdit_edu.rope
+
+    calls = []
+    check = hdit_edu.rope.check_position_reading
+
+    def counted(reading):
+        calls.append(reading)
+        return check(reading)
+
+    for module in (hdit_edu.hourglass, hdit_edu.resolution, hdit_edu.rope):
+        monkeypatch.setattr(module, "check_position_reading", counted)
+    model = build_model(toy_config(pos_emb)).eval()
+    assert calls == ["normalised"] and model.position_reading == "normalised"  # the build
+    model.set_position_reading("grid")
+    with pytest.raises(ValueError, match="reading 'wide': allowed: normalised, grid, fixed"):
+        model.position_reading = "wide"  # a plain assignment is checked too
+    assert model.position_reading == "grid" and calls == ["normalised", "grid", "wide"]
+    x, sigma, c = torch.randn(2, 3, 64, 64), torch.tensor([0.5, 2.0]), torch.tensor([1, 3])
+    with torch.no_grad():
+        for _ in range(3):
+            model(x, sigma, c)
+    assert calls == ["normalised", "grid", "wide"]  # no check in forward
+    assert sampling_config(toy_config(pos_emb), 64, "grid").model.resolution == 64
+    assert calls[-1] == "grid" and len(calls) == 4
+    grid = token_positions(16, 16, (8, 8), "grid")
+    assert grid.abs().max().item() == pytest.approx(1.875) and len(calls) == 4
 
 
 # --- the size checks ---------------------------------------------------------------------------
