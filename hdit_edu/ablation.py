@@ -6,17 +6,19 @@ baseline R4; Table 2 ablates E's skip merge (lerp, add, concat); Table 5 the los
 D's model (SNR, min-SNR γ = 5, min-SNR γ = 4, soft-min-SNR γ = 4 = E). One module, three parts:
 
 * **The toy experiment** (``cpu`` profile; ``results/ablation-toy/``, its design pre-registered
-  in that folder's README): :func:`toy_ablation_config` builds configuration ``name`` on a toy
-  :data:`TASKS` entry with one budget (:class:`ToyBudget`, the pre-registered defaults);
+  in that folder's README): :func:`toy_ablation_config` builds configuration ``name``
+  (:data:`TOY_CONFIGS`, or one of :data:`EXTRA_TOY_CONFIGS` such as issue 19's all-local ``L``)
+  on a toy :data:`TASKS` entry with one budget (:class:`ToyBudget`, the pre-registered defaults);
   :func:`run_toy` trains one (configuration, seed), evaluates its EMA model (toy FID, class
   accuracy, held-out loss under one common weighting) and writes one JSON record (resumable: a
   ``done`` record is skipped, an unfinished run starts again — runs are bit-identical);
   :func:`rerun_prefix` retrains the first steps of a record and compares the losses exactly.
 * **The analysis** of a folder of records: :func:`analyze` (per configuration mean ± 95 % t
-  CI; per paper comparison the seed-paired difference with its CI, the paired t-test, Holm's
-  adjustment per metric, the sign against the paper's; Kendall's τ-b against the paper's FID
-  order), :func:`summary_markdown`, :func:`plot_summary`, written together by
-  :func:`write_summary`.
+  CI, :func:`t_interval`; per paper comparison the seed-paired difference with its CI and the
+  paired t-test, :func:`paired_difference`; Holm's adjustment per metric, :func:`holm`; the
+  sign against the paper's; Kendall's τ-b against the paper's FID order),
+  :func:`summary_markdown`, :func:`plot_summary`, written together by :func:`write_summary`.
+  ``results/resolution-toy/analyze.py`` (issue 19) uses the same three statistics.
 * **The paper-scale chain** (``gpu`` profile): :func:`ablation_config` (the paper's
   ImageNet-128 settings), :func:`run_ablation` (every step with one budget, measured on a
   held-out image folder), :func:`train_command` (the ``torchrun`` command that trains one step
@@ -46,7 +48,7 @@ import torch
 from scipy import stats
 
 from . import evaluation
-from .configs import Config, ablation_step, skip_variant
+from .configs import Config, ablation_step, all_local, skip_variant
 from .data import ImageFolderDataset, save_grid
 from .diffusion import Denoiser
 from .flops import analytic_gflops
@@ -64,6 +66,11 @@ from .training import Trainer, make_dataset, training_sigmas
 # (D is SNR, E is soft-min-SNR γ = 4).
 TOY_CONFIGS = ("A", "B1", "B2", "C", "D", "E", "R4", "E-add", "E-concat", "D-minsnr5", "D-minsnr4")
 GPU_STEPS = (*TOY_CONFIGS[:6], "R1", "R2", "R3", *TOY_CONFIGS[6:])
+# Toy configurations beyond the pre-registered experiment (not in TOY_CONFIGS, its analysis or
+# `hdit-edu ablate`): name → (the TOY_CONFIGS entry it changes, the change). Issue 19's
+# all-local "L" (results/resolution-toy): step D with its global level made neighborhood
+# attention (configs.all_local), so that L − D isolates the global level.
+EXTRA_TOY_CONFIGS = {"L": ("D", all_local)}
 # Toy tasks (32×32 toy set, CPU_SCALE widths 64/128, depths 1/2, head dim 32, mapping width 128):
 # name → (patch size, outer neighborhood kernel, outer Swin window). "p4k3" (the pre-registered
 # task): patch 4 → an 8×8 outer grid, 3×3 neighborhoods, Swin windows 4×4; "p2": patch 2 → 16×16,
@@ -130,9 +137,16 @@ def toy_ablation_config(
     """Configuration ``name`` (:data:`TOY_CONFIGS`) on toy ``task`` (:data:`TASKS`) with the
     common budget: :func:`paper_step` moved by :func:`toy_scale` (``CPU_SCALE`` at the task's
     patch), then the task's outer kernel / window; checkpoint only at the end, no periodic
-    samples. Every configuration of seed ``seed`` sees the same batches and noise."""
+    samples. Every configuration of seed ``seed`` sees the same batches and noise. An
+    :data:`EXTRA_TOY_CONFIGS` name is its base configuration built so, then changed."""
+    if name in EXTRA_TOY_CONFIGS:
+        base, change = EXTRA_TOY_CONFIGS[name]
+        config = change(toy_ablation_config(base, seed, train_steps, batch_size, lr, task))
+        config.name = name
+        return config
     if name not in TOY_CONFIGS:
-        raise ValueError(f"unknown configuration {name!r}; allowed: {', '.join(TOY_CONFIGS)}")
+        allowed = ", ".join((*TOY_CONFIGS, *EXTRA_TOY_CONFIGS))
+        raise ValueError(f"unknown configuration {name!r}; allowed: {allowed}")
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
     patch, kernel, window = TASKS[task]
@@ -513,6 +527,20 @@ def t_interval(values) -> dict:
     }
 
 
+def paired_difference(x: dict[int, float], y: dict[int, float]) -> dict:
+    """The seed-paired difference Y − X of one metric (``{seed: value}`` each) over the seeds
+    both have: ``seeds``, ``difference`` (:func:`t_interval` of the differences) and ``p``, the
+    two-sided paired t-test's (NaN for fewer than two seeds or differences without spread)."""
+    seeds = sorted(set(x) & set(y))
+    diffs = [y[s] - x[s] for s in seeds]
+    p = (
+        float(stats.ttest_1samp(diffs, 0.0).pvalue)
+        if len(diffs) > 1 and np.std(diffs) > 0
+        else math.nan
+    )
+    return {"seeds": seeds, "difference": t_interval(diffs), "p": p}
+
+
 def holm(pvalues: list[float]) -> list[float]:
     """Holm–Bonferroni adjusted p-values: the k-th smallest of m is multiplied by m − k + 1,
     made monotone and capped at 1 (NaN stays NaN and is not counted)."""
@@ -535,10 +563,11 @@ def _cpu_s(record: dict) -> float:
 def analyze(runs: dict[str, dict[int, dict]]) -> dict:
     """The pre-registered analysis of :func:`load_runs`' records: ``table`` (configuration →
     metric → :func:`t_interval` over seeds, plus ``seeds``), ``comparisons`` (one row per metric
-    and :data:`COMPARISONS` entry: seed-paired difference Y − X with its CI, two-sided paired
-    t-test p, Holm-adjusted p per metric, the paper's sign, ``sign_matches``, ``significant`` =
-    Holm p < 0.05), ``kendall_tau`` (τ-b of the paper's FIDs of :data:`TABLE1` against our mean
-    toy FIDs) and ``cost`` (CPU seconds per run and in all)."""
+    and :data:`COMPARISONS` entry: :func:`paired_difference` Y − X, i.e. the seeds, the
+    difference's CI and the two-sided paired t-test's p; Holm-adjusted p per metric, the
+    paper's sign, ``sign_matches``, ``significant`` = Holm p < 0.05), ``kendall_tau`` (τ-b of
+    the paper's FIDs of :data:`TABLE1` against our mean toy FIDs) and ``cost`` (CPU seconds per
+    run and in all)."""
     records = [r for by_seed in runs.values() for r in by_seed.values()]
     for r in records[1:]:
         other = _budget_difference(records[0]["settings"], r["settings"])
@@ -558,27 +587,22 @@ def analyze(runs: dict[str, dict[int, dict]]) -> dict:
     for metric, lower_better in METRICS.items():
         rows = []
         for x, y, what in COMPARISONS:
-            seeds = sorted(set(final.get(x, {})) & set(final.get(y, {})))
-            diffs = [final[y][s][metric] - final[x][s][metric] for s in seeds]
-            ci = t_interval(diffs)
-            p = (
-                float(stats.ttest_1samp(diffs, 0.0).pvalue)
-                if len(diffs) > 1 and np.std(diffs) > 0
-                else math.nan
+            pair = paired_difference(
+                {s: r[metric] for s, r in final.get(x, {}).items()},
+                {s: r[metric] for s, r in final.get(y, {}).items()},
             )
             paper_sign = int(np.sign(PAPER_FID[y] - PAPER_FID[x])) * lower_better
+            mean = pair["difference"]["mean"]
             rows.append(
                 {
                     "metric": metric,
                     "x": x,
                     "y": y,
                     "what": what,
-                    "seeds": seeds,
-                    "difference": ci,
-                    "p": p,
+                    **pair,  # seeds, difference, p
                     "paper_difference_fid": PAPER_FID[y] - PAPER_FID[x],
                     "paper_sign": paper_sign,
-                    "sign_matches": bool(len(diffs)) and int(np.sign(ci["mean"])) == paper_sign,
+                    "sign_matches": bool(pair["seeds"]) and int(np.sign(mean)) == paper_sign,
                 }
             )
         for row, p_holm in zip(rows, holm([r["p"] for r in rows])):

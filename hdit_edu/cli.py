@@ -46,6 +46,7 @@ from PIL import Image
 
 from . import evaluation
 from .ablation import (
+    EXTRA_TOY_CONFIGS,
     GPU_STEPS,
     TASKS,
     TOY_CONFIGS,
@@ -474,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ablate.add_argument(
         "--steps",
-        type=name_list(GPU_STEPS),
+        type=name_list((*GPU_STEPS, *EXTRA_TOY_CONFIGS)),
         help=f"comma-separated configurations (cpu: {','.join(TOY_CONFIGS)}, the default; gpu: "
         f"also R1-R3; default A,B1,B2,C,D,E)",
     )
@@ -1118,9 +1119,14 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         names = args.steps or list(TOY_CONFIGS)
         unknown = [n for n in names if n not in TOY_CONFIGS]
         if unknown:
+            extra = ",".join(n for n in unknown if n in EXTRA_TOY_CONFIGS)
+            hint = (
+                f" ({extra}: an extra toy configuration, outside this experiment's analysis; "
+                "train it with hdit_edu.ablation.run_toy, e.g. results/resolution-toy/train.py)"
+            )
             raise ValueError(
                 f"--steps {','.join(unknown)}: not in the toy experiment; allowed: "
-                f"{', '.join(TOY_CONFIGS)}"
+                f"{', '.join(TOY_CONFIGS)}" + (hint if extra else "")
             )
         chosen = {
             "task": args.task,
@@ -1161,6 +1167,12 @@ def _ablate_gpu(args: argparse.Namespace) -> int:
     if wrong:
         raise ValueError(f"{', '.join(wrong)}: cpu profile (the toy experiment) only")
     steps = args.steps or ["A", "B1", "B2", "C", "D", "E"]
+    toy_only = [s for s in steps if s not in GPU_STEPS]
+    if toy_only:
+        raise ValueError(
+            f"--steps {','.join(toy_only)}: an extra toy configuration, not a step of the "
+            f"paper's chain; allowed with --profile gpu: {', '.join(GPU_STEPS)}"
+        )
     run_dir = Path(args.run_dir or "runs/ablation")
     workers = 8 if args.workers is None else args.workers
     if not args.data:

@@ -254,7 +254,8 @@ class HDiT(nn.Module):
             AdditivePosEmb(*grid, levels[0].width) if config.pos_emb == "additive" else None
         )
         # How positions are read on another grid than this training one (rope.py, issue 19):
-        # "normalised" (default; training is unaffected) | "grid" | "fixed". Sampling option.
+        # "normalised" (default; training is unaffected) | "grid" | "fixed". Sampling option,
+        # checked when set (the property below), not in forward.
         self.train_grid = tuple(grid)
         self.position_reading = "normalised"
 
@@ -328,11 +329,22 @@ class HDiT(nn.Module):
         :func:`hdit_edu.layers.make_param_groups`."""
         return make_param_groups(self, base_lr, mapping_lr_scale)
 
+    @property
+    def position_reading(self) -> str:
+        """How positions are read on a grid other than the training one (one of
+        :data:`hdit_edu.rope.POSITION_READINGS`; see :mod:`hdit_edu.rope`), checked when set:
+        the forward pass reads it unchecked. At the training grid every reading gives the
+        same, bit-identical, positions."""
+        return self._position_reading
+
+    @position_reading.setter
+    def position_reading(self, reading: str) -> None:
+        self._position_reading = check_position_reading(reading)
+
     def set_position_reading(self, reading: str) -> None:
-        """Read positions on a grid other than the training one as ``reading`` (one of
-        :data:`hdit_edu.rope.POSITION_READINGS`; see :mod:`hdit_edu.rope`). At the training
-        grid every reading gives the same, bit-identical, positions."""
-        self.position_reading = check_position_reading(reading)
+        """Set :attr:`position_reading` (checked: an error naming ``reading`` and the allowed
+        readings)."""
+        self.position_reading = reading
 
     def grid_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
         """The token grid of every level for an input of ``height × width`` pixels, checked
@@ -352,7 +364,7 @@ class HDiT(nn.Module):
 
         # Patching: (B, C, H, W) → tokens (B, H/p, W/p, width_0)
         x = self.patch_in(x.movedim(1, -1))
-        reading = self.position_reading
+        reading = self.position_reading  # checked when set
         if self.pos_emb is not None:
             x = self.pos_emb(x, reading)
         pos = token_positions(x.shape[1], x.shape[2], self.train_grid, reading, device=x.device)

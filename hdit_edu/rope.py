@@ -57,6 +57,13 @@ one place both position codes read them: :func:`token_positions` and
   of "a position the model never saw". A smaller grid keeps the table's centre cells.
 * ``"fixed"``: no resizing of any position code: valid only at the training grid (an error
   naming the sizes otherwise) — for callers who must not change the model silently.
+
+The reading is checked once, where it enters (:func:`check_position_reading`: the model's
+``position_reading``, set with ``HDiT.set_position_reading``; :mod:`hdit_edu.resolution`; the
+command line's ``--positions``). :func:`token_positions` and :meth:`AdditivePosEmb.embedding`
+run in every forward pass and do not check it again: at the training grid every reading gives
+the training positions; elsewhere a string that is not a reading falls through to the same
+error, naming it and the allowed readings.
 """
 
 from __future__ import annotations
@@ -104,14 +111,17 @@ def check_position_reading(reading: str) -> str:
     return reading
 
 
-def _check_fixed(h: int, w: int, train_grid: tuple[int, int], what: str) -> None:
-    if (h, w) != tuple(train_grid):
-        th, tw = train_grid
-        raise ValueError(
-            f"{what} is fixed to the training token grid {th}×{tw} (position reading 'fixed', "
-            f"no resizing), but the input has {h}×{w} tokens; allowed: the training size, or "
-            f"the reading 'normalised' (resize/interpolate) or 'grid' (extrapolate)"
-        )
+def _no_reading(reading: str, h: int, w: int, train_grid: tuple[int, int], what: str) -> ValueError:
+    """The error of a reading that gives ``what`` no value at an ``h × w`` grid other than the
+    training one: ``"fixed"``'s (returned), or, for a string that is not a reading (a caller
+    that skipped the check where readings enter), :func:`check_position_reading`'s (raised)."""
+    check_position_reading(reading)
+    th, tw = train_grid
+    return ValueError(
+        f"{what} is fixed to the training token grid {th}×{tw} (position reading 'fixed', "
+        f"no resizing), but the input has {h}×{w} tokens; allowed: the training size, or "
+        f"the reading 'normalised' (resize/interpolate) or 'grid' (extrapolate)"
+    )
 
 
 def token_positions(
@@ -123,16 +133,16 @@ def token_positions(
     dtype=None,
 ) -> torch.Tensor:
     """Positions ``(h, w, 2)`` of an ``h × w`` token grid under a position ``reading`` (module
-    docstring) for a model trained on ``train_grid`` tokens: ``"normalised"`` (and
-    ``"fixed"``, at the training grid) is :func:`make_axial_pos`; ``"grid"`` scales it by
-    ``max(h, w) / max(train_grid)``, the training grid's spacing as the unit."""
-    check_position_reading(reading)
+    docstring; checked where it enters, not here) for a model trained on ``train_grid``
+    tokens: ``"normalised"`` (and every reading at the training grid) is
+    :func:`make_axial_pos`; ``"grid"`` scales it by ``max(h, w) / max(train_grid)``, the
+    training grid's spacing as the unit; ``"fixed"`` elsewhere is an error."""
     pos = make_axial_pos(h, w, device=device, dtype=dtype)
     if train_grid is None or (h, w) == tuple(train_grid) or reading == "normalised":
         return pos
-    if reading == "fixed":
-        _check_fixed(h, w, train_grid, "the RoPE position grid")
-    return pos * (max(h, w) / max(train_grid))
+    if reading == "grid":
+        return pos * (max(h, w) / max(train_grid))
+    raise _no_reading(reading, h, w, train_grid, "the RoPE position grid")
 
 
 def downscale_pos(pos: torch.Tensor) -> torch.Tensor:
@@ -254,19 +264,19 @@ class AdditivePosEmb(nn.Module):
 
     def embedding(self, h: int, w: int, reading: str = "normalised") -> torch.Tensor:
         """The table at grid size ``h × w``: itself, or under the position ``reading`` (module
-        docstring) bicubically resized (``"normalised"``), laid over the grid centred with
-        border padding (``"grid"``), or an error (``"fixed"``)."""
-        check_position_reading(reading)
+        docstring; checked where it enters, not here) bicubically resized (``"normalised"``),
+        laid over the grid centred with border padding (``"grid"``), or an error
+        (``"fixed"``)."""
         grid = tuple(self.table.shape[:2])
         if (h, w) == grid:
             return self.table
-        if reading == "fixed":
-            _check_fixed(h, w, grid, "the additive position table")
+        if reading == "normalised":
+            image = self.table.permute(2, 0, 1)[None]  # (1, width, grid_h, grid_w)
+            resized = F.interpolate(image, size=(h, w), mode="bicubic", align_corners=False)
+            return resized[0].permute(1, 2, 0)
         if reading == "grid":
             return _centred_border(_centred_border(self.table, h, dim=0), w, dim=1)
-        image = self.table.permute(2, 0, 1)[None]  # (1, width, grid_h, grid_w)
-        resized = F.interpolate(image, size=(h, w), mode="bicubic", align_corners=False)
-        return resized[0].permute(1, 2, 0)
+        raise _no_reading(reading, h, w, grid, "the additive position table")
 
     def forward(self, x: torch.Tensor, reading: str = "normalised") -> torch.Tensor:
         if x.ndim != 4 or x.shape[-1] != self.table.shape[-1]:

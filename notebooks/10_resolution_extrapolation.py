@@ -198,47 +198,65 @@ plt.show()
 #
 # Each (model, seed) was sampled at 13 cells: 32², and {normalised, grid} × {no shift, shift}
 # at 24², 48², 64²; 512 samples per cell, the ablation's sampler (DPM++(3M) SDE, 50 steps,
-# guidance 3). The summary below is read from `results/resolution-toy/` and says how many seeds
-# each model has so far (the L runs and seeds 1–2 of C and D are being trained).
+# guidance 3). The table below is the pre-registered analysis, `results/resolution-toy/
+# summary.json` (written by `analyze.py` with the toy ablation's statistics,
+# `hdit_edu.ablation.t_interval`: per cell and metric the mean, SD, n and the 95 % t interval
+# `ci95` = [low, high] with its half-width `half`, NaN for one seed). It says how many seeds
+# each model has so far (the L runs and seeds 1–2 of C and D are being trained); the first
+# assert checks that it is the analysis of exactly the shipped runs.
 
 # %%
 runs = {}
 for path in sorted((RESULTS / "runs").glob("*.json")):
     r = json.loads(path.read_text())
     runs.setdefault(r["model"], {})[r["seed"]] = r["cells"]
-print({m: sorted(s) for m, s in runs.items()}, "(model: seeds)")
-summary_path = RESULTS / "summary.json"
-summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
-if summary:
-    print(f"summary over seeds: {summary['seeds']}")
-    fig_path = RESULTS / "summary.png"
-    if fig_path.exists():
-        fig, ax = plt.subplots(figsize=(12, 6.5))
-        ax.imshow(plt.imread(fig_path))
-        ax.axis("off")
-        plt.show()
+summary = json.loads((RESULTS / "summary.json").read_text())
+seeds = {m: sorted(s) for m, s in runs.items()}
+print(f"runs (model: seeds): {seeds}; summary over seeds: {summary['seeds']}")
+assert summary["seeds"] == seeds, (
+    "summary.json is not the analysis of the shipped runs: rerun analyze.py (its README)"
+)
+fig, ax = plt.subplots(figsize=(12, 6.5))
+ax.imshow(plt.imread(RESULTS / "summary.png"))
+ax.axis("off")
+plt.show()
+
+
+def cell_interval(model, key, metric):
+    """The summary's t interval of ``metric`` at cell ``key``; None if no seed has the cell."""
+    return summary["table"].get(model, {}).get(key, {}).get(metric)
 
 
 def cell_value(model, key, metric):
     """Mean over the seeds that have ``key``; None if none has."""
-    vals = [cells[key][metric] for cells in runs.get(model, {}).values() if key in cells]
-    return float(np.mean(vals)) if vals else None
+    c = cell_interval(model, key, metric)
+    return None if c is None else c["mean"]
 
 
-keys = sorted(
-    {k for m in runs.values() for c in m.values() for k in c},
-    key=lambda k: (int(k.split("-")[0]), k),
-)
+def cell_text(model, key, metric, fmt):
+    """``mean`` (one seed) or ``mean±half`` (the 95 % CI's half-width); – without the cell."""
+    c = cell_interval(model, key, metric)
+    if c is None:
+        return "–"
+    return format(c["mean"], fmt) + (f"±{c['half']:{fmt}}" if c["n"] > 1 else "")
+
+
+keys = sorted(summary["cells"], key=lambda k: (int(k.split("-")[0]), k))
+# the summary's means are the runs' means (the reader checked against the records)
+for m, by_seed in runs.items():
+    for key in keys:
+        vals = [cells[key]["fid"] for cells in by_seed.values() if key in cells]
+        if vals:
+            assert abs(cell_value(m, key, "fid") / np.mean(vals) - 1) <= 1e-12, (m, key)
 print(
     f"{'cell':<24}"
-    + "".join(f"{m + ' ' + x:>12}" for m in ("C", "D") for x in ("acc", "FID", "coh"))
+    + "".join(f"{m + ' ' + x:>14}" for m in ("C", "D") for x in ("acc", "FID", "coh"))
 )
 for key in keys:
     row = ""
     for m in ("C", "D"):
         for metric, fmt in (("class_accuracy", ".3f"), ("fid", ".1f"), ("coherence", ".3f")):
-            v = cell_value(m, key, metric)
-            row += f"{'–' if v is None else format(v, fmt):>12}"
+            row += f"{cell_text(m, key, metric, fmt):>14}"
     print(f"{key:<24}{row}")
 
 # %% [markdown]

@@ -20,12 +20,14 @@ from scipy import stats
 
 from hdit_edu.ablation import (
     COMPARISONS,
+    EXTRA_TOY_CONFIGS,
     PAPER_FID,
     TOY_CONFIGS,
     ablation_config,
     analyze,
     holm,
     load_runs,
+    paired_difference,
     record_config,
     rerun_prefix,
     summary_markdown,
@@ -34,6 +36,8 @@ from hdit_edu.ablation import (
     train_command,
 )
 from hdit_edu.cli import _train_config, build_parser, main
+from hdit_edu.configs import all_local
+from hdit_edu.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "results" / "ablation-toy" / "runs"
@@ -100,6 +104,26 @@ def test_paired_t_interval_closed_form():
     assert p == pytest.approx(1 - math.sqrt(t * t / (2 + t * t)), rel=1e-12)  # 0.0742
     one = t_interval([5.0])
     assert one["mean"] == 5.0 and math.isnan(one["half"]) and math.isnan(one["sd"])
+
+
+def test_paired_difference_closed_form():
+    """Y − X over the seeds both have (seed 3 of X has no partner): differences 1, 2, 3, so the
+    t_interval of the closed-form test above and the same two-sided p; NaN p for one seed and
+    for differences without spread; no seeds in common: n = 0."""
+    x = {0: 1.0, 1: 1.0, 2: 1.0, 3: 9.0}
+    pair = paired_difference(x, {0: 2.0, 1: 3.0, 2: 4.0})
+    t975 = 0.95 / math.sqrt(2 * 0.975 * 0.025)
+    t = 2.0 / (1.0 / math.sqrt(3))
+    assert pair["seeds"] == [0, 1, 2]
+    assert pair["difference"]["values"] == [1.0, 2.0, 3.0]
+    assert pair["difference"]["ci95"] == pytest.approx([2 - t975 / 3**0.5, 2 + t975 / 3**0.5])
+    assert pair["p"] == pytest.approx(1 - math.sqrt(t * t / (2 + t * t)), rel=1e-12)  # 0.0742
+    one = paired_difference(x, {1: 3.0})
+    assert one["seeds"] == [1] and one["difference"]["mean"] == 2.0 and math.isnan(one["p"])
+    flat = paired_difference(x, {0: 2.0, 1: 2.0, 2: 2.0})
+    assert flat["difference"]["sd"] == 0.0 and math.isnan(flat["p"])
+    none = paired_difference(x, {7: 1.0})
+    assert none["seeds"] == [] and none["difference"]["n"] == 0 and math.isnan(none["p"])
 
 
 def test_holm_order_and_monotonicity():
@@ -280,6 +304,8 @@ def test_ablate_runs_resumes_and_analyses(tmp_path, capsys):
         (["--cfg", "nan"], "--cfg"),
         (["--task", "p3"], "--task"),
         (["--profile", "cpu", "--steps", "R1"], "not in the toy experiment"),
+        (["--profile", "cpu", "--steps", "D,L"], "L: an extra toy configuration, outside"),
+        (["--profile", "gpu", "--steps", "L"], "L: an extra toy configuration, not a step"),
         (["--profile", "cpu", "--data", "x"], "gpu profile only"),
         (["--profile", "gpu", "--seeds", "1"], "cpu profile"),
         (["--profile", "gpu", "--data", "."], "--eval-data"),
@@ -322,3 +348,36 @@ def test_toy_configurations_cover_the_three_tables():
     d, minsnr5 = toy_ablation_config("D", 0), toy_ablation_config("D-minsnr5", 0)
     assert d.model == minsnr5.model  # Table 5 changes only the weighting
     assert (minsnr5.diffusion.loss_weighting, minsnr5.diffusion.gamma) == ("min-snr", 5.0)
+
+
+def test_extra_toy_configuration_l_is_d_with_its_global_level_made_local():
+    """Issue 19's all-local L: the library builds it (no change to the 11 pre-registered
+    configurations) as configs.all_local of D — its config differs from D's in the name and the
+    inner level's attention (global → 3×3 neighborhood) only; same parameters (884,301)."""
+    assert len(TOY_CONFIGS) == 11 and "L" not in TOY_CONFIGS and set(EXTRA_TOY_CONFIGS) == {"L"}
+    d, local = toy_ablation_config("D", 0), toy_ablation_config("L", 0)
+    expected = all_local(d)
+    expected.name = "L"
+    assert local == expected
+
+    def flat(tree, prefix=""):
+        if isinstance(tree, dict):
+            return {
+                k: v for key, sub in tree.items() for k, v in flat(sub, f"{prefix}{key}.").items()
+            }
+        if isinstance(tree, list):
+            return {
+                k: v for i, sub in enumerate(tree) for k, v in flat(sub, f"{prefix}{i}.").items()
+            }
+        return {prefix[:-1]: tree}
+
+    a, b = flat(d.to_dict()), flat(local.to_dict())
+    assert {k: (a[k], b[k]) for k in a if a[k] != b[k]} == {
+        "name": ("D", "L"),
+        "model.levels.1.attention": ("global", "neighborhood"),
+        "model.levels.1.kernel_size": (7, 3),
+    }
+    count = [sum(p.numel() for p in build_model(c).parameters()) for c in (d, local)]
+    assert count == [884_301, 884_301]
+    with pytest.raises(ValueError, match="unknown configuration 'Z'; allowed: A, .*D-minsnr4, L$"):
+        toy_ablation_config("Z", 0)

@@ -1,10 +1,14 @@
 """Sampling at another resolution (issue 19): the two position readings in closed form, the
 additive table's border extension, the σ schedule's resolution shift, the size checks with their
-messages, the all-local config, and ``hdit-edu sample --resolution``."""
+messages, the all-local config, ``hdit-edu sample --resolution``, and the analysis of the
+shipped results (``results/resolution-toy/analyze.py``)."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,8 +71,10 @@ def test_normalised_positions_are_the_training_range_and_grid_positions_extend_i
         assert torch.equal(token_positions(8, 8, train, reading), make_axial_pos(8, 8))
     with pytest.raises(ValueError, match=r"fixed to the training token grid 8×8.*16×16"):
         token_positions(16, 16, train, "fixed")
-    with pytest.raises(ValueError, match="allowed: normalised, grid, fixed"):
-        token_positions(8, 8, train, "stretched")
+    # the reading is checked where it enters (the model, resolution, the CLI), not here: a
+    # string that is not a reading still has no positions off the training grid
+    with pytest.raises(ValueError, match="reading 'stretched': allowed: normalised, grid, fixed"):
+        token_positions(16, 16, train, "stretched")
     config = toy_config()
     assert position_span(config, 64, "grid") == pytest.approx(1.875)
     assert position_span(config, 64, "normalised") == pytest.approx(15 / 16)
@@ -94,6 +100,8 @@ def test_additive_table_grid_reading_is_the_table_centred_with_border_padding():
     assert torch.equal(resized, expected)
     with pytest.raises(ValueError, match="additive position table is fixed"):
         emb.embedding(16, 16, "fixed")
+    with pytest.raises(ValueError, match="reading 'stretched': allowed: normalised, grid, fixed"):
+        emb.embedding(16, 16, "stretched")
     assert torch.equal(emb.embedding(8, 8, "fixed"), emb.table)
 
 
@@ -128,8 +136,42 @@ def test_model_output_at_training_size_is_bit_identical_under_every_reading(pos_
         model.set_position_reading("fixed")
         with pytest.raises(ValueError, match="fixed to the training"):
             model(big, sigma[:1], c[:1])
-    with pytest.raises(ValueError, match="allowed: normalised, grid, fixed"):
+    with pytest.raises(ValueError, match="reading 'extrapolate': allowed: normalised, grid, fixed"):
         model.set_position_reading("extrapolate")
+
+
+@pytest.mark.parametrize("pos_emb", ["rope", "additive"])
+def test_position_reading_is_checked_when_set_not_in_forward(pos_emb, monkeypatch):
+    """The real check, counted: once where the reading enters (the model's attribute, however it
+    is set; sampling at a size), never in the forward passes at 64² (nor in token_positions)."""
+    import hdit_edu.hourglass
+    import hdit_edu.resolution
+    import hdit_edu.rope
+
+    calls = []
+    check = hdit_edu.rope.check_position_reading
+
+    def counted(reading):
+        calls.append(reading)
+        return check(reading)
+
+    for module in (hdit_edu.hourglass, hdit_edu.resolution, hdit_edu.rope):
+        monkeypatch.setattr(module, "check_position_reading", counted)
+    model = build_model(toy_config(pos_emb)).eval()
+    assert calls == ["normalised"] and model.position_reading == "normalised"  # the build
+    model.set_position_reading("grid")
+    with pytest.raises(ValueError, match="reading 'wide': allowed: normalised, grid, fixed"):
+        model.position_reading = "wide"  # a plain assignment is checked too
+    assert model.position_reading == "grid" and calls == ["normalised", "grid", "wide"]
+    x, sigma, c = torch.randn(2, 3, 64, 64), torch.tensor([0.5, 2.0]), torch.tensor([1, 3])
+    with torch.no_grad():
+        for _ in range(3):
+            model(x, sigma, c)
+    assert calls == ["normalised", "grid", "wide"]  # no check in forward
+    assert sampling_config(toy_config(pos_emb), 64, "grid").model.resolution == 64
+    assert calls[-1] == "grid" and len(calls) == 4
+    grid = token_positions(16, 16, (8, 8), "grid")
+    assert grid.abs().max().item() == pytest.approx(1.875) and len(calls) == 4
 
 
 # --- the size checks ---------------------------------------------------------------------------
@@ -275,3 +317,60 @@ def test_toy_coherence_is_near_one_on_real_images_and_zero_on_noise_and_tilings(
         (torch.cat((tiled[:, 0], tiled[:, 1]), -1), torch.cat((tiled[:, 2], tiled[:, 3]), -1)), -2
     )
     assert toy_coherence(tiled, labels[::4])["coherent"].float().mean() <= 0.02
+
+
+# --- the shipped results and their analysis ----------------------------------------------------
+
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "resolution-toy"
+
+
+def _analyze_module():
+    spec = importlib.util.spec_from_file_location("resolution_analyze", RESULTS / "analyze.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_shipped_resolution_summary_is_the_analysis_of_its_runs():
+    """summary.json / .md are analyze.py's output on the shipped runs, as written (NaN, for
+    one seed, compares as text); the 32² cell of C-s0 is its record: 383 of 512 samples."""
+    analyze = _analyze_module()
+    summary = analyze.summarise(analyze.load(RESULTS / "runs"))
+    assert json.dumps(summary, indent=1) + "\n" == (RESULTS / "summary.json").read_text()
+    assert analyze.markdown(summary) == (RESULTS / "summary.md").read_text()
+    c32 = summary["table"]["C"]["32-normalised-noshift"]["class_accuracy"]
+    assert c32["mean"] == 383 / 512 and c32["n"] == 1 and math.isnan(c32["half"])
+
+
+def test_resolution_analysis_pairs_by_seed_with_the_ablation_statistics():
+    """Three seeds where D − C at 64² is 0.125 × (1, 2, 3) and zero at 32²: the table and the
+    paired entries are hdit_edu.ablation's t interval and paired t-test (closed forms: t₀.₉₇₅,₂
+    = 0.95 / √(2·0.975·0.025), p = 1 − √(t²/(2 + t²)) with t = 2√3); no spread: NaN p."""
+    analyze = _analyze_module()
+
+    def cells(acc64):
+        return {
+            "32-normalised-noshift": {"class_accuracy": 0.5, "fid": 10.0, "coherence": 0.5},
+            "64-grid-noshift": {"class_accuracy": acc64, "fid": 20.0, "coherence": 0.25},
+        }
+
+    runs = {
+        "C": {s: cells(0.25) for s in range(3)},
+        "D": {s: cells(0.25 + 0.125 * (s + 1)) for s in range(3)},
+    }
+    summary = analyze.summarise(runs)
+    t975 = 0.95 / math.sqrt(2 * 0.975 * 0.025)
+    half = 0.125 * t975 / math.sqrt(3)  # 0.3105
+    d64 = summary["table"]["D"]["64-grid-noshift"]["class_accuracy"]
+    assert d64["mean"] == 0.5 and d64["sd"] == 0.125 and d64["half"] == pytest.approx(half)
+    assert d64["ci95"] == pytest.approx([0.5 - half, 0.5 + half], rel=1e-12)
+    t = 2 * math.sqrt(3)
+    pair = summary["paired"]["D-C"]["64-grid-noshift"]["class_accuracy"]
+    for entry in (pair["difference"], pair["difference_of_change"]):
+        assert entry["seeds"] == [0, 1, 2] and entry["mean"] == 0.25
+        assert entry["ci95"] == pytest.approx([0.25 - half, 0.25 + half], rel=1e-12)
+        assert entry["p"] == pytest.approx(1 - math.sqrt(t * t / (2 + t * t)), rel=1e-12)
+    at32 = summary["paired"]["D-C"]["32-normalised-noshift"]["class_accuracy"]["difference"]
+    assert at32["mean"] == 0.0 and at32["half"] == 0.0 and math.isnan(at32["p"])
+    assert "L-D" not in summary["paired"]  # no L runs: no pair
+    assert "| D-C | 64-grid-noshift | 0.250 ± 0.311 | 0.0 ± 0.0 |" in analyze.markdown(summary)

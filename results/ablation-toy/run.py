@@ -20,14 +20,14 @@ from pathlib import Path
 
 import torch
 
-from hdit_edu.ablation import TASKS, TOY_CONFIGS, ToyBudget, run_toy
+from hdit_edu.ablation import EXTRA_TOY_CONFIGS, TASKS, TOY_CONFIGS, ToyBudget, run_toy
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", required=True, choices=TOY_CONFIGS)
+    p.add_argument("--config", required=True, choices=(*TOY_CONFIGS, *EXTRA_TOY_CONFIGS))
     p.add_argument("--task", default="p2", choices=sorted(TASKS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-steps", type=int, required=True)

@@ -5,18 +5,22 @@ model, CI bands, one panel per metric and position reading).
 
     python results/resolution-toy/analyze.py results/resolution-toy/runs \\
         --out results/resolution-toy/summary.json
+
+The statistics are the toy ablation's (``hdit_edu.ablation``): :func:`t_interval` (mean, SD,
+n, the 95 % t interval ``ci95`` = [low, high] and its half-width ``half``; NaN for one seed)
+and :func:`paired_difference` (differences paired by seed, two-sided paired t-test ``p``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
+
+from hdit_edu.ablation import paired_difference, t_interval
 
 METRICS = ("class_accuracy", "fid", "coherence")
 BETTER = {"class_accuracy": 1, "fid": -1, "coherence": 1}  # sign of "better"
@@ -24,28 +28,11 @@ MODELS = ("C", "D", "L")
 PAIRS = (("C", "D"), ("D", "L"))  # difference second − first
 
 
-def ci(values: list[float]) -> dict:
-    """Mean, SD, n and the 95 % t interval's half-width (None for n < 2)."""
-    v = np.asarray(values, float)
-    n = len(v)
-    sd = float(v.std(ddof=1)) if n > 1 else None
-    half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)) if n > 1 else None
-    return {"mean": float(v.mean()), "sd": sd, "n": n, "ci95": half}
-
-
-def paired(a: dict[int, float], b: dict[int, float]) -> dict | None:
-    """b − a over the seeds both have: mean, 95 % CI, two-sided paired t-test p."""
-    seeds = sorted(set(a) & set(b))
-    if not seeds:
-        return None
-    d = [b[s] - a[s] for s in seeds]
-    out = ci(d) | {"seeds": seeds}
-    out["p"] = (
-        float(stats.ttest_rel([b[s] for s in seeds], [a[s] for s in seeds]).pvalue)
-        if len(seeds) > 1 and np.std(d) > 0
-        else None
-    )
-    return out
+def paired(a: dict[int, float], b: dict[int, float]) -> dict:
+    """b − a paired by seed (:func:`paired_difference`) as one entry: the differences'
+    :func:`t_interval` with the ``seeds`` and the paired t-test's ``p``."""
+    pair = paired_difference(a, b)
+    return pair["difference"] | {"seeds": pair["seeds"], "p": pair["p"]}
 
 
 def load(folder: str | Path) -> dict:
@@ -65,7 +52,7 @@ def summarise(runs: dict) -> dict:
             for metric in METRICS:
                 vals = [cells[key][metric] for cells in by_seed.values() if key in cells]
                 if vals:
-                    table.setdefault(model, {}).setdefault(key, {})[metric] = ci(vals)
+                    table.setdefault(model, {}).setdefault(key, {})[metric] = t_interval(vals)
     for first, second in PAIRS:
         if first not in runs or second not in runs:
             continue
@@ -86,12 +73,13 @@ def summarise(runs: dict) -> dict:
     return {"seeds": seeds, "cells": keys, "table": table, "paired": diffs}
 
 
-def _fmt(c: dict | None, digits: int) -> str:
-    if c is None:
+def _fmt(c: dict, digits: int) -> str:
+    """``mean ± half-width`` of a :func:`t_interval`; ``mean (n=1)`` for one seed, – for none."""
+    if c["n"] == 0:
         return "–"
-    if c["ci95"] is None:
+    if c["n"] == 1:
         return f"{c['mean']:.{digits}f} (n=1)"
-    return f"{c['mean']:.{digits}f} ± {c['ci95']:.{digits}f}"
+    return f"{c['mean']:.{digits}f} ± {c['half']:.{digits}f}"
 
 
 def markdown(summary: dict) -> str:
@@ -141,7 +129,7 @@ def figure(summary: dict, path: str | Path) -> None:
                         if res == "32" or (pos == positions and sh == shift):
                             xs.append(int(res))
                             ms.append(c[metric]["mean"])
-                            hs.append(c[metric]["ci95"] or 0.0)
+                            hs.append(c[metric]["half"] if c[metric]["n"] > 1 else 0.0)
                     order = np.argsort(xs)
                     x, m, h = (np.asarray(v)[order] for v in (xs, ms, hs))
                     n = len(summary["seeds"][model])

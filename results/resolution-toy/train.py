@@ -3,10 +3,10 @@ neighborhood attention, :func:`hdit_edu.configs.all_local`) with the toy chain's
 
 It is the ablation driver ``results/ablation-toy/run.py`` unchanged (``hdit_edu.ablation.run_toy``)
 — the same recipe, task ``p4k3``, seeds, evaluation at 32², result JSON and kept checkpoint —
-with one more configuration name, ``L``, registered in ``hdit_edu.ablation`` before its
-``main`` runs. Run it from a pinned worktree
-(the coordinator's queue line, ``README.md`` here) so that neither file changes under a running
-job:
+with ``--config L``: the library knows ``L`` as an extra toy configuration
+(``hdit_edu.ablation.EXTRA_TOY_CONFIGS``, outside the ablation's pre-registered ``TOY_CONFIGS``
+and analysis). Run it from a pinned worktree (the coordinator's queue line, ``README.md``
+here) so that neither file changes under a running job:
 
     cd /work/wt-res-pinned && PYTHONPATH=$PWD OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \\
       python results/resolution-toy/train.py --seed 0 --task p4k3 --train-steps 20000 \\
@@ -35,29 +35,10 @@ def _load_run_module():
 
 
 def main(argv=None) -> int:
-    from hdit_edu import ablation
-    from hdit_edu.configs import all_local
-
-    # ``L`` registered in the library the driver calls (run.py is a thin wrapper of
-    # ablation.run_toy, which builds configs with ablation.toy_ablation_config), before run.py
-    # is loaded (it reads TOY_CONFIGS for its --config choices)
-    build = ablation.toy_ablation_config
-
-    def toy_ablation_config(name, seed, *args, **kwargs):
-        if name != "L":
-            return build(name, seed, *args, **kwargs)
-        config = all_local(build("D", seed, *args, **kwargs))
-        config.name = "L"
-        return config
-
-    if "L" not in ablation.TOY_CONFIGS:
-        ablation.TOY_CONFIGS = (*ablation.TOY_CONFIGS, "L")
-    ablation.toy_ablation_config = toy_ablation_config
-    run = _load_run_module()
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" not in argv:
         argv = ["--config", "L", *argv]
-    return run.main(argv)
+    return _load_run_module().main(argv)
 
 
 if __name__ == "__main__":
