@@ -312,13 +312,11 @@ assert de and all(e < d for e, d in de), de
 print("D → E at each seed (E, D):", [(round(e, 2), round(d, 2)) for e, d in de])
 
 # %% [markdown]
-# Where the toy experiment disagrees with the paper, that is a finding, not a failure. The first
-# one in the records: **axial RoPE (C → D) made the toy model worse at seed 0**, the opposite of
-# Table 1 (checked below). Candidate reasons, to be weighed with the seeds to come: on a 4×4 /
-# 8×8 token grid RoPE's relative positions add little that additive positions lack, and D keeps
-# the SNR weighting, whose large weights at low σ spend the model on fine detail rather than the
-# objects' layout; soft-min-SNR (E) then recovers it. Do the three metrics agree with each
-# other? Each comparison's direction in toy FID, class accuracy and held-out loss:
+# Where the toy experiment disagrees with the paper, that is a finding, not a failure. The
+# largest disagreement is **axial RoPE (C → D)**: D's toy FID is higher and its class accuracy
+# lower than C's at every seed recorded (checked below), the opposite of Table 1, while the
+# soft-min-SNR step after it (D → E) reproduces. Do the three metrics agree with each other?
+# Each comparison's direction in toy FID, class accuracy and held-out loss:
 
 # %%
 by_metric = {(r["x"], r["y"], r["metric"]): r for r in result["comparisons"]}
@@ -333,10 +331,65 @@ for x, y, _ in COMPARISONS:
 print(f"the three metrics agree in direction for {sum(agreement)} of {len(agreement)} comparisons")
 
 # %%
-c0, d0 = runs["C"][0]["final"], runs["D"][0]["final"]  # the seed-0 records (final)
-assert d0["fid"] > c0["fid"] and d0["class_accuracy"] < c0["class_accuracy"]  # C → D: worse
-print(f"seed 0: C {c0['fid']:.1f} → D {d0['fid']:.1f} toy FID; "
-      f"accuracy {c0['class_accuracy']:.1%} → {d0['class_accuracy']:.1%}")  # fmt: skip
+cd_seeds = sorted(set(runs["C"]) & set(runs["D"]))
+cd = [(runs["C"][s]["final"], runs["D"][s]["final"]) for s in cd_seeds]
+for s, (c, d) in zip(cd_seeds, cd):
+    print(f"seed {s}: C → D toy FID {c['fid']:.1f} → {d['fid']:.1f}, "
+          f"accuracy {c['class_accuracy']:.1%} → {d['class_accuracy']:.1%}")  # fmt: skip
+assert len(cd) >= 3 and all(d["fid"] > c["fid"] for c, d in cd)  # C → D: worse at every seed
+assert all(d["class_accuracy"] < c["class_accuracy"] for c, d in cd)
+
+# %% [markdown]
+# ### Why does RoPE hurt here? A post-hoc look (not pre-registered)
+#
+# C and D both train with the SNR weighting λ(σ) = 1/σ² (eq. 7); only E moves to soft-min-SNR
+# (eq. 9). `results/ablation-toy/per_sigma.py` measures each final EMA model's *unweighted*
+# denoising error E‖D(x₀ + σε, σ) − x₀‖² at fixed noise levels (the same 512 test images and ε
+# for every model) and how each weighting spreads the training loss over σ. Left: the error
+# relative to C, paired by seed. Right: the share of the expected training loss
+# p(σ)·λ(σ)·error(σ) per σ bin (σ from the training density, C's error curve).
+
+# %%
+per_sigma = json.loads((RESULTS.parent / "per-sigma.json").read_text())
+display(Image(filename=str(RESULTS.parent / "per-sigma.png"), width=900))
+sig = np.array(per_sigma["sigmas"])
+ratio = {k: np.array([r["mean"] for r in v]) for k, v in per_sigma["ratio_to_C"].items()}
+hi = {k: np.array([r["ci95"][1] for r in v]) for k, v in per_sigma["ratio_to_C"].items()}
+lo = {k: np.array([r["ci95"][0] for r in v]) for k, v in per_sigma["ratio_to_C"].items()}
+share = per_sigma["loss_share_low_sigma"]
+fine, coarse = (sig >= 0.01) & (sig <= 0.05), (sig >= 2) & (sig <= 20)
+print(
+    f"D / C error at σ 0.01–0.05: {ratio['D'][fine].round(2)}; at σ 2–20: "
+    f"{ratio['D'][coarse].round(2)} (n = {per_sigma['ratio_to_C']['D'][0]['n']} seeds)"
+)
+print(f"share of the training loss at σ ≤ {per_sigma['low_sigma']}: SNR {share['snr']:.0%}, "
+      f"soft-min-SNR {share['soft-min-snr']:.0%}")  # fmt: skip
+# What the figure shows, checked: D is better than C at small σ and worse at large σ, both with
+# CIs excluding 1; SNR puts most of the training loss at small σ, soft-min-SNR little.
+assert (hi["D"][fine] < 1).all() and (lo["D"][coarse] > 1).all()
+assert share["snr"] > 0.5 > 0.15 > share["soft-min-snr"]
+# Soft-min-SNR (E) trades the other way: worse than C at small σ, better around σ ≈ 0.5–1.
+assert (lo["E"][sig <= 0.05] > 1).all() and (hi["E"][(sig >= 0.5) & (sig <= 1)] < 1).all()
+density = per_sigma["loss_density"]
+edges = np.array(density["edges"])
+mid = (np.sqrt(edges[:-1] * edges[1:]) >= 0.2) & (np.sqrt(edges[:-1] * edges[1:]) <= 3)
+mid_share = {w: float(np.sum(np.array(density[w])[mid])) for w in ("snr", "soft-min-snr")}
+print(
+    f"share at σ ≈ 0.2–3: SNR {mid_share['snr']:.0%}, soft-min-SNR {mid_share['soft-min-snr']:.0%}"
+)
+assert mid_share["soft-min-snr"] > 0.8 > 0.5 > mid_share["snr"]
+
+# %% [markdown]
+# **What we believe, and how sure.** With the SNR weighting both models spend most of their
+# training loss on small σ, and there RoPE's model is the better one (the ratios above); it pays at
+# σ ≈ 2–20, where the image's layout and class are formed from noise, and the samples (FID,
+# accuracy) are decided there. Soft-min-SNR moves the training loss to σ ≈ 0.2–3, and with it
+# the same RoPE model becomes the best of the chain (E). So at toy scale the C → D step is not
+# "RoPE is worse" but "RoPE under SNR weighting is worse": the paper trains step D with that
+# weighting too, but on ImageNet-128² at batch 256 for 400k steps (§5.1), where the low-σ detail RoPE improves
+# carries more of FID. This is post-hoc and correlational. The direct test — C trained with
+# soft-min-SNR against E (RoPE with and without, under the weighting of the paper's final
+# model), three seeds — is a labelled follow-up, not part of the pre-registered design.
 
 # %% [markdown]
 # ### Samples of each configuration

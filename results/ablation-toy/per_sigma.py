@@ -29,7 +29,24 @@ from hdit_edu.runs import load_run
 from hdit_edu.training import training_sigmas
 
 HERE = Path(__file__).resolve().parent
-SIGMAS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0)
+SIGMAS = (
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+)
 LOW = 0.2  # the band where RoPE helps (measured: D's error below C's for σ ≤ 0.2 at every seed)
 
 
@@ -67,7 +84,7 @@ def plot(result: dict, path: Path) -> None:
     a.set(
         xlabel="σ",
         ylabel="error / C's error (paired by seed, 95 % CI)",
-        title="denoising error E‖D(x₀+σε, σ) − x₀‖², relative to C",
+        title="denoising error, relative to C",
     )
     a.legend(fontsize=8)
     h = result["loss_density"]
@@ -78,7 +95,7 @@ def plot(result: dict, path: Path) -> None:
     b.set(
         xlabel="σ",
         ylabel="share of the training loss",
-        title="where each weighting puts the loss (C's error, training σ density)",
+        title="where each weighting puts the training loss",
     )
     b.legend(fontsize=8)
     fig.tight_layout()
