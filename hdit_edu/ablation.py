@@ -70,7 +70,16 @@ GPU_STEPS = (*TOY_CONFIGS[:6], "R1", "R2", "R3", *TOY_CONFIGS[6:])
 # `hdit-edu ablate`): name → (the TOY_CONFIGS entry it changes, the change). Issue 19's
 # all-local "L" (results/resolution-toy): step D with its global level made neighborhood
 # attention (configs.all_local), so that L − D isolates the global level.
-EXTRA_TOY_CONFIGS = {"L": ("D", all_local)}
+# "C-smsnr" (the follow-up of results/ablation-toy/README.md): step C trained with E's loss
+# weighting, so that E − C-smsnr is axial RoPE under soft-min-SNR, as C → D is under SNR.
+
+
+def _with_e_weighting(config: Config) -> Config:
+    config.diffusion.loss_weighting = paper_step("E").diffusion.loss_weighting
+    return config
+
+
+EXTRA_TOY_CONFIGS = {"L": ("D", all_local), "C-smsnr": ("C", _with_e_weighting)}
 # Toy tasks (32×32 toy set, CPU_SCALE widths 64/128, depths 1/2, head dim 32, mapping width 128):
 # name → (patch size, outer neighborhood kernel, outer Swin window). "p4k3" (the pre-registered
 # task): patch 4 → an 8×8 outer grid, 3×3 neighborhoods, Swin windows 4×4; "p2": patch 2 → 16×16,

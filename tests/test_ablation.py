@@ -170,6 +170,32 @@ def test_error_by_sigma_closed_forms():
     assert zero == pytest.approx([(x0**2).mean().item()] * 3, rel=1e-5)
 
 
+def test_followup_analysis_pairs_the_two_rope_steps_and_their_interaction():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "followup", ROOT / "results" / "ablation-toy" / "followup.py"
+    )
+    followup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(followup)
+    fid = {"C": (10, 8, 11), "D": (21, 19, 15), "E": (7, 7, 6), "C-smsnr": (7.5, 6, 6.5)}
+
+    def runs(*names):
+        return {
+            n: {s: {"final": {m: v for m in followup.METRICS}} for s, v in enumerate(fid[n])}
+            for n in names
+        }
+
+    result = followup.analyze(runs("C", "D", "E"), runs("C-smsnr"))
+    rows = {r["what"].split(":")[0]: r for r in result["rows"] if r["metric"] == "fid"}
+    assert rows["C → D"]["difference"]["values"] == [11, 11, 4]
+    assert rows["C-smsnr → E"]["difference"]["values"] == [-0.5, 1, -0.5]
+    inter = rows["interaction"]["difference"]
+    assert inter["values"] == [11.5, 10, 4.5] and inter["mean"] == pytest.approx(26 / 3)
+    # Holm over the three metrics of one comparison (here equal p's: 3·p capped at 1).
+    assert rows["C → D"]["p_holm"] == pytest.approx(min(1, 3 * rows["C → D"]["p"]))
+
+
 def test_analysis_of_the_shipped_runs_recomputed():
     """Every number of the analysis of the shipped records, recomputed from the records: means,
     CIs, paired differences and their tests, Holm per metric, the paper's sign, τ-b."""
@@ -354,7 +380,8 @@ def test_extra_toy_configuration_l_is_d_with_its_global_level_made_local():
     """Issue 19's all-local L: the library builds it (no change to the 11 pre-registered
     configurations) as configs.all_local of D — its config differs from D's in the name and the
     inner level's attention (global → 3×3 neighborhood) only; same parameters (884,301)."""
-    assert len(TOY_CONFIGS) == 11 and "L" not in TOY_CONFIGS and set(EXTRA_TOY_CONFIGS) == {"L"}
+    assert len(TOY_CONFIGS) == 11 and "L" not in TOY_CONFIGS
+    assert set(EXTRA_TOY_CONFIGS) == {"L", "C-smsnr"}
     d, local = toy_ablation_config("D", 0), toy_ablation_config("L", 0)
     expected = all_local(d)
     expected.name = "L"
@@ -379,5 +406,17 @@ def test_extra_toy_configuration_l_is_d_with_its_global_level_made_local():
     }
     count = [sum(p.numel() for p in build_model(c).parameters()) for c in (d, local)]
     assert count == [884_301, 884_301]
-    with pytest.raises(ValueError, match="unknown configuration 'Z'; allowed: A, .*D-minsnr4, L$"):
+    with pytest.raises(
+        ValueError, match="unknown configuration 'Z'; allowed: A, .*D-minsnr4, L, C-smsnr$"
+    ):
         toy_ablation_config("Z", 0)
+    # The follow-up's C-smsnr: C with E's weighting, so E − C-smsnr is RoPE alone (as C → D).
+    c, e, cs = (flat(toy_ablation_config(n, 0).to_dict()) for n in ("C", "E", "C-smsnr"))
+    assert {k: (c[k], cs[k]) for k in c if c[k] != cs[k]} == {
+        "name": ("C", "C-smsnr"),
+        "diffusion.loss_weighting": ("snr", "soft-min-snr"),
+    }
+    assert {k: (cs[k], e[k]) for k in e if cs[k] != e[k]} == {
+        "name": ("C-smsnr", "E"),
+        "model.pos_emb": ("additive", "rope"),
+    }
