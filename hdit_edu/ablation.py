@@ -26,7 +26,9 @@ D's model (SNR, min-SNR γ = 5, min-SNR γ = 4, soft-min-SNR γ = 4 = E). One mo
 
 :func:`evaluate_loss` (a held-out loss under one weighting, the same images, σ and noise for
 every model) serves both profiles; :func:`error_by_sigma` splits a toy model's error by noise
-level (the post-hoc look at why C → D goes against the paper, ``results/ablation-toy/per_sigma.py``). ``hdit-edu ablate`` is the command line of all three parts.
+level (the post-hoc look at why C → D goes against the paper,
+``results/ablation-toy/per_sigma.py``). ``hdit-edu ablate`` is the command line of all three
+parts.
 """
 
 from __future__ import annotations

@@ -1122,7 +1122,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
             extra = ",".join(n for n in unknown if n in EXTRA_TOY_CONFIGS)
             hint = (
                 f" ({extra}: an extra toy configuration, outside this experiment's analysis; "
-                "train it with hdit_edu.ablation.run_toy, e.g. results/resolution-toy/train.py)"
+                "train it with hdit_edu.ablation.run_toy: results/ablation-toy/run.py --config NAME)"
             )
             raise ValueError(
                 f"--steps {','.join(unknown)}: not in the toy experiment; allowed: "

@@ -376,7 +376,8 @@ assert share["snr"] > 0.5 > 0.15 > share["soft-min-snr"]
 assert (lo["E"][sig <= 0.05] > 1).all() and (hi["E"][(sig >= 0.5) & (sig <= 1)] < 1).all()
 density = per_sigma["loss_density"]
 edges = np.array(density["edges"])
-mid = (np.sqrt(edges[:-1] * edges[1:]) >= 0.2) & (np.sqrt(edges[:-1] * edges[1:]) <= 3)
+centres = np.sqrt(edges[:-1] * edges[1:])  # geometric bin centres
+mid = (centres >= 0.2) & (centres <= 3)
 mid_share = {w: float(np.sum(np.array(density[w])[mid])) for w in ("snr", "soft-min-snr")}
 print(
     f"share at σ ≈ 0.2–3: SNR {mid_share['snr']:.0%}, soft-min-SNR {mid_share['soft-min-snr']:.0%}"

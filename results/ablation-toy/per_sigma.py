@@ -124,7 +124,7 @@ def main(argv=None) -> int:
             run = Path(args.checkpoints) / run_name(name, seed)
             try:
                 cfg, denoiser = load_run(run)
-            except Exception as e:  # not trained here (yet): report and go on
+            except ValueError as e:  # no run folder or checkpoint here (yet): report, go on
                 print(f"skip {run}: {e}")
                 continue
             config = config or cfg
