@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from hdit_edu.ablation import t_interval
 from hdit_edu.configs import (
     Config,
     DiffusionConfig,
@@ -374,3 +375,57 @@ def test_resolution_analysis_pairs_by_seed_with_the_ablation_statistics():
     assert at32["mean"] == 0.0 and at32["half"] == 0.0 and math.isnan(at32["p"])
     assert "L-D" not in summary["paired"]  # no L runs: no pair
     assert "| D-C | 64-grid-noshift | 0.250 ± 0.311 | 0.0 ± 0.0 |" in analyze.markdown(summary)
+
+
+def test_resolution_verdicts_follow_the_preregistered_rule():
+    """The README's rule on a difference's 95 % CI: wholly on the better side of 0 → better,
+    wholly on the worse side → worse, else (or with one seed) not resolved; "better" is higher
+    accuracy and coherence, lower FID. The summary counts the verdicts per pair and metric."""
+    analyze = _analyze_module()
+    up = t_interval([0.1, 0.2, 0.3])  # CI 0.2 ± 0.248: spans 0
+    clear = t_interval([0.19, 0.2, 0.21])  # CI 0.2 ± 0.025: above 0
+    assert analyze.verdict(up, "class_accuracy") == "not resolved"
+    assert analyze.verdict(clear, "class_accuracy") == "better"
+    assert analyze.verdict(clear, "coherence") == "better"
+    assert analyze.verdict(clear, "fid") == "worse"
+    assert analyze.verdict(t_interval([-0.19, -0.2, -0.21]), "fid") == "better"
+    assert analyze.verdict(t_interval([0.2]), "class_accuracy") == "not resolved"
+    assert analyze.verdict(t_interval([0.0, 0.0, 0.0]), "fid") == "not resolved"
+
+    def cells(acc64):
+        return {
+            "32-normalised-noshift": {"class_accuracy": 0.5, "fid": 10.0, "coherence": 0.5},
+            "64-grid-noshift": {"class_accuracy": acc64, "fid": 20.0, "coherence": 0.25},
+        }
+
+    runs = {
+        "C": {s: cells(0.25) for s in range(3)},
+        "D": {s: cells(0.45 + 0.01 * s) for s in range(3)},
+    }
+    summary = analyze.summarise(runs)
+    entry = summary["paired"]["D-C"]["64-grid-noshift"]
+    assert entry["class_accuracy"]["verdict"] == "better"
+    assert entry["fid"]["verdict"] == "not resolved"  # no difference at all
+    assert "verdict" not in summary["paired"]["D-C"]["32-normalised-noshift"]["fid"]
+    assert summary["verdict_counts"]["D-C"]["class_accuracy"] == {
+        "better": 1,
+        "worse": 0,
+        "not resolved": 0,
+    }
+    assert "| D-C | 64-grid-noshift | better | not resolved | not resolved |" in (
+        analyze.markdown(summary)
+    )
+
+
+def test_same_as_record_tells_a_retrained_run_from_another_seed(capsys):
+    """The check run on retrained C/D checkpoints: a record equals itself; seed 2 differs from
+    seed 1 in the seed, every loss and the final numbers."""
+    spec = importlib.util.spec_from_file_location("same_as_record", RESULTS / "same_as_record.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    runs = RESULTS.parent / "ablation-toy" / "runs"
+    assert module.main([str(runs / "C-s1.json"), str(runs / "C-s1.json")]) == 0
+    assert "C-s1: same run as the record (2100 logged losses equal" in capsys.readouterr().out
+    assert module.main([str(runs / "C-s2.json"), str(runs / "C-s1.json")]) == 1
+    out = capsys.readouterr().out
+    assert "seed" in out and "loss_every_10" in out and "final.fid" in out

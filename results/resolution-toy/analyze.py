@@ -9,6 +9,10 @@ model, CI bands, one panel per metric and position reading).
 The statistics are the toy ablation's (``hdit_edu.ablation``): :func:`t_interval` (mean, SD,
 n, the 95 % t interval ``ci95`` = [low, high] and its half-width ``half``; NaN for one seed)
 and :func:`paired_difference` (differences paired by seed, two-sided paired t-test ``p``).
+The verdicts are the README's rule, applied to each model pair's *difference of the change
+from 32²* per cell and metric: ``better`` (for D − C: the paper's claim *supported*) where its
+95 % CI lies wholly on the better side of 0, ``worse`` (*contradicted*) where it lies wholly on
+the worse side, ``not resolved`` otherwise (fewer than two seeds included).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ METRICS = ("class_accuracy", "fid", "coherence")
 BETTER = {"class_accuracy": 1, "fid": -1, "coherence": 1}  # sign of "better"
 MODELS = ("C", "D", "L")
 PAIRS = (("C", "D"), ("D", "L"))  # difference second − first
+BASE = "32-normalised-noshift"  # the training configuration: the one 32² cell
+VERDICTS = ("better", "worse", "not resolved")
 
 
 def paired(a: dict[int, float], b: dict[int, float]) -> dict:
@@ -33,6 +39,20 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict:
     :func:`t_interval` with the ``seeds`` and the paired t-test's ``p``."""
     pair = paired_difference(a, b)
     return pair["difference"] | {"seeds": pair["seeds"], "p": pair["p"]}
+
+
+def verdict(entry: dict, metric: str) -> str:
+    """The README's rule on one :func:`t_interval` of a difference (second − first): ``better``
+    where the 95 % CI excludes 0 on the better side of ``metric`` (:data:`BETTER`), ``worse``
+    where it excludes 0 on the worse side, else ``not resolved`` (also for n < 2)."""
+    low, high = (BETTER[metric] * v for v in entry["ci95"])
+    if entry["n"] < 2 or np.isnan(low) or np.isnan(high):
+        return "not resolved"
+    if min(low, high) > 0:
+        return "better"
+    if max(low, high) < 0:
+        return "worse"
+    return "not resolved"
 
 
 def load(folder: str | Path) -> dict:
@@ -61,16 +81,31 @@ def summarise(runs: dict) -> dict:
                 a = {s: c[key][metric] for s, c in runs[first].items() if key in c}
                 b = {s: c[key][metric] for s, c in runs[second].items() if key in c}
                 # change from 32² (the extrapolation test proper): (x_cell − x_32) per seed
-                a32 = {s: c["32-normalised-noshift"][metric] for s, c in runs[first].items()
-                       if "32-normalised-noshift" in c}  # fmt: skip
-                b32 = {s: c["32-normalised-noshift"][metric] for s, c in runs[second].items()
-                       if "32-normalised-noshift" in c}  # fmt: skip
+                a32 = {s: c[BASE][metric] for s, c in runs[first].items() if BASE in c}
+                b32 = {s: c[BASE][metric] for s, c in runs[second].items() if BASE in c}
                 da = {s: a[s] - a32[s] for s in a if s in a32}
                 db = {s: b[s] - b32[s] for s in b if s in b32}
                 entry = {"difference": paired(a, b), "difference_of_change": paired(da, db)}
+                if key != BASE:
+                    entry["verdict"] = verdict(entry["difference_of_change"], metric)
                 diffs.setdefault(f"{second}-{first}", {}).setdefault(key, {})[metric] = entry
     seeds = {m: sorted(by_seed) for m, by_seed in runs.items()}
-    return {"seeds": seeds, "cells": keys, "table": table, "paired": diffs}
+    counts = {
+        pair: {
+            metric: {
+                v: sum(m[metric].get("verdict") == v for m in by_cell.values()) for v in VERDICTS
+            }
+            for metric in METRICS
+        }
+        for pair, by_cell in diffs.items()
+    }
+    return {
+        "seeds": seeds,
+        "cells": keys,
+        "table": table,
+        "paired": diffs,
+        "verdict_counts": counts,
+    }
 
 
 def _fmt(c: dict, digits: int) -> str:
@@ -95,15 +130,41 @@ def markdown(summary: dict) -> str:
                     f"| {key} | {model} | {_fmt(row['class_accuracy'], 3)} | "
                     f"{_fmt(row['fid'], 1)} | {_fmt(row['coherence'], 3)} |"
                 )
-    lines += ["", "| pair | cell | Δ accuracy | Δ FID | Δ coherence | Δ(change from 32) accuracy |",
-              "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines += [
+        "",
+        "Paired differences (second − first) at each cell, and of the change from 32² (ΔΔ):",
+        "",
+        "| pair | cell | Δ accuracy | Δ FID | Δ coherence | ΔΔ accuracy | ΔΔ FID | ΔΔ coherence |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    digits = {"class_accuracy": 3, "fid": 1, "coherence": 3}
     for pair, by_cell in summary["paired"].items():
         for key, m in by_cell.items():
-            lines.append(
-                f"| {pair} | {key} | {_fmt(m['class_accuracy']['difference'], 3)} | "
-                f"{_fmt(m['fid']['difference'], 1)} | {_fmt(m['coherence']['difference'], 3)} | "
-                f"{_fmt(m['class_accuracy']['difference_of_change'], 3)} |"
-            )
+            row = [_fmt(m[x][kind], digits[x]) for kind in ("difference", "difference_of_change")
+                   for x in METRICS]  # fmt: skip
+            lines.append(f"| {pair} | {key} | " + " | ".join(row) + " |")
+    lines += [
+        "",
+        "Verdicts (the README's rule on the difference of the change from 32², per metric: "
+        "better / worse / not resolved; for D-C, better = the paper's claim supported):",
+        "",
+        "| pair | cell | accuracy | FID | coherence |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for pair, by_cell in summary["paired"].items():
+        for key, m in by_cell.items():
+            if key != BASE:
+                lines.append(
+                    f"| {pair} | {key} | " + " | ".join(m[x]["verdict"] for x in METRICS) + " |"
+                )
+    lines += [
+        "",
+        "| pair | metric | better | worse | not resolved |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for pair, by_metric in summary["verdict_counts"].items():
+        for metric, c in by_metric.items():
+            lines.append(f"| {pair} | {metric} | " + " | ".join(str(c[v]) for v in VERDICTS) + " |")
     return "\n".join(lines) + "\n"
 
 
