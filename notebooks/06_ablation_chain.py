@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -86,6 +88,7 @@ from scipy import stats
 import hdit_edu
 from hdit_edu.ablation import (
     COMPARISONS,
+    CROSS_CPU_RTOL,
     PAPER_FID,
     TABLE1,
     TOY_CONFIGS,
@@ -435,12 +438,23 @@ plt.show()
 # configuration, seed and settings, checks it against the recorded config, trains
 # `PREFIX_STEPS` steps on this CPU with one thread and compares each step's loss with the record
 # by `==` — not "close": equal. (About 0.3 s a step; the record holds the first 100.)
+#
+# *Equal* holds on the kind of CPU the record was made on (its `versions.cpu`: an Intel Xeon).
+# Another kind — an AMD EPYC, say — has other vector units, so PyTorch picks other float32
+# kernels, which add in another order and round differently: the losses then differ in the last
+# bit or so from an early step on (`CROSS_CPU_RTOL` in `hdit_edu.ablation` gives the bound and
+# the measurement). Over a whole run such a difference grows like any perturbation: C-s1
+# retrained on an AMD EPYC ends at toy FID 8.29 against the record's 8.59, a different model of
+# the same recipe and seed (`results/resolution-toy/README.md`). Seeds fix a run on one kind of
+# machine; across machines, reproduce *distributions* (means over seeds with CIs), not digits.
 
 # %%
 record = json.loads((RESULTS / f"{PREFIX_RUN}.json").read_text())
 check = rerun_prefix(record, steps=PREFIX_STEPS)
-print(f"{PREFIX_RUN}: {check['steps']} steps in {check['seconds']:.1f} s — identical: "
-      f"{check['identical']} (max |difference| {check['max_abs_difference']})")  # fmt: skip
+print(f"{PREFIX_RUN}: {check['steps']} steps in {check['seconds']:.1f} s on {check['cpu']!r} "
+      f"(record: {check['recorded_cpu']!r}) — identical: {check['identical']} "
+      f"(max |difference| {check['max_abs_difference']:.3g}, "
+      f"relative {check['max_rel_difference']:.3g})")  # fmt: skip
 fig, ax = plt.subplots(figsize=(7, 3))
 ax.plot(check["recorded"], "o", mfc="none", ms=8, label="recorded")
 ax.plot(check["rerun"], "k.", label="rerun now")
@@ -451,8 +465,12 @@ ax.legend()
 plt.show()
 
 # %%
-assert check["steps"] == min(PREFIX_STEPS, 100) and check["rerun"] == check["recorded"]
-assert check["identical"] and check["max_abs_difference"] == 0.0
+assert check["steps"] == min(PREFIX_STEPS, 100)
+if check["same_cpu"]:  # the record's CPU kind: equal, step by step
+    assert check["rerun"] == check["recorded"] and check["max_abs_difference"] == 0.0
+else:  # another kind: the last bits differ, nothing more
+    assert check["max_rel_difference"] <= CROSS_CPU_RTOL
+assert check["reproduced"]
 
 # %% [markdown]
 # ## 5. The whole experiment, rerun with one command
@@ -588,4 +606,4 @@ assert math.isclose(tau, result["kendall_tau"]["tau"], rel_tol=1e-12)
 # * Quality differences need seeds. With three seeds only large effects are resolvable; the
 #   analysis reports each comparison with its CI and its agreement with the paper, and effects
 #   that do not reproduce at toy scale are findings.
-# * Every number here comes from a record that reruns bit for bit: `hdit-edu ablate`.
+# * Every number here comes from a record that reruns bit for bit on its CPU kind: `hdit-edu ablate`.

@@ -20,6 +20,7 @@ from scipy import stats
 
 from hdit_edu.ablation import (
     COMPARISONS,
+    CROSS_CPU_RTOL,
     EXTRA_TOY_CONFIGS,
     PAPER_FID,
     TOY_CONFIGS,
@@ -52,18 +53,25 @@ def record(name: str) -> dict:
 # --- bit-identical reruns ----------------------------------------------------------------------
 
 
-def test_e_s0_prefix_reruns_bit_for_bit():
+def test_e_s0_prefix_reruns_bit_for_bit_on_its_cpu_kind():
     """30 steps of the shipped run E-s0, rebuilt by toy_ablation_config from the record's
-    settings (checked equal to the recorded config), give the recorded losses exactly (==)."""
+    settings (checked equal to the recorded config), give the recorded losses exactly (==) on
+    the CPU kind the record names; on another kind (other float32 kernels) within
+    CROSS_CPU_RTOL — and this CI's CPU is named in the failure message either way."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the records used one thread
     try:
         result = rerun_prefix(record("E-s0"), steps=30)
     finally:
         torch.set_num_threads(threads)
-    assert result["steps"] == 30
-    assert result["rerun"] == result["recorded"], result["first_difference"]
-    assert result["identical"] and result["max_abs_difference"] == 0.0
+    assert result["steps"] == 30 and result["recorded_cpu"] == "Intel(R) Xeon(R) Processor"
+    where = f"on {result['cpu']!r} (record: {result['recorded_cpu']!r})"
+    if result["same_cpu"]:
+        assert result["rerun"] == result["recorded"], (where, result["first_difference"])
+        assert result["identical"] and result["max_abs_difference"] == 0.0
+    else:
+        assert result["max_rel_difference"] <= CROSS_CPU_RTOL, (where, result["max_rel_difference"])
+    assert result["reproduced"]
 
 
 def test_every_shipped_record_is_rebuilt_by_the_library():
