@@ -6,8 +6,10 @@ from the toy ablation's recipe before evaluating them at other sizes.
     python results/resolution-toy/same_as_record.py RETRAINED.json \\
         results/ablation-toy/runs/C-s1.json
 
-Exit status 0 and one line per record when they are equal; 1 and the first differing field
-otherwise. Timings, load averages, dates and paths are not compared.
+Exit status 0 and one line when they are equal; 1 and the differing fields otherwise, with
+both runs' CPUs, the first step whose loss differs and the final numbers side by side (runs
+repeat bit for bit on one CPU kind only: ``hdit_edu.ablation.CROSS_CPU_RTOL``). Timings, load
+averages, dates and paths are not compared.
 """
 
 from __future__ import annotations
@@ -38,6 +40,18 @@ def main(argv=None) -> int:
     name = record["name"]
     if diff:
         print(f"{name}: differs from the record in {', '.join(diff)}")
+        pairs = list(zip(new["losses_first_steps"], record["losses_first_steps"]))
+        step = next((i for i, (a, b) in enumerate(pairs) if a != b), None)
+        if step is not None:
+            a, b = pairs[step]
+            print(
+                f"  first loss difference at step {step}: {a!r} vs {b!r} (relative {abs(a - b) / abs(b):.2g})"
+            )
+        print(
+            f"  CPU: {new['versions'].get('cpu')!r} vs the record's {record['versions'].get('cpu')!r}"
+        )
+        for f in ("fid", "class_accuracy", "heldout_loss"):
+            print(f"  final {f}: {new['final'][f]!r} vs {record['final'][f]!r}")
         return 1
     n = len(new["loss_every_10"]) + len(new["losses_first_steps"])
     f = new["final"]
