@@ -198,12 +198,11 @@ plt.show()
 #
 # Each (model, seed) was sampled at 13 cells: 32², and {normalised, grid} × {no shift, shift}
 # at 24², 48², 64²; 512 samples per cell, the ablation's sampler (DPM++(3M) SDE, 50 steps,
-# guidance 3). The table below is the pre-registered analysis, `results/resolution-toy/
-# summary.json` (written by `analyze.py` with the toy ablation's statistics,
-# `hdit_edu.ablation.t_interval`: per cell and metric the mean, SD, n and the 95 % t interval
-# `ci95` = [low, high] with its half-width `half`, NaN for one seed). It says how many seeds
-# each model has so far (the L runs and seeds 1–2 of C and D are being trained); the first
-# assert checks that it is the analysis of exactly the shipped runs.
+# guidance 3). The figure and the table below are the pre-registered analysis,
+# `results/resolution-toy/summary.json` (written by `analyze.py` with the toy ablation's
+# statistics, `hdit_edu.ablation.t_interval`: per cell and metric the mean, SD, n and the 95 % t
+# interval `ci95` = [low, high] with its half-width `half`). The first assert checks that it is
+# the analysis of exactly the shipped runs. Solid lines: the schedule as at 32²; dashed: shifted.
 
 # %%
 runs = {}
@@ -212,6 +211,7 @@ for path in sorted((RESULTS / "runs").glob("*.json")):
     runs.setdefault(r["model"], {})[r["seed"]] = r["cells"]
 summary = json.loads((RESULTS / "summary.json").read_text())
 seeds = {m: sorted(s) for m, s in runs.items()}
+models = [m for m in ("C", "D", "L") if m in runs]
 print(f"runs (model: seeds): {seeds}; summary over seeds: {summary['seeds']}")
 assert summary["seeds"] == seeds, (
     "summary.json is not the analysis of the shipped runs: rerun analyze.py (its README)"
@@ -233,10 +233,9 @@ def cell_value(model, key, metric):
     return None if c is None else c["mean"]
 
 
-def cell_text(model, key, metric, fmt):
-    """``mean`` (one seed) or ``mean±half`` (the 95 % CI's half-width); – without the cell."""
-    c = cell_interval(model, key, metric)
-    if c is None:
+def ci_text(c, fmt):
+    """``mean`` (one seed) or ``mean±half`` (the 95 % CI's half-width); – for none."""
+    if c is None or c["n"] == 0:
         return "–"
     return format(c["mean"], fmt) + (f"±{c['half']:{fmt}}" if c["n"] > 1 else "")
 
@@ -248,60 +247,95 @@ for m, by_seed in runs.items():
         vals = [cells[key]["fid"] for cells in by_seed.values() if key in cells]
         if vals:
             assert abs(cell_value(m, key, "fid") / np.mean(vals) - 1) <= 1e-12, (m, key)
-print(
-    f"{'cell':<24}"
-    + "".join(f"{m + ' ' + x:>14}" for m in ("C", "D") for x in ("acc", "FID", "coh"))
-)
+METRICS = (("class_accuracy", "acc", ".3f"), ("fid", "FID", ".0f"), ("coherence", "coh", ".3f"))
+print(f"{'cell':<22}" + "".join(f"{m + ' ' + x:>13}" for m in models for _, x, _ in METRICS))
 for key in keys:
-    row = ""
-    for m in ("C", "D"):
-        for metric, fmt in (("class_accuracy", ".3f"), ("fid", ".1f"), ("coherence", ".3f")):
-            row += f"{cell_text(m, key, metric, fmt):>14}"
-    print(f"{key:<24}{row}")
+    row = "".join(
+        f"{ci_text(cell_interval(m, key, metric), fmt):>13}"
+        for m in models
+        for metric, _, fmt in METRICS
+    )
+    print(f"{key:<22}{row}")
 
 # %% [markdown]
 # ## 5. What the numbers say
 #
-# Computed from the table above, not typed: each model's change away from 32², and D − C
-# (RoPE minus additive) per cell, for the cells that both models have.
+# The pre-registered test (`results/resolution-toy/README.md`): RoPE at the training size is
+# already different from additive positions (the chain's C → D), so the claim is judged on the
+# **difference of the change from 32²**, paired by seed: ΔΔ = (D_cell − D_32) − (C_cell − C_32).
+# Its 95 % CI wholly on the better side of 0 (accuracy and coherence up, FID down) *supports*
+# the paper's claim at that cell, wholly on the worse side *contradicts* it, else it is *not
+# resolved*. The same rule on L − D asks whether the all-local model degrades more gracefully
+# than the one with a global level. Below: ΔΔ with its CI for every cell, the two readings side
+# by side.
 
 # %%
-base = "32-normalised-noshift"
-findings = {}
-for key in keys:
-    if key == base:
-        continue
-    row = {}
-    for m in ("C", "D"):
-        a, b = cell_value(m, key, "class_accuracy"), cell_value(m, base, "class_accuracy")
-        if a is not None and b is not None:
-            row[m] = a - b
-    if len(row) == 2:
-        findings[key] = row
-for key, row in findings.items():
-    print(
-        f"{key:<24} accuracy change from 32²: C {row['C']:+.3f}, D {row['D']:+.3f};"
-        f" D − C at this cell {cell_value('D', key, 'class_accuracy') - cell_value('C', key, 'class_accuracy'):+.3f}"
-    )
-drops = [v for row in findings.values() for v in row.values()]
-if drops:
-    print(
-        f"{sum(d < 0 for d in drops)} of {len(drops)} (model, cell) pairs lose accuracy away from 32²"
-    )
-    # recorded finding (seed 0): neither position code keeps its 32² accuracy at another size
-    assert all(d < 0 for d in drops), (
-        "a model kept its 32² accuracy somewhere: re-read the findings"
-    )
-d_minus_c = {k: cell_value("D", k, "coherence") - cell_value("C", k, "coherence") for k in findings}
-if d_minus_c:
-    print("D − C coherence per cell:", {k: round(v, 3) for k, v in d_minus_c.items()})
+SIZES = (24, 48, 64)
+PAIRS = [p for p in ("D-C", "L-D") if p in summary["paired"]]
+fig, axes = plt.subplots(3, 2, figsize=(10, 9), sharex=True, constrained_layout=True)
+for col, reading in enumerate(("normalised", "grid")):
+    for row, (metric, label, _) in enumerate(METRICS):
+        ax = axes[row, col]
+        for i, pair in enumerate(PAIRS):
+            for shift, marker in (("noshift", "o"), ("shift", "s")):
+                entries = [
+                    summary["paired"][pair][f"{r}-{reading}-{shift}"][metric][
+                        "difference_of_change"
+                    ]
+                    for r in SIZES
+                ]
+                x = np.array(SIZES) + (i - 0.5) * 2.4 + (0.9 if shift == "shift" else -0.9)
+                mean = np.array([e["mean"] for e in entries])
+                half = np.array([e["half"] if e["n"] > 1 else 0.0 for e in entries])
+                ax.errorbar(
+                    x, mean, yerr=half, fmt=marker, capsize=3,
+                    color=("tab:blue" if pair == "D-C" else "tab:green"),
+                    mfc="white" if shift == "shift" else None,
+                    label=f"{pair} {shift}",
+                )  # fmt: skip
+        ax.axhline(0, color="k", lw=0.8)
+        better = "lower is better" if metric == "fid" else "higher is better"
+        ax.set_title(f"ΔΔ {label} — positions {reading} ({better})", fontsize=9)
+        ax.set_xticks(SIZES)
+axes[0, 0].legend(fontsize=7)
+axes[-1, 0].set_xlabel("sampling size")
+axes[-1, 1].set_xlabel("sampling size")
+plt.show()
+
+counts = summary["verdict_counts"]
+for pair in PAIRS:
+    print(f"\n{pair}: ΔΔ ± 95 % CI half-width, and the verdict (n seeds = "
+          f"{len(summary['paired'][pair][keys[0]]['fid']['difference_of_change']['seeds'])})")  # fmt: skip
+    for key in keys:
+        if key.startswith("32-"):
+            continue
+        entry = summary["paired"][pair][key]
+        print(
+            f"  {key:<22}"
+            + "".join(
+                f"{label} {ci_text(entry[metric]['difference_of_change'], fmt):>14} "
+                f"{entry[metric]['verdict']:<13}"
+                for metric, label, fmt in METRICS
+            )
+        )
+    print("  verdict counts over the 12 cells:", counts[pair])
 
 # %% [markdown]
-# With one seed per model so far these are observations, not tests: the pre-registered
-# analysis (`results/resolution-toy/analyze.py`: mean ± 95 % CI over three seeds, paired
-# D − C and L − D per cell, and the difference of each model's change from 32²) decides
-# whether the paper's claim is supported, contradicted or not resolved at toy scale. It is run
-# when the seeds are in.
+# What the samples look like: seed 0 of each model at its training size and at 64² under the
+# two readings (16 of the cell's 512 samples, classes 0–7 twice; every cell's grid is in
+# `results/resolution-toy/runs/grids/`).
+
+# %%
+shown = ("32-normalised-noshift", "64-normalised-noshift", "64-grid-noshift")
+fig, axes = plt.subplots(len(models), len(shown), figsize=(15, 1.9 * len(models)))
+for i, m in enumerate(models):
+    for j, key in enumerate(shown):
+        ax = axes[i, j]
+        ax.imshow(plt.imread(RESULTS / "runs" / "grids" / f"{m}-s0-{key}.png"))
+        ax.set_title(f"{m} (seed 0), {key}", fontsize=9)
+        ax.axis("off")
+plt.show()
+
 
 # %% [markdown]
 # ## 6. Rerun one cell

@@ -415,6 +415,14 @@ def test_resolution_verdicts_follow_the_preregistered_rule():
     assert "| D-C | 64-grid-noshift | better | not resolved | not resolved |" in (
         analyze.markdown(summary)
     )
+    # the labelled post-hoc view: the fraction of the 32² level kept (closed forms), same rule
+    assert analyze.retained(0.5, 0.75, "class_accuracy") == 0.375 / 0.625  # above chance 1/8
+    assert analyze.retained(0.25, 0.5, "coherence") == 0.5
+    assert analyze.retained(20.0, 10.0, "fid") == 0.5  # 32²-FID / FID
+    post = entry["class_accuracy"]["post_hoc_retained"]  # (0.325 + 0.01 s) / 0.375 − 1 / 3
+    assert post["mean"] == pytest.approx(0.335 / 0.375 - 1 / 3) and post["verdict"] == "better"
+    assert entry["fid"]["post_hoc_retained"]["verdict"] == "not resolved"  # both keep 1/2
+    assert summary["post_hoc_verdict_counts"]["D-C"]["class_accuracy"]["better"] == 1
 
 
 def test_same_as_record_tells_a_retrained_run_from_another_seed(capsys):

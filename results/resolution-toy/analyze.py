@@ -9,7 +9,11 @@ model, CI bands, one panel per metric and position reading).
 The statistics are the toy ablation's (``hdit_edu.ablation``): :func:`t_interval` (mean, SD,
 n, the 95 % t interval ``ci95`` = [low, high] and its half-width ``half``; NaN for one seed)
 and :func:`paired_difference` (differences paired by seed, two-sided paired t-test ``p``).
-The verdicts are the README's rule, applied to each model pair's *difference of the change
+A labelled post-hoc view (proposed after seeing seed 0, outside the registered rule) divides
+out the floor instead of subtracting: the *fraction retained* of each model's 32² level —
+accuracy above chance (1/8), coherence, and 32²-FID / cell-FID — so that a model already near
+the floor at 32² cannot win by having less to lose; its D − C and L − D pairs get the same
+verdict rule. The verdicts are the README's rule, applied to each model pair's *difference of the change
 from 32²* per cell and metric: ``better`` (for D − C: the paper's claim *supported*) where its
 95 % CI lies wholly on the better side of 0, ``worse`` (*contradicted*) where it lies wholly on
 the worse side, ``not resolved`` otherwise (fewer than two seeds included).
@@ -32,6 +36,17 @@ MODELS = ("C", "D", "L")
 PAIRS = (("C", "D"), ("D", "L"))  # difference second − first
 BASE = "32-normalised-noshift"  # the training configuration: the one 32² cell
 VERDICTS = ("better", "worse", "not resolved")
+CHANCE = 1 / 8  # class accuracy of a model that ignores the class (8 classes)
+
+
+def retained(cell: float, at32: float, metric: str) -> float:
+    """Post-hoc: the fraction of the 32² level a cell keeps (1 = all, 0 = at the floor; higher
+    is better for every metric): accuracy above chance, coherence, and FID as 32²-FID / FID."""
+    if metric == "class_accuracy":
+        return (cell - CHANCE) / (at32 - CHANCE)
+    if metric == "coherence":
+        return cell / at32
+    return at32 / cell
 
 
 def paired(a: dict[int, float], b: dict[int, float]) -> dict:
@@ -88,23 +103,34 @@ def summarise(runs: dict) -> dict:
                 entry = {"difference": paired(a, b), "difference_of_change": paired(da, db)}
                 if key != BASE:
                     entry["verdict"] = verdict(entry["difference_of_change"], metric)
+                    ra = {s: retained(a[s], a32[s], metric) for s in a if s in a32}
+                    rb = {s: retained(b[s], b32[s], metric) for s in b if s in b32}
+                    post = paired(ra, rb)
+                    entry["post_hoc_retained"] = post | {
+                        "verdict": verdict(post, "class_accuracy")  # higher is better
+                    }
                 diffs.setdefault(f"{second}-{first}", {}).setdefault(key, {})[metric] = entry
     seeds = {m: sorted(by_seed) for m, by_seed in runs.items()}
-    counts = {
-        pair: {
-            metric: {
-                v: sum(m[metric].get("verdict") == v for m in by_cell.values()) for v in VERDICTS
+    counts, post_counts = (
+        {
+            pair: {
+                metric: {v: sum(get(m[metric]) == v for m in by_cell.values()) for v in VERDICTS}
+                for metric in METRICS
             }
-            for metric in METRICS
+            for pair, by_cell in diffs.items()
         }
-        for pair, by_cell in diffs.items()
-    }
+        for get in (
+            lambda e: e.get("verdict"),
+            lambda e: e.get("post_hoc_retained", {}).get("verdict"),
+        )
+    )
     return {
         "seeds": seeds,
         "cells": keys,
         "table": table,
         "paired": diffs,
         "verdict_counts": counts,
+        "post_hoc_verdict_counts": post_counts,
     }
 
 
@@ -163,6 +189,31 @@ def markdown(summary: dict) -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     for pair, by_metric in summary["verdict_counts"].items():
+        for metric, c in by_metric.items():
+            lines.append(f"| {pair} | {metric} | " + " | ".join(str(c[v]) for v in VERDICTS) + " |")
+    lines += [
+        "",
+        "Post-hoc (proposed after seeing seed 0; not the registered rule): D-C and L-D in the "
+        "fraction of the 32² level retained (accuracy above chance 1/8, coherence, "
+        "32²-FID / FID; higher is better), mean ± 95 % CI half-width and verdict:",
+        "",
+        "| pair | cell | retained accuracy | retained FID | retained coherence |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for pair, by_cell in summary["paired"].items():
+        for key, m in by_cell.items():
+            if key != BASE:
+                row = [
+                    f"{_fmt(m[x]['post_hoc_retained'], 3)} {m[x]['post_hoc_retained']['verdict']}"
+                    for x in METRICS
+                ]
+                lines.append(f"| {pair} | {key} | " + " | ".join(row) + " |")
+    lines += [
+        "",
+        "| pair | metric | better | worse | not resolved |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for pair, by_metric in summary["post_hoc_verdict_counts"].items():
         for metric, c in by_metric.items():
             lines.append(f"| {pair} | {metric} | " + " | ".join(str(c[v]) for v in VERDICTS) + " |")
     return "\n".join(lines) + "\n"
