@@ -304,23 +304,31 @@ axes[-1, 0].set_xlabel("sampling size")
 axes[-1, 1].set_xlabel("sampling size")
 plt.show()
 
-counts = summary["verdict_counts"]
+counts, post_counts = summary["verdict_counts"], summary["post_hoc_verdict_counts"]
 for pair in PAIRS:
-    print(f"\n{pair}: ΔΔ ± 95 % CI half-width, and the verdict (n seeds = "
-          f"{len(summary['paired'][pair][keys[0]]['fid']['difference_of_change']['seeds'])})")  # fmt: skip
+    print(f"\n{pair}: ΔΔ ± 95 % CI half-width and the registered verdict | post hoc: fraction of")
+    print("  the 32² level retained, difference ± half-width and its verdict (n = seeds)")
     for key in keys:
         if key.startswith("32-"):
             continue
         entry = summary["paired"][pair][key]
+        n = entry["fid"]["difference_of_change"]["n"]
         print(
-            f"  {key:<22}"
+            f"  {key:<22} n={n} "
             + "".join(
-                f"{label} {ci_text(entry[metric]['difference_of_change'], fmt):>14} "
+                f"{label} {ci_text(entry[metric]['difference_of_change'], fmt):>12} "
                 f"{entry[metric]['verdict']:<13}"
                 for metric, label, fmt in METRICS
             )
+            + "| "
+            + " ".join(
+                f"{ci_text(entry[metric]['post_hoc_retained'], '.2f'):>11} "
+                f"{entry[metric]['post_hoc_retained']['verdict']:<12}"
+                for metric, _, _ in METRICS
+            )
         )
-    print("  verdict counts over the 12 cells:", counts[pair])
+    print("  registered verdicts over the 12 cells:", counts[pair])
+    print("  post-hoc verdicts over the 12 cells:  ", post_counts[pair])
 
 # %% [markdown]
 # What the samples look like: seed 0 of each model at its training size and at 64² under the
