@@ -331,6 +331,67 @@ for pair in PAIRS:
     print("  post-hoc verdicts over the 12 cells:  ", post_counts[pair])
 
 # %% [markdown]
+# ### The findings, as sentences computed from the summary
+#
+# Every number below is read from `summary.json`; the asserts after them pin the recorded
+# findings, so a changed result fails here instead of leaving stale prose.
+
+# %%
+NOSHIFT = [k for k in keys if k.endswith("-noshift") and not k.startswith("32-")]
+
+
+def pair_entry(pair, key, metric, kind="difference_of_change"):
+    """A paired entry of the summary (difference at the cell, or ΔΔ, or the post-hoc view)."""
+    e = summary["paired"][pair][key][metric]
+    return e[kind] if kind != "verdict" else e["verdict"]
+
+
+def listed(pair, kind):
+    """The (cell, metric) pairs whose verdict under ``kind`` is better / worse."""
+    out = {"better": [], "worse": []}
+    for key in keys:
+        if key.startswith("32-"):
+            continue
+        for metric, label, _ in METRICS:
+            e = summary["paired"][pair][key][metric]
+            v = e["verdict"] if kind == "registered" else e["post_hoc_retained"]["verdict"]
+            if v in out:
+                out[v].append(f"{key} {label}")
+    return out
+
+
+at32 = pair_entry("D-C", "32-normalised-noshift", "class_accuracy", "difference")
+print(
+    f"At 32² (n = {at32['n']}): D − C class accuracy {at32['mean']:+.3f} "
+    f"[{at32['ci95'][0]:+.3f}, {at32['ci95'][1]:+.3f}] — RoPE starts lower at the training size."
+)
+chance_cells = {
+    m: [
+        k
+        for k in NOSHIFT
+        if k[:2] in ("48", "64") and (cell_value(m, k, "class_accuracy") or 1) < 0.2
+    ]
+    for m in models
+}
+for m in models:
+    print(f"{m}: accuracy below 0.2 (chance 0.125) at {len(chance_cells[m])} of the 4 unshifted "
+          f"48²/64² cells: {chance_cells[m]}")  # fmt: skip
+for pair in PAIRS:
+    for kind in ("registered", "post hoc"):
+        found = listed(pair, kind)
+        print(f"{pair} {kind}: better at {found['better'] or 'no cell'}; "
+              f"worse at {found['worse'] or 'no cell'}")  # fmt: skip
+for m in models:
+    norm, grid = (
+        cell_value(m, f"64-{r}-noshift", "class_accuracy") for r in ("normalised", "grid")
+    )
+    if norm is None or grid is None:  # a model without these cells yet
+        continue
+    print(
+        f"{m} at 64²: accuracy {norm:.3f} with normalised positions, {grid:.3f} with grid positions"
+    )
+
+# %% [markdown]
 # What the samples look like: seed 0 of each model at its training size and at 64² under the
 # two readings (16 of the cell's 512 samples, classes 0–7 twice; every cell's grid is in
 # `results/resolution-toy/runs/grids/`).
