@@ -235,16 +235,20 @@ def figure(summary: dict, path: str | Path) -> None:
                 if not cells:
                     continue
                 for shift, style in (("noshift", "-"), ("shift", "--")):
-                    xs, ms, hs = [], [], []
+                    xs, ms, hs, ns = [], [], [], []
                     for key, c in cells.items():
                         res, pos, sh = key.split("-")
                         if res == "32" or (pos == positions and sh == shift):
                             xs.append(int(res))
                             ms.append(c[metric]["mean"])
                             hs.append(c[metric]["half"] if c[metric]["n"] > 1 else 0.0)
+                            if res != "32":
+                                ns.append(c[metric]["n"])
+                    if not ns:  # only the shared 32² cell: no line for this schedule yet
+                        continue
                     order = np.argsort(xs)
                     x, m, h = (np.asarray(v)[order] for v in (xs, ms, hs))
-                    n = len(summary["seeds"][model])
+                    n = min(ns)  # seeds behind the fewest-seed cell of this line
                     ax.plot(x, m, style, marker="o", color=colours[model],
                             label=f"{model} {shift} (n={n})")  # fmt: skip
                     ax.fill_between(x, m - h, m + h, color=colours[model], alpha=0.12)
