@@ -467,8 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
         "train on the CPU, evaluate the EMA model (toy FID against the held-out test split, "
         "class accuracy of the samples, held-out loss under one common weighting) and write "
         "OUT/CONFIG-sSEED.json and .png; a finished run is skipped, an unfinished one starts "
-        "again (runs are bit-identical on one CPU kind). Then the analysis (paired t CIs, Holm, sign vs the "
-        "paper, Kendall's tau) goes to SUMMARY (.json, .md, .png). --profile gpu: the paper's "
+        "again (runs are bit-identical on one CPU kind). Then the analysis (paired t CIs, "
+        "Holm, sign vs the paper, Kendall's tau) goes to SUMMARY (.json, .md, .png). "
+        "--profile gpu: the paper's "
         "ImageNet-128 chain, trained on --data and measured on the held-out --eval-data "
         "(RUN_DIR/results.json, results.md); --print-torchrun N prints the multi-GPU command of "
         "each step instead.",

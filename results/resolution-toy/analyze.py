@@ -42,11 +42,10 @@ CHANCE = 1 / 8  # class accuracy of a model that ignores the class (8 classes)
 def retained(cell: float, at32: float, metric: str) -> float:
     """Post-hoc: the fraction of the 32² level a cell keeps (1 = all, 0 = at the floor; higher
     is better for every metric): accuracy above chance, coherence, and FID as 32²-FID / FID."""
-    if metric == "class_accuracy":
-        return (cell - CHANCE) / (at32 - CHANCE)
-    if metric == "coherence":
-        return cell / at32
-    return at32 / cell
+    floor = CHANCE if metric == "class_accuracy" else 0.0
+    if metric == "fid":
+        cell, at32 = at32, cell
+    return float("nan") if at32 == floor else (cell - floor) / (at32 - floor)
 
 
 def paired(a: dict[int, float], b: dict[int, float]) -> dict:
