@@ -348,21 +348,23 @@ def test_shipped_resolution_summary_is_the_analysis_of_its_runs():
     assert c32["mean"] == pytest.approx(sum(values) / len(values), rel=1e-12)
 
 
+def _synthetic_cells(acc64):
+    """One synthetic run's cells: fixed numbers at 32², class accuracy ``acc64`` at 64² grid."""
+    return {
+        "32-normalised-noshift": {"class_accuracy": 0.5, "fid": 10.0, "coherence": 0.5},
+        "64-grid-noshift": {"class_accuracy": acc64, "fid": 20.0, "coherence": 0.25},
+    }
+
+
 def test_resolution_analysis_pairs_by_seed_with_the_ablation_statistics():
     """Three seeds where D − C at 64² is 0.125 × (1, 2, 3) and zero at 32²: the table and the
     paired entries are hdit_edu.ablation's t interval and paired t-test (closed forms: t₀.₉₇₅,₂
     = 0.95 / √(2·0.975·0.025), p = 1 − √(t²/(2 + t²)) with t = 2√3); no spread: NaN p."""
     analyze = _analyze_module()
 
-    def cells(acc64):
-        return {
-            "32-normalised-noshift": {"class_accuracy": 0.5, "fid": 10.0, "coherence": 0.5},
-            "64-grid-noshift": {"class_accuracy": acc64, "fid": 20.0, "coherence": 0.25},
-        }
-
     runs = {
-        "C": {s: cells(0.25) for s in range(3)},
-        "D": {s: cells(0.25 + 0.125 * (s + 1)) for s in range(3)},
+        "C": {s: _synthetic_cells(0.25) for s in range(3)},
+        "D": {s: _synthetic_cells(0.25 + 0.125 * (s + 1)) for s in range(3)},
     }
     summary = analyze.summarise(runs)
     t975 = 0.95 / math.sqrt(2 * 0.975 * 0.025)
@@ -397,15 +399,9 @@ def test_resolution_verdicts_follow_the_preregistered_rule():
     assert analyze.verdict(t_interval([0.2]), "class_accuracy") == "not resolved"
     assert analyze.verdict(t_interval([0.0, 0.0, 0.0]), "fid") == "not resolved"
 
-    def cells(acc64):
-        return {
-            "32-normalised-noshift": {"class_accuracy": 0.5, "fid": 10.0, "coherence": 0.5},
-            "64-grid-noshift": {"class_accuracy": acc64, "fid": 20.0, "coherence": 0.25},
-        }
-
     runs = {
-        "C": {s: cells(0.25) for s in range(3)},
-        "D": {s: cells(0.45 + 0.01 * s) for s in range(3)},
+        "C": {s: _synthetic_cells(0.25) for s in range(3)},
+        "D": {s: _synthetic_cells(0.45 + 0.01 * s) for s in range(3)},
     }
     summary = analyze.summarise(runs)
     entry = summary["paired"]["D-C"]["64-grid-noshift"]

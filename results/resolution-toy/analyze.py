@@ -142,6 +142,19 @@ def _fmt(c: dict, digits: int) -> str:
     return f"{c['mean']:.{digits}f} ± {c['half']:.{digits}f}"
 
 
+def _counts_table(counts: dict) -> list[str]:
+    """Markdown lines: a blank line, then the verdict counts per pair and metric."""
+    lines = [
+        "",
+        "| pair | metric | better | worse | not resolved |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for pair, by_metric in counts.items():
+        for metric, c in by_metric.items():
+            lines.append(f"| {pair} | {metric} | " + " | ".join(str(c[v]) for v in VERDICTS) + " |")
+    return lines
+
+
 def markdown(summary: dict) -> str:
     lines = [
         "| cell | model | class accuracy | toy FID | coherence |",
@@ -182,14 +195,7 @@ def markdown(summary: dict) -> str:
                 lines.append(
                     f"| {pair} | {key} | " + " | ".join(m[x]["verdict"] for x in METRICS) + " |"
                 )
-    lines += [
-        "",
-        "| pair | metric | better | worse | not resolved |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for pair, by_metric in summary["verdict_counts"].items():
-        for metric, c in by_metric.items():
-            lines.append(f"| {pair} | {metric} | " + " | ".join(str(c[v]) for v in VERDICTS) + " |")
+    lines += _counts_table(summary["verdict_counts"])
     lines += [
         "",
         "Post-hoc (proposed after seeing seed 0; not the registered rule): D-C and L-D in the "
@@ -207,14 +213,7 @@ def markdown(summary: dict) -> str:
                     for x in METRICS
                 ]
                 lines.append(f"| {pair} | {key} | " + " | ".join(row) + " |")
-    lines += [
-        "",
-        "| pair | metric | better | worse | not resolved |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for pair, by_metric in summary["post_hoc_verdict_counts"].items():
-        for metric, c in by_metric.items():
-            lines.append(f"| {pair} | {metric} | " + " | ".join(str(c[v]) for v in VERDICTS) + " |")
+    lines += _counts_table(summary["post_hoc_verdict_counts"])
     return "\n".join(lines) + "\n"
 
 
