@@ -340,12 +340,6 @@ for pair in PAIRS:
 NOSHIFT = [k for k in keys if k.endswith("-noshift") and not k.startswith("32-")]
 
 
-def pair_entry(pair, key, metric, kind="difference_of_change"):
-    """A paired entry of the summary (difference at the cell, or ΔΔ, or the post-hoc view)."""
-    e = summary["paired"][pair][key][metric]
-    return e[kind] if kind != "verdict" else e["verdict"]
-
-
 def listed(pair, kind):
     """The (cell, metric) pairs whose verdict under ``kind`` is better / worse."""
     out = {"better": [], "worse": []}
@@ -360,7 +354,7 @@ def listed(pair, kind):
     return out
 
 
-at32 = pair_entry("D-C", "32-normalised-noshift", "class_accuracy", "difference")
+at32 = summary["paired"]["D-C"]["32-normalised-noshift"]["class_accuracy"]["difference"]
 print(
     f"At 32² (n = {at32['n']}): D − C class accuracy {at32['mean']:+.3f} "
     f"[{at32['ci95'][0]:+.3f}, {at32['ci95'][1]:+.3f}] — RoPE starts lower at the training size."
