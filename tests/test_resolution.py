@@ -426,6 +426,45 @@ def test_resolution_verdicts_follow_the_preregistered_rule():
     assert summary["post_hoc_verdict_counts"]["D-C"]["class_accuracy"]["better"] == 1
 
 
+def test_shift_effect_is_shift_minus_no_shift_paired_by_seed_and_tabled_per_schedule():
+    """The σ shift's own effect per model and cell: shift − no shift, paired by seed (closed
+    form: differences 0.19, 0.20, 0.21 → mean 0.2, CI 0.2 ± 0.0248, "better"); a model without
+    shifted cells has no entry; the wide tables show one row per size under each schedule,
+    32² being the one training cell under both."""
+    analyze = _analyze_module()
+
+    def cells(s, shifted=True):
+        out = _synthetic_cells(0.25)
+        if shifted:
+            out["64-grid-shift"] = {
+                "class_accuracy": 0.44 + 0.01 * s,
+                "fid": 20.0,
+                "coherence": 0.25,
+            }
+        return out
+
+    summary = analyze.summarise(
+        {"C": {s: cells(s) for s in range(3)}, "D": {s: cells(s, False) for s in range(3)}}
+    )
+    effect = summary["shift_effect"]["C"]["64-grid"]
+    assert effect["class_accuracy"]["values"] == pytest.approx([0.19, 0.2, 0.21])
+    assert effect["class_accuracy"]["mean"] == pytest.approx(0.2)
+    half = 0.01 * 0.95 / math.sqrt(2 * 0.975 * 0.025) / math.sqrt(3)
+    assert effect["class_accuracy"]["half"] == pytest.approx(half)
+    assert effect["class_accuracy"]["verdict"] == "better"
+    assert effect["fid"]["verdict"] == "not resolved"  # no change
+    assert set(summary["shift_effect"]) == {"C"}
+    md = analyze.markdown(summary)
+    assert "| C | 64-grid | 0.200 ± 0.025 better | 0.0 ± 0.0 not resolved |" in md
+    shift_acc = analyze.wide_tables(summary, "shift")[:8]
+    assert shift_acc[2] == "| size | C normalised | C grid | D normalised | D grid |"
+    assert (
+        shift_acc[5]
+        == "| 32² | 0.500 ± 0.000 (3) | 0.500 ± 0.000 (3) | 0.500 ± 0.000 (3) | 0.500 ± 0.000 (3) |"
+    )
+    assert shift_acc[7] == "| 64² | – | 0.450 ± 0.025 (3) | – | – |"
+
+
 def test_same_as_record_tells_a_retrained_run_from_another_seed(capsys):
     """The check run on retrained C/D checkpoints: a record equals itself; seed 2 differs from
     seed 1 in the seed, every loss and the final numbers."""

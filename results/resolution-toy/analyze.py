@@ -37,6 +37,10 @@ PAIRS = (("C", "D"), ("D", "L"))  # difference second − first
 BASE = "32-normalised-noshift"  # the training configuration: the one 32² cell
 VERDICTS = ("better", "worse", "not resolved")
 CHANCE = 1 / 8  # class accuracy of a model that ignores the class (8 classes)
+SIZES = (24, 32, 48, 64)
+READINGS = ("normalised", "grid")
+NAMES = {"class_accuracy": "class accuracy", "fid": "toy FID", "coherence": "coherence"}
+DIGITS = {"class_accuracy": 3, "fid": 1, "coherence": 3}
 
 
 def retained(cell: float, at32: float, metric: str) -> float:
@@ -109,6 +113,25 @@ def summarise(runs: dict) -> dict:
                         "verdict": verdict(post, "class_accuracy")  # higher is better
                     }
                 diffs.setdefault(f"{second}-{first}", {}).setdefault(key, {})[metric] = entry
+    # the σ shift's own effect (descriptive, not a registered test): shift − no shift per model,
+    # size and reading, paired by seed, with the verdict rule read as "the shift helps / hurts"
+    shift_effect: dict = {}
+    for model, by_seed in runs.items():
+        for key in keys:
+            if not key.endswith("-noshift") or key == BASE:
+                continue
+            cell = key.removesuffix("-noshift")
+            for metric in METRICS:
+                a = {s: c[key][metric] for s, c in by_seed.items() if key in c}
+                b = {
+                    s: c[f"{cell}-shift"][metric]
+                    for s, c in by_seed.items()
+                    if f"{cell}-shift" in c
+                }
+                if set(a) & set(b):
+                    entry = paired(a, b)
+                    entry["verdict"] = verdict(entry, metric)
+                    shift_effect.setdefault(model, {}).setdefault(cell, {})[metric] = entry
     seeds = {m: sorted(by_seed) for m, by_seed in runs.items()}
     counts, post_counts = (
         {
@@ -130,6 +153,7 @@ def summarise(runs: dict) -> dict:
         "paired": diffs,
         "verdict_counts": counts,
         "post_hoc_verdict_counts": post_counts,
+        "shift_effect": shift_effect,
     }
 
 
@@ -155,8 +179,40 @@ def _counts_table(counts: dict) -> list[str]:
     return lines
 
 
+def wide_tables(summary: dict, schedule: str) -> list[str]:
+    """Markdown lines: per metric, a table of size (rows) × model and position reading
+    (columns), mean ± 95 % CI half-width (n seeds), under one σ ``schedule`` (``noshift`` or
+    ``shift``); 32² is the one training cell, shown under both readings."""
+    models = [m for m in MODELS if m in summary["table"]]
+    lines = []
+    for metric in METRICS:
+        lines += [
+            f"**{NAMES[metric]}** (schedule: {schedule}; mean ± 95 % CI half-width (n seeds))",
+            "",
+            "| size | " + " | ".join(f"{m} {r}" for m in models for r in READINGS) + " |",
+            "| --- |" + " --- |" * (len(models) * len(READINGS)),
+        ]
+        for res in SIZES:
+            row = []
+            for m in models:
+                for r in READINGS:
+                    key = BASE if res == 32 else f"{res}-{r}-{schedule}"
+                    c = summary["table"][m].get(key, {}).get(metric)
+                    if c is None:
+                        row.append("–")
+                    else:
+                        n = f" ({c['n']})" if c["n"] > 1 else ""
+                        row.append(_fmt(c, DIGITS[metric]) + n)
+            lines.append(f"| {res}² | " + " | ".join(row) + " |")
+        lines.append("")
+    return lines
+
+
 def markdown(summary: dict) -> str:
-    lines = [
+    lines = []
+    for schedule in ("noshift", "shift"):
+        lines += wide_tables(summary, schedule)
+    lines += [
         "| cell | model | class accuracy | toy FID | coherence |",
         "| --- | --- | --- | --- | --- |",
     ]
@@ -175,10 +231,9 @@ def markdown(summary: dict) -> str:
         "| pair | cell | Δ accuracy | Δ FID | Δ coherence | ΔΔ accuracy | ΔΔ FID | ΔΔ coherence |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    digits = {"class_accuracy": 3, "fid": 1, "coherence": 3}
     for pair, by_cell in summary["paired"].items():
         for key, m in by_cell.items():
-            row = [_fmt(m[x][kind], digits[x]) for kind in ("difference", "difference_of_change")
+            row = [_fmt(m[x][kind], DIGITS[x]) for kind in ("difference", "difference_of_change")
                    for x in METRICS]  # fmt: skip
             lines.append(f"| {pair} | {key} | " + " | ".join(row) + " |")
     lines += [
@@ -214,6 +269,19 @@ def markdown(summary: dict) -> str:
                 ]
                 lines.append(f"| {pair} | {key} | " + " | ".join(row) + " |")
     lines += _counts_table(summary["post_hoc_verdict_counts"])
+    lines += [
+        "",
+        "The σ shift's effect (descriptive): shift − no shift per model, size and reading, "
+        "paired by seed, mean ± 95 % CI half-width, and the rule read as the shift helps "
+        "(better) / hurts (worse):",
+        "",
+        "| model | cell | Δ accuracy | Δ FID | Δ coherence |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for model, by_cell in summary["shift_effect"].items():
+        for cell, m in by_cell.items():
+            row = [f"{_fmt(m[x], DIGITS[x])} {m[x]['verdict']}" for x in METRICS]
+            lines.append(f"| {model} | {cell} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
