@@ -204,6 +204,31 @@ def test_followup_analysis_pairs_the_two_rope_steps_and_their_interaction():
     assert rows["C → D"]["p_holm"] == pytest.approx(min(1, 3 * rows["C → D"]["p"]))
 
 
+def test_followup_diversity_splits_fid_and_measures_spread_in_closed_form():
+    """Samples = 2 × (zero-mean real features) + v: FID's mean term is ‖v‖², its covariance
+    term Tr(Σ + 4Σ − 2·2Σ) = Tr(Σ); the spread, overall and within each class, is 4."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "followup_diversity", ROOT / "results" / "ablation-toy" / "followup_diversity.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(400, 3)) * [1.0, 2.0, 0.5]
+    real -= real.mean(0)
+    labels = np.arange(400) % 2
+    v = np.array([1.0, -2.0, 0.5])
+    out = module.diversity(2 * real + v, labels, real, labels)
+    assert out["fid_mean_term"] == pytest.approx(v @ v, rel=1e-12)
+    assert out["fid_covariance_term"] == pytest.approx(
+        np.trace(np.cov(real, rowvar=False)), rel=1e-6
+    )
+    assert out["spread"] == pytest.approx(4.0, rel=1e-12)
+    assert out["spread_within_class"] == pytest.approx(4.0, rel=1e-12)
+    assert out["spread_per_class"] == pytest.approx([4.0, 4.0], rel=1e-12)
+
+
 def test_analysis_of_the_shipped_runs_recomputed():
     """Every number of the analysis of the shipped records, recomputed from the records: means,
     CIs, paired differences and their tests, Holm per metric, the paper's sign, τ-b."""
