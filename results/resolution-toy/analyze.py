@@ -16,7 +16,10 @@ the floor at 32² cannot win by having less to lose; its D − C and L − D pai
 verdict rule. The verdicts are the README's rule, applied to each model pair's *difference of the change
 from 32²* per cell and metric: ``better`` (for D − C: the paper's claim *supported*) where its
 95 % CI lies wholly on the better side of 0, ``worse`` (*contradicted*) where it lies wholly on
-the worse side, ``not resolved`` otherwise (fewer than two seeds included).
+the worse side, ``not resolved`` otherwise (fewer than two seeds included). Descriptive, outside
+the rule: the σ shift's own effect per model and cell (shift − no shift, paired by seed, the
+same CI rule read as "the shift helps / hurts"); and the Markdown opens with the wide tables
+(size × model × position reading, per metric and schedule) that the README shows.
 """
 
 from __future__ import annotations
