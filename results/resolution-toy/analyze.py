@@ -85,13 +85,18 @@ def load(folder: str | Path) -> dict:
     return runs
 
 
+def by_seed_values(by_seed: dict, key: str, metric: str) -> dict[int, float]:
+    """``{seed: value}`` of ``metric`` at cell ``key`` over the seeds of one model that have it."""
+    return {s: cells[key][metric] for s, cells in by_seed.items() if key in cells}
+
+
 def summarise(runs: dict) -> dict:
     keys = sorted({k for m in runs.values() for cells in m.values() for k in cells})
     table, diffs = {}, {}
     for model, by_seed in runs.items():
         for key in keys:
             for metric in METRICS:
-                vals = [cells[key][metric] for cells in by_seed.values() if key in cells]
+                vals = list(by_seed_values(by_seed, key, metric).values())
                 if vals:
                     table.setdefault(model, {}).setdefault(key, {})[metric] = t_interval(vals)
     for first, second in PAIRS:
@@ -99,11 +104,11 @@ def summarise(runs: dict) -> dict:
             continue
         for key in keys:
             for metric in METRICS:
-                a = {s: c[key][metric] for s, c in runs[first].items() if key in c}
-                b = {s: c[key][metric] for s, c in runs[second].items() if key in c}
+                a = by_seed_values(runs[first], key, metric)
+                b = by_seed_values(runs[second], key, metric)
                 # change from 32² (the extrapolation test proper): (x_cell − x_32) per seed
-                a32 = {s: c[BASE][metric] for s, c in runs[first].items() if BASE in c}
-                b32 = {s: c[BASE][metric] for s, c in runs[second].items() if BASE in c}
+                a32 = by_seed_values(runs[first], BASE, metric)
+                b32 = by_seed_values(runs[second], BASE, metric)
                 da = {s: a[s] - a32[s] for s in a if s in a32}
                 db = {s: b[s] - b32[s] for s in b if s in b32}
                 entry = {"difference": paired(a, b), "difference_of_change": paired(da, db)}
@@ -125,12 +130,8 @@ def summarise(runs: dict) -> dict:
                 continue
             cell = key.removesuffix("-noshift")
             for metric in METRICS:
-                a = {s: c[key][metric] for s, c in by_seed.items() if key in c}
-                b = {
-                    s: c[f"{cell}-shift"][metric]
-                    for s, c in by_seed.items()
-                    if f"{cell}-shift" in c
-                }
+                a = by_seed_values(by_seed, key, metric)
+                b = by_seed_values(by_seed, f"{cell}-shift", metric)
                 if set(a) & set(b):
                     entry = paired(a, b)
                     entry["verdict"] = verdict(entry, metric)
