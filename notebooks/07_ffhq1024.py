@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -30,7 +32,7 @@
 # %% tags=["parameters"]
 PROFILE = "auto"
 DATA = "data/ffhq1024"  # gpu: FFHQ-1024 images (a folder; the 1000-image chunk folders are fine)
-RUN_DIR = None  # None: runs/ffhq1024 (gpu, resumable) or a fresh temporary folder (cpu)
+RUN_DIR = None  # None: runs/ffhq1024 (gpu, resumable) or a temporary folder (cpu)
 TRAIN_STEPS = None  # None: Table 6's 1M (gpu) or 60 (cpu); re-run the cell to continue
 BATCH_SIZE = None  # None: Table 6's 256 (global, split over the GPUs)
 N_SAMPLES = None  # None: 4 (gpu, 1024² each) or 16 (cpu)
@@ -144,7 +146,10 @@ if PROFILE == "gpu":
 else:
     TRAIN_STEPS = TRAIN_STEPS or 60
     N_SAMPLES = N_SAMPLES or 16
-    RUN_DIR = Path(RUN_DIR or tempfile.mkdtemp(prefix="hdit-ffhq-"))
+    if RUN_DIR is None:  # a temporary folder, removed when the kernel stops
+        temporary_run = tempfile.TemporaryDirectory(prefix="hdit-ffhq-")
+        RUN_DIR = temporary_run.name
+    RUN_DIR = Path(RUN_DIR)
     SAMPLE_STEPS, WORKERS = 15, 0
     config.training.checkpoint_every = config.training.sample_every = TRAIN_STEPS // 2
 if BATCH_SIZE:

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -36,7 +38,7 @@
 
 # %% tags=["parameters"]
 PROFILE = "auto"
-RUN_DIR = None  # None: a fresh temporary folder
+RUN_DIR = None  # None: a temporary folder, deleted with the kernel
 TRAIN_STEPS = None  # None: 2,500 (cpu) or the README's 25,000 (gpu)
 LR = None  # None: 1e-3 (cpu: a short run learns faster with it) or the README's 5e-4 (gpu)
 CFG_SCALE = 4.5  # the guidance scale w of the final measurement (App. D)
@@ -93,7 +95,10 @@ t = config.training
 t.lr, t.steps = LR, TRAIN_STEPS
 t.sample_every = max(TRAIN_STEPS // 10, 1)  # 10 sample grids over the run
 t.checkpoint_every = TRAIN_STEPS  # one checkpoint, at the end
-RUN_DIR = Path(RUN_DIR or tempfile.mkdtemp(prefix="hdit-toy-live-"))
+if RUN_DIR is None:  # a temporary folder, removed when the kernel stops
+    temporary_run = tempfile.TemporaryDirectory(prefix="hdit-toy-live-")
+    RUN_DIR = temporary_run.name
+RUN_DIR = Path(RUN_DIR)
 params = sum(p.numel() for p in build_model(config).parameters())
 print(f"{params / 1e6:.2f}M parameters, batch {t.batch_size}, lr {t.lr:g}, {TRAIN_STEPS} steps")
 print(f"samples every {t.sample_every} steps, run dir {RUN_DIR}")
