@@ -12,7 +12,11 @@ coherence, and the spread of the classifier features (``followup_diversity.diver
 
     OMP_NUM_THREADS=1 python results/ablation-toy/guidance.py run \\
         C-smsnr-s0=runs/ablation-toy/followup/C-smsnr-s0 --out results/ablation-toy/guidance
+    python results/ablation-toy/guidance.py floor --out results/ablation-toy/guidance
     python results/ablation-toy/guidance.py analyze results/ablation-toy/guidance
+
+``floor`` puts real images through the same metrics, for scale: the first n training images of
+each class, taken with classes 0..7 in turn as the samples are (``real_floor.json``).
 
 ``analyze`` writes ``summary.json``, ``summary.md`` and ``summary.png`` (FID against class
 accuracy along w, one curve per run) beside the records: per w the seed-paired E − C-smsnr
@@ -48,12 +52,43 @@ followup_diversity = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(followup_diversity)
 
 
+def _reference():
+    """The test split's classifier features and labels: what every FID here is against."""
+    test = ToyDataset("test", resolution=32)
+    real = evaluation.extract_features(test, extractor="toy", batch_size=256)
+    return real, test.labels.astype(np.int64)
+
+
+def floor(ns: list[int], out: Path) -> None:
+    """Real training images (classes in turn, as the samples) through the same metrics."""
+    torch.set_num_threads(1)
+    real, real_labels = _reference()
+    train = ToyDataset("train", resolution=32)
+    rows = []
+    for n in ns:
+        labels = sample_labels(n, train.num_classes)
+        by_class = [np.flatnonzero(train.labels == c) for c in range(train.num_classes)]
+        index = [by_class[c][i // train.num_classes] for i, c in enumerate(labels.tolist())]
+        images, _ = train.batch(np.array(index))
+        feats = evaluation.extract_features(images, extractor="toy", batch_size=256)
+        rows.append(
+            {
+                "n_samples": n,
+                "class_accuracy": (predict_classes(images) == labels)
+                .float()
+                .mean()
+                .item(),  # fmt: skip
+                **followup_diversity.diversity(feats, labels.numpy(), real, real_labels),
+            }
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "real_floor.json").write_text(json.dumps({"split": "train", "rows": rows}, indent=1))
+
+
 def run(specs: list[str], scales: list[float], n: int, out: Path) -> None:
     """Sample every (checkpoint, w) cell not yet in ``out``; one JSON per checkpoint."""
     torch.set_num_threads(1)
-    test = ToyDataset("test", resolution=32)
-    real = evaluation.extract_features(test, extractor="toy", batch_size=256)
-    real_labels = test.labels.astype(np.int64)
+    real, real_labels = _reference()
     out.mkdir(parents=True, exist_ok=True)
     for spec in specs:
         name, run_dir = spec.split("=", 1)
@@ -177,6 +212,10 @@ def markdown(result: dict) -> str:
                 f"{m['class_accuracy']:.3f} | {m['coherence']:.3f} | "
                 f"{m['spread_within_class']:.2f} |"
             )
+    for r in result.get("real_floor", []):
+        lines.append(f"| real: {r['n_samples']} training images | – | {r['fid']:.2f} | "
+                     f"{r['fid_mean_term']:.2f} | {r['class_accuracy']:.3f} | – | "
+                     f"{r['spread_within_class']:.2f} |")  # fmt: skip
     lines += ["", f"{result['cpu_h']:.2f} CPU-hours of sampling."]
     return "\n".join(lines) + "\n"
 
@@ -212,14 +251,22 @@ def main(argv=None) -> int:
     r.add_argument("--scales", type=float, nargs="+", default=list(SCALES))
     r.add_argument("--n", type=int, default=2048)
     r.add_argument("--out", type=Path, required=True)
+    f = sub.add_parser("floor")
+    f.add_argument("--n", type=int, nargs="+", default=[512, 2048])
+    f.add_argument("--out", type=Path, required=True)
     a = sub.add_parser("analyze")
     a.add_argument("folder", type=Path)
     args = p.parse_args(argv)
     if args.command == "run":
         run(args.runs, args.scales, args.n, args.out)
         return 0
+    if args.command == "floor":
+        floor(args.n, args.out)
+        return 0
     records = [json.loads(f.read_text()) for f in sorted(args.folder.glob("*-s*.json"))]
     result = analyze(records)
+    if (args.folder / "real_floor.json").exists():
+        result["real_floor"] = json.loads((args.folder / "real_floor.json").read_text())["rows"]
     (args.folder / "summary.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.folder / "summary.md").write_text(markdown(result))
     plot(records, args.folder / "summary.png")
