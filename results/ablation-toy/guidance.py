@@ -8,7 +8,8 @@ scale of ``--scales`` with the ablation's evaluation (2,048 samples, classes 0..
 3M-SDE 50 steps, noise seed 1000 + seed: w = 3 repeats the run's own final evaluation), and
 each (run, w) cell is written to ``<out>/<NAME>.json`` as it finishes (a rerun skips the cells
 it holds). Per cell: toy FID against the 2,048 test images with its mean term, class accuracy,
-coherence, and the spread of the classifier features (``followup_diversity.diversity``).
+coherence, and the spread of the classifier features (``followup_diversity.diversity``); the
+first 16 samples (two per class, one class per column) go to ``<out>/grids/<NAME>-w<w>.png``.
 
     OMP_NUM_THREADS=1 python results/ablation-toy/guidance.py run \\
         C-smsnr-s0=runs/ablation-toy/followup/C-smsnr-s0 --out results/ablation-toy/guidance
@@ -38,8 +39,9 @@ import torch
 
 from hdit_edu import evaluation
 from hdit_edu.ablation import cpu_model, paired_difference
+from hdit_edu.data import save_grid
 from hdit_edu.runs import load_run
-from hdit_edu.sampling import generate, sample_labels
+from hdit_edu.sampling import generate, grid_columns, sample_labels
 from hdit_edu.toy import ToyDataset, predict_classes, toy_coherence
 
 HERE = Path(__file__).resolve().parent
@@ -120,6 +122,8 @@ def run(specs: list[str], scales: list[float], n: int, out: Path) -> None:
                 "wall_s": time.perf_counter() - t0,
             }
             record["cells"].append(cell)
+            nrow = grid_columns(16, config.model.num_classes)  # one class per column
+            save_grid(images[:16], out / "grids" / f"{name}-w{w:g}.png", nrow=nrow)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(record, indent=1) + "\n")
             tmp.replace(path)
