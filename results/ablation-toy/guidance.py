@@ -61,28 +61,28 @@ def _reference():
     return real, test.labels.astype(np.int64)
 
 
+def _metrics(images: torch.Tensor, labels: torch.Tensor, reference) -> dict:
+    """Class accuracy, coherence, toy FID with its terms and the spread of ``images``."""
+    feats = evaluation.extract_features(images, extractor="toy", batch_size=256)
+    return {
+        "class_accuracy": (predict_classes(images) == labels).float().mean().item(),
+        "coherence": toy_coherence(images, labels)["coherent"].float().mean().item(),
+        **followup_diversity.diversity(feats, labels.numpy(), *reference),
+    }
+
+
 def floor(ns: list[int], out: Path) -> None:
     """Real training images (classes in turn, as the samples) through the same metrics."""
     torch.set_num_threads(1)
-    real, real_labels = _reference()
+    reference = _reference()
     train = ToyDataset("train", resolution=32)
+    by_class = [np.flatnonzero(train.labels == c) for c in range(train.num_classes)]
     rows = []
     for n in ns:
         labels = sample_labels(n, train.num_classes)
-        by_class = [np.flatnonzero(train.labels == c) for c in range(train.num_classes)]
         index = [by_class[c][i // train.num_classes] for i, c in enumerate(labels.tolist())]
         images, _ = train.batch(np.array(index))
-        feats = evaluation.extract_features(images, extractor="toy", batch_size=256)
-        rows.append(
-            {
-                "n_samples": n,
-                "class_accuracy": (predict_classes(images) == labels)
-                .float()
-                .mean()
-                .item(),  # fmt: skip
-                **followup_diversity.diversity(feats, labels.numpy(), real, real_labels),
-            }
-        )
+        rows.append({"n_samples": n, **_metrics(images, labels, reference)})
     out.mkdir(parents=True, exist_ok=True)
     (out / "real_floor.json").write_text(json.dumps({"split": "train", "rows": rows}, indent=1))
 
@@ -90,7 +90,7 @@ def floor(ns: list[int], out: Path) -> None:
 def run(specs: list[str], scales: list[float], n: int, out: Path) -> None:
     """Sample every (checkpoint, w) cell not yet in ``out``; one JSON per checkpoint."""
     torch.set_num_threads(1)
-    real, real_labels = _reference()
+    reference = _reference()
     out.mkdir(parents=True, exist_ok=True)
     for spec in specs:
         name, run_dir = spec.split("=", 1)
@@ -110,13 +110,10 @@ def run(specs: list[str], scales: list[float], n: int, out: Path) -> None:
             images = generate(denoiser, config, n, sampler="dpmpp_3m_sde", steps=50,
                               cfg_scale=w, seed=1000 + seed, batch_size=64)  # fmt: skip
             sample_cpu_s = time.process_time() - c0
-            feats = evaluation.extract_features(images, extractor="toy", batch_size=256)
             cell = {
                 "cfg": w,
                 "n_samples": n,
-                "class_accuracy": (predict_classes(images) == labels).float().mean().item(),
-                "coherence": toy_coherence(images, labels)["coherent"].float().mean().item(),
-                **followup_diversity.diversity(feats, labels.numpy(), real, real_labels),
+                **_metrics(images, labels, reference),
                 "sample_cpu_s": sample_cpu_s,
                 "cpu_s": time.process_time() - c0,
                 "wall_s": time.perf_counter() - t0,
