@@ -215,7 +215,7 @@ def markdown(result: dict) -> str:
             )
     for r in result.get("real_floor", []):
         lines.append(f"| real: {r['n_samples']} training images | – | {r['fid']:.2f} | "
-                     f"{r['fid_mean_term']:.2f} | {r['class_accuracy']:.3f} | – | "
+                     f"{r['fid_mean_term']:.2f} | {r['class_accuracy']:.3f} | {r['coherence']:.3f} | "
                      f"{r['spread_within_class']:.2f} |")  # fmt: skip
     lines += ["", f"{result['cpu_h']:.2f} CPU-hours of sampling."]
     return "\n".join(lines) + "\n"
