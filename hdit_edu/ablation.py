@@ -50,6 +50,7 @@ import torch
 from scipy import stats
 
 from . import evaluation
+from .checkpoints import atomic_write_text
 from .configs import Config, ablation_step, all_local, skip_variant
 from .data import ImageFolderDataset, save_grid
 from .diffusion import Denoiser
@@ -268,9 +269,7 @@ def evaluate_toy(trainer: Trainer, budget: ToyBudget, n: int, eval_seed: int):
 
 
 def _write_json(path: Path, record: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
 
 
 def run_toy(

@@ -38,7 +38,8 @@ import numpy as np
 import torch
 
 from hdit_edu import evaluation
-from hdit_edu.ablation import cpu_model, paired_difference
+from hdit_edu.ablation import cpu_model, paired_difference, toy_test_features
+from hdit_edu.checkpoints import atomic_write_text
 from hdit_edu.data import save_grid
 from hdit_edu.runs import load_run
 from hdit_edu.sampling import generate, grid_columns, sample_labels
@@ -55,10 +56,8 @@ _spec.loader.exec_module(followup_diversity)
 
 
 def _reference():
-    """The test split's classifier features and labels: what every FID here is against."""
-    test = ToyDataset("test", resolution=32)
-    real = evaluation.extract_features(test, extractor="toy", batch_size=256)
-    return real, test.labels.astype(np.int64)
+    """The test split's classifier features (the ablation's FID reference) and labels."""
+    return toy_test_features(32), ToyDataset("test", resolution=32).labels.astype(np.int64)
 
 
 def _metrics(images: torch.Tensor, labels: torch.Tensor, reference) -> dict:
@@ -121,9 +120,7 @@ def run(specs: list[str], scales: list[float], n: int, out: Path) -> None:
             record["cells"].append(cell)
             nrow = grid_columns(16, config.model.num_classes)  # one class per column
             save_grid(images[:16], out / "grids" / f"{name}-w{w:g}.png", nrow=nrow)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(record, indent=1) + "\n")
-            tmp.replace(path)
+            atomic_write_text(path, json.dumps(record, indent=1) + "\n")
             print(name, {k: round(v, 3) for k, v in cell.items() if isinstance(v, float)},
                   flush=True)  # fmt: skip
 
