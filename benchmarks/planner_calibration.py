@@ -1,8 +1,20 @@
-"""Calibration data of the memory planner: one real training step of each paper config at its
-true resolution, batch 1, fp32, on this machine's CPU (issue 17).
+"""Calibration data of the memory planner: real training steps of the paper configs at their
+true widths, on this machine's CPU (issues 17 and 32).
 
     python benchmarks/planner_calibration.py            # all configs and modes (~15 min, 1 thread)
     python benchmarks/planner_calibration.py --configs imagenet128 --modes none
+    python benchmarks/planner_calibration.py --cells imagenet128:level:2:2:fp32 toy:none:2:1:bf16 \
+        --out benchmarks/results/planner-heldout-cpu.json      # batch, accumulation, precision
+
+The default run (batch 1, fp32, ``planner-calibration-cpu.json``) is what the planner's two
+memory constants are fitted on (:func:`hdit_edu.planner._calibrate`). ``--cells`` measures
+other cells, ``CONFIG:MODE:MICRO_BATCH:ACCUM:PRECISION[:RESOLUTION]`` each: the micro-batch,
+the gradient-accumulation steps (the step's global batch is their product), ``bf16`` =
+``torch.autocast("cpu", bfloat16)`` around the forward pass exactly as the trainer does on
+CUDA (the trainer itself autocasts only on CUDA: here its ``use_bf16`` is switched on), and an
+optional resolution at which the config keeps all its levels and widths (e.g.
+``ffhq1024:level:2:1:fp32:256``: FFHQ's five levels at 256², 1/16 of the tokens). Results are
+appended to ``--out`` as each cell finishes (a stopped run keeps what it measured).
 
 Each (config, checkpointing) runs in a fresh process: build the :class:`~hdit_edu.training.Trainer`
 (model, EMA, AdamW) at batch 1 with an in-memory set of one random image, create AdamW's
@@ -30,6 +42,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import common  # benchmarks/common.py (it also puts the repository root on sys.path)
 import torch
@@ -107,19 +120,31 @@ def step_peak(trainer: Trainer) -> dict:
     return row
 
 
-def measure(name: str, mode: str) -> dict:
+def cell_config(name: str, mode: str, batch: int = 1, accum: int = 1, precision="fp32",
+                resolution: int | None = None):
+    """``name``'s config for one measured cell (see the module docstring)."""
     config = get_config(name)
+    if resolution:
+        config.model.resolution = resolution  # every level and width kept
     t = config.training
-    t.batch_size, t.grad_accum, t.precision, t.checkpointing = 1, 1, "fp32", mode
+    t.batch_size, t.grad_accum, t.precision, t.checkpointing = batch * accum, accum, precision, mode
+    return config
+
+
+def measure(name: str, mode: str, batch: int = 1, accum: int = 1, precision: str = "fp32",
+            resolution: int | None = None) -> dict:
+    config = cell_config(name, mode, batch, accum, precision, resolution)
     trainer = Trainer(config, None, dataset=OneImage(config.model.resolution), progress=False)
+    trainer.use_bf16 = precision == "bf16"  # CPU autocast, as the trainer does on CUDA
     params = sum(p.numel() for p in trainer.model.parameters())
     peak = step_peak(trainer)
     return {
         "config": name,
         "resolution": list(normalize_resolution(config.model.resolution)),
         "checkpointing": mode,
-        "batch": 1,
-        "precision": "fp32",
+        "batch": batch,
+        "grad_accum": accum,
+        "precision": precision,
         "params": params,
         **{k: peak[k] for k in ("resident_bytes", "step_peak_bytes", "peak_bytes", "peak_GiB")},
         "step_s": peak["step_s"],
@@ -133,41 +158,61 @@ def main(argv=None) -> int:
     p.add_argument("--configs", nargs="+", default=list(PAPER_CONFIGS))
     p.add_argument("--modes", nargs="+", default=["none", "level", "layer"])
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--one", nargs=2, metavar=("CONFIG", "MODE"), help=argparse.SUPPRESS)
+    p.add_argument("--cells", nargs="+", metavar="CONFIG:MODE:BATCH:ACCUM:PRECISION[:RES]")
+    p.add_argument("--timeout", type=float, help="seconds per cell (then recorded as failed)")
+    p.add_argument("--append", action="store_true", help="keep --out's other cells")
+    p.add_argument("--one", metavar="CELL", help=argparse.SUPPRESS)
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.one:
-        print("RESULT " + json.dumps(measure(*args.one)), flush=True)
+        print("RESULT " + json.dumps(measure(*parse_cell(args.one))), flush=True)
         return 0
     load_before = os.getloadavg()
+    cells = args.cells or [f"{n}:{m}:1:1:fp32" for n in args.configs for m in args.modes]
     rows = []
-    for name in args.configs:
-        for mode in args.modes:
-            cmd = [sys.executable, __file__, "--one", name, mode, "--threads", str(args.threads)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-            if proc.returncode or not line:
-                raise RuntimeError(f"{name}/{mode} failed:\n{proc.stderr[-3000:]}")
-            rows.append(json.loads(line[0][len("RESULT ") :]))
+    if args.append and Path(args.out).exists():
+        rows = [r for r in json.loads(Path(args.out).read_text())["results"]
+                if r.get("cell") not in cells]  # fmt: skip
+    for cell in cells:
+        cmd = [sys.executable, __file__, "--one", cell, "--threads", str(args.threads)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            proc = subprocess.CompletedProcess(cmd, -9, "", f"timed out after {args.timeout} s")
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode or not line:  # recorded; the next cell runs
+            rows.append({"cell": cell, "error": proc.stderr[-2000:]})
+            print(f"{cell:28s} failed: {proc.stderr[-300:]}", flush=True)
+        else:
+            rows.append({"cell": cell, **json.loads(line[0][len("RESULT ") :])})
             r = rows[-1]
             print(
-                f"{name:12s} {mode:6s} peak {r['peak_GiB']:.2f} GiB "
+                f"{cell:28s} peak {r['peak_GiB']:.2f} GiB "
                 f"(resident {r['resident_bytes'] / 2**30:.2f}) step {r['step_s']:.1f} s",
                 flush=True,
             )
-    document = common.make_result(
-        "planner-calibration",
-        torch.device("cpu"),
-        command="python benchmarks/planner_calibration.py " + " ".join(argv or sys.argv[1:]),
-        settings={"threads": args.threads, "batch": 1, "precision": "fp32"},
-        results=rows,
-        summary={"configs": args.configs, "modes": args.modes},
-        load_before=list(load_before),
-    )
-    path = common.write_result(document, torch.device("cpu"), args.out)
-    print(f"wrote {path}")
+        document = common.make_result(
+            "planner-calibration",
+            torch.device("cpu"),
+            command="python benchmarks/planner_calibration.py " + " ".join(argv or sys.argv[1:]),
+            settings={"threads": args.threads, "cells": [r.get("cell") for r in rows]},
+            results=rows,
+            summary={"measured": len(rows), "of": len(cells)},
+            load_before=list(load_before),
+        )
+        path = common.write_result(document, torch.device("cpu"), args.out)  # after each cell
+        print(f"wrote {path}", flush=True)
     return 0
+
+
+def parse_cell(cell: str) -> tuple:
+    """``CONFIG:MODE:BATCH:ACCUM:PRECISION[:RESOLUTION]`` → the arguments of :func:`measure`."""
+    parts = cell.split(":")
+    if len(parts) not in (5, 6) or parts[4] not in ("fp32", "bf16"):
+        raise SystemExit(f"--cells {cell!r}: expected CONFIG:MODE:BATCH:ACCUM:fp32|bf16[:RES]")
+    name, mode, batch, accum, precision, *res = parts
+    return name, mode, int(batch), int(accum), precision, int(res[0]) if res else None
 
 
 if __name__ == "__main__":

@@ -1,41 +1,51 @@
-"""Memory and time of paper-scale training: how to fit Table 6's batch on the GPUs at hand.
+"""Memory and time of paper-scale training: how to fit Table 6's batch on the GPUs at hand, and
+how many days it takes (App. E; issues 17 and 32).
 
 :func:`plan` (CLI: ``hdit-edu plan --config ffhq1024 --gpus 8 --gpu-memory 80``) picks, for a
 config's global batch on ``gpus`` GPUs of ``gpu_memory`` GiB, the per-GPU micro-batch, the
-gradient-accumulation steps and the activation checkpointing that fit, and predicts the step
-time and the days of the configured steps.
+gradient-accumulation steps and the activation checkpointing that fit; the days, as a range,
+come from :mod:`hdit_edu.planner_time` (utilisation calibrated on the paper's two reported
+runs, the batch-size schedule, the data loader). :func:`format_plan` prints it in a dozen
+lines, each number beside the assumption it rests on.
 
 **Memory of one training step** (per GPU; P parameters; fp32 master weights in every
 precision, as ``torch.autocast`` keeps them)::
 
-    peak = weights 4P + EMA 4P + AdamW moments 8P               (resident between steps)
-         + max(b · activations per image [+ gradients 4P],     (forward end / recomputation)
-               gradients 4P + optimizer temporaries)            (the AdamW step)
+    peak = weights 4P + EMA 4P + AdamW moments 8P                 (resident between steps)
+         + max(b · activations per image                          (forward end / recomputation)
+                 [+ gradients 4P: checkpointing or accumulation]
+                 [+ autocast's bf16 weight copies 2P]
+                 + inputs,
+               gradients 4P + optimizer temporaries + inputs)       (the AdamW step)
 
 Without checkpointing the activations peak at the end of the forward pass, before any
 gradient exists (the backward frees each saved activation as the parameter gradients fill
-up, so the two do not peak together). With checkpointing the peak comes during a segment's
-recomputation in the backward pass, when gradients are already accumulating: the bracketed
-term is added (an upper bound). Measured on the CPU, this is within a few per cent of every
-row of :data:`CALIBRATION_FILE`; the plain sum would overestimate ImageNet-256 by ~20 %, the
-plain max underestimate FFHQ-1024² with checkpointing by ~13 %.
+up). With checkpointing the peak comes during a segment's recomputation in the backward pass,
+when gradients are already accumulating, and with accumulation every micro-step after the
+first runs its forward pass with the gradients of the earlier ones held: in both cases the
+gradients are added (an upper bound for checkpointing: not all of them exist yet). Under bf16
+autocast the forward pass caches a bf16 copy of every weight it casts (freed when the
+``autocast`` block exits, before the backward). *Inputs*: ``Trainer.micro_batches`` holds the
+image and noise of every micro-batch of the step at once.
 
 *Activations per image* come from the model's shape: with ``S = Σ_layers T_l · w_l`` (tokens ×
 width of every transformer layer the image passes, down, middle and up), ``"none"`` keeps
 ``k · S`` fp32 numbers per image; ``"layer"`` keeps each layer's input (``S``) plus one layer
 being recomputed (``k · max_l T_l w_l``); ``"level"`` keeps each level's input plus one level
-being recomputed (``k · max_level Σ_its layers T w``). The one constant ``k`` — numbers a
-layer keeps per token and channel — is calibrated on the CPU (:data:`CALIBRATION`: FFHQ-1024²,
-batch 1, fp32, no checkpointing, measured by ``benchmarks/planner_calibration.py``); the
-other configs and modes are predictions, checked against the same table (the tests: within
-15 %; measured: within 5 %). The CPU runs the "torch" / masked-SDPA neighborhood kernels,
-which keep their attention weights for the backward pass; NATTEN's fused GPU kernels keep
-less, so on a GPU the estimate should err on the safe side. *bf16*: activations × ½ (autocast's matmul outputs are bf16; an approximation that the
-GPU check is to confirm). The optimizer temporaries (``torch.optim.AdamW``'s foreach
-intermediates) are :data:`OPTIMIZER_TEMP` · 4P, also measured.
+being recomputed (``k · max_level Σ_its layers T w``). *bf16*: × :data:`BF16_ACTIVATION_FACTOR`
+(0.67, measured on CPU autocast, not ½: the model upcasts norms, RoPE, the cosine-similarity
+q/k and the pure-PyTorch neighborhood kernel to fp32 on purpose).
 
-**Time** = 6 · GMAC(forward) · 10⁹ FLOPs per image and step (backward ≈ 2 × forward; one more
-forward with checkpointing: 8 ·), over the GPUs' dense bf16 peak × the stated MFU.
+**Fitted and held out.** Three constants are fitted (:func:`_calibrate`; the tests recompute
+them from the files): ``k`` on FFHQ-1024² (batch 1, fp32, no checkpointing), AdamW's
+foreach temporaries :data:`OPTIMIZER_TEMP` on ImageNet-128 (batch 1, whose step peaks in the
+optimizer), both in :data:`CALIBRATION_FILE`; the bf16 factor on four cells of
+:data:`CELLS_FILE` (:data:`BF16_FIT_CELLS`). Every other recorded row — other modes and
+configs at batch 1, batch 2–4 in every checkpointing mode, accumulation, bf16 with
+checkpointing, FFHQ's five levels at 256² — is a prediction, compared by
+:func:`heldout_table` (``benchmarks/README.md`` shows it). The CPU runs the "torch" /
+masked-SDPA neighborhood kernels, which keep their attention weights for the backward pass;
+NATTEN's fused GPU kernels keep less, so on a GPU the estimate should err on the safe side.
 
 **The measurement** the planner is calibrated against: :class:`PeakMemory` /
 :func:`peak_allocated`, the most tensor memory a block holds at once above what was allocated
@@ -52,6 +62,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
+from .planner_time import KERNEL_PATHS, TimeEstimate, estimate_time
 
 
 def _synchronize(device: torch.device) -> None:
@@ -145,14 +157,25 @@ def peak_allocated(fn: Callable[[], object], device: str | torch.device = "cpu")
 CALIBRATION_FILE = (
     Path(__file__).resolve().parents[1] / "benchmarks/results/planner-calibration-cpu.json"
 )
+# Cells at batch ≥ 2, with accumulation and in CPU bf16 autocast (issue 32): the bf16 factor is
+# fitted on four of them (BF16_FIT_CELLS), the rest are the held-out check.
+CELLS_FILE = CALIBRATION_FILE.with_name("planner-cells-cpu.json")
 # k: fp32 numbers a transformer layer keeps per token and channel for the backward pass,
 # fitted on FFHQ-1024² (batch 1, fp32, CPU, no checkpointing; CALIBRATION_FILE).
 ACTIVATION_K = 27.826
 # AdamW's foreach temporaries at its step, as a fraction of the gradients' 4P bytes (measured
 # on ImageNet-128, whose batch-1 step peaks in the optimizer: CALIBRATION_FILE).
 OPTIMIZER_TEMP = 0.11244
+# bf16 autocast's activations per image over fp32's: measured on the CPU (the slope of the step
+# peak in the batch, toy and ImageNet-128, 2→4 images; CELLS_FILE, BF16_FIT_CELLS). Not ½:
+# the model computes norms, RoPE, the cosine-similarity q/k and the pure-PyTorch neighborhood
+# kernel in fp32 on purpose. CUDA's autocast rules differ: the GPU check measures it there.
+BF16_ACTIVATION_FACTOR = 0.67
+BF16_FACTOR_SOURCE = "CPU autocast, toy and ImageNet-128 (planner-cells-cpu.json)"
+BF16_FIT_CELLS = {"toy": (2, 4), "imagenet128": (2, 4)}  # batches of the two slopes
 BYTES_FP32 = 4
-ACTIVATION_SCALE = {"fp32": 1.0, "bf16": 0.5}
+BYTES_BF16 = 2
+ACTIVATION_SCALE = {"fp32": 1.0, "bf16": BF16_ACTIVATION_FACTOR}
 CHECKPOINTING_ORDER = ("none", "level", "layer")  # least recomputation first
 
 
@@ -192,6 +215,15 @@ def activation_bytes(config, checkpointing: str = "none", precision: str = "fp32
     return numbers * BYTES_FP32 * ACTIVATION_SCALE[precision]
 
 
+def input_bytes(config, images: int) -> int:
+    """A step's inputs: ``Trainer.micro_batches`` holds every micro-batch's image and noise
+    (fp32) at once."""
+    from .configs import normalize_resolution
+
+    h, w = normalize_resolution(config.model.resolution)
+    return images * 2 * config.model.in_channels * h * w * BYTES_FP32
+
+
 @dataclass
 class MemoryEstimate:
     """Predicted peak memory of one training step on one device, in bytes, by part."""
@@ -204,22 +236,36 @@ class MemoryEstimate:
     micro_batch: int
     optimizer_temporaries: float
     checkpointing: str = "none"
+    grad_accum: int = 1
+    autocast_cache: float = 0.0  # bf16 copies of the weights, alive through the forward pass
+    inputs: float = 0.0  # the step's images and noise, every micro-batch
 
     @property
     def activations(self) -> float:
         return self.activations_per_image * self.micro_batch
 
     @property
+    def gradients_held(self) -> float:
+        """Gradients alive at the activations' peak: during a checkpointed segment's
+        recomputation, and through every micro-step's forward pass after the first."""
+        return self.gradients if self.checkpointing != "none" or self.grad_accum > 1 else 0.0
+
+    @property
     def peak(self) -> float:
-        recompute = self.gradients if self.checkpointing != "none" else 0.0
-        transient = max(self.activations + recompute, self.gradients + self.optimizer_temporaries)
+        forward = self.activations + self.gradients_held + self.autocast_cache + self.inputs
+        transient = max(forward, self.gradients + self.optimizer_temporaries + self.inputs)
         return self.weights + self.ema + self.adam_moments + transient
 
 
 def estimate_memory(
-    config, micro_batch: int = 1, checkpointing: str = "none", precision: str = "fp32"
+    config,
+    micro_batch: int = 1,
+    checkpointing: str = "none",
+    precision: str = "fp32",
+    grad_accum: int = 1,
 ) -> MemoryEstimate:
-    """The predicted peak memory of a training step of ``config`` at ``micro_batch`` images."""
+    """The predicted peak memory of a training step of ``config`` at ``micro_batch`` images
+    and ``grad_accum`` micro-steps per optimizer step."""
     from .flops import analytic_params
 
     params = analytic_params(config)
@@ -233,6 +279,9 @@ def estimate_memory(
         micro_batch=micro_batch,
         optimizer_temporaries=OPTIMIZER_TEMP * weight_bytes,
         checkpointing=checkpointing,
+        grad_accum=grad_accum,
+        autocast_cache=BYTES_BF16 * params if precision == "bf16" else 0.0,
+        inputs=input_bytes(config, micro_batch * grad_accum),
     )
 
 
@@ -240,8 +289,6 @@ def estimate_memory(
 # The plan
 # ----------------------------------------------------------------------------------------------
 
-GPU_BF16_TFLOPS = 989.0  # H100 / H200 SXM dense bf16 (A100: 312)
-DEFAULT_MFU = 0.35
 MEMORY_HEADROOM = 0.9  # plan to 90 % of the device (allocator fragmentation, CUDA context)
 
 
@@ -249,6 +296,7 @@ MEMORY_HEADROOM = 0.9  # plan to 90 % of the device (allocator fragmentation, CU
 class Plan:
     config: str
     gpus: int
+    gpu: str
     gpu_memory_GiB: float
     precision: str
     global_batch: int
@@ -256,40 +304,92 @@ class Plan:
     grad_accum: int
     checkpointing: str
     memory: MemoryEstimate
-    gflop_per_image_step: float
-    step_s: float
+    time: TimeEstimate
     steps: int
-    days: float
-    mfu: float
-    peak_tflops: float
+
+    @property
+    def days(self) -> tuple[float, float]:
+        """(low, high) days of the configured steps (and batch schedule)."""
+        return self.time.days
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["memory"]["peak"] = self.memory.peak
+        d = {k: v for k, v in asdict(self).items() if k not in ("memory", "time")}
+        d["memory"] = {**asdict(self.memory), "peak": self.memory.peak}
+        d["memory"]["budget"] = MEMORY_HEADROOM * self.gpu_memory_GiB * 2**30
+        d["memory"]["bf16_activation_factor"] = {
+            "value": BF16_ACTIVATION_FACTOR, "source": BF16_FACTOR_SOURCE
+        }  # fmt: skip
+        d["time"] = self.time.to_dict()
+        d["days"] = d["time"]["days"]
         return d
 
     def table(self) -> str:
-        gib = 2**30
-        m = self.memory
-        lines = [
-            f"{self.config}: global batch {self.global_batch} on {self.gpus} GPU(s) of "
-            f"{self.gpu_memory_GiB:g} GiB, {self.precision}",
-            f"  per GPU: micro-batch {self.micro_batch} × {self.grad_accum} accumulation "
-            f"steps, activation checkpointing {self.checkpointing}",
-            "  predicted peak memory per GPU:",
-            f"    weights        {m.weights / gib:8.2f} GiB",
-            f"    gradients      {m.gradients / gib:8.2f} GiB",
-            f"    AdamW moments  {m.adam_moments / gib:8.2f} GiB",
-            f"    EMA            {m.ema / gib:8.2f} GiB",
-            f"    activations    {m.activations / gib:8.2f} GiB "
-            f"({m.activations_per_image / gib:.3f} GiB per image × {m.micro_batch})",
-            f"    peak           {m.peak / gib:8.2f} GiB "
-            f"(budget {MEMORY_HEADROOM:.0%} of {self.gpu_memory_GiB:g})",
-            f"  time: {self.gflop_per_image_step:.0f} GFLOP per image and step at "
-            f"{self.mfu:.0%} MFU of {self.peak_tflops:g} TFLOP/s per GPU: "
-            f"{self.step_s:.2f} s per step, {self.days:.1f} days for {self.steps:,} steps",
-        ]
-        return "\n".join(lines)
+        return format_plan(self)
+
+
+def format_plan(p: Plan) -> str:
+    """The plan in a dozen lines, each number with the assumption it rests on."""
+    gib = 2**30
+    m, t = p.memory, p.time
+    resident = m.weights + m.ema + m.adam_moments
+    held = "accumulation" if m.grad_accum > 1 else "recomputation"
+    scale = ACTIVATION_SCALE[p.precision]
+    lines = [
+        f"{p.config} on {p.gpus} × {p.gpu} ({p.gpu_memory_GiB:g} GiB), {p.precision}, "
+        f"global batch {p.global_batch}",
+        f"  per GPU    micro-batch {p.micro_batch} × {p.grad_accum} accumulation, "
+        f"checkpointing {p.checkpointing}",
+        f"  memory     {m.peak / gib:.1f} GiB of {MEMORY_HEADROOM * p.gpu_memory_GiB:.1f} "
+        f"({MEMORY_HEADROOM:.0%} of {p.gpu_memory_GiB:g}) = resident {resident / gib:.2f} "
+        "(weights, EMA, AdamW: 16 B/param)",
+        f"             + activations {m.micro_batch} × {m.activations_per_image / gib:.3f} "
+        f"(k = {ACTIVATION_K:.1f} numbers/token/channel, CPU-fitted"
+        + (f"; bf16 × {scale:.2f}, {BF16_FACTOR_SOURCE})" if p.precision == "bf16" else ")"),
+        f"             + gradients held {m.gradients_held / gib:.2f} ({held})"
+        f" + autocast cache {m.autocast_cache / gib:.2f} + inputs {m.inputs / gib:.2f}"
+        f"  [AdamW step: {(m.gradients + m.optimizer_temporaries + m.inputs) / gib:.2f}]",
+    ]
+    lo, hi = t.days
+    images = f"{t.images:.3g} images" + (
+        " with the batch schedule " + " + ".join(f"{s:,}×{b}" for s, b in t.segments)
+        if len(t.segments) > 1
+        else f" ({p.steps:,} steps × {p.global_batch})"
+    )
+    lines.append(f"  days       {lo:.1f} – {hi:.1f}   {images}")
+    if t.mfu_a100 is not None:
+        lines.append(
+            f"    A100 MFU   {t.mfu_a100[0]:.1%} – {t.mfu_a100[1]:.1%}   {t.mfu_source}, "
+            "± the report's rounding"
+        )
+        if t.speedup != (1.0, 1.0):
+            lines.append(
+                f"    A100→{p.gpu:4s}  × {t.speedup[0]:.2f} – {t.speedup[1]:.2f}   "
+                f"memory-bandwidth ratio … dense-bf16 ratio ({t.peak_tflops:g} TFLOP/s)"
+            )
+    else:
+        lines.append(f"    MFU        {t.mfu[0]:.1%}   {t.mfu_source}")
+    lines.append(
+        f"    kernels    × {t.kernel_factor:.2f}   {t.kernel_path}: "
+        f"{KERNEL_PATHS[t.kernel_path].source}"
+    )
+    if t.recompute != 1:
+        lines.append(f"    recompute  × {t.recompute:.2f}   one more forward (checkpointing)")
+    lines.append(
+        f"  step       {t.step_s[0]:.2f} – {t.step_s[1]:.2f} s at batch {p.global_batch}; "
+        f"MFU on the {p.gpu} {t.mfu[1]:.1%} – {t.mfu[0]:.1%} "
+        f"({t.model_gflop_per_image:.0f} model GFLOP per image)"
+    )
+    ld = t.loader
+    verdict = (
+        f"LOADER LIMITS: give each GPU ≥ {ld.workers_needed} workers"
+        if ld.limits
+        else f"keeps up with {ld.workers} worker(s) per GPU"
+    )
+    lines.append(
+        f"  loader     needs {ld.needed_per_gpu:.0f} images/s per GPU (fast end); one worker "
+        f"gives {ld.per_worker:.1f} ({ld.format}) → {verdict}"
+    )
+    return "\n".join(lines)
 
 
 def plan(
@@ -298,20 +398,22 @@ def plan(
     gpu_memory_GiB: float = 80.0,
     precision: str | None = None,
     *,
-    mfu: float = DEFAULT_MFU,
-    peak_tflops: float = GPU_BF16_TFLOPS,
+    mfu: float | None = None,
+    peak_tflops: float | None = None,
+    gpu: str = "H100",
+    kernel_path: str = "natten",
+    loader_workers: int = 1,
 ) -> Plan:
     """The micro-batch, accumulation and checkpointing that fit ``config``'s global batch on
     ``gpus`` devices of ``gpu_memory_GiB``: the least recomputation (none, then level, then
-    layer) that fits, with the largest micro-batch dividing the per-GPU batch. Raises
+    layer) that fits, with the largest micro-batch dividing the per-GPU batch; and the days
+    (:func:`hdit_edu.planner_time.estimate_time`: calibrated, or at ``mfu`` if given). Raises
     ``ValueError`` when even one image per GPU with per-layer checkpointing does not fit."""
-    from .flops import analytic_gflops
-
     t = config.training
     precision = precision or t.precision
     if gpus < 1 or t.batch_size % gpus:
         raise ValueError(f"gpus={gpus}: must be >= 1 and divide the global batch {t.batch_size}")
-    if not gpu_memory_GiB > 0 or not 0 < mfu <= 1:
+    if not gpu_memory_GiB > 0 or (mfu is not None and not 0 < mfu <= 1):
         raise ValueError(f"need gpu_memory_GiB > 0 and 0 < mfu <= 1; got {gpu_memory_GiB}, {mfu}")
     per_gpu = t.batch_size // gpus
     budget = MEMORY_HEADROOM * gpu_memory_GiB * 2**30
@@ -319,25 +421,33 @@ def plan(
     chosen = None
     for mode in CHECKPOINTING_ORDER:
         for b in divisors:
-            estimate = estimate_memory(config, b, mode, precision)
+            estimate = estimate_memory(config, b, mode, precision, per_gpu // b)
             if estimate.peak <= budget:
                 chosen = (mode, b, estimate)
                 break
         if chosen:
             break
     if chosen is None:
-        need = estimate_memory(config, 1, "layer", precision).peak / 2**30
+        need = estimate_memory(config, 1, "layer", precision, per_gpu).peak / 2**30
         raise ValueError(
             f"{config.name}: one image per GPU with per-layer checkpointing needs "
             f"{need:.1f} GiB, more than {MEMORY_HEADROOM:.0%} of {gpu_memory_GiB:g} GiB"
         )
     mode, b, estimate = chosen
-    passes = 8 if mode != "none" else 6  # forward + backward (2×) [+ the recomputation]
-    gflop = passes * analytic_gflops(config)  # GMAC → FLOPs: × 2 (inside `passes`)
-    step_s = gflop * 1e9 * t.batch_size / (gpus * peak_tflops * 1e12 * mfu)
+    time = estimate_time(
+        config,
+        gpus,
+        gpu=gpu,
+        peak_tflops=peak_tflops,
+        mfu=mfu,
+        checkpointing=mode,
+        kernel_path=kernel_path,
+        loader_workers=loader_workers,
+    )
     return Plan(
         config=config.name,
         gpus=gpus,
+        gpu=gpu,
         gpu_memory_GiB=gpu_memory_GiB,
         precision=precision,
         global_batch=t.batch_size,
@@ -345,29 +455,113 @@ def plan(
         grad_accum=per_gpu // b,
         checkpointing=mode,
         memory=estimate,
-        gflop_per_image_step=gflop,
-        step_s=step_s,
+        time=time,
         steps=t.steps,
-        days=step_s * t.steps / 86_400,
-        mfu=mfu,
-        peak_tflops=peak_tflops,
     )
 
 
+# ----------------------------------------------------------------------------------------------
+# Calibration and the held-out check
+# ----------------------------------------------------------------------------------------------
+
+
 def read_calibration(path: str | Path = CALIBRATION_FILE) -> list[dict]:
-    """The measured rows of ``benchmarks/planner_calibration.py``."""
-    return json.loads(Path(path).read_text())["results"]
+    """The measured rows of ``benchmarks/planner_calibration.py`` (failed cells left out)."""
+    return [r for r in json.loads(Path(path).read_text())["results"] if "error" not in r]
 
 
-def _calibrate() -> tuple[float, float]:
-    """(ACTIVATION_K, OPTIMIZER_TEMP) from the recorded measurements (see the docstring)."""
+def row_config(row: dict):
+    """The config a measured row ran: its name at its resolution (all levels kept)."""
+    from .configs import get_config
+
+    config = get_config(row["config"])
+    config.model.resolution = tuple(row["resolution"])
+    if config.model.resolution[0] == config.model.resolution[1]:
+        config.model.resolution = config.model.resolution[0]
+    return config
+
+
+def predict_row(row: dict) -> MemoryEstimate:
+    return estimate_memory(
+        row_config(row),
+        row.get("batch", 1),
+        row["checkpointing"],
+        row.get("precision", "fp32"),
+        row.get("grad_accum", 1),
+    )
+
+
+def _calibrate() -> tuple[float, float, float]:
+    """(ACTIVATION_K, OPTIMIZER_TEMP, BF16_ACTIVATION_FACTOR) from the recorded measurements
+    (see the module docstring)."""
     from .configs import get_config
     from .flops import analytic_params
 
     rows = {(r["config"], r["checkpointing"]): r for r in read_calibration()}
     ffhq = rows[("ffhq1024", "none")]
-    total = sum(sum(p) for p in _layer_sizes(get_config("ffhq1024").model))
-    k = ffhq["step_peak_bytes"] / (BYTES_FP32 * total)  # activations: the step's peak
+    config = get_config("ffhq1024")
+    total = sum(sum(p) for p in _layer_sizes(config.model))
+    k = (ffhq["step_peak_bytes"] - input_bytes(config, 1)) / (BYTES_FP32 * total)
     i128 = rows[("imagenet128", "none")]
-    grads128 = BYTES_FP32 * analytic_params(get_config("imagenet128"))
-    return k, (i128["step_peak_bytes"] - grads128) / grads128
+    config = get_config("imagenet128")
+    grads128 = BYTES_FP32 * analytic_params(config)
+    temp = (i128["step_peak_bytes"] - input_bytes(config, 1) - grads128) / grads128
+    slopes = _bf16_slopes()
+    return k, temp, sum(slopes.values()) / len(slopes)
+
+
+FIT_ROWS = {("ffhq1024", "none"), ("imagenet128", "none")}  # CALIBRATION_FILE rows fitted on
+
+
+def is_fit_row(row: dict) -> bool:
+    """Whether a measured row was used to fit a constant (k, the optimizer's temporaries, the
+    bf16 factor); every other row is a held-out check of the model."""
+    if row.get("batch", 1) == 1 and row.get("grad_accum", 1) == 1 and row.get("precision") == "fp32":
+        if (row["config"], row["checkpointing"]) in FIT_ROWS and "cell" not in row:
+            return True
+    pair = BF16_FIT_CELLS.get(row["config"])
+    return bool(
+        "cell" in row
+        and pair
+        and row["checkpointing"] == "none"
+        and row.get("grad_accum", 1) == 1
+        and row.get("batch") in pair
+    )
+
+
+def heldout_table() -> list[dict]:
+    """Predicted against measured peak for every recorded row (both files), with ``fit``:
+    whether the row fitted a constant. The held-out rows are the model's check."""
+    out = []
+    for path in (CALIBRATION_FILE, CELLS_FILE):
+        for row in read_calibration(path):
+            predicted = predict_row(row).peak
+            out.append({
+                "config": row["config"],
+                "resolution": row["resolution"][0],
+                "checkpointing": row["checkpointing"],
+                "micro_batch": row.get("batch", 1),
+                "grad_accum": row.get("grad_accum", 1),
+                "precision": row.get("precision", "fp32"),
+                "predicted_bytes": predicted,
+                "measured_bytes": row["peak_bytes"],
+                "error_percent": 100 * (predicted / row["peak_bytes"] - 1),
+                "fit": is_fit_row(row),
+            })  # fmt: skip
+    return out
+
+
+def _bf16_slopes() -> dict[str, float]:
+    """bf16 / fp32 activations per image (slopes of the step peak in the batch) per config."""
+    cells = read_calibration(CELLS_FILE)
+    out = {}
+    for name, (b1, b2) in BF16_FIT_CELLS.items():
+        peak = {
+            (r["precision"], r["batch"]): r["step_peak_bytes"]
+            for r in cells
+            if r["config"] == name and r["checkpointing"] == "none" and r["grad_accum"] == 1
+        }
+        if all((p, b) in peak for p in ("fp32", "bf16") for b in (b1, b2)):
+            slope = {p: (peak[(p, b2)] - peak[(p, b1)]) / (b2 - b1) for p in ("fp32", "bf16")}
+            out[name] = slope["bf16"] / slope["fp32"]
+    return out
