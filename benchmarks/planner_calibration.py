@@ -47,6 +47,7 @@ from pathlib import Path
 import common  # benchmarks/common.py (it also puts the repository root on sys.path)
 import torch
 
+from hdit_edu import planner
 from hdit_edu.configs import PAPER_CONFIGS, get_config, normalize_resolution
 from hdit_edu.planner import PeakMemory
 from hdit_edu.training import Trainer
@@ -161,10 +162,14 @@ def main(argv=None) -> int:
     p.add_argument("--cells", nargs="+", metavar="CONFIG:MODE:BATCH:ACCUM:PRECISION[:RES]")
     p.add_argument("--timeout", type=float, help="seconds per cell (then recorded as failed)")
     p.add_argument("--append", action="store_true", help="keep --out's other cells")
+    p.add_argument("--table", action="store_true", help="print the held-out table, run nothing")
     p.add_argument("--one", metavar="CELL", help=argparse.SUPPRESS)
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.table:
+        print(heldout_markdown())
+        return 0
     if args.one:
         print("RESULT " + json.dumps(measure(*parse_cell(args.one))), flush=True)
         return 0
@@ -204,6 +209,31 @@ def main(argv=None) -> int:
         path = common.write_result(document, torch.device("cpu"), args.out)  # after each cell
         print(f"wrote {path}", flush=True)
     return 0
+
+
+def heldout_markdown() -> str:
+    """Predicted against measured peak for every recorded row (:func:`planner.heldout_table`),
+    as the Markdown table of ``benchmarks/README.md``."""
+    lines = [
+        "| config @ resolution | checkpointing | micro-batch × accumulation | precision | "
+        "measured GiB | predicted GiB | error | error of the step's own part | role |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in planner.heldout_table():
+        lines.append(
+            f"| {r['config']} @ {r['resolution']}² | {r['checkpointing']} | "
+            f"{r['micro_batch']} × {r['grad_accum']} | {r['precision']} | "
+            f"{r['measured_bytes'] / 2**30:.3f} | {r['predicted_bytes'] / 2**30:.3f} | "
+            f"{r['error_percent']:+.1f} % | {r['transient_error_percent']:+.1f} % | "
+            f"{'fit' if r['fit'] else 'held out'} |"
+        )
+    held = [r for r in planner.heldout_table() if not r["fit"]]
+    worst = max(abs(r["error_percent"]) for r in held)
+    worst_step = max(abs(r["transient_error_percent"]) for r in held)
+    lines.append("")
+    lines.append(f"Held out: {len(held)} rows; largest error {worst:.1f} % of the peak, "
+                 f"{worst_step:.1f} % of the step's own part.")  # fmt: skip
+    return "\n".join(lines)
 
 
 def parse_cell(cell: str) -> tuple:

@@ -210,9 +210,9 @@ LOADER_PER_WORKER = {
     ("png", False): 9.549,
     ("png", True): 6.586,
     ("jpeg", False): 18.211,
-    ("jpeg", True): 10.025,
+    ("jpeg", True): 9.956,
     ("prepared", False): 27.709,
-    ("prepared", True): 14.723,
+    ("prepared", True): 14.718,
 }
 LOADER_SOURCE_PIXELS = 1024 * 1024
 IMAGENET_SOURCE_PIXELS = 469 * 387  # ImageNet's mean training image (an assumption)
