@@ -163,12 +163,25 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, help="seconds per cell (then recorded as failed)")
     p.add_argument("--append", action="store_true", help="keep --out's other cells")
     p.add_argument("--table", action="store_true", help="print the held-out table, run nothing")
+    p.add_argument("--layers", action="store_true", help="GFLOP/s of one layer per level")
     p.add_argument("--one", metavar="CELL", help=argparse.SUPPRESS)
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.table:
-        print(heldout_markdown())
+        print(heldout_markdown(), days_markdown(), sep="\n\n")
+        return 0
+    if args.layers:
+        load = list(os.getloadavg())
+        rows = layer_times()
+        document = common.make_result(
+            "planner-layers", torch.device("cpu"),
+            command="python benchmarks/planner_calibration.py " + " ".join(argv or sys.argv[1:]),
+            settings={"threads": args.threads, "batch": 1, "precision": "fp32", "repeats": 2},
+            results=rows, summary={}, load_before=load,
+        )  # fmt: skip
+        path = common.write_result(document, torch.device("cpu"), args.out)
+        print(f"wrote {path}")
         return 0
     if args.one:
         print("RESULT " + json.dumps(measure(*parse_cell(args.one))), flush=True)
@@ -209,6 +222,80 @@ def main(argv=None) -> int:
         path = common.write_result(document, torch.device("cpu"), args.out)  # after each cell
         print(f"wrote {path}", flush=True)
     return 0
+
+
+LAYER_KINDS = ("qkv+out", "attention", "ffn")
+
+
+def layer_times(names=("imagenet128", "ffhq1024"), backend="torch", repeats=2) -> list[dict]:
+    """Forward + backward of one transformer layer of every level of each config, at its true
+    token grid and width, batch 1, fp32, one neighborhood kernel for all (``backend``): model
+    GFLOP/s per level. Why 1024² runs below 128² as far as a CPU can show it: narrow levels
+    with many tokens do little arithmetic per number moved."""
+    from hdit_edu.configs import token_grids
+    from hdit_edu.flops import analytic_terms
+    from hdit_edu.models import build_model
+    from hdit_edu.rope import token_positions
+
+    rows = []
+    for name in names:
+        config = get_config(name)
+        model = build_model(config, backend)
+        levels = config.model.levels
+        inner = model.inner if hasattr(model, "inner") else model
+        layers = [lv[0] for lv in inner.down_levels] + [inner.mid_level[0]]
+        cond_width = config.model.mapping.width
+        terms = analytic_terms(config)
+        for i, (level, (h, w), layer) in enumerate(zip(levels, token_grids(config.model), layers)):
+            count = level.depth * (1 if i == len(levels) - 1 else 2)
+            gmac = sum(t.flops for t in terms if t.level == i and t.kind in LAYER_KINDS) / count
+            x = torch.randn(1, h, w, level.width, requires_grad=True)
+            pos = token_positions(h, w, (h, w), "normalised")
+            cond = torch.randn(1, cond_width)
+            seconds = []
+            for _ in range(repeats + 1):  # the first is a warm-up
+                t0 = time.perf_counter()
+                layer(x, pos, cond).sum().backward()
+                seconds.append(time.perf_counter() - t0)
+            median = sorted(seconds[1:])[len(seconds[1:]) // 2]
+            rows.append({
+                "config": name, "level": i, "grid": [h, w], "width": level.width,
+                "attention": level.attention, "backend": backend,
+                "model_gflop_fwd_bwd": 6 * gmac / 1e9, "seconds": median, "all_s": seconds,
+                "gflop_per_s": 6 * gmac / 1e9 / median,
+            })  # fmt: skip
+            print(f"{name} level {i} {h}x{w} w{level.width}: {rows[-1]['gflop_per_s']:.2f} "
+                  f"GFLOP/s ({median:.2f} s)", flush=True)  # fmt: skip
+        del model
+    return rows
+
+
+def days_markdown() -> str:
+    """Days of the three paper configs on 8 × H100 and 64 × A100 (80 GB), and the paper's two
+    runs on their own hardware, as ``hdit-edu plan`` gives them."""
+    from hdit_edu.planner_time import PAPER_RUNS
+
+    lines = [
+        "| config | hardware | plan per GPU | days (low – high) | MFU on that GPU | "
+        "A100 MFU from | loader: workers per GPU needed |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    setups = [(8, "H100"), (64, "A100")]
+    rows = [(name, g, kind) for name in PAPER_CONFIGS for g, kind in setups]
+    rows += [(n, r.gpus, r.gpu) for n, r in PAPER_RUNS.items() if (n, r.gpus, r.gpu) not in rows]
+    for name, gpus, kind in rows:
+        p = planner.plan(get_config(name), gpus, 80, gpu=kind)
+        t = p.time
+        reported = PAPER_RUNS.get(name)
+        own = reported and reported.gpus == gpus and reported.gpu == kind
+        lines.append(
+            f"| {name} | {gpus} × {kind}"
+            + (f" (paper: {reported.reported})" if own else "")
+            + f" | {p.micro_batch} × {p.grad_accum}, {p.checkpointing} | "
+            f"{t.days[0]:.2f} – {t.days[1]:.2f} | {t.mfu[1]:.1%} – {t.mfu[0]:.1%} | "
+            f"{t.mfu_source} | {t.loader.workers_needed} ({t.loader.format}) |"
+        )
+    return "\n".join(lines)
 
 
 def heldout_markdown() -> str:

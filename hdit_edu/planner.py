@@ -171,7 +171,7 @@ OPTIMIZER_TEMP = 0.11244
 # the model computes norms, RoPE, the cosine-similarity q/k and the pure-PyTorch neighborhood
 # kernel in fp32 on purpose. CUDA's autocast rules differ: the GPU check measures it there.
 BF16_ACTIVATION_FACTOR = 0.67
-BF16_FACTOR_SOURCE = "CPU autocast, toy and ImageNet-128 (planner-cells-cpu.json)"
+BF16_FACTOR_SOURCE = "measured on CPU autocast"
 BF16_FIT_CELLS = {"toy": (2, 4), "imagenet128": (2, 4)}  # batches of the two slopes
 BYTES_FP32 = 4
 BYTES_BF16 = 2
@@ -341,7 +341,7 @@ def format_plan(p: Plan) -> str:
     gib = 2**30
     m, t = p.memory, p.time
     resident = m.weights + m.ema + m.adam_moments
-    held = "accumulation" if m.grad_accum > 1 else "recomputation"
+    held = "accumulation" if m.grad_accum > 1 else p.checkpointing if m.gradients_held else "none"
     scale = ACTIVATION_SCALE[p.precision]
     lines = [
         f"{p.config} on {p.gpus} × {p.gpu} ({p.gpu_memory_GiB:g} GiB), {p.precision}, "
