@@ -197,3 +197,24 @@ def test_format_plan_names_every_assumption():
                  "gradients held", "autocast cache", "days", "batch schedule", "A100 MFU",
                  "A100→H100", "kernels", "loader"):  # fmt: skip
         assert part in text, part
+
+
+def test_plan_command_prints_the_plan_and_json(capsys):
+    """``hdit-edu plan``: the old flags keep working (an explicit --mfu gives one number), and
+    --json gives the days as {low, high}."""
+    from hdit_edu.cli import main
+
+    assert main(["plan", "--config", "ffhq1024", "--gpus", "8", "--gpu-memory", "80"]) == 0
+    out = capsys.readouterr().out
+    expected = planner.format_plan(plan(get_config("ffhq1024"), 8, 80))
+    assert out.strip() == expected.strip()
+    argv = ["plan", "--config", "imagenet128", "--gpus", "4", "--gpu-memory", "40", "--gpu",
+            "A100", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["gpus"] == 4 and d["gpu"] == "A100" and d["days"]["low"] < 15 / 24 < d["days"]["high"]
+    argv = ["plan", "--config", "imagenet128", "--mfu", "0.35", "--peak-tflops", "989", "--json"]
+    assert main(argv) == 0
+    d = json.loads(capsys.readouterr().out)
+    flops = 6 * analytic_gflops(get_config("imagenet128")) * 1e9 * 400_000 * 256
+    assert d["days"]["low"] == d["days"]["high"] == pytest.approx(flops / (8 * 989e12 * 0.35) / 86400)
