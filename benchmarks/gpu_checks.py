@@ -455,15 +455,22 @@ def stage_imagenet128(report: Report, stage: Stage, settings: dict, device, back
                "checkpointing": p.checkpointing, "planner_mfu_range": list(time_plan.mfu)})  # fmt: skip
     backends = [backend] + [b for b in settings["bench_backends"] if b != backend]
     for b in backends:
-        if not stage.fits(15):
-            report.set("imagenet128", b, {"skipped": f"stage budget: {stage.left():.0f} s left"})
-            continue
-        config = config_for(name, res, batch=p.micro_batch, mode=p.checkpointing)
-        try:
-            row = model_step_time(config, device, b, stage, settings)
-        except Exception as error:  # noqa: BLE001 - recorded; the next path runs
-            row = _error(error)
-        report.set("imagenet128", b, row)
+        micro, row, oom = p.micro_batch, {}, []
+        while micro >= 1:
+            if not stage.fits(15):
+                row = {"skipped": f"stage budget: {stage.left():.0f} s left", **row}
+                break
+            config = config_for(name, res, batch=micro, mode=p.checkpointing)
+            try:
+                row = model_step_time(config, device, b, stage, settings)
+                break
+            except Exception as error:  # noqa: BLE001 - recorded; out of memory: half the batch
+                row = {**_error(error), "micro_batch": micro}
+                if row["error"] != "out of memory":
+                    break
+                oom.append(micro)
+                micro //= 2
+        report.set("imagenet128", b, {**row, "out_of_memory_at": oom} if oom else row)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -173,15 +173,19 @@ def main(argv=None) -> int:
         return 0
     if args.layers:
         load = list(os.getloadavg())
-        rows = layer_times()
-        document = common.make_result(
-            "planner-layers", torch.device("cpu"),
-            command="python benchmarks/planner_calibration.py " + " ".join(argv or sys.argv[1:]),
-            settings={"threads": args.threads, "batch": 1, "precision": "fp32", "repeats": 2},
-            results=rows, summary={}, load_before=load,
-        )  # fmt: skip
-        path = common.write_result(document, torch.device("cpu"), args.out)
-        print(f"wrote {path}")
+
+        def write(rows):
+            document = common.make_result(
+                "planner-layers", torch.device("cpu"),
+                command="python benchmarks/planner_calibration.py "
+                + " ".join(argv or sys.argv[1:]),
+                settings={"threads": args.threads, "batch": 1, "precision": "fp32",
+                          "repeats": 2, "max_grid": MAX_LAYER_GRID},
+                results=rows, summary=layers_summary(rows), load_before=load,
+            )  # fmt: skip
+            print(f"wrote {common.write_result(document, torch.device('cpu'), args.out)}")
+
+        layer_times(out=write)
         return 0
     if args.one:
         print("RESULT " + json.dumps(measure(*parse_cell(args.one))), flush=True)
@@ -227,11 +231,17 @@ def main(argv=None) -> int:
 LAYER_KINDS = ("qkv+out", "attention", "ffn")
 
 
-def layer_times(names=("imagenet128", "ffhq1024"), backend="torch", repeats=2) -> list[dict]:
+MAX_LAYER_GRID = 64  # tokens per side for the layer timing (neighborhood levels only)
+
+
+def layer_times(names=("imagenet128", "ffhq1024"), backend="torch", repeats=2, out=None):
     """Forward + backward of one transformer layer of every level of each config, at its true
-    token grid and width, batch 1, fp32, one neighborhood kernel for all (``backend``): model
-    GFLOP/s per level. Why 1024² runs below 128² as far as a CPU can show it: narrow levels
-    with many tokens do little arithmetic per number moved."""
+    width and heads, batch 1, fp32, one neighborhood kernel for all (``backend``): model
+    GFLOP/s per level. Neighborhood levels run on at most ``MAX_LAYER_GRID``² tokens (their
+    cost per token does not depend on the grid beyond the 7×7 kernel; FFHQ's 256² level would
+    take minutes here); global levels at their true grid. Why 1024² runs below 128², as far as
+    a CPU can show it: narrow levels do little arithmetic per number moved. ``out(rows)`` is
+    called after every level (the file is written as it goes)."""
     from hdit_edu.configs import token_grids
     from hdit_edu.flops import analytic_terms
     from hdit_edu.models import build_model
@@ -249,6 +259,9 @@ def layer_times(names=("imagenet128", "ffhq1024"), backend="torch", repeats=2) -
         for i, (level, (h, w), layer) in enumerate(zip(levels, token_grids(config.model), layers)):
             count = level.depth * (1 if i == len(levels) - 1 else 2)
             gmac = sum(t.flops for t in terms if t.level == i and t.kind in LAYER_KINDS) / count
+            if level.attention == "neighborhood" and h * w > MAX_LAYER_GRID**2:
+                gmac *= MAX_LAYER_GRID**2 / (h * w)  # per-token FLOPs are the same
+                h = w = MAX_LAYER_GRID
             x = torch.randn(1, h, w, level.width, requires_grad=True)
             pos = token_positions(h, w, (h, w), "normalised")
             cond = torch.randn(1, cond_width)
@@ -260,14 +273,38 @@ def layer_times(names=("imagenet128", "ffhq1024"), backend="torch", repeats=2) -
             median = sorted(seconds[1:])[len(seconds[1:]) // 2]
             rows.append({
                 "config": name, "level": i, "grid": [h, w], "width": level.width,
+                "true_grid": list(token_grids(config.model)[i]),
                 "attention": level.attention, "backend": backend,
                 "model_gflop_fwd_bwd": 6 * gmac / 1e9, "seconds": median, "all_s": seconds,
                 "gflop_per_s": 6 * gmac / 1e9 / median,
             })  # fmt: skip
             print(f"{name} level {i} {h}x{w} w{level.width}: {rows[-1]['gflop_per_s']:.2f} "
                   f"GFLOP/s ({median:.2f} s)", flush=True)  # fmt: skip
+            if out:
+                out(rows)
         del model
     return rows
+
+
+def layers_summary(rows: list[dict]) -> dict:
+    """Per config: model GFLOP/s of its transformer layers as a whole (each level's time scaled
+    to its true grid and × its number of layers: down and up passes, or the middle's depth)."""
+    out = {}
+    for name in dict.fromkeys(r["config"] for r in rows):
+        levels = get_config(name).model.levels
+        flops = seconds = 0.0
+        for r in (r for r in rows if r["config"] == name):
+            i = r["level"]
+            count = levels[i].depth * (1 if i == len(levels) - 1 else 2)
+            scale = r["true_grid"][0] * r["true_grid"][1] / (r["grid"][0] * r["grid"][1])
+            flops += r["model_gflop_fwd_bwd"] * scale * count
+            seconds += r["seconds"] * scale * count
+        out[name] = {"model_gflop": flops, "seconds": seconds, "gflop_per_s": flops / seconds}
+    if {"imagenet128", "ffhq1024"} <= set(out):
+        out["imagenet128_over_ffhq1024"] = (
+            out["imagenet128"]["gflop_per_s"] / out["ffhq1024"]["gflop_per_s"]
+        )
+    return out
 
 
 def days_markdown() -> str:

@@ -40,7 +40,7 @@ are narrow (width 128 at 256² tokens, 256 at 128²), so their matrix multiplica
 (a 128-wide row does 128 multiply-adds per number read) and the per-token work that does not
 scale with the width — norms, RoPE, the cosine-similarity q/k, the neighborhood kernel's
 gathers and softmax, the residual adds — moves T·w numbers per layer for only T·w² FLOPs:
-``memory_traffic_ratio`` (:func:`elementwise_per_flop`, numbers moved per model FLOP) is 2.6×
+:func:`elementwise_per_flop` (numbers moved per model FLOP) is 2.5×
 ImageNet-128's. A roofline with one efficiency and one bytes-per-number constant cannot fit
 both runs (the 1024² run is 51× slower per image, its FLOPs 6.6× and its element traffic
 16×): the rest — 3× beyond memory traffic — is *not* explained by anything measured here. Open
