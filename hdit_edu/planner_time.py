@@ -41,13 +41,18 @@ are narrow (width 128 at 256² tokens, 256 at 128²), so their matrix multiplica
 scale with the width — norms, RoPE, the cosine-similarity q/k, the neighborhood kernel's
 gathers and softmax, the residual adds — moves T·w numbers per layer for only T·w² FLOPs:
 :func:`elementwise_per_flop` (numbers moved per model FLOP) is 2.5×
-ImageNet-128's. A roofline with one efficiency and one bytes-per-number constant cannot fit
+ImageNet-128's. Measured on the CPU (``benchmarks/results/planner-layers-cpu.json``: one layer
+per level, forward + backward, true widths): the width-128 level runs at 0.45× the FLOP/s of
+ImageNet-128's first level, FFHQ-1024's layers as a whole at 1/1.66 — of the 7.8×, the part
+this machine can show. A roofline with one efficiency and one bytes-per-number constant cannot fit
 both runs (the 1024² run is 51× slower per image, its FLOPs 6.6× and its element traffic
 16×): the rest — 3× beyond memory traffic — is *not* explained by anything measured here. Open
 candidates, none measured: NATTEN's 2023 (unfused) kernels at 2 heads of 64 channels and 64k
-tokens, the data loader (decoding 1024² PNGs; FFHQ's run needed 9.26 images/s per GPU, about
-one of our measured workers), and all-reduce over 8 nodes (85M parameters per step). The GPU
-check (``benchmarks/gpu_checks.py``) measures the first on one H100.
+tokens, the data loader (decoding and augmenting 1024² PNGs: FFHQ's run needed 9.26 images/s
+per GPU, one of our measured workers gives 6.6), and all-reduce over 8 nodes (85M parameters
+per step). The GPU check (``benchmarks/gpu_checks.py``) measures the model step's own MFU at
+1024² on one GPU, one batch kept on the device: what remains is the loader's and the
+network's.
 
 **The data loader**: the plan's images/s per GPU (at the fast end of its range) against the
 images/s one worker process decodes (:data:`LOADER_PER_WORKER`, measured by
