@@ -36,7 +36,7 @@ micro-batch (batch 256 where it fits), one batch kept on the device, for the ker
 ``auto``, then ``natten-flex`` and ``torch`` while time is left. MFU = samples/s × 6 ×
 forward GMAC (:func:`hdit_edu.flops.analytic_gflops`) ÷ the dense bf16 peak
 (``train_throughput.BF16_PEAK``), next to the planner's calibrated range
-(:func:`hdit_edu.planner_time.estimate_time`).
+(:func:`hdit_edu.planner.time_model.estimate_time`).
 
 ``--smoke`` runs the same stages shortened on the CPU in about a minute: the toy config at 32²
 for the FFHQ and ImageNet roles (a pretend 0.15 GiB device, so the plan accumulates), the bf16
@@ -68,7 +68,7 @@ from hdit_edu import planner
 from hdit_edu.configs import get_config
 from hdit_edu.env import natten_status
 from hdit_edu.flops import analytic_gflops
-from hdit_edu.planner_time import estimate_time
+from hdit_edu.planner.time_model import estimate_time
 from hdit_edu.training import Trainer
 
 NAME = "gpu-checks"

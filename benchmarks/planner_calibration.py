@@ -7,7 +7,7 @@ true widths, on this machine's CPU (issues 17 and 32).
         --out benchmarks/results/planner-heldout-cpu.json      # batch, accumulation, precision
 
 The default run (batch 1, fp32, ``planner-calibration-cpu.json``) is what the planner's two
-memory constants are fitted on (:func:`hdit_edu.planner._calibrate`). ``--cells`` measures
+memory constants are fitted on (:func:`hdit_edu.planner.memory._calibrate`). ``--cells`` measures
 other cells, ``CONFIG:MODE:MICRO_BATCH:ACCUM:PRECISION[:RESOLUTION]`` each: the micro-batch,
 the gradient-accumulation steps (the step's global batch is their product), ``bf16`` =
 ``torch.autocast("cpu", bfloat16)`` around the forward pass exactly as the trainer does on
@@ -310,7 +310,7 @@ def layers_summary(rows: list[dict]) -> dict:
 def days_markdown() -> str:
     """Days of the three paper configs on 8 × H100 and 64 × A100 (80 GB), and the paper's two
     runs on their own hardware, as ``hdit-edu plan`` gives them."""
-    from hdit_edu.planner_time import PAPER_RUNS
+    from hdit_edu.planner.time_model import PAPER_RUNS
 
     lines = [
         "| config | hardware | plan per GPU | days (low – high) | MFU on that GPU | "

@@ -140,7 +140,7 @@ assert paper.model.num_classes == 0 and t.augment_p == 0.12 and t.steps == 1_000
 
 # %%
 from hdit_edu.planner import format_plan
-from hdit_edu.planner_time import paper_mfu
+from hdit_edu.planner.time_model import paper_mfu
 
 paper_gpus = plan(paper, gpus=64, gpu_memory_GiB=80, gpu="A100")  # the paper's hardware
 print(format_plan(paper_gpus), end="\n\n")

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from hdit_edu import planner, planner_time
+from hdit_edu import planner
 from hdit_edu.configs import get_config
 from hdit_edu.flops import analytic_gflops
 from hdit_edu.planner import MEMORY_HEADROOM, estimate_memory, plan
+from hdit_edu.planner import memory as planner_memory
+from hdit_edu.planner import time_model as planner_time
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks/results"
 HELDOUT_BOUND = 10.0  # per cent: every row not used to fit a constant
@@ -24,12 +26,12 @@ HELDOUT_BOUND = 10.0  # per cent: every row not used to fit a constant
 
 def test_planner_constants_are_the_recorded_calibration():
     """k, AdamW's temporaries and the bf16 factor are what the recorded files give."""
-    k, temp, bf16 = planner._calibrate()
+    k, temp, bf16 = planner_memory._calibrate()
     assert planner.ACTIVATION_K == pytest.approx(k, rel=1e-3)
     assert planner.OPTIMIZER_TEMP == pytest.approx(temp, rel=1e-3)
     assert planner.BF16_ACTIVATION_FACTOR == pytest.approx(bf16, abs=0.01)
     assert planner.ACTIVATION_SCALE["bf16"] == planner.BF16_ACTIVATION_FACTOR
-    slopes = planner._bf16_slopes()
+    slopes = planner_memory._bf16_slopes()
     assert set(slopes) == set(planner.BF16_FIT_CELLS)  # both configs measured
     assert all(0.55 < s < 0.8 for s in slopes.values()), slopes  # not ½ on the CPU
 

@@ -9,7 +9,7 @@ import json
 from ..configs import at_resolution, get_config, normalize_resolution
 from ..env import format_report
 from ..flops import analytic_breakdown, analytic_gflops, count_gflops
-from ..planner_time import GPUS, KERNEL_PATHS
+from ..planner.time_model import GPUS, KERNEL_PATHS
 from .arguments import (
     POSITIVE,
     add_command,
@@ -58,7 +58,7 @@ def add_plan(sub) -> None:
         "the days as a range, each number beside its assumption: utilisation calibrated on "
         "the paper's two reported runs (App. E), the GPU's speed-up over the A100, the "
         "batch-size schedule, the kernel path and the measured data loader (hdit_edu.planner, "
-        "hdit_edu.planner_time).",
+        "hdit_edu.planner.time_model).",
     )
     plan.add_argument("--config", required=True, help="a config name or a JSON file")
     plan.add_argument("--gpus", type=POSITIVE, default=8, help="number of GPUs (default: 8)")

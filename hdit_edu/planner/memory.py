@@ -1,12 +1,8 @@
-"""Memory and time of paper-scale training: how to fit Table 6's batch on the GPUs at hand, and
-how many days it takes (App. E; issues 17 and 32).
+"""The memory of paper-scale training: what one training step holds on a GPU, and the CPU
+measurements it is fitted on and checked against (Table 6, App. E; issues 17 and 32).
 
-:func:`plan` (CLI: ``hdit-edu plan --config ffhq1024 --gpus 8 --gpu-memory 80``) picks, for a
-config's global batch on ``gpus`` GPUs of ``gpu_memory`` GiB, the per-GPU micro-batch, the
-gradient-accumulation steps and the activation checkpointing that fit; the days, as a range,
-come from :mod:`hdit_edu.planner_time` (utilisation calibrated on the paper's two reported
-runs, the batch-size schedule, the data loader). :func:`format_plan` prints it in a dozen
-lines, each number beside the assumption it rests on.
+:func:`hdit_edu.planner.plan` tries micro-batches and checkpointing modes against
+:func:`estimate_memory`; ``hdit-edu plan`` prints the parts.
 
 **Memory of one training step** (per GPU; P parameters; fp32 master weights in every
 precision, as ``torch.autocast`` keeps them)::
@@ -58,12 +54,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
-from .planner_time import KERNEL_PATHS, TimeEstimate, estimate_time
 
 
 def _synchronize(device: torch.device) -> None:
@@ -155,7 +149,7 @@ def peak_allocated(fn: Callable[[], object], device: str | torch.device = "cpu")
 # ----------------------------------------------------------------------------------------------
 
 CALIBRATION_FILE = (
-    Path(__file__).resolve().parents[1] / "benchmarks/results/planner-calibration-cpu.json"
+    Path(__file__).resolve().parents[2] / "benchmarks/results/planner-calibration-cpu.json"
 )
 # Cells at batch ≥ 2, with accumulation and in CPU bf16 autocast (issue 32): the bf16 factor is
 # fitted on four of them (BF16_FIT_CELLS), the rest are the held-out check.
@@ -182,7 +176,7 @@ CHECKPOINTING_ORDER = ("none", "level", "layer")  # least recomputation first
 def _layer_sizes(model) -> list[list[int]]:
     """``T · w`` of every layer, grouped by the level pass that runs it (down passes, the
     middle, up passes), for one image."""
-    from .configs import token_grids
+    from ..configs import token_grids
 
     grids = token_grids(model)
     levels = model.levels
@@ -199,7 +193,7 @@ def _layer_sizes(model) -> list[list[int]]:
 
 def activation_bytes(config, checkpointing: str = "none", precision: str = "fp32") -> float:
     """Bytes of activations one image keeps for the backward pass (see the module docstring)."""
-    from .layers import check_checkpointing
+    from ..layers import check_checkpointing
 
     check_checkpointing(checkpointing)
     passes = _layer_sizes(config.model)
@@ -218,7 +212,7 @@ def activation_bytes(config, checkpointing: str = "none", precision: str = "fp32
 def input_bytes(config, images: int) -> int:
     """A step's inputs: ``Trainer.micro_batches`` holds every micro-batch's image and noise
     (fp32) at once."""
-    from .configs import normalize_resolution
+    from ..configs import normalize_resolution
 
     h, w = normalize_resolution(config.model.resolution)
     return images * 2 * config.model.in_channels * h * w * BYTES_FP32
@@ -275,7 +269,7 @@ def estimate_memory(
 ) -> MemoryEstimate:
     """The predicted peak memory of a training step of ``config`` at ``micro_batch`` images
     and ``grad_accum`` micro-steps per optimizer step."""
-    from .flops import analytic_params
+    from ..flops import analytic_params
 
     params = analytic_params(config)
     weight_bytes = BYTES_FP32 * params
@@ -295,182 +289,6 @@ def estimate_memory(
 
 
 # ----------------------------------------------------------------------------------------------
-# The plan
-# ----------------------------------------------------------------------------------------------
-
-MEMORY_HEADROOM = 0.9  # plan to 90 % of the device (allocator fragmentation, CUDA context)
-
-
-@dataclass
-class Plan:
-    config: str
-    gpus: int
-    gpu: str
-    gpu_memory_GiB: float
-    precision: str
-    global_batch: int
-    micro_batch: int
-    grad_accum: int
-    checkpointing: str
-    memory: MemoryEstimate
-    time: TimeEstimate
-    steps: int
-
-    @property
-    def days(self) -> tuple[float, float]:
-        """(low, high) days of the configured steps (and batch schedule)."""
-        return self.time.days
-
-    def to_dict(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k not in ("memory", "time")}
-        d["memory"] = {**asdict(self.memory), "peak": self.memory.peak}
-        d["memory"]["budget"] = MEMORY_HEADROOM * self.gpu_memory_GiB * 2**30
-        d["memory"]["bf16_activation_factor"] = {
-            "value": BF16_ACTIVATION_FACTOR, "source": BF16_FACTOR_SOURCE
-        }  # fmt: skip
-        d["time"] = self.time.to_dict()
-        d["days"] = d["time"]["days"]
-        return d
-
-    def table(self) -> str:
-        return format_plan(self)
-
-
-def format_plan(p: Plan) -> str:
-    """The plan in a dozen lines, each number with the assumption it rests on."""
-    gib = 2**30
-    m, t = p.memory, p.time
-    resident = m.weights + m.ema + m.adam_moments
-    held = "accumulation" if m.grad_accum > 1 else p.checkpointing if m.gradients_held else "none"
-    scale = ACTIVATION_SCALE[p.precision]
-    lines = [
-        f"{p.config} on {p.gpus} × {p.gpu} ({p.gpu_memory_GiB:g} GiB), {p.precision}, "
-        f"global batch {p.global_batch}",
-        f"  per GPU    micro-batch {p.micro_batch} × {p.grad_accum} accumulation, "
-        f"checkpointing {p.checkpointing}",
-        f"  memory     {m.peak / gib:.1f} GiB of {MEMORY_HEADROOM * p.gpu_memory_GiB:.1f} "
-        f"({MEMORY_HEADROOM:.0%} of {p.gpu_memory_GiB:g}) = resident {resident / gib:.2f} "
-        "(weights, EMA, AdamW: 16 B/param)",
-        f"             + activations {m.micro_batch} × {m.activations_per_image / gib:.3f} "
-        f"(k = {ACTIVATION_K:.1f} numbers/token/channel, CPU-fitted"
-        + (f"; bf16 × {scale:.2f}, {BF16_FACTOR_SOURCE})" if p.precision == "bf16" else ")"),
-        f"             + gradients held {m.gradients_held / gib:.2f} ({held})"
-        f" + autocast cache {m.autocast_cache / gib:.2f} + inputs {m.inputs / gib:.2f}"
-        f"  [AdamW step: {(m.gradients + m.optimizer_temporaries + m.inputs) / gib:.2f}]",
-    ]
-    lo, hi = t.days
-    images = f"{t.images:.3g} images" + (
-        " with the batch schedule " + " + ".join(f"{s:,}×{b}" for s, b in t.segments)
-        if len(t.segments) > 1
-        else f" ({p.steps:,} steps × {p.global_batch})"
-    )
-    span = f"{lo:.1f} – {hi:.1f} days" if hi >= 2 else f"{24 * lo:.1f} – {24 * hi:.1f} hours"
-    lines.append(f"  time       {span}   {images}")
-    if t.mfu_a100 is not None:
-        lines.append(
-            f"    A100 MFU   {t.mfu_a100[0]:.1%} – {t.mfu_a100[1]:.1%}   {t.mfu_source}, "
-            "± the report's rounding"
-        )
-        if t.speedup != (1.0, 1.0):
-            lines.append(
-                f"    A100→{p.gpu:4s}  × {t.speedup[0]:.2f} – {t.speedup[1]:.2f}   "
-                f"memory-bandwidth ratio … dense-bf16 ratio ({t.peak_tflops:g} TFLOP/s)"
-            )
-    else:
-        lines.append(f"    MFU        {t.mfu[0]:.1%}   {t.mfu_source}")
-    lines.append(
-        f"    kernels    × {t.kernel_factor:.2f}   {t.kernel_path}: "
-        f"{KERNEL_PATHS[t.kernel_path].source}"
-    )
-    if t.recompute != 1:
-        lines.append(f"    recompute  × {t.recompute:.2f}   one more forward (checkpointing)")
-    lines.append(
-        f"  step       {t.step_s[0]:.2f} – {t.step_s[1]:.2f} s at batch {p.global_batch}; "
-        f"MFU on the {p.gpu} {t.mfu[1]:.1%} – {t.mfu[0]:.1%} "
-        f"({t.model_gflop_per_image:.0f} model GFLOP per image)"
-    )
-    ld = t.loader
-    verdict = (
-        f"LOADER LIMITS: give each GPU ≥ {ld.workers_needed} workers"
-        if ld.limits
-        else f"keeps up with {ld.workers} worker(s) per GPU"
-    )
-    lines.append(
-        f"  loader     needs {ld.needed_per_gpu:.0f} images/s per GPU (fast end); one worker "
-        f"gives {ld.per_worker:.1f} ({ld.format}) → {verdict}"
-    )
-    return "\n".join(lines)
-
-
-def plan(
-    config,
-    gpus: int = 8,
-    gpu_memory_GiB: float = 80.0,
-    precision: str | None = None,
-    *,
-    mfu: float | None = None,
-    peak_tflops: float | None = None,
-    gpu: str = "H100",
-    kernel_path: str = "natten",
-    loader_workers: int = 1,
-) -> Plan:
-    """The micro-batch, accumulation and checkpointing that fit ``config``'s global batch on
-    ``gpus`` devices of ``gpu_memory_GiB``: the least recomputation (none, then level, then
-    layer) that fits, with the largest micro-batch dividing the per-GPU batch; and the days
-    (:func:`hdit_edu.planner_time.estimate_time`: calibrated, or at ``mfu`` if given). Raises
-    ``ValueError`` when even one image per GPU with per-layer checkpointing does not fit."""
-    t = config.training
-    precision = precision or t.precision
-    if gpus < 1 or t.batch_size % gpus:
-        raise ValueError(f"gpus={gpus}: must be >= 1 and divide the global batch {t.batch_size}")
-    if not gpu_memory_GiB > 0 or (mfu is not None and not 0 < mfu <= 1):
-        raise ValueError(f"need gpu_memory_GiB > 0 and 0 < mfu <= 1; got {gpu_memory_GiB}, {mfu}")
-    per_gpu = t.batch_size // gpus
-    budget = MEMORY_HEADROOM * gpu_memory_GiB * 2**30
-    divisors = [b for b in range(per_gpu, 0, -1) if per_gpu % b == 0]
-    chosen = None
-    for mode in CHECKPOINTING_ORDER:
-        for b in divisors:
-            estimate = estimate_memory(config, b, mode, precision, per_gpu // b)
-            if estimate.peak <= budget:
-                chosen = (mode, b, estimate)
-                break
-        if chosen:
-            break
-    if chosen is None:
-        need = estimate_memory(config, 1, "layer", precision, per_gpu).peak / 2**30
-        raise ValueError(
-            f"{config.name}: one image per GPU with per-layer checkpointing needs "
-            f"{need:.1f} GiB, more than {MEMORY_HEADROOM:.0%} of {gpu_memory_GiB:g} GiB"
-        )
-    mode, b, estimate = chosen
-    time = estimate_time(
-        config,
-        gpus,
-        gpu=gpu,
-        peak_tflops=peak_tflops,
-        mfu=mfu,
-        checkpointing=mode,
-        kernel_path=kernel_path,
-        loader_workers=loader_workers,
-    )
-    return Plan(
-        config=config.name,
-        gpus=gpus,
-        gpu=gpu,
-        gpu_memory_GiB=gpu_memory_GiB,
-        precision=precision,
-        global_batch=t.batch_size,
-        micro_batch=b,
-        grad_accum=per_gpu // b,
-        checkpointing=mode,
-        memory=estimate,
-        time=time,
-        steps=t.steps,
-    )
-
-
-# ----------------------------------------------------------------------------------------------
 # Calibration and the held-out check
 # ----------------------------------------------------------------------------------------------
 
@@ -482,7 +300,7 @@ def read_calibration(path: str | Path = CALIBRATION_FILE) -> list[dict]:
 
 def row_config(row: dict):
     """The config a measured row ran: its name at its resolution (all levels kept)."""
-    from .configs import get_config
+    from ..configs import get_config
 
     config = get_config(row["config"])
     config.model.resolution = tuple(row["resolution"])
@@ -504,8 +322,8 @@ def predict_row(row: dict) -> MemoryEstimate:
 def _calibrate() -> tuple[float, float, float]:
     """(ACTIVATION_K, OPTIMIZER_TEMP, BF16_ACTIVATION_FACTOR) from the recorded measurements
     (see the module docstring)."""
-    from .configs import get_config
-    from .flops import analytic_params
+    from ..configs import get_config
+    from ..flops import analytic_params
 
     rows = {(r["config"], r["checkpointing"]): r for r in read_calibration()}
     ffhq = rows[("ffhq1024", "none")]
@@ -581,3 +399,4 @@ def _bf16_slopes() -> dict[str, float]:
             slope = {p: (peak[(p, b2)] - peak[(p, b1)]) / (b2 - b1) for p in ("fp32", "bf16")}
             out[name] = slope["bf16"] / slope["fp32"]
     return out
+

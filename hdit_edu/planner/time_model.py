@@ -129,13 +129,13 @@ KERNEL_PATHS = {
 
 def model_flops_per_image(config) -> float:
     """Model FLOPs of one training image: 3 passes (forward, backward ≈ 2×) × 2 FLOPs per MAC."""
-    from .flops import analytic_gflops
+    from ..flops import analytic_gflops
 
     return 6 * analytic_gflops(config) * 1e9
 
 
 def pixels(config) -> int:
-    from .configs import normalize_resolution
+    from ..configs import normalize_resolution
 
     h, w = normalize_resolution(config.model.resolution)
     return h * w
@@ -144,7 +144,7 @@ def pixels(config) -> int:
 def paper_mfu(name: str, hours: float | None = None) -> float:
     """The model-FLOP utilisation the paper run ``name`` implies (at ``hours``, default the
     reported time)."""
-    from .configs import get_config
+    from ..configs import get_config
 
     run = PAPER_RUNS[name]
     flops = model_flops_per_image(get_config(name)) * run.steps * run.batch
@@ -181,7 +181,7 @@ def a100_mfu(config) -> tuple[float, float, str]:
 def elementwise_per_flop(config) -> float:
     """Numbers that per-token work moves (Σ tokens × width over every layer an image passes)
     per model FLOP of the image: the memory traffic that FLOPs do not pay for."""
-    from .configs import token_grids
+    from ..configs import token_grids
 
     model = config.model
     total = 0
