@@ -329,7 +329,9 @@ def days_markdown() -> str:
             f"| {name} | {gpus} × {kind}"
             + (f" (paper: {reported.reported})" if own else "")
             + f" | {p.micro_batch} × {p.grad_accum}, {p.checkpointing} | "
-            f"{t.days[0]:.2f} – {t.days[1]:.2f} | {t.mfu[1]:.1%} – {t.mfu[0]:.1%} | "
+            + (f"{t.days[0]:.1f} – {t.days[1]:.1f} days" if t.days[1] >= 2 else
+               f"{24 * t.days[0]:.1f} – {24 * t.days[1]:.1f} hours")  # fmt: skip
+            + f" | {t.mfu[1]:.1%} – {t.mfu[0]:.1%} | "
             f"{t.mfu_source} | {t.loader.workers_needed} ({t.loader.format}) |"
         )
     return "\n".join(lines)
