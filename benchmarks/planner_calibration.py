@@ -313,7 +313,7 @@ def days_markdown() -> str:
     from hdit_edu.planner.time_model import PAPER_RUNS
 
     lines = [
-        "| config | hardware | plan per GPU | days (low – high) | MFU on that GPU | "
+        "| config | hardware | plan per GPU | time (low – high) | MFU on that GPU | "
         "A100 MFU from | loader: workers per GPU needed |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
