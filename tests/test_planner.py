@@ -220,3 +220,25 @@ def test_plan_command_prints_the_plan_and_json(capsys):
     d = json.loads(capsys.readouterr().out)
     flops = 6 * analytic_gflops(get_config("imagenet128")) * 1e9 * 400_000 * 256
     assert d["days"]["low"] == d["days"]["high"] == pytest.approx(flops / (8 * 989e12 * 0.35) / 86400)
+
+
+def test_autocast_keeps_a_bf16_copy_of_the_weights_through_the_forward_pass():
+    """The autocast cache the planner counts (2 bytes per parameter), measured with the real
+    allocator: after a matmul under CPU bf16 autocast, the bf16 copy of its fp32 weight stays
+    allocated until the block exits (with the cache off it is freed at once)."""
+    import torch
+
+    layer = torch.nn.Linear(1024, 1024, bias=False)  # 4 MiB of fp32 weights
+    x = torch.randn(1, 1024)
+
+    def step(cache: bool):
+        def run():
+            with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=cache):
+                y = layer(x)
+                later = torch.empty(4 * 2**20, dtype=torch.uint8)  # 4 MiB allocated after it
+            return y, later
+
+        return run
+
+    cached, uncached = (planner.peak_allocated(step(c)) for c in (True, False))
+    assert cached - uncached == 2 * layer.weight.numel()  # the bf16 copy, still alive
