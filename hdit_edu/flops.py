@@ -48,13 +48,13 @@ from .configs import (
     Config,
     ModelConfig,
     at_resolution,
-    get_config,
     normalize_resolution,
     token_grids,
     validate_config,
 )
 from .layers import default_d_ff
 from .models import build_model
+from .presets import get_config
 
 # ----------------------------------------------------------------------------------------------
 # The paper's numbers

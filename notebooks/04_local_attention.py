@@ -65,7 +65,8 @@ from hdit_edu.attention import (
     resolve_na_backend,
     shifted_window_attention,
 )
-from hdit_edu.configs import paper_config, token_grids
+from hdit_edu.configs import token_grids
+from hdit_edu.presets import paper_config
 from hdit_edu.viz import plot_attended_set, plot_attention_cost, plot_receptive_field
 
 torch.manual_seed(0)

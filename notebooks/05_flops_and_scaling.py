@@ -51,7 +51,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from hdit_edu.configs import ablation_step, at_resolution, get_config
+from hdit_edu.configs import at_resolution
 from hdit_edu.flops import (
     TABLE1_GFLOPS,
     TABLE1_RESOLUTIONS,
@@ -67,6 +67,7 @@ from hdit_edu.flops import (
     scaling_table,
 )
 from hdit_edu.models import build_model
+from hdit_edu.presets import ablation_step, get_config
 from hdit_edu.viz import plot_flops_breakdown, plot_flops_scaling
 
 # In the CPU profile fvcore traces only the 128² models (on the meta device: shapes only, no
