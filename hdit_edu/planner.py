@@ -361,8 +361,8 @@ def read_calibration(path: str | Path = CALIBRATION_FILE) -> list[dict]:
 
 def _calibrate() -> tuple[float, float]:
     """(ACTIVATION_K, OPTIMIZER_TEMP) from the recorded measurements (see the docstring)."""
-    from .configs import get_config
     from .flops import analytic_params
+    from .presets import get_config
 
     rows = {(r["config"], r["checkpointing"]): r for r in read_calibration()}
     ffhq = rows[("ffhq1024", "none")]
