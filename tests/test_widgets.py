@@ -18,11 +18,12 @@ import torch
 from conftest import tiny_config
 from PIL import Image
 
+from hdit_edu.measure import sample_accuracy
 from hdit_edu.runs import load_run, read_metrics
 from hdit_edu.sampling import generate, grid_columns
 from hdit_edu.toy import class_accuracy
 from hdit_edu.training import Trainer
-from hdit_edu.widgets import SHIPPED_RUN, LiveTrainingView, sample_accuracy
+from hdit_edu.widgets import SHIPPED_RUN, LiveTrainingView
 
 
 class Recorder:
