@@ -42,7 +42,8 @@ from IPython.display import clear_output, display
 from PIL import Image
 from torchvision.utils import make_grid
 
-from .attention import ATTENTION_MODULE_KINDS, attended_mask
+from .attention import ATTENTION_MODULE_KINDS
+from .attention_analysis import attended_mask
 from .configs import normalize_resolution
 from .data import to_uint8
 from .measure import DEFAULT_CFG_SCALE, DEFAULT_SAMPLER, DEFAULT_STEPS

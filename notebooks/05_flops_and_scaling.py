@@ -536,7 +536,7 @@ assert 4 < dit_growth < 16  # between linear (4×) and the quadratic limit (16×
 # `attention_flops`.
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
-from hdit_edu.attention import attention_flops
+from hdit_edu.flops import attention_flops
 
 by_hand_global = 256 * 256 * (64 + 64) * 12
 print(f"{by_hand_global / 1e6:.1f} M multiply-adds")
