@@ -63,7 +63,7 @@ from .toy import ToyDataset, predict_classes
 from .training import Trainer, make_dataset, training_sigmas
 
 # ----------------------------------------------------------------------------------------------
-# The configurations: the paper's named changes
+# The configurations: names of the registry (hdit_edu.presets)
 # ----------------------------------------------------------------------------------------------
 
 # The two experiments' configurations, named in the registry (hdit_edu.presets): Table 1's chain

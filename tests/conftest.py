@@ -42,10 +42,10 @@ LONG_FIRST = (
 TINY = ToyScale(widths=(32, 64), depths=(1, 1), head_dim=16, mapping_width=32, batch_size=8)
 
 
-def tiny_config(steps: int = TINY.steps, **training) -> Config:
+def tiny_config(steps: int = TINY.steps, /, **training) -> Config:
     """The tests' tiny model (:data:`TINY`) for a ``steps``-step run (``training.steps``; the
     toy move sets checkpoints and sample grids at every quarter of it), with ``training``'s
-    fields set on top (e.g. ``log_every=1``)."""
+    fields set on top (e.g. ``log_every=1``; ``steps`` among them is ``training.steps`` too)."""
     config = to_toy_scale(toy(), replace(TINY, steps=steps))
     for key, value in training.items():
         setattr(config.training, key, value)
