@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..configs import at_resolution, get_config, normalize_resolution
+from ..configs import at_resolution, normalize_resolution
 from ..env import format_report
 from ..flops import analytic_breakdown, analytic_gflops, count_gflops
 from ..planner.time_model import GPUS, KERNEL_PATHS
+from ..presets import get_config
 from .arguments import (
     POSITIVE,
     add_command,
