@@ -58,6 +58,7 @@ from .kinds import (
     ARCHS,
     ATTENTION_KINDS,
     CHECKPOINTING_KINDS,
+    DIFFUSION_PROCESSES,
     FFN_KINDS,
     LOSS_WEIGHTINGS,
     POS_EMB_KINDS,
@@ -125,6 +126,10 @@ class ModelConfig:
 class DiffusionConfig:
     """The diffusion objective (§3.1, App. B)."""
 
+    # "edm": σ-space training and samplers (all the fields below); "ddpm": DiT's discrete
+    # process, hybrid loss and 250-step ancestral sampler (R1, hdit_edu.ddpm; the σ fields are
+    # then unused).
+    process: str = "edm"
     sigma_data: float = 0.5
     sigma_min: float = 1e-3
     sigma_max: float = 1e3
@@ -551,6 +556,7 @@ def _validate_diffusion(d: Any) -> None:
             f"diffusion: the sampling range [{lo}, {hi}] (sampling_sigma_min/max, else the "
             f"density's sigma_min/max) must have min < max"
         )
+    _check_kind("diffusion.process", d.process, DIFFUSION_PROCESSES)
     _check_kind("diffusion.loss_weighting", d.loss_weighting, LOSS_WEIGHTINGS)
     _check_real("diffusion.gamma", d.gamma, 0.0, low_open=True, optional=True)
     _check_kind("diffusion.sigma_density", d.sigma_density, SIGMA_DENSITIES)
@@ -558,6 +564,19 @@ def _validate_diffusion(d: Any) -> None:
     _check_real("diffusion.lognormal_std", d.lognormal_std, 0.0, low_open=True)
     _check_int("diffusion.noise_d_low", d.noise_d_low, 1)
     _check_int("diffusion.noise_d_high", d.noise_d_high, 1, optional=True)
+
+
+def _check_ddpm_model(config: Config) -> None:
+    """The DDPM path (R1) needs DiT with its learned-variance head: 2·in_channels outputs."""
+    m = config.model
+    if config.diffusion.process != "ddpm":
+        return
+    if m.arch != "dit" or m.out_channels != 2 * m.in_channels:
+        raise ValueError(
+            f"diffusion.process='ddpm' (DiT's learned-variance DDPM): got model.arch={m.arch!r}, "
+            f"model.out_channels={m.out_channels!r}; allowed: arch 'dit' with out_channels = "
+            f"2·in_channels = {2 * m.in_channels} (ε̂ and the variance values)"
+        )
 
 
 def sampling_sigma_range(config: Config) -> tuple[float, float]:
@@ -642,6 +661,7 @@ def validate_config(
             raise ValueError(f"name: got {config.name!r}; allowed: a string")
         _validate_model(config.model, resolution, grids=grids)
         _validate_diffusion(config.diffusion)
+        _check_ddpm_model(config)
         _validate_training(config.training)
     elif isinstance(config, ModelConfig):
         _validate_model(config, resolution, grids=grids)
@@ -759,9 +779,13 @@ def _baseline(name: str) -> Config:
 
     * R1, R2: DiT-B/4 in pixel space — the original architecture (adaLN-Zero, MLP ratio 4,
       fixed sin-cos positions, learned σ → 6 output channels, no augmentation input), trained
-      with DiT's own optimiser settings (footnote 3). R1 used DiT's codebase (DDPM schedule,
-      learned-variance loss, 250 sampling steps), which this package does not reimplement: R1
-      and R2 share one config here, with SNR weighting (DiT's ε-MSE is 1/σ² in x0 space).
+      with DiT's own optimiser settings (footnote 3). R1 is DiT's codebase: its discrete DDPM
+      (``diffusion.process = "ddpm"``, :mod:`hdit_edu.ddpm`: linear β over 1,000 steps, the
+      network embeds the step t, hybrid loss with the learned variance, 250-step ancestral
+      sampling) and DiT's train.py (AdamW lr 1e-4, betas (0.9, 0.999), no weight decay, no
+      clipping, fp32, batch 256, EMA 0.9999). R2 wraps the same network in this trainer
+      (EDM, the network sees c_noise(σ)), with SNR weighting (DiT's ε-MSE is 1/σ² in x0
+      space) and this trainer's clipping and precision.
     * R3: "a hyperparameter-matched single-level version of ablation step A": one global level,
       depth 12, width 768 (12 heads), GELU 4·d, additive positions, AdaRMSNorm + the mapping
       network (depth 1, width 768), our optimiser; SNR weighting. R4 = R3 + soft-min-SNR.
@@ -778,12 +802,13 @@ def _baseline(name: str) -> Config:
             pos_emb="additive",
             resolution=ABLATION_BASE_RESOLUTION,
         )
-        return Config(
-            name=name,
-            model=model,
-            diffusion=DiffusionConfig(loss_weighting="snr"),
-            training=_imagenet_training(**_DIT_TRAINING),
-        )
+        if name == "R1":  # DiT's train.py: no clipping, no autocast
+            diffusion = DiffusionConfig(process="ddpm", loss_weighting="snr")
+            training = _imagenet_training(**_DIT_TRAINING, grad_clip=None, precision="fp32")
+        else:
+            diffusion = DiffusionConfig(loss_weighting="snr")
+            training = _imagenet_training(**_DIT_TRAINING)
+        return Config(name=name, model=model, diffusion=diffusion, training=training)
     model = ModelConfig(
         levels=[LevelConfig(depth=12, width=768, attention="global")],
         mapping=MappingConfig(depth=1, width=768),
