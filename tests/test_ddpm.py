@@ -142,6 +142,42 @@ def test_guidance_matches_dits_forward_with_cfg():
     assert not torch.allclose(out[:, :3], plain[:, :3])
 
 
+def gaussian_data_network(mu: float, s: float, exact_variance: bool):
+    """The ideal network for data x0 ~ N(μ, s²) per pixel, on the 250-step process: ε̂ =
+    E[ε | x_t] = √(1−ᾱ)(x_t − √ᾱ μ)/(ᾱ s² + 1 − ᾱ), and v = −1 (Σ = β̃, the posterior's
+    variance) or the v of the true reverse variance β̃ + coef1²·Var[x0 | x_t] (what the learned
+    range can express and a fixed β̃ cannot)."""
+
+    def net(x, sigma, class_cond=None, aug_cond=None, timestep=None):
+        assert torch.equal(timestep, timestep.round())  # the original integer step
+        assert torch.equal(sigma, FULL.sigmas[timestep.long()].float())  # and its σ_t
+        i = torch.searchsorted(SPACED.timestep_map, timestep.long())  # the respaced index
+        ac = SPACED.alphas_cumprod[i].reshape(-1, 1, 1, 1)
+        eps = (1 - ac).sqrt() * (x - ac.sqrt() * mu) / (ac * s**2 + 1 - ac)
+        if not exact_variance:
+            return torch.cat([eps.float(), -torch.ones_like(x)], dim=1)
+        var_x0 = s**2 * (1 - ac) / (ac * s**2 + 1 - ac)
+        true = SPACED.posterior_variance[i] + SPACED.posterior_mean_coef1[i] ** 2 * var_x0.flatten()
+        lo, hi = SPACED.posterior_log_variance_clipped[i], SPACED.betas[i].log()
+        v = 2 * (true.log() - lo) / (hi - lo) - 1
+        return torch.cat([eps.float(), v.float().reshape(-1, 1, 1, 1).expand_as(x)], dim=1)
+
+    return net
+
+
+def test_sampler_with_the_ideal_network_of_gaussian_data_draws_that_gaussian():
+    """Checks the denoiser's step and σ wiring end to end, and what the learned variance buys:
+    for Gaussian data every reverse step is exactly Gaussian, so 250 ancestral steps with the
+    true variance return N(μ, s²); with Σ = β̃ (v = −1) the samples are too narrow."""
+    mu, s = 0.3, 0.5
+    noise = torch.randn(512, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    for exact, std in ((True, (0.497, 0.503)), (False, (0.47, 0.49))):
+        denoiser = ddpm.DDPMDenoiser(gaussian_data_network(mu, s, exact))
+        x = ddpm.sample(denoiser, noise, generator=1)
+        assert x.mean().item() == pytest.approx(mu, abs=0.005)
+        assert std[0] < x.std().item() < std[1], (exact, x.std().item())
+
+
 # --- the process in closed form -----------------------------------------------------------------
 
 
