@@ -56,6 +56,7 @@ from .kinds import (
     ARCHS,
     ATTENTION_KINDS,
     CHECKPOINTING_KINDS,
+    DIFFUSION_PROCESSES,
     FFN_KINDS,
     LOSS_WEIGHTINGS,
     POS_EMB_KINDS,
@@ -123,6 +124,10 @@ class ModelConfig:
 class DiffusionConfig:
     """The diffusion objective (§3.1, App. B)."""
 
+    # "edm": σ-space training and samplers (all the fields below); "ddpm": DiT's discrete
+    # process, hybrid loss and 250-step ancestral sampler (R1, hdit_edu.ddpm; the σ fields are
+    # then unused).
+    process: str = "edm"
     sigma_data: float = 0.5
     sigma_min: float = 1e-3
     sigma_max: float = 1e3
@@ -549,6 +554,7 @@ def _validate_diffusion(d: Any) -> None:
             f"diffusion: the sampling range [{lo}, {hi}] (sampling_sigma_min/max, else the "
             f"density's sigma_min/max) must have min < max"
         )
+    _check_kind("diffusion.process", d.process, DIFFUSION_PROCESSES)
     _check_kind("diffusion.loss_weighting", d.loss_weighting, LOSS_WEIGHTINGS)
     _check_real("diffusion.gamma", d.gamma, 0.0, low_open=True, optional=True)
     _check_kind("diffusion.sigma_density", d.sigma_density, SIGMA_DENSITIES)
@@ -556,6 +562,19 @@ def _validate_diffusion(d: Any) -> None:
     _check_real("diffusion.lognormal_std", d.lognormal_std, 0.0, low_open=True)
     _check_int("diffusion.noise_d_low", d.noise_d_low, 1)
     _check_int("diffusion.noise_d_high", d.noise_d_high, 1, optional=True)
+
+
+def _check_ddpm_model(config: Config) -> None:
+    """The DDPM path (R1) needs DiT with its learned-variance head: 2·in_channels outputs."""
+    m = config.model
+    if config.diffusion.process != "ddpm":
+        return
+    if m.arch != "dit" or m.out_channels != 2 * m.in_channels:
+        raise ValueError(
+            f"diffusion.process='ddpm' (DiT's learned-variance DDPM): got model.arch={m.arch!r}, "
+            f"model.out_channels={m.out_channels!r}; allowed: arch 'dit' with out_channels = "
+            f"2·in_channels = {2 * m.in_channels} (ε̂ and the variance values)"
+        )
 
 
 def sampling_sigma_range(config: Config) -> tuple[float, float]:
@@ -640,6 +659,7 @@ def validate_config(
             raise ValueError(f"name: got {config.name!r}; allowed: a string")
         _validate_model(config.model, resolution, grids=grids)
         _validate_diffusion(config.diffusion)
+        _check_ddpm_model(config)
         _validate_training(config.training)
     elif isinstance(config, ModelConfig):
         _validate_model(config, resolution, grids=grids)

@@ -119,9 +119,13 @@ def _baseline(name: str) -> Config:
 
     * R1, R2: DiT-B/4 in pixel space — the original architecture (adaLN-Zero, MLP ratio 4,
       fixed sin-cos positions, learned σ → 6 output channels, no augmentation input), trained
-      with DiT's own optimiser settings (footnote 3). R1 used DiT's codebase (DDPM schedule,
-      learned-variance loss, 250 sampling steps), which this package does not reimplement: R1
-      and R2 share one config here, with SNR weighting (DiT's ε-MSE is 1/σ² in x0 space).
+      with DiT's own optimiser settings (footnote 3). R1 is DiT's codebase: its discrete DDPM
+      (``diffusion.process = "ddpm"``, :mod:`hdit_edu.ddpm`: linear β over 1,000 steps, the
+      network embeds the step t, hybrid loss with the learned variance, 250-step ancestral
+      sampling) and DiT's train.py (AdamW lr 1e-4, betas (0.9, 0.999), no weight decay, no
+      clipping, fp32, batch 256, EMA 0.9999). R2 wraps the same network in this trainer
+      (EDM, the network sees c_noise(σ)), with SNR weighting (DiT's ε-MSE is 1/σ² in x0
+      space) and this trainer's clipping and precision.
     * R3: "a hyperparameter-matched single-level version of ablation step A": one global level,
       depth 12, width 768 (12 heads), GELU 4·d, additive positions, AdaRMSNorm + the mapping
       network (depth 1, width 768), our optimiser; SNR weighting. R4 = R3 + soft-min-SNR.
@@ -138,12 +142,13 @@ def _baseline(name: str) -> Config:
             pos_emb="additive",
             resolution=ABLATION_BASE_RESOLUTION,
         )
-        return Config(
-            name=name,
-            model=model,
-            diffusion=DiffusionConfig(loss_weighting="snr"),
-            training=_imagenet_training(**_DIT_TRAINING),
-        )
+        if name == "R1":  # DiT's train.py: no clipping, no autocast
+            diffusion = DiffusionConfig(process="ddpm", loss_weighting="snr")
+            training = _imagenet_training(**_DIT_TRAINING, grad_clip=None, precision="fp32")
+        else:
+            diffusion = DiffusionConfig(loss_weighting="snr")
+            training = _imagenet_training(**_DIT_TRAINING)
+        return Config(name=name, model=model, diffusion=diffusion, training=training)
     model = ModelConfig(
         levels=[LevelConfig(depth=12, width=768, attention="global")],
         mapping=MappingConfig(depth=1, width=768),
