@@ -108,7 +108,10 @@ def _contrasting_colours(rng: np.random.Generator, n: int) -> tuple[np.ndarray, 
 
 
 def render_toy_images(
-    labels: np.ndarray, resolution: int | tuple[int, int], rng: np.random.Generator
+    labels: np.ndarray,
+    resolution: int | tuple[int, int],
+    rng: np.random.Generator,
+    paint: Callable | None = None,
 ) -> np.ndarray:
     """Draw one toy image per label: uint8 (N, H, W, 3) at ``resolution`` = n (n × n) or (H, W).
 
@@ -118,6 +121,12 @@ def render_toy_images(
     pixels): coverage = clip(0.5 − d, 0, 1). All random numbers are drawn before any resolution
     enters, so the same seed draws the same scenes at 32² and 64² (and at 32×48, with more
     background to the sides).
+
+    ``paint(image, body, x, y, idx, pixels_per_unit) → image``, if given, changes each group's
+    float image (n, H, W, 3) after the body is drawn and before the details: ``body`` is the
+    body's signed distance and ``x``, ``y`` the object-frame coordinates (n, H, W), ``idx`` the
+    images' indices, ``pixels_per_unit`` (n, 1, 1) the pixels per object unit
+    (:mod:`hdit_edu.toy_detail` draws its textures so).
     """
     height, width = check_resolution(resolution)
     n = len(labels)
@@ -152,6 +161,8 @@ def render_toy_images(
         t = ((np.cos(ga) * u + np.sin(ga) * v) / corner + 0.5)[..., None]  # 0..1
         image = (1 - t) * bg0[idx, None, None] + t * bg1[idx, None, None]
         image = image + cover_body * (fg[idx, None, None] - image)
+        if paint is not None:
+            image = paint(image, body, x, y, idx, pixels_per_unit)
         image = image + cover_detail * (detail[idx, None, None] - image)
         out[idx] = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
     return out
@@ -195,7 +206,9 @@ class ToyDataset(torch.utils.data.Dataset):
         if not isinstance(size, int) or size < 1:
             raise ValueError(f"size must be a positive int, got {size!r}")
         self.split, self.resolution, self.seed = split, resolution, seed
-        self.images, self.labels = _toy_arrays(split, height_width, size, seed)
+        self.images, self.labels = self._arrays(split, height_width, size, seed)
+
+    _arrays = staticmethod(_toy_arrays)  # (split, (H, W), size, seed) → (images, labels)
 
     @property
     def num_classes(self) -> int:
