@@ -379,16 +379,20 @@ def train_toy_classifier(
     train_size: int | None = None,
     test_size: int | None = None,
     log: Callable[[str], None] | None = print,
+    dataset: type[ToyDataset] | None = None,
 ) -> tuple[ToyClassifier, dict]:
     """Train :class:`ToyClassifier` on the toy train split (deterministic from ``seed`` on
     CPU: seeded init, :class:`ResumableSampler` order, per-step generators; ``train_size``
     and ``test_size`` limit the images, for quick checks), test it on the toy test split, store the feature
     statistics, and, if ``out_dir`` is given, write ``model.safetensors`` and ``config.json``
     (model config, seed, settings, per-epoch log, accuracy) there. Adam with a cosine-decayed
-    learning rate; cross-entropy."""
+    learning rate; cross-entropy. ``dataset``: the data set class (default :class:`ToyDataset`;
+    :class:`hdit_edu.toy_detail.ToyDetailDataset` for issue 30's per-resolution evaluation
+    classifier)."""
     torch.manual_seed(seed)
-    train = ToyDataset("train", resolution, size=train_size)
-    test = ToyDataset("test", resolution, size=test_size)
+    dataset = dataset or ToyDataset
+    train = dataset("train", resolution, size=train_size)
+    test = dataset("test", resolution, size=test_size)
     model = ToyClassifier(num_classes=train.num_classes, resolution=resolution)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     steps_per_epoch = len(train) // batch_size
@@ -431,7 +435,7 @@ def train_toy_classifier(
         "per-feature mean/std (buffers feature_mean/feature_std)",
         "seed": seed,
         "training": {
-            "data": f"ToyDataset('train', {resolution}) ({len(train)} images, seed 0)",
+            "data": f"{dataset.__name__}('train', {resolution}) ({len(train)} images, seed 0)",
             "epochs": epochs,
             "batch_size": batch_size,
             "optimizer": f"Adam(lr={lr}), cosine decay to 0 over {total} steps",
@@ -441,7 +445,7 @@ def train_toy_classifier(
         },
         "log": history,
         "test_accuracy": history[-1]["test_accuracy"],
-        "test_data": f"ToyDataset('test', {resolution}) ({len(test)} images, seed 0)",
+        "test_data": f"{dataset.__name__}('test', {resolution}) ({len(test)} images, seed 0)",
     }
     if out_dir is not None:
         out_dir = Path(out_dir)

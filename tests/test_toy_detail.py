@@ -98,3 +98,23 @@ def test_metric_floor_and_ceilings_on_real_images():
     assert checks["floor"] < 0.1
     assert checks["upsampled"] > 10 * checks["floor"]
     assert checks["noise"] > 10 * checks["floor"]
+
+
+def test_training_and_the_evaluation_classifier_take_the_detail_set():
+    """``training.dataset = "toy-detail"`` trains on it at the model's resolution, and the
+    per-resolution evaluation classifier trains on it (two steps here; its real training is
+    ``train_toy_classifier(resolution=n, dataset=ToyDetailDataset)``, not run in tests)."""
+    from hdit_edu.configs import get_config
+    from hdit_edu.toy import train_toy_classifier
+    from hdit_edu.training import make_dataset
+
+    config = get_config("toy")
+    config.training.dataset = "toy-detail"
+    data = make_dataset(config)
+    assert isinstance(data, ToyDetailDataset) and data.images.shape[1:3] == (32, 32)
+    model, record = train_toy_classifier(
+        epochs=1, batch_size=32, resolution=64, train_size=64, test_size=32,
+        log=None, dataset=ToyDetailDataset,
+    )  # fmt: skip
+    assert model.resolution == 64 and record["training"]["data"].startswith("ToyDetailDataset")
+    assert record["test_data"] == "ToyDetailDataset('test', 64) (32 images, seed 0)"
