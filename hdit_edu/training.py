@@ -123,6 +123,7 @@ from .runlock import lock_run_dir
 from .runs import parse_metrics
 from .sampling import generate, grid_columns
 from .toy import ToyDataset
+from .toy_detail import ToyDetailDataset
 
 # Independent random streams of one step (see data.step_generator).
 STREAM_AUGMENT, STREAM_DROPOUT, STREAM_SIGMA, STREAM_NOISE = 0, 1, 2, 3
@@ -333,8 +334,6 @@ def make_dataset(config: Config, *, on_error: str = "raise"):
     if name == "toy":
         return ToyDataset("train", resolution=res)
     if name == "toy-detail":  # the toy set with detail drawn at the resolution (issue 30)
-        from .toy_detail import ToyDetailDataset
-
         return ToyDetailDataset("train", resolution=res)
     path = Path(name)
     if not path.is_dir():
