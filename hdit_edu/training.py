@@ -124,6 +124,7 @@ from .runlock import lock_run_dir
 from .runs import parse_metrics
 from .sampling import generate, grid_columns
 from .toy import ToyDataset
+from .toy_detail import ToyDetailDataset
 
 # Independent random streams of one step (see data.step_generator).
 STREAM_AUGMENT, STREAM_DROPOUT, STREAM_SIGMA, STREAM_NOISE = 0, 1, 2, 3
@@ -327,14 +328,19 @@ def _all_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 def make_dataset(config: Config, *, on_error: str = "raise"):
     """The training set a config names: ``training.dataset = "toy"`` → :class:`ToyDataset`,
+    ``"toy-detail"`` → :class:`hdit_edu.toy_detail.ToyDetailDataset`,
     else a path → :class:`ImageFolderDataset` (class sub-folders when the model is
     class-conditional; ``on_error="skip"`` skips unreadable files), at the model resolution."""
     name, res = config.training.dataset, config.model.resolution
     if name == "toy":
         return ToyDataset("train", resolution=res)
+    if name == "toy-detail":  # the toy set with detail drawn at the resolution (issue 30)
+        return ToyDetailDataset("train", resolution=res)
     path = Path(name)
     if not path.is_dir():
-        raise ValueError(f"training.dataset must be 'toy' or an image folder; {name!r} is neither")
+        raise ValueError(
+            f"training.dataset must be 'toy', 'toy-detail' or an image folder; {name!r} is none"
+        )
     return ImageFolderDataset(
         path, res, class_subfolders=config.model.num_classes > 0, on_error=on_error
     )
