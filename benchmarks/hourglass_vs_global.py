@@ -7,7 +7,7 @@ arm fits, on one CPU thread (the machine the study's runs train on).
     python benchmarks/hourglass_vs_global.py                         # 32² … 1024² (see README)
 
 **Arms**: read from ``results/hourglass-vs-global/study.toml`` (the one place they are defined):
-each is a registry name built at toy scale (:func:`hdit_edu.ablation.toy_ablation_config`, task
+each is a registry name built at toy scale (:func:`hdit_edu.ablation.run_config`, task
 ``p4k3``), its ``--set`` overrides (:func:`hdit_edu.cli.train.apply_overrides`), then moved to
 each resolution by App. A's rule (:func:`hdit_edu.configs.at_resolution`: E gains one 64-wide
 neighborhood level per doubling; the single-level arm keeps its three global layers on every
@@ -44,7 +44,7 @@ import common  # benchmarks/common.py (it also puts the repository root on sys.p
 import torch
 from train_throughput import model_step
 
-from hdit_edu.ablation import toy_ablation_config
+from hdit_edu.ablation import ToyBudget, run_config
 from hdit_edu.cli.train import apply_overrides
 from hdit_edu.configs import at_resolution, token_grids
 from hdit_edu.flops import analytic_gflops, analytic_params
@@ -74,7 +74,7 @@ def read_arms(spec: Path = SPEC) -> dict[str, tuple[str, list[str]]]:
 
 def arm_config(name: str, overrides: list[str], resolution: int, task: str = "p4k3"):
     """An arm at toy scale on ``task``, overridden, at ``resolution`` (App. A)."""
-    config = apply_overrides(toy_ablation_config(name, 0, task=task), overrides)
+    config = apply_overrides(run_config(name, 0, ToyBudget(task=task)), overrides)
     return at_resolution(config, resolution)
 
 

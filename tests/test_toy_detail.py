@@ -104,7 +104,7 @@ def test_training_and_the_evaluation_classifier_take_the_detail_set():
     """``training.dataset = "toy-detail"`` trains on it at the model's resolution, and the
     per-resolution evaluation classifier trains on it (two steps here; its real training is
     ``train_toy_classifier(resolution=n, dataset=ToyDetailDataset)``, not run in tests)."""
-    from hdit_edu.configs import get_config
+    from hdit_edu.presets import get_config
     from hdit_edu.toy import train_toy_classifier
     from hdit_edu.training import make_dataset
 
