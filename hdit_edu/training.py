@@ -822,13 +822,15 @@ class Trainer:
                         self.save_samples()
                     if (t.checkpoint_every and s % t.checkpoint_every == 0) or s == total:
                         self.save()
-            except KeyboardInterrupt:
-                saved = self.last_checkpoint is not None and self.last_checkpoint.name == (
-                    f"step-{self.step:08d}"
-                )
-                if self.dist.world_size == 1 and self.step > start_step and not saved:
-                    self._print(f"interrupted: saving a checkpoint at step {self.step}")
-                    self.save()
+            except KeyboardInterrupt:  # at a step boundary (StepBoundary): save that step
+                if self.dist.world_size == 1 and self.step > start_step:
+                    # the steps since the last row become a row of their own, so that the
+                    # checkpoint's log accumulators are empty and no step is logged twice
+                    logged = self._flush_log() is not None
+                    last = self.last_checkpoint
+                    if logged or last is None or last.name != f"step-{self.step:08d}":
+                        self._print(f"interrupted: saving a checkpoint at step {self.step}")
+                        self.save()
                 raise
             finally:
                 bar.close()
