@@ -72,6 +72,7 @@ from hdit_edu.diffusion import (
 )
 from hdit_edu.sampling import SAMPLERS, karras_sigmas, sample
 from hdit_edu.viz import plot_loss_weightings, plot_trajectories_2d
+from hdit_edu.widgets import interact
 
 torch.manual_seed(0)
 torch.set_num_threads(1)  # every tensor here is small: one thread avoids threading overhead
@@ -227,7 +228,7 @@ def show_gamma(gamma=5.0):
     plt.show()
 
 
-_ = widgets.interact(
+interact(
     show_gamma, gamma=widgets.FloatLogSlider(value=5.0, base=10, min=-1, max=2, step=0.05)
 )
 # %%
@@ -589,7 +590,7 @@ def show_sampler(sampler="dpmpp_3m_sde", steps=10):
     plt.show()
 
 
-_ = widgets.interact(
+interact(
     show_sampler,
     sampler=widgets.Dropdown(options=SAMPLERS, value="dpmpp_3m_sde"),
     steps=widgets.IntSlider(value=10, min=2, max=60),

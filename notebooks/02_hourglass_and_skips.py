@@ -62,6 +62,7 @@ from hdit_edu.hourglass import (
 from hdit_edu.rope import downscale_pos, make_axial_pos
 from hdit_edu.toy import ToyDataset
 from hdit_edu.viz import plot_hourglass, trace_hourglass
+from hdit_edu.widgets import interact
 
 torch.manual_seed(0)
 device = "cuda" if PROFILE == "gpu" and torch.cuda.is_available() else "cpu"
@@ -312,7 +313,7 @@ def show_lerp(f=0.5):
     plt.show()
 
 
-widgets.interact(show_lerp, f=widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05))
+interact(show_lerp, f=widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05))
 
 # %%
 zero, one = torch.zeros(1), torch.ones(1)

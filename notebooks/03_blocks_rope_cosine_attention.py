@@ -53,6 +53,7 @@ from hdit_edu.dit import MLP, DiTBlock
 from hdit_edu.hourglass import TransformerLayer
 from hdit_edu.layers import AdaRMSNorm, FeedForward, RMSNorm, default_d_ff, geglu, rms_norm
 from hdit_edu.rope import AdditivePosEmb, AxialRoPE, apply_rope, axial_rope_freqs, make_axial_pos
+from hdit_edu.widgets import interact
 
 torch.manual_seed(0)
 # DiT-B widths in the gpu profile; small ones on a CPU (the structure is the same).
@@ -467,7 +468,7 @@ def show_scores(query_y=4, query_x=4):
     plt.show()
 
 
-widgets.interact(
+interact(
     show_scores, query_y=widgets.IntSlider(4, 0, n - 1), query_x=widgets.IntSlider(4, 0, n - 1)
 )
 

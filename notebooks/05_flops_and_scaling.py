@@ -68,6 +68,7 @@ from hdit_edu.flops import (
 )
 from hdit_edu.models import build_model
 from hdit_edu.viz import plot_flops_breakdown, plot_flops_scaling
+from hdit_edu.widgets import interact
 
 # In the CPU profile fvcore traces only the 128² models (on the meta device: shapes only, no
 # compute); the GPU profile also traces 256² and 512² and DiT (whose patch convolution has no
@@ -385,7 +386,7 @@ def show_breakdown(step="E", resolution=1024):
     )
 
 
-widgets.interact(
+interact(
     show_breakdown,
     step=widgets.Dropdown(options=["A", "B1", "B2", "C", "D", "E", "R3"], value="E"),
     resolution=widgets.SelectionSlider(options=[128, 256, 512, 1024, 2048], value=1024),

@@ -172,26 +172,60 @@ class HangWatch:
                 return
 
 
+class HeadlessClient(NotebookClient):
+    """nbclient's client without its part of a front end: it records the widgets a kernel
+    opens (their state goes into the notebook) but never answers one.
+
+    nbclient plays the front end of ``ipywidgets.Output`` (what ``ipywidgets.interact`` draws
+    into): for each output the kernel sends while an ``Output`` captures, it sends a
+    ``comm_msg`` with the widget's outputs back into the kernel's shell channel, from the
+    coroutine that reads IOPub, while another coroutine waits on that same shell channel for
+    the cell's ``execute_reply``. That round trip is the one place where a run talks back to
+    the kernel during a cell, and the cells that hung (notebook 01's ``interact`` cells) were
+    those that made it. The runner's kernels run headless (``HDIT_HEADLESS=1``: the notebooks'
+    apps and ``hdit_edu.widgets.interact`` draw a still picture and open no ``Output``), and an
+    ``Output`` opened anyway is named in :attr:`output_widgets` and fails the run
+    (:func:`run_notebook`) instead of sometimes hanging it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.output_widgets: list[int] = []  # the cells (notebook index) that opened an Output
+        self.comm_open_handlers = {"jupyter.widget": self._widget_opened}
+        self._cell_index = -1
+
+    async def async_execute_cell(self, cell, cell_index, *args, **kwargs):
+        self._cell_index = cell_index
+        return await super().async_execute_cell(cell, cell_index, *args, **kwargs)
+
+    def _widget_opened(self, msg) -> None:
+        if msg["content"]["data"].get("state", {}).get("_model_name") == "OutputModel":
+            self.output_widgets.append(self._cell_index)
+        return None  # no comm object: nothing is ever sent back to the kernel
+
+
 def run_notebook(
     nb, cwd: Path, profile: str = "cpu", timeout: int = CELL_TIMEOUT_S, idle_s: float = IDLE_HANG_S
 ):
-    """Execute ``nb`` in place in a fresh kernel (working directory ``cwd``, ``HDIT_PROFILE`` =
-    ``profile``); a failing cell raises ``CellExecutionError``.
+    """Execute ``nb`` in place in a fresh, headless kernel (working directory ``cwd``,
+    ``HDIT_PROFILE`` = ``profile``, ``HDIT_HEADLESS=1``); a failing cell raises
+    ``CellExecutionError``, a cell that opens an ``ipywidgets.Output`` ``RuntimeError``
+    (:class:`HeadlessClient`).
 
     A cell that outlives ``timeout``, or during which the kernel sits idle for ``idle_s`` seconds
-    (:class:`HangWatch`), is run once more from the top in a new kernel: on a loaded machine
-    nbclient and ipykernel (6.31 and 7.4 alike) sometimes both wait forever, the kernel idle with
-    the cell's request never answered. A notebook that hangs or times out twice fails."""
+    (:class:`HangWatch`), is run once more from the top in a new kernel, with a line saying so
+    on stdout (a retry that fires is a bug to report, not a cure). A notebook that hangs or
+    times out twice fails."""
     kernel = nb.metadata.get("kernelspec", {}).get("name")
     if not kernel:
         raise ValueError("notebook has no kernelspec name: add one to the jupytext header")
-    old = os.environ.get("HDIT_PROFILE")
+    saved = {name: os.environ.get(name) for name in ("HDIT_PROFILE", "HDIT_HEADLESS")}
     os.environ["HDIT_PROFILE"] = profile  # the kernel inherits the environment
+    os.environ["HDIT_HEADLESS"] = "1"  # hdit_edu.widgets.front_end_attached() is False
     try:
         for attempt in (1, 2):
             work = copy.deepcopy(nb)
             with HangWatch(idle_s) as watch:
-                client = watch.client = NotebookClient(
+                client = watch.client = HeadlessClient(
                     work,
                     kernel_name=kernel,
                     timeout=timeout,
@@ -210,13 +244,21 @@ def run_notebook(
                     print(
                         f"a cell's kernel hung ({why}): running the notebook again in a new kernel"
                     )
+        if client.output_widgets:
+            cells = ", ".join(str(i) for i in sorted(set(client.output_widgets)))
+            raise RuntimeError(
+                f"cell(s) {cells} opened an ipywidgets.Output with no front end attached: "
+                "draw a still picture when hdit_edu.widgets.front_end_attached() is False "
+                "(e.g. hdit_edu.widgets.interact instead of ipywidgets.interact)"
+            )
         nb.cells = work.cells
         nb.metadata = work.metadata
     finally:
-        if old is None:
-            os.environ.pop("HDIT_PROFILE", None)
-        else:
-            os.environ["HDIT_PROFILE"] = old
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return nb
 
 
