@@ -403,7 +403,7 @@ for i, res in enumerate((32, 64, 128, 256, 512, 1024)):
         bins=bins,
         density=True,
         histtype="step",
-        color=plt.cm.viridis(i / 5),
+        color=plt.cm.viridis(i / 6),  # stops short of viridis's yellow end: readable on white
         label=f"cosine-interp., {res}²",
     )
 ax.set_xlabel("log₁₀ σ")
@@ -690,10 +690,18 @@ assert mean_x[0] > mean_x[1] > mean_x[2] and spread[0] > spread[1] > spread[2]
 # %% [markdown]
 # ## Exercises
 #
-# Predict first, then open the collapsed solution (it runs with the notebook and checks itself).
+# Predict first, then compute your answer in the answer cell (replace the `...`); `check` says
+# whether it is right and, if not, what to look at. The collapsed solution runs with the
+# notebook and passes the same check.
 #
 # **1.** Change γ from 5 to 16. Where does the knee of min-SNR move, and what is the
 # soft-min-SNR weight *at* the knee?
+
+# %% tags=["exercise"]
+from hdit_edu.exercises import check
+
+knee_sigma, weight_at_knee = ..., ...  # your answer
+check("01.1", (knee_sigma, weight_at_knee))
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 gamma = 16.0
@@ -702,19 +710,28 @@ print(f"γ = {gamma:g}: knee at σ = {knee}")
 assert knee == 0.25
 assert abs(loss_weight("soft-min-snr", knee, gamma=gamma) - gamma / 2) < 1e-9  # half of γ
 assert loss_weight("min-snr", knee, gamma=gamma) == gamma
+assert check("01.1", (knee, loss_weight("soft-min-snr", knee, gamma=gamma)))
 
 # %% [markdown]
 # **2.** EDM's log-normal density draws ln σ ~ N(−1.2, 1.2²). What is its median σ? Predict
 # it, then measure it from 20 000 draws of `rand_lognormal`.
 
+# %% tags=["exercise"]
+median_sigma = ...  # your measurement
+check("01.2", median_sigma)
+
 # %% jupyter={"source_hidden": true} tags=["solution"]
 draws = rand_lognormal(20_000, generator=torch.Generator().manual_seed(11))
 print(f"median σ {draws.median():.3f}, e^-1.2 = {math.exp(-1.2):.3f}")
-assert abs(draws.median().item() / math.exp(-1.2) - 1) < 0.03
+assert check("01.2", draws.median().item())
 
 # %% [markdown]
 # **3.** How many times does Heun call the denoiser for 10 steps down to σ = 0, and Euler?
 # Predict, then count by wrapping the mixture denoiser.
+
+# %% tags=["exercise"]
+heun_calls, euler_calls = ..., ...  # your counts
+check("01.3", (heun_calls, euler_calls))
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 calls = {"n": 0}
@@ -725,8 +742,10 @@ def counting(x, sigma):
     return mixture(x, sigma)
 
 
-for sm, expected in (("heun", 19), ("euler", 10)):
+counted_calls = []
+for sm in ("heun", "euler"):
     calls["n"] = 0
     sample(counting, torch.randn(8, 2) * SIGMA_MAX, karras_sigmas(10, SIGMA_MIN, SIGMA_MAX), sm)
     print(f"{sm}: {calls['n']} model calls for 10 steps")
-    assert calls["n"] == expected  # Heun: 2 per step, except the last (into σ = 0): 2n − 1
+    counted_calls.append(calls["n"])
+assert check("01.3", counted_calls)  # Heun: 2 per step, except the last (into σ = 0): 2n − 1

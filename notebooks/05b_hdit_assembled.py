@@ -419,15 +419,21 @@ assert loss_after < loss
 # %% [markdown]
 # ## Exercises
 #
-# Predict first, then open the collapsed solution (it runs with the notebook and checks itself).
+# Predict first, then compute your answer in the answer cell (replace the `...`); `check` says
+# whether it is right and, if not, what to look at. The collapsed solution runs with the
+# notebook and passes the same check.
 #
 # **1.** Zero the unpatching projection (as at initialisation). Predict the output of the
 # assembled model, and what the EDM denoiser D then returns.
 
+# %% tags=["exercise"]
+from hdit_edu.exercises import check
+
+denoised_when_zeroed = ...  # your answer: D(x, σ) of a copy of `model` with patch_out zeroed
+check("05b.1", denoised_when_zeroed, x=x, sigma=sigma)
+
 # %% jupyter={"source_hidden": true} tags=["solution"]
 import copy
-
-from hdit_edu.diffusion import c_skip
 
 zeroed = copy.deepcopy(model).eval()
 with torch.no_grad():
@@ -435,11 +441,16 @@ with torch.no_grad():
     out = hdit_assembled(zeroed, x, sigma, class_cond)
     d = Denoiser(zeroed)(x, sigma, class_cond=class_cond)
 assert torch.equal(out, torch.zeros_like(x))  # F = 0
-assert torch.allclose(d, c_skip(sigma)[:, None, None, None] * x)  # D = c_skip·x
+assert check("05b.1", d, x=x, sigma=sigma)  # D = c_skip·x
 
 # %% [markdown]
 # **2.** Assemble the *additive* skip of Table 2 instead of the lerp: build an HDiT with
 # `skip="add"`, write the split for it, and check your assembled pass against the library.
+
+# %% tags=["exercise"]
+add_model = ...  # your HDiT with skip="add" (random weights as in section 0)
+assembled_add = ...  # your assembled forward pass of it on (x, sigma, class_cond)
+check("05b.2", assembled_add, model=add_model, x=x, sigma=sigma, class_cond=class_cond)
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 import dataclasses
@@ -461,22 +472,25 @@ split_lerp = split
 split = split_add  # go_up calls `split`
 try:
     with torch.no_grad():
-        assert torch.equal(
-            hdit_assembled(add_model, x, sigma, class_cond), add_model(x, sigma, class_cond)
-        )
+        assembled_add = hdit_assembled(add_model, x, sigma, class_cond)
 finally:
     split = split_lerp
+assert check("05b.2", assembled_add, model=add_model, x=x, sigma=sigma, class_cond=class_cond)
 print("additive skips: assembled == HDiT")
 
 # %% [markdown]
 # **3.** Feed a 64×64 image to the same model (RoPE and neighborhood attention work at any
 # size). Predict the token grids, and whether the assembled pass still equals `HDiT`.
 
+# %% tags=["exercise"]
+grids_at_64 = ...  # your answer: the list of (h, w) token grids, outermost first
+check("05b.3", grids_at_64, model=model)
+
 # %% jupyter={"source_hidden": true} tags=["solution"]
 x64 = torch.randn(2, 3, 64, 64, generator=g)
 s64, c64 = torch.tensor([0.3, 3.0]), torch.tensor([1, 2])
 print("grids at 64²:", model.grid_sizes(64, 64))
-assert model.grid_sizes(64, 64) == [(32, 32), (16, 16), (8, 8)]
+assert check("05b.3", model.grid_sizes(64, 64), model=model)
 model.eval()
 with torch.no_grad():
     assert torch.equal(hdit_assembled(model, x64, s64, c64), model(x64, s64, c64))

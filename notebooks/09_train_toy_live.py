@@ -205,10 +205,18 @@ assert final.class_accuracy >= 0.2, final.class_accuracy
 # %% [markdown]
 # ## Exercises
 #
-# Predict first, then open the collapsed solution (it runs with the notebook and checks itself).
+# Predict first, then compute your answer in the answer cell (replace the `...`); `check` says
+# whether it is right and, if not, what to look at. The collapsed solution runs with the
+# notebook and passes the same check.
 #
 # **1. Which classes come first?** Predict which of the eight shapes the young model draws best
 # (big solid shapes? the ones made of discs?), then split the accuracy of section 4 by class.
+
+# %% tags=["exercise"]
+from hdit_edu.exercises import check
+
+accuracy_per_class = ...  # your answer: a list of 8 accuracies, class 0 first
+check("09.1", accuracy_per_class, images=final.images, labels=final.labels)
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 predicted = predict_classes(final.images)
@@ -217,12 +225,18 @@ for name, accuracy in sorted(zip(TOY_CLASSES, per_class), key=lambda x: -x[1]):
     print(f"{name:9s} {accuracy:6.1%}")
 # the mean over the (equally many) samples of each class is the overall accuracy
 assert abs(np.mean(per_class) - final.class_accuracy) < 1e-6
+assert check("09.1", per_class, images=final.images, labels=final.labels)
 
 # %% [markdown]
 # **2. How much of the data did it see?** The toy training set holds 16,384 images. Predict how
 # many passes over it (epochs) the run made, from the batch size and the steps. Then count the
 # images in `metrics.jsonl`: every image of a step draws one σ, and each log line counts the
 # draws per σ band (`sigma_bin_counts`).
+
+# %% tags=["exercise"]
+my_images_seen, my_epochs = ..., ...  # your answer
+check("09.2", (my_images_seen, my_epochs), records=records, batch_size=t.batch_size,
+      steps=TRAIN_STEPS)  # fmt: skip
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 from hdit_edu.toy import TOY_SIZES
@@ -231,16 +245,20 @@ images_seen = TRAIN_STEPS * t.batch_size
 epochs = images_seen / TOY_SIZES["train"]
 print(f"{images_seen:,} images = {epochs:.2f} passes over the training set")
 logged = sum(sum(r["sigma_bin_counts"].values()) for r in records)
-assert logged == images_seen, (logged, images_seen)
+assert check("09.2", (logged, epochs), records=records, batch_size=t.batch_size, steps=TRAIN_STEPS)
 
 # %% [markdown]
 # **3. Guidance on a young model.** Section 4 measured with w = `CFG_SCALE`. Predict the
 # accuracy without guidance (w = 1): higher, lower or the same? Measure it with the same
 # start noise (seed) and classes.
 
+# %% tags=["exercise"]
+unguided_run = ...  # your answer: sample_accuracy(...) of the same model with w = 1
+check("09.3", unguided_run, guided=final)
+
 # %% jupyter={"source_hidden": true} tags=["solution"]
 unguided = sample_accuracy(trainer.ema_denoiser, config, N_EVAL, cfg_scale=1.0, seed=0)
 print(f"w = 1: {unguided.class_accuracy:.1%}   w = {CFG_SCALE:g}: {final.class_accuracy:.1%}")
 # guidance pushes each sample towards its class (D_c − D_u, App. D): the young model's weak
 # class signal is amplified
-assert unguided.class_accuracy < final.class_accuracy
+assert check("09.3", unguided, guided=final)

@@ -598,19 +598,43 @@ if RERUN:
 # **1.** A model trained at 32² (patch 4) samples at 96². How far do its outer tokens' positions
 # reach under each reading? Compute it from `token_positions` and check the closed forms
 # `1 − 1/n` (normalised) and `(n − 1)/n₀` (grid).
+#
+# Compute your answer in the answer cell (replace the `...`); `check` says whether it is right
+# and, if not, what to look at. The collapsed solution runs with the notebook and passes the
+# same check.
+
+# %% tags=["exercise"]
+from hdit_edu.exercises import check
+
+reach_answer = {"normalised": ..., "grid": ...}  # the largest |position| under each reading
+check("10.1", reach_answer)
 
 # %% tags=["solution"] jupyter={"source_hidden": true}
 n, n0 = 96 // 4, 8
 reach = {r: token_positions(n, n, (n0, n0), r).abs().max().item() for r in ("normalised", "grid")}
 print(reach)
 assert abs(reach["normalised"] - (1 - 1 / n)) < 1e-6 and abs(reach["grid"] - (n - 1) / n0) < 1e-6
+assert check("10.1", reach)
 
 # %% [markdown]
-# **2.** Why does the additive table's "grid" reading keep the table's centre cells at 24²
-# (6×6 tokens)? Check that `embedding(6, 6, "grid")` is `table[1:7, 1:7]`.
+# **2.** Read an 8×8 additive position table (`AdditivePosEmb(8, 8, 8)`) at 12×12 tokens
+# (48² at patch 4). How many *distinct* embedding vectors do the 144 tokens get under the
+# "grid" reading (the table laid over the grid, centred, border cells repeated) and under the
+# "normalised" one (the table resized)? Predict, then count with `torch.unique(..., dim=0)`.
+
+# %% tags=["exercise"]
+distinct_grid, distinct_normalised = ..., ...  # your counts
+check("10.2", (distinct_grid, distinct_normalised))
 
 # %% tags=["solution"] jupyter={"source_hidden": true}
 e = AdditivePosEmb(8, 8, 8)
 with torch.no_grad():
-    assert torch.equal(e.embedding(6, 6, "grid"), e.table[1:7, 1:7])
-print("centred: the 6 tokens sit on table cells 1…6 (one cell of margin on each side)")
+    assert torch.equal(e.embedding(6, 6, "grid"), e.table[1:7, 1:7])  # smaller: a centred crop
+    distinct = [
+        len(torch.unique(e.embedding(12, 12, r).reshape(-1, 8), dim=0))
+        for r in ("grid", "normalised")
+    ]
+print(f"distinct vectors at 12×12: grid {distinct[0]}, normalised {distinct[1]}")
+assert check("10.2", distinct)
+# the grid reading gives the 80 tokens outside the centred 8×8 copies of border cells: the
+# model has seen only 64 positions; the normalised reading invents 144 new, resampled ones

@@ -68,7 +68,11 @@ STYLE = """<style>
   margin: 0.5em auto; padding: 0.5em 1em; font: 14px sans-serif; background: #f3f5f8;
   border-radius: 4px; }
 .book-nav a { text-decoration: none; }
+details.book-solution { margin: 0.3em 0 0.8em; border-left: 3px solid #9ab; padding-left: 0.6em; }
+details.book-solution > summary { cursor: pointer; color: #357; font: 14px sans-serif; }
 </style>"""
+SOLUTION_CELL = re.compile(r'<div\b[^>]*\bclass="jp-Cell\b[^"]*\bcelltag_solution\b[^"]*"[^>]*>')
+DIV_TAG = re.compile(r"<(/?)div\b[^>]*>")
 
 
 @dataclass
@@ -288,6 +292,32 @@ def copy_mathjax(out: Path) -> Path:
     return target
 
 
+def hide_solutions(body: str) -> str:
+    """Each solution cell (tag ``solution``: nbconvert's lab template gives its ``<div>`` the
+    class ``celltag_solution``) inside a closed ``<details>`` disclosure: the book shows the
+    exercise and the student's answer cell, and the solution with its output on a click."""
+    out, pos = [], 0
+    for start in SOLUTION_CELL.finditer(body):
+        if start.start() < pos:  # nested inside one already wrapped
+            continue
+        depth, end = 0, None
+        for tag in DIV_TAG.finditer(body, start.start()):
+            depth += -1 if tag[1] else 1
+            if depth == 0:
+                end = tag.end()
+                break
+        if end is None:
+            raise ValueError("a solution cell's <div> is never closed")
+        out += [
+            body[pos : start.start()],
+            '<details class="book-solution"><summary>Solution (try the exercise first)</summary>',
+            body[start.start() : end],
+            "</details>",
+        ]
+        pos = end
+    return "".join(out) + body[pos:]
+
+
 def nav(chapters: list[Chapter], i: int) -> str:
     """The bar linking a chapter to its neighbours and to the contents."""
 
@@ -359,7 +389,7 @@ def build_book(
         log(f"{c.stem}: executed in {c.seconds:.0f} s")
     for i, (c, body) in enumerate(zip(chapters, bodies)):
         bar = nav(chapters, i)
-        body = body.replace("</head>", f"{STYLE}\n</head>", 1)
+        body = hide_solutions(body.replace("</head>", f"{STYLE}\n</head>", 1))
         body = re.sub(r"(<body[^>]*>)", rf"\1\n{bar}", body, count=1)
         body = body.replace("</body>", f"{bar}\n</body>", 1)
         (out / c.html_name).write_text(body, encoding="utf-8")
