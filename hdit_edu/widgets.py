@@ -819,14 +819,13 @@ class AttentionExplorer:
             options=[2, 4, 8, 16], value=window_size, description="window", style=style
         )
         self.shifted = ipw.Checkbox(value=False, description="shift windows by window/2")
-        self.output = ipw.Output()
-        self.widget = ipw.VBox(
-            [
-                ipw.HBox([self.level, self.row, self.col]),
-                ipw.HBox([self.kernel, self.window, self.shifted]),
-                self.output,
-            ]
-        )
+        # the panels' place: only where a front end shows it (headless: a still picture)
+        self.output = ipw.Output() if front_end_attached() else None
+        controls = [
+            ipw.HBox([self.level, self.row, self.col]),
+            ipw.HBox([self.kernel, self.window, self.shifted]),
+        ]
+        self.widget = ipw.VBox(controls + ([self.output] if self.output is not None else []))
         self.level.observe(self._level_changed, names="value")
         for control in (self.row, self.col, self.kernel, self.window, self.shifted):
             control.observe(lambda _: self.draw(), names="value")
@@ -895,7 +894,7 @@ class AttentionExplorer:
 
     def draw(self):
         """Redraw the panels into the explorer's output (only where a front end shows it)."""
-        if not front_end_attached():
+        if self.output is None:
             return
         with self.output:
             clear_output(wait=True)

@@ -465,6 +465,37 @@ assert torch.equal((both * 16).floor().long().sort().values, torch.arange(16))
 assert strat.std() < 0.5 * iid.std()
 
 # %% [markdown]
+# **In σ's own units, and for the loss.** Mean log σ is one summary of a batch; what training
+# feels is the batch's *loss*, whose σ-dependence is the weight on each item's preconditioned
+# target, λ(σ)·c_out(σ)² (section 3). The same 2,000 batches of 16, summarised three ways:
+
+
+# %%
+def batch_summaries(stratified):
+    s = rand_cosine_interpolated(B, 128, stratified=stratified, generator=g)
+    return torch.stack([s.log().mean(), s.mean(), target_weight("soft-min-snr", s).mean()])
+
+
+spread = {
+    kind: torch.stack([batch_summaries(kind == "stratified") for _ in range(2000)]).std(0)
+    for kind in ("iid", "stratified")
+}
+ratio = spread["stratified"] / spread["iid"]
+for i, what in enumerate(("mean log σ", "mean σ", "mean loss weight λ·c_out²")):
+    print(f"std of the batch {what:<26} iid {spread['iid'][i]:.4g}, "
+          f"stratified {spread['stratified'][i]:.4g}  (× {ratio[i]:.2f})")  # fmt: skip
+
+# %% [markdown]
+# Stratification pays where the batch summary depends on σ smoothly across the strata: the loss
+# weight's spread falls as much as log σ's. The mean of σ itself barely improves: it is dominated
+# by the rare huge σ of the top stratum (up to 10³), and stratifying does not tame the spread
+# *within* a stratum. The loss is what the gradient sees, so that is the reduction that counts.
+
+# %%
+assert ratio[2] < 0.5 and ratio[0] < 0.5  # loss weight and log σ: large reductions
+assert ratio[1] > 2 * ratio[0]  # σ itself: a much smaller one
+
+# %% [markdown]
 # ## 5 · Samplers on a 2-D mixture of Gaussians
 #
 # To see what a sampler does, we need a denoiser we trust completely. For data from a mixture of

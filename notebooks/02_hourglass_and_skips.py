@@ -188,8 +188,8 @@ assert torch.equal(restored, tokens)  # exact inverses
 assert torch.equal(pixel_unshuffle_tokens(pixel_shuffle_tokens(merged, 2), 2), merged)
 
 # %% [markdown]
-# **In convolution language.** Unshuffle + linear is a 2×2 convolution with stride 2, and linear
-# + shuffle a 2×2 transposed convolution with stride 2: the channel order `(c, dy, dx)` of
+# **In convolution language.** Unshuffle + linear is a 2×2 convolution with stride 2, and
+# linear + shuffle a 2×2 transposed convolution with stride 2: the channel order `(c, dy, dx)` of
 # `PixelUnshuffle` is exactly the layout of a convolution kernel `(out, in, kh, kw)`. So a merge
 # sees each 2×2 block once, without overlap, and a split paints each 2×2 block from one token.
 

@@ -165,7 +165,9 @@ distance = (result.trajectory - result.images).pow(2).mean(dim=(1, 2, 3, 4)).sqr
 fig, axes = plt.subplots(
     1, 3, figsize=(15, 3.4), gridspec_kw={"width_ratios": [1, 1, 0.7]}, layout="constrained"
 )
-show_images(axes[0], result.images, title="samples (classes 0…7 in turn, two rows)")
+show_images(
+    axes[0], result.images, title="samples; columns: " + ", ".join(TOY_CLASSES) + " (two rows)"
+)
 show_images(
     axes[1],
     trajectory_strip(result, rows=4),
@@ -324,6 +326,7 @@ for ax, (label, sampler) in zip(axes, SAMPLER_LABELS):
     settings = replace(DEMO_SETTINGS, sampler=sampler, steps=steps, batch_size=8)
     res = draw_samples(denoiser, config, settings)
     show_images(ax, res.images, title=f"{label}, {steps} steps: {quality[sampler]:.0%}")
+fig.suptitle("columns: " + ", ".join(TOY_CLASSES), fontsize=9)
 plt.show()
 
 # %%

@@ -64,6 +64,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from IPython.display import Markdown, display
 
 from hdit_edu.configs import load_config
 from hdit_edu.diffusion import Denoiser
@@ -250,14 +251,25 @@ for m, by_seed in runs.items():
         if vals:
             assert abs(cell_value(m, key, "fid") / np.mean(vals) - 1) <= 1e-12, (m, key)
 METRICS = (("class_accuracy", "acc", ".3f"), ("fid", "FID", ".0f"), ("coherence", "coh", ".3f"))
-print(f"{'cell':<22}" + "".join(f"{m + ' ' + x:>13}" for m in models for _, x, _ in METRICS))
-for key in keys:
-    row = "".join(
-        f"{ci_text(cell_interval(m, key, metric), fmt):>13}"
-        for m in models
-        for metric, _, fmt in METRICS
+
+
+def md_table(header, rows) -> Markdown:
+    """A Markdown table: the page shows a real table, not wrapped text."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    return Markdown("\n".join(lines))
+
+
+display(
+    md_table(
+        ["cell"] + [f"{m} {x}" for m in models for _, x, _ in METRICS],
+        [
+            [key]
+            + [ci_text(cell_interval(m, key, metric), fmt) for m in models for metric, _, fmt in METRICS]
+            for key in keys
+        ],
     )
-    print(f"{key:<22}{row}")
+)
 
 # %% [markdown]
 # ## 5. What the numbers say
@@ -306,29 +318,27 @@ plt.show()
 
 counts, post_counts = summary["verdict_counts"], summary["post_hoc_verdict_counts"]
 for pair in PAIRS:
-    print(f"\n{pair}: ΔΔ ± 95 % CI half-width and the registered verdict | post hoc: fraction of")
-    print("  the 32² level retained, difference ± half-width and its verdict (n = seeds)")
+    display(Markdown(f"**{pair}**: ΔΔ ± 95 % CI half-width and the registered verdict; post hoc: "
+                     "the fraction of the 32² level retained, difference ± half-width and its "
+                     "verdict (n = seeds)"))  # fmt: skip
+    rows = []
     for key in keys:
         if key.startswith("32-"):
             continue
         entry = summary["paired"][pair][key]
-        n = entry["fid"]["difference_of_change"]["n"]
-        print(
-            f"  {key:<22} n={n} "
-            + "".join(
-                f"{label} {ci_text(entry[metric]['difference_of_change'], fmt):>12} "
-                f"{entry[metric]['verdict']:<13}"
-                for metric, label, fmt in METRICS
-            )
-            + "| "
-            + " ".join(
-                f"{ci_text(entry[metric]['post_hoc_retained'], '.2f'):>11} "
-                f"{entry[metric]['post_hoc_retained']['verdict']:<12}"
-                for metric, _, _ in METRICS
-            )
-        )
-    print("  registered verdicts over the 12 cells:", counts[pair])
-    print("  post-hoc verdicts over the 12 cells:  ", post_counts[pair])
+        row = [key, entry["fid"]["difference_of_change"]["n"]]
+        for metric, _, fmt in METRICS:
+            row += [ci_text(entry[metric]["difference_of_change"], fmt), entry[metric]["verdict"]]
+        for metric, _, _ in METRICS:
+            retained = entry[metric]["post_hoc_retained"]
+            row += [ci_text(retained, ".2f"), retained["verdict"]]
+        rows.append(row)
+    header = ["cell", "n"]
+    header += [h for _, label, _ in METRICS for h in (f"ΔΔ {label}", "verdict")]
+    header += [h for _, label, _ in METRICS for h in (f"retained {label}", "verdict")]
+    display(md_table(header, rows))
+    print("registered verdicts over the 12 cells:", counts[pair])
+    print("post-hoc verdicts over the 12 cells:  ", post_counts[pair])
 
 # %% [markdown]
 # ### The findings, as sentences computed from the summary
