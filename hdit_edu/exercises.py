@@ -1,17 +1,18 @@
 """The notebooks' exercises, checked: ``check("01.2", answer)`` tells a student whether their own
-answer is right, and why not (nbgrader / otter-grader style).
+answer is right, and why not (nbgrader / otter-grader style); ``passes`` is the same check
+returning True/False, for the solution cells' ``assert``.
 
 Every notebook ends with "## Exercises". Each exercise has an id ``"NN.k"`` (notebook, number),
 an answer cell the student fills in (``answer = ...``, then ``check("NN.k", answer)``) and a
-hidden solution cell that calls the same checker on the solution (``assert check(...)``), so the
+hidden solution cell that calls the same checker on the solution (``assert passes(...)``), so the
 notebook run in CI keeps proving that every solution passes its own checker.
 
 A checker computes the expected answer itself, from the library (closed forms, the paper's
 configs, the shipped records) or from ``context`` the notebook passes along (the objects the
 exercise works on: a model, a record, a measured table), never from the notebook's solution.
 It returns ``None`` when the answer is right, else a hint: what was expected in which form, and
-what to look at. :func:`check` prints the verdict and returns True/False; it never raises for a
-wrong or missing answer (a notebook still runs top to bottom with its stubs unfilled), only for
+what to look at. :func:`check` prints the verdict (:func:`passes` also returns it); neither raises
+for a wrong or missing answer (a notebook still runs top to bottom with its stubs unfilled), only for
 an unknown id.
 
 The paper sections the exercises belong to are those of their notebooks (README's notebook map).
@@ -39,9 +40,10 @@ def exercise(exercise_id: str):
     return register
 
 
-def check(exercise_id: str, answer, **context) -> bool:
-    """Check ``answer`` to exercise ``exercise_id``; print ✓ or a hint. ``...`` (the stub's
-    placeholder) counts as not answered yet. ``context``: what the exercise works on."""
+def passes(exercise_id: str, answer, **context) -> bool:
+    """Check ``answer`` to exercise ``exercise_id``: print ✓ or a hint and return whether it is
+    right (the solution cells ``assert`` it). ``...`` (the stub's placeholder) counts as not
+    answered yet. ``context``: what the exercise works on."""
     if exercise_id not in CHECKERS:
         raise ValueError(f"unknown exercise {exercise_id!r}; allowed: {', '.join(CHECKERS)}")
     if _unanswered(answer):
@@ -56,6 +58,12 @@ def check(exercise_id: str, answer, **context) -> bool:
         return True
     print(f"Exercise {exercise_id}: not yet — {hint}")
     return False
+
+
+def check(exercise_id: str, answer, **context) -> None:
+    """:func:`passes` for the student's answer cell: prints the verdict and returns nothing, so
+    the cell shows the message and no ``True``/``False`` after it."""
+    passes(exercise_id, answer, **context)
 
 
 def _unanswered(answer) -> bool:

@@ -157,7 +157,7 @@ assert len(linked) >= 10 and "05b_hdit_assembled" in linked, linked
 # compute it from `token_grids(paper_config("ffhq1024").model)`.
 
 # %% tags=["exercise"]
-from hdit_edu.exercises import check
+from hdit_edu.exercises import check, passes
 
 outer_fraction = ...  # your answer: outermost level's tokens / all tokens
 check("00.1", outer_fraction)
@@ -165,7 +165,7 @@ check("00.1", outer_fraction)
 # %% jupyter={"source_hidden": true} tags=["solution"]
 tokens_per_level = [h * w for h, w in token_grids(paper_config("ffhq1024").model)]
 print(tokens_per_level, f"→ {tokens_per_level[0] / sum(tokens_per_level):.4f} at the outermost")
-assert check("00.1", tokens_per_level[0] / sum(tokens_per_level))  # 4⁴/(4⁴+4³+…+1) = 0.7507
+assert passes("00.1", tokens_per_level[0] / sum(tokens_per_level))  # 4⁴/(4⁴+4³+…+1) = 0.7507
 # three quarters of all tokens: why the outer levels must not use global attention
 
 # %% [markdown]
@@ -184,5 +184,5 @@ for w in (1.0, 4.0):
     imgs = generate(denoiser, config, 16, class_cond=one_class, cfg_scale=w, steps=20, seed=1)
     acc[w] = class_accuracy(imgs, one_class)
 print({w: f"{a:.0%}" for w, a in acc.items()})
-assert check("00.2", (acc[1.0], acc[4.0]), denoiser=denoiser, config=config)
+assert passes("00.2", (acc[1.0], acc[4.0]), denoiser=denoiser, config=config)
 assert acc[4.0] >= acc[1.0]  # guidance makes the class clearer

@@ -729,7 +729,7 @@ assert mean_x[0] > mean_x[1] > mean_x[2] and spread[0] > spread[1] > spread[2]
 # soft-min-SNR weight *at* the knee?
 
 # %% tags=["exercise"]
-from hdit_edu.exercises import check
+from hdit_edu.exercises import check, passes
 
 knee_sigma, weight_at_knee = ..., ...  # your answer
 check("01.1", (knee_sigma, weight_at_knee))
@@ -741,7 +741,7 @@ print(f"γ = {gamma:g}: knee at σ = {knee}")
 assert knee == 0.25
 assert abs(loss_weight("soft-min-snr", knee, gamma=gamma) - gamma / 2) < 1e-9  # half of γ
 assert loss_weight("min-snr", knee, gamma=gamma) == gamma
-assert check("01.1", (knee, loss_weight("soft-min-snr", knee, gamma=gamma)))
+assert passes("01.1", (knee, loss_weight("soft-min-snr", knee, gamma=gamma)))
 
 # %% [markdown]
 # **2.** EDM's log-normal density draws ln σ ~ N(−1.2, 1.2²). What is its median σ? Predict
@@ -754,7 +754,7 @@ check("01.2", median_sigma)
 # %% jupyter={"source_hidden": true} tags=["solution"]
 draws = rand_lognormal(20_000, generator=torch.Generator().manual_seed(11))
 print(f"median σ {draws.median():.3f}, e^-1.2 = {math.exp(-1.2):.3f}")
-assert check("01.2", draws.median().item())
+assert passes("01.2", draws.median().item())
 
 # %% [markdown]
 # **3.** How many times does Heun call the denoiser for 10 steps down to σ = 0, and Euler?
@@ -779,4 +779,4 @@ for sm in ("heun", "euler"):
     sample(counting, torch.randn(8, 2) * SIGMA_MAX, karras_sigmas(10, SIGMA_MIN, SIGMA_MAX), sm)
     print(f"{sm}: {calls['n']} model calls for 10 steps")
     counted_calls.append(calls["n"])
-assert check("01.3", counted_calls)  # Heun: 2 per step, except the last (into σ = 0): 2n − 1
+assert passes("01.3", counted_calls)  # Heun: 2 per step, except the last (into σ = 0): 2n − 1

@@ -400,7 +400,7 @@ print("f = 1 cuts the inner levels off; any f < 1 lets them contribute")
 # every image side must be a multiple of what number? Try a 30×30 image and read the error.
 
 # %% tags=["exercise"]
-from hdit_edu.exercises import check
+from hdit_edu.exercises import check, passes
 
 side_multiple = ...  # your answer
 check("02.1", side_multiple, model=small)
@@ -413,7 +413,7 @@ except ValueError as err:
     print(err)
     assert "divisible" in str(err) or "divide" in str(err)
 assert small.grid_sizes(36, 36) == [(18, 18), (9, 9)]  # any multiple of 2 · 2¹ = 4 works
-assert check("02.1", 4, model=small)
+assert passes("02.1", 4, model=small)
 
 # %% [markdown]
 # **2.** The lerp can shrink what it merges. For a skip and an upsampled branch that are
@@ -434,7 +434,7 @@ rms = torch.stack(
 )
 best = int(rms.argmin())
 print(f"smallest RMS {rms[best]:.4f} at f = {sweep[best]:.2f} (theory: √(f² + (1 − f)²) → √½)")
-assert check("02.2", (sweep[best].item(), rms[best].item()))
+assert passes("02.2", (sweep[best].item(), rms[best].item()))
 # at f = ½ the merge averages two independent signals: a third of their power is lost, which
 # the layers after it must make up (one reason the learned f are not ½)
 
@@ -460,4 +460,4 @@ counted = sum(
 )
 print(f"concat skips add {counted:,} parameters (predicted {predicted:,})")
 assert counted == predicted == 2 * 384**2 + 2 * 768**2
-assert check("02.3", counted)
+assert passes("02.3", counted)

@@ -529,7 +529,7 @@ assert same_offset.max() - same_offset.min() > 0.1
 # have more, fewer or the same number of parameters as a 4·d GELU FFN? Predict, then count.
 
 # %% tags=["exercise"]
-from hdit_edu.exercises import check
+from hdit_edu.exercises import check, passes
 
 geglu_params, gelu_params = ..., ...  # your counts
 check("03.1", (geglu_params, gelu_params))
@@ -540,7 +540,7 @@ n_gelu = sum(p.numel() for p in FeedForward(768, default_d_ff(768, "gelu"), "gel
 print(f"GEGLU 3d: {n_geglu:,}   GELU 4d: {n_gelu:,}")
 assert n_geglu == 768 * 2 * 2304 + 2304 * 768 == 9 * 768**2  # up: d → 2·3d, down: 3d → d
 assert n_gelu == 8 * 768**2  # so GEGLU has 9/8 of the parameters: "a slight increase"
-assert check("03.1", (n_geglu, n_gelu))
+assert passes("03.1", (n_geglu, n_gelu))
 
 # %% [markdown]
 # **2.** At τ = 0 every logit is 0. What is the attention entropy over 256 keys then? And as
@@ -561,7 +561,7 @@ print(f"entropy at τ = 0: {entropy_at(0.0):.4f} (log 256 = {math.log(256):.4f})
 print(f"entropy at τ = 10⁴: {stable_entropy(1e4):.2e}")
 assert abs(entropy_at(0.0) - math.log(256)) < 1e-5  # uniform over all keys
 assert stable_entropy(1e4) < 0.01  # all weight on the most similar key
-assert check("03.2", (entropy_at(0.0), stable_entropy(1e4)))
+assert passes("03.2", (entropy_at(0.0), stable_entropy(1e4)))
 
 # %% [markdown]
 # **3.** RoPE encodes *relative* position. Move a query and a key by the same offset: predict
@@ -584,5 +584,5 @@ def rotated_dot(pq, pk):
 
 before, after = rotated_dot(p_q, p_k), rotated_dot(p_q + shift_by, p_k + shift_by)
 print(f"q·k at the original positions {before:.5f}, both shifted {after:.5f}")
-assert check("03.3", (before, after))
+assert passes("03.3", (before, after))
 assert not torch.allclose(rotated_dot(p_q, p_k + shift_by), before)  # a relative move changes it

@@ -522,7 +522,7 @@ assert [round(measured_params[n] / 1e6, 1) for n in ("ffhq1024", "imagenet256")]
 # DiT-B/4 (step R1) from 512² to 1024²?
 
 # %% tags=["exercise"]
-from hdit_edu.exercises import check
+from hdit_edu.exercises import check, passes
 
 hdit_factor, dit_factor = ..., ...  # your answer
 check("05.1", (hdit_factor, dit_factor))
@@ -537,7 +537,7 @@ dit_growth = analytic_gflops(ablation_step("R1", 1024), 1024) / analytic_gflops(
 print(f"HDiT 2048² → 4096²: ×{hdit_growth:.2f};  DiT 512² → 1024²: ×{dit_growth:.2f}")
 assert abs(hdit_growth - 4) < 0.1  # 4× the pixels, 4× the cost: O(n)
 assert 4 < dit_growth < 16  # between linear (4×) and the quadratic limit (16×)
-assert check("05.1", (hdit_growth, dit_growth))
+assert passes("05.1", (hdit_growth, dit_growth))
 
 # %% [markdown]
 # **2.** The attention kernel of one global layer on 16×16 tokens with 12 heads of 64: compute
@@ -554,7 +554,7 @@ from hdit_edu.attention import attention_flops
 by_hand_global = 256 * 256 * (64 + 64) * 12
 print(f"{by_hand_global / 1e6:.1f} M multiply-adds")
 assert attention_flops("global", 16, 16, heads=12, head_dim=64) == by_hand_global
-assert check("05.2", by_hand_global)
+assert passes("05.2", by_hand_global)
 
 # %% [markdown]
 # **3.** Design a config: step E at 128² with the outer level twice as deep (4 layers instead of
@@ -577,4 +577,4 @@ n_tok, d_model = 32 * 32, 384
 estimate = 4 * (4 * n_tok * d_model**2 + 9 * n_tok * d_model**2 + n_tok * 49 * 2 * d_model) / 1e9
 print(f"estimate of the 4 extra layers: {estimate:.2f} GFLOP")
 assert abs((g_deeper - analytic_gflops(ablation_step("E"), 128)) / estimate - 1) < 0.01
-assert check("05.3", g_deeper)
+assert passes("05.3", g_deeper)

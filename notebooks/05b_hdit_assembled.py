@@ -499,7 +499,7 @@ assert len(gap) == sum(len(e["inputs"]) for e in manifest["models"].values())  #
 # assembled model, and what the EDM denoiser D then returns.
 
 # %% tags=["exercise"]
-from hdit_edu.exercises import check
+from hdit_edu.exercises import check, passes
 
 denoised_when_zeroed = ...  # your answer: D(x, σ) of a copy of `model` with patch_out zeroed
 check("05b.1", denoised_when_zeroed, x=x, sigma=sigma)
@@ -513,7 +513,7 @@ with torch.no_grad():
     out = hdit_assembled(zeroed, x, sigma, class_cond)
     d = Denoiser(zeroed)(x, sigma, class_cond=class_cond)
 assert torch.equal(out, torch.zeros_like(x))  # F = 0
-assert check("05b.1", d, x=x, sigma=sigma)  # D = c_skip·x
+assert passes("05b.1", d, x=x, sigma=sigma)  # D = c_skip·x
 
 # %% [markdown]
 # **2.** Assemble the *additive* skip of Table 2 instead of the lerp: build an HDiT with
@@ -547,7 +547,7 @@ try:
         assembled_add = hdit_assembled(add_model, x, sigma, class_cond)
 finally:
     split = split_lerp
-assert check("05b.2", assembled_add, model=add_model, x=x, sigma=sigma, class_cond=class_cond)
+assert passes("05b.2", assembled_add, model=add_model, x=x, sigma=sigma, class_cond=class_cond)
 print("additive skips: assembled == HDiT")
 
 # %% [markdown]
@@ -562,7 +562,7 @@ check("05b.3", grids_at_64, model=model)
 x64 = torch.randn(2, 3, 64, 64, generator=g)
 s64, c64 = torch.tensor([0.3, 3.0]), torch.tensor([1, 2])
 print("grids at 64²:", model.grid_sizes(64, 64))
-assert check("05b.3", model.grid_sizes(64, 64), model=model)
+assert passes("05b.3", model.grid_sizes(64, 64), model=model)
 model.eval()
 with torch.no_grad():
     assert torch.equal(hdit_assembled(model, x64, s64, c64), model(x64, s64, c64))

@@ -742,7 +742,7 @@ else:
 # mean ± t₀.₉₇₅,ₙ₋₁ · SD/√n. Does it match the analysis?
 
 # %% tags=["exercise"]
-from hdit_edu.exercises import check
+from hdit_edu.exercises import check, passes
 
 de_mean, de_low, de_high = ..., ..., ...  # your answer, from runs["D"] and runs["E"]
 check("06.1", (de_mean, de_low, de_high), row=fid_rows["D", "E"]["difference"])
@@ -757,7 +757,7 @@ if len(d_de) > 1:
     h = stats.t.ppf(0.975, len(d_de) - 1) * d_de.std(ddof=1) / math.sqrt(len(d_de))
     print(f"95 % CI [{d_de.mean() - h:+.2f}, {d_de.mean() + h:+.2f}]")
     assert np.allclose([d_de.mean() - h, d_de.mean() + h], row["ci95"], rtol=1e-9)
-    assert check("06.1", (d_de.mean(), d_de.mean() - h, d_de.mean() + h), row=row)
+    assert passes("06.1", (d_de.mean(), d_de.mean() - h, d_de.mean() + h), row=row)
 
 # %% [markdown]
 # **2.** The seed-to-seed SD of a paired FID difference, the median over the chain's comparisons
@@ -784,7 +784,7 @@ resolvable = {f"{x}→{y}": round(abs(PAPER_FID[y] - PAPER_FID[x]) * scale, 2)
 print("paper effects at toy scale:", resolvable)
 assert math.isclose(smallest[3], 4.303 * sd_diff / math.sqrt(3), rel_tol=1e-3)
 assert smallest[3] > smallest[5] > smallest[10]
-assert check("06.2", smallest, sd=sd_diff)
+assert passes("06.2", smallest, sd=sd_diff)
 # Scaled like the paper's, no Table 1 effect is resolvable with 3 seeds, only soft-min-SNR with
 # 5 and GEGLU too with 10: at 3 seeds only effects relatively larger than the paper's show up.
 found = {n: [k for k, v in resolvable.items() if v > t] for n, t in smallest.items()}
@@ -813,7 +813,7 @@ s = sum(np.sign(px[i] - px[j]) * np.sign(py[i] - py[j]) for i, j in pairs)
 tau = s / math.sqrt(sum(px[i] != px[j] for i, j in pairs) * sum(py[i] != py[j] for i, j in pairs))
 print(f"{present}: τ-b = {tau:.3f}")
 assert math.isclose(tau, result["kendall_tau"]["tau"], rel_tol=1e-12)
-assert check("06.3", tau, paper=px, toy=py)
+assert passes("06.3", tau, paper=px, toy=py)
 
 # %% [markdown]
 # ## What to take away

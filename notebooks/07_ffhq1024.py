@@ -396,7 +396,7 @@ assert score is None or score > 0
 # then compute it from `paper.training`.
 
 # %% tags=["exercise"]
-from hdit_edu.exercises import check
+from hdit_edu.exercises import check, passes
 
 ffhq_epochs = ...  # your answer
 check("07.1", ffhq_epochs)
@@ -407,7 +407,7 @@ epochs = paper.training.steps * paper.training.batch_size / ffhq_images
 print(f"{epochs:,.0f} passes over FFHQ: each face is seen about {epochs:,.0f} times")
 # so much repetition is why the run uses non-leaking augmentation (p = 0.12, §5.3) against
 # memorisation
-assert check("07.1", epochs) and paper.training.augment_p > 0
+assert passes("07.1", epochs) and paper.training.augment_p > 0
 
 # %% [markdown]
 # **2. A size the model refuses.** The patch size and the four 2× merges mean every side must be
@@ -428,7 +428,7 @@ try:
 except ValueError as error:
     print(error)
     assert f"multiples of {multiple}" in str(error)
-assert check("07.2", multiple)
+assert passes("07.2", multiple)
 for side in (960, 1024):  # the multiples of 64 around 1000
     print(side, "→ token grids", [g[0] for g in check_grids(paper.model, side)])
 
@@ -447,4 +447,4 @@ with tempfile.TemporaryDirectory() as tmp:
         Trainer(demo, Path(tmp), device="cpu", progress=False, resume=True).fit(stop)
     rest = Trainer(demo, Path(tmp), device="cpu", progress=False, resume=True).fit(8)["losses"]
 print("resumed at 2 and 5:", [f"{x:.6f}" for x in rest])
-assert check("07.3", rest, straight=straight)  # every draw is a function of (seed, step, rank)
+assert passes("07.3", rest, straight=straight)  # every draw is a function of (seed, step, rank)

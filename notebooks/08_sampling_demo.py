@@ -364,7 +364,7 @@ assert quality["dpmpp_3m_sde"] >= max(quality[s] for s in ("euler", "heun", "dpm
 # (10 Euler steps).
 
 # %% tags=["exercise"]
-from hdit_edu.exercises import check
+from hdit_edu.exercises import check, passes
 
 same_images, calls_guided_w1, calls_plain = ..., ..., ...  # your answer
 check("08.1", (same_images, calls_guided_w1, calls_plain))
@@ -386,7 +386,7 @@ guided_w1 = sample(counted, x_start * sig10[0], sig10, "euler", class_cond=two, 
 calls_w1, calls["n"] = calls["n"], 0
 plain = sample(lambda x, s: counted(x, s, class_cond=two), x_start * sig10[0], sig10, "euler")
 print(f"model calls: w = 1 {calls_w1}, plain {calls['n']}")
-assert check("08.1", (torch.equal(guided_w1, plain), calls_w1, calls["n"]))
+assert passes("08.1", (torch.equal(guided_w1, plain), calls_w1, calls["n"]))
 
 # %% [markdown]
 # **2.** From the cached guidance sweep: which w gives the lowest FID, and is it the w with the
@@ -402,4 +402,4 @@ best_acc_w = max(acc_by_w, key=acc_by_w.get)
 print(f"lowest FID at w = {best_fid_w}, highest class accuracy at w = {best_acc_w}")
 assert 1.0 < best_fid_w < max(fid_by_w)  # a moderate guidance scale
 assert best_acc_w >= best_fid_w  # accuracy keeps rising past the FID optimum
-assert check("08.2", (best_fid_w, best_acc_w), fid_by_w=fid_by_w, acc_by_w=acc_by_w)
+assert passes("08.2", (best_fid_w, best_acc_w), fid_by_w=fid_by_w, acc_by_w=acc_by_w)

@@ -290,7 +290,7 @@ assert final.class_accuracy >= 0.2, final.class_accuracy
 # (big solid shapes? the ones made of discs?), then split the accuracy of section 4 by class.
 
 # %% tags=["exercise"]
-from hdit_edu.exercises import check
+from hdit_edu.exercises import check, passes
 
 accuracy_per_class = ...  # your answer: a list of 8 accuracies, class 0 first
 check("09.1", accuracy_per_class, images=final.images, labels=final.labels)
@@ -302,7 +302,7 @@ for name, accuracy in sorted(zip(TOY_CLASSES, per_class), key=lambda x: -x[1]):
     print(f"{name:9s} {accuracy:6.1%}")
 # the mean over the (equally many) samples of each class is the overall accuracy
 assert abs(np.mean(per_class) - final.class_accuracy) < 1e-6
-assert check("09.1", per_class, images=final.images, labels=final.labels)
+assert passes("09.1", per_class, images=final.images, labels=final.labels)
 
 # %% [markdown]
 # **2. How much of the data did it see?** The toy training set holds 16,384 images. Predict how
@@ -322,7 +322,7 @@ images_seen = TRAIN_STEPS * t.batch_size
 epochs = images_seen / TOY_SIZES["train"]
 print(f"{images_seen:,} images = {epochs:.2f} passes over the training set")
 logged = sum(sum(r["sigma_bin_counts"].values()) for r in records)
-assert check("09.2", (logged, epochs), records=records, batch_size=t.batch_size, steps=TRAIN_STEPS)
+assert passes("09.2", (logged, epochs), records=records, batch_size=t.batch_size, steps=TRAIN_STEPS)
 
 # %% [markdown]
 # **3. Guidance on a young model.** Section 4 measured with w = `CFG_SCALE`. Predict the
@@ -338,4 +338,4 @@ unguided = sample_accuracy(trainer.ema_denoiser, config, N_EVAL, cfg_scale=1.0, 
 print(f"w = 1: {unguided.class_accuracy:.1%}   w = {CFG_SCALE:g}: {final.class_accuracy:.1%}")
 # guidance pushes each sample towards its class (D_c − D_u, App. D): the young model's weak
 # class signal is amplified
-assert check("09.3", unguided, guided=final)
+assert passes("09.3", unguided, guided=final)

@@ -614,7 +614,7 @@ if RERUN:
 # same check.
 
 # %% tags=["exercise"]
-from hdit_edu.exercises import check
+from hdit_edu.exercises import check, passes
 
 reach_answer = {"normalised": ..., "grid": ...}  # the largest |position| under each reading
 check("10.1", reach_answer)
@@ -624,7 +624,7 @@ n, n0 = 96 // 4, 8
 reach = {r: token_positions(n, n, (n0, n0), r).abs().max().item() for r in ("normalised", "grid")}
 print(reach)
 assert abs(reach["normalised"] - (1 - 1 / n)) < 1e-6 and abs(reach["grid"] - (n - 1) / n0) < 1e-6
-assert check("10.1", reach)
+assert passes("10.1", reach)
 
 # %% [markdown]
 # **2.** Read an 8×8 additive position table (`AdditivePosEmb(8, 8, 8)`) at 12×12 tokens
@@ -645,6 +645,6 @@ with torch.no_grad():
         for r in ("grid", "normalised")
     ]
 print(f"distinct vectors at 12×12: grid {distinct[0]}, normalised {distinct[1]}")
-assert check("10.2", distinct)
+assert passes("10.2", distinct)
 # the grid reading gives the 80 tokens outside the centred 8×8 copies of border cells: the
 # model has seen only 64 positions; the normalised reading invents 144 new, resampled ones

@@ -11,7 +11,7 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from hdit_edu.exercises import CHECKERS, check
+from hdit_edu.exercises import CHECKERS, check, passes
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]*_*.py"))
 CALL = re.compile(r'check\("(\w+\.\d+)"')
@@ -27,7 +27,7 @@ def _exercise_cells(source: Path):
 @pytest.mark.parametrize("source", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_exercise_has_a_stub_before_a_solution_that_passes_its_checker(source: Path):
     """Each solution cell follows the student's answer cell of the same exercise: the stub
-    calls ``check("NN.k", …)`` on a ``...`` placeholder, the solution ``assert check("NN.k", …)``
+    calls ``check("NN.k", …)`` on a ``...`` placeholder, the solution ``assert passes("NN.k", …)``
     (the notebook run in CI executes it), numbered 1, 2, … within the notebook."""
     cells, stubs, solutions = _exercise_cells(source)
     prefix = source.stem.split("_")[0]
@@ -36,7 +36,7 @@ def test_every_exercise_has_a_stub_before_a_solution_that_passes_its_checker(sou
         want = f"{prefix}.{k}"
         assert CALL.findall(stub.source) == [want], (source.name, stub.source)
         assert "..." in stub.source, f"{source.name}: the stub of {want} has no ... to fill in"
-        assert f'assert check("{want}"' in solution.source, (source.name, want)
+        assert f'assert passes("{want}"' in solution.source, (source.name, want)
         assert cells.index(stub) < cells.index(solution), want
         between = cells[cells.index(stub) + 1 : cells.index(solution)]
         assert all(c.cell_type == "markdown" or "solution" in c.metadata.get("tags", [])
@@ -52,8 +52,10 @@ def test_every_checker_belongs_to_an_exercise():
 
 
 def test_an_unanswered_stub_waits_and_an_unknown_id_is_an_error(capsys):
-    assert check("01.1", (..., ...)) is False
+    assert passes("01.1", (..., ...)) is False
     assert "not answered yet" in capsys.readouterr().out
+    assert check("01.1", (0.25, 8.0)) is None  # the student's cell: the message, no True/False
+    assert "✓ correct" in capsys.readouterr().out
     with pytest.raises(ValueError, match="unknown exercise '99.1'"):
         check("99.1", 1)
 
@@ -79,12 +81,12 @@ def test_an_unanswered_stub_waits_and_an_unknown_id_is_an_error(capsys):
 def test_a_checker_accepts_the_answer_and_explains_a_wrong_one(
     exercise_id, right, wrong, hint, capsys
 ):
-    assert check(exercise_id, right) is True
+    assert passes(exercise_id, right) is True
     assert "✓" in capsys.readouterr().out
-    assert check(exercise_id, wrong) is False
+    assert passes(exercise_id, wrong) is False
     assert hint in capsys.readouterr().out
 
 
 def test_an_answer_of_the_wrong_form_gets_a_hint_not_a_traceback(capsys):
-    assert check("03.3", "a string") is False
+    assert passes("03.3", "a string") is False
     assert "wrong form" in capsys.readouterr().out
