@@ -6,7 +6,9 @@
 The chapters are the notebooks' jupytext sources (``notebooks/NN_topic.py``), executed top to
 bottom in a fresh kernel (``HDIT_PROFILE=<profile>``; a failing cell or ``assert`` stops the
 build, naming the notebook) and rendered with nbconvert's ``lab`` template: plots are embedded
-as data URIs, so the book opens from disk in any browser with nothing installed.
+as data URIs, so the book opens from disk in any browser with nothing installed. The kernels run
+headless (``HDIT_HEADLESS=1``: interactive cells draw their default figure, :class:`HeadlessClient`)
+and each exercise's solution cell is folded into a ``<details>`` disclosure (:func:`hide_solutions`).
 ``index.html`` is the table of contents in the paper's order, the order of the README's
 notebook map (``| `NN_topic` | paper | what it shows |``), with the paper's sections and the run
 time of each chapter; every chapter has links to the contents and to its neighbours.
