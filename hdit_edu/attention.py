@@ -265,7 +265,7 @@ def _na_torch_backward(q, k, v, attn, out, grad_out, kernel_size: int, scale: fl
     dK_ac = scale · dS_ac q,   dV_ac = P_ac dout  — added back at the keys' positions.
     """
     dtype = attn.dtype
-    q, k, v, grad_out = q.to(dtype), k.to(dtype), v.to(dtype), grad_out.to(dtype)
+    q, k, v, grad_out, out = (t.to(dtype) for t in (q, k, v, grad_out, out))  # autocast: one dtype
     rows, cols = _window_indices(q.shape[1], q.shape[2], kernel_size, q.device)
     grad_p = []
     for rows_a in rows:

@@ -69,6 +69,7 @@ Running the reference itself next to ours (the tests and the benchmarks do) is
 from __future__ import annotations
 
 import copy
+import io
 import json
 import math
 import warnings
@@ -79,9 +80,16 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
-from .checkpoints import error_summary, find_checkpoint, load_weights, save_checkpoint
+from .checkpoints import (
+    atomic_write_bytes,
+    error_summary,
+    find_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
 from .configs import (
     Config,
     DiffusionConfig,
@@ -956,8 +964,14 @@ def convert_to_k_diffusion(
     model, ours = _load_hdit(source, config, weights)
     kd_config, state_dict = to_k_diffusion(model, ours)
     output.parent.mkdir(parents=True, exist_ok=True)
+    # Whole or not at all (checkpoints.atomic_write_bytes): a kill or a full disk leaves no
+    # half-written file under the output's name, and the error names the file.
     if output.suffix == ".safetensors":
-        save_file(state_dict, str(output), metadata={"config": json.dumps(kd_config, indent=4)})
+        metadata = {"config": json.dumps(kd_config, indent=4)}
+        data = safetensors_bytes(state_dict, metadata)
     else:
-        torch.save({"config": kd_config, "model_ema": state_dict}, output)
+        buffer = io.BytesIO()
+        torch.save({"config": kd_config, "model_ema": state_dict}, buffer)
+        data = buffer.getvalue()
+    atomic_write_bytes(output, data)
     return output
