@@ -14,11 +14,11 @@ D's model (SNR, min-SNR γ = 5, min-SNR γ = 4, soft-min-SNR γ = 4 = E). One mo
   ``done`` record is skipped, an unfinished run starts again — runs are bit-identical);
   :func:`rerun_prefix` retrains the first steps of a record and compares the losses exactly.
 * **The analysis** of a folder of records: :func:`analyze` (per configuration mean ± 95 % t
-  CI, :func:`t_interval`; per paper comparison the seed-paired difference with its CI and the
-  paired t-test, :func:`paired_difference`; Holm's adjustment per metric, :func:`holm`; the
-  sign against the paper's; Kendall's τ-b against the paper's FID order),
-  :func:`summary_markdown`, :func:`plot_summary`, written together by :func:`write_summary`.
-  ``results/resolution-toy/analyze.py`` (issue 19) uses the same three statistics.
+  CI; per paper comparison the seed-paired difference with its CI and the paired t-test;
+  Holm's adjustment per metric; the sign against the paper's; Kendall's τ-b against the
+  paper's FID order) is the study analysis :func:`hdit_edu.studies.analysis.analyze_runs` with
+  the paper's chain (the statistics: :mod:`hdit_edu.stats`); :func:`summary_markdown`,
+  :func:`plot_summary`, written together by :func:`write_summary`.
 * **The paper-scale chain** (``gpu`` profile): :func:`ablation_config` (the paper's
   ImageNet-128 settings), :func:`run_ablation` (every step with one budget, measured on a
   held-out image folder), :func:`train_command` (the ``torchrun`` command that trains one step
@@ -47,7 +47,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
 
 from . import evaluation
 from .checkpoints import atomic_write_text
@@ -58,6 +57,7 @@ from .flops import analytic_gflops
 from .profiles import CPU_SCALE, toy_scale
 from .runs import read_metrics
 from .sampling import generate, grid_columns, sample_labels
+from .studies.analysis import METRIC_LABELS, METRICS, analyze_runs, budget_difference, load_records
 from .toy import ToyDataset, predict_classes
 from .training import Trainer, make_dataset, training_sigmas
 
@@ -315,7 +315,7 @@ def run_toy(
     }
     settings |= {"eval_seed": eval_seed, "out": str(out), "resume": resume}
     if previous is not None and previous.get("status") == "done" and not extend:
-        other = _budget_difference(previous["settings"], settings)
+        other = budget_difference(previous["settings"], settings)
         if other:
             raise ValueError(
                 f"{path} was recorded with other settings ({other}); write to another folder"
@@ -396,14 +396,6 @@ def run_toy(
         record["final"] = record["evaluations"][-1] if record["evaluations"] else None
         _write_json(path, record)
     return record
-
-
-def _budget_difference(a: dict, b: dict) -> str:
-    """The budget settings in which two records' ``settings`` differ (``"key: a vs b, …"``; not
-    the configuration, seed, sampling seed, output folder or resume flag)."""
-    skip = {"config", "seed", "eval_seed", "out", "resume"}
-    keys = sorted((set(a) | set(b)) - skip)
-    return ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if a.get(k) != b.get(k))
 
 
 def run_toy_experiment(
@@ -521,152 +513,31 @@ COMPARISONS = (
     ("D-minsnr5", "D-minsnr4", "Table 5: min-SNR γ=5 → γ=4"),
     ("D-minsnr4", "E", "Table 5: min-SNR γ=4 → soft-min-SNR γ=4"),
 )
-METRICS = {"fid": +1, "class_accuracy": -1, "heldout_loss": +1}  # +1: lower is better
-METRIC_LABELS = {
-    "fid": "toy FID",
-    "class_accuracy": "class accuracy",
-    "heldout_loss": "held-out loss",
-}
-ALPHA = 0.05
 
 
 def load_runs(folder: str | Path) -> dict[str, dict[int, dict]]:
-    """{configuration: {seed: record}} of the finished records (``status == "done"``) in
-    ``folder`` (other JSON files, such as a summary, are ignored)."""
-    runs: dict[str, dict[int, dict]] = {}
-    for path in sorted(Path(folder).glob("*.json")):
-        r = json.loads(path.read_text())
-        if not isinstance(r, dict) or r.get("status") != "done" or "config_name" not in r:
-            continue
-        runs.setdefault(r["config_name"], {})[r["seed"]] = r
-    return runs
-
-
-def t_interval(values) -> dict:
-    """Mean, SD (n − 1), n and the 95 % t interval mean ± t₀.₉₇₅,ₙ₋₁ · SD/√n (NaN for n < 2),
-    with the values."""
-    v = np.asarray(values, dtype=float)
-    n = len(v)
-    mean = float(v.mean()) if n else math.nan
-    sd = float(v.std(ddof=1)) if n > 1 else math.nan
-    half = float(stats.t.ppf(1 - ALPHA / 2, n - 1) * sd / math.sqrt(n)) if n > 1 else math.nan
-    return {
-        "mean": mean,
-        "sd": sd,
-        "n": n,
-        "ci95": [mean - half, mean + half],
-        "half": half,
-        "values": v.tolist(),
-    }
-
-
-def paired_difference(x: dict[int, float], y: dict[int, float]) -> dict:
-    """The seed-paired difference Y − X of one metric (``{seed: value}`` each) over the seeds
-    both have: ``seeds``, ``difference`` (:func:`t_interval` of the differences) and ``p``, the
-    two-sided paired t-test's (NaN for fewer than two seeds or differences without spread)."""
-    seeds = sorted(set(x) & set(y))
-    diffs = [y[s] - x[s] for s in seeds]
-    p = (
-        float(stats.ttest_1samp(diffs, 0.0).pvalue)
-        if len(diffs) > 1 and np.std(diffs) > 0
-        else math.nan
-    )
-    return {"seeds": seeds, "difference": t_interval(diffs), "p": p}
-
-
-def holm(pvalues: list[float]) -> list[float]:
-    """Holm–Bonferroni adjusted p-values: the k-th smallest of m is multiplied by m − k + 1,
-    made monotone and capped at 1 (NaN stays NaN and is not counted)."""
-    idx = [i for i, p in enumerate(pvalues) if not math.isnan(p)]
-    order = sorted(idx, key=lambda i: pvalues[i])
-    adjusted = [math.nan] * len(pvalues)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * pvalues[i]))
-        adjusted[i] = running
-    return adjusted
-
-
-def _cpu_s(record: dict) -> float:
-    """A run's CPU seconds: training plus every evaluation's sampling and held-out loss."""
-    evals = record.get("evaluations") or []
-    return record["train_cpu_s"] + sum(e["sample_cpu_s"] + e["loss_cpu_s"] for e in evals)
+    """{configuration: {seed: record}} of the complete records in ``folder``
+    (:func:`hdit_edu.studies.analysis.load_records`: ``done`` with a full final evaluation;
+    other JSON files, such as a summary, are ignored)."""
+    return load_records(folder)
 
 
 def analyze(runs: dict[str, dict[int, dict]]) -> dict:
-    """The pre-registered analysis of :func:`load_runs`' records: ``table`` (configuration →
-    metric → :func:`t_interval` over seeds, plus ``seeds``), ``comparisons`` (one row per metric
-    and :data:`COMPARISONS` entry: :func:`paired_difference` Y − X, i.e. the seeds, the
-    difference's CI and the two-sided paired t-test's p; Holm-adjusted p per metric, the
-    paper's sign, ``sign_matches``, ``significant`` = Holm p < 0.05), ``kendall_tau`` (τ-b of
-    the paper's FIDs of :data:`TABLE1` against our mean toy FIDs) and ``cost`` (CPU seconds per
-    run and in all)."""
-    records = [r for by_seed in runs.values() for r in by_seed.values()]
-    for r in records[1:]:
-        other = _budget_difference(records[0]["settings"], r["settings"])
-        if other:
-            raise ValueError(
-                f"runs {records[0]['name']!r} and {r['name']!r} have different budgets ({other}): "
-                "one analysis compares runs of one budget"
-            )
-    final = {c: {s: r["final"] for s, r in by_seed.items()} for c, by_seed in runs.items()}
-    table = {
-        c: {m: t_interval([final[c][s][m] for s in sorted(final[c])]) for m in METRICS}
-        | {"seeds": sorted(final[c])}
-        for c in PAPER_FID
-        if c in final
-    }
-    comparisons = []
-    for metric, lower_better in METRICS.items():
-        rows = []
-        for x, y, what in COMPARISONS:
-            pair = paired_difference(
-                {s: r[metric] for s, r in final.get(x, {}).items()},
-                {s: r[metric] for s, r in final.get(y, {}).items()},
-            )
-            paper_sign = int(np.sign(PAPER_FID[y] - PAPER_FID[x])) * lower_better
-            mean = pair["difference"]["mean"]
-            rows.append(
-                {
-                    "metric": metric,
-                    "x": x,
-                    "y": y,
-                    "what": what,
-                    **pair,  # seeds, difference, p
-                    "paper_difference_fid": PAPER_FID[y] - PAPER_FID[x],
-                    "paper_sign": paper_sign,
-                    "sign_matches": bool(pair["seeds"]) and int(np.sign(mean)) == paper_sign,
-                }
-            )
-        for row, p_holm in zip(rows, holm([r["p"] for r in rows])):
-            row["p_holm"] = p_holm
-            row["significant"] = bool(p_holm < ALPHA) if not math.isnan(p_holm) else False
-        comparisons += rows
-    present = [c for c in TABLE1 if c in table]
-    tau = (
-        stats.kendalltau(
-            [PAPER_FID[c] for c in present], [table[c]["fid"]["mean"] for c in present]
-        )
-        if len(present) > 2
-        else None
+    """The pre-registered analysis of :func:`load_runs`' records — one study's analysis
+    (:func:`hdit_edu.studies.analysis.analyze_runs`; ``results/ablation-toy/study.toml`` is the
+    same as a spec): ``table`` (configuration → metric → ``t_interval`` over seeds, plus
+    ``seeds``), ``comparisons`` (one row per metric and :data:`COMPARISONS` entry: the
+    seed-paired difference Y − X with its CI and the two-sided paired t-test's p; Holm-adjusted
+    p per metric, the paper's sign, ``sign_matches``, ``significant`` = Holm p < 0.05),
+    ``kendall_tau`` (τ-b of the paper's FIDs of :data:`TABLE1` against our mean toy FIDs) and
+    ``cost`` (CPU seconds per run and in all)."""
+    return analyze_runs(
+        runs,
+        arms=tuple(PAPER_FID),
+        comparisons=[(x, y, what, None) for x, y, what in COMPARISONS],
+        metrics=tuple(METRICS),
+        reference={"name": "paper", "metric": "fid", "values": PAPER_FID, "rank": TABLE1},
     )
-    per_run = {
-        run_name(c, s): {"cpu_s": _cpu_s(r), "train_cpu_s": r["train_cpu_s"]}
-        for c, by_seed in runs.items()
-        for s, r in sorted(by_seed.items())
-    }
-    return {
-        "n_runs": len(per_run),
-        "table": table,
-        "comparisons": comparisons,
-        "kendall_tau": None
-        if tau is None
-        else {"configs": present, "tau": float(tau.statistic), "p": float(tau.pvalue)},
-        "cost": {
-            "per_run_cpu_s": per_run,
-            "total_cpu_s": sum(r["cpu_s"] for r in per_run.values()),
-        },
-    }
 
 
 def _cell(ci: dict) -> str:

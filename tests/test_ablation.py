@@ -26,13 +26,10 @@ from hdit_edu.ablation import (
     TOY_CONFIGS,
     ablation_config,
     analyze,
-    holm,
     load_runs,
-    paired_difference,
     record_config,
     rerun_prefix,
     summary_markdown,
-    t_interval,
     toy_ablation_config,
     train_command,
 )
@@ -97,51 +94,6 @@ def test_record_config_refuses_a_record_it_cannot_rebuild():
 
 
 # --- the analysis ------------------------------------------------------------------------------
-
-
-def test_paired_t_interval_closed_form():
-    """Differences 1, 2, 3: mean 2, SD 1; with 2 degrees of freedom the t quantile and the
-    two-sided p have closed forms: t₀.₉₇₅ = 0.95 / √(2·0.975·0.025), p = 1 − √(t²/(2 + t²))."""
-    ci = t_interval([1.0, 2.0, 3.0])
-    t975 = 0.95 / math.sqrt(2 * 0.975 * 0.025)  # 4.3027
-    assert ci["mean"] == 2.0 and ci["sd"] == 1.0 and ci["n"] == 3
-    assert ci["half"] == pytest.approx(t975 / math.sqrt(3), rel=1e-12)  # 2.4841
-    assert ci["ci95"] == pytest.approx([2 - t975 / math.sqrt(3), 2 + t975 / math.sqrt(3)])
-    t = 2.0 / (1.0 / math.sqrt(3))
-    p = stats.ttest_1samp([1.0, 2.0, 3.0], 0.0).pvalue
-    assert p == pytest.approx(1 - math.sqrt(t * t / (2 + t * t)), rel=1e-12)  # 0.0742
-    one = t_interval([5.0])
-    assert one["mean"] == 5.0 and math.isnan(one["half"]) and math.isnan(one["sd"])
-
-
-def test_paired_difference_closed_form():
-    """Y − X over the seeds both have (seed 3 of X has no partner): differences 1, 2, 3, so the
-    t_interval of the closed-form test above and the same two-sided p; NaN p for one seed and
-    for differences without spread; no seeds in common: n = 0."""
-    x = {0: 1.0, 1: 1.0, 2: 1.0, 3: 9.0}
-    pair = paired_difference(x, {0: 2.0, 1: 3.0, 2: 4.0})
-    t975 = 0.95 / math.sqrt(2 * 0.975 * 0.025)
-    t = 2.0 / (1.0 / math.sqrt(3))
-    assert pair["seeds"] == [0, 1, 2]
-    assert pair["difference"]["values"] == [1.0, 2.0, 3.0]
-    assert pair["difference"]["ci95"] == pytest.approx([2 - t975 / 3**0.5, 2 + t975 / 3**0.5])
-    assert pair["p"] == pytest.approx(1 - math.sqrt(t * t / (2 + t * t)), rel=1e-12)  # 0.0742
-    one = paired_difference(x, {1: 3.0})
-    assert one["seeds"] == [1] and one["difference"]["mean"] == 2.0 and math.isnan(one["p"])
-    flat = paired_difference(x, {0: 2.0, 1: 2.0, 2: 2.0})
-    assert flat["difference"]["sd"] == 0.0 and math.isnan(flat["p"])
-    none = paired_difference(x, {7: 1.0})
-    assert none["seeds"] == [] and none["difference"]["n"] == 0 and math.isnan(none["p"])
-
-
-def test_holm_order_and_monotonicity():
-    """Holm: the k-th smallest of m p-values × (m − k + 1), running maximum, capped at 1; NaN
-    (a comparison without two seeds) is neither adjusted nor counted."""
-    assert holm([0.01, 0.04, 0.03, math.nan]) == pytest.approx(
-        [0.03, 0.06, 0.06, math.nan], nan_ok=True
-    )
-    assert holm([0.5, 0.2, 0.001]) == pytest.approx([0.5, 0.4, 0.003])
-    assert holm([0.9, 0.6]) == [1.0, 1.0]
 
 
 def _kendall_tau_b(x, y) -> float:

@@ -20,7 +20,8 @@ import math
 import sys
 from pathlib import Path
 
-from hdit_edu.ablation import holm, load_runs, paired_difference
+from hdit_edu.ablation import load_runs
+from hdit_edu.stats import holm, paired_difference
 
 HERE = Path(__file__).resolve().parent
 METRICS = ("fid", "class_accuracy", "heldout_loss")

@@ -38,11 +38,12 @@ import numpy as np
 import torch
 
 from hdit_edu import evaluation
-from hdit_edu.ablation import cpu_model, paired_difference, toy_test_features
+from hdit_edu.ablation import cpu_model, toy_test_features
 from hdit_edu.checkpoints import atomic_write_text
 from hdit_edu.data import save_grid
 from hdit_edu.runs import load_run
 from hdit_edu.sampling import generate, grid_columns, sample_labels
+from hdit_edu.stats import paired_difference
 from hdit_edu.toy import ToyDataset, predict_classes, toy_coherence
 
 HERE = Path(__file__).resolve().parent

@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hdit_edu.ablation import error_by_sigma, run_name, t_interval, versions
+from hdit_edu.ablation import error_by_sigma, run_name, versions
 from hdit_edu.diffusion import loss_weight
 from hdit_edu.runs import load_run
+from hdit_edu.stats import t_interval
 from hdit_edu.training import training_sigmas
 
 HERE = Path(__file__).resolve().parent
