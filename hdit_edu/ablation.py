@@ -176,6 +176,27 @@ def toy_ablation_config(
     return config
 
 
+def arm_config(
+    name: str,
+    seed: int,
+    budget: ToyBudget = ToyBudget(),
+    overrides: Sequence[str] = (),
+    label: str | None = None,
+) -> Config:
+    """A study arm's config: :func:`toy_ablation_config` of ``name`` with ``budget``, then the
+    ``--set`` ``overrides`` (``configs.apply_overrides``), named ``label``."""
+    config = toy_ablation_config(
+        name, seed, budget.train_steps, budget.batch_size, budget.lr, budget.task
+    )
+    if overrides:
+        from .configs import apply_overrides
+
+        config = apply_overrides(config, list(overrides))
+        config.name = label or name
+        config.validate()
+    return config
+
+
 def run_name(name: str, seed: int, tag: str = "") -> str:
     """``CONFIG-sSEED[TAG]``: the file name of a run's record (``.json``) and grid (``.png``)."""
     return f"{name}-s{seed}{tag}"
@@ -282,6 +303,9 @@ def run_toy(
     resume: bool = False,
     command: str | None = None,
     log=print,
+    label: str | None = None,
+    overrides: Sequence[str] = (),
+    callback=None,
 ) -> dict:
     """One (configuration, seed) run of the toy experiment: train ``budget.train_steps`` steps on
     the CPU, evaluate (at ``budget.eval_at`` and the end), write ``out/NAME-sSEED.json`` after
@@ -300,7 +324,7 @@ def run_toy(
     ``final`` is the last). ``cpu_s`` is this run's CPU time (the stage-1 driver recorded its
     whole process's, imports included)."""
     eval_seed = 1000 + seed if budget.eval_seed is None else budget.eval_seed
-    name_s = run_name(name, seed, budget.tag)
+    name_s = run_name(label or name, seed, budget.tag)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name_s}.json"
@@ -314,8 +338,12 @@ def run_toy(
         k: v for k, v in asdict(budget).items() if k != "task"
     }
     settings |= {"eval_seed": eval_seed, "out": str(out), "resume": resume}
+    if overrides:  # a study's arm: a registry configuration changed by --set assignments
+        settings["overrides"] = list(overrides)
     if previous is not None and previous.get("status") == "done" and not extend:
         other = budget_difference(previous["settings"], settings)
+        if previous["settings"].get("overrides", []) != list(overrides):
+            other = f"overrides: {previous['settings'].get('overrides', [])} vs {list(overrides)}"
         if other:
             raise ValueError(
                 f"{path} was recorded with other settings ({other}); write to another folder"
@@ -326,12 +354,11 @@ def run_toy(
     run_dir = run_dir / name_s
     if run_dir.exists() and not resume:  # an unfinished attempt: start again (bit-identical)
         shutil.rmtree(run_dir)
-    config = toy_ablation_config(
-        name, seed, budget.train_steps, budget.batch_size, budget.lr, budget.task
-    )
+    config = arm_config(name, seed, budget, overrides, label)
     record = {
         "name": name_s,
         "config_name": name,
+        **({"arm": label} if label else {}),
         "seed": seed,
         "config": config.to_dict(),
         "settings": settings,
@@ -361,7 +388,7 @@ def run_toy(
     try:
         for target in eval_at:
             t0, c0 = time.perf_counter(), time.process_time()
-            summary = trainer.fit(target)
+            summary = trainer.fit(target, callback=callback)
             train_s += time.perf_counter() - t0
             train_cpu_s += time.process_time() - c0
             exact += summary["losses"][: max(0, EXACT_PREFIX - len(exact))]
@@ -425,8 +452,11 @@ def record_config(record: dict) -> Config:
     (fields added to the library since have their defaults). Raises ``ValueError`` if they
     differ: the run could not be reproduced."""
     s = record["settings"]
-    config = toy_ablation_config(
-        record["config_name"], record["seed"], s["train_steps"], s["batch_size"], s["lr"], s["task"]
+    budget = ToyBudget(
+        task=s["task"], train_steps=s["train_steps"], batch_size=s["batch_size"], lr=s["lr"]
+    )
+    config = arm_config(
+        record["config_name"], record["seed"], budget, s.get("overrides", ()), record.get("arm")
     )
     recorded = Config.from_dict(record["config"])
     if config != recorded:

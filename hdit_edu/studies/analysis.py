@@ -33,12 +33,12 @@ METRIC_LABELS = {
 # The expected direction of Y against X, times a metric's lower-is-better sign.
 EXPECT = {"better": -1, "worse": +1, "none": 0}
 # Settings in which two records of one study may differ (not the budget).
-NOT_BUDGET = {"config", "seed", "eval_seed", "out", "resume"}
+NOT_BUDGET = {"config", "seed", "eval_seed", "out", "resume", "overrides"}
 
 
 def budget_difference(a: dict, b: dict) -> str:
     """The budget settings in which two records' ``settings`` differ (``"key: a vs b, …"``; not
-    the configuration, seed, sampling seed, output folder or resume flag)."""
+    the configuration and its overrides, seed, sampling seed, output folder or resume flag)."""
     keys = sorted((set(a) | set(b)) - NOT_BUDGET)
     return ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if a.get(k) != b.get(k))
 
