@@ -1,0 +1,272 @@
+"""Studies (``hdit_edu.studies``): the spec and its validation, pre-registration and labelled
+amendments, the claimed run queue (with real second processes), the analysis and the report.
+
+The shipped toy ablation is one study: its ``study.toml`` regenerates ``runs/summary.json``
+byte for byte. The runs here are tiny (10 steps, 16 samples): they test the machinery, not
+HDiT."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hdit_edu.ablation import analyze as ablation_analyze
+from hdit_edu.ablation import load_runs
+from hdit_edu.studies import registration, report, runner
+from hdit_edu.studies.analysis import analyze, analyze_runs, complete, load_records
+from hdit_edu.studies.spec import SpecError, load_study
+
+ROOT = Path(__file__).resolve().parents[1]
+ABLATION = ROOT / "results" / "ablation-toy"
+
+TINY = """\
+question = "Does GEGLU (C) beat GELU (B2) on a tiny budget?"
+seeds = [0, 1]
+arms = ["B2", "C"]
+checkpoints = "{checkpoints}"
+
+[task]
+train_steps = 10
+batch_size = 4
+
+[evaluation]
+n_eval = 16
+n_loss = 16
+sample_steps = 3
+sample_batch = 16
+
+[analysis]
+comparisons = [["B2", "C", "+ GEGLU", "better"]]
+"""
+
+
+def tiny_study(folder: Path, text: str = TINY) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = folder / "study.toml"
+    spec.write_text(text.format(checkpoints=folder / "checkpoints"))
+    return spec
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A tiny study, registered and run to the end in this process (4 runs)."""
+    spec = tiny_study(tmp_path_factory.mktemp("tiny") / "tiny")
+    registration.register(spec)
+    result = runner.run(spec, progress=False, log=lambda *a: None)
+    assert result["ok"]
+    return spec
+
+
+# --- the spec ----------------------------------------------------------------------------------
+
+
+def test_the_ablation_spec_reproduces_the_shipped_summary_byte_for_byte():
+    """results/ablation-toy/study.toml (≤ 45 lines) analysed by the study machinery gives the
+    shipped runs/summary.json exactly — as does ``ablate``'s analysis, which is the same
+    code."""
+    spec = ABLATION / "study.toml"
+    assert len(spec.read_text().splitlines()) <= 45
+    shipped = (ABLATION / "runs" / "summary.json").read_text()
+    assert json.dumps(analyze(load_study(spec)), indent=1) + "\n" == shipped
+    assert json.dumps(ablation_analyze(load_runs(ABLATION / "runs")), indent=1) + "\n" == shipped
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (("seeds = [0, 1]", "seeds = [0, 0]"), "seeds: .*distinct integers"),
+        (('arms = ["B2", "C"]', 'arms = ["B2", "Q"]'), "arms.Q.config: 'Q'; allowed: A, B1"),
+        (("train_steps = 10", "train_steps = -3"), "task.train_steps: -3; allowed: an integer > 0"),
+        (("n_eval = 16", "n_evals = 16"), "evaluation.n_evals: unknown field; allowed: n_eval"),
+        (('"better"]]', '"sideways"]]'), r"comparisons\[0\]: expect='sideways'; allowed: better"),
+        (('"+ GEGLU", "better"]]', '"+ GEGLU"]]'), "no expected sign"),
+        (('["B2", "C", "+', '["B2", "E", "+'), "'E' is not an arm; allowed: B2, C"),
+        (("[analysis]", '[analysis]\nrule = "vibes"'), "analysis.rule: 'vibes'; allowed: holm, ci"),
+        (('question = "', 'question = "'), None),
+    ],
+)
+def test_the_spec_is_validated_once_with_messages_naming_the_field(tmp_path, change, message):
+    spec = tiny_study(tmp_path / "s", TINY.replace(*change))
+    if message is None:
+        assert load_study(spec).budget.train_steps == 10
+        return
+    with pytest.raises(SpecError, match=message):
+        load_study(spec)
+
+
+def test_a_spec_lists_its_runs_seed_major_with_extra_seeds():
+    study = load_study(ABLATION / "study.toml")
+    runs = [(a.label, s) for a, s in study.runs()]
+    assert len(runs) == 37 and runs[:2] == [("A", 0), ("B1", 0)]
+    assert runs[-4:] == [("D", 3), ("E", 3), ("D", 4), ("E", 4)]
+    assert study.budget.n_eval == 2048 and study.budget.cfg == 3.0
+
+
+# --- registration and amendments --------------------------------------------------------------
+
+
+def test_a_changed_spec_is_refused_until_it_is_amended(tmp_path):
+    spec = tiny_study(tmp_path / "s")
+    with pytest.raises(registration.RegistrationError, match="not registered"):
+        registration.check(spec)
+    reg = registration.register(spec)
+    assert registration.register(spec) == reg  # the same spec again: the same registration
+    registration.check(spec)
+    spec.write_text(spec.read_text().replace("seeds = [0, 1]", "seeds = [0, 1, 2]"))
+    with pytest.raises(registration.RegistrationError, match="changed since it was registered"):
+        registration.check(spec)
+    with pytest.raises(registration.RegistrationError, match="amendment"):
+        registration.register(spec)
+    with pytest.raises(registration.RegistrationError, match="reason"):
+        registration.amend(spec, "third seed", " ")
+    entry = registration.amend(spec, "third seed", "the pilot's SD asks for n = 3")
+    assert entry["old_sha256"] == reg["sha256"] != entry["new_sha256"]
+    registration.check(spec)  # accepted now
+    with pytest.raises(registration.RegistrationError, match="unchanged"):
+        registration.amend(spec, "again", "nothing changed")
+    assert [a["label"] for a in registration.amendments(spec.parent)] == ["third seed"]
+
+
+def test_registration_after_runs_needs_a_reason(finished, tmp_path):
+    copy_ = tmp_path / "again"
+    (copy_ / "runs").mkdir(parents=True)
+    for f in (finished.parent / "runs").glob("*.json"):
+        (copy_ / "runs" / f.name).write_text(f.read_text())
+    spec = tiny_study(copy_)
+    with pytest.raises(registration.RegistrationError, match="already holds 4 complete records"):
+        registration.register(spec)
+    reg = registration.register(spec, after_runs="rebuilt from shipped records")
+    assert reg["records_at_registration"] == 4
+
+
+# --- running -----------------------------------------------------------------------------------
+
+
+def test_a_finished_study_reports_its_runs_and_skips_them(finished):
+    rows = runner.status(finished)
+    assert [r["state"] for r in rows] == ["done"] * 4
+    assert [r["run"] for r in rows] == ["B2-s0", "C-s0", "B2-s1", "C-s1"]
+    assert all(r["step"] == 10 and r["cpu"] for r in rows)
+    again = runner.work(finished, progress=False)
+    assert again["skipped_done"] == ["B2-s0", "C-s0", "B2-s1", "C-s1"] and not again["trained"]
+    log = runner.queue_log(load_study(finished))
+    assert sorted(e["run"] for e in log if e["event"] == "start") == ["B2-s0", "B2-s1", "C-s0", "C-s1"]
+
+
+def test_a_record_says_done_only_when_its_evaluation_is_complete(finished):
+    record = json.loads((finished.parent / "runs" / "C-s0.json").read_text())
+    assert complete(record)
+    broken = copy.deepcopy(record) | {"final": None}  # issue 27: done, zero evaluations
+    assert not complete(broken)
+    early = copy.deepcopy(record)
+    early["final"]["step"] = 5
+    assert not complete(early)
+    assert not complete(record | {"status": "running"})
+
+
+def _hold(claim_dir: Path) -> subprocess.Popen:
+    """A real second process that claims ``claim_dir`` and sleeps."""
+    code = (
+        "import sys, time; from hdit_edu.runfolder import claim; "
+        "c = claim(sys.argv[1]); print('held', flush=True); time.sleep(600)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(claim_dir)], stdout=subprocess.PIPE, text=True,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_run_claimed_by_a_live_process_is_skipped_and_taken_after_its_death(tmp_path):
+    spec = tiny_study(tmp_path / "s", TINY.replace("seeds = [0, 1]", "seeds = [0]"))
+    registration.register(spec)
+    study = load_study(spec)
+    arm = study.arm("B2")
+    holder = _hold(runner.claim_folder(study, arm, 0))
+    try:
+        first = runner.work(spec, progress=False, log=lambda *a: None)
+        assert first["held"] == ["B2-s0"] and first["trained"] == ["C-s0"]
+        assert runner.run_state(study, arm, 0)["state"] == "running"
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    second = runner.work(spec, progress=False, log=lambda *a: None)  # the kernel freed the claim
+    assert second["trained"] == ["B2-s0"] and second["skipped_done"] == ["C-s0"]
+
+
+def test_two_processes_on_one_study_train_every_run_exactly_once(tmp_path):
+    """Two real ``work`` processes started together on one 6-run study: every run is started
+    exactly once, finishes, and its record is complete."""
+    spec = tiny_study(
+        tmp_path / "s",
+        TINY.replace("seeds = [0, 1]", "seeds = [0, 1, 2]").replace("train_steps = 10", "train_steps = 30"),
+    )  # fmt: skip
+    registration.register(spec)
+    code = (
+        "import sys, json; from hdit_edu.studies.runner import work; "
+        "print(json.dumps(work(sys.argv[1], int(sys.argv[2]), progress=False, log=lambda *a: None)))"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(spec), str(i)], stdout=subprocess.PIPE, text=True,
+            env=os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    results = [json.loads(p.communicate(timeout=600)[0].strip().splitlines()[-1]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    study = load_study(spec)
+    names = [n for r in results for n in r["trained"]]
+    assert sorted(names) == sorted(f"{a}-s{s}" for a in ("B2", "C") for s in (0, 1, 2))
+    starts = [e["run"] for e in runner.queue_log(study) if e["event"] == "start"]
+    assert sorted(starts) == sorted(names)  # each run started once, by one process
+    runs = load_records(study.records)
+    assert sum(len(v) for v in runs.values()) == 6
+    assert all(complete(r) for v in runs.values() for r in v.values())
+
+
+# --- analysis and report -----------------------------------------------------------------------
+
+
+def test_seed_paired_arms_from_different_cpu_kinds_are_refused():
+    runs = {k: v for k, v in load_runs(ABLATION / "runs").items() if k in ("C", "D")}
+    args = {"arms": ["C", "D"], "comparisons": [("C", "D", "RoPE", -1)], "metrics": ["fid"]}
+    assert analyze_runs(runs, **args)["comparisons"][0]["difference"]["n"] == 3
+    moved = copy.deepcopy(runs)
+    moved["D"][1]["versions"]["cpu"] = "AMD EPYC"
+    with pytest.raises(ValueError, match="different CPU kinds .*D-s1 on AMD EPYC"):
+        analyze_runs(moved, **args)
+    assert analyze_runs(moved, **args, cross_cpu=True)["comparisons"][0]["difference"]["n"] == 3
+
+
+def test_the_report_states_the_numbers_and_shows_amendments(finished, tmp_path):
+    result = report.report(finished, tmp_path / "out")
+    text = (tmp_path / "out" / "summary.md").read_text()
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["n_runs"] == 4
+    assert (tmp_path / "out" / "summary.png").stat().st_size > 10_000
+    assert "No amendments." in text and "Does GEGLU (C) beat GELU" in text
+    fid = next(r for r in result["comparisons"] if r["metric"] == "fid")
+    lo, hi = fid["difference"]["ci95"]
+    sentence = result["readings"][0]
+    assert sentence.startswith("C − B2 (+ GEGLU), toy FID:")
+    assert f"{lo:+.3g}, {hi:+.3g}" in sentence and "over 2 seeds" in sentence
+    assert ("not significant" in sentence) == (not fid["significant"])
+    spec_text = finished.read_text()
+    try:
+        finished.write_text(spec_text.replace("on a tiny budget?", "on a tiny budget (2 seeds)?"))
+        with pytest.raises(registration.RegistrationError, match="changed"):
+            report.report(finished, tmp_path / "out")
+        registration.amend(finished, "wording", "the question names the seeds")
+        text = report.report(finished, tmp_path / "out")["markdown"]
+        assert "Amendment 1, **wording**" in text and "the question names the seeds" in text
+    finally:
+        finished.write_text(spec_text)
+        (finished.parent / registration.AMENDMENTS).unlink(missing_ok=True)
