@@ -56,9 +56,10 @@ from .diffusion import Denoiser
 from .flops import analytic_gflops
 from .profiles import CPU_SCALE, toy_scale
 from .runs import read_metrics
-from .sampling import generate, grid_columns, sample_labels
+from .sampling import generate, grid_columns
 from .studies.analysis import METRIC_LABELS, METRICS, analyze_runs, budget_difference, load_records
-from .toy import ToyDataset, predict_classes
+from .studies.protocol import EvalProtocol, evaluate
+from .toy import ToyDataset
 from .training import Trainer, make_dataset, training_sigmas
 
 # ----------------------------------------------------------------------------------------------
@@ -237,49 +238,22 @@ def versions() -> dict:
     }
 
 
-_TEST_FEATURES: dict[int, np.ndarray] = {}
-
-
-def toy_test_features(resolution: int = 32) -> np.ndarray:
-    """Toy-classifier features of the whole held-out test split (2,048 images), computed once."""
-    if resolution not in _TEST_FEATURES:
-        _TEST_FEATURES[resolution] = evaluation.extract_features(
-            ToyDataset("test", resolution=resolution), extractor="toy", batch_size=256
-        )
-    return _TEST_FEATURES[resolution]
-
-
 def evaluate_toy(trainer: Trainer, budget: ToyBudget, n: int, eval_seed: int):
     """The EMA model's metrics: ``n`` samples (classes 0..7 in turn) → toy FID against the test
-    split and class accuracy (overall, per class); the held-out loss on ``budget.n_loss`` test
-    images under ``budget.loss_weighting``. Returns (metrics, samples)."""
+    split and class accuracy (overall, per class) by the one evaluation protocol
+    (:func:`hdit_edu.studies.protocol.evaluate` with the budget's sampler settings); the
+    held-out loss on ``budget.n_loss`` test images under ``budget.loss_weighting``. Returns
+    (metrics, samples)."""
     config, denoiser = trainer.config, trainer.ema_denoiser
-    t0, c0 = time.perf_counter(), time.process_time()
-    images = generate(
-        denoiser,
-        config,
-        n,
+    protocol = EvalProtocol(
+        n=n,
         sampler=budget.sampler,
         steps=budget.sample_steps,
-        cfg_scale=budget.cfg,
-        seed=eval_seed,
+        cfg=budget.cfg,
         batch_size=budget.sample_batch,
     )
-    sample_s, sample_cpu_s = time.perf_counter() - t0, time.process_time() - c0
-    labels = sample_labels(n, config.model.num_classes)
-    feats = evaluation.extract_features(images, extractor="toy", batch_size=256)
-    per_class = (predict_classes(images) == labels).float()
-    out = {
-        "step": trainer.step,
-        "n_samples": n,
-        "fid": evaluation.frechet_distance(feats, toy_test_features(config.model.resolution)),
-        "class_accuracy": per_class.mean().item(),
-        "class_accuracy_per_class": [
-            per_class[labels == c].mean().item() for c in range(config.model.num_classes)
-        ],
-        "sample_s": sample_s,
-        "sample_cpu_s": sample_cpu_s,
-    }
+    metrics, images, _ = evaluate(denoiser, config, protocol, eval_seed)
+    out = {"step": trainer.step, **metrics}
     t0, c0 = time.perf_counter(), time.process_time()
     out["heldout_loss"] = evaluate_loss(
         denoiser, config, n=budget.n_loss, weighting=budget.loss_weighting, seed=0

@@ -168,25 +168,6 @@ def _results_script(name: str):
     return module
 
 
-def test_followup_diversity_splits_fid_and_measures_spread_in_closed_form():
-    """Samples = 2 × (zero-mean real features) + v: FID's mean term is ‖v‖², its covariance
-    term Tr(Σ + 4Σ − 2·2Σ) = Tr(Σ); the spread, overall and within each class, is 4."""
-    module = _results_script("followup_diversity")
-    rng = np.random.default_rng(0)
-    real = rng.normal(size=(400, 3)) * [1.0, 2.0, 0.5]
-    real -= real.mean(0)
-    labels = np.arange(400) % 2
-    v = np.array([1.0, -2.0, 0.5])
-    out = module.diversity(2 * real + v, labels, real, labels)
-    assert out["fid_mean_term"] == pytest.approx(v @ v, rel=1e-12)
-    assert out["fid_covariance_term"] == pytest.approx(
-        np.trace(np.cov(real, rowvar=False)), rel=1e-6
-    )
-    assert out["spread"] == pytest.approx(4.0, rel=1e-12)
-    assert out["spread_within_class"] == pytest.approx(4.0, rel=1e-12)
-    assert out["spread_per_class"] == pytest.approx([4.0, 4.0], rel=1e-12)
-
-
 def test_guidance_sweep_picks_each_models_best_w_and_pairs_the_two_by_seed():
     """Synthetic records with closed-form curves: C-smsnr's FID 20 + 4(w − 1.5)² + s, E's
     7 + 2(w − 3)² + 2s (seed s): best w 1.5 and 3, and E − C-smsnr at those scales is

@@ -15,12 +15,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hdit_edu.ablation import analyze as ablation_analyze
 from hdit_edu.ablation import load_runs
 from hdit_edu.studies import registration, report, runner
 from hdit_edu.studies.analysis import analyze, analyze_runs, complete, load_records
+from hdit_edu.studies.protocol import EvalProtocol, diversity
 from hdit_edu.studies.spec import SpecError, load_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -270,3 +272,51 @@ def test_the_report_states_the_numbers_and_shows_amendments(finished, tmp_path):
     finally:
         finished.write_text(spec_text)
         (finished.parent / registration.AMENDMENTS).unlink(missing_ok=True)
+
+
+# --- the evaluation protocol ------------------------------------------------------------------
+
+
+def test_followup_diversity_splits_fid_and_measures_spread_in_closed_form():
+    """Samples = 2 × (zero-mean real features) + v: FID's mean term is ‖v‖², its covariance
+    term Tr(Σ + 4Σ − 2·2Σ) = Tr(Σ); the spread, overall and within each class, is 4."""
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(400, 3)) * [1.0, 2.0, 0.5]
+    real -= real.mean(0)
+    labels = np.arange(400) % 2
+    v = np.array([1.0, -2.0, 0.5])
+    out = diversity(2 * real + v, labels, real, labels)
+    assert out["fid_mean_term"] == pytest.approx(v @ v, rel=1e-12)
+    assert out["fid_covariance_term"] == pytest.approx(
+        np.trace(np.cov(real, rowvar=False)), rel=1e-6
+    )
+    assert out["spread"] == pytest.approx(4.0, rel=1e-12)
+    assert out["spread_within_class"] == pytest.approx(4.0, rel=1e-12)
+    assert out["spread_per_class"] == pytest.approx([4.0, 4.0], rel=1e-12)
+
+
+def test_the_protocol_defaults_are_the_ablations_and_remeasure_a_record_exactly(finished):
+    """EvalProtocol() is the toy ablation's pre-registered protocol (ToyBudget's sampler
+    settings, as every shipped record holds them); and re-measuring a finished run's EMA
+    checkpoint with its record's settings and noise seed gives the record's numbers by ``==``
+    (the records and the protocol are one measurement)."""
+    from hdit_edu.ablation import ToyBudget
+    from hdit_edu.runs import load_run
+    from hdit_edu.studies.protocol import evaluate
+
+    b, p = ToyBudget(), EvalProtocol()
+    assert (p.n, p.sampler, p.steps, p.cfg, p.batch_size) == (
+        b.n_eval, b.sampler, b.sample_steps, b.cfg, b.sample_batch
+    )  # fmt: skip
+    shipped = json.loads((ABLATION / "runs" / "E-s0.json").read_text())["settings"]
+    assert (p.n, p.sampler, p.steps, p.cfg, p.batch_size) == tuple(
+        shipped[k] for k in ("n_eval", "sampler", "sample_steps", "cfg", "sample_batch")
+    )
+    study = load_study(finished)
+    record = json.loads((study.records / "C-s1.json").read_text())
+    s = record["settings"]
+    config, denoiser = load_run(study.checkpoints / "C-s1")
+    protocol = EvalProtocol(s["n_eval"], s["sampler"], s["sample_steps"], s["cfg"], s["sample_batch"])
+    again, _, _ = evaluate(denoiser, config, protocol, s["eval_seed"])
+    for key in ("fid", "class_accuracy", "class_accuracy_per_class", "n_samples"):
+        assert again[key] == record["final"][key], key
