@@ -33,7 +33,8 @@ from hdit_edu.ablation import (
     toy_ablation_config,
     train_command,
 )
-from hdit_edu.cli import _train_config, build_parser, main
+from hdit_edu.cli import build_parser, main
+from hdit_edu.cli.train import train_config
 from hdit_edu.configs import all_local
 from hdit_edu.models import build_model
 
@@ -374,7 +375,7 @@ def test_printed_torchrun_command_trains_the_config_ablate_resumes(capsys, tmp_p
         assert words[:5] == ["torchrun", "--nproc_per_node", "4", "-m", "hdit_edu.cli"]
         args = parser.parse_args(words[5:])
         assert args.run_dir == str(tmp_path / "abl" / step) and args.workers == 8
-        config = _train_config(args, "gpu")
+        config = train_config(args, "gpu")
         assert config == ablation_config(step, train_steps=1000, data=str(data))
     assert train_command("E", "r", "d")[-1] != ""  # a list of words, no empty ones
 

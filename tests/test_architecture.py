@@ -9,21 +9,34 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "hdit_edu"
-MODULES = sorted(p.stem for p in PACKAGE.glob("*.py"))
+# A module of the map is a file hdit_edu/NAME.py or a sub-package hdit_edu/NAME/ (the command
+# line, ``cli``: its files together are one module of the map).
+MODULES = sorted(
+    [p.stem for p in PACKAGE.glob("*.py")] + [p.parent.name for p in PACKAGE.glob("*/__init__.py")]
+)
 
 
-def _imported_modules(node: ast.stmt, module: str) -> set[str]:
+def module_files(module: str) -> list[Path]:
+    """The source files of a module of the map (one, or every file of a sub-package)."""
+    folder = PACKAGE / module
+    return sorted(folder.glob("*.py")) if folder.is_dir() else [PACKAGE / f"{module}.py"]
+
+
+def _imported_modules(node: ast.stmt, module: str, package: tuple[str, ...]) -> set[str]:
     """The ``hdit_edu`` modules an import statement of ``module`` names (``from . import x``,
-    ``from .x import y``, ``from hdit_edu.x import y``, ``import hdit_edu.x``)."""
-    names: set[str] = set()
+    ``from .x import y``, ``from ..x import y`` in a sub-package, ``from hdit_edu.x import
+    y``, ``import hdit_edu.x``); ``package`` is the dotted package the file sits in."""
+    targets: list[tuple[str, ...]] = []
     if isinstance(node, ast.ImportFrom):
-        if node.level == 1:
-            names = {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
-        elif node.level == 0 and node.module and node.module.split(".")[0] == "hdit_edu":
-            parts = node.module.split(".")
-            names = {parts[1]} if len(parts) > 1 else {a.name for a in node.names}
+        base = package[: len(package) - node.level + 1] if node.level else ()
+        full = base + tuple(node.module.split(".") if node.module else ())
+        if len(full) > 1:
+            targets = [full]
+        elif full == ("hdit_edu",):
+            targets = [full + (a.name,) for a in node.names]
     elif isinstance(node, ast.Import):
-        names = {a.name.split(".")[1] for a in node.names if a.name.startswith("hdit_edu.")}
+        targets = [tuple(a.name.split(".")) for a in node.names]
+    names = {t[1] for t in targets if len(t) > 1 and t[0] == "hdit_edu"}
     return {name for name in names if name in MODULES and name != module}
 
 
@@ -33,9 +46,13 @@ def import_graph(*, top_level_only: bool = True) -> dict[str, set[str]]:
     import statement in the file (function-local ones too)."""
     graph = {}
     for module in MODULES:
-        tree = ast.parse((PACKAGE / f"{module}.py").read_text())
-        nodes = tree.body if top_level_only else list(ast.walk(tree))
-        graph[module] = set().union(*(_imported_modules(n, module) for n in nodes), set())
+        graph[module] = set()
+        for path in module_files(module):
+            package = ("hdit_edu",) + ((module,) if path.parent != PACKAGE else ())
+            tree = ast.parse(path.read_text())
+            nodes = tree.body if top_level_only else list(ast.walk(tree))
+            for node in nodes:
+                graph[module] |= _imported_modules(node, module, package)
     return graph
 
 
@@ -102,7 +119,7 @@ def test_the_architecture_map_names_every_module():
     import re
 
     doc = (PACKAGE.parent / "docs" / "ARCHITECTURE.md").read_text()
-    rows = set(re.findall(r"^\| `(\w+)\.py` \|", doc, flags=re.M))
+    rows = set(re.findall(r"^\| `(\w+)(?:\.py|/)` \|", doc, flags=re.M))
     section = doc.split("## Import direction", 1)[1]
     diagram = section.split("```", 2)[1]
     placed = set(re.findall(r"\b[a-z_]+\b", diagram))

@@ -15,7 +15,8 @@ import pytest
 from conftest import tiny_cli_args
 from PIL import Image
 
-from hdit_edu.cli import apply_overrides, build_parser, main
+from hdit_edu.cli import build_parser, main
+from hdit_edu.cli.train import apply_overrides
 from hdit_edu.configs import toy_config
 
 ROOT = Path(__file__).resolve().parents[1]
