@@ -320,3 +320,30 @@ def test_the_protocol_defaults_are_the_ablations_and_remeasure_a_record_exactly(
     again, _, _ = evaluate(denoiser, config, protocol, s["eval_seed"])
     for key in ("fid", "class_accuracy", "class_accuracy_per_class", "n_samples"):
         assert again[key] == record["final"][key], key
+
+
+def test_the_study_command_line(finished, capsys):
+    """``hdit-edu study``: status and analyze of a finished study, run skips its done runs,
+    a changed spec is refused (exit 2, the message says how to amend) until ``amend``."""
+    from hdit_edu.cli import main
+
+    assert main(["study", "status", str(finished)]) == 0
+    assert "4 done (of 4)" in capsys.readouterr().out
+    assert main(["study", "run", str(finished), "--no-progress"]) == 0
+    assert "4 done (of 4)" in capsys.readouterr().out
+    assert main(["study", "analyze", str(finished.parent)]) == 0
+    assert "**Readings**" in capsys.readouterr().out
+    text = finished.read_text()
+    try:
+        finished.write_text(text.replace("n_eval = 16", "n_eval = 32"))
+        assert main(["study", "analyze", str(finished)]) == 2
+        assert "changed since it was registered" in capsys.readouterr().err
+        assert main(["study", "amend", str(finished), "--label", "more samples",
+                     "--reason", "16 samples are too few"]) == 0  # fmt: skip
+        capsys.readouterr()
+        # accepted now; the records were made with 16 samples: the analysis refuses them
+        assert main(["study", "analyze", str(finished)]) == 2
+        assert "other settings than" in capsys.readouterr().err
+    finally:
+        finished.write_text(text)
+        (finished.parent / registration.AMENDMENTS).unlink(missing_ok=True)
