@@ -131,32 +131,6 @@ def test_error_by_sigma_closed_forms():
     assert zero == pytest.approx([(x0**2).mean().item()] * 3, rel=1e-5)
 
 
-def test_followup_analysis_pairs_the_two_rope_steps_and_their_interaction():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "followup", ROOT / "results" / "ablation-toy" / "followup.py"
-    )
-    followup = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(followup)
-    fid = {"C": (10, 8, 11), "D": (21, 19, 15), "E": (7, 7, 6), "C-smsnr": (7.5, 6, 6.5)}
-
-    def runs(*names):
-        return {
-            n: {s: {"final": {m: v for m in followup.METRICS}} for s, v in enumerate(fid[n])}
-            for n in names
-        }
-
-    result = followup.analyze(runs("C", "D", "E"), runs("C-smsnr"))
-    rows = {r["what"].split(":")[0]: r for r in result["rows"] if r["metric"] == "fid"}
-    assert rows["C → D"]["difference"]["values"] == [11, 11, 4]
-    assert rows["C-smsnr → E"]["difference"]["values"] == [-0.5, 1, -0.5]
-    inter = rows["interaction"]["difference"]
-    assert inter["values"] == [11.5, 10, 4.5] and inter["mean"] == pytest.approx(26 / 3)
-    # Holm over the three metrics of one comparison (here equal p's: 3·p capped at 1).
-    assert rows["C → D"]["p_holm"] == pytest.approx(min(1, 3 * rows["C → D"]["p"]))
-
-
 def _results_script(name: str):
     """A script of results/ablation-toy/ imported as a module (the folder is not a package)."""
     import importlib.util

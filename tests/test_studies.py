@@ -347,3 +347,56 @@ def test_the_study_command_line(finished, capsys):
     finally:
         finished.write_text(text)
         (finished.parent / registration.AMENDMENTS).unlink(missing_ok=True)
+
+
+def test_pairs_of_arms_compare_differences_and_holm_runs_over_each_comparisons_metrics():
+    """A comparison side may be a pair (A, B) = B − A per seed: the follow-up's interaction
+    (D − C) − (E − C-smsnr) in closed form; Holm over the metrics of one comparison."""
+    fid = {"C": (10, 8, 11), "D": (21, 19, 15), "E": (7, 7, 6), "C-smsnr": (7.5, 6, 6.5)}
+    runs = {
+        n: {
+            s: {"name": f"{n}-s{s}", "settings": {}, "versions": {"cpu": "x"},
+                "train_cpu_s": 1.0, "final": dict.fromkeys(("fid", "class_accuracy"), v)}
+            for s, v in enumerate(values)
+        }  # fmt: skip
+        for n, values in fid.items()
+    }
+    result = analyze_runs(
+        runs,
+        arms=list(fid),
+        comparisons=[
+            ("C", "D", "C → D", -1),
+            ("C-smsnr", "E", "C-smsnr → E", -1),
+            (("C-smsnr", "E"), ("C", "D"), "interaction", 0),
+        ],
+        metrics=["fid", "class_accuracy"],
+        family="comparison",
+    )
+    rows = {(r["what"], r["metric"]): r for r in result["comparisons"]}
+    assert rows["C → D", "fid"]["difference"]["values"] == [11, 11, 4]
+    assert rows["C-smsnr → E", "fid"]["difference"]["values"] == [-0.5, 1, -0.5]
+    inter = rows["interaction", "fid"]
+    assert inter["difference"]["values"] == [11.5, 10, 4.5]
+    assert inter["x"] == ["C-smsnr", "E"] and inter["sign_matches"] is None
+    # Holm over the two metrics of one comparison (equal p's here: 2·p capped at 1)
+    assert rows["C → D", "fid"]["p_holm"] == pytest.approx(min(1, 2 * rows["C → D", "fid"]["p"]))
+
+
+def test_the_followup_spec_reproduces_the_shipped_followup_analysis():
+    """results/ablation-toy/followup/study.toml (C-smsnr's records there, C, D, E read from
+    the main study) gives every number of the shipped followup/summary.json: the seeds, each
+    difference's interval, p and Holm p — and it must allow cross-CPU pairs (C-smsnr ran on
+    an AMD EPYC, the main study on an Intel Xeon; the README's amendment)."""
+    folder = ABLATION / "followup"
+    study = load_study(folder)
+    result = analyze(study)
+    shipped = json.loads((folder / "summary.json").read_text())["rows"]
+    mine = {(r["metric"], r["what"]): r for r in result["comparisons"]}
+    assert len(mine) == len(shipped) == 9
+    for row in shipped:
+        for key in ("seeds", "difference", "p", "p_holm"):
+            got = mine[row["metric"], row["what"]][key]
+            assert json.dumps(got) == json.dumps(row[key]), (row["what"], key)
+    strict = load_study(folder).__class__(**{**study.__dict__, "cross_cpu": False})
+    with pytest.raises(ValueError, match="different CPU kinds"):
+        analyze(strict)

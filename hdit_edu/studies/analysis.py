@@ -80,14 +80,34 @@ def _cpu_s(record: dict) -> float:
     return record["train_cpu_s"] + sum(e["sample_cpu_s"] + e["loss_cpu_s"] for e in evals)
 
 
-def _check_cpu_kinds(runs: dict, x: str, y: str, seeds: list[int]) -> None:
+def side_label(side) -> str:
+    """An arm's label, or ``(B − A)`` for a pair (A, B)."""
+    return f"({side[1]} − {side[0]})" if isinstance(side, (tuple, list)) else side
+
+
+def _arms_of(side) -> tuple[str, ...]:
+    return tuple(side) if isinstance(side, (tuple, list)) else (side,)
+
+
+def _side_values(final: dict, side, metric: str) -> dict[int, float]:
+    """``{seed: value}`` of one side of a comparison: an arm's metric, or for a pair (A, B)
+    the per-seed difference B − A over the seeds both have."""
+    if isinstance(side, (tuple, list)):
+        a, b = (_side_values(final, s, metric) for s in side)
+        return {s: b[s] - a[s] for s in sorted(set(a) & set(b))}
+    return {s: r[metric] for s, r in final.get(side, {}).items()}
+
+
+def _check_cpu_kinds(runs: dict, x, y, seeds: list[int]) -> None:
+    arms = (*_arms_of(x), *_arms_of(y))
     kinds = {
-        f"{arm}-s{s}": runs[arm][s].get("versions", {}).get("cpu") for arm in (x, y) for s in seeds
+        f"{arm}-s{s}": runs[arm][s].get("versions", {}).get("cpu") for arm in arms for s in seeds
     }
     if len(set(kinds.values())) > 1:
         listed = ", ".join(f"{k} on {v}" for k, v in kinds.items())
+        what = f"{side_label(x)} → {side_label(y)}"
         raise ValueError(
-            f"comparison {x} → {y} pairs runs from different CPU kinds ({listed}): the same seed "
+            f"comparison {what} pairs runs from different CPU kinds ({listed}): the same seed "
             "on another CPU kind is another model; train both arms on one kind, or allow it in "
             "the study (options.cross_cpu = true)"
         )
@@ -138,12 +158,12 @@ def analyze_runs(
         rows = []
         for x, y, what, expect in comparisons:
             pair = paired_difference(
-                {s: r[metric] for s, r in final.get(x, {}).items()},
-                {s: r[metric] for s, r in final.get(y, {}).items()},
+                _side_values(final, x, metric), _side_values(final, y, metric)
             )
             if not cross_cpu and pair["seeds"]:
                 _check_cpu_kinds(runs, x, y, pair["seeds"])
-            row = {"metric": metric, "x": x, "y": y, "what": what, **pair}
+            sides = [list(s) if isinstance(s, tuple) else s for s in (x, y)]
+            row = {"metric": metric, "x": sides[0], "y": sides[1], "what": what, **pair}
             if expect is None:
                 gap = ref_values[y] - ref_values[x]
                 row[f"{reference['name']}_difference_{reference['metric']}"] = gap
@@ -198,6 +218,23 @@ def _correct(rows_by_metric: list[list[dict]], correction: str, family: str) -> 
             row["significant"] = bool(p_holm < ALPHA) if not math.isnan(p_holm) else False
 
 
+def load_study_records(study) -> dict:
+    """:func:`load_records` of every records folder of a study (its own first), its arms only;
+    one (arm, seed) found in two folders is refused."""
+    labels = [a.label for a in study.arms]
+    runs: dict[str, dict[int, dict]] = {}
+    for folder in study.read_records:
+        for label, by_seed in load_records(folder, labels).items():
+            for seed, r in by_seed.items():
+                if seed in runs.get(label, {}):
+                    raise ValueError(
+                        f"{label}-s{seed} has a complete record in two of the study's records "
+                        f"folders ({', '.join(map(str, study.read_records))}): keep one"
+                    )
+                runs.setdefault(label, {})[seed] = r
+    return runs
+
+
 def study_settings(study) -> dict:
     """The budget settings every record of ``study`` must have been made with."""
     return asdict(study.budget)
@@ -208,7 +245,7 @@ def analyze(study, runs: dict | None = None) -> dict:
     :func:`load_records` of its records folder, its arms only). Refuses records made with
     another budget than the spec's."""
     labels = [a.label for a in study.arms]
-    runs = load_records(study.records, labels) if runs is None else runs
+    runs = load_study_records(study) if runs is None else runs
     runs = {
         label: {s: r for s, r in by_seed.items() if s in study.arm(label).seeds}
         for label, by_seed in runs.items()

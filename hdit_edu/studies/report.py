@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 
 from ..checkpoints import atomic_write_text
-from .analysis import METRIC_LABELS, METRICS, analyze
+from .analysis import METRIC_LABELS, METRICS, analyze, side_label
 from .registration import amendments, check, registration
 from .spec import Study
 
@@ -42,7 +42,8 @@ def reading(row: dict, rule: str) -> str:
     """One comparison row as one sentence: only what its numbers and the rule say."""
     d, metric = row["difference"], row["metric"]
     label = METRIC_LABELS.get(metric, metric)
-    head = f"{row['y']} − {row['x']} ({row['what']}), {label}:"
+    x, y = side_label(row["x"]), side_label(row["y"])
+    head = f"{y} − {x} ({row['what']}), {label}:"
     if d["n"] == 0:
         return f"{head} no seed has both arms; nothing to read."
     if d["n"] < 2:
@@ -58,7 +59,7 @@ def reading(row: dict, rule: str) -> str:
         if verdict == "not resolved":
             text += "; the interval includes 0: not resolved"
         else:
-            text += f"; the interval excludes 0: {row['y']} is {verdict} than {row['x']}"
+            text += f"; the interval excludes 0: {y} is {verdict} than {x}"
             text += f" ({better} is better)"
     else:
         text += "; significant at 0.05" if row["significant"] else "; not significant at 0.05"
@@ -156,7 +157,7 @@ def markdown(result: dict, study: Study) -> str:
             verdict = "significant" if r["significant"] else "not significant"
         match = "" if r["sign_matches"] is None else (" ✓" if r["sign_matches"] else " ✗")
         lines.append(
-            f"| {r['x']} → {r['y']} ({r['what']}) | {r['metric']} | {d['n']} | "
+            f"| {side_label(r['x'])} → {side_label(r['y'])} ({r['what']}) | {r['metric']} | {d['n']} | "
             f"{_signed(d['mean']) if d['n'] else '–'}{ci} | {_num(r[_p_key(r)])} | "
             f"{expected}{match} | {verdict} |"
         )
@@ -197,7 +198,8 @@ def forest_plot(result: dict, study: Study, path: str | Path | None = None):
                     ax.plot(d["ci95"], [i, i], color=colour, lw=2)
                 ax.plot([d["mean"]], [i], "o", color=colour, mfc=colour if resolved else "white")
             ax.axvline(0, color="k", lw=0.8)
-            ax.set_yticks(range(len(rows)), [f"{r['x']} → {r['y']}" for r in rows])
+            ticks = [f"{side_label(r['x'])} → {side_label(r['y'])}" for r in rows]
+            ax.set_yticks(range(len(rows)), ticks)
             ax.invert_yaxis()
             better = "higher" if METRICS[metric] < 0 else "lower"
             ax.set_title(f"{METRIC_LABELS.get(metric, metric)} (Y − X; {better} is better)")

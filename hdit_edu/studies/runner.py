@@ -46,7 +46,13 @@ STATES = ("done", "running", "partial", "failed", "pending")
 
 
 def record_path(study: Study, arm: Arm, seed: int) -> Path:
-    return study.records / f"{run_name(arm.label, seed)}.json"
+    """Where the run's record is: the first records folder that holds it, else the study's
+    own (where a new run writes it)."""
+    name = f"{run_name(arm.label, seed)}.json"
+    for folder in study.read_records:
+        if (folder / name).exists():
+            return folder / name
+    return study.records / name
 
 
 def run_folder(study: Study, arm: Arm, seed: int) -> Path:

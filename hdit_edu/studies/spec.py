@@ -9,7 +9,9 @@ field and what is allowed. Every field, with its default::
     seeds = [0, 1, 2]                        # required: every arm's seeds (paired by seed)
     arms = ["C", "D"]                        # required: registry names, or a table (below)
     extra_seeds = { D = [3, 4] }             # more seeds for some arms (default none)
-    records = "runs"                         # the records' folder, relative to this file
+    records = "runs"                         # the records' folder, relative to this file;
+                                             # or a list: new runs go to the first, the
+                                             # others are read (another study's records)
     checkpoints = "runs/studies/NAME"        # run folders, relative to the working dir
                                              # (default: NAME = this file's folder name)
 
@@ -39,6 +41,8 @@ field and what is allowed. Every field, with its default::
 
     [analysis]
     comparisons = [["C", "D", "+ axial RoPE", "better"]]  # [X, Y, what(, expect)]: Y − X
+    # X or Y may be a pair [A, B]: the per-seed difference B − A; so an interaction is
+    # [["C-smsnr", "E"], ["C", "D"], "(D − C) − (E − C-smsnr)", "none"]
     correction = "holm"                      # "holm" | "none"
     family = "metric"                        # Holm over the comparisons of one metric, or
                                              #   "comparison": over the metrics of one
@@ -133,8 +137,8 @@ class Comparison:
     """Y − X, paired by seed; ``expect`` is the expected direction (:data:`EXPECT`), or None
     where it comes from the reference."""
 
-    x: str
-    y: str
+    x: str | tuple[str, str]  # an arm, or a pair (A, B): the per-seed difference B − A
+    y: str | tuple[str, str]
     what: str
     expect: str | None = None
 
@@ -166,7 +170,8 @@ class Study:
     reference: Reference | None = None
     compile: bool = False
     cross_cpu: bool = False
-    records: Path = field(default=Path("runs"))
+    records: Path = field(default=Path("runs"))  # where new records are written
+    read_records: tuple[Path, ...] = ()  # every folder records are read from (records first)
     checkpoints: Path = field(default=Path("runs/studies"))
     data: str = "toy"
 
@@ -265,9 +270,14 @@ def parse_study(raw: dict[str, Any], path: Path) -> Study:
     for key in ("compile", "cross_cpu"):
         if not isinstance(options.get(key, False), bool):
             fail(f"options.{key}", f"{options[key]!r}; allowed: true or false")
-    for key in ("records", "checkpoints"):
-        if key in raw and (not isinstance(raw[key], str) or not raw[key]):
-            fail(key, f"{raw[key]!r}; allowed: a folder path (string)")
+    if "checkpoints" in raw and (not isinstance(raw["checkpoints"], str) or not raw["checkpoints"]):
+        fail("checkpoints", f"{raw['checkpoints']!r}; allowed: a folder path (string)")
+    records = raw.get("records", "runs")
+    records = [records] if isinstance(records, str) else records
+    if not isinstance(records, list) or not records or not all(
+        isinstance(r, str) and r for r in records
+    ):
+        fail("records", f"{raw['records']!r}; allowed: a folder path or a list of them")
     folder = path.parent
     return Study(
         path=path,
@@ -279,7 +289,8 @@ def parse_study(raw: dict[str, Any], path: Path) -> Study:
         reference=reference,
         compile=options.get("compile", False),
         cross_cpu=options.get("cross_cpu", False),
-        records=folder / raw.get("records", "runs"),
+        records=folder / records[0],
+        read_records=tuple(folder / r for r in records),
         checkpoints=Path(raw.get("checkpoints", f"runs/studies/{folder.resolve().name}")),
         data=data,
         **choices,
@@ -404,11 +415,18 @@ def _comparisons(value: Any, labels, reference, fail) -> tuple[Comparison, ...]:
         if not isinstance(item, list) or len(item) not in (3, 4):
             fail(key, f"{item!r}; allowed: [X, Y, what] or [X, Y, what, expect]")
         x, y, what, expect = (*item, None)[:4]
-        for arm in (x, y):
-            if arm not in labels:
-                fail(key, f"{arm!r} is not an arm; allowed: {', '.join(labels)}")
+        for side in (x, y):
+            arms = side if isinstance(side, list) else [side]
+            if isinstance(side, list) and (len(side) != 2 or side[0] == side[1]):
+                fail(key, f"{side!r}; allowed: an arm or a pair [A, B] of two arms (B − A)")
+            for arm in arms:
+                if arm not in labels:
+                    fail(key, f"{arm!r} is not an arm; allowed: {', '.join(labels)}")
         if x == y:
             fail(key, f"compares {x!r} with itself")
+        x, y = (tuple(s) if isinstance(s, list) else s for s in (x, y))
+        if expect is None and (isinstance(x, tuple) or isinstance(y, tuple)):
+            fail(key, "a comparison of differences needs expect (better/worse/none)")
         if not isinstance(what, str):
             fail(key, f"what={what!r}; allowed: a string")
         if expect is not None and expect not in EXPECT:
