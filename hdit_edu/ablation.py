@@ -25,10 +25,9 @@ D's model (SNR, min-SNR γ = 5, min-SNR γ = 4, soft-min-SNR γ = 4 = E). One mo
   into the very run folder :func:`run_ablation` resumes), :func:`ablation_markdown`.
 
 :func:`evaluate_loss` (a held-out loss under one weighting, the same images, σ and noise for
-every model) serves both profiles; :func:`error_by_sigma` splits a toy model's error by noise
-level (the post-hoc look at why C → D goes against the paper,
-``results/ablation-toy/per_sigma.py``). ``hdit-edu ablate`` is the command line of all three
-parts.
+every model) serves both profiles; the toy evaluation is the studies' one protocol
+(:mod:`hdit_edu.studies.protocol`, which also splits a model's error by noise level).
+``hdit-edu ablate`` is the command line of all three parts.
 """
 
 from __future__ import annotations
@@ -691,36 +690,6 @@ def evaluate_loss(
         )
         total += losses.sum().item()
     return total / n
-
-
-@torch.no_grad()
-def error_by_sigma(
-    denoiser: Denoiser,
-    config: Config,
-    sigmas: Sequence[float],
-    *,
-    n: int = 512,
-    seed: int = 0,
-    batch_size: int = 128,
-) -> list[float]:
-    """The denoising error at each fixed noise level: E‖D(x₀ + σε, σ) − x₀‖² per pixel, over the
-    first ``n`` toy test images with their classes, one noise ε (``seed``) shared by every σ and
-    every model. Unweighted, so it shows *where* in σ a model is better: the training weightings
-    (:func:`hdit_edu.diffusion.loss_weight`) differ only in how they trade these errors off."""
-    m = config.model
-    images, classes = ToyDataset("test", resolution=m.resolution).batch(np.arange(n))
-    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
-    device = next(denoiser.parameters()).device
-    out = []
-    for s in sigmas:
-        total = 0.0
-        for i in range(0, n, batch_size):
-            x0 = images[i : i + batch_size].to(device)
-            x = x0 + s * noise[i : i + batch_size].to(device)
-            d = denoiser(x, s, class_cond=classes[i : i + batch_size].to(device))
-            total += ((d - x0) ** 2).mean(dim=(1, 2, 3)).sum().item()
-        out.append(total / n)
-    return out
 
 
 # ----------------------------------------------------------------------------------------------

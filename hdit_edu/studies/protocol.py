@@ -15,7 +15,9 @@ A model is measured by sampling ``n`` images with classes 0, 1, …, 7 in turn
 
 :class:`EvalProtocol`'s defaults are the toy ablation's pre-registered protocol (2,048
 samples, DPM++(3M) SDE with 50 steps, guidance w = 3, batches of 64); the noise seed is
-given per call (the ablation's records use 1000 + the training seed). The toy ablation's
+given per call (the ablation's records use 1000 + the training seed). :func:`error_by_sigma`
+measures a model's unweighted denoising error at fixed noise levels (where in σ two arms
+differ, whatever weighting each was trained with). The toy ablation's
 records, its guidance sweep, its follow-up's diversity look, the sampler study and the
 resolution study all measure through :func:`measure`, so a published number has one
 definition.
@@ -24,12 +26,15 @@ definition.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .. import evaluation
+from ..configs import Config
+from ..diffusion import Denoiser
 from ..sampling import generate, sample_labels
 from ..toy import ToyDataset, predict_classes, toy_coherence
 
@@ -150,3 +155,33 @@ def evaluate(denoiser, config, protocol: EvalProtocol, noise_seed: int):
     )
     out = {"n_samples": protocol.n, **metrics, "sample_s": sample_s, "sample_cpu_s": sample_cpu_s}
     return out, images, labels
+
+
+@torch.no_grad()
+def error_by_sigma(
+    denoiser: Denoiser,
+    config: Config,
+    sigmas: Sequence[float],
+    *,
+    n: int = 512,
+    seed: int = 0,
+    batch_size: int = 128,
+) -> list[float]:
+    """The denoising error at each fixed noise level: E‖D(x₀ + σε, σ) − x₀‖² per pixel, over the
+    first ``n`` toy test images with their classes, one noise ε (``seed``) shared by every σ and
+    every model. Unweighted, so it shows *where* in σ a model is better: the training weightings
+    (:func:`hdit_edu.diffusion.loss_weight`) differ only in how they trade these errors off."""
+    m = config.model
+    images, classes = ToyDataset("test", resolution=m.resolution).batch(np.arange(n))
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
+    device = next(denoiser.parameters()).device
+    out = []
+    for s in sigmas:
+        total = 0.0
+        for i in range(0, n, batch_size):
+            x0 = images[i : i + batch_size].to(device)
+            x = x0 + s * noise[i : i + batch_size].to(device)
+            d = denoiser(x, s, class_cond=classes[i : i + batch_size].to(device))
+            total += ((d - x0) ** 2).mean(dim=(1, 2, 3)).sum().item()
+        out.append(total / n)
+    return out
