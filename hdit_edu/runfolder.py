@@ -21,17 +21,38 @@ folder's invariants:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
+import math
 import os
 import shutil
+import signal
 import socket
 import sys
 import threading
 import time
 import warnings
 from pathlib import Path
+
+from .checkpoints import (
+    CheckpointError,
+    append_text,
+    atomic_write_bytes,
+    atomic_write_text,
+    checkpoint_config,
+    clean_unfinished,
+    find_checkpoint,
+    is_healthy,
+    last_good_checkpoint,
+    list_checkpoints,
+    read_manifest,
+    save_checkpoint,
+    writing,
+)
+from .configs import Config, load_config
+from .runs import parse_metrics
 
 LOCK_FILE = ".lock"
 
@@ -142,7 +163,7 @@ class Claim:
                 f"{str(lock)!r} is a folder: it is where a run folder records which process "
                 f"owns it and must be a file (or absent). Move it away and start again"
             )
-        replace_file(self.path, LOCK_FILE, (json.dumps(holder_info()) + "\n").encode())
+        atomic_write_bytes(self.path / LOCK_FILE, (json.dumps(holder_info()) + "\n").encode())
 
     def clear(self, keep: tuple[str, ...] = (LOCK_FILE,)) -> None:
         """Delete everything in the claimed folder but ``keep`` (symlinks are removed, never
@@ -250,31 +271,413 @@ def release(path: str | Path) -> None:
         existing.release()
 
 
+
 # ----------------------------------------------------------------------------------------------
-# Writes that never follow a symlink they did not create
+# Config identity: what a resume may change
+# ----------------------------------------------------------------------------------------------
+
+# Training fields that may change when a run is resumed (they do not change the maths).
+# grad_accum: the same global batch split differently (the micro-steps' draws differ, so the
+# loss sequence is not repeated bit for bit after a change).
+RESUMABLE_FIELDS = (
+    "steps",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "sample_every",
+    "log_every",
+    "grad_accum",
+    "checkpointing",
+    "tensorboard",  # where copies of the metrics go (logging_sinks)
+    "wandb",
+)
+# Training fields a resume may change when asked to (allow_change / --allow-change): they
+# change how the optimisation continues (the way out of a divergence), not what is learnt.
+RECOVERABLE_FIELDS = (
+    "lr",
+    "grad_clip",
+    "betas",
+    "eps",
+    "weight_decay",
+    "mapping_lr_scale",
+    "ema_decay",
+    "ema_power",
+    "precision",
+    "compile",
+)
+
+
+class ConfigChangeError(ValueError):
+    """Resuming with a config that differs from the run's; ``recoverable`` lists the fields
+    that ``allow_change`` would accept (``training.lr``, …), ``refused`` those it never does."""
+
+    def __init__(self, message: str, recoverable: list[str], refused: list[str]):
+        super().__init__(message)
+        self.recoverable, self.refused = recoverable, refused
+
+
+def check_same_experiment(
+    saved: Config, given: Config, allow_change=(), source: str = "the run's config.json"
+) -> dict:
+    """A resumed run may change the bookkeeping fields of ``RESUMABLE_FIELDS`` freely and the
+    :data:`RECOVERABLE_FIELDS` named in ``allow_change`` (``"training.lr"``); returns those
+    changes ``{field: (old, new)}``. Anything else raises :class:`ConfigChangeError`;
+    ``source`` names where ``saved`` came from (the checkpoint or ``config.json``)."""
+    recoverable = [f"training.{k}" for k in RECOVERABLE_FIELDS]
+    allow = set()
+    for item in [allow_change] if isinstance(allow_change, str) else allow_change:
+        for name in str(item).split(","):
+            name = name.strip()
+            if name and not name.startswith("training."):
+                name = f"training.{name}" if name in RECOVERABLE_FIELDS else name
+            if name and name not in recoverable:
+                raise ValueError(
+                    f"--allow-change {name!r}: not a recoverable field (it would change the "
+                    f"experiment, or does not exist); allowed: {', '.join(recoverable)}"
+                )
+            allow.add(name)
+    a, b = saved.to_dict(), given.to_dict()
+    for key in RESUMABLE_FIELDS:
+        a["training"].pop(key), b["training"].pop(key)
+    diffs = sorted(_diff_keys(a, b))
+    refused = [d for d in diffs if d not in recoverable]
+    unasked = [d for d in diffs if d in recoverable and d not in allow]
+    if refused:
+        raise ConfigChangeError(
+            f"cannot resume: the config differs from {source} in {refused}, which change the "
+            f"experiment (model, data, diffusion or seed); start a new run for that. "
+            f"Only training.{{{', '.join(RESUMABLE_FIELDS)}}} may change freely, and "
+            f"{', '.join(recoverable)} with --allow-change",
+            unasked,
+            refused,
+        )
+    if unasked:
+        raise ConfigChangeError(
+            f"cannot resume: the config differs from {source} in {unasked}; to continue with "
+            f"the new value, allow the change explicitly (it is logged in "
+            f"config-changes.jsonl): --allow-change {','.join(unasked)} "
+            f"(Trainer(allow_change={unasked!r}))",
+            unasked,
+            [],
+        )
+    return {d: (_get(a, d), _get(b, d)) for d in diffs}
+
+
+def _get(d: dict, dotted: str):
+    for part in dotted.split("."):
+        d = d[int(part)] if isinstance(d, list) else d[part]
+    return list(d) if isinstance(d, tuple) else d
+
+
+def _diff_keys(a, b, prefix: str = "") -> list[str]:
+    """The dotted names of the fields where ``a`` and ``b`` differ (``model.levels.0.width``)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    if (
+        isinstance(a, list)
+        and isinstance(b, list)
+        and len(a) == len(b)
+        and a
+        and (isinstance(a[0], dict))
+    ):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _diff_keys(x, y, f"{prefix}{i}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+# ----------------------------------------------------------------------------------------------
+# The run folder a trainer writes
+# ----------------------------------------------------------------------------------------------
+
+METRICS, DROPPED, CHANGES, CONFIG = (
+    "metrics.jsonl",
+    "metrics-dropped.jsonl",
+    "config-changes.jsonl",
+    "config.json",
+)
+
+
+class RunFolder:
+    """A trainer's run folder: every read and write of its bookkeeping.
+
+    ``owner=True`` (rank 0) holds the folder's claim (:func:`hold`) for the life of the
+    process, taken before anything in it is read or written; other ranks only read. The
+    resume point and its config identity (:meth:`resume_point`), what a resume moves aside
+    (:meth:`prepare`: newer checkpoints to ``abandoned/``, metrics rows past the checkpoint to
+    ``metrics-dropped.jsonl``; nothing is deleted), metrics rows (:meth:`append_metrics`),
+    checkpoints (:meth:`save_checkpoint`: never rotating away the last good one) and the
+    sub-folders the trainer writes (:meth:`subdir`: never a symlink)."""
+
+    def __init__(self, path: str | Path, *, owner: bool = True, log=print):
+        self.path = Path(path)
+        self.log = log
+        self.claim = hold(self.path) if owner else None
+
+    # --- resume ------------------------------------------------------------------------------
+
+    def logged_steps(self) -> int:
+        """The last step logged in ``metrics.jsonl`` (0 if none)."""
+        path = self.path / METRICS
+        if not path.is_file():
+            return 0
+        records, _, _ = parse_metrics(path)
+        return max((r["step"] for r in records), default=0)
+
+    def resume_point(
+        self, config: Config, resume, *, fallback: bool = False, allow_change=()
+    ) -> tuple[Path | None, dict]:
+        """``(checkpoint to resume from or None, config changes {field: (old, new)})``.
+
+        ``resume``: False (a fresh run: a folder with history is refused), True (the newest
+        intact checkpoint; none yet is fine only before the first checkpoint was due) or a
+        checkpoint folder. ``config`` is compared with the config the checkpoint was trained
+        with (it carries one; older ones: the run's ``config.json``): a hand-edited or deleted
+        ``config.json`` cannot change the experiment unnoticed."""
+        existing = list_checkpoints(self.path)
+        logged = self.logged_steps()
+        if resume is False or resume is None:
+            if existing or logged:
+                what = f"checkpoints ({existing[-1].name})" if existing else "a metrics.jsonl"
+                raise ValueError(
+                    f"run dir {str(self.path)!r} already holds {what} of an earlier run: "
+                    f"pass resume=True (--resume) to continue it, or choose another run dir"
+                )
+            return None, {}
+        if resume is True:
+            found = find_checkpoint(self.path, fallback=fallback)
+            # Killed before the first checkpoint was due: start again (the rows are archived
+            # by prepare). A history longer than that without a checkpoint means the
+            # checkpoints are gone: refuse rather than silently start from step 0.
+            if found is None and logged >= config.training.checkpoint_every:
+                raise ValueError(
+                    f"cannot resume {str(self.path)!r}: its metrics.jsonl logs {logged} "
+                    f"steps but {str(self.path / 'checkpoints')!r} holds no checkpoint "
+                    f"(missing or deleted). Restore the checkpoints folder to continue; to "
+                    f"start again from step 0, use another run dir (or move this folder's "
+                    f"metrics.jsonl away). Nothing was changed."
+                )
+        else:
+            found = Path(resume)
+            if not found.is_dir():
+                names = [p.name for p in existing] or "none"
+                raise CheckpointError(
+                    f"--resume-from {str(found)!r}: no such checkpoint folder (the checkpoints "
+                    f"of {str(self.path)!r}: {names}); pass one of them, or --resume for the "
+                    f"newest"
+                )
+        trained = checkpoint_config(found) if found is not None else None
+        if trained is not None:
+            saved = Config.from_dict(trained)
+            source = f"the config checkpoint {found.name} was trained with"
+        elif (self.path / CONFIG).exists():
+            saved, source = load_config(self.path / CONFIG), "the run's config.json"
+        else:
+            return found, {}
+        return found, check_same_experiment(saved, config, allow_change, source)
+
+    def prepare(self, config: Config, checkpoint: Path | None, step: int, changes: dict) -> None:
+        """Make the folder a run at ``step`` of ``config`` (the owner, after loading): finish
+        removing what interrupted saves left, move newer checkpoints to ``abandoned/``, log
+        the config changes, write ``config.json``, archive metrics rows past ``step``."""
+        clean_unfinished(self.path)
+        if checkpoint is not None:
+            self._abandon_newer(step)
+        if changes:
+            record = {
+                "time": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+                "step": step,
+                "checkpoint": str(checkpoint) if checkpoint else None,
+                "changes": {k: {"from": a, "to": b} for k, (a, b) in changes.items()},
+            }
+            append_text(self.path / CHANGES, json.dumps(record) + "\n", fsync=True)
+            self.log(f"config changes at step {step} logged in {self.path / CHANGES}: {record['changes']}")
+        atomic_write_text(self.path / CONFIG, json.dumps(config.to_dict(), indent=2) + "\n")
+        self._truncate_metrics(step)
+
+    def _abandon_newer(self, step: int) -> None:
+        """Resuming from an older checkpoint: move the newer ones (another branch of the run,
+        e.g. a divergence) to ``abandoned/`` so they are neither resumed from nor deleted."""
+        newer = [p for p in list_checkpoints(self.path) if int(p.name[5:]) > step]
+        if not newer:
+            return
+        grids = [
+            p
+            for p in sorted((self.path / "samples").glob("step-*.png"))
+            if p.stem[5:].isdigit() and int(p.stem[5:]) > step
+        ]
+        dest = self.subdir("abandoned") / time.strftime("%Y%m%d-%H%M%S")
+        with writing(str(dest)):
+            (dest / "samples").mkdir(parents=True, exist_ok=True)
+            for p in newer:
+                os.replace(p, dest / p.name)
+            for p in grids:  # the branch's sample grids (they would be overwritten)
+                os.replace(p, dest / "samples" / p.name)
+        self.log(
+            f"resuming from step {step}: moved the newer checkpoints "
+            f"{[p.name for p in newer]} and {len(grids)} sample grids to {dest}"
+        )
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Move log lines past ``step`` (written after the checkpoint we resume from: they
+        will be logged again) and a half-written last line (a kill mid-write) out of
+        ``metrics.jsonl`` into ``metrics-dropped.jsonl``: nothing logged is ever deleted."""
+        path = self.path / METRICS
+        if not path.exists():
+            return
+        records, lines, broken = parse_metrics(path)
+        keep = [ln for r, ln in zip(records, lines) if r["step"] <= step]
+        dropped = [ln for r, ln in zip(records, lines) if r["step"] > step]
+        if broken is not None:
+            dropped.append(json.dumps({"half_written_line": broken}))
+        if not dropped:
+            return
+        append_text(self.path / DROPPED, "".join(ln + "\n" for ln in dropped), fsync=True)
+        atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+        self.log(
+            f"moved {len(dropped)} metrics.jsonl lines past step {step} (to be logged again) "
+            f"to {self.path / DROPPED}"
+        )
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def subdir(self, name: str) -> Path:
+        """The sub-folder ``name`` (created if absent); a symlink there is refused by name (the
+        trainer never writes through a symlink it did not create)."""
+        path = self.path / name
+        with writing(str(path)):
+            try:
+                os.mkdir(path)
+            except FileExistsError:
+                pass
+        if path.is_symlink() or not path.is_dir():
+            raise RunFolderError(
+                f"{str(path)!r} is {'a symlink' if path.is_symlink() else 'not a folder'}: the "
+                f"trainer writes only into real folders of its run folder (to keep a run on "
+                f"another disk, point --run-dir there, or link the whole runs/ folder)"
+            )
+        return path
+
+    def append_metrics(self, record: dict) -> None:
+        append_text(self.path / METRICS, json.dumps(record) + "\n")
+
+    def save_checkpoint(
+        self, step, model_state, ema_state, trainer_state, *, config: Config, health: dict
+    ) -> Path:
+        """Write checkpoint ``step`` (carrying ``config``), keeping the newest
+        ``training.keep_checkpoints`` — never rotating away the last good checkpoint
+        (:func:`last_good_checkpoint`) while ``health`` says this one is not good."""
+        self.subdir("checkpoints")
+        losses = [health["loss"]] if health["loss"] is not None else []
+        for p in list_checkpoints(self.path):
+            try:
+                h = read_manifest(p).get("health")
+            except CheckpointError:
+                continue
+            if isinstance(h, dict) and isinstance(h.get("loss"), float) and math.isfinite(h["loss"]):
+                losses.append(h["loss"])
+        protect = []
+        if not is_healthy(health, min(losses) if losses else None):
+            good = last_good_checkpoint(self.path)
+            protect = [good] if good is not None else []
+        return save_checkpoint(
+            self.path,
+            step,
+            model_state,
+            ema_state,
+            trainer_state,
+            keep=config.training.keep_checkpoints,
+            health=health,
+            protect=protect,
+            config=config.to_dict(),
+        )
+
+    def recovery_advice(self, lr: float) -> str:
+        """Names the last good checkpoint and the command that resumes from it."""
+        good = last_good_checkpoint(self.path)
+        if good is None:
+            return (
+                "There is no good checkpoint to resume from: start a new run with a lower "
+                "training.lr or with training.grad_clip set."
+            )
+        return (
+            f"Last good checkpoint (finite weights of sane size, loss not diverging): {good}. "
+            f"Resume from it with a lower learning rate:\n  hdit-edu train --run-dir "
+            f"{self.path} --resume-from {good} --allow-change training.lr --set "
+            f"training.lr={lr / 10:g}\n(or clip gradients: --allow-change training.grad_clip "
+            f"--set training.grad_clip=1.0)."
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Signals: a checkpoint labelled step N holds exactly step N's state
 # ----------------------------------------------------------------------------------------------
 
 
-def replace_file(folder: str | Path, name: str, data: bytes) -> None:
-    """Write ``folder/name`` atomically: a new temporary file (``O_EXCL``: never an existing
-    one or a symlink), fsync'ed, then renamed over ``name`` (a symlink there is replaced, not
-    followed). A kill or a full disk leaves the old file intact."""
-    folder = Path(folder)
-    tmp = folder / f".tmp-{name}-{os.getpid()}-{threading.get_ident()}"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    except FileExistsError:
-        os.unlink(tmp)  # our own leftover (same pid and thread)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    try:
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM (``signum``), raised at a step boundary (:class:`StepBoundary`)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StepBoundary:
+    """SIGINT and SIGTERM stop training only at a step boundary.
+
+    Inside :meth:`guard` (the trainer's ``fit``, main thread), a signal that arrives while a
+    step is being committed (``with boundary.commit():`` the optimizer update, the EMA, the
+    step counter, the log accumulators, a metrics row, a checkpoint) is held until the commit
+    ends and then raised as :class:`Interrupted`; one that arrives elsewhere (the forward and
+    backward passes, which change nothing but gradients that the next step clears) is raised
+    at once. So the state the trainer saves on the way out is always that of a whole number of
+    steps. Only default handlers are taken over (a notebook's or the user's own are left
+    alone); after a SIGTERM the guard ends the process as SIGTERM's default would (exit 143),
+    once the trainer has saved."""
+
+    def __init__(self):
+        self._committing = False
+        self._pending: int | None = None
+        self._terminate = False
+
+    def _handle(self, signum, frame) -> None:
+        if self._committing:
+            self._pending = signum
+            return
+        self._terminate = signum == signal.SIGTERM
+        raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def guard(self):
+        saved = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig, default in (
+                (signal.SIGINT, signal.default_int_handler),
+                (signal.SIGTERM, signal.SIG_DFL),
+            ):
+                if signal.getsignal(sig) is default:
+                    saved[sig] = signal.signal(sig, self._handle)
+        self._terminate = False
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            yield
         finally:
-            os.close(fd)
-        os.replace(tmp, folder / name)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
+            if self._terminate and signal.SIGTERM in saved:
+                self._terminate = False
+                signal.raise_signal(signal.SIGTERM)  # the default action, now: exit 143
+
+    @contextlib.contextmanager
+    def commit(self):
+        if self._committing:  # nested (a save inside a commit)
+            yield
+            return
+        self._committing = True
+        try:
+            yield
+        finally:
+            self._committing = False
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            self._terminate = pending == signal.SIGTERM
+            raise Interrupted(pending)

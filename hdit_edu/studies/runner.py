@@ -229,6 +229,10 @@ def work(spec: str | Path, worker: int = 0, *, progress: bool = True, log=print)
                 continue
             finally:
                 bar.close()
+            if record is None:  # its run folder is held by another process (e.g. `ablate`)
+                out["held"].append(name)
+                _log(study, "held-elsewhere", name)
+                continue
             ok = complete(record, study.metrics)
             out["trained" if ok else "failed"].append(name)
             _log(study, "done" if ok else "incomplete", name)
