@@ -214,24 +214,25 @@ def cpu_model() -> str | None:
         return None
 
 
+def git(folder: str | Path, *args: str) -> str | None:
+    """``git -C folder ARGS``'s output (stripped); None outside a repository or without git."""
+    try:
+        return subprocess.run(
+            ["git", "-C", str(folder), *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def versions() -> dict:
     """Python, torch, numpy, the package's git commit (+ dirty flag), CPU model, threads."""
     source = Path(__file__).resolve().parents[1]
-
-    def git(*args):
-        try:
-            return subprocess.run(
-                ["git", "-C", str(source), *args], capture_output=True, text=True, check=True
-            ).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
-        "git_commit": git("rev-parse", "HEAD"),
-        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "git_commit": git(source, "rev-parse", "HEAD"),
+        "git_dirty": bool(git(source, "status", "--porcelain", "--untracked-files=no")),
         "cpu": cpu_model(),
         "threads": torch.get_num_threads(),
     }

@@ -17,10 +17,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
+from ..ablation import git
 from .analysis import load_records
 from .spec import Study, load_study, spec_hash
 
@@ -36,19 +36,10 @@ def _utc() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _git(folder: Path, *args: str) -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "-C", str(folder), *args], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def _provenance(study: Study) -> dict:
     """The git commit of the spec's repository and whether the spec is committed unchanged."""
-    commit = _git(study.folder, "rev-parse", "HEAD")
-    status = _git(study.folder, "status", "--porcelain", "--", study.path.name)
+    commit = git(study.folder, "rev-parse", "HEAD")
+    status = git(study.folder, "status", "--porcelain", "--", study.path.name)
     return {"git_commit": commit, "spec_committed": commit is not None and status == ""}
 
 
