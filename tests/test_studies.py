@@ -400,3 +400,36 @@ def test_the_followup_spec_reproduces_the_shipped_followup_analysis():
     strict = load_study(folder).__class__(**{**study.__dict__, "cross_cpu": False})
     with pytest.raises(ValueError, match="different CPU kinds"):
         analyze(strict)
+
+
+def test_each_arm_chooses_its_guidance_on_selection_noise_and_is_scored_on_test_noise(tmp_path):
+    """evaluation.select_cfg: every run's w is the lowest-FID scale on the selection noise
+    (seed 2000 + seed), and the selected metrics are the test noise's (the record's eval seed)
+    at that w — re-measured here by ``==``; the frontier is kept; the analysis reads them."""
+    from hdit_edu.runs import load_run
+    from hdit_edu.studies.protocol import evaluate
+
+    text = TINY.replace("seeds = [0, 1]", "seeds = [0]").replace(
+        "[analysis]",
+        'select_cfg = [1.0, 3.0]\nn_select = 16\nmetrics = ["fid", "fid_selected", '
+        '"class_accuracy_selected"]\n\n[analysis]',
+    )
+    spec = tiny_study(tmp_path / "s", text)
+    registration.register(spec)
+    assert runner.run(spec, progress=False, log=lambda *a: None)["ok"]
+    study = load_study(spec)
+    record = json.loads((study.records / "C-s0.json").read_text())
+    sel = record["guidance_selection"]
+    assert (sel["selection_seed"], sel["test_seed"]) == (2000, 1000)
+    frontier = {row["cfg"]: row["fid"] for row in sel["frontier"]}
+    assert set(frontier) == {1.0, 3.0}
+    assert record["final"]["cfg_selected"] == min(frontier, key=frontier.get)
+    config, denoiser = load_run(study.checkpoints / "C-s0")
+    w = record["final"]["cfg_selected"]
+    again, _, _ = evaluate(denoiser, config, EvalProtocol(16, steps=3, cfg=w, batch_size=16), 1000)
+    assert again["fid"] == record["final"]["fid_selected"]
+    result = analyze(study)
+    assert {r["metric"] for r in result["comparisons"]} == {"fid", "fid_selected", "class_accuracy_selected"}
+    with pytest.raises(SpecError, match="needs evaluation.select_cfg"):
+        tiny_study(tmp_path / "bad", TINY.replace("[analysis]", 'metrics = ["fid_selected"]\n\n[analysis]'))
+        load_study(tmp_path / "bad")

@@ -30,6 +30,14 @@ METRIC_LABELS = {
     "class_accuracy": "class accuracy",
     "heldout_loss": "held-out loss",
 }
+# Measured at each arm's own guidance scale (protocol.select_guidance; a study with
+# evaluation.select_cfg): the test noise's numbers at the w the selection noise chose.
+SELECTED_METRICS = {"fid_selected": +1, "class_accuracy_selected": -1}
+ALL_METRICS = METRICS | SELECTED_METRICS
+METRIC_LABELS |= {
+    "fid_selected": "toy FID at own best w",
+    "class_accuracy_selected": "class accuracy at own best w",
+}
 # The expected direction of Y against X, times a metric's lower-is-better sign.
 EXPECT = {"better": -1, "worse": +1, "none": 0}
 # Settings in which two records of one study may differ (not the budget).
@@ -75,9 +83,12 @@ def load_records(folder: str | Path, labels: Sequence[str] | None = None) -> dic
 
 
 def _cpu_s(record: dict) -> float:
-    """A run's CPU seconds: training plus every evaluation's sampling and held-out loss."""
+    """A run's CPU seconds: training plus every evaluation's sampling and held-out loss (and a
+    study's guidance selection)."""
     evals = record.get("evaluations") or []
-    return record["train_cpu_s"] + sum(e["sample_cpu_s"] + e["loss_cpu_s"] for e in evals)
+    cpu = record["train_cpu_s"] + sum(e["sample_cpu_s"] + e["loss_cpu_s"] for e in evals)
+    selection = record.get("guidance_selection")
+    return cpu + selection["cpu_s"] if selection else cpu
 
 
 def side_label(side) -> str:
@@ -154,7 +165,7 @@ def analyze_runs(
     sign_key = f"{reference['name']}_sign" if reference else "expected_sign"
     rows_by_metric = []
     for metric in metrics:
-        lower_better = METRICS[metric]
+        lower_better = ALL_METRICS[metric]
         rows = []
         for x, y, what, expect in comparisons:
             pair = paired_difference(

@@ -17,7 +17,10 @@ A model is measured by sampling ``n`` images with classes 0, 1, …, 7 in turn
 samples, DPM++(3M) SDE with 50 steps, guidance w = 3, batches of 64); the noise seed is
 given per call (the ablation's records use 1000 + the training seed). :func:`error_by_sigma`
 measures a model's unweighted denoising error at fixed noise levels (where in σ two arms
-differ, whatever weighting each was trained with). The toy ablation's
+differ, whatever weighting each was trained with). :func:`select_guidance` gives each model
+its own guidance scale, chosen on selection noise kept apart from the test noise that scores
+it, with the FID–accuracy frontier over w (one w for every arm, chosen on one arm's pilot,
+favours that arm: the toy ablation's guidance sweep). The toy ablation's
 records, its guidance sweep, its follow-up's diversity look, the sampler study and the
 resolution study all measure through :func:`measure`, so a published number has one
 definition.
@@ -155,6 +158,49 @@ def evaluate(denoiser, config, protocol: EvalProtocol, noise_seed: int):
     )
     out = {"n_samples": protocol.n, **metrics, "sample_s": sample_s, "sample_cpu_s": sample_cpu_s}
     return out, images, labels
+
+
+def select_guidance(
+    denoiser,
+    config,
+    protocol: EvalProtocol,
+    scales: Sequence[float],
+    *,
+    selection_seed: int,
+    test_seed: int,
+    n_select: int = 512,
+) -> dict:
+    """Each model's own guidance scale, chosen without looking at the numbers that score it:
+    sample ``n_select`` images at every w of ``scales`` on the *selection* noise
+    (``selection_seed``), take the w of lowest toy FID there, then sample ``protocol.n`` images
+    at that w on the *test* noise (``test_seed``, which must differ) and :func:`measure` them.
+    Returns ``{"frontier": [{cfg, fid, class_accuracy} per w on the selection noise],
+    "cfg_selected", "fid_selected", "class_accuracy_selected", "test": the test metrics}``: the
+    FID–accuracy frontier over w beside the best-w numbers."""
+    if selection_seed == test_seed:
+        raise ValueError(
+            f"selection_seed={selection_seed} is the test seed: the noise that chooses w must "
+            "not be the noise that scores it"
+        )
+    if not scales:
+        raise ValueError("scales is empty; allowed: one or more guidance scales")
+    frontier = []
+    for w in scales:
+        probe = EvalProtocol(n_select, protocol.sampler, protocol.steps, float(w),
+                             protocol.batch_size)  # fmt: skip
+        m, _, _ = evaluate(denoiser, config, probe, selection_seed)
+        frontier.append({"cfg": float(w), "fid": m["fid"], "class_accuracy": m["class_accuracy"]})
+    best = min(frontier, key=lambda row: row["fid"])["cfg"]
+    chosen = EvalProtocol(protocol.n, protocol.sampler, protocol.steps, best,
+                          protocol.batch_size)  # fmt: skip
+    test, _, _ = evaluate(denoiser, config, chosen, test_seed)
+    return {
+        "frontier": frontier,
+        "cfg_selected": best,
+        "fid_selected": test["fid"],
+        "class_accuracy_selected": test["class_accuracy"],
+        "test": test,
+    }
 
 
 @torch.no_grad()

@@ -34,9 +34,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..ablation import cpu_model, run_name, run_toy
-from ..checkpoints import list_checkpoints
+from ..checkpoints import atomic_write_text, list_checkpoints
+from ..configs import Config
 from ..runfolder import claim, read_holder
+from ..runs import load_run
 from .analysis import complete
+from .protocol import EvalProtocol, select_guidance
 from .registration import check
 from .spec import Arm, Study, load_study
 
@@ -233,10 +236,40 @@ def work(spec: str | Path, worker: int = 0, *, progress: bool = True, log=print)
                 out["held"].append(name)
                 _log(study, "held-elsewhere", name)
                 continue
+            if study.select_cfg and complete(record) and "guidance_selection" not in record:
+                record = _select_guidance(study, arm, seed, record)
             ok = complete(record, study.metrics)
             out["trained" if ok else "failed"].append(name)
             _log(study, "done" if ok else "incomplete", name)
     return out
+
+
+SELECTION_SEED = 2000  # selection noise: 2000 + seed (the test noise is the record's eval_seed)
+
+
+def _select_guidance(study: Study, arm: Arm, seed: int, record: dict) -> dict:
+    """Add each arm's own guidance scale to a finished record (protocol.select_guidance on its
+    final EMA checkpoint): ``guidance_selection`` (the frontier, the test metrics, the seeds)
+    and ``cfg_selected``, ``fid_selected``, ``class_accuracy_selected`` in ``final``."""
+    b, s = study.budget, record["settings"]
+    _, denoiser = load_run(run_folder(study, arm, seed))
+    config = Config.from_dict(record["config"])
+    protocol = EvalProtocol(b.n_eval, b.sampler, b.sample_steps, b.cfg, b.sample_batch)
+    c0 = time.process_time()
+    chosen = select_guidance(
+        denoiser, config, protocol, study.select_cfg, n_select=study.n_select,
+        selection_seed=SELECTION_SEED + seed, test_seed=s["eval_seed"],
+    )  # fmt: skip
+    keys = ("cfg_selected", "fid_selected", "class_accuracy_selected")
+    record["final"] |= {k: chosen[k] for k in keys}
+    record["guidance_selection"] = {
+        "scales": list(study.select_cfg), "n_select": study.n_select,
+        "selection_seed": SELECTION_SEED + seed, "test_seed": s["eval_seed"],
+        "frontier": chosen["frontier"], "test": chosen["test"],
+        "cpu_s": time.process_time() - c0,
+    }  # fmt: skip
+    atomic_write_text(record_path(study, arm, seed), json.dumps(record, indent=1) + "\n")
+    return record
 
 
 def _spawned(spec: str, worker: int, progress: bool) -> None:
