@@ -405,14 +405,16 @@ def test_the_followup_spec_reproduces_the_shipped_followup_analysis():
 def test_each_arm_chooses_its_guidance_on_selection_noise_and_is_scored_on_test_noise(tmp_path):
     """evaluation.select_cfg: every run's w is the lowest-FID scale on the selection noise
     (seed 2000 + seed), and the selected metrics are the test noise's (the record's eval seed)
-    at that w — re-measured here by ``==``; the frontier is kept; the analysis reads them."""
+    at that w — re-measured here by ``==``; the frontier is kept; the analysis reads them.
+    evaluation.loss_profile: the held-out loss under the arm's own weighting (C: SNR) and the
+    unweighted error per σ band, re-measured by ``==``."""
     from hdit_edu.runs import load_run
-    from hdit_edu.studies.protocol import evaluate
+    from hdit_edu.studies.protocol import SIGMA_BANDS, error_by_sigma, evaluate, evaluate_loss
 
     text = TINY.replace("seeds = [0, 1]", "seeds = [0]").replace(
         "[analysis]",
-        'select_cfg = [1.0, 3.0]\nn_select = 16\nmetrics = ["fid", "fid_selected", '
-        '"class_accuracy_selected"]\n\n[analysis]',
+        'select_cfg = [1.0, 3.0]\nn_select = 16\nloss_profile = true\nmetrics = ["fid", '
+        '"fid_selected", "class_accuracy_selected", "error_mid", "heldout_loss_own"]\n\n[analysis]',
     )
     spec = tiny_study(tmp_path / "s", text)
     registration.register(spec)
@@ -428,8 +430,14 @@ def test_each_arm_chooses_its_guidance_on_selection_noise_and_is_scored_on_test_
     w = record["final"]["cfg_selected"]
     again, _, _ = evaluate(denoiser, config, EvalProtocol(16, steps=3, cfg=w, batch_size=16), 1000)
     assert again["fid"] == record["final"]["fid_selected"]
+    own = evaluate_loss(denoiser, config, n=512, weighting="snr", seed=0)
+    assert config.diffusion.loss_weighting == "snr" and record["final"]["heldout_loss_own"] == own
+    mid = error_by_sigma(denoiser, config, SIGMA_BANDS["mid"], n=512, seed=0)
+    assert record["final"]["error_mid"] == pytest.approx(sum(mid) / len(mid), rel=1e-12)
     result = analyze(study)
-    assert {r["metric"] for r in result["comparisons"]} == {"fid", "fid_selected", "class_accuracy_selected"}
+    assert {r["metric"] for r in result["comparisons"]} == {
+        "fid", "fid_selected", "class_accuracy_selected", "error_mid", "heldout_loss_own"
+    }  # fmt: skip
     with pytest.raises(SpecError, match="needs evaluation.select_cfg"):
         tiny_study(tmp_path / "bad", TINY.replace("[analysis]", 'metrics = ["fid_selected"]\n\n[analysis]'))
         load_study(tmp_path / "bad")

@@ -33,10 +33,17 @@ METRIC_LABELS = {
 # Measured at each arm's own guidance scale (protocol.select_guidance; a study with
 # evaluation.select_cfg): the test noise's numbers at the w the selection noise chose.
 SELECTED_METRICS = {"fid_selected": +1, "class_accuracy_selected": -1}
-ALL_METRICS = METRICS | SELECTED_METRICS
+# The losses that favour no arm's weighting (protocol.loss_profile; evaluation.loss_profile):
+# the unweighted error per σ band and the held-out loss under the arm's own weighting.
+PROFILE_METRICS = {"error_low": +1, "error_mid": +1, "error_high": +1, "heldout_loss_own": +1}
+ALL_METRICS = METRICS | SELECTED_METRICS | PROFILE_METRICS
 METRIC_LABELS |= {
     "fid_selected": "toy FID at own best w",
     "class_accuracy_selected": "class accuracy at own best w",
+    "error_low": "unweighted error, σ ≤ 0.2",
+    "error_mid": "unweighted error, σ 0.5–5",
+    "error_high": "unweighted error, σ ≥ 10",
+    "heldout_loss_own": "held-out loss, own weighting",
 }
 # The expected direction of Y against X, times a metric's lower-is-better sign.
 EXPECT = {"better": -1, "worse": +1, "none": 0}
@@ -87,8 +94,10 @@ def _cpu_s(record: dict) -> float:
     study's guidance selection)."""
     evals = record.get("evaluations") or []
     cpu = record["train_cpu_s"] + sum(e["sample_cpu_s"] + e["loss_cpu_s"] for e in evals)
-    selection = record.get("guidance_selection")
-    return cpu + selection["cpu_s"] if selection else cpu
+    for extra in ("guidance_selection", "loss_profile"):  # a study's added evaluations
+        if extra in record:
+            cpu = cpu + record[extra]["cpu_s"]
+    return cpu
 
 
 def side_label(side) -> str:

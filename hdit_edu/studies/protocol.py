@@ -40,6 +40,7 @@ from ..configs import Config
 from ..diffusion import Denoiser
 from ..sampling import generate, sample_labels
 from ..toy import ToyDataset, predict_classes, toy_coherence
+from ..training import make_dataset, training_sigmas
 
 _TEST_FEATURES: dict[int, np.ndarray] = {}
 
@@ -201,6 +202,74 @@ def select_guidance(
         "class_accuracy_selected": test["class_accuracy"],
         "test": test,
     }
+
+
+@torch.no_grad()
+def evaluate_loss(
+    denoiser: Denoiser,
+    config: Config,
+    dataset=None,
+    *,
+    n: int = 256,
+    weighting: str = "soft-min-snr",
+    seed: int = 0,
+    batch_size: int = 128,
+    indices: Sequence[int] | None = None,
+) -> float:
+    """A held-out loss that is comparable across runs: the same ``n`` images of ``dataset``
+    (default: the toy test split, or the training folder), the same stratified σ and noise for
+    every model, one fixed ``weighting`` (so runs trained with different loss weightings, like
+    ablation steps D and E, are measured alike). ``indices``: which images (default the first
+    ``n``; an image folder sorted by class wants a random subset)."""
+    m = config.model
+    if dataset is None:
+        dataset = (
+            ToyDataset("test", resolution=m.resolution)
+            if config.training.dataset == "toy"
+            else make_dataset(config)
+        )
+    device = next(denoiser.parameters()).device
+    indices = np.arange(min(n, len(dataset))) if indices is None else np.asarray(indices)
+    n = len(indices)
+    images, classes = dataset.batch(indices)
+    g = torch.Generator().manual_seed(seed)
+    sigma = training_sigmas(config, n, stratified=True, rank=0, world_size=1, generator=g)
+    noise = torch.randn(images.shape, generator=g)
+    total = 0.0
+    for i in range(0, n, batch_size):
+        cond = {"class_cond": classes[i : i + batch_size].to(device)} if m.num_classes else {}
+        losses = denoiser.loss(
+            images[i : i + batch_size].to(device),
+            noise[i : i + batch_size].to(device),
+            sigma[i : i + batch_size].to(device),
+            weighting=weighting,
+            **cond,
+        )
+        total += losses.sum().item()
+    return total / n
+
+
+# The σ bands of the per-σ error (unweighted, so no arm's training weighting is favoured):
+# low noise (fine detail), the middle (where the layout forms), high noise (the global mean).
+SIGMA_BANDS = {"low": (0.01, 0.05, 0.2), "mid": (0.5, 1.0, 2.0, 5.0), "high": (10.0, 20.0, 80.0)}
+
+
+def loss_profile(denoiser, config, *, n: int = 512, seed: int = 0) -> dict:
+    """The losses that favour no arm's training objective: the mean unweighted denoising error
+    in each σ band of :data:`SIGMA_BANDS` (:func:`error_by_sigma` on ``n`` test images, one ε
+    for every model) and the held-out loss under the arm's *own* training weighting
+    (``heldout_loss_own``; :func:`evaluate_loss` on the same ``n`` images)."""
+    sigmas = [s for band in SIGMA_BANDS.values() for s in band]
+    errors = dict(zip(sigmas, error_by_sigma(denoiser, config, sigmas, n=n, seed=seed)))
+    out = {f"error_{name}": float(np.mean([errors[s] for s in band]))
+           for name, band in SIGMA_BANDS.items()}  # fmt: skip
+    d = config.diffusion
+    out["heldout_loss_own"] = evaluate_loss(
+        denoiser, config, n=n, weighting=d.loss_weighting, seed=seed
+    )
+    out["loss_weighting_own"] = d.loss_weighting
+    out["error_by_sigma"] = {str(s): e for s, e in errors.items()}
+    return out
 
 
 @torch.no_grad()

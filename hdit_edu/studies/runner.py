@@ -39,7 +39,7 @@ from ..configs import Config
 from ..runfolder import claim, read_holder
 from ..runs import load_run
 from .analysis import complete
-from .protocol import EvalProtocol, select_guidance
+from .protocol import EvalProtocol, loss_profile, select_guidance
 from .registration import check
 from .spec import Arm, Study, load_study
 
@@ -236,8 +236,8 @@ def work(spec: str | Path, worker: int = 0, *, progress: bool = True, log=print)
                 out["held"].append(name)
                 _log(study, "held-elsewhere", name)
                 continue
-            if study.select_cfg and complete(record) and "guidance_selection" not in record:
-                record = _select_guidance(study, arm, seed, record)
+            if complete(record):
+                record = _unbiased_evaluation(study, arm, seed, record)
             ok = complete(record, study.metrics)
             out["trained" if ok else "failed"].append(name)
             _log(study, "done" if ok else "incomplete", name)
@@ -247,13 +247,33 @@ def work(spec: str | Path, worker: int = 0, *, progress: bool = True, log=print)
 SELECTION_SEED = 2000  # selection noise: 2000 + seed (the test noise is the record's eval_seed)
 
 
-def _select_guidance(study: Study, arm: Arm, seed: int, record: dict) -> dict:
-    """Add each arm's own guidance scale to a finished record (protocol.select_guidance on its
-    final EMA checkpoint): ``guidance_selection`` (the frontier, the test metrics, the seeds)
-    and ``cfg_selected``, ``fid_selected``, ``class_accuracy_selected`` in ``final``."""
-    b, s = study.budget, record["settings"]
+def _unbiased_evaluation(study: Study, arm: Arm, seed: int, record: dict) -> dict:
+    """What a study adds to a finished record, on its final EMA checkpoint: each arm's own
+    guidance scale (``evaluation.select_cfg``: protocol.select_guidance → the record's
+    ``guidance_selection`` and ``cfg_selected``, ``fid_selected``, ``class_accuracy_selected``
+    in ``final``) and the loss profile (``evaluation.loss_profile``: protocol.loss_profile →
+    ``loss_profile`` and its band errors and own-weighting loss in ``final``). Written
+    atomically; a record that lacks one its study asks for is not complete for that study."""
+    todo_select = study.select_cfg and "guidance_selection" not in record
+    todo_profile = study.loss_profile and "loss_profile" not in record
+    if not (todo_select or todo_profile):
+        return record
     _, denoiser = load_run(run_folder(study, arm, seed))
     config = Config.from_dict(record["config"])
+    if todo_profile:
+        c0 = time.process_time()
+        profile = loss_profile(denoiser, config)
+        record["final"] |= {k: profile[k] for k in ("error_low", "error_mid", "error_high",
+                                                    "heldout_loss_own")}  # fmt: skip
+        record["loss_profile"] = profile | {"cpu_s": time.process_time() - c0}
+    if todo_select:
+        record = _select_guidance(study, seed, record, denoiser, config)
+    atomic_write_text(record_path(study, arm, seed), json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def _select_guidance(study: Study, seed: int, record: dict, denoiser, config) -> dict:
+    b, s = study.budget, record["settings"]
     protocol = EvalProtocol(b.n_eval, b.sampler, b.sample_steps, b.cfg, b.sample_batch)
     c0 = time.process_time()
     chosen = select_guidance(
@@ -268,7 +288,6 @@ def _select_guidance(study: Study, arm: Arm, seed: int, record: dict) -> dict:
         "frontier": chosen["frontier"], "test": chosen["test"],
         "cpu_s": time.process_time() - c0,
     }  # fmt: skip
-    atomic_write_text(record_path(study, arm, seed), json.dumps(record, indent=1) + "\n")
     return record
 
 

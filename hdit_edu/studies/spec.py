@@ -42,6 +42,10 @@ field and what is allowed. Every field, with its default::
     n_select = 512                           #   on selection noise (seed 2000 + seed), scored
                                              #   on the test noise; adds the metrics
                                              #   fid_selected, class_accuracy_selected
+    loss_profile = false                     # the unweighted error per σ band and the loss
+                                             #   under each arm's own weighting (512 test
+                                             #   images): error_low / _mid / _high,
+                                             #   heldout_loss_own
 
     [analysis]
     comparisons = [["C", "D", "+ axial RoPE", "better"]]  # [X, Y, what(, expect)]: Y − X
@@ -106,7 +110,7 @@ TOP_KEYS = (
     "reference",
     "options",
 )
-SELECTION_KEYS = ("metrics", "select_cfg", "n_select")
+SELECTION_KEYS = ("metrics", "select_cfg", "n_select", "loss_profile")
 EVALUATION_KEYS = (
     "n_eval",
     "n_eval_mid",
@@ -177,6 +181,7 @@ class Study:
     cross_cpu: bool = False
     select_cfg: tuple[float, ...] = ()  # guidance scales each arm chooses from (none: cfg)
     n_select: int = 512
+    loss_profile: bool = False  # add protocol.loss_profile's metrics
     records: Path = field(default=Path("runs"))  # where new records are written
     read_records: tuple[Path, ...] = ()  # every folder records are read from (records first)
     checkpoints: Path = field(default=Path("runs/studies"))
@@ -267,7 +272,12 @@ def parse_study(raw: dict[str, Any], path: Path) -> Study:
             fail("evaluation.metrics", f"{m!r}; allowed: {', '.join(ALL_METRICS)}")
     if not metrics:
         fail("evaluation.metrics", "empty; allowed: one or more of " + ", ".join(METRICS))
+    loss_profile = evaluation.get("loss_profile", False)
+    if not isinstance(loss_profile, bool):
+        fail("evaluation.loss_profile", f"{loss_profile!r}; allowed: true or false")
     for m in metrics:
+        if (m.startswith("error_") or m.endswith("_own")) and not loss_profile:
+            fail("evaluation.metrics", f"{m!r} needs evaluation.loss_profile = true")
         if m.endswith("_selected") and not select_cfg:
             fail("evaluation.metrics", f"{m!r} needs evaluation.select_cfg (the scales to choose from)")
 
@@ -311,6 +321,7 @@ def parse_study(raw: dict[str, Any], path: Path) -> Study:
         cross_cpu=options.get("cross_cpu", False),
         select_cfg=tuple(float(w) for w in select_cfg),
         n_select=n_select,
+        loss_profile=loss_profile,
         records=folder / records[0],
         read_records=tuple(folder / r for r in records),
         checkpoints=Path(raw.get("checkpoints", f"runs/studies/{folder.resolve().name}")),
