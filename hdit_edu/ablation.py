@@ -16,7 +16,7 @@ D's model (SNR, min-SNR γ = 5, min-SNR γ = 4, soft-min-SNR γ = 4 = E). One mo
 * **The analysis** of a folder of records: :func:`analyze` (per configuration mean ± 95 % t
   CI; per paper comparison the seed-paired difference with its CI and the paired t-test;
   Holm's adjustment per metric; the sign against the paper's; Kendall's τ-b against the
-  paper's FID order) is the study analysis :func:`hdit_edu.studies.analysis.analyze_runs` with
+  paper's FID order) is the study analysis :func:`hdit_edu.analysis.analyze_runs` with
   the paper's chain (the statistics: :mod:`hdit_edu.stats`); :func:`summary_markdown`,
   :func:`plot_summary`, written together by :func:`write_summary`.
 * **The paper-scale chain** (``gpu`` profile): :func:`ablation_config` (the paper's
@@ -24,9 +24,9 @@ D's model (SNR, min-SNR γ = 5, min-SNR γ = 4, soft-min-SNR γ = 4 = E). One mo
   held-out image folder), :func:`train_command` (the ``torchrun`` command that trains one step
   into the very run folder :func:`run_ablation` resumes), :func:`ablation_markdown`.
 
-:func:`hdit_edu.studies.protocol.evaluate_loss` (a held-out loss under one weighting, the same
+:func:`hdit_edu.protocol.evaluate_loss` (a held-out loss under one weighting, the same
 images, σ and noise for every model) serves both profiles; the toy evaluation is the studies'
-one protocol (:mod:`hdit_edu.studies.protocol`, which also splits a model's error by noise
+one protocol (:mod:`hdit_edu.protocol`, which also splits a model's error by noise
 level).
 ``hdit-edu ablate`` is the command line of all three parts.
 """
@@ -48,16 +48,16 @@ import numpy as np
 import torch
 
 from . import evaluation
+from .analysis import METRIC_LABELS, METRICS, analyze_runs, budget_difference, load_records
 from .checkpoints import atomic_write_text
 from .configs import Config, ablation_step, all_local, skip_variant
 from .data import ImageFolderDataset, save_grid
 from .flops import analytic_gflops
 from .profiles import CPU_SCALE, toy_scale
+from .protocol import EvalProtocol, evaluate, evaluate_loss
 from .runfolder import claim, describe_holder, read_holder
 from .runs import read_metrics
 from .sampling import generate, grid_columns
-from .studies.analysis import METRIC_LABELS, METRICS, analyze_runs, budget_difference, load_records
-from .studies.protocol import EvalProtocol, evaluate, evaluate_loss
 from .training import Trainer
 
 # ----------------------------------------------------------------------------------------------
@@ -240,7 +240,7 @@ def versions() -> dict:
 def evaluate_toy(trainer: Trainer, budget: ToyBudget, n: int, eval_seed: int):
     """The EMA model's metrics: ``n`` samples (classes 0..7 in turn) → toy FID against the test
     split and class accuracy (overall, per class) by the one evaluation protocol
-    (:func:`hdit_edu.studies.protocol.evaluate` with the budget's sampler settings); the
+    (:func:`hdit_edu.protocol.evaluate` with the budget's sampler settings); the
     held-out loss on ``budget.n_loss`` test images under ``budget.loss_weighting``. Returns
     (metrics, samples)."""
     config, denoiser = trainer.config, trainer.ema_denoiser
@@ -610,14 +610,14 @@ COMPARISONS = (
 
 def load_runs(folder: str | Path) -> dict[str, dict[int, dict]]:
     """{configuration: {seed: record}} of the complete records in ``folder``
-    (:func:`hdit_edu.studies.analysis.load_records`: ``done`` with a full final evaluation;
+    (:func:`hdit_edu.analysis.load_records`: ``done`` with a full final evaluation;
     other JSON files, such as a summary, are ignored)."""
     return load_records(folder)
 
 
 def analyze(runs: dict[str, dict[int, dict]]) -> dict:
     """The pre-registered analysis of :func:`load_runs`' records — one study's analysis
-    (:func:`hdit_edu.studies.analysis.analyze_runs`; ``results/ablation-toy/study.toml`` is the
+    (:func:`hdit_edu.analysis.analyze_runs`; ``results/ablation-toy/study.toml`` is the
     same as a spec): ``table`` (configuration → metric → ``t_interval`` over seeds, plus
     ``seeds``), ``comparisons`` (one row per metric and :data:`COMPARISONS` entry: the
     seed-paired difference Y − X with its CI and the two-sided paired t-test's p; Holm-adjusted

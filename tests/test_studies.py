@@ -20,9 +20,9 @@ import pytest
 
 from hdit_edu.ablation import analyze as ablation_analyze
 from hdit_edu.ablation import load_runs
+from hdit_edu.analysis import analyze, analyze_runs, complete, load_records
+from hdit_edu.protocol import EvalProtocol, diversity
 from hdit_edu.studies import registration, report, runner
-from hdit_edu.studies.analysis import analyze, analyze_runs, complete, load_records
-from hdit_edu.studies.protocol import EvalProtocol, diversity
 from hdit_edu.studies.spec import SpecError, load_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -301,8 +301,8 @@ def test_the_protocol_defaults_are_the_ablations_and_remeasure_a_record_exactly(
     checkpoint with its record's settings and noise seed gives the record's numbers by ``==``
     (the records and the protocol are one measurement)."""
     from hdit_edu.ablation import ToyBudget
+    from hdit_edu.protocol import evaluate
     from hdit_edu.runs import load_run
-    from hdit_edu.studies.protocol import evaluate
 
     b, p = ToyBudget(), EvalProtocol()
     assert (p.n, p.sampler, p.steps, p.cfg, p.batch_size) == (
@@ -408,8 +408,8 @@ def test_each_arm_chooses_its_guidance_on_selection_noise_and_is_scored_on_test_
     at that w — re-measured here by ``==``; the frontier is kept; the analysis reads them.
     evaluation.loss_profile: the held-out loss under the arm's own weighting (C: SNR) and the
     unweighted error per σ band, re-measured by ``==``."""
+    from hdit_edu.protocol import SIGMA_BANDS, error_by_sigma, evaluate, evaluate_loss
     from hdit_edu.runs import load_run
-    from hdit_edu.studies.protocol import SIGMA_BANDS, error_by_sigma, evaluate, evaluate_loss
 
     text = TINY.replace("seeds = [0, 1]", "seeds = [0]").replace(
         "[analysis]",

@@ -1,5 +1,5 @@
 """A study's report (§5.2's tables, with their uncertainty): ``summary.json`` (the analysis,
-:func:`hdit_edu.studies.analysis.analyze`, exactly), ``summary.md`` (the question, the
+:func:`hdit_edu.analysis.analyze`, exactly), ``summary.md`` (the question, the
 registration and every amendment, the per-arm table, the comparisons, the readings) and
 ``summary.png`` (a forest plot: one panel per metric, each comparison's difference with its
 95 % CI).
@@ -16,8 +16,8 @@ import json
 import math
 from pathlib import Path
 
+from ..analysis import ALL_METRICS, METRIC_LABELS, analyze, side_label
 from ..checkpoints import atomic_write_text
-from .analysis import ALL_METRICS, METRIC_LABELS, analyze, side_label
 from .registration import amendments, check, registration
 from .spec import Study
 

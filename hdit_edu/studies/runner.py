@@ -12,7 +12,7 @@ path: the same configs, data order and draws, so a study's run is bit-identical 
   folder with working ``flock`` — never train the same run. The claim folder is apart from the
   run folder so that nothing ``run_toy`` does to its run folder can weaken it.
 * **Done means complete.** Under the claim the record is read again: a record counts as done
-  only with a full final evaluation (:func:`hdit_edu.studies.analysis.complete`); anything
+  only with a full final evaluation (:func:`hdit_edu.analysis.complete`); anything
   else is (re)run — resumed from its checkpoint where one exists (bit-identical).
 * **One thread per worker**; ``workers > 1`` spawns that many processes.
 * **Progress**: a tqdm bar per run with the ETA from its measured step rate (a training
@@ -34,12 +34,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..ablation import cpu_model, run_name, run_toy
+from ..analysis import complete
 from ..checkpoints import atomic_write_text, list_checkpoints
 from ..configs import Config
+from ..protocol import EvalProtocol, loss_profile, select_guidance
 from ..runfolder import claim, read_holder
 from ..runs import load_run
-from .analysis import complete
-from .protocol import EvalProtocol, loss_profile, select_guidance
 from .registration import check
 from .spec import Arm, Study, load_study
 

@@ -85,7 +85,7 @@ from pathlib import Path
 from typing import Any
 
 from ..ablation import EXTRA_TOY_CONFIGS, TASKS, TOY_CONFIGS, ToyBudget
-from .analysis import ALL_METRICS, EXPECT, METRICS
+from ..analysis import ALL_METRICS, EXPECT, METRICS
 
 if sys.version_info >= (3, 11):
     import tomllib

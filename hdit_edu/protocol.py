@@ -35,12 +35,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import evaluation
-from ..configs import Config
-from ..diffusion import Denoiser
-from ..sampling import generate, sample_labels
-from ..toy import ToyDataset, predict_classes, toy_coherence
-from ..training import make_dataset, training_sigmas
+from . import evaluation
+from .configs import Config
+from .diffusion import Denoiser
+from .sampling import generate, sample_labels
+from .toy import ToyDataset, predict_classes, toy_coherence
+from .training import make_dataset, training_sigmas
 
 _TEST_FEATURES: dict[int, np.ndarray] = {}
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..stats import ALPHA, ci_verdict, holm, kendall_tau, paired_difference, t_interval
+from .stats import ALPHA, ci_verdict, holm, kendall_tau, paired_difference, t_interval
 
 METRICS = {"fid": +1, "class_accuracy": -1, "heldout_loss": +1}  # +1: lower is better
 METRIC_LABELS = {
