@@ -179,6 +179,42 @@ def _save_torch(obj, path: Path) -> None:
         f.close()
 
 
+@contextlib.contextmanager
+def new_folder(final: str | Path, *, replace: bool = False) -> Iterator[Path]:
+    """Yield a new temporary folder beside ``final`` to fill; when the block ends without error
+    its files are fsync'ed and it becomes ``final`` by rename (an existing ``final`` only with
+    ``replace``: swapped out, then deleted). On error or a kill ``final`` is untouched (a kill
+    leaves a ``.tmp-`` folder beside it, never a half-written ``final``)."""
+    final = Path(final)
+    if (final.exists() or final.is_symlink()) and not replace:
+        raise FileExistsError(errno.EEXIST, f"{str(final)!r} exists (not replaced)")
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    with writing(str(final)):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    try:
+        yield tmp
+        with writing(str(final)):
+            for file in tmp.iterdir():
+                if file.is_file():
+                    with open(file, "rb") as f:
+                        os.fsync(f.fileno())
+            _fsync_dir(tmp)
+            old = final.parent / f".old-{final.name}-{os.getpid()}"
+            if final.exists() or final.is_symlink():
+                os.replace(final, old)  # a symlink is moved, never followed
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+        if old.is_symlink() or old.is_file():
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def error_summary(e: BaseException) -> str:
     """A library's error message without advice to disable the safe loader (the file failed
     ``weights_only=True`` loading: it is corrupt or not ours, never to be unpickled)."""

@@ -15,8 +15,17 @@ folder's invariants:
    (:meth:`Claim.clear` empties it while holding it), so nothing is ever deleted that another
    live process holds.
 3. **No writes through symlinks it did not create.** Files are appended with ``O_NOFOLLOW``
-   (:func:`append_line`) or replaced by rename (:func:`replace_file`), and the sub-folders a
-   writer uses are refused when they are symlinks.
+   (:func:`hdit_edu.checkpoints.append_text`) or replaced by rename
+   (:func:`hdit_edu.checkpoints.atomic_write_bytes`), and the sub-folders a writer uses are
+   refused when they are symlinks (:meth:`RunFolder.subdir`).
+4. **A checkpoint carries its config**, and a resume compares against it
+   (:meth:`RunFolder.resume_point`, :func:`check_same_experiment`): a hand-edited or deleted
+   ``config.json`` cannot change the experiment unnoticed.
+5. **Whole steps only.** SIGINT and SIGTERM act only between training steps
+   (:class:`StepBoundary`), so a checkpoint labelled step N holds exactly step N's state.
+
+:class:`RunFolder` is the trainer's view of its folder (resume point, what a resume moves
+aside, metrics rows, checkpoints); ``ablate`` and a study's runner use :func:`claim` directly.
 """
 
 from __future__ import annotations

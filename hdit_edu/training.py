@@ -45,30 +45,22 @@ about one more forward pass of time; the gradients are the same.
 **Exact resume.** Every random draw of a step (augmentation, conditioning dropout, σ, ε) comes
 from a generator that is a pure function of (seed, step, rank, stream)
 (:func:`hdit_edu.data.step_generator`), and the data order is a pure function of the step
-(:class:`hdit_edu.data.ResumableSampler`). The global RNGs (used by dropout layers) are saved
-per rank. So a run killed at any point and resumed from its last checkpoint repeats the same
-loss sequence bit for bit (on CPU; GPU kernels are not bitwise deterministic).
+(:class:`hdit_edu.data.ResumableSampler`; a step's batch: :mod:`hdit_edu.batches`). The global
+RNGs (used by dropout layers) are saved per rank. So a run killed at any point and resumed from
+its last checkpoint repeats the same loss sequence bit for bit (on CPU; GPU kernels are not
+bitwise deterministic).
 
-**Checkpoints** (``runs/<name>/checkpoints/step-XXXXXXXX/``, :mod:`hdit_edu.checkpoints`):
-weights as safetensors, the trainer state (optimizer, step, RNG states, data position, log
-accumulators) read back with ``torch.load(weights_only=True)``, a manifest of SHA-256 sums and
-the checkpoint's *health* (largest weight, mean loss since the previous checkpoint); written
-atomically, the last ``keep_checkpoints`` kept — and the last *good* one
-(:func:`hdit_edu.checkpoints.last_good_checkpoint`) is never deleted while newer ones are not.
+**The run folder** (``runs/<name>/``) has one owner, :mod:`hdit_edu.runfolder`: the trainer
+claims it (a second process is refused, naming the holder), asks it where to resume and whether
+the config is the one the checkpoint was trained with (:data:`RECOVERABLE_FIELDS` such as the
+lr may change with ``allow_change``, logged in ``config-changes.jsonl``; the rest is refused),
+and writes metrics rows and checkpoints (:mod:`hdit_edu.checkpoints`: atomic, with a manifest
+and a health record) through it. A SIGINT or SIGTERM stops training only at a step boundary
+(:class:`hdit_edu.runfolder.StepBoundary`), so a checkpoint labelled step N holds step N.
 
-**A run folder is never lost.** A trainer holds the folder's lock for its whole life
-(:mod:`hdit_edu.runlock`: a second trainer is refused, naming the holder). Resuming never
-deletes history: ``metrics.jsonl`` rows past the checkpoint (and a half-written last line)
-move to ``metrics-dropped.jsonl``; checkpoints newer than the one resumed from move to
-``abandoned/``; a folder whose history has no checkpoint to continue from is refused.
-
-**Divergence.** A non-finite loss stops training and names the last good checkpoint (finite
-weights below a sane size, loss not above 10× the loss of predicting nothing — the first
-step's — or of the best checkpoint: :func:`hdit_edu.checkpoints.is_healthy`) with the command
-that resumes from it at a lower learning rate: the recoverable fields
-(:data:`RECOVERABLE_FIELDS`: lr, clipping, the other optimizer and EMA settings, precision) may
-change on resume when named in ``allow_change`` (``--allow-change training.lr``); each change
-is logged in ``config-changes.jsonl``. Fields that change the experiment (model, data, diffusion) may not.
+**Divergence.** A non-finite loss stops training before the optimizer step and names the last
+good checkpoint (:func:`hdit_edu.checkpoints.is_healthy`) with the command that resumes from it
+at a lower learning rate.
 
 **DDP.** Launch with ``torchrun --nproc_per_node N -m hdit_edu.cli train ...``; when
 ``WORLD_SIZE > 1`` the trainer joins the process group from the environment (NCCL on GPUs,
@@ -97,6 +89,17 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from .batches import (  # noqa: F401 - read_step, make_dataset: also used via training
+    MICRO_STREAM_STRIDE,
+    STREAM_AUGMENT,
+    STREAM_DROPOUT,
+    STREAM_NOISE,
+    STREAM_SIGMA,
+    StepAugment,
+    make_dataset,
+    read_step,
+)
+from .batches import loader_batches as _loader_batches
 from .checkpoints import (
     CheckpointError,
     load_checkpoint,
@@ -106,7 +109,7 @@ from .checkpoints import (
     writing,
 )
 from .configs import Config, image_d, validate_config
-from .data import Augment, ImageFolderDataset, ResumableSampler, save_grid, step_generator
+from .data import Augment, ResumableSampler, save_grid, step_generator
 from .diffusion import Denoiser, sample_sigmas
 from .layers import check_class_labels
 from .logging_sinks import open_sinks
@@ -119,11 +122,7 @@ from .runfolder import (  # noqa: F401 - RESUMABLE_FIELDS, ConfigChangeError: us
     StepBoundary,
 )
 from .sampling import generate, grid_columns
-from .toy import ToyDataset
 
-# Independent random streams of one step (see data.step_generator).
-STREAM_AUGMENT, STREAM_DROPOUT, STREAM_SIGMA, STREAM_NOISE = 0, 1, 2, 3
-MICRO_STREAM_STRIDE = 1000  # micro-step m of gradient accumulation uses streams + 1000·m
 SIGMA_BINS = 6  # log-spaced bins of σ for the per-noise-level loss in metrics.jsonl
 EMA_POWER = 2 / 3  # EMAWarmup's default (training.ema_power; the paper configs: 0.75)
 EMA_INV_GAMMA = 1.0
@@ -278,111 +277,6 @@ def _all_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
-# Data
-# ----------------------------------------------------------------------------------------------
-
-
-def make_dataset(config: Config, *, on_error: str = "raise"):
-    """The training set a config names: ``training.dataset = "toy"`` → :class:`ToyDataset`,
-    else a path → :class:`ImageFolderDataset` (class sub-folders when the model is
-    class-conditional; ``on_error="skip"`` skips unreadable files), at the model resolution."""
-    name, res = config.training.dataset, config.model.resolution
-    if name == "toy":
-        return ToyDataset("train", resolution=res)
-    path = Path(name)
-    if not path.is_dir():
-        raise ValueError(f"training.dataset must be 'toy' or an image folder; {name!r} is neither")
-    return ImageFolderDataset(
-        path, res, class_subfolders=config.model.num_classes > 0, on_error=on_error
-    )
-
-
-class StepAugment:
-    """The non-leaking augmentation of one step's batch, as the trainer draws it: micro-batch
-    ``m`` (images ``m·micro_batch_size`` … of this rank's batch) of step ``s`` is augmented with
-    the generator ``step_generator(seed, s, rank, STREAM_AUGMENT + MICRO_STREAM_STRIDE·m)``.
-    A pure function of (seed, step, rank, micro-step) and the images, so a DataLoader worker
-    process computes exactly what the main process would (``StepAugment(...)(images, step)`` →
-    ``(augmented images, aug_cond (B, 9))``)."""
-
-    def __init__(self, augment: Augment, seed: int, rank: int, micro_batch_size: int):
-        self.augment, self.seed, self.rank = augment, seed, rank
-        self.micro_batch_size = micro_batch_size
-
-    def __call__(self, images: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        out, cond = [], []
-        for micro, lo in enumerate(range(0, len(images), self.micro_batch_size)):
-            stream = STREAM_AUGMENT + MICRO_STREAM_STRIDE * micro
-            g = step_generator(self.seed, step, self.rank, stream)
-            x, c = self.augment(images[lo : lo + self.micro_batch_size], generator=g)
-            out.append(x)
-            cond.append(c)
-        return (out[0], cond[0]) if len(out) == 1 else (torch.cat(out), torch.cat(cond))
-
-
-def read_step(dataset, indices, step: int, augment: StepAugment | None = None):
-    """One step's batch of this rank: ``(images, classes, aug_cond or None)`` — the images of
-    ``indices`` stacked (``dataset.batch`` when the data set has one) and, with ``augment``,
-    augmented. The trainer calls it in its main process (in-memory data sets, or no loader
-    workers) or in its DataLoader's worker processes (:class:`_StepData`)."""
-    if hasattr(dataset, "batch") and torch.utils.data.get_worker_info() is None:
-        images, classes = dataset.batch(indices)
-    else:  # in a worker, default_collate stacks straight into shared memory (no copy to send)
-        images, classes = torch.utils.data.default_collate([dataset[int(i)] for i in indices])
-    if augment is None:
-        return images, classes, None
-    images, aug_cond = augment(images, step)
-    return images, classes, aug_cond
-
-
-class _StepData(torch.utils.data.Dataset):
-    """The DataLoader's view of a data set: item ``(step, indices)`` is :func:`read_step` of
-    them, computed whole in one worker process (decoding and augmentation off the main
-    process)."""
-
-    def __init__(self, dataset, augment: StepAugment | None):
-        self.dataset, self.augment = dataset, augment
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key):
-        step, indices = key
-        return read_step(self.dataset, indices, step, self.augment)
-
-
-class _Steps(torch.utils.data.Sampler):
-    """The DataLoader's keys: ``(step, this rank's indices of the step)`` for steps
-    ``start_step``, ``start_step + 1``, … (``indices(step)``: a pure function of the step;
-    it runs in the main process, the keys travel to the workers)."""
-
-    def __init__(self, indices, start_step: int):
-        self.indices, self.start_step = indices, start_step
-
-    def __iter__(self):
-        step = self.start_step
-        while True:
-            yield step, self.indices(step).tolist()
-            step += 1
-
-
-def _loader_batches(dataset, indices, start_step: int, workers: int, augment=None):
-    """Step batches ``(images, classes, aug_cond or None)`` (:func:`read_step`) for steps
-    ``start_step, start_step + 1, …`` read by a ``DataLoader``: each worker process decodes and
-    augments whole steps (the order and the draws stay functions of the step)."""
-    loader = torch.utils.data.DataLoader(
-        _StepData(dataset, augment),
-        sampler=_Steps(indices, start_step),
-        batch_size=None,  # an item is already a step's batch
-        num_workers=workers,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=workers > 0,
-        generator=torch.Generator(),  # leaves the global RNG untouched (exact resume)
-    )
-    return iter(loader)
-
-
-# ----------------------------------------------------------------------------------------------
 # The trainer
 # ----------------------------------------------------------------------------------------------
 
@@ -395,9 +289,9 @@ class Trainer:
     no checkpoint was due yet — a longer history without checkpoints is an error) or a
     checkpoint folder. ``fallback=True`` resumes from the newest *intact* checkpoint when the
     newest is corrupt. ``allow_change``: recoverable training fields (``"training.lr"``, see
-    :data:`RECOVERABLE_FIELDS`) that may differ from the run's ``config.json`` on resume (the
-    change is logged in ``config-changes.jsonl``). The trainer holds the run folder's lock
-    (:func:`hdit_edu.runlock.lock_run_dir`) for the life of the process. ``dataset`` overrides
+    :data:`RECOVERABLE_FIELDS`) that may differ from the checkpoint's config on resume (the
+    change is logged in ``config-changes.jsonl``). Rank 0 holds the run folder's claim
+    (:class:`hdit_edu.runfolder.RunFolder`) for the life of the process. ``dataset`` overrides
     the config's (anything with ``len`` and ``batch(indices)`` or ``__getitem__`` → (image,
     class)). ``sample_steps`` is the number of DPM++(3M) SDE steps of the periodic sample grids
     (Table 6: 50). ``attention_backend``: the neighborhood-attention backend of the model and
@@ -928,13 +822,15 @@ class Trainer:
                         self.save_samples()
                     if (t.checkpoint_every and s % t.checkpoint_every == 0) or s == total:
                         self.save()
-            except KeyboardInterrupt:
-                saved = self.last_checkpoint is not None and self.last_checkpoint.name == (
-                    f"step-{self.step:08d}"
-                )
-                if self.dist.world_size == 1 and self.step > start_step and not saved:
-                    self._print(f"interrupted: saving a checkpoint at step {self.step}")
-                    self.save()
+            except KeyboardInterrupt:  # at a step boundary (StepBoundary): save that step
+                if self.dist.world_size == 1 and self.step > start_step:
+                    # the steps since the last row become a row of their own, so that the
+                    # checkpoint's log accumulators are empty and no step is logged twice
+                    logged = self._flush_log() is not None
+                    last = self.last_checkpoint
+                    if logged or last is None or last.name != f"step-{self.step:08d}":
+                        self._print(f"interrupted: saving a checkpoint at step {self.step}")
+                        self.save()
                 raise
             finally:
                 bar.close()
