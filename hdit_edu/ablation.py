@@ -36,8 +36,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -52,6 +50,7 @@ from .analysis import METRIC_LABELS, METRICS, analyze_runs, budget_difference, l
 from .checkpoints import atomic_write_text
 from .configs import Config, ablation_step, all_local, skip_variant
 from .data import ImageFolderDataset, save_grid
+from .env import cpu_model, git, versions  # noqa: F401 (cpu_model, git: part of this API)
 from .flops import analytic_gflops
 from .profiles import CPU_SCALE, toy_scale
 from .protocol import EvalProtocol, evaluate, evaluate_loss
@@ -199,42 +198,6 @@ def arm_config(
 def run_name(name: str, seed: int, tag: str = "") -> str:
     """``CONFIG-sSEED[TAG]``: the file name of a run's record (``.json``) and grid (``.png``)."""
     return f"{name}-s{seed}{tag}"
-
-
-def cpu_model() -> str | None:
-    """The CPU's model name (``/proc/cpuinfo``), as the records keep it; None where unknown."""
-    try:
-        return next(
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        return None
-
-
-def git(folder: str | Path, *args: str) -> str | None:
-    """``git -C folder ARGS``'s output (stripped); None outside a repository or without git."""
-    try:
-        return subprocess.run(
-            ["git", "-C", str(folder), *args], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def versions() -> dict:
-    """Python, torch, numpy, the package's git commit (+ dirty flag), CPU model, threads."""
-    source = Path(__file__).resolve().parents[1]
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "git_commit": git(source, "rev-parse", "HEAD"),
-        "git_dirty": bool(git(source, "status", "--porcelain", "--untracked-files=no")),
-        "cpu": cpu_model(),
-        "threads": torch.get_num_threads(),
-    }
 
 
 def evaluate_toy(trainer: Trainer, budget: ToyBudget, n: int, eval_seed: int):

@@ -20,8 +20,8 @@ import os
 import time
 from pathlib import Path
 
-from ..ablation import git
 from ..analysis import load_records
+from ..env import git
 from .spec import Study, load_study, spec_hash
 
 REGISTRATION = "registration.json"

@@ -33,10 +33,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..ablation import cpu_model, run_name, run_toy
+from ..ablation import run_name, run_toy
 from ..analysis import complete
 from ..checkpoints import atomic_write_text, list_checkpoints
 from ..configs import Config
+from ..env import cpu_model
 from ..protocol import EvalProtocol, loss_profile, select_guidance
 from ..runfolder import claim, read_holder
 from ..runs import load_run
