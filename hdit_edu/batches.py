@@ -19,6 +19,7 @@ import torch
 from .configs import Config
 from .data import Augment, ImageFolderDataset, step_generator
 from .toy import ToyDataset
+from .toy_detail import ToyDetailDataset
 
 # Independent random streams of one step (see data.step_generator).
 STREAM_AUGMENT, STREAM_DROPOUT, STREAM_SIGMA, STREAM_NOISE = 0, 1, 2, 3
@@ -27,14 +28,19 @@ MICRO_STREAM_STRIDE = 1000  # micro-step m of gradient accumulation uses streams
 
 def make_dataset(config: Config, *, on_error: str = "raise"):
     """The training set a config names: ``training.dataset = "toy"`` → :class:`ToyDataset`,
+    ``"toy-detail"`` → :class:`hdit_edu.toy_detail.ToyDetailDataset`,
     else a path → :class:`ImageFolderDataset` (class sub-folders when the model is
     class-conditional; ``on_error="skip"`` skips unreadable files), at the model resolution."""
     name, res = config.training.dataset, config.model.resolution
     if name == "toy":
         return ToyDataset("train", resolution=res)
+    if name == "toy-detail":  # the toy set with detail drawn at the resolution (issue 30)
+        return ToyDetailDataset("train", resolution=res)
     path = Path(name)
     if not path.is_dir():
-        raise ValueError(f"training.dataset must be 'toy' or an image folder; {name!r} is neither")
+        raise ValueError(
+            f"training.dataset must be 'toy', 'toy-detail' or an image folder; {name!r} is none"
+        )
     return ImageFolderDataset(
         path, res, class_subfolders=config.model.num_classes > 0, on_error=on_error
     )

@@ -3,7 +3,7 @@
 A run folder (``runs/<name>/``, written by :class:`hdit_edu.training.Trainer`) holds
 ``config.json``, ``metrics.jsonl`` (one record per logged step), ``samples/step-*.png`` and
 ``checkpoints/step-*/`` (:mod:`hdit_edu.checkpoints`), plus ``.lock`` (who trains it,
-:mod:`hdit_edu.runlock`) and, after resumes that changed something, ``config-changes.jsonl``
+:mod:`hdit_edu.runfolder`) and, after resumes that changed something, ``config-changes.jsonl``
 and ``metrics-dropped.jsonl``. :func:`load_run` gives the config and the EMA (or raw) denoiser
 of its newest intact checkpoint (it needs only that weights file); :func:`read_metrics` the
 logged records (:func:`parse_metrics` also reports a half-written last line).
@@ -21,6 +21,7 @@ import torch
 
 from .checkpoints import WEIGHT_FILES, CheckpointError, find_checkpoint, load_weights
 from .configs import Config, load_config, validate_config
+from .ddpm import DDPMDenoiser
 from .diffusion import Denoiser
 from .models import build_model
 
@@ -60,6 +61,8 @@ def load_run(
         ) from None
     model = model.to(device).eval().requires_grad_(False)
     d = config.diffusion
+    if d.process == "ddpm":  # R1: DiT's discrete process (hdit_edu.ddpm)
+        return config, DDPMDenoiser(model)
     return config, Denoiser(model, d.sigma_data, d.loss_weighting, d.gamma)
 
 

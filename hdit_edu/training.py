@@ -110,6 +110,7 @@ from .checkpoints import (
 )
 from .configs import Config, image_d, validate_config
 from .data import Augment, ResumableSampler, save_grid, step_generator
+from .ddpm import DDPMDenoiser, sample_training_sigmas
 from .diffusion import Denoiser, sample_sigmas
 from .layers import check_class_labels
 from .logging_sinks import open_sinks
@@ -379,8 +380,11 @@ class Trainer:
         if net is not self.model and hasattr(self.model, "out_channels_used"):
             net.out_channels_used = self.model.out_channels_used  # for the Denoiser (DiT R1/R2)
         d = config.diffusion
-        self.denoiser = Denoiser(net, d.sigma_data, d.loss_weighting, d.gamma)
-        self.ema_denoiser = Denoiser(self.ema, d.sigma_data, d.loss_weighting, d.gamma)
+        if d.process == "ddpm":  # R1: DiT's discrete process and hybrid loss (hdit_edu.ddpm)
+            self.denoiser, self.ema_denoiser = DDPMDenoiser(net), DDPMDenoiser(self.ema)
+        else:
+            self.denoiser = Denoiser(net, d.sigma_data, d.loss_weighting, d.gamma)
+            self.ema_denoiser = Denoiser(self.ema, d.sigma_data, d.loss_weighting, d.gamma)
 
         # Data: a deterministic, DDP-sharded order; batches are a pure function of the step.
         self.dataset = make_dataset(config) if dataset is None else dataset
@@ -536,15 +540,23 @@ class Trainer:
         if m.num_classes:
             g = self._generator(step, STREAM_DROPOUT, micro)
             cond["class_cond"] = drop_class_labels(classes, t.cond_dropout, m.num_classes, g)
-        sigma = training_sigmas(
-            self.config,
-            len(x0),
-            stratified=True,
-            rank=self.dist.rank * accum + micro,
-            world_size=self.dist.world_size * accum,
-            generator=self._generator(step, STREAM_SIGMA, micro),
-            device=self.device,
-        )
+        if self.config.diffusion.process == "ddpm":  # DiT: t ~ U{0, …, 999}, given as σ_t
+            sigma = sample_training_sigmas(
+                self.denoiser.schedule,
+                len(x0),
+                generator=self._generator(step, STREAM_SIGMA, micro),
+                device=self.device,
+            )
+        else:
+            sigma = training_sigmas(
+                self.config,
+                len(x0),
+                stratified=True,
+                rank=self.dist.rank * accum + micro,
+                world_size=self.dist.world_size * accum,
+                generator=self._generator(step, STREAM_SIGMA, micro),
+                device=self.device,
+            )
         noise = torch.randn(
             x0.shape, generator=self._generator(step, STREAM_NOISE, micro), device=self.device
         )

@@ -17,7 +17,7 @@ from PIL import Image
 
 from hdit_edu.cli import build_parser, main
 from hdit_edu.cli.train import apply_overrides
-from hdit_edu.configs import toy_config
+from hdit_edu.presets import toy
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).parent / "hdit-edu"
@@ -199,14 +199,14 @@ def test_bad_input_is_a_one_line_error(capsys):
     err = capsys.readouterr().err
     assert "nonsense" in err and "imagenet128" in err  # names the allowed configs
     with pytest.raises(ValueError, match="unknown field 'lrr'"):
-        apply_overrides(toy_config(), ["training.lrr=1"])
-    config = apply_overrides(toy_config(), ["training.lr=1e-4", "model.levels.0.depth=1"])
+        apply_overrides(toy(), ["training.lrr=1"])
+    config = apply_overrides(toy(), ["training.lr=1e-4", "model.levels.0.depth=1"])
     assert config.training.lr == 1e-4 and config.model.levels[0].depth == 1
 
 
 def test_flops_prints_the_measured_and_closed_form_gflops(capsys):
-    from hdit_edu.configs import get_config
     from hdit_edu.flops import analytic_gflops
+    from hdit_edu.presets import get_config
 
     assert main(["flops", "--config", "toy", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -37,12 +37,12 @@ ABLATE = ["ablate", "--profile", "cpu", "--train-steps", "3", "--n-eval", "16", 
           "2", "--n-loss", "32", "--sample-batch", "16", "--no-progress"]  # fmt: skip
 
 MICRO = """
-from hdit_edu.configs import toy_config
-from hdit_edu.profiles import ToyScale, toy_scale
+from hdit_edu.presets import toy
+from hdit_edu.profiles import ToyScale, to_toy_scale
 
 def micro_config(**training):
-    config = toy_scale(
-        toy_config(),
+    config = to_toy_scale(
+        toy(),
         ToyScale(widths=(16, 32), depths=(1, 1), head_dim=8, mapping_width=16, batch_size=4),
     )
     config.training.log_every = 1

@@ -84,7 +84,7 @@ def test_the_ablation_spec_reproduces_the_shipped_summary_byte_for_byte():
     "change, message",
     [
         (("seeds = [0, 1]", "seeds = [0, 0]"), "seeds: .*distinct integers"),
-        (('arms = ["B2", "C"]', 'arms = ["B2", "Q"]'), "arms.Q.config: 'Q'; allowed: A, B1"),
+        (('arms = ["B2", "C"]', 'arms = ["B2", "Q"]'), "arms.Q.config: 'Q'; allowed: toy, imagenet128, .*, A, B1"),
         (("train_steps = 10", "train_steps = -3"), "task.train_steps: -3; allowed: an integer > 0"),
         (("n_eval = 16", "n_evals = 16"), "evaluation.n_evals: unknown field; allowed: n_eval"),
         (('"better"]]', '"sideways"]]'), r"comparisons\[0\]: expect='sideways'; allowed: better"),

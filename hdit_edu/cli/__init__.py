@@ -27,7 +27,7 @@ and what is allowed); bad input, corrupt run-folder files and full disks end wit
 error (exit status 2, or 1 for a failed write), never a traceback.
 
 Profiles (as in the notebooks): ``gpu`` is the config as the paper sets it; ``cpu`` moves it
-onto the 32×32 toy data set with tiny widths (:func:`hdit_edu.profiles.toy_scale`: the same
+onto the 32×32 toy data set with tiny widths (:func:`hdit_edu.profiles.to_toy_scale`: the same
 kinds of attention, FFN, position embedding, skip and loss weighting, small sizes).
 """
 

@@ -11,10 +11,8 @@ from pathlib import Path
 import torch
 
 from ..ablation import (
-    EXTRA_TOY_CONFIGS,
-    GPU_STEPS,
-    TASKS,
-    TOY_CONFIGS,
+    PAPER_CHAIN,
+    TOY_EXPERIMENT,
     ToyBudget,
     run_ablation,
     run_toy_experiment,
@@ -23,6 +21,7 @@ from ..ablation import (
 )
 from ..env import resolve_profile
 from ..kinds import LOSS_WEIGHTINGS
+from ..presets import FOLLOW_UPS, TOY_TASKS
 from ..sampling import SAMPLERS
 from .arguments import (
     NON_NEGATIVE,
@@ -59,8 +58,8 @@ def add_ablate(sub) -> None:
     )
     ablate.add_argument(
         "--steps",
-        type=name_list((*GPU_STEPS, *EXTRA_TOY_CONFIGS)),
-        help=f"comma-separated configurations (cpu: {','.join(TOY_CONFIGS)}, the default; gpu: "
+        type=name_list((*PAPER_CHAIN, *FOLLOW_UPS)),
+        help=f"comma-separated configurations (cpu: {','.join(TOY_EXPERIMENT)}, the default; gpu: "
         f"also R1-R3; default A,B1,B2,C,D,E)",
     )
     add_shared(ablate, "--profile")
@@ -97,7 +96,7 @@ def add_ablate(sub) -> None:
     add_shared(ablate, "--no-progress")
     toy = ablate.add_argument_group("cpu profile: the toy experiment (defaults: the design's)")
     toy.add_argument("--seeds", type=int_list(0), help="comma-separated seeds (default 0,1,2)")
-    toy.add_argument("--task", choices=tuple(TASKS), help=f"toy task (default {ToyBudget.task})")
+    toy.add_argument("--task", choices=tuple(TOY_TASKS), help=f"toy task (default {ToyBudget.task})")
     toy.add_argument(
         "--batch-size", type=POSITIVE, help=f"batch size (default {ToyBudget.batch_size})"
     )
@@ -191,17 +190,17 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     check_writable_folder("--out", out)
     check_output_file("--summary", summary, (".json",), what="JSON (and .md, .png beside it)")
     if not args.analyze:
-        names = args.steps or list(TOY_CONFIGS)
-        unknown = [n for n in names if n not in TOY_CONFIGS]
+        names = args.steps or list(TOY_EXPERIMENT)
+        unknown = [n for n in names if n not in TOY_EXPERIMENT]
         if unknown:
-            extra = ",".join(n for n in unknown if n in EXTRA_TOY_CONFIGS)
+            extra = ",".join(n for n in unknown if n in FOLLOW_UPS)
             hint = (
                 f" ({extra}: an extra toy configuration, outside this experiment's analysis; "
                 "train it with hdit_edu.ablation.run_toy: results/ablation-toy/run.py --config NAME)"
             )
             raise ValueError(
                 f"--steps {','.join(unknown)}: not in the toy experiment; allowed: "
-                f"{', '.join(TOY_CONFIGS)}" + (hint if extra else "")
+                f"{', '.join(TOY_EXPERIMENT)}" + (hint if extra else "")
             )
         chosen = {
             "task": args.task,
@@ -242,11 +241,11 @@ def _ablate_gpu(args: argparse.Namespace) -> int:
     if wrong:
         raise ValueError(f"{', '.join(wrong)}: cpu profile (the toy experiment) only")
     steps = args.steps or ["A", "B1", "B2", "C", "D", "E"]
-    toy_only = [s for s in steps if s not in GPU_STEPS]
+    toy_only = [s for s in steps if s not in PAPER_CHAIN]
     if toy_only:
         raise ValueError(
             f"--steps {','.join(toy_only)}: an extra toy configuration, not a step of the "
-            f"paper's chain; allowed with --profile gpu: {', '.join(GPU_STEPS)}"
+            f"paper's chain; allowed with --profile gpu: {', '.join(PAPER_CHAIN)}"
         )
     run_dir = Path(args.run_dir or "runs/ablation")
     workers = 8 if args.workers is None else args.workers

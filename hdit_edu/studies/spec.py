@@ -21,7 +21,7 @@ field and what is allowed. Every field, with its default::
 
     [task]                                   # what every arm trains on, with one budget
     data = "toy"                             # the 32×32 toy set (the only data so far)
-    task = "p4k3"                            # toy task: ablation.TASKS (patch, kernel, window)
+    task = "p4k3"                            # toy task: presets.TOY_TASKS (patch, kernel, window)
     train_steps = 20000
     batch_size = 16
     lr = 5e-4                                # optional; omitted: Table 6's 5e-4
@@ -84,8 +84,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..ablation import EXTRA_TOY_CONFIGS, TASKS, TOY_CONFIGS, ToyBudget
+from ..ablation import ToyBudget
 from ..analysis import ALL_METRICS, EXPECT, METRICS
+from ..presets import TOY_TASKS, config_names
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -349,8 +350,9 @@ def _seeds(value: Any, key: str, fail) -> tuple[int, ...]:
 
 
 def known_configs() -> tuple[str, ...]:
-    """The configuration names an arm may build on (the toy registry)."""
-    return (*TOY_CONFIGS, *EXTRA_TOY_CONFIGS)
+    """The configuration names an arm may build on: every name of the one registry
+    (:mod:`hdit_edu.presets`), moved onto the toy task by :func:`hdit_edu.ablation.run_config`."""
+    return config_names()
 
 
 def _arms(value: Any, seeds, extra: dict, fail) -> tuple[Arm, ...]:
@@ -386,8 +388,8 @@ def _budget(task: dict, evaluation: dict, fail) -> ToyBudget:
     kinds = {f.name: f.type for f in fields(ToyBudget)}
     values = {k: v for k, v in task.items() if k != "data"}
     values |= {k: v for k, v in evaluation.items() if k != "metrics"}
-    if values.get("task", ToyBudget.task) not in TASKS:
-        fail("task.task", f"{values['task']!r}; allowed: {', '.join(TASKS)}")
+    if values.get("task", ToyBudget.task) not in TOY_TASKS:
+        fail("task.task", f"{values['task']!r}; allowed: {', '.join(TOY_TASKS)}")
     for key, value in values.items():
         section = "task" if key in task else "evaluation"
         kind = kinds[key]
