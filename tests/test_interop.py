@@ -321,6 +321,8 @@ def test_training_only_options_warn_when_not_strict():
     [
         ({"ffn": "gelu"}, "model.ffn='gelu'"),
         ({"pos_emb": "additive"}, "model.pos_emb='additive'"),
+        ({"pos_emb": "rope+additive"}, "model.pos_emb='rope+additive'"),
+        ({"rope_freqs": "grid"}, "model.rope_freqs='grid'"),
         ({"skip": "concat"}, "model.skip='concat'"),
         ({"aug_dim": 4}, "model.aug_dim=4"),
         ({"out_channels": 6}, "model.out_channels=6"),
