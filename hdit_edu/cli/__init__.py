@@ -11,6 +11,7 @@ the one command line of the package:
     hdit-edu fid    --run runs/toy-cpu --n 1000                       # toy extractor, offline
     hdit-edu ablate --profile cpu --steps D,E --seeds 0,1,2           # the toy experiment
     hdit-edu ablate --profile cpu --analyze --out results/ablation-toy/runs   # its analysis
+    hdit-edu study run results/my-study/study.toml --workers 2     # a pre-registered study
     hdit-edu flops  --config E --resolution 256                       # GFLOPs per forward
     hdit-edu flops  --config E --resolution 256x512                   # … of a rectangular size
     hdit-edu convert from-k-diffusion KD.safetensors -o runs/kd       # authors' checkpoints
@@ -37,7 +38,7 @@ import sys
 
 from ..toy import MissingWeightsError
 from ..training import NonFiniteLossError
-from . import ablate, convert, data, info, sample, train
+from . import ablate, convert, data, info, sample, study, train
 
 # The subcommands in the order `hdit-edu --help` lists them.
 COMMANDS = (
@@ -46,6 +47,7 @@ COMMANDS = (
     sample.add_sample,
     sample.add_fid,
     ablate.add_ablate,
+    study.add_study,
     info.add_flops,
     info.add_plan,
     sample.add_fid_folders,
