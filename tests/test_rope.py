@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import runpy
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,9 @@ from hdit_edu.rope import (
     sincos_pos_emb_2d,
 )
 
-RECORDS = Path(__file__).resolve().parents[1] / "results" / "ablation-toy" / "runs"
+ROOT = Path(__file__).resolve().parents[1]
+RECORDS = ROOT / "results" / "ablation-toy" / "runs"
+REVISITED = ROOT / "results" / "ablation-toy-revisited"
 
 
 def test_positions_are_cell_centres_on_the_unit_square():
@@ -264,3 +267,21 @@ def test_rope_and_additive_table_together():
     with pytest.raises(ValueError, match="divisible by 8"):
         levels = [dataclasses.replace(rope.levels[0], width=48, head_dim=12), *rope.levels[1:]]
         validate_config(dataclasses.replace(both, levels=levels))
+
+
+def test_revisited_study_draft_is_valid_unregistered_and_costed():
+    """Issue 29's draft spec: valid in the study format, not registered (registration comes
+    after the pilot), its RoPE arms are the two options, and design.py costs the same runs."""
+    from hdit_edu.studies.spec import load_study
+
+    study = load_study(REVISITED / "study.toml")
+    assert not (REVISITED / "registration.json").exists()
+    assert "draft — not registered" in (REVISITED / "README.md").read_text().lower()
+    arms = {a.label: a for a in study.arms}
+    assert arms["D-grid"].overrides == ("model.rope_freqs=grid",)
+    assert arms["D-table"].overrides == ("model.pos_emb=rope+additive",)
+    assert (study.budget.train_steps, study.budget.batch_size) == (20_000, 16)
+    assert len(study.comparisons) == 13 and study.rule == "holm"
+    design = runpy.run_path(str(REVISITED / "design.py"))
+    assert design["SEEDS"] == {label: len(a.seeds) for label, a in arms.items()}
+    assert len(study.runs()) == sum(design["SEEDS"].values()) == 41
