@@ -250,7 +250,6 @@ def level_rope_turns(config: ModelConfig, resolution=None, reading: str = "norma
     return rows
 
 
-
 class HDiT(nn.Module):
     """The Hourglass Diffusion Transformer — the inner network F of the EDM denoiser (eq. 4).
 
