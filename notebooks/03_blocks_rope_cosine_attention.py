@@ -518,8 +518,8 @@ assert same_offset.max() - same_offset.min() > 0.1
 # turns a channel pair by **2f/n per token**. Attention only ever sees the pair at whole token
 # offsets, and there a turn of θ per token is indistinguishable from θ − 2π: a pair that turns
 # by **more than π per token aliases** — it looks like a slower pair turning the other way, and
-# the fine position it was meant to resolve is lost (Nyquist's limit, in tokens). The highest
-# frequency, 10π, stays below π per token only from n = 20 tokens per side. The paper's
+# the fine position it was meant to resolve is lost (Nyquist's limit, in tokens). The range's
+# top, 10π, turns by at most π per token only from n = 20 tokens per side. The paper's
 # ImageNet-128² model has 32×32 and 16×16 tokens; the toy ablation of notebook 06 (patch 4 on
 # 32² images) has **8×8 and 4×4**. `hdit_edu.rope.rope_turns` (one level) and
 # `hdit_edu.hourglass.level_rope_turns` (every level of a config) measure it from the library's
@@ -547,6 +547,7 @@ for name, (grid, turns, aliased) in levels.items():
         f"{name:12s} {grid[0]:2d}×{grid[1]:<2d}  {turns.numel():5d}  {turns.max():10.2f}π     "
         f"{int(aliased.sum()):3d} ({100 * aliased.float().mean():.1f} %)"
     )
+assert [grid for grid, _, _ in levels.values()] == [(8, 8), (4, 4), (32, 32), (16, 16)]
 counts = {name: (int(a.sum()), a.numel()) for name, (_, _, a) in levels.items()}
 assert counts == {
     "toy outer": (3, 8), "toy inner": (11, 16), "paper outer": (0, 48), "paper inner": (9, 96)
