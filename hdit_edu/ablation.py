@@ -16,7 +16,7 @@ D's model (SNR, min-SNR γ = 5, min-SNR γ = 4, soft-min-SNR γ = 4 = E). One mo
 * **The analysis** of a folder of records: :func:`analyze` (per configuration mean ± 95 % t
   CI; per paper comparison the seed-paired difference with its CI and the paired t-test;
   Holm's adjustment per metric; the sign against the paper's; Kendall's τ-b against the
-  paper's FID order) is the study analysis :func:`hdit_edu.studies.analysis.analyze_runs` with
+  paper's FID order) is the study analysis :func:`hdit_edu.analysis.analyze_runs` with
   the paper's chain (the statistics: :mod:`hdit_edu.stats`); :func:`summary_markdown`,
   :func:`plot_summary`, written together by :func:`write_summary`.
 * **The paper-scale chain** (``gpu`` profile): :func:`ablation_config` (the paper's
@@ -24,9 +24,10 @@ D's model (SNR, min-SNR γ = 5, min-SNR γ = 4, soft-min-SNR γ = 4 = E). One mo
   held-out image folder), :func:`train_command` (the ``torchrun`` command that trains one step
   into the very run folder :func:`run_ablation` resumes), :func:`ablation_markdown`.
 
-:func:`evaluate_loss` (a held-out loss under one weighting, the same images, σ and noise for
-every model) serves both profiles; the toy evaluation is the studies' one protocol
-(:mod:`hdit_edu.studies.protocol`, which also splits a model's error by noise level).
+:func:`hdit_edu.protocol.evaluate_loss` (a held-out loss under one weighting, the same
+images, σ and noise for every model) serves both profiles; the toy evaluation is the studies'
+one protocol (:mod:`hdit_edu.protocol`, which also splits a model's error by noise
+level).
 ``hdit-edu ablate`` is the command line of all three parts.
 """
 
@@ -47,19 +48,17 @@ import numpy as np
 import torch
 
 from . import evaluation
+from .analysis import METRIC_LABELS, METRICS, analyze_runs, budget_difference, load_records
 from .checkpoints import atomic_write_text
 from .configs import Config, ablation_step, all_local, skip_variant
 from .data import ImageFolderDataset, save_grid
-from .diffusion import Denoiser
 from .flops import analytic_gflops
 from .profiles import CPU_SCALE, toy_scale
+from .protocol import EvalProtocol, evaluate, evaluate_loss
 from .runfolder import claim, describe_holder, read_holder
 from .runs import read_metrics
 from .sampling import generate, grid_columns
-from .studies.analysis import METRIC_LABELS, METRICS, analyze_runs, budget_difference, load_records
-from .studies.protocol import EvalProtocol, evaluate
-from .toy import ToyDataset
-from .training import Trainer, make_dataset, training_sigmas
+from .training import Trainer
 
 # ----------------------------------------------------------------------------------------------
 # The configurations: the paper's named changes
@@ -241,7 +240,7 @@ def versions() -> dict:
 def evaluate_toy(trainer: Trainer, budget: ToyBudget, n: int, eval_seed: int):
     """The EMA model's metrics: ``n`` samples (classes 0..7 in turn) → toy FID against the test
     split and class accuracy (overall, per class) by the one evaluation protocol
-    (:func:`hdit_edu.studies.protocol.evaluate` with the budget's sampler settings); the
+    (:func:`hdit_edu.protocol.evaluate` with the budget's sampler settings); the
     held-out loss on ``budget.n_loss`` test images under ``budget.loss_weighting``. Returns
     (metrics, samples)."""
     config, denoiser = trainer.config, trainer.ema_denoiser
@@ -611,14 +610,14 @@ COMPARISONS = (
 
 def load_runs(folder: str | Path) -> dict[str, dict[int, dict]]:
     """{configuration: {seed: record}} of the complete records in ``folder``
-    (:func:`hdit_edu.studies.analysis.load_records`: ``done`` with a full final evaluation;
+    (:func:`hdit_edu.analysis.load_records`: ``done`` with a full final evaluation;
     other JSON files, such as a summary, are ignored)."""
     return load_records(folder)
 
 
 def analyze(runs: dict[str, dict[int, dict]]) -> dict:
     """The pre-registered analysis of :func:`load_runs`' records — one study's analysis
-    (:func:`hdit_edu.studies.analysis.analyze_runs`; ``results/ablation-toy/study.toml`` is the
+    (:func:`hdit_edu.analysis.analyze_runs`; ``results/ablation-toy/study.toml`` is the
     same as a spec): ``table`` (configuration → metric → ``t_interval`` over seeds, plus
     ``seeds``), ``comparisons`` (one row per metric and :data:`COMPARISONS` entry: the
     seed-paired difference Y − X with its CI and the two-sided paired t-test's p; Holm-adjusted
@@ -731,56 +730,6 @@ def write_summary(folder: str | Path, out: str | Path | None = None) -> dict:
         fig.savefig(out.with_suffix(".png"), dpi=100)
         plt.close(fig)
     return result | {"markdown": text}
-
-
-# ----------------------------------------------------------------------------------------------
-# The held-out loss (both profiles)
-# ----------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate_loss(
-    denoiser: Denoiser,
-    config: Config,
-    dataset=None,
-    *,
-    n: int = 256,
-    weighting: str = "soft-min-snr",
-    seed: int = 0,
-    batch_size: int = 128,
-    indices: Sequence[int] | None = None,
-) -> float:
-    """A held-out loss that is comparable across runs: the same ``n`` images of ``dataset``
-    (default: the toy test split, or the training folder), the same stratified σ and noise for
-    every model, one fixed ``weighting`` (so runs trained with different loss weightings, like
-    ablation steps D and E, are measured alike). ``indices``: which images (default the first
-    ``n``; an image folder sorted by class wants a random subset)."""
-    m = config.model
-    if dataset is None:
-        dataset = (
-            ToyDataset("test", resolution=m.resolution)
-            if config.training.dataset == "toy"
-            else make_dataset(config)
-        )
-    device = next(denoiser.parameters()).device
-    indices = np.arange(min(n, len(dataset))) if indices is None else np.asarray(indices)
-    n = len(indices)
-    images, classes = dataset.batch(indices)
-    g = torch.Generator().manual_seed(seed)
-    sigma = training_sigmas(config, n, stratified=True, rank=0, world_size=1, generator=g)
-    noise = torch.randn(images.shape, generator=g)
-    total = 0.0
-    for i in range(0, n, batch_size):
-        cond = {"class_cond": classes[i : i + batch_size].to(device)} if m.num_classes else {}
-        losses = denoiser.loss(
-            images[i : i + batch_size].to(device),
-            noise[i : i + batch_size].to(device),
-            sigma[i : i + batch_size].to(device),
-            weighting=weighting,
-            **cond,
-        )
-        total += losses.sum().item()
-    return total / n
 
 
 # ----------------------------------------------------------------------------------------------

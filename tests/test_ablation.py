@@ -118,7 +118,7 @@ class _Fixed(torch.nn.Module):
 
 def test_error_by_sigma_closed_forms():
     # D = x: error = σ²·mean(ε²); D = 0: error = mean(x₀²), whatever σ. The same ε for every σ.
-    from hdit_edu.studies.protocol import error_by_sigma
+    from hdit_edu.protocol import error_by_sigma
     from hdit_edu.toy import ToyDataset
 
     config = toy_ablation_config("E", 0)

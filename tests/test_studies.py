@@ -20,9 +20,9 @@ import pytest
 
 from hdit_edu.ablation import analyze as ablation_analyze
 from hdit_edu.ablation import load_runs
+from hdit_edu.analysis import analyze, analyze_runs, complete, load_records
+from hdit_edu.protocol import EvalProtocol, diversity
 from hdit_edu.studies import registration, report, runner
-from hdit_edu.studies.analysis import analyze, analyze_runs, complete, load_records
-from hdit_edu.studies.protocol import EvalProtocol, diversity
 from hdit_edu.studies.spec import SpecError, load_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -301,8 +301,8 @@ def test_the_protocol_defaults_are_the_ablations_and_remeasure_a_record_exactly(
     checkpoint with its record's settings and noise seed gives the record's numbers by ``==``
     (the records and the protocol are one measurement)."""
     from hdit_edu.ablation import ToyBudget
+    from hdit_edu.protocol import evaluate
     from hdit_edu.runs import load_run
-    from hdit_edu.studies.protocol import evaluate
 
     b, p = ToyBudget(), EvalProtocol()
     assert (p.n, p.sampler, p.steps, p.cfg, p.batch_size) == (
@@ -400,3 +400,44 @@ def test_the_followup_spec_reproduces_the_shipped_followup_analysis():
     strict = load_study(folder).__class__(**{**study.__dict__, "cross_cpu": False})
     with pytest.raises(ValueError, match="different CPU kinds"):
         analyze(strict)
+
+
+def test_each_arm_chooses_its_guidance_on_selection_noise_and_is_scored_on_test_noise(tmp_path):
+    """evaluation.select_cfg: every run's w is the lowest-FID scale on the selection noise
+    (seed 2000 + seed), and the selected metrics are the test noise's (the record's eval seed)
+    at that w — re-measured here by ``==``; the frontier is kept; the analysis reads them.
+    evaluation.loss_profile: the held-out loss under the arm's own weighting (C: SNR) and the
+    unweighted error per σ band, re-measured by ``==``."""
+    from hdit_edu.protocol import SIGMA_BANDS, error_by_sigma, evaluate, evaluate_loss
+    from hdit_edu.runs import load_run
+
+    text = TINY.replace("seeds = [0, 1]", "seeds = [0]").replace(
+        "[analysis]",
+        'select_cfg = [1.0, 3.0]\nn_select = 16\nloss_profile = true\nmetrics = ["fid", '
+        '"fid_selected", "class_accuracy_selected", "error_mid", "heldout_loss_own"]\n\n[analysis]',
+    )
+    spec = tiny_study(tmp_path / "s", text)
+    registration.register(spec)
+    assert runner.run(spec, progress=False, log=lambda *a: None)["ok"]
+    study = load_study(spec)
+    record = json.loads((study.records / "C-s0.json").read_text())
+    sel = record["guidance_selection"]
+    assert (sel["selection_seed"], sel["test_seed"]) == (2000, 1000)
+    frontier = {row["cfg"]: row["fid"] for row in sel["frontier"]}
+    assert set(frontier) == {1.0, 3.0}
+    assert record["final"]["cfg_selected"] == min(frontier, key=frontier.get)
+    config, denoiser = load_run(study.checkpoints / "C-s0")
+    w = record["final"]["cfg_selected"]
+    again, _, _ = evaluate(denoiser, config, EvalProtocol(16, steps=3, cfg=w, batch_size=16), 1000)
+    assert again["fid"] == record["final"]["fid_selected"]
+    own = evaluate_loss(denoiser, config, n=512, weighting="snr", seed=0)
+    assert config.diffusion.loss_weighting == "snr" and record["final"]["heldout_loss_own"] == own
+    mid = error_by_sigma(denoiser, config, SIGMA_BANDS["mid"], n=512, seed=0)
+    assert record["final"]["error_mid"] == pytest.approx(sum(mid) / len(mid), rel=1e-12)
+    result = analyze(study)
+    assert {r["metric"] for r in result["comparisons"]} == {
+        "fid", "fid_selected", "class_accuracy_selected", "error_mid", "heldout_loss_own"
+    }  # fmt: skip
+    with pytest.raises(SpecError, match="needs evaluation.select_cfg"):
+        tiny_study(tmp_path / "bad", TINY.replace("[analysis]", 'metrics = ["fid_selected"]\n\n[analysis]'))
+        load_study(tmp_path / "bad")

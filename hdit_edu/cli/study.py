@@ -84,8 +84,8 @@ def _status_table(rows: list[dict], metrics) -> str:
 
 def cmd_study(args: argparse.Namespace) -> int:
     # Imported here: the studies package pulls in the trainer and the evaluation.
+    from ..analysis import analyze
     from ..studies import registration, report, runner
-    from ..studies.analysis import analyze
     from ..studies.spec import load_study
 
     if args.action == "register":

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from ..ablation import git
-from .analysis import load_records
+from ..analysis import load_records
 from .spec import Study, load_study, spec_hash
 
 REGISTRATION = "registration.json"

@@ -1,5 +1,5 @@
 """A study's report (§5.2's tables, with their uncertainty): ``summary.json`` (the analysis,
-:func:`hdit_edu.studies.analysis.analyze`, exactly), ``summary.md`` (the question, the
+:func:`hdit_edu.analysis.analyze`, exactly), ``summary.md`` (the question, the
 registration and every amendment, the per-arm table, the comparisons, the readings) and
 ``summary.png`` (a forest plot: one panel per metric, each comparison's difference with its
 95 % CI).
@@ -16,8 +16,8 @@ import json
 import math
 from pathlib import Path
 
+from ..analysis import ALL_METRICS, METRIC_LABELS, analyze, side_label
 from ..checkpoints import atomic_write_text
-from .analysis import METRIC_LABELS, METRICS, analyze, side_label
 from .registration import amendments, check, registration
 from .spec import Study
 
@@ -54,7 +54,7 @@ def reading(row: dict, rule: str) -> str:
     correction = "Holm-adjusted p" if _p_key(row) == "p_holm" else "p (uncorrected)"
     text += f", {correction} = {_num(p)}"
     if rule == "ci":
-        better = "higher" if METRICS[metric] < 0 else "lower"
+        better = "higher" if ALL_METRICS[metric] < 0 else "lower"
         verdict = row["verdict"]
         if verdict == "not resolved":
             text += "; the interval includes 0: not resolved"
@@ -201,7 +201,7 @@ def forest_plot(result: dict, study: Study, path: str | Path | None = None):
             ticks = [f"{side_label(r['x'])} → {side_label(r['y'])}" for r in rows]
             ax.set_yticks(range(len(rows)), ticks)
             ax.invert_yaxis()
-            better = "higher" if METRICS[metric] < 0 else "lower"
+            better = "higher" if ALL_METRICS[metric] < 0 else "lower"
             ax.set_title(f"{METRIC_LABELS.get(metric, metric)} (Y − X; {better} is better)")
         fig.suptitle(
             f"{study.name}: 95 % CIs; filled = {'significant' if study.rule == 'holm' else 'resolved'}"

@@ -12,7 +12,7 @@ path: the same configs, data order and draws, so a study's run is bit-identical 
   folder with working ``flock`` — never train the same run. The claim folder is apart from the
   run folder so that nothing ``run_toy`` does to its run folder can weaken it.
 * **Done means complete.** Under the claim the record is read again: a record counts as done
-  only with a full final evaluation (:func:`hdit_edu.studies.analysis.complete`); anything
+  only with a full final evaluation (:func:`hdit_edu.analysis.complete`); anything
   else is (re)run — resumed from its checkpoint where one exists (bit-identical).
 * **One thread per worker**; ``workers > 1`` spawns that many processes.
 * **Progress**: a tqdm bar per run with the ETA from its measured step rate (a training
@@ -34,9 +34,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..ablation import cpu_model, run_name, run_toy
-from ..checkpoints import list_checkpoints
+from ..analysis import complete
+from ..checkpoints import atomic_write_text, list_checkpoints
+from ..configs import Config
+from ..protocol import EvalProtocol, loss_profile, select_guidance
 from ..runfolder import claim, read_holder
-from .analysis import complete
+from ..runs import load_run
 from .registration import check
 from .spec import Arm, Study, load_study
 
@@ -233,10 +236,59 @@ def work(spec: str | Path, worker: int = 0, *, progress: bool = True, log=print)
                 out["held"].append(name)
                 _log(study, "held-elsewhere", name)
                 continue
+            if complete(record):
+                record = _unbiased_evaluation(study, arm, seed, record)
             ok = complete(record, study.metrics)
             out["trained" if ok else "failed"].append(name)
             _log(study, "done" if ok else "incomplete", name)
     return out
+
+
+SELECTION_SEED = 2000  # selection noise: 2000 + seed (the test noise is the record's eval_seed)
+
+
+def _unbiased_evaluation(study: Study, arm: Arm, seed: int, record: dict) -> dict:
+    """What a study adds to a finished record, on its final EMA checkpoint: each arm's own
+    guidance scale (``evaluation.select_cfg``: protocol.select_guidance → the record's
+    ``guidance_selection`` and ``cfg_selected``, ``fid_selected``, ``class_accuracy_selected``
+    in ``final``) and the loss profile (``evaluation.loss_profile``: protocol.loss_profile →
+    ``loss_profile`` and its band errors and own-weighting loss in ``final``). Written
+    atomically; a record that lacks one its study asks for is not complete for that study."""
+    todo_select = study.select_cfg and "guidance_selection" not in record
+    todo_profile = study.loss_profile and "loss_profile" not in record
+    if not (todo_select or todo_profile):
+        return record
+    _, denoiser = load_run(run_folder(study, arm, seed))
+    config = Config.from_dict(record["config"])
+    if todo_profile:
+        c0 = time.process_time()
+        profile = loss_profile(denoiser, config)
+        record["final"] |= {k: profile[k] for k in ("error_low", "error_mid", "error_high",
+                                                    "heldout_loss_own")}  # fmt: skip
+        record["loss_profile"] = profile | {"cpu_s": time.process_time() - c0}
+    if todo_select:
+        record = _select_guidance(study, seed, record, denoiser, config)
+    atomic_write_text(record_path(study, arm, seed), json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def _select_guidance(study: Study, seed: int, record: dict, denoiser, config) -> dict:
+    b, s = study.budget, record["settings"]
+    protocol = EvalProtocol(b.n_eval, b.sampler, b.sample_steps, b.cfg, b.sample_batch)
+    c0 = time.process_time()
+    chosen = select_guidance(
+        denoiser, config, protocol, study.select_cfg, n_select=study.n_select,
+        selection_seed=SELECTION_SEED + seed, test_seed=s["eval_seed"],
+    )  # fmt: skip
+    keys = ("cfg_selected", "fid_selected", "class_accuracy_selected")
+    record["final"] |= {k: chosen[k] for k in keys}
+    record["guidance_selection"] = {
+        "scales": list(study.select_cfg), "n_select": study.n_select,
+        "selection_seed": SELECTION_SEED + seed, "test_seed": s["eval_seed"],
+        "frontier": chosen["frontier"], "test": chosen["test"],
+        "cpu_s": time.process_time() - c0,
+    }  # fmt: skip
+    return record
 
 
 def _spawned(spec: str, worker: int, progress: bool) -> None:

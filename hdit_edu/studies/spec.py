@@ -38,6 +38,14 @@ field and what is allowed. Every field, with its default::
     n_eval_mid = 256
     # eval_seed omitted: 1000 + seed
     metrics = ["fid", "class_accuracy", "heldout_loss"]   # the final evaluation's keys
+    select_cfg = [1.0, 1.5, 2.0, 3.0, 4.0]   # optional: each arm's own guidance scale, chosen
+    n_select = 512                           #   on selection noise (seed 2000 + seed), scored
+                                             #   on the test noise; adds the metrics
+                                             #   fid_selected, class_accuracy_selected
+    loss_profile = false                     # the unweighted error per σ band and the loss
+                                             #   under each arm's own weighting (512 test
+                                             #   images): error_low / _mid / _high,
+                                             #   heldout_loss_own
 
     [analysis]
     comparisons = [["C", "D", "+ axial RoPE", "better"]]  # [X, Y, what(, expect)]: Y − X
@@ -77,7 +85,7 @@ from pathlib import Path
 from typing import Any
 
 from ..ablation import EXTRA_TOY_CONFIGS, TASKS, TOY_CONFIGS, ToyBudget
-from .analysis import EXPECT, METRICS
+from ..analysis import ALL_METRICS, EXPECT, METRICS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -102,6 +110,7 @@ TOP_KEYS = (
     "reference",
     "options",
 )
+SELECTION_KEYS = ("metrics", "select_cfg", "n_select", "loss_profile")
 EVALUATION_KEYS = (
     "n_eval",
     "n_eval_mid",
@@ -170,6 +179,9 @@ class Study:
     reference: Reference | None = None
     compile: bool = False
     cross_cpu: bool = False
+    select_cfg: tuple[float, ...] = ()  # guidance scales each arm chooses from (none: cfg)
+    n_select: int = 512
+    loss_profile: bool = False  # add protocol.loss_profile's metrics
     records: Path = field(default=Path("runs"))  # where new records are written
     read_records: tuple[Path, ...] = ()  # every folder records are read from (records first)
     checkpoints: Path = field(default=Path("runs/studies"))
@@ -242,14 +254,32 @@ def parse_study(raw: dict[str, Any], path: Path) -> Study:
     if data not in DATA:
         fail("task.data", f"{data!r}; allowed: {', '.join(DATA)}")
     evaluation = raw.get("evaluation", {})
-    _known(evaluation, (*EVALUATION_KEYS, "metrics"), "evaluation", fail)
-    budget = _budget(task, evaluation, fail)
+    _known(evaluation, (*EVALUATION_KEYS, *SELECTION_KEYS), "evaluation", fail)
+    budget = _budget(task, {k: v for k, v in evaluation.items() if k in EVALUATION_KEYS}, fail)
+    select_cfg = evaluation.get("select_cfg", [])
+    ok = isinstance(select_cfg, list) and all(
+        isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
+        for w in select_cfg
+    )
+    if not ok or len(set(select_cfg)) != len(select_cfg):
+        fail("evaluation.select_cfg", f"{select_cfg!r}; allowed: a list of distinct numbers")
+    n_select = evaluation.get("n_select", 512)
+    if not isinstance(n_select, int) or isinstance(n_select, bool) or n_select < 1:
+        fail("evaluation.n_select", f"{n_select!r}; allowed: an integer > 0")
     metrics = tuple(evaluation.get("metrics", tuple(METRICS)))
     for m in metrics:
-        if m not in METRICS:
-            fail("evaluation.metrics", f"{m!r}; allowed: {', '.join(METRICS)}")
+        if m not in ALL_METRICS:
+            fail("evaluation.metrics", f"{m!r}; allowed: {', '.join(ALL_METRICS)}")
     if not metrics:
         fail("evaluation.metrics", "empty; allowed: one or more of " + ", ".join(METRICS))
+    loss_profile = evaluation.get("loss_profile", False)
+    if not isinstance(loss_profile, bool):
+        fail("evaluation.loss_profile", f"{loss_profile!r}; allowed: true or false")
+    for m in metrics:
+        if (m.startswith("error_") or m.endswith("_own")) and not loss_profile:
+            fail("evaluation.metrics", f"{m!r} needs evaluation.loss_profile = true")
+        if m.endswith("_selected") and not select_cfg:
+            fail("evaluation.metrics", f"{m!r} needs evaluation.select_cfg (the scales to choose from)")
 
     reference = _reference(raw.get("reference"), labels, metrics, fail)
     analysis = raw.get("analysis", {})
@@ -289,6 +319,9 @@ def parse_study(raw: dict[str, Any], path: Path) -> Study:
         reference=reference,
         compile=options.get("compile", False),
         cross_cpu=options.get("cross_cpu", False),
+        select_cfg=tuple(float(w) for w in select_cfg),
+        n_select=n_select,
+        loss_profile=loss_profile,
         records=folder / records[0],
         read_records=tuple(folder / r for r in records),
         checkpoints=Path(raw.get("checkpoints", f"runs/studies/{folder.resolve().name}")),

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from hdit_edu.ablation import cpu_model
+from hdit_edu.protocol import EvalProtocol, evaluate
 from hdit_edu.runs import load_run
-from hdit_edu.studies.protocol import EvalProtocol, evaluate
 
 
 def main(argv=None) -> int:

@@ -8,7 +8,7 @@ scale of ``--scales`` with the ablation's evaluation (2,048 samples, classes 0..
 3M-SDE 50 steps, noise seed 1000 + seed: w = 3 repeats the run's own final evaluation), and
 each (run, w) cell is written to ``<out>/<NAME>.json`` as it finishes (a rerun skips the cells
 it holds). Per cell: toy FID against the 2,048 test images with its mean term, class accuracy,
-coherence, and the spread of the classifier features (``hdit_edu.studies.protocol``); the
+coherence, and the spread of the classifier features (``hdit_edu.protocol``); the
 first 16 samples (two per class, one class per column) go to ``<out>/grids/<NAME>-w<w>.png``.
 
     OMP_NUM_THREADS=1 python results/ablation-toy/guidance.py run \\
@@ -39,10 +39,10 @@ import torch
 from hdit_edu.ablation import cpu_model
 from hdit_edu.checkpoints import atomic_write_text
 from hdit_edu.data import save_grid
+from hdit_edu.protocol import EvalProtocol, evaluate, measure
 from hdit_edu.runs import load_run
 from hdit_edu.sampling import grid_columns, sample_labels
 from hdit_edu.stats import paired_difference
-from hdit_edu.studies.protocol import EvalProtocol, evaluate, measure
 from hdit_edu.toy import ToyDataset
 
 HERE = Path(__file__).resolve().parent
@@ -56,7 +56,7 @@ KEEP = ("class_accuracy", "coherence", "fid", "fid_mean_term", "fid_covariance_t
 
 def _metrics(measured: dict) -> dict:
     """Class accuracy, coherence, toy FID with its terms and the spread, as the records hold
-    them (the protocol's :func:`~hdit_edu.studies.protocol.measure`)."""
+    them (the protocol's :func:`~hdit_edu.protocol.measure`)."""
     return {k: measured[k] for k in KEEP}
 
 

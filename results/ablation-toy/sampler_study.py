@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
+from hdit_edu.protocol import EvalProtocol, evaluate
 from hdit_edu.runs import load_run
-from hdit_edu.studies.protocol import EvalProtocol, evaluate
 
 torch.set_num_threads(1)
 

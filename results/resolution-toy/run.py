@@ -11,7 +11,7 @@ bit for bit and the shift is the identity there); at every other resolution the 
 DPM++(3M) SDE, ``--steps`` steps, guidance ``--cfg``, noise seed 1000 + seed — the toy
 ablation's evaluation settings, so the 32² cell's samples are the first ``--n`` of that
 run's recorded evaluation), then the one evaluation protocol's metrics
-(:func:`hdit_edu.studies.protocol.measure`): class accuracy (the toy classifier on the samples
+(:func:`hdit_edu.protocol.measure`): class accuracy (the toy classifier on the samples
 resized to its 32²), toy FID against the 2,048 held-out test images *rendered at that
 resolution* (features of both resized the same way), and the coherence measure. A 16-image grid per cell goes to ``OUT/grids/``.
 
@@ -35,10 +35,10 @@ torch.set_num_threads(1)
 from hdit_edu.ablation import versions  # noqa: E402
 from hdit_edu.configs import format_resolution, normalize_resolution  # noqa: E402
 from hdit_edu.data import save_grid  # noqa: E402
+from hdit_edu.protocol import measure  # noqa: E402
 from hdit_edu.resolution import generate_at  # noqa: E402
 from hdit_edu.runs import load_run  # noqa: E402
 from hdit_edu.sampling import sample_labels  # noqa: E402
-from hdit_edu.studies.protocol import measure  # noqa: E402
 
 SETTINGS = ("n", "steps", "cfg", "sampler", "batch", "eval_seed")
 

@@ -17,7 +17,10 @@ A model is measured by sampling ``n`` images with classes 0, 1, …, 7 in turn
 samples, DPM++(3M) SDE with 50 steps, guidance w = 3, batches of 64); the noise seed is
 given per call (the ablation's records use 1000 + the training seed). :func:`error_by_sigma`
 measures a model's unweighted denoising error at fixed noise levels (where in σ two arms
-differ, whatever weighting each was trained with). The toy ablation's
+differ, whatever weighting each was trained with). :func:`select_guidance` gives each model
+its own guidance scale, chosen on selection noise kept apart from the test noise that scores
+it, with the FID–accuracy frontier over w (one w for every arm, chosen on one arm's pilot,
+favours that arm: the toy ablation's guidance sweep). The toy ablation's
 records, its guidance sweep, its follow-up's diversity look, the sampler study and the
 resolution study all measure through :func:`measure`, so a published number has one
 definition.
@@ -32,11 +35,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import evaluation
-from ..configs import Config
-from ..diffusion import Denoiser
-from ..sampling import generate, sample_labels
-from ..toy import ToyDataset, predict_classes, toy_coherence
+from . import evaluation
+from .configs import Config
+from .diffusion import Denoiser
+from .sampling import generate, sample_labels
+from .toy import ToyDataset, predict_classes, toy_coherence
+from .training import make_dataset, training_sigmas
 
 _TEST_FEATURES: dict[int, np.ndarray] = {}
 
@@ -155,6 +159,117 @@ def evaluate(denoiser, config, protocol: EvalProtocol, noise_seed: int):
     )
     out = {"n_samples": protocol.n, **metrics, "sample_s": sample_s, "sample_cpu_s": sample_cpu_s}
     return out, images, labels
+
+
+def select_guidance(
+    denoiser,
+    config,
+    protocol: EvalProtocol,
+    scales: Sequence[float],
+    *,
+    selection_seed: int,
+    test_seed: int,
+    n_select: int = 512,
+) -> dict:
+    """Each model's own guidance scale, chosen without looking at the numbers that score it:
+    sample ``n_select`` images at every w of ``scales`` on the *selection* noise
+    (``selection_seed``), take the w of lowest toy FID there, then sample ``protocol.n`` images
+    at that w on the *test* noise (``test_seed``, which must differ) and :func:`measure` them.
+    Returns ``{"frontier": [{cfg, fid, class_accuracy} per w on the selection noise],
+    "cfg_selected", "fid_selected", "class_accuracy_selected", "test": the test metrics}``: the
+    FID–accuracy frontier over w beside the best-w numbers."""
+    if selection_seed == test_seed:
+        raise ValueError(
+            f"selection_seed={selection_seed} is the test seed: the noise that chooses w must "
+            "not be the noise that scores it"
+        )
+    if not scales:
+        raise ValueError("scales is empty; allowed: one or more guidance scales")
+    frontier = []
+    for w in scales:
+        probe = EvalProtocol(n_select, protocol.sampler, protocol.steps, float(w),
+                             protocol.batch_size)  # fmt: skip
+        m, _, _ = evaluate(denoiser, config, probe, selection_seed)
+        frontier.append({"cfg": float(w), "fid": m["fid"], "class_accuracy": m["class_accuracy"]})
+    best = min(frontier, key=lambda row: row["fid"])["cfg"]
+    chosen = EvalProtocol(protocol.n, protocol.sampler, protocol.steps, best,
+                          protocol.batch_size)  # fmt: skip
+    test, _, _ = evaluate(denoiser, config, chosen, test_seed)
+    return {
+        "frontier": frontier,
+        "cfg_selected": best,
+        "fid_selected": test["fid"],
+        "class_accuracy_selected": test["class_accuracy"],
+        "test": test,
+    }
+
+
+@torch.no_grad()
+def evaluate_loss(
+    denoiser: Denoiser,
+    config: Config,
+    dataset=None,
+    *,
+    n: int = 256,
+    weighting: str = "soft-min-snr",
+    seed: int = 0,
+    batch_size: int = 128,
+    indices: Sequence[int] | None = None,
+) -> float:
+    """A held-out loss that is comparable across runs: the same ``n`` images of ``dataset``
+    (default: the toy test split, or the training folder), the same stratified σ and noise for
+    every model, one fixed ``weighting`` (so runs trained with different loss weightings, like
+    ablation steps D and E, are measured alike). ``indices``: which images (default the first
+    ``n``; an image folder sorted by class wants a random subset)."""
+    m = config.model
+    if dataset is None:
+        dataset = (
+            ToyDataset("test", resolution=m.resolution)
+            if config.training.dataset == "toy"
+            else make_dataset(config)
+        )
+    device = next(denoiser.parameters()).device
+    indices = np.arange(min(n, len(dataset))) if indices is None else np.asarray(indices)
+    n = len(indices)
+    images, classes = dataset.batch(indices)
+    g = torch.Generator().manual_seed(seed)
+    sigma = training_sigmas(config, n, stratified=True, rank=0, world_size=1, generator=g)
+    noise = torch.randn(images.shape, generator=g)
+    total = 0.0
+    for i in range(0, n, batch_size):
+        cond = {"class_cond": classes[i : i + batch_size].to(device)} if m.num_classes else {}
+        losses = denoiser.loss(
+            images[i : i + batch_size].to(device),
+            noise[i : i + batch_size].to(device),
+            sigma[i : i + batch_size].to(device),
+            weighting=weighting,
+            **cond,
+        )
+        total += losses.sum().item()
+    return total / n
+
+
+# The σ bands of the per-σ error (unweighted, so no arm's training weighting is favoured):
+# low noise (fine detail), the middle (where the layout forms), high noise (the global mean).
+SIGMA_BANDS = {"low": (0.01, 0.05, 0.2), "mid": (0.5, 1.0, 2.0, 5.0), "high": (10.0, 20.0, 80.0)}
+
+
+def loss_profile(denoiser, config, *, n: int = 512, seed: int = 0) -> dict:
+    """The losses that favour no arm's training objective: the mean unweighted denoising error
+    in each σ band of :data:`SIGMA_BANDS` (:func:`error_by_sigma` on ``n`` test images, one ε
+    for every model) and the held-out loss under the arm's *own* training weighting
+    (``heldout_loss_own``; :func:`evaluate_loss` on the same ``n`` images)."""
+    sigmas = [s for band in SIGMA_BANDS.values() for s in band]
+    errors = dict(zip(sigmas, error_by_sigma(denoiser, config, sigmas, n=n, seed=seed)))
+    out = {f"error_{name}": float(np.mean([errors[s] for s in band]))
+           for name, band in SIGMA_BANDS.items()}  # fmt: skip
+    d = config.diffusion
+    out["heldout_loss_own"] = evaluate_loss(
+        denoiser, config, n=n, weighting=d.loss_weighting, seed=seed
+    )
+    out["loss_weighting_own"] = d.loss_weighting
+    out["error_by_sigma"] = {str(s): e for s, e in errors.items()}
+    return out
 
 
 @torch.no_grad()

@@ -22,13 +22,28 @@ from pathlib import Path
 
 import numpy as np
 
-from ..stats import ALPHA, ci_verdict, holm, kendall_tau, paired_difference, t_interval
+from .stats import ALPHA, ci_verdict, holm, kendall_tau, paired_difference, t_interval
 
 METRICS = {"fid": +1, "class_accuracy": -1, "heldout_loss": +1}  # +1: lower is better
 METRIC_LABELS = {
     "fid": "toy FID",
     "class_accuracy": "class accuracy",
     "heldout_loss": "held-out loss",
+}
+# Measured at each arm's own guidance scale (protocol.select_guidance; a study with
+# evaluation.select_cfg): the test noise's numbers at the w the selection noise chose.
+SELECTED_METRICS = {"fid_selected": +1, "class_accuracy_selected": -1}
+# The losses that favour no arm's weighting (protocol.loss_profile; evaluation.loss_profile):
+# the unweighted error per σ band and the held-out loss under the arm's own weighting.
+PROFILE_METRICS = {"error_low": +1, "error_mid": +1, "error_high": +1, "heldout_loss_own": +1}
+ALL_METRICS = METRICS | SELECTED_METRICS | PROFILE_METRICS
+METRIC_LABELS |= {
+    "fid_selected": "toy FID at own best w",
+    "class_accuracy_selected": "class accuracy at own best w",
+    "error_low": "unweighted error, σ ≤ 0.2",
+    "error_mid": "unweighted error, σ 0.5–5",
+    "error_high": "unweighted error, σ ≥ 10",
+    "heldout_loss_own": "held-out loss, own weighting",
 }
 # The expected direction of Y against X, times a metric's lower-is-better sign.
 EXPECT = {"better": -1, "worse": +1, "none": 0}
@@ -75,9 +90,14 @@ def load_records(folder: str | Path, labels: Sequence[str] | None = None) -> dic
 
 
 def _cpu_s(record: dict) -> float:
-    """A run's CPU seconds: training plus every evaluation's sampling and held-out loss."""
+    """A run's CPU seconds: training plus every evaluation's sampling and held-out loss (and a
+    study's guidance selection)."""
     evals = record.get("evaluations") or []
-    return record["train_cpu_s"] + sum(e["sample_cpu_s"] + e["loss_cpu_s"] for e in evals)
+    cpu = record["train_cpu_s"] + sum(e["sample_cpu_s"] + e["loss_cpu_s"] for e in evals)
+    for extra in ("guidance_selection", "loss_profile"):  # a study's added evaluations
+        if extra in record:
+            cpu = cpu + record[extra]["cpu_s"]
+    return cpu
 
 
 def side_label(side) -> str:
@@ -154,7 +174,7 @@ def analyze_runs(
     sign_key = f"{reference['name']}_sign" if reference else "expected_sign"
     rows_by_metric = []
     for metric in metrics:
-        lower_better = METRICS[metric]
+        lower_better = ALL_METRICS[metric]
         rows = []
         for x, y, what, expect in comparisons:
             pair = paired_difference(
