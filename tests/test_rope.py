@@ -284,4 +284,6 @@ def test_revisited_study_draft_is_valid_unregistered_and_costed():
     assert len(study.comparisons) == 13 and study.rule == "holm"
     design = runpy.run_path(str(REVISITED / "design.py"))
     assert design["SEEDS"] == {label: len(a.seeds) for label, a in arms.items()}
-    assert len(study.runs()) == sum(design["SEEDS"].values()) == 41
+    assert len(study.runs()) == sum(design["SEEDS"].values()) == 39
+    assert study.metrics[0] == "fid_selected" and study.reference.metric == "fid_selected"
+    assert study.select_cfg == (1.0, 1.5, 2.0, 3.0, 4.0) and study.loss_profile
