@@ -629,9 +629,9 @@ torch.testing.assert_close(
 print(f"fastest pair of the toy 8×8 level: {t_fast:.3f}π per token, seen as {alias:.3f}π")
 
 # %% [markdown]
-# So the pairs meant to resolve the finest offsets are read as slower ones — the faster the
-# pair, the slower its alias once it passes 2π. The *folded* turn of every pair (the one
-# attention sees at whole tokens, in [0, π]):
+# So the pairs meant to resolve the finest offsets are read as slower ones: between π and 2π
+# per token, the faster the pair, the slower its alias; past 2π the turns wrap round again. The
+# *folded* turn of every pair (the one attention sees at whole tokens, in [0, π]):
 
 # %%
 def folded(turns):
@@ -675,7 +675,7 @@ for (grid, turns, aliased), (_, before, _) in zip(level_rope_turns(toy_grid), le
     scale = rope_freq_scale("grid", grid)
     print(f"{grid[0]}×{grid[1]}: scale {scale:.2f}, max turn {before.max():.2f}π → "
           f"{turns.max():.3f}π, aliased {int(aliased.sum())}/{turns.numel()}")
-    assert not aliased.any() and turns.max() < 1
+    assert not aliased.any() and turns.max() < 1 and math.isclose(scale, min(1, grid[0] / 20))
 paper_grid = level_rope_turns(dataclasses.replace(paper_d, rope_freqs="grid"))
 assert torch.equal(paper_grid[0][1], levels["paper outer"][1])  # 32×32: unchanged
 assert not paper_grid[1][2].any()  # 16×16: scaled by 0.8, none aliases
