@@ -471,9 +471,10 @@ def config_to_k_diffusion(config: Config | ModelConfig) -> dict:
     σ density, optimiser, LR and EMA schedules.
 
     Raises ``ValueError`` for what the reference model cannot express: ``arch`` other than
-    ``"hdit"``, ``ffn`` other than ``"geglu"``, ``pos_emb`` other than ``"rope"``, ``skip``
-    other than ``"lerp"``, ``out_channels`` ≠ ``in_channels``, ``aug_dim`` other than 0 or 9,
-    a min-SNR weighting or a γ other than the default."""
+    ``"hdit"``, ``ffn`` other than ``"geglu"``, ``pos_emb`` other than ``"rope"``,
+    ``rope_freqs`` other than ``"image"``, ``skip`` other than ``"lerp"``, ``out_channels`` ≠
+    ``in_channels``, ``aug_dim`` other than 0 or 9, a min-SNR weighting or a γ other than the
+    default."""
     full = config if isinstance(config, Config) else None
     model = config.model if isinstance(config, Config) else config
     if not isinstance(model, ModelConfig):
@@ -484,6 +485,7 @@ def config_to_k_diffusion(config: Config | ModelConfig) -> dict:
         ("arch", model.arch, "hdit"),
         ("ffn", model.ffn, "geglu"),
         ("pos_emb", model.pos_emb, "rope"),
+        ("rope_freqs", model.rope_freqs, "image"),
         ("skip", model.skip, "lerp"),
     ):
         if value != allowed:
