@@ -151,6 +151,20 @@ def _heun_calls(answer) -> str | None:
     )
 
 
+@exercise("01.4")
+def _last_ddpm_sigma(answer) -> str | None:
+    """σ_999 = √((1 − ᾱ_999)/ᾱ_999) of DiT's linear schedule (R1's process)."""
+    from .ddpm import DDPMSchedule
+
+    want = DDPMSchedule.linear().sigmas[-1].item()
+    if _close(answer, want, 1e-4):
+        return None
+    return (
+        "ᾱ_t is the product of (1 − β_s) over s ≤ t, and σ_t = √((1 − ᾱ_t)/ᾱ_t); take all "
+        "1000 β's of linear_betas()"
+    )
+
+
 # --- 02 hourglass and skips ---
 
 

@@ -708,6 +708,201 @@ spread = [guided[w].std(0).mean().item() for w in (1.0, 2.0, 4.0)]
 assert mean_x[0] > mean_x[1] > mean_x[2] and spread[0] > spread[1] > spread[2]
 
 # %% [markdown]
+# ## 6 · DDPM's discrete time next to EDM's continuous σ
+#
+# Baseline R1 of Table 1 is DiT trained in its own codebase: a *discrete-time* DDPM (Ho et al.
+# 2020) with a linear β schedule over T = 1000 steps, IDDPM's learned variance and 250-step
+# ancestral sampling (`hdit_edu.ddpm`). Everything above is EDM's *continuous* σ. The two are
+# the same noise on two clocks: dividing DDPM's $x_t = \sqrt{\bar\alpha_t}\,x_0 +
+# \sqrt{1-\bar\alpha_t}\,\epsilon$ by $\sqrt{\bar\alpha_t}$ gives $x_0 + \sigma_t\epsilon$ with
+#
+# $$\sigma_t = \sqrt{(1-\bar\alpha_t)/\bar\alpha_t},$$
+#
+# so $x_t = x_{\sigma_t}/\sqrt{1+\sigma_t^2}$ — EDM's $c_\text{in}$ with σ_data = 1. Below: where
+# DDPM's 1000 steps sit on EDM's σ axis, which of them the 250-step sampler keeps, and how they
+# compare with the σ that the paper's trainer draws.
+
+# %%
+from hdit_edu import ddpm
+from hdit_edu.diffusion import SIGMA_RANGE, sample_sigmas
+from hdit_edu.presets import get_config
+
+full = ddpm.DDPMSchedule.linear()  # DiT's training process: 1000 steps, β from 1e-4 to 0.02
+spaced = full.respaced(ddpm.SAMPLING_STEPS)  # DiT's sampler: 250 of them
+r1, r2 = get_config("R1"), get_config("R2")
+g = torch.Generator().manual_seed(5)
+edm_draws = sample_sigmas(r2.diffusion.sigma_density, N_SIGMA_DRAWS, image_d=128, generator=g)
+ddpm_draws = ddpm.sample_training_sigmas(full, N_SIGMA_DRAWS, generator=g)
+
+fig, (ax, axh) = plt.subplots(1, 2, figsize=(11, 3.8))
+steps = torch.arange(full.num_timesteps)
+ax.semilogy(steps, full.sigmas, color="k", lw=1, label="σ_t, 1000 training steps")
+ax.semilogy(
+    spaced.timestep_map, spaced.sigmas, "o", ms=2, color="C1", label="the 250 sampling steps"
+)
+for s_edm in SIGMA_RANGE:
+    ax.axhline(s_edm, color="C0", ls=":", lw=1)
+ax.text(5, SIGMA_RANGE[1] * 0.5, "EDM's σ_max", color="C0", va="top", fontsize=8)
+ax.text(5, SIGMA_RANGE[0] * 1.3, "EDM's σ_min", color="C0", fontsize=8)
+ax.set_xlabel("DDPM step t")
+ax.set_ylabel("σ_t = √((1 − ᾱ_t)/ᾱ_t)")
+ax.legend(fontsize=8, loc="center right")
+ax.set_title("DiT's linear schedule on EDM's σ axis")
+bins_h = torch.linspace(-3, 3, 121)
+axh.hist(ddpm_draws.log10(), bins=bins_h, density=True, histtype="step", color="k",
+         label="DDPM: t ~ U{0…999} (R1)")  # fmt: skip
+axh.hist(edm_draws.log10(), bins=bins_h, density=True, histtype="step", color="C0",
+         label=f"EDM: {r2.diffusion.sigma_density}, 128² (R2)")  # fmt: skip
+axh.set_xlabel("log₁₀ σ")
+axh.set_ylabel("density")
+axh.legend(fontsize=8)
+axh.set_title("training σ densities")
+plt.show()
+
+beta0 = full.betas[0].item()
+below = (edm_draws < full.sigmas[0]).float().mean().item()
+above = (edm_draws > full.sigmas[-1]).float().mean().item()
+print(f"DDPM's σ_t runs from σ_0 = {full.sigmas[0]:.4f} to σ_999 = {full.sigmas[-1]:.1f}; "
+      f"EDM trains on [{SIGMA_RANGE[0]:g}, {SIGMA_RANGE[1]:g}]")  # fmt: skip
+print(f"R2's σ draws outside DDPM's range: {below:.1%} below σ_0, {above:.1%} above σ_999")
+print(f"median training σ: DDPM {ddpm_draws.median():.2f}, EDM (R2) {edm_draws.median():.2f}")
+# σ_0² = β_0/(1 − β_0): the first step is 1 % noise; the last is far from EDM's σ_max = 1000
+assert abs(full.sigmas[0].item() - math.sqrt(beta0 / (1 - beta0))) < 1e-12
+assert SIGMA_RANGE[0] < full.sigmas[0] < full.sigmas[-1] < SIGMA_RANGE[1]
+# respacing keeps ᾱ (hence σ) at the steps it keeps, both ends included
+assert torch.allclose(spaced.sigmas, full.sigmas[spaced.timestep_map], rtol=1e-12, atol=0)
+assert spaced.timestep_map[0] == 0 and spaced.timestep_map[-1] == full.num_timesteps - 1
+# DDPM's x_t is EDM's x_σ scaled by c_in with σ_data = 1, and the step of σ_t is t again
+x0_demo, eps_demo = torch.randn(4, 3), torch.randn(4, 3)
+t_demo = torch.tensor([0, 10, 500, 999])
+sig_demo = full.sigmas[t_demo].float()[:, None]
+x_t = ddpm.q_sample(full, x0_demo, t_demo, eps_demo)
+assert torch.allclose(x_t, c_in(sig_demo, 1.0) * (x0_demo + sig_demo * eps_demo), atol=1e-5)
+assert torch.equal(ddpm.sigma_to_timestep(full, sig_demo[:, 0]).round().long(), t_demo)
+
+# %% [markdown]
+# ### What the learned variance buys
+#
+# A DDPM step draws $x_{t-1} \sim \mathcal N(\mu_\theta, \Sigma_\theta)$. Ho et al. fixed Σ to
+# β̃_t (the posterior's variance, exact when x₀ is known) or β_t; IDDPM lets the network choose
+# Σ between the two (`learned_log_variance`, eq. 15) — DiT doubles its output channels for it.
+# For Gaussian data $x_0 \sim \mathcal N(\mu, s^2)$ everything is exact: ε̂ = E[ε | x_t] comes
+# from the exact denoiser `GaussianMixtureDenoiser` (one component), and the *true* reverse
+# step is Gaussian with variance $\tilde\beta_t + c_1^2\,\mathrm{Var}[x_0\mid x_t]$ ($c_1$ the
+# posterior mean's x₀ coefficient, $\mathrm{Var}[x_0\mid x_t] = s^2\sigma_t^2/(s^2+\sigma_t^2)$):
+# the ideal network's variance output v reaches it. So we can sample with the true variance,
+# with β̃ (v = −1) and with β (v = +1), at several respaced step counts, and compare the
+# samples' std with the data's s.
+
+# %%
+MU_G, S_G, DIM_G = 0.3, 0.5, 8
+N_G = 4096 if PROFILE == "cpu" else 32_768
+VARIANCES = ("learned (true)", "fixed β̃", "fixed β")
+# cpu: up to DiT's 250 (a few seconds); gpu: the full 1000-step chain too
+STEP_COUNTS = (10, 25, 50, 100, 250) + (() if PROFILE == "cpu" else (1000,))
+gaussian = GaussianMixtureDenoiser(torch.full((1, DIM_G), MU_G), [S_G])
+
+
+def ideal_ddpm(steps: int) -> ddpm.DDPMDenoiser:
+    """The exact network for x₀ ~ N(μ, s²) on the process respaced to ``steps``: rows
+    [0, N) get the true reverse variance, [N, 2N) v = −1 (β̃), [2N, 3N) v = +1 (β)."""
+    sp = full.respaced(steps)
+
+    def net(x, sigma, timestep=None):
+        i = torch.searchsorted(sp.timestep_map, timestep.long())[:, None]  # respaced index
+        sig = sigma.double()[:, None]
+        x_sig = x.double() * (1 + sig**2).sqrt()  # DDPM's x_t → EDM's x_σ
+        eps = (x_sig - gaussian(x_sig, sig[:, 0])) / sig  # ε̂ = (x_σ − D(x_σ; σ))/σ
+        var_x0 = S_G**2 * sig**2 / (S_G**2 + sig**2)
+        true = sp.posterior_variance[i] + sp.posterior_mean_coef1[i] ** 2 * var_x0
+        lo, hi = sp.posterior_log_variance_clipped[i], sp.betas[i].log()
+        v = (2 * (true.log() - lo) / (hi - lo) - 1).expand_as(x_sig).clone()
+        v[N_G : 2 * N_G], v[2 * N_G :] = -1.0, 1.0
+        return torch.cat([eps.float(), v.float()], dim=1)
+
+    return ddpm.DDPMDenoiser(net)
+
+
+noise_g = torch.randn(N_G, DIM_G, generator=torch.Generator().manual_seed(0)).repeat(3, 1)
+stds = {}  # (variance, steps) → sample std
+for n_steps in STEP_COUNTS:
+    xs = ddpm.sample(ideal_ddpm(n_steps), noise_g, steps=n_steps, generator=1).reshape(3, -1)
+    assert (xs.mean(1) - MU_G).abs().max() < 0.02  # every variant gets the mean right
+    for name, x in zip(VARIANCES, xs):
+        stds[name, n_steps] = x.std().item()
+
+print(f"sample std (data: {S_G}); {N_G}×{DIM_G} values per entry")
+print(f"{'steps':>6}" + "".join(f"{name:>16}" for name in VARIANCES))
+for n_steps in STEP_COUNTS:
+    print(f"{n_steps:>6}" + "".join(f"{stds[name, n_steps]:>16.4f}" for name in VARIANCES))
+fig, ax = plt.subplots(figsize=(6, 3.4))
+for name in VARIANCES:
+    ax.plot(STEP_COUNTS, [stds[name, n] for n in STEP_COUNTS], "o-", label=name)
+ax.axhline(S_G, color="k", ls=":", lw=1, label="data std")
+ax.axvline(ddpm.SAMPLING_STEPS, color="gray", lw=0.8)
+ax.set_xscale("log")
+ax.set_xlabel("respaced sampling steps")
+ax.set_ylabel("sample std")
+ax.legend(fontsize=8)
+ax.set_title("ancestral DDPM sampling of N(0.3, 0.5²), exact ε̂")
+plt.show()
+
+# the true variance is exact at any step count; β̃ is too narrow and β too wide, less so with
+# more steps (β̃ ≤ true ≤ β at every step, and the gap closes as the steps get finer)
+assert all(abs(stds["learned (true)", n] - S_G) < 0.01 for n in STEP_COUNTS)
+narrow = [stds["fixed β̃", n] for n in STEP_COUNTS]
+assert narrow[0] < narrow[1] < narrow[2] < narrow[3] < narrow[4] < S_G - 0.005
+assert narrow[0] < S_G - 0.1 and abs(narrow[4] - S_G) < 0.03  # 250 steps: within a few %
+assert stds["fixed β", 25] > S_G + 0.02 and stds["fixed β", 25] > stds["fixed β", 250]
+
+# %% [markdown]
+# **Why 250 steps.** With Σ fixed to β̃ the sampler loses spread at every coarse step (the
+# table's β̃ column); it needs many steps before the error becomes small, and the fixed-β
+# sampler errs the other way. The learned variance is what makes a *respaced* sampler work
+# (IDDPM §4): with the right Σ each coarse step is exact for Gaussian data, at 10 steps as at
+# 250 (the gpu profile adds the full 1000-step chain). A trained network's Σ is only approximately right and its ε̂ has errors that more steps
+# average out, so DiT samples with 250 of the 1000 steps — a quarter of the cost, with FID
+# close to the full chain's. The paper's HDiT instead samples EDM's continuous σ with 50 steps
+# of DPM++(3M) SDE (Table 6).
+#
+# **R1 and R2, from their configs.** The two baselines share the DiT-B/4 network; what differs:
+
+# %%
+import inspect
+from dataclasses import asdict
+
+from hdit_edu.sampling import generate
+
+
+def flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+f1, f2 = flat(asdict(r1)), flat(asdict(r2))
+differ = {k: (f1[k], f2[k]) for k in f1 if f1[k] != f2[k] and k != "name"}
+print("R1 vs R2 config fields that differ:", differ)
+edm_defaults = {k: p.default for k, p in inspect.signature(generate).parameters.items()}
+t_mid = 500
+print(f"* the network's time input: R1 ({r1.diffusion.process}) embeds the integer step t "
+      f"(t = {t_mid} at σ_t = {full.sigmas[t_mid]:.3f}); R2 ({r2.diffusion.process}) embeds "
+      f"c_noise(σ) = ¼·ln σ = {c_noise(full.sigmas[t_mid]).item():.3f} at the same noise.")  # fmt: skip
+print(f"* the loss: R1 trains ε-MSE + the variational bound on the variance channels "
+      f"(the hybrid loss) at t ~ U{{0…{full.num_timesteps - 1}}}; R2 trains the preconditioned "
+      f"MSE with the '{r2.diffusion.loss_weighting}' weighting at σ from the "
+      f"'{r2.diffusion.sigma_density}' density on [{r2.diffusion.sigma_min:g}, "
+      f"{r2.diffusion.sigma_max:g}].")  # fmt: skip
+print(f"* the sampler: R1 takes {ddpm.SAMPLING_STEPS} ancestral steps with the learned "
+      f"variance; R2 takes {edm_defaults['steps']} steps of {edm_defaults['sampler']} on the "
+      f"Karras σ schedule (the variance channels unused).")  # fmt: skip
+print(f"* and R1 keeps DiT's train.py: grad_clip = {r1.training.grad_clip}, precision = "
+      f"{r1.training.precision} (R2: {r2.training.grad_clip}, {r2.training.precision}).")
+assert set(differ) == {"diffusion.process", "training.grad_clip", "training.precision"}
+assert r1.model == r2.model and r1.model.out_channels == 2 * r1.model.in_channels
+
+# %% [markdown]
 # ## Summary
 #
 # * `hdit_edu.diffusion`: `c_skip, c_out, c_in, c_noise` (eq. 4), `Denoiser` (D around F, and its
@@ -780,3 +975,18 @@ for sm in ("heun", "euler"):
     print(f"{sm}: {calls['n']} model calls for 10 steps")
     counted_calls.append(calls["n"])
 assert passes("01.3", counted_calls)  # Heun: 2 per step, except the last (into σ = 0): 2n − 1
+
+# %% [markdown]
+# **4.** DiT's linear schedule has β rising from 10⁻⁴ to 0.02 over 1000 steps. Predict the EDM
+# noise level σ_t of its last step, t = 999: within 2× of 1, 10, 100 or 1000? Then compute it
+# from the β's alone (`ddpm.linear_betas()`), without reading `DDPMSchedule.sigmas`.
+
+# %% tags=["exercise"]
+sigma_last = ...  # your σ_999
+check("01.4", sigma_last)
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+alpha_bar_last = torch.prod(1 - ddpm.linear_betas())  # ᾱ_999 = Π (1 − β_s)
+sigma_last = ((1 - alpha_bar_last) / alpha_bar_last).sqrt().item()
+print(f"ᾱ_999 = {alpha_bar_last:.3e}, σ_999 = {sigma_last:.1f} (EDM's σ_max {SIGMA_RANGE[1]:g})")
+assert passes("01.4", sigma_last)

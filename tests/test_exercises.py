@@ -48,7 +48,7 @@ def test_every_checker_belongs_to_an_exercise():
     for source in NOTEBOOKS:
         _, stubs, _ = _exercise_cells(source)
         found |= {i for c in stubs for i in CALL.findall(c.source)}
-    assert found == set(CHECKERS) and len(found) == 33
+    assert found == set(CHECKERS) and len(found) == 34
 
 
 def test_an_unanswered_stub_waits_and_an_unknown_id_is_an_error(capsys):
@@ -66,6 +66,7 @@ def test_an_unanswered_stub_waits_and_an_unknown_id_is_an_error(capsys):
         ("00.1", 65536 / 87296, 0.5, "outermost level's count"),
         ("01.1", (0.25, 8.0), (0.25, 16.0), "soft-min-SNR weight there"),
         ("01.3", (19, 10), (20, 10), "Heun's last step"),
+        ("01.4", 157.407, 15.7407, "product of (1 − β_s)"),
         ("02.2", (0.5, math.sqrt(0.5)), (0.0, 1.0), "f² + (1 − f)²"),
         ("02.3", 2 * 384**2 + 2 * 768**2, 2 * 384**2, "2d → d"),
         ("03.1", (9 * 768**2, 8 * 768**2), (8 * 768**2, 8 * 768**2), "GEGLU parameters"),
