@@ -29,6 +29,8 @@
 #    resolution shift, and stratified sampling across a batch.
 # 5. **Samplers** on a 2-D mixture of Gaussians whose exact denoiser we know: Euler, Heun,
 #    DPM++(2M) and the paper's DPM++(3M) SDE, and classifier-free guidance.
+# 6. **DDPM's discrete time** next to EDM's continuous σ — baseline R1's process (DiT's code):
+#    the t ↔ σ map, what the learned variance buys, and why 250 sampling steps.
 #
 # Every section ends with `assert`s that check what it just showed against a closed form.
 
