@@ -16,8 +16,7 @@ from conftest import tiny_cli_args
 from PIL import Image
 
 from hdit_edu.cli import build_parser, main
-from hdit_edu.cli.train import apply_overrides
-from hdit_edu.configs import toy_config
+from hdit_edu.configs import apply_overrides, toy_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).parent / "hdit-edu"
@@ -202,6 +201,25 @@ def test_bad_input_is_a_one_line_error(capsys):
         apply_overrides(toy_config(), ["training.lrr=1"])
     config = apply_overrides(toy_config(), ["training.lr=1e-4", "model.levels.0.depth=1"])
     assert config.training.lr == 1e-4 and config.model.levels[0].depth == 1
+
+
+def test_config_overrides_are_a_config_operation():
+    """``configs.apply_overrides`` (``train --set``): JSON values, dotted paths into lists, a
+    new config (the given one untouched), and errors that name the assignment and what is
+    allowed; the CLI prefixes them with the flag."""
+    base = toy_config()
+    config = apply_overrides(base, ["model.resolution=[32,48]", "training.dataset=/data/x",
+                                    "training.grad_clip=null", "model.levels.1.depth=3"])  # fmt: skip
+    assert config.model.resolution == (32, 48) and config.training.dataset == "/data/x"
+    assert config.training.grad_clip is None and config.model.levels[1].depth == 3
+    assert base.model.resolution == 32 and base.model.levels[1].depth == 4
+    with pytest.raises(ValueError, match=r"expects KEY=VALUE .*got 'training.lr'"):
+        apply_overrides(base, ["training.lr"])
+    with pytest.raises(ValueError, match=r"model.levels\[2\] does not exist; allowed indices: 0 … 1"):
+        apply_overrides(base, ["model.levels.2.depth=1"])
+    with pytest.raises(ValueError, match=r"'training.lr.x' is not a config field"):
+        apply_overrides(base, ["training.lr.x=1"])
+    assert apply_overrides(base, []) == base and apply_overrides(base, []) is not base
 
 
 def test_flops_prints_the_measured_and_closed_form_gflops(capsys):
