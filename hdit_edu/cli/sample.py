@@ -13,10 +13,10 @@ from ..configs import (
     normalize_resolution,
 )
 from ..data import save_grid
-from ..resolution import generate_at, sampling_config
+from ..resolution import sampling_config
 from ..rope import POSITION_READINGS
 from ..runs import load_run
-from ..sampling import SAMPLERS, grid_columns, sample_labels
+from ..sampling import SAMPLERS, generate, grid_columns, sample_labels
 from ..toy import (
     ToyDataset,
     class_accuracy,
@@ -168,13 +168,14 @@ def _load_for_sampling(args):
     return config, denoiser, device
 
 
-def _generate(args, config, denoiser, device, n, at_resolution=None):
-    images = generate_at(
+def _generate(args, config, denoiser, device, n):
+    """``sampling.generate`` with the command's flags; refuses non-finite samples."""
+    images = generate(
         denoiser,
         config,
         n,
-        at_resolution,
-        positions=getattr(args, "positions", "normalised"),
+        resolution=getattr(args, "resolution", None),
+        positions=getattr(args, "positions", None),
         shift=getattr(args, "shift", False),
         sampler=args.sampler,
         steps=args.steps,
@@ -199,7 +200,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     check_output_file("--out", out)
     config, denoiser, device = _load_for_sampling(args)
     at = sampling_config(config, args.resolution, args.positions)  # checked before sampling
-    images = _generate(args, config, denoiser, device, args.n, at_resolution=args.resolution)
+    images = _generate(args, config, denoiser, device, args.n)
     nrow = args.nrow or grid_columns(args.n, config.model.num_classes if args.class_ is None else 0)
     with writing(f"the sample grid {str(out)!r}"):
         save_grid(images, out, nrow=nrow)
