@@ -26,6 +26,7 @@ from .arguments import (
     NON_NEGATIVE,
     POSITIVE,
     add_command,
+    add_renamed,
     add_shared,
     check_output_file,
     check_run_folder,
@@ -126,7 +127,8 @@ def add_fid_folders(sub) -> None:
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", default="dpmpp_3m_sde", choices=SAMPLERS, help="sampler")
-    p.add_argument("--steps", type=POSITIVE, default=50, help="sampler steps (Table 6: 50)")
+    add_renamed(p, "--sampler-steps", "--steps", type=POSITIVE, default=50, metavar="N",
+                help="sampler steps (Table 6: 50)")  # fmt: skip
     p.add_argument(
         "--cfg", type=FINITE, default=1.0, help="classifier-free guidance scale (1 = none)"
     )
@@ -178,7 +180,7 @@ def _generate(args, config, denoiser, device, n):
         positions=getattr(args, "positions", None),
         shift=getattr(args, "shift", False),
         sampler=args.sampler,
-        steps=args.steps,
+        steps=args.sampler_steps,
         cfg_scale=args.cfg,
         class_cond=args.class_,
         seed=args.seed,

@@ -21,6 +21,7 @@ from .arguments import (
     NON_NEGATIVE,
     POSITIVE,
     add_command,
+    add_renamed,
     add_shared,
     check_run_folder,
     check_writable_folder,
@@ -115,12 +116,10 @@ def add_train(sub) -> None:
         default=0,
         help="DataLoader worker processes for image folders",
     )
-    train.add_argument(
-        "--sample-steps",
-        type=POSITIVE,
-        default=50,
+    add_renamed(
+        train, "--sampler-steps", "--sample-steps", type=POSITIVE, default=50, metavar="N",
         help="sampler steps of the periodic sample grids",
-    )
+    )  # fmt: skip
     train.add_argument(
         "--tensorboard",
         action="store_true",
@@ -205,7 +204,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             device=args.device,
             progress=not args.no_progress,
             num_workers=args.workers,
-            sample_steps=args.sample_steps,
+            sample_steps=args.sampler_steps,
             attention_backend=args.backend,
         )
     except ConfigChangeError as e:
