@@ -40,19 +40,28 @@ def _imported_modules(node: ast.stmt, module: str, package: tuple[str, ...]) -> 
     return {name for name in names if name in MODULES and name != module}
 
 
+def import_statements(module: str):
+    """``(file, line, imported module, top_level)`` for every ``hdit_edu`` module that an
+    import statement of ``module`` names, function-local ones included (``top_level``: the
+    statement runs when the module is imported; ``if TYPE_CHECKING:`` blocks count as not)."""
+    for path in module_files(module):
+        package = ("hdit_edu",) + ((module,) if path.parent != PACKAGE else ())
+        tree = ast.parse(path.read_text())
+        top = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
+            for name in sorted(_imported_modules(node, module, package)):
+                yield path.relative_to(PACKAGE.parent), node.lineno, name, id(node) in top
+
+
 def import_graph(*, top_level_only: bool = True) -> dict[str, set[str]]:
     """``{module: the hdit_edu modules it imports}``: its top-level imports (those run when it
     is imported, ``if TYPE_CHECKING:`` blocks excluded), or with ``top_level_only=False`` every
     import statement in the file (function-local ones too)."""
-    graph = {}
+    graph = {module: set() for module in MODULES}
     for module in MODULES:
-        graph[module] = set()
-        for path in module_files(module):
-            package = ("hdit_edu",) + ((module,) if path.parent != PACKAGE else ())
-            tree = ast.parse(path.read_text())
-            nodes = tree.body if top_level_only else list(ast.walk(tree))
-            for node in nodes:
-                graph[module] |= _imported_modules(node, module, package)
+        for _, _, name, top_level in import_statements(module):
+            if top_level or not top_level_only:
+                graph[module].add(name)
     return graph
 
 
@@ -127,3 +136,105 @@ def test_the_architecture_map_names_every_module():
     assert modules - rows == set(), "no row in 'Modules ↔ paper'"
     assert rows - modules == set(), "a row for a module that does not exist"
     assert modules - placed == set(), "not in the import diagram"
+
+
+# --- the map's layers ---------------------------------------------------------------------------
+
+# docs/ARCHITECTURE.md's four groups, bottom first. A module imports from its own layer or the
+# ones below it, never from a layer above: at the top of the file or inside a function alike.
+# (Within a layer the order is the import diagram's; the cycle test and the bottom layers' test
+# above keep it.) A new module gets a place here and a row under its group in the map.
+LAYERS = {
+    "paper core": (
+        "__init__", "kinds", "env", "configs", "diffusion", "layers", "rope", "attention",
+        "hourglass", "dit", "models", "flops", "resolution", "sampling",
+    ),
+    "training infrastructure": (
+        "data", "toy", "checkpoints", "runlock", "logging_sinks", "runs", "training", "profiles",
+        "evaluation", "interop", "planner",
+    ),
+    "experiments": ("ablation",),
+    "apps and tools": ("viz", "widgets", "cli", "reference_source"),
+}  # fmt: skip
+LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
+RANK = {layer: rank for rank, layer in enumerate(LAYERS)}
+
+# Function-local imports are for optional or slow dependencies only, each named here with why;
+# an import of another hdit_edu module inside a function obeys the layers like any other.
+LAZY_IMPORTS = {
+    "cleanfid": "FID/KID only; seconds to import",
+    "natten": "its backends and the probe only; optional",
+    "torchvision": "data.save_grid only; importing it pulls in torch._dynamo (2 s)",
+    "fvcore": "flops' measured count only; importing it runs torch.jit.script, which warns",
+    "matplotlib": "the ablation's and the widgets' figures only",
+    "torch.utils.tensorboard": "training.tensorboard only",
+    "wandb": "training.wandb only; optional",
+    "IPython": "the widgets' notebook detection only",
+    "torch.profiler": "the planner's CUDA peak-memory probe only",
+    "resource": "the planner's CPU peak memory only (POSIX)",
+    "concurrent.futures": "prepare's worker processes only",
+}
+
+
+def upward_imports(layer_of: dict[str, str]) -> list[str]:
+    """Every import, top-level or function-local, of a module in a higher layer than the
+    importer's: ``file:line: importer (layer) imports module (layer), a layer above``."""
+    rank = {module: RANK[layer] for module, layer in layer_of.items()}
+    found = []
+    for module in MODULES:
+        for path, line, name, _ in import_statements(module):
+            if rank[name] > rank[module]:
+                found.append(
+                    f"{path}:{line}: {module} ({layer_of[module]}) imports {name} "
+                    f"({layer_of[name]}), a layer above"
+                )
+    return found
+
+
+def test_every_module_has_one_layer():
+    assert set(LAYER_OF) == set(MODULES), (
+        f"no layer: {sorted(set(MODULES) - set(LAYER_OF))}; "
+        f"no such module: {sorted(set(LAYER_OF) - set(MODULES))}"
+    )
+    assert sum(map(len, LAYERS.values())) == len(LAYER_OF)  # none in two layers
+
+
+def test_no_import_points_up_a_layer():
+    """Function-local imports included (``planner`` reads ``configs``, ``flops`` and ``layers``
+    inside its functions: all in a layer below it); nothing reads up."""
+    upward = upward_imports(LAYER_OF)
+    assert not upward, "imports against the layers of docs/ARCHITECTURE.md:\n" + "\n".join(upward)
+
+
+def test_the_layer_check_catches_an_upward_function_local_import():
+    """The check itself: were ``resolution`` in a layer above ``sampling`` (experiments),
+    ``sampling``'s import of it would be named with its file and line."""
+    moved = LAYER_OF | {"resolution": "experiments"}
+    upward = upward_imports(moved)
+    assert upward and all("imports resolution (experiments), a layer above" in u for u in upward)
+    assert any(u.startswith("hdit_edu/sampling.py:") for u in upward), upward
+
+
+def test_function_local_imports_are_the_lazy_dependencies_only():
+    """A function-local import of a third-party module must be one of :data:`LAZY_IMPORTS`
+    (optional or slow to import, each with its reason); everything else imports at the top."""
+    stray = []
+    for module in MODULES:
+        for path in module_files(module):
+            tree = ast.parse(path.read_text())
+            top = {id(node) for node in tree.body}
+            for node in ast.walk(tree):
+                if id(node) in top or not isinstance(node, (ast.Import, ast.ImportFrom)):
+                    continue
+                if isinstance(node, ast.ImportFrom) and node.level:
+                    continue  # an hdit_edu module: the layers decide
+                names = [node.module] if isinstance(node, ast.ImportFrom) else [
+                    a.name for a in node.names
+                ]
+                for name in names:
+                    if name.split(".")[0] == "hdit_edu":
+                        continue
+                    if not any(name == lazy or name.startswith(lazy + ".") for lazy in LAZY_IMPORTS):
+                        stray.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {name}")
+    assert not stray, "function-local imports that are not lazy dependencies: " + ", ".join(stray)
+

@@ -9,6 +9,7 @@ import json
 from ..configs import at_resolution, get_config, normalize_resolution
 from ..env import format_report
 from ..flops import analytic_breakdown, analytic_gflops, count_gflops
+from ..planner import plan
 from .arguments import (
     POSITIVE,
     add_command,
@@ -89,8 +90,6 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from ..planner import plan
-
     result = plan(
         get_config(args.config),
         args.gpus,
