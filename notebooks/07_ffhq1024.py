@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -127,6 +127,33 @@ assert (t.lr, t.betas, t.weight_decay, t.ema_decay, t.batch_size) == (
     256,
 )
 assert paper.model.num_classes == 0 and t.augment_p == 0.12 and t.steps == 1_000_000
+
+# %% [markdown]
+# ### What the run costs on real hardware: `hdit-edu plan`
+#
+# Arithmetic, so it runs in every profile. `plan` fits Table 6's batch of 256 into the GPUs'
+# memory (micro-batch × accumulation × checkpointing) and gives the days **as a range**: the
+# utilisation is calibrated on the paper's own two runs (App. E: ImageNet-128 in 15 hours on
+# 4 A100 ≈ 29 % MFU; this model in 5 days on 64 A100 ≈ 3.7 %), and another GPU is faster by
+# somewhere between its memory-bandwidth ratio and its bf16-peak ratio. Each line names the
+# assumption beside its number; the last says whether the measured data loader keeps up.
+
+# %%
+from hdit_edu.planner import format_plan
+from hdit_edu.planner.time_model import paper_mfu
+
+paper_gpus = plan(paper, gpus=64, gpu_memory_GiB=80, gpu="A100")  # the paper's hardware
+print(format_plan(paper_gpus), end="\n\n")
+h100s = plan(paper, gpus=8, gpu_memory_GiB=80, gpu="H100")  # one 8-GPU node
+print(format_plan(h100s))
+print(f"\nimplied MFU of the paper's runs: ImageNet-128 {paper_mfu('imagenet128'):.1%}, "
+      f"FFHQ-1024 {paper_mfu('ffhq1024'):.2%}")  # fmt: skip
+
+# %%
+assert paper_gpus.days[0] < 5 < paper_gpus.days[1]  # the reported 5 days are inside the range
+assert h100s.days[0] > 5  # 8 H100 have fewer FLOP/s than 64 A100: longer than the paper's run
+assert paper_mfu("ffhq1024") < paper_mfu("imagenet128") / 5  # 1024² runs far below 128²
+assert h100s.micro_batch * h100s.grad_accum * 8 == 256
 
 # %% [markdown]
 # ## 2. The profile's configuration

@@ -33,7 +33,7 @@ import train_throughput  # noqa: E402
 from hdit_edu.configs import get_config  # noqa: E402
 from hdit_edu.flops import analytic_gflops, analytic_params  # noqa: E402
 from hdit_edu.models import build_model, set_attention_backend  # noqa: E402
-from hdit_edu.planner import ACTIVATION_SCALE, activation_bytes, plan  # noqa: E402
+from hdit_edu.planner import BF16_ACTIVATION_FACTOR, activation_bytes, plan  # noqa: E402
 
 PIXELS = [64**2, 128**2, 256**2, 512**2, 1024**2]
 
@@ -300,76 +300,63 @@ def test_loader_throughput_quick_measures_every_format_worker_and_augmentation(t
 
 
 def test_gpu_checks_smoke_measures_every_stage(tmp_path):
-    """``gpu_checks.py --smoke``: the toy config on a pretend 0.15 GiB device. The plans are the
-    planner's own; each measured step holds exactly the resident tensors the planner counts
-    (weights, EMA, AdamW moments: 16 bytes per parameter) plus its allocator peak; the fp32
-    plan runs with accumulation; the bf16 factor is 1 on the CPU (no autocast there); the step
-    time gives samples/s; every bench script ran through its own functions."""
+    """``gpu_checks.py --smoke``: the GPU check's stages shortened on the CPU (the toy config in
+    both roles, a pretend 0.15 GiB device so the plan accumulates). The preflight's plans are the
+    planner's own; the bf16 factor is a real CPU-autocast measurement (toy, 2 → 4 images) near
+    the planner's; the planned step runs with accumulation and is predicted within 10 %; each
+    measured step holds exactly the resident tensors the planner counts; the model step on one
+    batch kept on the device gives samples/s."""
     assert gpu_checks.main(["--smoke", "--out", str(tmp_path)]) == 0
-    document = json.loads((tmp_path / "gpu-checks-cpu.json").read_text())
+    document = json.loads((tmp_path / "gpu-checks-cpu-smoke.json").read_text())
     assert tuple(document)[: len(common.RESULT_KEYS)] == common.RESULT_KEYS
     env = document["environment"]
     assert env["device_type"] == "cpu" and env["device"] and env["torch_threads"] == 1
     assert env["versions"]["torch"] == torch.__version__ and "natten" in env
     assert [b["backend"] for b in env["na_backends"]["toy"]] == ["masked-sdpa"]
-    assert set(document["stage_times_s"]) == {"memory", "step_time", "bench"}
-    assert all(t is not None and t > 0 for t in document["stage_times_s"].values())
-    results, settings = document["results"], document["settings"]
-    config = gpu_checks.check_config("toy", gpu_checks.SMOKE_SETTINGS)
+    assert list(document["stage_times_s"]) == list(gpu_checks.STAGES)
+    assert all(t is not None and t >= 0 for t in document["stage_times_s"].values())
+    results = document["results"]
+
+    checks = results["preflight"]["checks"]
+    config = gpu_checks.config_for("toy")
+    config.training.batch_size = 8
+    expected = plan(config, 1, gpu_checks.SMOKE_SETTINGS["gpu_memory_GiB"], "bf16")
+    assert checks["plan_ffhq"]["micro_batch"] == expected.micro_batch
+    assert checks["plan_ffhq"]["days"] == {"low": expected.days[0], "high": expected.days[1]}
+    assert "torch gather" in checks["kernel_path"]  # no fused NATTEN kernels on the CPU
+
+    factor = results["bf16_factor"]["toy"]
+    assert [(r["precision"], r["batch"]) for r in factor["rows"]] == [
+        ("bf16 autocast", 2), ("bf16 autocast", 4), ("fp32", 2), ("fp32", 4)
+    ]  # fmt: skip
+    assert factor["planner_assumes"] == BF16_ACTIVATION_FACTOR
+    assert factor["bf16_over_fp32"] == pytest.approx(BF16_ACTIVATION_FACTOR, abs=0.08)
+    per_image = factor["fp32"]["measured_activation_bytes_per_image"]
+    assert per_image == pytest.approx(activation_bytes(config, "none", "fp32"), rel=0.1)
+
+    memory = results["ffhq_step"]["memory"]
+    (attempt,) = memory["attempts"]  # no out-of-memory: measured as planned
+    assert attempt["micro_batch"] == expected.micro_batch and attempt["grad_accum"] == 2
+    measured = attempt["measured"]
     resident = 16 * analytic_params(config)  # weights 4P + EMA 4P + AdamW moments 8P
+    assert measured["resident_bytes"] == pytest.approx(resident, rel=1e-3)  # + buffers
+    assert measured["peak_bytes"] == measured["resident_bytes"] + measured["step_peak_bytes"]
+    assert abs(attempt["error_percent"]) < 10
+    step = results["ffhq_step"]["time"]
+    assert step["micro_batch"] == expected.micro_batch and step["precision"] == "bf16 autocast"
+    assert step["samples_per_s"] == pytest.approx(step["micro_batch"] / step["median_s"])
+    assert step["mfu"] is None  # no CPU peak
+    assert len(step["planner_mfu_range"]) == 2
 
-    for precision in ("bf16", "fp32"):
-        entry = results["memory"][f"plan_{precision}"]
-        expected = plan(
-            gpu_checks.check_config("toy", gpu_checks.SMOKE_SETTINGS, precision=precision),
-            1,
-            settings["gpu_memory_GiB"],
-            precision,
-        )
-        assert entry["plan"]["micro_batch"] == expected.micro_batch
-        assert entry["plan"]["memory"]["peak"] == pytest.approx(expected.memory.peak)
-        (attempt,) = entry["attempts"]  # no out-of-memory, measured as planned
-        assert entry["result"]["as_planned"]
-        measured = attempt["measured"]
-        assert measured["step_peak_bytes"] > 0
-        assert measured["peak_bytes"] == measured["resident_bytes"] + measured["step_peak_bytes"]
-        assert measured["resident_bytes"] == pytest.approx(resident, rel=1e-3)  # + buffers
-        assert attempt["predicted_peak_bytes"] == pytest.approx(expected.memory.peak)
-        assert attempt["error_percent"] == pytest.approx(
-            100 * (expected.memory.peak / measured["peak_bytes"] - 1)
-        )
-    fp32 = results["memory"]["plan_fp32"]["result"]
-    assert (fp32["micro_batch"], fp32["grad_accum"]) == (2, 2)  # accumulation ran
-
-    factor = results["memory"]["bf16_factor"]["toy"]
-    assert factor["fp32"]["measured_activation_bytes_per_image"] > 0
-    assert factor["bf16_over_fp32"] == pytest.approx(1.0)  # the CPU never autocasts
-    assert factor["planner_assumes"] == ACTIVATION_SCALE["bf16"]
-    assert factor["fp32"]["predicted_activation_bytes_per_image"] == pytest.approx(
-        activation_bytes(config, "none", "fp32")
-    )
-
-    step = results["step_time"]["toy"]
-    assert step["micro_batch"] == step["planned_micro_batch"] == 4
-    for kind in ("model_step", "train_step"):
-        t = step[kind]
-        assert t["median_s"] > 0 and t["repeats"] >= 1 and t["mfu"] is None  # no CPU peak
-        assert t["samples_per_s"] == pytest.approx(4 / t["median_s"])
-    assert step["forward_gmac_per_image"] == pytest.approx(analytic_gflops(config))
-
-    bench = results["bench"]
-    for label in ("train_throughput auto eager", "profile_step", "sampling_speed", "scaling"):
-        assert "error" not in bench[label] and bench[label]["results"], label
-    (row,) = bench["train_throughput auto eager"]["results"]
-    assert row["batch_size"] == 2 and row["samples_per_s"] > 0 and row["peak_memory_MiB"] > 0
-    assert bench["sampling_speed"]["results"][0]["steps"] == 2
-    assert "skipped" in bench["train_throughput auto compile"]
-    assert document["summary"]["step_toy"]["model_step_s"] == step["model_step"]["median_s"]
-    tables = gpu_checks.markdown(document)  # --markdown: the README's tables
-    fp32_attempt = results["memory"]["plan_fp32"]["attempts"][0]
-    assert "| fp32 | 2 × 2, none | 2 × 2 | " in tables
-    assert f"{fp32_attempt['measured_peak_bytes'] / 2**30:.2f}" in tables
-    assert f"| toy | 4 | {step['model_step']['median_s']:.3g} |" in tables
+    auto = results["imagenet128"]["auto"]
+    assert auto["samples_per_s"] > 0 and auto["micro_batch"] == expected.micro_batch
+    assert set(results["imagenet128"]) >= {"plan", "auto", "torch"}
+    summary = document["summary"]
+    assert summary["bf16_over_fp32"]["toy"] == factor["bf16_over_fp32"]
+    assert summary["ffhq_step_memory"]["error_percent"] == attempt["error_percent"]
+    tables = gpu_checks.markdown(document)  # --markdown: the README's table
+    assert f"{attempt['measured_peak_bytes'] / 2**30:.2f}" in tables
+    assert "| bf16 / fp32 activations, toy | 0.67 |" in tables
 
 
 def test_gpu_checks_time_guard_skips_what_does_not_fit(tmp_path):
@@ -377,12 +364,14 @@ def test_gpu_checks_time_guard_skips_what_does_not_fit(tmp_path):
     written with the device named."""
     out = tmp_path / "checks.json"
     assert (
-        gpu_checks.main(["--smoke", "--stages", "bench", "--budget", "0", "--out", str(out)]) == 0
+        gpu_checks.main(["--smoke", "--stages", "imagenet128", "--budget", "0", "--out", str(out)])
+        == 0
     )
     document = json.loads(out.read_text())
-    bench = document["results"]["bench"]
-    assert len(bench) == 5 and all("stage budget" in run["skipped"] for run in bench.values())
-    assert document["environment"]["device"] and document["summary"]["bench"]
+    runs = document["results"]["imagenet128"]
+    assert {"auto", "torch"} <= set(runs)
+    assert all("stage budget" in runs[b]["skipped"] for b in ("auto", "torch"))
+    assert document["environment"]["device"] and "imagenet128" in document["summary"]
 
 
 def test_gpu_checks_refuses_the_cpu_without_smoke():

@@ -1,5 +1,5 @@
 """The paper-scale path (issue 17): gradient accumulation, activation checkpointing, compiled
-training, the reference recipe's fields and the memory planner.
+training and the reference recipe's fields (the planner: ``test_planner.py``).
 
 Runs use the tiny HDiT of ``test_training`` (widths 32/64, one layer per level) on the 32×32
 toy set.
@@ -357,71 +357,3 @@ def test_a_batch_schedule_grows_the_accumulation_and_resumes_exactly(toy_data, t
     Trainer(tiny_config(**schedule), run, dataset=toy_data, progress=False).fit(2)
     resumed = Trainer(tiny_config(**schedule), run, dataset=toy_data, progress=False, resume=True)
     assert resumed.fit(4)["losses"] == losses[2:]
-
-
-# --- the memory and time planner ---------------------------------------------------------------
-
-
-def test_planner_constants_are_the_recorded_calibration():
-    from hdit_edu import planner
-
-    k, temp = planner._calibrate()
-    assert planner.ACTIVATION_K == pytest.approx(k, rel=1e-3)
-    assert planner.OPTIMIZER_TEMP == pytest.approx(temp, rel=1e-3)
-
-
-def test_planner_predicts_the_measured_peak_within_15_percent():
-    """Every row of benchmarks/results/planner-calibration-cpu.json (three paper configs at
-    their true resolution, batch 1, fp32, checkpointing none / level / layer): the predicted
-    peak is within 15 % of the measured one; the resident part (weights, EMA, AdamW moments)
-    is exact. Two constants are fitted (k on FFHQ none, the optimizer's temporaries on
-    ImageNet-128 none); every other row is a prediction."""
-    from hdit_edu.configs import get_config
-    from hdit_edu.planner import estimate_memory, read_calibration
-
-    rows = read_calibration()
-    assert {(r["config"], r["checkpointing"]) for r in rows} >= {
-        (c, m) for c in ("imagenet128", "ffhq1024", "imagenet256") for m in ("none", "layer")
-    }
-    for r in rows:
-        estimate = estimate_memory(get_config(r["config"]), 1, r["checkpointing"], "fp32")
-        resident = estimate.weights + estimate.ema + estimate.adam_moments
-        assert resident == pytest.approx(r["resident_bytes"], rel=1e-3)
-        assert estimate.peak == pytest.approx(r["peak_bytes"], rel=0.15), r
-
-
-def test_plan_fits_ffhq1024_on_eight_80_gib_gpus():
-    from hdit_edu.configs import get_config
-    from hdit_edu.flops import analytic_gflops
-    from hdit_edu.planner import MEMORY_HEADROOM, estimate_memory, plan
-
-    config = get_config("ffhq1024")
-    p = plan(config, gpus=8, gpu_memory_GiB=80, precision="bf16")
-    assert p.micro_batch * p.grad_accum == 32  # Table 6's 256 over 8 GPUs
-    budget = MEMORY_HEADROOM * 80 * 2**30
-    assert p.memory.peak <= budget
-    larger = [b for b in range(p.micro_batch + 1, 33) if 32 % b == 0]
-    for b in larger:  # the largest micro-batch that fits with this checkpointing
-        assert estimate_memory(config, b, p.checkpointing, "bf16").peak > budget
-    passes = 6 if p.checkpointing == "none" else 8
-    assert p.gflop_per_image_step == pytest.approx(passes * analytic_gflops(config))
-    assert p.days == pytest.approx(p.step_s * 1_000_000 / 86_400)
-    # One GPU: the least recomputation that fits (accumulation is free, recomputation is not);
-    # a 4 GiB one needs checkpointing, a 2 GiB one is refused.
-    one = plan(config, gpus=1, gpu_memory_GiB=16, precision="bf16")
-    assert one.checkpointing == "none" and one.micro_batch * one.grad_accum == 256
-    assert one.micro_batch == 4  # 1.6 GiB resident + 4 × 3.1 GiB ≤ 14.4 GiB < 8 images
-    small = plan(config, gpus=1, gpu_memory_GiB=4, precision="bf16")
-    assert small.checkpointing != "none" and small.grad_accum == 256 // small.micro_batch
-    with pytest.raises(ValueError, match="per-layer checkpointing needs"):
-        plan(config, gpus=1, gpu_memory_GiB=2, precision="bf16")
-
-
-def test_plan_command_prints_the_table(capsys):
-    from hdit_edu.cli import main
-
-    assert main(["plan", "--config", "ffhq1024", "--gpus", "8", "--gpu-memory", "80"]) == 0
-    out = capsys.readouterr().out
-    for part in ("micro-batch", "weights", "gradients", "AdamW moments", "EMA", "activations",
-                 "per image", "days"):  # fmt: skip
-        assert part in out, part

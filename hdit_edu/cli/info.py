@@ -9,7 +9,8 @@ import json
 from ..configs import at_resolution, get_config, normalize_resolution
 from ..env import format_report
 from ..flops import analytic_breakdown, analytic_gflops, count_gflops
-from ..planner import plan
+from ..planner import format_plan, plan
+from ..planner.time_model import GPUS, KERNEL_PATHS
 from .arguments import (
     POSITIVE,
     add_command,
@@ -55,8 +56,10 @@ def add_plan(sub) -> None:
         description="For a config's global batch on N GPUs of M GiB: the per-GPU micro-batch, "
         "gradient-accumulation steps and activation checkpointing that fit, the predicted peak "
         "memory by part (weights, gradients, AdamW moments, EMA, activations per image) and "
-        "the step time and days at a stated MFU (hdit_edu.planner; activation memory "
-        "calibrated on CPU measurements at the true resolution).",
+        "the days as a range, each number beside its assumption: utilisation calibrated on "
+        "the paper's two reported runs (App. E), the GPU's speed-up over the A100, the "
+        "batch-size schedule, the kernel path and the measured data loader (hdit_edu.planner, "
+        "hdit_edu.planner.time_model).",
     )
     plan.add_argument("--config", required=True, help="a config name or a JSON file")
     plan.add_argument("--gpus", type=POSITIVE, default=8, help="number of GPUs (default: 8)")
@@ -70,16 +73,27 @@ def add_plan(sub) -> None:
         "--precision", choices=("bf16", "fp32"), help="default: the config's (Table 6: bf16)"
     )
     plan.add_argument(
+        "--gpu", choices=sorted(GPUS), default="H100", help="the GPU kind (default: H100)"
+    )
+    plan.add_argument(
         "--mfu",
         type=finite_float(0.0, open_low=True),
-        default=0.35,
-        help="model FLOPs utilisation assumed for the time (default: 0.35)",
+        help="model FLOPs utilisation on this GPU; overrides the calibration (default: "
+        "calibrated on the paper's runs, a range)",
     )
     plan.add_argument(
         "--peak-tflops",
         type=finite_float(0.0, open_low=True),
-        default=989.0,
-        help="dense bf16 TFLOP/s of one GPU (default: 989, H100/H200 SXM; A100: 312)",
+        help="dense bf16 TFLOP/s of one GPU (default: the --gpu's; H100/H200 SXM 989, A100 312)",
+    )
+    plan.add_argument(
+        "--kernel-path",
+        choices=sorted(KERNEL_PATHS),
+        default="natten",
+        help="the neighborhood-attention kernels the run uses (default: natten)",
+    )
+    plan.add_argument(
+        "--workers", type=POSITIVE, default=1, help="data-loader workers per GPU (default: 1)"
     )
     plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -97,8 +111,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         args.precision,
         mfu=args.mfu,
         peak_tflops=args.peak_tflops,
+        gpu=args.gpu,
+        kernel_path=args.kernel_path,
+        loader_workers=args.workers,
     )
-    print(json.dumps(result.to_dict(), indent=1) if args.json else result.table())
+    print(json.dumps(result.to_dict(), indent=1) if args.json else format_plan(result))
     return 0
 
 
