@@ -63,6 +63,7 @@ COMMANDS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``hdit-edu`` parser: one sub-parser per command, added by its group's module."""
     parser = argparse.ArgumentParser(
         prog="hdit-edu",
         description="Hourglass Diffusion Transformers (Crowson et al., ICML 2024): "
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``hdit-edu ARGV``; returns the exit status (bad input: a one-line error, status 2)."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
