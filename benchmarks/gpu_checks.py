@@ -65,10 +65,10 @@ import torch
 import train_throughput
 
 from hdit_edu import planner
-from hdit_edu.configs import get_config
 from hdit_edu.env import natten_status
 from hdit_edu.flops import analytic_gflops
 from hdit_edu.planner.time_model import estimate_time
+from hdit_edu.presets import get_config
 from hdit_edu.training import Trainer
 
 NAME = "gpu-checks"

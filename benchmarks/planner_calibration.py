@@ -48,8 +48,9 @@ import common  # benchmarks/common.py (it also puts the repository root on sys.p
 import torch
 
 from hdit_edu import planner
-from hdit_edu.configs import PAPER_CONFIGS, get_config, normalize_resolution
+from hdit_edu.configs import normalize_resolution
 from hdit_edu.planner import PeakMemory
+from hdit_edu.presets import PAPER_CONFIGS, get_config
 from hdit_edu.training import Trainer
 
 OUT = common.RESULTS_DIR / "planner-calibration-cpu.json"

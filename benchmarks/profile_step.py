@@ -35,7 +35,7 @@ import common  # benchmarks/common.py (it also puts the repository root on sys.p
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from hdit_edu.configs import get_config
+from hdit_edu.presets import get_config
 from hdit_edu.training import Trainer
 
 NA_EVENTS = ("NeighborhoodAttentionOp", "NeighborhoodAttentionOpBackward")

@@ -40,10 +40,10 @@ import time
 import common  # benchmarks/common.py (it also puts the repository root on sys.path)
 import torch
 
-from hdit_edu.configs import get_config
 from hdit_edu.diffusion import Denoiser
 from hdit_edu.flops import analytic_gflops, analytic_params
 from hdit_edu.models import build_model
+from hdit_edu.presets import get_config
 from hdit_edu.sampling import SAMPLERS, generate
 
 CPU_CONFIGS = ("toy", "imagenet256")

@@ -8,7 +8,7 @@ The paper's headline (§1, Fig. 2, App. A): HDiT's cost grows linearly with the 
 DiT's quadratically. Fig. 2 shows it in FLOPs; this script measures it in seconds and memory.
 
 **Models** (§5.2, Table 1, both at patch size 4, batch 1 by default): *HDiT-B/4* is ablation step
-E (:func:`hdit_edu.configs.ablation_step` ``("E", res)``: 128² has ``[2 @ 384 neighborhood, 11 @
+E (:func:`hdit_edu.presets.ablation_step` ``("E", res)``: 128² has ``[2 @ 384 neighborhood, 11 @
 768 global]``; every doubling of the resolution adds one more ``2 @ 384`` neighborhood level
 — App. A — and every halving drops one: at 64² only the global core is left), *DiT-B/4* is
 baseline R1 (``ablation_step("R1", res)``: 12 global layers at width 768 on all tokens).
@@ -54,9 +54,10 @@ from pathlib import Path
 import common  # benchmarks/common.py (it also puts the repository root on sys.path)
 import torch
 
-from hdit_edu.configs import ablation_step, at_resolution, token_grids
+from hdit_edu.configs import at_resolution, token_grids
 from hdit_edu.flops import analytic_gflops, analytic_params, count_gflops
 from hdit_edu.models import build_model
+from hdit_edu.presets import ablation_step
 from hdit_edu.profiles import ToyScale
 
 MODES = ("forward", "forward+backward")
@@ -74,16 +75,16 @@ SMOKE_SCALE = ToyScale(
 
 def model_config(step: str, resolution: int, size: str = "b4"):
     """Ablation ``step`` at ``resolution``: the paper's model (``size="b4"``) or, for smoke runs,
-    the same architecture toy-scaled (:func:`hdit_edu.profiles.toy_scale` with
+    the same architecture toy-scaled (:func:`hdit_edu.profiles.to_toy_scale` with
     :data:`SMOKE_SCALE`: widths 32/64, 32² base) and grown to ``resolution`` by the same rule
     (App. A)."""
     if size not in SIZES:
         raise ValueError(f"size: unknown value {size!r}; allowed: {', '.join(SIZES)}")
     if size == "b4":
         return ablation_step(step, resolution)
-    from hdit_edu.profiles import toy_scale
+    from hdit_edu.profiles import to_toy_scale
 
-    return at_resolution(toy_scale(ablation_step(step), SMOKE_SCALE), resolution)
+    return at_resolution(to_toy_scale(ablation_step(step), SMOKE_SCALE), resolution)
 
 
 def make_inputs(config, resolution: int, batch_size: int, device, seed: int = 0):

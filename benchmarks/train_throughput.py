@@ -47,9 +47,9 @@ import common  # benchmarks/common.py (it also puts the repository root on sys.p
 import torch
 
 from hdit_edu.attention import NA_BACKENDS
-from hdit_edu.configs import get_config
 from hdit_edu.diffusion import Denoiser
 from hdit_edu.flops import analytic_gflops
+from hdit_edu.presets import get_config
 from hdit_edu.training import Trainer, training_sigmas
 
 # Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from the vendors' data sheets.

@@ -41,7 +41,8 @@ import common  # benchmarks/common.py (it also puts the repository root on sys.p
 from loader_throughput import smooth_image
 from PIL import Image
 
-from hdit_edu.configs import get_config, normalize_resolution
+from hdit_edu.configs import normalize_resolution
+from hdit_edu.presets import get_config
 
 PAPER_CONFIGS = ("imagenet128", "imagenet256", "ffhq1024")
 IMAGES = 4  # generated files per config

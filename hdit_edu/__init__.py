@@ -2,10 +2,10 @@
 
 Modules mirror the paper (see docs/ARCHITECTURE.md): ``diffusion`` (§3.1, App. B),
 ``sampling`` (§5.1), ``layers`` / ``rope`` / ``attention`` (§4.2–4.3, App. C), ``hourglass``
-(§4.1), ``dit`` (the DiT-B/4 baseline), ``models`` (building either), ``configs`` (§5.2,
-Table 6), ``flops`` (App. A), ``data`` and ``toy``, ``training`` and ``checkpoints``,
-``ablation`` (Tables 1, 2, 5), ``resolution`` (sampling at another size), ``evaluation``
-(§5.1).
+(§4.1), ``dit`` (the DiT-B/4 baseline), ``models`` (building either), ``configs`` (the config
+schema), ``presets`` (the named models of §5.2 and Table 6: ``get_config("E")``), ``flops``
+(App. A), ``data`` and ``toy``, ``training`` and ``checkpoints``, ``ablation`` (Tables 1, 2,
+5), ``resolution`` (sampling at another size), ``evaluation`` (§5.1).
 """
 
 from .configs import Config, DiffusionConfig, LevelConfig, MappingConfig, ModelConfig

@@ -6,9 +6,10 @@ baseline R4; Table 2 ablates E's skip merge (lerp, add, concat); Table 5 the los
 D's model (SNR, min-SNR γ = 5, min-SNR γ = 4, soft-min-SNR γ = 4 = E). One module, three parts:
 
 * **The toy experiment** (``cpu`` profile; ``results/ablation-toy/``, its design pre-registered
-  in that folder's README): :func:`toy_ablation_config` builds configuration ``name``
-  (:data:`TOY_CONFIGS`, or one of :data:`EXTRA_TOY_CONFIGS` such as issue 19's all-local ``L``)
-  on a toy :data:`TASKS` entry with one budget (:class:`ToyBudget`, the pre-registered defaults);
+  in that folder's README): :func:`run_config` builds configuration ``name`` (one of
+  :data:`TOY_EXPERIMENT`, or any name of the registry :mod:`hdit_edu.presets` such as issue 19's
+  all-local ``L``) on a toy task (:data:`hdit_edu.presets.TOY_TASKS`) with one budget
+  (:class:`ToyBudget`, the pre-registered defaults);
   :func:`run_toy` trains one (configuration, seed), evaluates its EMA model (toy FID, class
   accuracy, held-out loss under one common weighting) and writes one JSON record (resumable: a
   ``done`` record is skipped, an unfinished run starts again — runs are bit-identical);
@@ -42,7 +43,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,62 +52,28 @@ from scipy import stats
 
 from . import evaluation
 from .checkpoints import atomic_write_text
-from .configs import Config, ablation_step, all_local, skip_variant
+from .configs import Config
 from .data import ImageFolderDataset, save_grid
 from .diffusion import Denoiser
 from .flops import analytic_gflops
-from .profiles import CPU_SCALE, toy_scale
+from .presets import ABLATION_STEPS, BASELINES, MIN_SNR_VARIANTS, get_config, on_toy_task
 from .runs import read_metrics
 from .sampling import generate, grid_columns, sample_labels
 from .toy import ToyDataset, predict_classes
 from .training import Trainer, make_dataset, training_sigmas
 
 # ----------------------------------------------------------------------------------------------
-# The configurations: the paper's named changes
+# The configurations: names of the registry (hdit_edu.presets)
 # ----------------------------------------------------------------------------------------------
 
-# Table 1's chain and baseline, Table 2's skips (E is lerp), Table 5's weightings on D's model
-# (D is SNR, E is soft-min-SNR γ = 4).
-TOY_CONFIGS = ("A", "B1", "B2", "C", "D", "E", "R4", "E-add", "E-concat", "D-minsnr5", "D-minsnr4")
-GPU_STEPS = (*TOY_CONFIGS[:6], "R1", "R2", "R3", *TOY_CONFIGS[6:])
-# Toy configurations beyond the pre-registered experiment (not in TOY_CONFIGS, its analysis or
-# `hdit-edu ablate`): name → (the TOY_CONFIGS entry it changes, the change). Issue 19's
-# all-local "L" (results/resolution-toy): step D with its global level made neighborhood
-# attention (configs.all_local), so that L − D isolates the global level.
-# "C-smsnr" (the follow-up of results/ablation-toy/README.md): step C trained with E's loss
-# weighting, so that E − C-smsnr is axial RoPE under soft-min-SNR, as C → D is under SNR.
-
-
-def _with_e_weighting(config: Config) -> Config:
-    config.diffusion.loss_weighting = paper_step("E").diffusion.loss_weighting
-    return config
-
-
-EXTRA_TOY_CONFIGS = {"L": ("D", all_local), "C-smsnr": ("C", _with_e_weighting)}
-# Toy tasks (32×32 toy set, CPU_SCALE widths 64/128, depths 1/2, head dim 32, mapping width 128):
-# name → (patch size, outer neighborhood kernel, outer Swin window). "p4k3" (the pre-registered
-# task): patch 4 → an 8×8 outer grid, 3×3 neighborhoods, Swin windows 4×4; "p2": patch 2 → 16×16,
-# 7×7 and 8×8 (the same fractions of the grid at twice the size).
-TASKS = {"p2": (2, 7, 8), "p4k3": (4, 3, 4)}
+# The two experiments' configurations, named in the registry (hdit_edu.presets): Table 1's chain
+# (and R4 on the toy set, R1–R4 at the paper's size), Table 2's skips (E is lerp), Table 5's
+# weightings on D's model (D is SNR, E is soft-min-SNR γ = 4). Configurations outside the
+# pre-registered toy experiment (the registry's FOLLOW_UPS, e.g. issue 19's all-local "L") run
+# through run_toy too, but not through its analysis or `hdit-edu ablate`.
+TOY_EXPERIMENT = (*ABLATION_STEPS, "R4", "E-add", "E-concat", *MIN_SNR_VARIANTS)
+PAPER_CHAIN = (*ABLATION_STEPS, *BASELINES, "E-add", "E-concat", *MIN_SNR_VARIANTS)
 EXACT_PREFIX = 100  # the loss of each of a run's first steps, kept exactly in its record
-
-
-def paper_step(name: str) -> Config:
-    """The paper's 128² config of configuration ``name`` (:data:`GPU_STEPS`): an ablation step
-    or baseline (Table 1), E with another skip merge (Table 2), or D's model with min-SNR γ
-    (``D-minsnr5``, ``D-minsnr4``; Table 5)."""
-    if name not in GPU_STEPS:
-        raise ValueError(f"unknown configuration {name!r}; allowed: {', '.join(GPU_STEPS)}")
-    if name in ("E-add", "E-concat"):
-        config = skip_variant(name.split("-")[1])
-    elif name.startswith("D-minsnr"):
-        config = ablation_step("D")
-        config.diffusion.loss_weighting = "min-snr"
-        config.diffusion.gamma = float(name.removeprefix("D-minsnr"))
-    else:
-        config = ablation_step(name)
-    config.name = name
-    return config
 
 
 # ----------------------------------------------------------------------------------------------
@@ -138,40 +105,17 @@ class ToyBudget:
     tag: str = ""
 
 
-def toy_ablation_config(
-    name: str,
-    seed: int,
-    train_steps: int = ToyBudget.train_steps,
-    batch_size: int = ToyBudget.batch_size,
-    lr: float | None = None,
-    task: str = ToyBudget.task,
-) -> Config:
-    """Configuration ``name`` (:data:`TOY_CONFIGS`) on toy ``task`` (:data:`TASKS`) with the
-    common budget: :func:`paper_step` moved by :func:`toy_scale` (``CPU_SCALE`` at the task's
-    patch), then the task's outer kernel / window; checkpoint only at the end, no periodic
-    samples. Every configuration of seed ``seed`` sees the same batches and noise. An
-    :data:`EXTRA_TOY_CONFIGS` name is its base configuration built so, then changed."""
-    if name in EXTRA_TOY_CONFIGS:
-        base, change = EXTRA_TOY_CONFIGS[name]
-        config = change(toy_ablation_config(base, seed, train_steps, batch_size, lr, task))
-        config.name = name
-        return config
-    if name not in TOY_CONFIGS:
-        allowed = ", ".join((*TOY_CONFIGS, *EXTRA_TOY_CONFIGS))
-        raise ValueError(f"unknown configuration {name!r}; allowed: {allowed}")
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
-    patch, kernel, window = TASKS[task]
-    config = toy_scale(paper_step(name), replace(CPU_SCALE, patch_size=patch))
-    outer = config.model.levels[0]
-    if len(config.model.levels) > 1:  # single-level R4 has one global level: nothing to set
-        outer.kernel_size, outer.window_size = kernel, window
-    config.name = name
+def run_config(name: str, seed: int, budget: ToyBudget = ToyBudget()) -> Config:
+    """The config of the toy run (``name``, ``seed``): the registry's ``name`` on the toy task
+    ``budget.task`` (:func:`hdit_edu.presets.on_toy_task`) with the budget's steps, batch size
+    and learning rate; checkpoint only at the end, no periodic samples. Every configuration of
+    seed ``seed`` sees the same batches and noise."""
+    config = on_toy_task(name, budget.task)
     t = config.training
-    t.seed, t.steps, t.batch_size = seed, train_steps, batch_size
-    if lr is not None:
-        t.lr = lr
-    t.checkpoint_every, t.keep_checkpoints, t.sample_every = train_steps, 1, 0
+    t.seed, t.steps, t.batch_size = seed, budget.train_steps, budget.batch_size
+    if budget.lr is not None:
+        t.lr = budget.lr
+    t.checkpoint_every, t.keep_checkpoints, t.sample_every = budget.train_steps, 1, 0
     config.validate()
     return config
 
@@ -326,9 +270,7 @@ def run_toy(
     run_dir = run_dir / name_s
     if run_dir.exists() and not resume:  # an unfinished attempt: start again (bit-identical)
         shutil.rmtree(run_dir)
-    config = toy_ablation_config(
-        name, seed, budget.train_steps, budget.batch_size, budget.lr, budget.task
-    )
+    config = run_config(name, seed, budget)
     record = {
         "name": name_s,
         "config_name": name,
@@ -428,18 +370,19 @@ def run_toy_experiment(
 
 
 def record_config(record: dict) -> Config:
-    """The config of a run record as this library builds it (:func:`toy_ablation_config` from the
+    """The config of a run record as this library builds it (:func:`run_config` from the
     record's configuration, seed and settings), checked against the config the record holds
     (fields added to the library since have their defaults). Raises ``ValueError`` if they
     differ: the run could not be reproduced."""
     s = record["settings"]
-    config = toy_ablation_config(
-        record["config_name"], record["seed"], s["train_steps"], s["batch_size"], s["lr"], s["task"]
+    budget = ToyBudget(
+        task=s["task"], train_steps=s["train_steps"], batch_size=s["batch_size"], lr=s["lr"]
     )
+    config = run_config(record["config_name"], record["seed"], budget)
     recorded = Config.from_dict(record["config"])
     if config != recorded:
         raise ValueError(
-            f"run {record['name']!r}: toy_ablation_config builds another config than the record holds"
+            f"run {record['name']!r}: run_config builds another config than the record holds"
         )
     return config
 
@@ -856,10 +799,10 @@ def error_by_sigma(
 def ablation_config(
     step: str, *, train_steps: int | None = None, data: str | None = None
 ) -> Config:
-    """The paper's ImageNet-128 config of ``step`` (:data:`GPU_STEPS`, :func:`paper_step`)
+    """The paper's ImageNet-128 config of ``step`` (:data:`PAPER_CHAIN`; the registry's config)
     training on the image folder ``data``, with one budget for all: ``train_steps`` (default the
     paper's), checkpoints at half-way and the end, no periodic samples."""
-    config = paper_step(step)
+    config = get_config(step)
     if data is not None:
         config.training.dataset = data
     if train_steps is not None:
@@ -882,25 +825,12 @@ def train_command(
     ``nproc`` GPUs into ``run_dir/step`` with exactly :func:`ablation_config`'s config, so that
     :func:`run_ablation` (``resume=True``) finds and continues or measures that run."""
     config = ablation_config(step, train_steps=train_steps, data=data)
-    base = "D" if step.startswith("D-minsnr") else step
-    sets = [
-        f"training.checkpoint_every={config.training.checkpoint_every}",
-        "training.sample_every=0",
-    ]
-    if step != base:
-        d = config.diffusion
-        sets = [
-            f"name={json.dumps(step)}",
-            f"diffusion.loss_weighting={json.dumps(d.loss_weighting)}",
-            f"diffusion.gamma={d.gamma}",
-            *sets,
-        ]
     command = ["torchrun", "--nproc_per_node", str(nproc), "-m", "hdit_edu.cli", "train"]
-    command += ["--config", base, "--profile", "gpu", "--data", str(data)]
+    command += ["--config", step, "--profile", "gpu", "--data", str(data)]
     command += ["--steps", str(config.training.steps), "--run-dir", str(Path(run_dir) / step)]
     command += ["--workers", str(workers), "--resume"]
-    for s in sets:
-        command += ["--set", s]
+    command += ["--set", f"training.checkpoint_every={config.training.checkpoint_every}"]
+    command += ["--set", "training.sample_every=0"]
     return command
 
 

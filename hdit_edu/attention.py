@@ -184,7 +184,8 @@ def neighborhood_window_starts(length: int, kernel_size: int, device=None) -> to
     return (i - kernel_size // 2).clamp(0, length - kernel_size)
 
 
-def _check_kernel_size(kernel_size, h: int, w: int) -> int:
+def check_kernel_size(kernel_size, h: int, w: int) -> int:
+    """``kernel_size`` for a neighborhood on an ``h × w`` grid: an odd int in [1, min(h, w)]."""
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, int):
         raise ValueError(f"kernel_size must be an odd int, got {kernel_size!r}")
     if kernel_size < 1 or kernel_size % 2 == 0:
@@ -212,7 +213,7 @@ def neighborhood_mask(h: int, w: int, kernel_size: int, device=None) -> torch.Te
     """Boolean ``(h·w, h·w)`` mask: ``[query, key]`` is True iff the key lies in the query's
     clamped ``k × k`` window (tokens in row-major order). The mask of the ``masked-sdpa``
     backend; cached per (size, kernel, device)."""
-    _check_kernel_size(kernel_size, h, w)
+    check_kernel_size(kernel_size, h, w)
     return _neighborhood_mask_cached(h, w, kernel_size, torch.device(device or "cpu"))
 
 
@@ -417,7 +418,7 @@ def neighborhood_attention(q, k, v, kernel_size: int, *, scale=None, backend: st
     :data:`NA_BACKENDS` (module docstring). All backends give the same numbers.
     """
     _check_qkv("neighborhood_attention", q, k, v)
-    _check_kernel_size(kernel_size, q.shape[1], q.shape[2])
+    check_kernel_size(kernel_size, q.shape[1], q.shape[2])
     return _neighborhood_attention(
         q, k, v, kernel_size, _default_scale(scale, q.shape[-1]), backend
     )
@@ -438,7 +439,8 @@ def _neighborhood_attention(q, k, v, kernel_size: int, scale: float, backend: st
 # --- shifted-window attention ---
 
 
-def _check_window(window_size, shift, h: int, w: int) -> None:
+def check_window(window_size, shift, h: int, w: int) -> None:
+    """Swin windows of ``window_size`` dividing the ``h × w`` grid, ``shift`` in [0, window)."""
     if isinstance(window_size, bool) or not isinstance(window_size, int) or window_size < 1:
         raise ValueError(f"window_size must be a positive int, got {window_size!r}")
     if h % window_size or w % window_size:
@@ -467,7 +469,7 @@ def _shifted_window_mask_cached(h, w, window_size, shift, device):
 def shifted_window_mask(h: int, w: int, window_size: int, shift: int, device=None):
     """Boolean ``(windows, w², w²)`` mask of each window of the rolled grid: ``[window,
     query, key]`` (windows and in-window offsets in row-major order). All True for shift 0."""
-    _check_window(window_size, shift, h, w)
+    check_window(window_size, shift, h, w)
     return _shifted_window_mask_cached(h, w, window_size, shift, torch.device(device or "cpu"))
 
 
@@ -522,7 +524,7 @@ def shifted_window_attention(q, k, v, window_size: int, shift: int, *, scale=Non
     ``window_size``; ``0 <= shift < window_size``. Returns the same layout.
     """
     _check_qkv("shifted_window_attention", q, k, v)
-    _check_window(window_size, shift, q.shape[1], q.shape[2])
+    check_window(window_size, shift, q.shape[1], q.shape[2])
     return _shifted_window_attention(
         q, k, v, window_size, shift, _default_scale(scale, q.shape[-1])
     )
@@ -533,100 +535,6 @@ def _shifted_window_attention(q, k, v, window_size: int, shift: int, scale: floa
     if torch.compiler.is_compiling():  # traced as plain PyTorch (see _neighborhood_attention)
         return _shifted_window_kernel(q, k, v, window_size, shift, scale)
     return ShiftedWindowAttentionOp.apply(q, k, v, window_size, shift, scale)
-
-
-# --- which keys a query sees: attended sets and receptive fields (for plots and tests) ---
-
-
-def attended_keys(
-    kind: str, queries: torch.Tensor, *, kernel_size: int = 7, window_size: int = 8, shift: int = 0
-) -> torch.Tensor:
-    """The keys seen by any of the ``queries`` (a boolean ``(h, w)`` token grid) under ``kind``
-    (one of :data:`~hdit_edu.kinds.ATTENTION_KINDS`; ``"none"``: each token sees itself): boolean
-    ``(h, w)``. Neighborhood: the union of the clamped ``k × k`` windows; shifted window: every
-    token in the same segment ``⌊(i + shift)/window⌋`` along both axes as some query."""
-    h, w = queries.shape
-    queries = queries.bool().cpu()
-    if kind == "none":
-        return queries.clone()
-    if kind == "global":
-        return torch.full((h, w), bool(queries.any()))
-    rows, cols = queries.nonzero(as_tuple=True)
-    if kind == "neighborhood":
-        _check_kernel_size(kernel_size, h, w)
-        keys = torch.zeros(h, w, dtype=torch.bool)
-        row0 = neighborhood_window_starts(h, kernel_size)[rows]
-        col0 = neighborhood_window_starts(w, kernel_size)[cols]
-        for a in range(kernel_size):
-            for c in range(kernel_size):
-                keys[row0 + a, col0 + c] = True
-        return keys
-    if kind == "shifted-window":
-        _check_window(window_size, shift, h, w)
-        seg_r = (torch.arange(h) + shift) // window_size
-        seg_c = (torch.arange(w) + shift) // window_size
-        hit = torch.zeros(int(seg_r[-1]) + 1, int(seg_c[-1]) + 1, dtype=torch.bool)
-        hit[seg_r[rows], seg_c[cols]] = True
-        return hit[seg_r[:, None], seg_c[None, :]]
-    raise ValueError(f"unknown attention kind {kind!r}; allowed: {', '.join(ATTENTION_KINDS)}")
-
-
-def attended_mask(
-    kind: str, h: int, w: int, query: tuple[int, int], *, kernel_size=7, window_size=8, shift=0
-) -> torch.Tensor:
-    """Boolean ``(h, w)`` grid of the keys that the query token ``(row, col)`` attends to."""
-    row, col = query
-    if not (0 <= row < h and 0 <= col < w):
-        raise ValueError(f"query {query} is outside the {h}×{w} grid")
-    one = torch.zeros(h, w, dtype=torch.bool)
-    one[row, col] = True
-    return attended_keys(kind, one, kernel_size=kernel_size, window_size=window_size, shift=shift)
-
-
-def receptive_field(levels, h: int, w: int, query: tuple[int, int]) -> torch.Tensor:
-    """Which tokens of the ``h × w`` input grid (after patching) can influence the output token
-    ``query`` of a whole hourglass: boolean ``(h, w)``.
-
-    ``levels``: the hourglass's levels, outermost first — objects with ``depth``, ``attention``
-    (a kind of :func:`attended_keys`), ``kernel_size`` and ``window_size`` (e.g.
-    :class:`~hdit_edu.configs.LevelConfig`). As in the model: level ``l`` has ``depth`` layers
-    going down and ``depth`` going up (the innermost level: ``depth`` layers once); a 2×2 merge
-    between levels, a split back up with the skip from the same level; shifted-window layers
-    shift by ``window_size // 2`` on odd layer indices (the up layers continue the count).
-    The dependencies are followed backwards from the output: attention spreads a set of tokens
-    to all the keys its queries see, a split to the skip token and the merged parent token, a
-    merge to the 2×2 children. Feed-forward layers, norms and residuals are token-wise.
-    """
-    levels = list(levels)
-    if not levels:
-        raise ValueError("receptive_field needs at least one level")
-    scale = 2 ** (len(levels) - 1)
-    if h % scale or w % scale:
-        raise ValueError(f"grid {h}×{w} is not divisible by 2^(levels − 1) = {scale}")
-
-    def through_layers(field, level, layer_indices):  # backwards through a stack of layers
-        for index in reversed(layer_indices):
-            field = attended_keys(
-                level.attention,
-                field,
-                kernel_size=level.kernel_size,
-                window_size=level.window_size,
-                shift=level.window_size // 2 if index % 2 else 0,
-            )
-        return field
-
-    field = torch.zeros(h, w, dtype=torch.bool)
-    field[query] = True
-    skips = []
-    for level in levels[:-1]:  # up the output side: up layers, then the split
-        field = through_layers(field, level, range(level.depth, 2 * level.depth))
-        skips.append(field)  # the split's skip input
-        field = field.unflatten(0, (-1, 2)).unflatten(2, (-1, 2)).any(dim=(1, 3))  # parents
-    field = through_layers(field, levels[-1], range(levels[-1].depth))
-    for i in reversed(range(len(levels) - 1)):  # down the input side: merge, then down layers
-        field = field.repeat_interleave(2, dim=0).repeat_interleave(2, dim=1) | skips[i]
-        field = through_layers(field, levels[i], range(levels[i].depth))
-    return field
 
 
 # --- the attention module of an HDiT block ---
@@ -724,22 +632,3 @@ class Attention(nn.Module):
             q, k = apply_rope(q, theta), apply_rope(k, theta)
         y = self.attend(q, k, v).reshape(b, h, w, self.width)
         return self.out_proj(self.dropout(y))
-
-
-def keys_per_query(kind: str, h: int, w: int, *, kernel_size: int = 7, window_size: int = 8):
-    """How many keys each query attends to on an ``h × w`` grid: ``h·w`` (global), ``k²``
-    (neighborhood — every window is full, thanks to the clamping), ``w²`` (shifted window, as
-    computed: the masked entries of the seam windows are computed too)."""
-    counts = {"global": h * w, "neighborhood": kernel_size**2, "shifted-window": window_size**2}
-    if kind not in counts:
-        raise ValueError(
-            f"unknown attention kind {kind!r}; allowed: {', '.join(ATTENTION_MODULE_KINDS)}"
-        )
-    return counts[kind]
-
-
-def attention_flops(kind: str, h: int, w: int, heads: int, head_dim: int, **window) -> int:
-    """Multiply-adds of the attention kernel alone (``q·k`` and ``attn·v``) per image on an
-    ``h × w`` grid, counted like k-diffusion: ``tokens · heads · keys/query · (d_qk + d_v)``.
-    ``window``: ``kernel_size`` / ``window_size`` as in :func:`keys_per_query`."""
-    return h * w * heads * keys_per_query(kind, h, w, **window) * 2 * head_dim

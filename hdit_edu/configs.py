@@ -1,4 +1,4 @@
-"""Configurations: model, diffusion and training specs (§5.2, Tables 1, 2, 6, App. A).
+"""Configurations: model, diffusion and training specs (§5.2, Table 6, App. A).
 
 Every model of the paper is a :class:`Config` — a model spec (levels of the hourglass, the
 mapping network, patching, FFN / position-embedding / skip kinds), a diffusion spec (σ_data,
@@ -11,12 +11,6 @@ This module also holds
 * :func:`validate_config` — every check a config must pass *before* any compute, each failing
   with a ``ValueError`` that names the offending value and what is allowed
   (:func:`hdit_edu.models.build_model` calls it first);
-* the named models of the paper: :func:`ablation_step` (Table 1: ``A`` … ``E``, ``R1`` …
-  ``R4``, at 128² and at every doubling of the resolution), :func:`skip_variant` (Table 2),
-  :func:`paper_config` (Table 6: ``imagenet128``, ``ffhq1024``, ``imagenet256``),
-  :func:`toy_config` (the 32×32 toy-set model of docs/ARCHITECTURE.md) and
-  :func:`get_config`, which takes any of those names (optionally ``"NAME@RES"``) or the path
-  of a JSON file;
 * the resolution: ``ModelConfig.resolution`` is ``n`` (n × n) or ``(height, width)`` (JSON
   ``n`` or ``[H, W]``); :func:`normalize_resolution` reads either as ``(H, W)``,
   :func:`parse_resolution` reads the command line's ``"256x512"``, :func:`image_d` is the
@@ -24,7 +18,11 @@ This module also holds
 * :func:`at_resolution` — App. A's rule for adapting a model to another resolution;
   :func:`token_grids` (the token grid of every level), :func:`check_grids` (those grids
   checked against the kernels and windows: the one grid check, at build time and on every
-  input size), :func:`min_resolution` (the smallest valid image size of a model).
+  input size), :func:`min_resolution` (the smallest valid image size of a model);
+* :func:`all_local` — §7's every-level-local variant of a model.
+
+The named models of the paper (``"E"``, ``"imagenet256"``, ``"toy"``, …) are built in
+:mod:`hdit_edu.presets`, the one registry of names (:func:`hdit_edu.presets.get_config`).
 
 **How a model grows with the resolution** (§5.2 "every doubling in resolution involves adding
 one local attention block", App. A "additional local attention levels … are added to keep the
@@ -58,6 +56,7 @@ from .kinds import (
     ARCHS,
     ATTENTION_KINDS,
     CHECKPOINTING_KINDS,
+    DIFFUSION_PROCESSES,
     FFN_KINDS,
     LOSS_WEIGHTINGS,
     POS_EMB_KINDS,
@@ -125,6 +124,10 @@ class ModelConfig:
 class DiffusionConfig:
     """The diffusion objective (§3.1, App. B)."""
 
+    # "edm": σ-space training and samplers (all the fields below); "ddpm": DiT's discrete
+    # process, hybrid loss and 250-step ancestral sampler (R1, hdit_edu.ddpm; the σ fields are
+    # then unused).
+    process: str = "edm"
     sigma_data: float = 0.5
     sigma_min: float = 1e-3
     sigma_max: float = 1e3
@@ -599,6 +602,7 @@ def _validate_diffusion(d: Any) -> None:
             f"diffusion: the sampling range [{lo}, {hi}] (sampling_sigma_min/max, else the "
             f"density's sigma_min/max) must have min < max"
         )
+    _check_kind("diffusion.process", d.process, DIFFUSION_PROCESSES)
     _check_kind("diffusion.loss_weighting", d.loss_weighting, LOSS_WEIGHTINGS)
     _check_real("diffusion.gamma", d.gamma, 0.0, low_open=True, optional=True)
     _check_kind("diffusion.sigma_density", d.sigma_density, SIGMA_DENSITIES)
@@ -606,6 +610,19 @@ def _validate_diffusion(d: Any) -> None:
     _check_real("diffusion.lognormal_std", d.lognormal_std, 0.0, low_open=True)
     _check_int("diffusion.noise_d_low", d.noise_d_low, 1)
     _check_int("diffusion.noise_d_high", d.noise_d_high, 1, optional=True)
+
+
+def _check_ddpm_model(config: Config) -> None:
+    """The DDPM path (R1) needs DiT with its learned-variance head: 2·in_channels outputs."""
+    m = config.model
+    if config.diffusion.process != "ddpm":
+        return
+    if m.arch != "dit" or m.out_channels != 2 * m.in_channels:
+        raise ValueError(
+            f"diffusion.process='ddpm' (DiT's learned-variance DDPM): got model.arch={m.arch!r}, "
+            f"model.out_channels={m.out_channels!r}; allowed: arch 'dit' with out_channels = "
+            f"2·in_channels = {2 * m.in_channels} (ε̂ and the variance values)"
+        )
 
 
 def sampling_sigma_range(config: Config) -> tuple[float, float]:
@@ -690,6 +707,7 @@ def validate_config(
             raise ValueError(f"name: got {config.name!r}; allowed: a string")
         _validate_model(config.model, resolution, grids=grids)
         _validate_diffusion(config.diffusion)
+        _check_ddpm_model(config)
         _validate_training(config.training)
     elif isinstance(config, ModelConfig):
         _validate_model(config, resolution, grids=grids)
@@ -743,151 +761,6 @@ def at_resolution(config: Config, resolution: int | tuple[int, int]) -> Config:
     return new
 
 
-# ----------------------------------------------------------------------------------------------
-# The named models of the paper
-# ----------------------------------------------------------------------------------------------
-
-ABLATION_BASE_RESOLUTION = 128
-ABLATION_STEPS = ("A", "B1", "B2", "C", "D", "E")
-BASELINES = ("R1", "R2", "R3", "R4")
-SKIP_VARIANTS = ("E-lerp", "E-add", "E-concat")
-PAPER_CONFIGS = ("imagenet128", "ffhq1024", "imagenet256")
-CONFIG_NAMES = ("toy", *PAPER_CONFIGS, *ABLATION_STEPS, *BASELINES, *SKIP_VARIANTS)
-
-IMAGENET_CLASSES = 1000
-
-# Table 1, steps A → E (§5.2): what each step changes. Columns: attention of the outer
-# (non-innermost) levels, FFN, position embedding, loss weighting. The innermost level (16²
-# tokens at 128²) is global in every step.
-_STEP_FEATURES = {
-    "A": ("global", "gelu", "additive", "snr"),  # global attention hourglass, RMSNorm blocks
-    "B1": ("shifted-window", "gelu", "additive", "snr"),  # + Swin (window 8)
-    "B2": ("neighborhood", "gelu", "additive", "snr"),  # + neighborhood attention (7×7)
-    "C": ("neighborhood", "geglu", "additive", "snr"),  # + GEGLU (hidden 3·d)
-    "D": ("neighborhood", "geglu", "rope", "snr"),  # + axial RoPE
-    "E": ("neighborhood", "geglu", "rope", "soft-min-snr"),  # + soft-min-SNR (same model)
-}
-
-# DiT's own optimiser (Peebles & Xie 2023), used for R1 and — footnote 3 of §5.2 — for R2.
-_DIT_TRAINING = {"lr": 1e-4, "betas": (0.9, 0.999), "weight_decay": 0.0}
-
-
-def _imagenet_training(**overrides: Any) -> TrainingConfig:
-    """Table 6's ImageNet recipe (AdamW lr 5e-4, betas (0.9, 0.95), wd 1e-2, EMA 0.9999, batch
-    256, 400k steps, bf16, class dropout 0.1, no augmentation). The data set is a path to an
-    ImageNet-style folder that the user provides."""
-    return TrainingConfig(**{"dataset": "data/imagenet/train", **overrides})
-
-
-def _hourglass_step(step: str) -> Config:
-    """Ablation step ``A`` … ``E`` at 128² (Table 6 "Ablation E": depths [2, 11], widths [384,
-    768], head dim 64, kernel 7, mapping depth 1 / width 768)."""
-    attention, ffn, pos_emb, weighting = _STEP_FEATURES[step]
-    outer = LevelConfig(depth=2, width=384, attention=attention, kernel_size=7, window_size=8)
-    inner = LevelConfig(depth=11, width=768, attention="global")
-    return Config(
-        name=step,
-        model=ModelConfig(
-            levels=[outer, inner],
-            mapping=MappingConfig(depth=1, width=768),
-            patch_size=4,
-            num_classes=IMAGENET_CLASSES,
-            ffn=ffn,
-            pos_emb=pos_emb,
-            skip="lerp",
-            resolution=ABLATION_BASE_RESOLUTION,
-        ),
-        diffusion=DiffusionConfig(loss_weighting=weighting),
-        training=_imagenet_training(),
-    )
-
-
-def _baseline(name: str) -> Config:
-    """R1–R4 at 128² (§5.2 "Baselines").
-
-    * R1, R2: DiT-B/4 in pixel space — the original architecture (adaLN-Zero, MLP ratio 4,
-      fixed sin-cos positions, learned σ → 6 output channels, no augmentation input), trained
-      with DiT's own optimiser settings (footnote 3). R1 used DiT's codebase (DDPM schedule,
-      learned-variance loss, 250 sampling steps), which this package does not reimplement: R1
-      and R2 share one config here, with SNR weighting (DiT's ε-MSE is 1/σ² in x0 space).
-    * R3: "a hyperparameter-matched single-level version of ablation step A": one global level,
-      depth 12, width 768 (12 heads), GELU 4·d, additive positions, AdaRMSNorm + the mapping
-      network (depth 1, width 768), our optimiser; SNR weighting. R4 = R3 + soft-min-SNR.
-    """
-    if name in ("R1", "R2"):
-        model = ModelConfig(
-            arch="dit",
-            levels=[LevelConfig(depth=12, width=768, head_dim=64, attention="global", d_ff=3072)],
-            patch_size=4,
-            out_channels=6,
-            num_classes=IMAGENET_CLASSES,
-            aug_dim=0,
-            ffn="gelu",
-            pos_emb="additive",
-            resolution=ABLATION_BASE_RESOLUTION,
-        )
-        return Config(
-            name=name,
-            model=model,
-            diffusion=DiffusionConfig(loss_weighting="snr"),
-            training=_imagenet_training(**_DIT_TRAINING),
-        )
-    model = ModelConfig(
-        levels=[LevelConfig(depth=12, width=768, attention="global")],
-        mapping=MappingConfig(depth=1, width=768),
-        patch_size=4,
-        num_classes=IMAGENET_CLASSES,
-        ffn="gelu",
-        pos_emb="additive",
-        resolution=ABLATION_BASE_RESOLUTION,
-    )
-    weighting = "snr" if name == "R3" else "soft-min-snr"
-    return Config(
-        name=name,
-        model=model,
-        diffusion=DiffusionConfig(loss_weighting=weighting),
-        training=_imagenet_training(),
-    )
-
-
-def ablation_step(
-    name: str, resolution: int = ABLATION_BASE_RESOLUTION, *, skip: str | None = None
-):
-    """A model of Table 1: ``"A"``, ``"B1"``, ``"B2"``, ``"C"``, ``"D"``, ``"E"`` (§5.2) or the
-    baselines ``"R1"`` … ``"R4"``, at ``resolution`` (128² as trained; 256², 512² … as the
-    GFLOP columns count them — see the module docstring for the levels each doubling adds).
-
-    ``skip`` (``"lerp"`` | ``"add"`` | ``"concat"``) replaces the skip merge (Table 2 ablates it
-    on step E; :func:`skip_variant`).
-
-    At 128²: A … E are ``[2 @ 384 (outer, local — global for A), 11 @ 768 (global)]``, patch 4,
-    head dim 64, mapping depth 1 / width 768, 1000 classes (+1 dropped), augmentation input 9
-    (as k-diffusion's model always has), lerp skips.
-    """
-    if name in ABLATION_STEPS:
-        config = _hourglass_step(name)
-    elif name in BASELINES:
-        config = _baseline(name)
-    else:
-        raise ValueError(
-            f"unknown ablation step {name!r}; allowed: {', '.join(ABLATION_STEPS + BASELINES)}"
-        )
-    if skip is not None:
-        _check_kind("skip", skip, SKIP_KINDS)
-        if config.model.arch != "hdit" or len(config.model.levels) < 2:
-            raise ValueError(f"skip={skip!r}: step {name} has no hourglass skips to replace")
-        config.model.skip = skip
-        if skip != "lerp":
-            config.name = f"{name}-{skip}"
-    return at_resolution(config, resolution)
-
-
-def skip_variant(skip: str, resolution: int = ABLATION_BASE_RESOLUTION) -> Config:
-    """Table 2: ablation step E with the skip merge ``"lerp"`` (ours, = E), ``"add"`` or
-    ``"concat"`` (concatenate, then a pointwise projection back to the width)."""
-    return ablation_step("E", resolution, skip=skip)
-
-
 def all_local(config: Config, kernel_size: int | None = None) -> Config:
     """``config`` with *every* level local (§7: "if all levels are set to perform local
     attention only … transformer-based models that can scale to arbitrary resolutions"): the
@@ -904,178 +777,3 @@ def all_local(config: Config, kernel_size: int | None = None) -> Config:
             level.attention, level.kernel_size = "neighborhood", kernel
     out.validate()
     return out
-
-
-# The authors' trainer's recipe (k-diffusion train.py and its image_transformer_v2 configs,
-# /work/refs-style checkout: configs/config_oxford_flowers*.json) where Table 6 is silent:
-REFERENCE_RECIPE = {
-    "diffusion.sampling_sigma_min": 1e-2,  # model.sigma_min
-    "diffusion.sampling_sigma_max": 160.0,  # model.sigma_max of its HDiT configs (80 at 32²)
-    "training.ema_power": 0.75,  # ema_sched.power of its HDiT configs
-    "training.grad_clip": 1.0,  # train.py: accelerator.clip_grad_norm_(…, 1.) every step
-}
-REFERENCE_XFLIP_P = 1.0  # KarrasAugmentationPipeline: x-flip a fair coin whenever it is on
-
-
-def reference_recipe(config: Config) -> Config:
-    """``config`` with :data:`REFERENCE_RECIPE` (and the reference's x-flip when augmentation
-    is on), in place; returns it."""
-    for key, value in REFERENCE_RECIPE.items():
-        part, field_name = key.split(".")
-        setattr(getattr(config, part), field_name, value)
-    if config.training.augment_p > 0:
-        config.training.xflip_p = REFERENCE_XFLIP_P
-    return config
-
-
-def paper_config(name: str) -> Config:
-    """A model of Table 6: ``"imagenet128"``, ``"ffhq1024"`` or ``"imagenet256"``.
-
-    Common to all three (Table 6): patch 4, head dim 64 (heads = width / 64), neighborhood
-    kernel 7, GEGLU (hidden 3·d), axial RoPE, lerp skips, σ_data 0.5, σ ∈ [1e-3, 1e3],
-    interpolated-cosine σ density, soft-min-SNR, AdamW (lr 5e-4, betas (0.9, 0.95), eps 1e-8,
-    wd 1e-2), EMA 0.9999, batch 256, bf16, conditioning dropout 0.1. Where Table 6 is silent,
-    the reference trainer's recipe (:func:`reference_recipe`): sampling σ ∈ [1e-2, 160], EMA
-    warm-up power 0.75, gradient clipping at 1.0, x-flip of half the images when augmenting.
-
-    * ``imagenet128`` (117M, 31 GFLOP): ablation step E — depths [2, 11], widths [384, 768],
-      1 neighborhood + 1 global level, mapping depth 1, width 768; 400k steps.
-    * ``ffhq1024`` (85M, 206 GFLOP): widths [128, 256, 384, 768, 1024], 3 neighborhood + 2
-      global levels (global at 32² and 16², footnote 2), dropout [0, 0, 0, 0, 0.1],
-      unconditional, augmentation p = 0.12, mapping depth 2; 1M steps.
-      **Ambiguity resolved:** Table 6 lists four depths ``[2, 2, 2, 2]`` for five widths; the
-      authors' code gives every level depth 2 — ``[2, 2, 2, 2, 2]`` — which reproduces 206
-      GFLOP (and 85M parameters).
-    * ``imagenet256`` (557M, 198 GFLOP): depths [2, 2, 16], widths [384, 768, 1536], 2
-      neighborhood + 1 global level, mapping depth 2; 2.2M steps.
-
-    **Mapping width (ambiguity resolved).** Table 6 lists "Mapping Width 768" for all three. For
-    ImageNet-128 that is the width (117.0M parameters). For FFHQ-1024 and ImageNet-256, width 768
-    gives 104.0M / 598.3M parameters — not 85M / 557M. The reading that reproduces both is
-    mapping width **256** (k-diffusion's default ``mapping_width``) with hidden size d_ff =
-    3·256 = **768** — the 768 of the table is the mapping network's FFN width: 85.08M and
-    557.42M parameters. (Mapping width 256 at depth 1 would give 84.5M / 556.8M; Table 6's
-    depth 2 fits both better.) The mapping network runs once per image, so FLOPs cannot tell
-    the readings apart (< 0.01 GFLOP).
-    """
-    if name == "imagenet128":
-        config = ablation_step("E")
-        config.name = "imagenet128"
-        return reference_recipe(config)
-    if name == "ffhq1024":
-        widths = [128, 256, 384, 768, 1024]
-        attentions = ["neighborhood"] * 3 + ["global"] * 2
-        dropouts = [0.0, 0.0, 0.0, 0.0, 0.1]
-        model = ModelConfig(
-            levels=[
-                LevelConfig(depth=2, width=w, attention=a, kernel_size=7, dropout=p)
-                for w, a, p in zip(widths, attentions, dropouts)
-            ],
-            mapping=MappingConfig(depth=2, width=256),
-            num_classes=0,
-            resolution=1024,
-        )
-        training = TrainingConfig(steps=1_000_000, augment_p=0.12, dataset="data/ffhq1024")
-        config = Config(name=name, model=model, diffusion=DiffusionConfig(), training=training)
-        return reference_recipe(config)
-    if name == "imagenet256":
-        model = ModelConfig(
-            levels=[
-                LevelConfig(depth=2, width=384, attention="neighborhood", kernel_size=7),
-                LevelConfig(depth=2, width=768, attention="neighborhood", kernel_size=7),
-                LevelConfig(depth=16, width=1536, attention="global"),
-            ],
-            mapping=MappingConfig(depth=2, width=256),
-            num_classes=IMAGENET_CLASSES,
-            resolution=256,
-        )
-        # Footnote 6: 2M steps at batch 256, then 50k at 512, 100k at 1,024 and 50k at 2,048.
-        schedule = [[2_000_000, 512], [2_050_000, 1024], [2_150_000, 2048]]
-        training = _imagenet_training(steps=2_200_000, batch_schedule=schedule)
-        config = Config(name=name, model=model, diffusion=DiffusionConfig(), training=training)
-        return reference_recipe(config)
-    raise ValueError(f"unknown paper config {name!r}; allowed: {', '.join(PAPER_CONFIGS)}")
-
-
-def toy_config() -> Config:
-    """The small class-conditional HDiT for the 32×32 toy data set (docs/ARCHITECTURE.md's
-    "6M-parameter toy HDiT"; about 5.9M parameters): patch 2, levels ``[2 @ 128, neighborhood 7×7 on the 16×16
-    grid; 4 @ 256, global on 8×8]``, GEGLU, axial RoPE, lerp skips, mapping depth 1 / width 256,
-    8 classes (+1 dropped), augmentation input 9.
-
-    Training: the paper's optimiser (AdamW 5e-4, betas (0.9, 0.95), wd 1e-2) at batch 32 for
-    5000 steps in fp32 (CPU); EMA decay 0.999 (0.9999 averages over ~10⁴ steps — longer than
-    the run). Diffusion as the paper (soft-min-SNR, interpolated cosine, which at 32² has no
-    resolution shift: ``noise_d_low`` = 32 = the resolution).
-    """
-    model = ModelConfig(
-        levels=[
-            LevelConfig(depth=2, width=128, attention="neighborhood", kernel_size=7),
-            LevelConfig(depth=4, width=256, attention="global"),
-        ],
-        mapping=MappingConfig(depth=1, width=256),
-        patch_size=2,
-        num_classes=8,  # the toy set's classes: len(hdit_edu.toy.TOY_CLASSES)
-        resolution=32,
-    )
-    training = TrainingConfig(
-        batch_size=32,
-        steps=5000,
-        ema_decay=0.999,
-        grad_clip=None,  # the shipped toy run and the notebooks' records were made unclipped
-        precision="fp32",
-        dataset="toy",
-        checkpoint_every=500,
-        sample_every=500,
-    )
-    return Config(name="toy", model=model, diffusion=DiffusionConfig(), training=training)
-
-
-def _named_config(name: str) -> Config:
-    if name == "toy":
-        return toy_config()
-    if name in PAPER_CONFIGS:
-        return paper_config(name)
-    if name in SKIP_VARIANTS:
-        return skip_variant(name.split("-", 1)[1])
-    return ablation_step(name)
-
-
-def get_config(name_or_path: str | Path) -> Config:
-    """A config by name — one of :data:`CONFIG_NAMES` (``"toy"``, ``"imagenet128"``,
-    ``"ffhq1024"``, ``"imagenet256"``, ``"A"`` … ``"E"``, ``"R1"`` … ``"R4"``, ``"E-add"``,
-    ``"E-concat"``; case-insensitive), optionally with a resolution suffix ``"NAME@RES"``
-    (:func:`at_resolution`, e.g. ``"E@512"``, or height × width: ``"E@256x512"``) — or the
-    path of a JSON config file."""
-    if isinstance(name_or_path, Path) or str(name_or_path).endswith(".json"):
-        config = load_config(name_or_path)
-        try:
-            validate_config(config)
-        except ValueError as e:
-            raise ValueError(f"config file {str(name_or_path)!r}: {e}") from None
-        return config
-    if not isinstance(name_or_path, str):
-        raise ValueError(
-            f"get_config: got {name_or_path!r}; allowed: a config name or a JSON file path"
-        )
-    text = name_or_path.strip()
-    name, _, suffix = text.partition("@")
-    canonical = {n.lower(): n for n in CONFIG_NAMES}.get(name.lower())
-    if canonical is None:
-        if Path(text).exists():
-            return get_config(Path(text))
-        raise ValueError(
-            f"unknown config {name_or_path!r}; allowed: {', '.join(CONFIG_NAMES)} "
-            f"(optionally NAME@RESOLUTION, e.g. E@256) or a path to a .json file"
-        )
-    config = _named_config(canonical)
-    if suffix:
-        try:
-            resolution = parse_resolution(suffix)
-        except ValueError:
-            raise ValueError(
-                f"config {name_or_path!r}: resolution suffix {suffix!r} is not a positive integer "
-                f"N or HxW (e.g. E@256, E@256x512)"
-            ) from None
-        config = at_resolution(config, resolution)
-    return config

@@ -8,15 +8,19 @@ learned σ (6 output channels for RGB). About 130M parameters with 1000 classes 
 Written after the official ``models.py`` (facebookresearch/DiT) — same modules, constants,
 initialisation and order of operations — with these deliberate differences:
 
-* **Timestep.** DiT embeds the integer DDPM step t ∈ [0, 1000). Inside our EDM denoiser the
-  network receives σ, and :class:`DiT` feeds ``c_noise(σ) = log(σ)/4`` to the same sinusoidal
-  embedder (256 frequencies, max period 10⁴) — EDM's continuous noise-level input. Its range
-  is small (≈ [−1.7, 1.7] for σ ∈ [10⁻³, 10³]); the MLP after the embedder learns to spread it.
+* **Timestep.** DiT embeds the integer DDPM step t ∈ [0, 1000). On the DDPM path (R1,
+  :class:`hdit_edu.ddpm.DDPMDenoiser`) it still does: the denoiser passes ``timestep=t``.
+  Inside our EDM denoiser (R2) the network receives σ only, and :class:`DiT` feeds
+  ``c_noise(σ) = log(σ)/4`` to the same sinusoidal embedder (256 frequencies, max period 10⁴)
+  — EDM's continuous noise-level input. Its range is small (≈ [−1.7, 1.7] for σ ∈ [10⁻³,
+  10³]); the MLP after the embedder learns to spread it. This is one of the R1 → R2
+  mismatches the authors name (crowsonkb/k-diffusion#96).
 * **Class dropping.** DiT drops labels *inside* its label embedder; here the trainer does it and
   passes index ``num_classes`` (the extra "dropped" embedding row, DiT's CFG row).
 * **Learned σ.** With ``out_channels = 2·in_channels`` (DiT's ``learn_sigma``) the forward pass
-  returns all channels; the EDM denoiser uses only the first ``model.out_channels_used``
-  (= ``in_channels``); the others are DiT's variance head (kept for R1's FLOPs and parameters).
+  returns all channels: ε̂ and the variance values v of IDDPM's learned range, which the DDPM
+  path (R1) trains with the hybrid loss (:mod:`hdit_edu.ddpm`). The EDM denoiser (R2) uses only
+  the first ``model.out_channels_used`` (= ``in_channels``); the others stay untrained there.
 * **Positions** come from :func:`hdit_edu.rope.sincos_pos_emb_2d` for any grid (also
   non-square), not a table fixed at the training size. That function puts the row code in the
   first half of the channels, DiT's ``np.meshgrid(grid_w, grid_h)`` puts the column code
@@ -172,9 +176,10 @@ class DiT(nn.Module):
     (None = in_channels; 2·in_channels = DiT's learned σ), ``num_classes`` and ``aug_dim`` are
     read; the hourglass fields (mapping, skip, ffn, pos_emb, attention kind) do not apply.
 
-    ``forward(x, sigma, class_cond=None, aug_cond=None)`` is the inner network F of the EDM
-    denoiser, with x (B, C, H, W) and σ (B,); it returns (B, out_channels, H, W), exactly zero
-    at initialisation. ``checkpointing`` (set by :func:`hdit_edu.models.set_checkpointing`):
+    ``forward(x, sigma, class_cond=None, aug_cond=None, timestep=None)`` is the inner network F
+    of the EDM denoiser, with x (B, C, H, W) and σ (B,); it returns (B, out_channels, H, W),
+    exactly zero at initialisation. ``timestep`` (B,): DiT's own DDPM step t (the DDPM path,
+    :class:`hdit_edu.ddpm.DDPMDenoiser`), embedded instead of c_noise(σ). ``checkpointing`` (set by :func:`hdit_edu.models.set_checkpointing`):
     activation checkpointing of the blocks, as in :func:`~hdit_edu.layers.run_layers` (the
     blocks are DiT's one level)."""
 
@@ -249,6 +254,7 @@ class DiT(nn.Module):
         sigma: torch.Tensor,
         class_cond: torch.Tensor | None = None,
         aug_cond: torch.Tensor | None = None,
+        timestep: torch.Tensor | None = None,
     ) -> torch.Tensor:
         sigma = check_inputs(self, x, sigma, class_cond, aug_cond)
         b, _, h, w = x.shape
@@ -260,8 +266,8 @@ class DiT(nn.Module):
         # patchify: Conv2d(kernel p, stride p) → tokens (B, gh·gw, D), row-major, + positions
         x = self.x_embedder(x).flatten(2).transpose(1, 2)
         x = x + self.position_embedding(gh, gw).to(x.dtype)
-        # conditioning c = t_emb(c_noise(σ)) + y_emb(class) [+ aug]
-        c = self.t_embedder(c_noise(sigma))
+        # conditioning c = t_emb(c_noise(σ) or DiT's step t) + y_emb(class) [+ aug]
+        c = self.t_embedder(c_noise(sigma) if timestep is None else timestep.reshape(b))
         if self.y_embedder is not None:
             c = c + self.y_embedder(class_cond)
         if self.aug_embedder is not None and aug_cond is not None:

@@ -399,26 +399,12 @@ def fid_from_folders(
     return fid(a, b, extractor=extractor, mode=mode, **options)
 
 
-def kid_from_folders(
-    a: str | Path, b: str | Path, *, extractor="toy", mode: str = "clean", **options
-) -> float:
-    """KID between two image folders."""
-    return kid(a, b, extractor=extractor, mode=mode, **options)
-
-
 def fid_from_generator(
     generate_fn: Callable[[int], torch.Tensor], reference, n: int, **options
 ) -> float:
     """FID of ``n`` images from ``generate_fn(batch_size) -> (B, 3, H, W) in [-1, 1]`` against
     ``reference`` (a folder, images, a data set or :class:`ReferenceStats`)."""
     return fid(generate_fn, reference, n=n, **options)
-
-
-def kid_from_generator(
-    generate_fn: Callable[[int], torch.Tensor], reference, n: int, **options
-) -> float:
-    """KID of ``n`` generated images against ``reference``; as :func:`fid_from_generator`."""
-    return kid(generate_fn, reference, n=n, **options)
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@
 * attention costs, per head, ``(keys seen per query) × queries × (d_qk + d_v)`` — the two
   matrix products ``q·kᵀ`` and ``attn·v``: ``s_q · s_k · (d_q + d_v)`` for global (and
   windowed: ``s_k`` = window²) attention, ``tokens · k² · (d_q + d_v)`` for a k×k
-  neighborhood (:func:`hdit_edu.attention.attention_flops`).
+  neighborhood (:func:`attention_flops`; :func:`keys_per_query`).
 
 **Two counts that must agree.**
 
@@ -43,18 +43,18 @@ from typing import Any
 
 import torch
 
-from .attention import attention_flops
+from .attention import ATTENTION_MODULE_KINDS
 from .configs import (
     Config,
     ModelConfig,
     at_resolution,
-    get_config,
     normalize_resolution,
     token_grids,
     validate_config,
 )
 from .layers import default_d_ff
 from .models import build_model
+from .presets import get_config
 
 # ----------------------------------------------------------------------------------------------
 # The paper's numbers
@@ -89,6 +89,25 @@ TERM_KINDS = ("patch", "conditioning", "norm", "qkv+out", "attention", "ffn", "m
 # ----------------------------------------------------------------------------------------------
 # The closed form (App. A)
 # ----------------------------------------------------------------------------------------------
+
+
+def keys_per_query(kind: str, h: int, w: int, *, kernel_size: int = 7, window_size: int = 8):
+    """How many keys each query attends to on an ``h × w`` grid: ``h·w`` (global), ``k²``
+    (neighborhood — every window is full, thanks to the clamping), ``w²`` (shifted window, as
+    computed: the masked entries of the seam windows are computed too)."""
+    counts = {"global": h * w, "neighborhood": kernel_size**2, "shifted-window": window_size**2}
+    if kind not in counts:
+        raise ValueError(
+            f"unknown attention kind {kind!r}; allowed: {', '.join(ATTENTION_MODULE_KINDS)}"
+        )
+    return counts[kind]
+
+
+def attention_flops(kind: str, h: int, w: int, heads: int, head_dim: int, **window) -> int:
+    """Multiply-adds of the attention kernel alone (``q·k`` and ``attn·v``) per image on an
+    ``h × w`` grid, counted like k-diffusion: ``tokens · heads · keys/query · (d_qk + d_v)``.
+    ``window``: ``kernel_size`` / ``window_size`` as in :func:`keys_per_query`."""
+    return h * w * heads * keys_per_query(kind, h, w, **window) * 2 * head_dim
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,9 @@ POS_EMB_KINDS = ("rope", "additive")  # axial RoPE (§4.2, step D) or a learned 
 SKIP_KINDS = ("lerp", "add", "concat")  # how a level merges its skip (eq. 6, Table 2)
 LOSS_WEIGHTINGS = ("snr", "min-snr", "soft-min-snr", "karras")  # App. B, eq. 7–9
 SIGMA_DENSITIES = ("lognormal", "cosine-interpolated")  # Table 6 "Sigma Sampling Density"
+# The diffusion process: EDM's continuous σ (§3.1, the paper's trainer) or DiT's discrete-time
+# DDPM with learned variance (baseline R1, §5.2; hdit_edu.ddpm).
+DIFFUSION_PROCESSES = ("edm", "ddpm")
 PRECISIONS = ("bf16", "fp32")
 # Activation checkpointing of training (torch.utils.checkpoint): none, one per level (only each
 # level's input is kept; the level is recomputed in the backward), or one per transformer layer.

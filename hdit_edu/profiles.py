@@ -3,7 +3,7 @@
 Every notebook and ``hdit-edu train / ablate`` take a profile (:func:`hdit_edu.env.resolve_profile`
 turns ``"auto"`` into one of :data:`hdit_edu.env.PROFILES`). :func:`for_profile` keeps a config
 as the paper sets it (``"gpu"``) or moves it onto the 32×32 toy set at tiny sizes (``"cpu"``,
-:func:`toy_scale` with :data:`CPU_SCALE`), keeping the *kinds* of choices that define it — so
+:func:`to_toy_scale` with :data:`CPU_SCALE`), keeping the *kinds* of choices that define it — so
 the same code runs in both, and only the sizes change.
 """
 
@@ -18,7 +18,7 @@ from .toy import TOY_CLASSES
 
 @dataclass(frozen=True)
 class ToyScale:
-    """The sizes of an experiment moved onto the 32×32 toy data set (:func:`toy_scale`)."""
+    """The sizes of an experiment moved onto the 32×32 toy data set (:func:`to_toy_scale`)."""
 
     widths: tuple[int, int] = (64, 128)  # outer (local attention) level, inner (global) level
     depths: tuple[int, int] = (1, 2)
@@ -33,7 +33,7 @@ class ToyScale:
 CPU_SCALE = ToyScale()
 
 
-def toy_scale(config: Config, scale: ToyScale = CPU_SCALE) -> Config:
+def to_toy_scale(config: Config, scale: ToyScale = CPU_SCALE) -> Config:
     """``config`` moved onto the toy problem with the *same kinds* of choices and small sizes.
 
     What is kept: the architecture (HDiT levels or DiT), each level's attention kind (global /
@@ -120,8 +120,8 @@ def toy_scale(config: Config, scale: ToyScale = CPU_SCALE) -> Config:
 
 
 def for_profile(config: Config, profile: str) -> Config:
-    """``"gpu"``: the config as it is (the paper's settings); ``"cpu"``: :func:`toy_scale`
+    """``"gpu"``: the config as it is (the paper's settings); ``"cpu"``: :func:`to_toy_scale`
     with :data:`CPU_SCALE` (a tiny model on the toy set that trains in minutes on 2 cores)."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
-    return config if profile == "gpu" else toy_scale(config, CPU_SCALE)
+    return config if profile == "gpu" else to_toy_scale(config, CPU_SCALE)

@@ -21,6 +21,7 @@ import torch
 
 from .checkpoints import WEIGHT_FILES, CheckpointError, find_checkpoint, load_weights
 from .configs import Config, load_config, validate_config
+from .ddpm import DDPMDenoiser
 from .diffusion import Denoiser
 from .models import build_model
 
@@ -60,6 +61,8 @@ def load_run(
         ) from None
     model = model.to(device).eval().requires_grad_(False)
     d = config.diffusion
+    if d.process == "ddpm":  # R1: DiT's discrete process (hdit_edu.ddpm)
+        return config, DDPMDenoiser(model)
     return config, Denoiser(model, d.sigma_data, d.loss_weighting, d.gamma)
 
 

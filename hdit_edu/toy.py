@@ -108,7 +108,10 @@ def _contrasting_colours(rng: np.random.Generator, n: int) -> tuple[np.ndarray, 
 
 
 def render_toy_images(
-    labels: np.ndarray, resolution: int | tuple[int, int], rng: np.random.Generator
+    labels: np.ndarray,
+    resolution: int | tuple[int, int],
+    rng: np.random.Generator,
+    paint: Callable | None = None,
 ) -> np.ndarray:
     """Draw one toy image per label: uint8 (N, H, W, 3) at ``resolution`` = n (n × n) or (H, W).
 
@@ -118,6 +121,12 @@ def render_toy_images(
     pixels): coverage = clip(0.5 − d, 0, 1). All random numbers are drawn before any resolution
     enters, so the same seed draws the same scenes at 32² and 64² (and at 32×48, with more
     background to the sides).
+
+    ``paint(image, body, x, y, idx, pixels_per_unit) → image``, if given, changes each group's
+    float image (n, H, W, 3) after the body is drawn and before the details: ``body`` is the
+    body's signed distance and ``x``, ``y`` the object-frame coordinates (n, H, W), ``idx`` the
+    images' indices, ``pixels_per_unit`` (n, 1, 1) the pixels per object unit
+    (:mod:`hdit_edu.toy_detail` draws its textures so).
     """
     height, width = check_resolution(resolution)
     n = len(labels)
@@ -152,6 +161,8 @@ def render_toy_images(
         t = ((np.cos(ga) * u + np.sin(ga) * v) / corner + 0.5)[..., None]  # 0..1
         image = (1 - t) * bg0[idx, None, None] + t * bg1[idx, None, None]
         image = image + cover_body * (fg[idx, None, None] - image)
+        if paint is not None:
+            image = paint(image, body, x, y, idx, pixels_per_unit)
         image = image + cover_detail * (detail[idx, None, None] - image)
         out[idx] = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
     return out
@@ -195,7 +206,9 @@ class ToyDataset(torch.utils.data.Dataset):
         if not isinstance(size, int) or size < 1:
             raise ValueError(f"size must be a positive int, got {size!r}")
         self.split, self.resolution, self.seed = split, resolution, seed
-        self.images, self.labels = _toy_arrays(split, height_width, size, seed)
+        self.images, self.labels = self._arrays(split, height_width, size, seed)
+
+    _arrays = staticmethod(_toy_arrays)  # (split, (H, W), size, seed) → (images, labels)
 
     @property
     def num_classes(self) -> int:
@@ -366,16 +379,20 @@ def train_toy_classifier(
     train_size: int | None = None,
     test_size: int | None = None,
     log: Callable[[str], None] | None = print,
+    dataset: type[ToyDataset] | None = None,
 ) -> tuple[ToyClassifier, dict]:
     """Train :class:`ToyClassifier` on the toy train split (deterministic from ``seed`` on
     CPU: seeded init, :class:`ResumableSampler` order, per-step generators; ``train_size``
     and ``test_size`` limit the images, for quick checks), test it on the toy test split, store the feature
     statistics, and, if ``out_dir`` is given, write ``model.safetensors`` and ``config.json``
     (model config, seed, settings, per-epoch log, accuracy) there. Adam with a cosine-decayed
-    learning rate; cross-entropy."""
+    learning rate; cross-entropy. ``dataset``: the data set class (default :class:`ToyDataset`;
+    :class:`hdit_edu.toy_detail.ToyDetailDataset` for issue 30's per-resolution evaluation
+    classifier)."""
     torch.manual_seed(seed)
-    train = ToyDataset("train", resolution, size=train_size)
-    test = ToyDataset("test", resolution, size=test_size)
+    dataset = dataset or ToyDataset
+    train = dataset("train", resolution, size=train_size)
+    test = dataset("test", resolution, size=test_size)
     model = ToyClassifier(num_classes=train.num_classes, resolution=resolution)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     steps_per_epoch = len(train) // batch_size
@@ -418,7 +435,7 @@ def train_toy_classifier(
         "per-feature mean/std (buffers feature_mean/feature_std)",
         "seed": seed,
         "training": {
-            "data": f"ToyDataset('train', {resolution}) ({len(train)} images, seed 0)",
+            "data": f"{dataset.__name__}('train', {resolution}) ({len(train)} images, seed 0)",
             "epochs": epochs,
             "batch_size": batch_size,
             "optimizer": f"Adam(lr={lr}), cosine decay to 0 over {total} steps",
@@ -428,7 +445,7 @@ def train_toy_classifier(
         },
         "log": history,
         "test_accuracy": history[-1]["test_accuracy"],
-        "test_data": f"ToyDataset('test', {resolution}) ({len(test)} images, seed 0)",
+        "test_data": f"{dataset.__name__}('test', {resolution}) ({len(test)} images, seed 0)",
     }
     if out_dir is not None:
         out_dir = Path(out_dir)

@@ -115,6 +115,7 @@ from .checkpoints import (
 )
 from .configs import Config, image_d, load_config, save_config, validate_config
 from .data import Augment, ImageFolderDataset, ResumableSampler, save_grid, step_generator
+from .ddpm import DDPMDenoiser, sample_training_sigmas
 from .diffusion import Denoiser, sample_sigmas
 from .layers import check_class_labels
 from .logging_sinks import open_sinks
@@ -123,6 +124,7 @@ from .runlock import lock_run_dir
 from .runs import parse_metrics
 from .sampling import generate, grid_columns
 from .toy import ToyDataset
+from .toy_detail import ToyDetailDataset
 
 # Independent random streams of one step (see data.step_generator).
 STREAM_AUGMENT, STREAM_DROPOUT, STREAM_SIGMA, STREAM_NOISE = 0, 1, 2, 3
@@ -326,14 +328,19 @@ def _all_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 def make_dataset(config: Config, *, on_error: str = "raise"):
     """The training set a config names: ``training.dataset = "toy"`` → :class:`ToyDataset`,
+    ``"toy-detail"`` → :class:`hdit_edu.toy_detail.ToyDetailDataset`,
     else a path → :class:`ImageFolderDataset` (class sub-folders when the model is
     class-conditional; ``on_error="skip"`` skips unreadable files), at the model resolution."""
     name, res = config.training.dataset, config.model.resolution
     if name == "toy":
         return ToyDataset("train", resolution=res)
+    if name == "toy-detail":  # the toy set with detail drawn at the resolution (issue 30)
+        return ToyDetailDataset("train", resolution=res)
     path = Path(name)
     if not path.is_dir():
-        raise ValueError(f"training.dataset must be 'toy' or an image folder; {name!r} is neither")
+        raise ValueError(
+            f"training.dataset must be 'toy', 'toy-detail' or an image folder; {name!r} is none"
+        )
     return ImageFolderDataset(
         path, res, class_subfolders=config.model.num_classes > 0, on_error=on_error
     )
@@ -522,8 +529,11 @@ class Trainer:
         if net is not self.model and hasattr(self.model, "out_channels_used"):
             net.out_channels_used = self.model.out_channels_used  # for the Denoiser (DiT R1/R2)
         d = config.diffusion
-        self.denoiser = Denoiser(net, d.sigma_data, d.loss_weighting, d.gamma)
-        self.ema_denoiser = Denoiser(self.ema, d.sigma_data, d.loss_weighting, d.gamma)
+        if d.process == "ddpm":  # R1: DiT's discrete process and hybrid loss (hdit_edu.ddpm)
+            self.denoiser, self.ema_denoiser = DDPMDenoiser(net), DDPMDenoiser(self.ema)
+        else:
+            self.denoiser = Denoiser(net, d.sigma_data, d.loss_weighting, d.gamma)
+            self.ema_denoiser = Denoiser(self.ema, d.sigma_data, d.loss_weighting, d.gamma)
 
         # Data: a deterministic, DDP-sharded order; batches are a pure function of the step.
         self.dataset = make_dataset(config) if dataset is None else dataset
@@ -794,15 +804,23 @@ class Trainer:
         if m.num_classes:
             g = self._generator(step, STREAM_DROPOUT, micro)
             cond["class_cond"] = drop_class_labels(classes, t.cond_dropout, m.num_classes, g)
-        sigma = training_sigmas(
-            self.config,
-            len(x0),
-            stratified=True,
-            rank=self.dist.rank * accum + micro,
-            world_size=self.dist.world_size * accum,
-            generator=self._generator(step, STREAM_SIGMA, micro),
-            device=self.device,
-        )
+        if self.config.diffusion.process == "ddpm":  # DiT: t ~ U{0, …, 999}, given as σ_t
+            sigma = sample_training_sigmas(
+                self.denoiser.schedule,
+                len(x0),
+                generator=self._generator(step, STREAM_SIGMA, micro),
+                device=self.device,
+            )
+        else:
+            sigma = training_sigmas(
+                self.config,
+                len(x0),
+                stratified=True,
+                rank=self.dist.rank * accum + micro,
+                world_size=self.dist.world_size * accum,
+                generator=self._generator(step, STREAM_SIGMA, micro),
+                device=self.device,
+            )
         noise = torch.randn(
             x0.shape, generator=self._generator(step, STREAM_NOISE, micro), device=self.device
         )

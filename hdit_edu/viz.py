@@ -1,7 +1,7 @@
-"""Plots the notebooks show (Figs. 2, 3, 8 and friends): attention windows, RoPE, loss
-weightings, FLOP curves, sample grids, denoising trajectories, the loss curves of runs.
-Matplotlib only; every function draws into a given ``ax`` (or creates one) and returns it, so
-notebooks can compose figures.
+"""Plots the notebooks show (Figs. 2, 3, 8 and friends): attention windows, loss weightings,
+FLOP curves, sample grids, denoising trajectories, the loss curves of runs. Matplotlib only;
+every function draws into a given ``ax`` (or creates one) and returns it, so notebooks can
+compose figures.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .attention import ATTENTION_MODULE_KINDS, attended_mask, attention_flops, keys_per_query
+from .attention import ATTENTION_MODULE_KINDS
+from .attention_analysis import attended_mask
 from .diffusion import loss_weight, target_weight
-from .flops import TERM_KINDS, loglog_slope
-from .rope import AxialRoPE, apply_rope, axial_rope_freqs
+from .flops import TERM_KINDS, attention_flops, keys_per_query, loglog_slope
 from .runs import read_metrics
 
 # --- diffusion plots ---------------------------------------------------------------------------
@@ -311,7 +311,7 @@ def plot_attended_set(
 
 
 def plot_receptive_field(field: torch.Tensor, query=None, *, ax=None, title: str | None = None):
-    """A boolean (h, w) receptive field (e.g. :func:`hdit_edu.attention.receptive_field`)."""
+    """A boolean (h, w) receptive field (e.g. :func:`hdit_edu.attention_analysis.receptive_field`)."""
     ax = plt.subplots(figsize=(3, 3))[1] if ax is None else ax
     h, w = field.shape
     ax.imshow(field.float().numpy(), cmap="Oranges", vmin=0, vmax=1.4, interpolation="nearest")
@@ -334,7 +334,7 @@ def plot_attention_cost(
 ):
     """Cost of one attention layer as the token grid (side × side) grows, per image, for global,
     neighborhood and shifted-window attention: multiply-adds
-    (:func:`hdit_edu.attention.attention_flops`) and the memory of the attention scores if they
+    (:func:`hdit_edu.flops.attention_flops`) and the memory of the attention scores if they
     were materialised in fp32 (``tokens · keys/query · heads · 4`` bytes; fused kernels keep
     only O(tokens)). ``axes``: two axes, or None for a new figure."""
     axes = plt.subplots(1, 2, figsize=(9, 3.2))[1] if axes is None else axes
@@ -352,40 +352,6 @@ def plot_attention_cost(
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=8)
     return axes
-
-
-def plot_rope_frequencies(head_dim: int, heads: int, ax=None):
-    """The axial RoPE frequencies of every head (:func:`hdit_edu.rope.axial_rope_freqs`):
-    log-spaced on [π, 10π), dealt out to the heads in turn."""
-    ax = plt.subplots(figsize=(4, 3))[1] if ax is None else ax
-    freqs = axial_rope_freqs(head_dim, heads)
-    for h in range(heads):
-        ax.semilogy(range(freqs.shape[1]), freqs[h].numpy(), "o-", ms=3, label=f"head {h}")
-    ax.set_xlabel("frequency index (each used for rows and for columns)")
-    ax.set_ylabel("frequency (rad per unit of position)")
-    ax.legend(fontsize=7)
-    return ax
-
-
-def plot_rope_similarity(q, k, *, head_dim: int, heads: int, extent=1.0, n=41, head=0, ax=None):
-    """``q·k`` after RoPE (one head) as a function of the offset between the query and key
-    positions, over ``[-extent, extent]²``: the same map wherever the pair sits on the grid.
-    ``q, k``: ``(heads, head_dim)``."""
-    ax = plt.subplots(figsize=(3.5, 3))[1] if ax is None else ax
-    rope = AxialRoPE(head_dim, heads)
-    offsets = torch.linspace(-extent, extent, n)
-    delta = torch.stack(torch.meshgrid(offsets, offsets, indexing="ij"), dim=-1)  # (n, n, 2)
-    q_rot = apply_rope(q, rope(delta))  # query at the offset, key at the origin
-    k_rot = apply_rope(k, rope(torch.zeros(2)))
-    score = (q_rot * k_rot).sum(-1)[..., head].detach().numpy()
-    image = ax.imshow(
-        score, extent=(-extent, extent, extent, -extent), cmap="RdBu_r", interpolation="nearest"
-    )
-    plt.colorbar(image, ax=ax, fraction=0.046)
-    ax.set_xlabel("Δx (query − key)")
-    ax.set_ylabel("Δy")
-    ax.set_title(f"q·k after RoPE, head {head}", fontsize=9)
-    return ax
 
 
 # --- training runs ---------------------------------------------------------------------------

@@ -13,11 +13,8 @@ Sections (each app in its own section):
   guidance scale w (App. D), a sampler (§5.1: Euler, Heun, DPM++(2M), DPM++(3M) SDE), a number
   of steps, a seed and a batch size; it shows the grid, the denoising trajectory (the x̂₀
   prediction ``D(x_i, σ_i)`` of every step) and the time taken. :func:`draw_samples` is the
-  function behind it, :func:`guidance_sweep` measures Figure 9's trade-off (class accuracy
-  and FID against w) on the toy set and :func:`sampler_study` compares the samplers (ODE
-  discretisation error against model evaluations; class accuracy at an equal budget). The
-  shipped run holds both results (``cfg_sweep.json``, ``sampler_study.json``), which notebook
-  08 reads in the ``cpu`` profile.
+  function behind it. The measurements notebook 08 shows next to it (Figure 9's guidance
+  trade-off, the sampler study) are headless, in :mod:`hdit_edu.measure`.
 * ``# --- live training view ---`` — :class:`LiveTrainingView` (notebooks 07 and 09): a
   progress bar, the loss curve and the newest EMA sample grid of a training run, redrawn as the
   trainer logs; ``trainer.fit(steps, callback=LiveTrainingView())`` attaches it for one call
@@ -45,13 +42,13 @@ from IPython.display import clear_output, display
 from PIL import Image
 from torchvision.utils import make_grid
 
-from .attention import ATTENTION_MODULE_KINDS, attended_mask
-from .configs import normalize_resolution
+from .attention import ATTENTION_MODULE_KINDS
+from .attention_analysis import attended_mask
 from .data import to_uint8
-from .evaluation import fid
+from .measure import DEFAULT_CFG_SCALE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from .runs import load_run
-from .sampling import SAMPLERS, generate, karras_sigmas, sample, sampling_sigmas
-from .toy import TOY_CLASSES, ToyDataset, class_accuracy
+from .sampling import SAMPLERS, generate, sampling_sigmas
+from .toy import TOY_CLASSES
 from .viz import plot_attended_set
 
 # --- sampling app ---
@@ -79,9 +76,9 @@ class SamplingSettings:
     """What the app's controls set. ``class_index=None`` draws classes 0, 1, 2, … in turn."""
 
     class_index: int | None = None
-    cfg_scale: float = 2.5
-    sampler: str = "dpmpp_3m_sde"
-    steps: int = 50
+    cfg_scale: float = DEFAULT_CFG_SCALE
+    sampler: str = DEFAULT_SAMPLER
+    steps: int = DEFAULT_STEPS
     seed: int = 0
     batch_size: int = 16
 
@@ -108,7 +105,7 @@ class SamplingSettings:
 
 
 # The demo's defaults: 16 images, the paper's sampler (50 steps of DPM++(3M) SDE, §5.1) with
-# guidance w = 2.5 (near the FID optimum of cfg_sweep.json, at 85 % class accuracy).
+# guidance w = 2.5 (hdit_edu.measure's defaults).
 DEMO_SETTINGS = SamplingSettings()
 
 
@@ -216,169 +213,6 @@ def trajectory_strip(result: SampleResult, rows: int = 4, columns: int = 8) -> t
     steps = trajectory_steps(len(result.trajectory), columns)
     picked = result.trajectory[steps, : min(rows, result.trajectory.shape[1])]  # (S, R, C, H, W)
     return picked.transpose(0, 1).reshape(-1, *picked.shape[2:])
-
-
-@dataclass
-class AccuracyRun:
-    """Samples of every class in turn and how many the toy classifier recognises."""
-
-    images: torch.Tensor  # (n, C, H, W) in [-1, 1]
-    labels: torch.Tensor  # (n,) the classes asked for: 0, 1, 2, … in turn
-    class_accuracy: float  # the fraction the toy classifier assigns to the class asked for
-    seconds: float  # sampling time (the classifier not included)
-
-
-def sample_accuracy(
-    denoiser,
-    config,
-    n: int = 512,
-    *,
-    sampler: str = DEMO_SETTINGS.sampler,
-    steps: int = DEMO_SETTINGS.steps,
-    cfg_scale: float = DEMO_SETTINGS.cfg_scale,
-    seed: int = 0,
-    batch_size: int = 128,
-) -> AccuracyRun:
-    """``n`` samples of a class-conditional toy-set model, classes 0, 1, 2, … in turn, timed,
-    and their class accuracy (:func:`hdit_edu.toy.class_accuracy`; chance: 1 / classes). The
-    one measurement behind :func:`guidance_sweep`, :func:`sampler_study` and the live
-    training notebook's end-of-run check."""
-    m = config.model
-    if not m.num_classes:
-        raise ValueError("class accuracy needs a class-conditional model (num_classes > 0)")
-    labels = torch.arange(n) % m.num_classes
-    start = time.perf_counter()
-    images = generate(
-        denoiser,
-        config,
-        n,
-        sampler=sampler,
-        steps=steps,
-        cfg_scale=float(cfg_scale),
-        class_cond=labels,
-        seed=seed,
-        batch_size=batch_size,
-    )
-    seconds = time.perf_counter() - start
-    return AccuracyRun(images, labels, class_accuracy(images, labels), seconds)
-
-
-def guidance_sweep(
-    denoiser,
-    config,
-    scales: Sequence[float] = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0),
-    *,
-    n: int = 512,
-    sampler: str = DEMO_SETTINGS.sampler,
-    steps: int = DEMO_SETTINGS.steps,
-    seed: int = 0,
-    batch_size: int = 128,
-    reference=None,
-) -> dict:
-    """Figure 9 on the toy set: for each guidance scale w, ``n`` samples (classes in turn) →
-    class accuracy (toy classifier) and FID (toy classifier features) against ``reference``
-    (default: the toy test split). Returns a JSON-able dict of lists, one entry per scale."""
-    m = config.model
-    if not m.num_classes:
-        raise ValueError("guidance_sweep needs a class-conditional model (num_classes > 0)")
-    if reference is None:
-        reference = ToyDataset("test", resolution=m.resolution)
-    accuracy, fids, seconds = [], [], []
-    for w in scales:
-        run = sample_accuracy(
-            denoiser, config, n, sampler=sampler, steps=steps, cfg_scale=w, seed=seed,
-            batch_size=batch_size,
-        )  # fmt: skip
-        seconds.append(run.seconds)
-        accuracy.append(run.class_accuracy)
-        fids.append(fid(run.images, reference, extractor="toy"))
-    return {
-        "scales": [float(w) for w in scales],
-        "class_accuracy": accuracy,
-        "fid": fids,
-        "sampling_seconds": seconds,
-        "n": n,
-        "sampler": sampler,
-        "steps": steps,
-        "seed": seed,
-        "reference": "toy test split" if isinstance(reference, ToyDataset) else str(reference),
-        "extractor": "toy",
-    }
-
-
-def model_evaluations(sampler: str, steps: int) -> int:
-    """Denoiser calls of ``sampler`` for ``steps`` steps (per image, without guidance): Heun
-    corrects every step but the last (EDM Alg. 2), 2·steps − 1; the others call it once a step."""
-    return 2 * steps - 1 if sampler == "heun" else steps
-
-
-@torch.no_grad()
-def sampler_study(
-    denoiser,
-    config,
-    *,
-    n: int = 512,
-    budget: int = DEMO_SETTINGS.steps,
-    cfg_scale: float = DEMO_SETTINGS.cfg_scale,
-    seed: int = 0,
-    step_counts: Sequence[int] = (5, 10, 20, 40),
-    reference_steps: int = 200,
-    ode_seed: int = 3,
-    batch_size: int = 128,
-) -> dict:
-    """§5.1's samplers compared two ways (notebook 08, section 5). Returns a JSON-able dict.
-
-    * ``errors``: the discretisation error of the ODE samplers (Euler, Heun, DPM++(2M)): one
-      image per class from the same start noise (``ode_seed``), no guidance, RMS distance of
-      each sampler's result at ``step_counts`` steps from a ``reference_steps``-step DPM++(2M)
-      solution, against the number of model evaluations (``nfe``).
-    * ``quality``: every sampler at an equal budget of about ``budget`` model evaluations per
-      image (Heun: budget // 2 steps), guidance ``cfg_scale``, ``n`` samples (classes in turn)
-      → class accuracy by the toy classifier.
-    """
-    m, d = config.model, config.diffusion
-    if not m.num_classes:
-        raise ValueError("sampler_study needs a class-conditional model (num_classes > 0)")
-    device = next(denoiser.parameters()).device
-    classes = torch.arange(m.num_classes, device=device)
-    shape = (m.num_classes, m.in_channels, *normalize_resolution(m.resolution))
-    x_T = torch.randn(shape, generator=torch.Generator().manual_seed(ode_seed)).to(device)
-
-    def solve(sampler: str, steps: int) -> torch.Tensor:
-        sigmas = karras_sigmas(steps, d.sigma_min, d.sigma_max, device=device)
-        return sample(denoiser, x_T * sigmas[0], sigmas, sampler, class_cond=classes)
-
-    reference = solve("dpmpp_2m", reference_steps)
-    errors = {}
-    for sampler in ("euler", "heun", "dpmpp_2m"):
-        rms = [(solve(sampler, k) - reference).pow(2).mean().sqrt().item() for k in step_counts]
-        nfe = [model_evaluations(sampler, k) for k in step_counts]
-        errors[sampler] = {"steps": list(step_counts), "nfe": nfe, "rms": rms}
-
-    quality = {}
-    for sampler in SAMPLERS:
-        steps = budget // 2 if sampler == "heun" else budget
-        run = sample_accuracy(
-            denoiser, config, n, sampler=sampler, steps=steps, cfg_scale=cfg_scale, seed=seed,
-            batch_size=batch_size,
-        )  # fmt: skip
-        quality[sampler] = {
-            "steps": steps,
-            "nfe": model_evaluations(sampler, steps),
-            "class_accuracy": run.class_accuracy,
-            "sampling_seconds": run.seconds,
-        }
-    return {
-        "errors": errors,
-        "reference": {"sampler": "dpmpp_2m", "steps": reference_steps},
-        "ode_images": m.num_classes,
-        "ode_seed": ode_seed,
-        "quality": quality,
-        "n": n,
-        "cfg_scale": float(cfg_scale),
-        "seed": seed,
-        "device": str(device),
-    }
 
 
 class SamplingApp:

@@ -60,7 +60,8 @@ assert report["cuda_available"] == torch.cuda.is_available()
 assert PROFILE in ("cpu", "gpu")
 
 # The claim of idea 2 above, read from the paper's configs: which token grids attend globally
-from hdit_edu.configs import paper_config, token_grids
+from hdit_edu.configs import token_grids
+from hdit_edu.presets import paper_config
 
 for name, core in {"imagenet128": [16], "imagenet256": [16], "ffhq1024": [32, 16]}.items():
     m = paper_config(name).model

@@ -50,7 +50,7 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from hdit_edu.configs import LevelConfig, MappingConfig, ModelConfig, paper_config
+from hdit_edu.configs import LevelConfig, MappingConfig, ModelConfig
 from hdit_edu.hourglass import (
     HDiT,
     TokenMerge,
@@ -59,6 +59,7 @@ from hdit_edu.hourglass import (
     pixel_shuffle_tokens,
     pixel_unshuffle_tokens,
 )
+from hdit_edu.presets import paper_config
 from hdit_edu.rope import downscale_pos, make_axial_pos
 from hdit_edu.toy import ToyDataset
 from hdit_edu.viz import plot_hourglass, trace_hourglass

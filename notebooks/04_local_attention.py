@@ -35,9 +35,10 @@
 #    timed on this machine;
 # 4. **an explorer** to pick the level, the query and the kernel yourself.
 #
-# Library code used: `hdit_edu.attention` (`neighborhood_attention`, `shifted_window_attention`,
-# `attended_mask`, `receptive_field`, `attention_flops`), `hdit_edu.viz` (attention plots),
-# `hdit_edu.widgets.AttentionExplorer`, `hdit_edu.configs` (the paper's models).
+# Library code used: `hdit_edu.attention` (`neighborhood_attention`, `shifted_window_attention`),
+# `hdit_edu.attention_analysis` (`attended_mask`, `receptive_field`), `hdit_edu.flops`
+# (`attention_flops`), `hdit_edu.viz` (attention plots), `hdit_edu.widgets.AttentionExplorer`,
+# `hdit_edu.presets` (the paper's models).
 
 # %% tags=["parameters"]
 PROFILE = "auto"
@@ -56,16 +57,15 @@ import matplotlib.pyplot as plt
 import torch
 
 from hdit_edu.attention import (
-    attended_mask,
-    attention_flops,
-    keys_per_query,
     neighborhood_attention,
     neighborhood_window_starts,
-    receptive_field,
     resolve_na_backend,
     shifted_window_attention,
 )
-from hdit_edu.configs import paper_config, token_grids
+from hdit_edu.attention_analysis import attended_mask, receptive_field
+from hdit_edu.configs import token_grids
+from hdit_edu.flops import attention_flops, keys_per_query
+from hdit_edu.presets import paper_config
 from hdit_edu.viz import plot_attended_set, plot_attention_cost, plot_receptive_field
 
 torch.manual_seed(0)

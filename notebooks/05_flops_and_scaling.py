@@ -51,7 +51,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from hdit_edu.configs import ablation_step, at_resolution, get_config
+from hdit_edu.configs import at_resolution
 from hdit_edu.flops import (
     TABLE1_GFLOPS,
     TABLE1_RESOLUTIONS,
@@ -67,6 +67,7 @@ from hdit_edu.flops import (
     scaling_table,
 )
 from hdit_edu.models import build_model
+from hdit_edu.presets import ablation_step, get_config
 from hdit_edu.viz import plot_flops_breakdown, plot_flops_scaling
 
 # In the CPU profile fvcore traces only the 128² models (on the meta device: shapes only, no
@@ -535,7 +536,7 @@ assert 4 < dit_growth < 16  # between linear (4×) and the quadratic limit (16×
 # `attention_flops`.
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
-from hdit_edu.attention import attention_flops
+from hdit_edu.flops import attention_flops
 
 by_hand_global = 256 * 256 * (64 + 64) * 12
 print(f"{by_hand_global / 1e6:.1f} M multiply-adds")

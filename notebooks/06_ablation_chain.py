@@ -54,7 +54,7 @@
 # pre-registered and reruns the start of one of them. The **gpu profile** also trains the chain
 # at the paper's scale (ImageNet-128², Table 6).
 #
-# Library code used: `hdit_edu.ablation` (`toy_ablation_config`, `load_runs`, `analyze`,
+# Library code used: `hdit_edu.ablation` (`run_config`, `load_runs`, `analyze`,
 # `plot_summary`, `rerun_prefix`; gpu: `ablation_config`, `train_command`, `run_ablation`),
 # `hdit_edu.flops`.
 
@@ -91,18 +91,18 @@ from hdit_edu.ablation import (
     CROSS_CPU_RTOL,
     PAPER_FID,
     TABLE1,
-    TOY_CONFIGS,
+    TOY_EXPERIMENT,
     ablation_config,
     analyze,
     load_runs,
     plot_summary,
     rerun_prefix,
+    run_config,
     summary_markdown,
-    toy_ablation_config,
 )
-from hdit_edu.configs import get_config
 from hdit_edu.env import resolve_profile
 from hdit_edu.flops import TABLE1_GFLOPS, analytic_gflops
+from hdit_edu.presets import get_config
 
 PROFILE = resolve_profile(PROFILE)
 REPO_ROOT = Path(hdit_edu.__file__).resolve().parents[1]
@@ -121,13 +121,13 @@ print(f"profile: {PROFILE}; records: {RESULTS}")
 # ## 1. What changes from step to step
 #
 # Each configuration is a `Config`. The table lists the fields the chain changes: in the toy
-# experiment (`toy_ablation_config`, task `p4k3`) the sizes shrink and the *kinds* stay; the
+# experiment (`run_config`, task `p4k3`) the sizes shrink and the *kinds* stay; the
 # gpu profile trains the paper's own configs (`ablation_config`).
 
 # %%
-names = list(TOY_CONFIGS) if PROFILE == "cpu" else STEPS
+names = list(TOY_EXPERIMENT) if PROFILE == "cpu" else STEPS
 configs = {
-    s: toy_ablation_config(s, seed=0) if PROFILE == "cpu" else ablation_config(s) for s in names
+    s: run_config(s, seed=0) if PROFILE == "cpu" else ablation_config(s) for s in names
 }
 
 
@@ -219,7 +219,7 @@ result = analyze(runs)
 table = result["table"]
 n_runs = result["n_runs"]
 seeds_in = {c: row["seeds"] for c, row in table.items()}
-design = len(TOY_CONFIGS) * 3  # seeds 0, 1, 2 of every configuration
+design = len(TOY_EXPERIMENT) * 3  # seeds 0, 1, 2 of every configuration
 main_in = sum(s <= 2 for by_seed in runs.values() for s in by_seed)
 extra = [f"{c}-s{s}" for c, by_seed in runs.items() for s in sorted(by_seed) if s > 2]
 display(Markdown(f"**{main_in} of the {design} pre-registered runs (seeds 0–2) are in**"
@@ -600,7 +600,7 @@ for c, by_seed in runs.items():
     steps_, losses = np.array(by_seed[min(by_seed)]["loss_every_10"]).T
     smooth = np.convolve(losses, np.ones(50) / 50, mode="valid")
     ax.plot(
-        steps_[49:], smooth, label=f"{c} ({toy_ablation_config(c, 0).diffusion.loss_weighting})"
+        steps_[49:], smooth, label=f"{c} ({run_config(c, 0).diffusion.loss_weighting})"
     )
 ax.set(xlabel="step", ylabel="training loss (mean of 500 steps)", yscale="log")
 ax.legend(fontsize="small", ncol=2)
@@ -609,7 +609,7 @@ plt.show()
 # %% [markdown]
 # ## 4. Bit for bit: retrain the start of a recorded run
 #
-# `rerun_prefix` rebuilds the run's config with `toy_ablation_config` from the record's
+# `rerun_prefix` rebuilds the run's config with `run_config` from the record's
 # configuration, seed and settings, checks it against the recorded config, trains
 # `PREFIX_STEPS` steps on this CPU with one thread and compares each step's loss with the record
 # by `==` — not "close": equal. (About 0.3 s a step; the record holds the first 100.)
@@ -774,7 +774,7 @@ assert math.isclose(tau, result["kendall_tau"]["tau"], rel_tol=1e-12)
 # %% [markdown]
 # ## What to take away
 #
-# * The chain is a sequence of single, named changes; `toy_ablation_config` and
+# * The chain is a sequence of single, named changes; `run_config` and
 #   `ablation_config` build each one, at toy and at paper size.
 # * The cost column needs no training: neighborhood and Swin attention make the outer levels
 #   O(n), which is what lets HDiT scale to megapixels (App. A).

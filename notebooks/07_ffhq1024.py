@@ -26,7 +26,7 @@
 # 3. sampling cells that load a checkpoint and draw 1024² faces with 50 steps of DPM++(3M) SDE.
 #
 # **gpu profile**: the paper's model on an FFHQ folder `DATA`. **cpu profile**: the *same
-# cells* on the 32×32 toy set with a tiny model (`hdit_edu.profiles.toy_scale`: the same
+# cells* on the 32×32 toy set with a tiny model (`hdit_edu.profiles.to_toy_scale`: the same
 # kinds of levels, dropout, augmentation and objective), so the notebook always runs.
 
 # %% tags=["parameters"]
@@ -57,9 +57,10 @@ from torchvision.utils import make_grid
 
 import hdit_edu
 from hdit_edu.checkpoints import list_checkpoints
-from hdit_edu.configs import paper_config, sampling_sigma_range, token_grids
+from hdit_edu.configs import sampling_sigma_range, token_grids
 from hdit_edu.flops import TABLE6, analytic_breakdown, analytic_gflops, analytic_params
 from hdit_edu.planner import plan
+from hdit_edu.presets import paper_config
 from hdit_edu.profiles import for_profile
 from hdit_edu.runs import load_run, read_metrics
 from hdit_edu.sampling import generate, karras_sigmas, sample

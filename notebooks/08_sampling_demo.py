@@ -28,9 +28,9 @@
 # 4. compare the four **samplers** (Euler, Heun, DPM++(2M), DPM++(3M) SDE — the paper samples
 #    with 50 steps of DPM++(3M) SDE, §5.1).
 #
-# Library code used: `hdit_edu.widgets` (the app, `draw_samples`, `guidance_sweep`,
-# `sampler_study`), `hdit_edu.sampling` (`karras_sigmas`, `sample`), `hdit_edu.runs`
-# (`load_run`, `read_metrics`), `hdit_edu.viz` (`plot_losses`), `hdit_edu.toy`
+# Library code used: `hdit_edu.widgets` (the app, `draw_samples`), `hdit_edu.measure`
+# (`guidance_sweep`, `sampler_study`), `hdit_edu.sampling` (`karras_sigmas`, `sample`),
+# `hdit_edu.runs` (`load_run`, `read_metrics`), `hdit_edu.viz` (`plot_losses`), `hdit_edu.toy`
 # (`class_accuracy`).
 
 # %% tags=["parameters"]
@@ -55,6 +55,7 @@ from dataclasses import replace
 import matplotlib.pyplot as plt
 import torch
 
+from hdit_edu.measure import guidance_sweep, sampler_study
 from hdit_edu.runs import load_run, read_metrics
 from hdit_edu.sampling import karras_sigmas, sample
 from hdit_edu.toy import TOY_CLASSES, class_accuracy
@@ -65,8 +66,6 @@ from hdit_edu.widgets import (
     SHIPPED_RUN,
     SamplingApp,
     draw_samples,
-    guidance_sweep,
-    sampler_study,
     trajectory_steps,
     trajectory_strip,
 )

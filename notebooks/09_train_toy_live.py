@@ -33,8 +33,8 @@
 # steps in 37 minutes). **gpu profile**: the README's whole run.
 #
 # Library code used: `hdit_edu.training.Trainer`, `hdit_edu.widgets.LiveTrainingView` (the
-# live view) and `sample_accuracy`, `hdit_edu.configs`, `hdit_edu.profiles.for_profile`,
-# `hdit_edu.runs.read_metrics`.
+# live view), `hdit_edu.measure.sample_accuracy`, `hdit_edu.presets`, `hdit_edu.configs`,
+# `hdit_edu.profiles.for_profile`, `hdit_edu.runs.read_metrics`.
 
 # %% tags=["parameters"]
 PROFILE = "auto"
@@ -60,13 +60,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hdit_edu.configs import get_config, load_config
+from hdit_edu.configs import load_config
+from hdit_edu.measure import sample_accuracy
 from hdit_edu.models import build_model
+from hdit_edu.presets import get_config
 from hdit_edu.profiles import for_profile
 from hdit_edu.runs import read_metrics
 from hdit_edu.toy import TOY_CLASSES, predict_classes
 from hdit_edu.training import Trainer
-from hdit_edu.widgets import SHIPPED_RUN, LiveTrainingView, sample_accuracy
+from hdit_edu.widgets import SHIPPED_RUN, LiveTrainingView
 
 if PROFILE == "cpu":
     torch.set_num_threads(1)  # a tiny model: one thread is as fast, and CI runs two notebooks

@@ -1,7 +1,12 @@
-"""Shared pytest options: ``--runslow`` runs tests (and notebooks) marked slow. Shared fixture:
-``k_diffusion``, the authors' reference implementation (with ``HDIT_K_DIFFUSION_SRC`` set)."""
+"""Shared pytest options: ``--runslow`` runs tests (and notebooks) marked slow. Shared fixtures:
+``k_diffusion`` (the authors' reference implementation, with ``HDIT_K_DIFFUSION_SRC`` set),
+``toy_data`` (512 toy training images), ``small_book``. Shared helpers, imported by the test
+files as ``from conftest import …`` (pytest puts this folder on ``sys.path``): :data:`TINY` and
+:func:`tiny_config` (the tests' tiny model), :func:`tiny_cli_args` (the same on the command
+line)."""
 
 import os
+from dataclasses import replace
 
 import pytest
 
@@ -14,6 +19,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
     torch.set_num_threads(1)
 
+from hdit_edu.configs import Config  # noqa: E402  (after the thread count is set)
+from hdit_edu.presets import toy  # noqa: E402
+from hdit_edu.profiles import ToyScale, to_toy_scale  # noqa: E402
+from hdit_edu.toy import ToyDataset  # noqa: E402
+
 # Tests that take minutes run first, so that two workers finish together instead of one of them
 # starting a long notebook at the end (names as they appear in the test ids). The true-size
 # runs (tests/test_true_size.py, ~4 min together) are one xdist group: the worker that gets them
@@ -24,6 +34,28 @@ LONG_FIRST = (
     "test_browser",
     "test_demo",
 )
+
+
+# The tests' tiny model: the toy config (hdit_edu.presets.toy) moved by profiles.to_toy_scale to
+# widths 32/64, one layer a level, head dim 16, mapping width 32, batch 8 — a training step in
+# milliseconds on two cores.
+TINY = ToyScale(widths=(32, 64), depths=(1, 1), head_dim=16, mapping_width=32, batch_size=8)
+
+
+def tiny_config(steps: int = TINY.steps, /, **training) -> Config:
+    """The tests' tiny model (:data:`TINY`) for a ``steps``-step run (``training.steps``; the
+    toy move sets checkpoints and sample grids at every quarter of it), with ``training``'s
+    fields set on top (e.g. ``log_every=1``; ``steps`` among them is ``training.steps`` too)."""
+    config = to_toy_scale(toy(), replace(TINY, steps=steps))
+    for key, value in training.items():
+        setattr(config.training, key, value)
+    return config
+
+
+@pytest.fixture(scope="session")
+def toy_data() -> ToyDataset:
+    """512 images of the toy set's training split at 32×32, made once for the session."""
+    return ToyDataset("train", resolution=32, size=512)
 
 
 def tiny_cli_args(sample_steps: int) -> list[str]:

@@ -11,19 +11,14 @@ writes ``OUT/rank{RANK}.pt``. Used by ``tests/test_training.py`` (one machine, 2
 import sys
 
 import torch
+from conftest import tiny_config
 
-from hdit_edu.configs import toy_config
-from hdit_edu.profiles import ToyScale, toy_scale
 from hdit_edu.toy import ToyDataset
 from hdit_edu.training import Trainer
 
-TINY = ToyScale(
-    widths=(32, 64), depths=(1, 1), head_dim=16, mapping_width=32, batch_size=8, steps=1
-)
-
 
 def main(out: str, steps: int) -> None:
-    config = toy_scale(toy_config(), TINY)
+    config = tiny_config(1)
     trainer = Trainer(
         config, None, dataset=ToyDataset("train", resolution=32, size=512), progress=False
     )

@@ -21,9 +21,8 @@ from scipy import stats
 from hdit_edu.ablation import (
     COMPARISONS,
     CROSS_CPU_RTOL,
-    EXTRA_TOY_CONFIGS,
     PAPER_FID,
-    TOY_CONFIGS,
+    TOY_EXPERIMENT,
     ablation_config,
     analyze,
     holm,
@@ -31,15 +30,16 @@ from hdit_edu.ablation import (
     paired_difference,
     record_config,
     rerun_prefix,
+    run_config,
     summary_markdown,
     t_interval,
-    toy_ablation_config,
     train_command,
 )
 from hdit_edu.cli import build_parser, main
 from hdit_edu.cli.train import train_config
 from hdit_edu.configs import all_local
 from hdit_edu.models import build_model
+from hdit_edu.presets import FOLLOW_UPS
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "results" / "ablation-toy" / "runs"
@@ -55,7 +55,7 @@ def record(name: str) -> dict:
 
 
 def test_e_s0_prefix_reruns_bit_for_bit_on_its_cpu_kind():
-    """30 steps of the shipped run E-s0, rebuilt by toy_ablation_config from the record's
+    """30 steps of the shipped run E-s0, rebuilt by run_config from the record's
     settings (checked equal to the recorded config), give the recorded losses exactly (==) on
     the CPU kind the record names; on another kind (other float32 kernels) within
     CROSS_CPU_RTOL — and this CI's CPU is named in the failure message either way."""
@@ -76,7 +76,7 @@ def test_e_s0_prefix_reruns_bit_for_bit_on_its_cpu_kind():
 
 
 def test_every_shipped_record_is_rebuilt_by_the_library():
-    """Each finished record's config is what toy_ablation_config builds from its settings, and
+    """Each finished record's config is what run_config builds from its settings, and
     its settings are the pre-registered budget."""
     runs = load_runs(RUNS)
     assert {"E", "D", "C"} <= set(runs)
@@ -169,7 +169,7 @@ def test_error_by_sigma_closed_forms():
     from hdit_edu.ablation import error_by_sigma
     from hdit_edu.toy import ToyDataset
 
-    config = toy_ablation_config("E", 0)
+    config = run_config("E", 0)
     n, sigmas = 40, [0.01, 1.0, 30.0]
     x0, _ = ToyDataset("test", resolution=32).batch(np.arange(n))
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
@@ -449,8 +449,8 @@ def test_printed_torchrun_command_trains_the_config_ablate_resumes(capsys, tmp_p
 
 
 def test_toy_configurations_cover_the_three_tables():
-    assert set(TOY_CONFIGS) == set(PAPER_FID)
-    d, minsnr5 = toy_ablation_config("D", 0), toy_ablation_config("D-minsnr5", 0)
+    assert set(TOY_EXPERIMENT) == set(PAPER_FID)
+    d, minsnr5 = run_config("D", 0), run_config("D-minsnr5", 0)
     assert d.model == minsnr5.model  # Table 5 changes only the weighting
     assert (minsnr5.diffusion.loss_weighting, minsnr5.diffusion.gamma) == ("min-snr", 5.0)
 
@@ -459,9 +459,9 @@ def test_extra_toy_configuration_l_is_d_with_its_global_level_made_local():
     """Issue 19's all-local L: the library builds it (no change to the 11 pre-registered
     configurations) as configs.all_local of D — its config differs from D's in the name and the
     inner level's attention (global → 3×3 neighborhood) only; same parameters (884,301)."""
-    assert len(TOY_CONFIGS) == 11 and "L" not in TOY_CONFIGS
-    assert set(EXTRA_TOY_CONFIGS) == {"L", "C-smsnr"}
-    d, local = toy_ablation_config("D", 0), toy_ablation_config("L", 0)
+    assert len(TOY_EXPERIMENT) == 11 and "L" not in TOY_EXPERIMENT
+    assert FOLLOW_UPS == ("L", "C-smsnr")
+    d, local = run_config("D", 0), run_config("L", 0)
     expected = all_local(d)
     expected.name = "L"
     assert local == expected
@@ -486,11 +486,11 @@ def test_extra_toy_configuration_l_is_d_with_its_global_level_made_local():
     count = [sum(p.numel() for p in build_model(c).parameters()) for c in (d, local)]
     assert count == [884_301, 884_301]
     with pytest.raises(
-        ValueError, match="unknown configuration 'Z'; allowed: A, .*D-minsnr4, L, C-smsnr$"
+        ValueError, match="unknown config 'Z'; allowed: toy, .*D-minsnr4, L, C-smsnr$"
     ):
-        toy_ablation_config("Z", 0)
+        run_config("Z", 0)
     # The follow-up's C-smsnr: C with E's weighting, so E − C-smsnr is RoPE alone (as C → D).
-    c, e, cs = (flat(toy_ablation_config(n, 0).to_dict()) for n in ("C", "E", "C-smsnr"))
+    c, e, cs = (flat(run_config(n, 0).to_dict()) for n in ("C", "E", "C-smsnr"))
     assert {k: (c[k], cs[k]) for k in c if c[k] != cs[k]} == {
         "name": ("C", "C-smsnr"),
         "diffusion.loss_weighting": ("snr", "soft-min-snr"),

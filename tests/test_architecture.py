@@ -147,14 +147,14 @@ def test_the_architecture_map_names_every_module():
 # above keep it.) A new module gets a place here and a row under its group in the map.
 LAYERS = {
     "paper core": (
-        "__init__", "kinds", "env", "configs", "diffusion", "layers", "rope", "attention",
-        "hourglass", "dit", "models", "flops", "resolution", "sampling",
+        "__init__", "kinds", "env", "configs", "diffusion", "ddpm", "layers", "rope", "attention",
+        "attention_analysis", "hourglass", "dit", "models", "resolution", "sampling",
     ),
     "training infrastructure": (
-        "data", "toy", "checkpoints", "runlock", "logging_sinks", "runs", "training", "profiles",
-        "evaluation", "interop", "planner",
+        "data", "toy", "toy_detail", "spectrum", "profiles", "presets", "flops", "checkpoints",
+        "runlock", "logging_sinks", "runs", "training", "evaluation", "interop", "planner",
     ),
-    "experiments": ("ablation",),
+    "experiments": ("measure", "ablation"),
     "apps and tools": ("viz", "widgets", "cli", "reference_source"),
 }  # fmt: skip
 LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}

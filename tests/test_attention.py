@@ -17,20 +17,18 @@ from hdit_edu.attention import (
     MASKED_SDPA_AUTO_MAX_TOKENS,
     MASKED_SDPA_MAX_TOKENS,
     Attention,
-    attended_mask,
-    attention_flops,
     cosine_sim_scale,
     global_attention,
-    keys_per_query,
     neighborhood_attention,
     neighborhood_mask,
     neighborhood_window_starts,
-    receptive_field,
     resolve_na_backend,
     shifted_window_attention,
     shifted_window_mask,
 )
+from hdit_edu.attention_analysis import attended_mask, receptive_field
 from hdit_edu.configs import LevelConfig
+from hdit_edu.flops import attention_flops, keys_per_query
 from hdit_edu.rope import make_axial_pos
 
 # (height, width, kernel): non-square grids, grid = kernel, kernels 3/5/7/9

@@ -30,10 +30,10 @@ import sampling_speed  # noqa: E402
 import scaling  # noqa: E402
 import train_throughput  # noqa: E402
 
-from hdit_edu.configs import get_config  # noqa: E402
 from hdit_edu.flops import analytic_gflops, analytic_params  # noqa: E402
 from hdit_edu.models import build_model, set_attention_backend  # noqa: E402
 from hdit_edu.planner import BF16_ACTIVATION_FACTOR, activation_bytes, plan  # noqa: E402
+from hdit_edu.presets import get_config  # noqa: E402
 
 PIXELS = [64**2, 128**2, 256**2, 512**2, 1024**2]
 

@@ -16,7 +16,8 @@ from conftest import tiny_cli_args
 from PIL import Image
 
 from hdit_edu.cli import build_parser, main
-from hdit_edu.configs import apply_overrides, toy_config
+from hdit_edu.configs import apply_overrides
+from hdit_edu.presets import toy
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).parent / "hdit-edu"
@@ -198,8 +199,8 @@ def test_bad_input_is_a_one_line_error(capsys):
     err = capsys.readouterr().err
     assert "nonsense" in err and "imagenet128" in err  # names the allowed configs
     with pytest.raises(ValueError, match="unknown field 'lrr'"):
-        apply_overrides(toy_config(), ["training.lrr=1"])
-    config = apply_overrides(toy_config(), ["training.lr=1e-4", "model.levels.0.depth=1"])
+        apply_overrides(toy(), ["training.lrr=1"])
+    config = apply_overrides(toy(), ["training.lr=1e-4", "model.levels.0.depth=1"])
     assert config.training.lr == 1e-4 and config.model.levels[0].depth == 1
 
 
@@ -207,7 +208,7 @@ def test_config_overrides_are_a_config_operation():
     """``configs.apply_overrides`` (``train --set``): JSON values, dotted paths into lists, a
     new config (the given one untouched), and errors that name the assignment and what is
     allowed; the CLI prefixes them with the flag."""
-    base = toy_config()
+    base = toy()
     config = apply_overrides(base, ["model.resolution=[32,48]", "training.dataset=/data/x",
                                     "training.grad_clip=null", "model.levels.1.depth=3"])  # fmt: skip
     assert config.model.resolution == (32, 48) and config.training.dataset == "/data/x"
@@ -223,8 +224,8 @@ def test_config_overrides_are_a_config_operation():
 
 
 def test_flops_prints_the_measured_and_closed_form_gflops(capsys):
-    from hdit_edu.configs import get_config
     from hdit_edu.flops import analytic_gflops
+    from hdit_edu.presets import get_config
 
     assert main(["flops", "--config", "toy", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

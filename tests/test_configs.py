@@ -1,6 +1,5 @@
-"""Configs: validation (each kind of bad value → ValueError naming it), the named models of the
-paper (Table 1 chain, Table 2 skips, Table 6), App. A's resolution rule, JSON round-trip, and a
-real forward pass of every named config at its smallest valid resolution."""
+"""Configs: validation (each kind of bad value → ValueError naming it), App. A's resolution
+rule, the resolution's spellings and JSON round-trip. (The named models: tests/test_presets.py.)"""
 
 from __future__ import annotations
 
@@ -10,29 +9,22 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from hdit_edu.configs import (
-    ABLATION_STEPS,
-    CONFIG_NAMES,
     Config,
-    ablation_step,
     at_resolution,
     format_resolution,
-    get_config,
     image_d,
     load_config,
     min_resolution,
     normalize_resolution,
-    paper_config,
     parse_resolution,
     save_config,
-    skip_variant,
     token_grids,
-    toy_config,
     validate_config,
 )
 from hdit_edu.models import build_model
+from hdit_edu.presets import ablation_step, get_config, paper_config, toy
 
 # ----------------------------------------------------------------------------------------------
 # Validation: one test per kind of bad value
@@ -236,122 +228,12 @@ def test_validate_accepts_model_configs_and_non_square():
 
 
 # ----------------------------------------------------------------------------------------------
-# The named models
+# Resolutions (App. A's rule and the spellings)
 # ----------------------------------------------------------------------------------------------
 
 
 def _levels(config):
     return [(lv.depth, lv.width, lv.attention) for lv in config.model.levels]
-
-
-def test_ablation_chain_at_128():
-    outer = {"A": "global", "B1": "shifted-window", "B2": "neighborhood"}
-    for step in ABLATION_STEPS:
-        c = ablation_step(step)
-        assert _levels(c) == [(2, 384, outer.get(step, "neighborhood")), (11, 768, "global")]
-        assert c.model.patch_size == 4 and c.model.num_classes == 1000
-        assert [lv.head_dim for lv in c.model.levels] == [64, 64]
-        assert c.model.ffn == ("gelu" if step in ("A", "B1", "B2") else "geglu")
-        assert c.model.pos_emb == ("rope" if step in ("D", "E") else "additive")
-        assert c.diffusion.loss_weighting == ("soft-min-snr" if step == "E" else "snr")
-        assert c.model.mapping.depth == 1 and c.model.mapping.width == 768
-    assert ablation_step("B1").model.levels[0].window_size == 8
-    assert ablation_step("B2").model.levels[0].kernel_size == 7
-    # E changes only the loss weighting: same architecture as D
-    assert ablation_step("D").model == ablation_step("E").model
-
-
-def test_each_doubling_adds_an_outer_level_of_width_384_depth_2():
-    for step, kind in [("A", "global"), ("B1", "shifted-window"), ("E", "neighborhood")]:
-        assert _levels(ablation_step(step, 256)) == [(2, 384, kind)] * 2 + [(11, 768, "global")]
-        assert _levels(ablation_step(step, 512)) == [(2, 384, kind)] * 3 + [(11, 768, "global")]
-    # the innermost level stays at 16×16 tokens
-    assert token_grids(ablation_step("E", 512).model)[-1] == (16, 16)
-    assert ablation_step("E", 512).name == "E@512"
-
-
-def test_baselines():
-    r1 = ablation_step("R1")
-    assert r1.model.arch == "dit" and _levels(r1) == [(12, 768, "global")]
-    assert r1.model.out_channels == 6 and r1.model.aug_dim == 0 and r1.model.patch_size == 4
-    assert r1.model.levels[0].d_ff == 4 * 768
-    assert r1.training.lr == 1e-4 and r1.training.weight_decay == 0.0  # DiT's optimiser
-    assert ablation_step("R2").model == r1.model
-    r3, r4 = ablation_step("R3"), ablation_step("R4")
-    assert r3.model.arch == "hdit" and _levels(r3) == [(12, 768, "global")]
-    assert (r3.model.ffn, r3.model.pos_emb) == ("gelu", "additive")
-    assert r3.model == r4.model
-    assert (r3.diffusion.loss_weighting, r4.diffusion.loss_weighting) == ("snr", "soft-min-snr")
-    # "the same architecture" at higher resolutions: more tokens, no added level
-    assert _levels(ablation_step("R1", 512)) == [(12, 768, "global")]
-    assert token_grids(ablation_step("R3", 512).model) == [(128, 128)]
-
-
-def test_skip_variants():
-    e = ablation_step("E")
-    for skip in ("lerp", "add", "concat"):
-        variant = skip_variant(skip)
-        assert variant.model.skip == skip
-        assert dataclasses.replace(variant.model, skip="lerp") == e.model
-    assert get_config("E-concat").model.skip == "concat"
-    assert get_config("E-add@256").model.skip == "add"
-    with pytest.raises(ValueError, match="no hourglass skips"):
-        ablation_step("R1", skip="add")
-
-
-def test_paper_configs_follow_table6():
-    im128 = paper_config("imagenet128")
-    assert im128.model == ablation_step("E").model
-    ffhq = paper_config("ffhq1024")
-    assert [lv.width for lv in ffhq.model.levels] == [128, 256, 384, 768, 1024]
-    assert [lv.depth for lv in ffhq.model.levels] == [2, 2, 2, 2, 2]
-    assert [lv.width // lv.head_dim for lv in ffhq.model.levels] == [2, 4, 6, 12, 16]
-    assert [lv.attention for lv in ffhq.model.levels] == ["neighborhood"] * 3 + ["global"] * 2
-    assert token_grids(ffhq.model)[3:] == [(32, 32), (16, 16)]  # global at 32² and 16²
-    assert [lv.dropout for lv in ffhq.model.levels] == [0, 0, 0, 0, 0.1]
-    assert ffhq.model.num_classes == 0 and ffhq.training.augment_p == 0.12
-    assert ffhq.training.steps == 1_000_000
-    im256 = paper_config("imagenet256")
-    assert _levels(im256) == [
-        (2, 384, "neighborhood"),
-        (2, 768, "neighborhood"),
-        (16, 1536, "global"),
-    ]
-    assert [lv.width // lv.head_dim for lv in im256.model.levels] == [6, 12, 24]
-    for c in (im128, ffhq, im256):
-        assert c.model.patch_size == 4
-        assert all(lv.kernel_size == 7 for lv in c.model.levels)
-        assert (c.diffusion.sigma_data, c.diffusion.sigma_min, c.diffusion.sigma_max) == (
-            0.5,
-            1e-3,
-            1e3,
-        )
-        assert c.diffusion.sigma_density == "cosine-interpolated"
-        t = c.training
-        assert (t.lr, t.betas, t.eps, t.weight_decay, t.ema_decay) == (
-            5e-4,
-            (0.9, 0.95),
-            1e-8,
-            1e-2,
-            0.9999,
-        )
-        assert (t.batch_size, t.precision, t.cond_dropout) == (256, "bf16", 0.1)
-    # the mapping network reading that reproduces the parameter counts (see paper_config)
-    assert (ffhq.model.mapping.depth, ffhq.model.mapping.width) == (2, 256)
-    assert (im256.model.mapping.depth, im256.model.mapping.width) == (2, 256)
-    with pytest.raises(ValueError, match="allowed: imagenet128, ffhq1024, imagenet256"):
-        paper_config("cifar10")
-
-
-def test_toy_config_matches_the_toy_data_set():
-    from hdit_edu.toy import TOY_CLASSES
-
-    toy = toy_config()
-    assert toy.model.num_classes == len(TOY_CLASSES) == 8
-    assert toy.model.resolution == 32 and toy.model.patch_size == 2
-    assert token_grids(toy.model) == [(16, 16), (8, 8)]
-    assert _levels(toy) == [(2, 128, "neighborhood"), (4, 256, "global")]
-    assert toy.training.dataset == "toy"
 
 
 def test_at_resolution_rule():
@@ -394,14 +276,14 @@ def test_resolution_spellings():
 def test_image_d_is_the_longer_side():
     """The interpolated cosine density's image size: the side of a square, the longer side of a
     rectangle (k-diffusion: max(input_size))."""
-    model = toy_config().model
+    model = toy().model
     assert image_d(model) == 32
     assert image_d(dataclasses.replace(model, resolution=(32, 48))) == 48
     assert image_d(dataclasses.replace(model, resolution=(64, 48))) == 64
 
 
 def test_rectangular_resolution_round_trips_through_json(tmp_path):
-    config = toy_config()
+    config = toy()
     # a list (JSON's spelling) is stored as a tuple
     config.model = dataclasses.replace(config.model, resolution=[32, 48])
     assert config.model.resolution == (32, 48)
@@ -425,92 +307,3 @@ def test_min_resolution():
     expected = {"toy": 16, "A": 8, "B1": 32, "E": 32, "R1": 4, "ffhq1024": 128, "imagenet256": 64}
     for name, res in expected.items():
         assert min_resolution(get_config(name).model) == res, name
-
-
-# ----------------------------------------------------------------------------------------------
-# Names, JSON
-# ----------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", CONFIG_NAMES)
-def test_every_named_config_round_trips_through_json(name, tmp_path):
-    config = get_config(name)
-    validate_config(config)
-    path = tmp_path / f"{name}.json"
-    save_config(config, path)
-    assert load_config(path) == config
-    assert get_config(path) == config
-    assert get_config(str(path)) == config
-
-
-def test_get_config_names_and_errors():
-    assert get_config("e") == get_config("E")
-    assert get_config("E@512") == ablation_step("E", 512)
-    assert get_config("E@256x512") == ablation_step("E", (256, 512))
-    assert get_config("E@256x512").model.resolution == (256, 512)
-    assert get_config("imagenet128@256").model == ablation_step("E", 256).model
-    with pytest.raises(ValueError, match="unknown config 'F'; allowed: toy, imagenet128"):
-        get_config("F")
-    with pytest.raises(
-        ValueError, match="resolution suffix 'big' is not a positive integer N or HxW"
-    ):
-        get_config("E@big")
-    with pytest.raises(ValueError, match="does not exist"):
-        get_config("missing.json")
-    with pytest.raises(ValueError, match="unknown ablation step 'F'"):
-        ablation_step("F")
-
-
-def test_unknown_json_key_is_an_error(tmp_path):
-    d = get_config("toy").to_dict()
-    d["model"]["levels"][0]["kernel"] = 7
-    path = tmp_path / "bad.json"
-    import json
-
-    path.write_text(json.dumps(d))
-    with pytest.raises(ValueError, match=r"levels\[0\]: unknown keys \['kernel'\]"):
-        get_config(path)
-
-
-# ----------------------------------------------------------------------------------------------
-# Every named config builds and runs
-# ----------------------------------------------------------------------------------------------
-
-# One name per distinct architecture (the rest are equal model configs, checked here).
-DISTINCT_MODELS = [
-    "toy",
-    "A",
-    "B1",
-    "B2",
-    "C",
-    "E",
-    "E-add",
-    "E-concat",
-    "R1",
-    "R3",
-    "ffhq1024",
-    "imagenet256",
-]
-SAME_MODEL = {"D": "E", "imagenet128": "E", "E-lerp": "E", "R2": "R1", "R4": "R3"}
-
-
-def test_distinct_models_cover_every_name():
-    assert set(DISTINCT_MODELS) | set(SAME_MODEL) == set(CONFIG_NAMES)
-    for name, same in SAME_MODEL.items():
-        assert get_config(name).model == get_config(same).model
-
-
-@pytest.mark.parametrize("name", DISTINCT_MODELS)
-def test_named_config_builds_and_runs_at_its_smallest_resolution(name):
-    config = get_config(name)
-    torch.manual_seed(0)
-    model = build_model(config).eval()
-    res = min_resolution(config.model)
-    m = config.model
-    x = torch.randn(2, m.in_channels, res, res)
-    sigma = torch.tensor([0.5, 3.0])
-    class_cond = torch.tensor([0, m.num_classes]) if m.num_classes else None
-    with torch.no_grad():
-        out = model(x, sigma, class_cond)
-    assert out.shape == (2, m.out_channels or m.in_channels, res, res)
-    assert torch.equal(out, torch.zeros_like(out))  # zero-initialised output: F = 0 at init

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from hdit_edu import cli
+from hdit_edu.measure import model_evaluations, sampler_study
 from hdit_edu.runs import load_run
 from hdit_edu.sampling import SAMPLERS, generate, karras_sigmas, sample
 from hdit_edu.toy import class_accuracy
@@ -29,9 +30,7 @@ from hdit_edu.widgets import (
     SamplingSettings,
     draw_samples,
     images_png,
-    model_evaluations,
     sample_classes,
-    sampler_study,
     trajectory_steps,
 )
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from hdit_edu.attention import neighborhood_attention, shifted_window_attention
-from hdit_edu.configs import CONFIG_NAMES, ablation_step, at_resolution, get_config
+from hdit_edu.configs import at_resolution
 from hdit_edu.flops import (
     TABLE1_GFLOPS,
     TABLE1_RESOLUTIONS,
@@ -26,6 +26,7 @@ from hdit_edu.flops import (
     scaling_table,
 )
 from hdit_edu.models import build_model
+from hdit_edu.presets import ablation_step, config_names, get_config
 
 # ----------------------------------------------------------------------------------------------
 # The paper's numbers, in closed form
@@ -92,7 +93,7 @@ def test_table6_exact_parameter_counts():
     assert analytic_params(literal) == pytest.approx(103.96e6, rel=1e-3)
 
 
-@pytest.mark.parametrize("name", CONFIG_NAMES)
+@pytest.mark.parametrize("name", config_names())
 def test_analytic_params_equal_the_built_model(name):
     config = get_config(name)
     with torch.device("meta"):

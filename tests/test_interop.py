@@ -43,15 +43,10 @@ from einops import rearrange
 from hdit_edu import interop, reference_source
 from hdit_edu.checkpoints import save_checkpoint
 from hdit_edu.cli import main
-from hdit_edu.configs import (
-    MappingConfig,
-    ModelConfig,
-    paper_config,
-    save_config,
-    toy_config,
-)
+from hdit_edu.configs import MappingConfig, ModelConfig, save_config
 from hdit_edu.hourglass import HDiT, TokenMerge, TokenSplit
 from hdit_edu.models import build_model
+from hdit_edu.presets import paper_config, toy
 from hdit_edu.runs import load_run
 
 FIXTURES = Path(__file__).parent / "fixtures" / "k_diffusion_names"
@@ -246,7 +241,7 @@ def test_config_from_k_diffusion_reads_every_section():
 
 @pytest.mark.parametrize("name", ["imagenet128", "ffhq1024", "imagenet256", "toy"])
 def test_paper_configs_round_trip_through_k_diffusion(name):
-    config = toy_config() if name == "toy" else paper_config(name)
+    config = toy() if name == "toy" else paper_config(name)
     kd = interop.config_to_k_diffusion(config)
     assert kd["model"]["type"] == "image_transformer_v2"
     back = interop.config_from_k_diffusion(json.loads(json.dumps(kd)), name=config.name)
@@ -261,7 +256,7 @@ def test_rectangular_config_round_trips_through_k_diffusion():
     """``resolution = (H, W)`` ↔ ``input_size: [H, W]``; the σ density's default image size is
     the longer side on both sides (k-diffusion: ``max(input_size)``), so an explicit
     ``image_d`` of the shorter side is named as unsupported."""
-    config = toy_config()
+    config = toy()
     config.model = dataclasses.replace(config.model, resolution=(32, 48))
     kd = interop.config_to_k_diffusion(config)
     assert kd["model"]["input_size"] == [32, 48]

@@ -13,29 +13,20 @@ import json
 
 import numpy as np
 import pytest
+from conftest import tiny_config as tiny
 from PIL import Image
 
-from hdit_edu.configs import toy_config
 from hdit_edu.logging_sinks import open_sinks, scalars
-from hdit_edu.profiles import ToyScale, toy_scale
 from hdit_edu.runs import read_metrics
 from hdit_edu.toy import ToyDataset
 from hdit_edu.training import Trainer
 
-TINY = ToyScale(
-    widths=(32, 64), depths=(1, 1), head_dim=16, mapping_width=32, batch_size=8, steps=4
-)
-
 
 def tiny_config(**training):
-    config = toy_scale(toy_config(), TINY)
-    config.training.log_every = 2
-    config.training.sample_every = 2
-    config.training.checkpoint_every = 4
-    config.training.grad_clip = 1.0  # so grad_norm is logged too
-    for key, value in training.items():
-        setattr(config.training, key, value)
-    return config
+    """4 steps: a log record and a grid every 2, a checkpoint at 4, clipping on (so that
+    grad_norm is logged too)."""
+    run = {"log_every": 2, "sample_every": 2, "checkpoint_every": 4, "grad_clip": 1.0}
+    return tiny(4, **(run | training))
 
 
 def run(tmp_path, **training):

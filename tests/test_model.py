@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from hdit_edu.attention import Attention
-from hdit_edu.configs import LevelConfig, MappingConfig, ModelConfig, get_config
+from hdit_edu.configs import LevelConfig, MappingConfig, ModelConfig
 from hdit_edu.diffusion import Denoiser
 from hdit_edu.dit import DiT
 from hdit_edu.hourglass import (
@@ -21,7 +21,8 @@ from hdit_edu.hourglass import (
 )
 from hdit_edu.layers import param_tags
 from hdit_edu.models import build_model, set_attention_backend
-from hdit_edu.profiles import toy_scale
+from hdit_edu.presets import get_config
+from hdit_edu.profiles import to_toy_scale
 from hdit_edu.rope import sincos_pos_emb_1d
 
 
@@ -509,7 +510,7 @@ def test_denoiser_forward_and_loss_read_no_tensor_values(name):
     ``bool(t)`` raise. So a forward and backward pass that runs there reads no values — on an
     accelerator it would not wait for the device (the checks of values happen where σ and the
     labels enter: the sampler, the trainer's batch)."""
-    config = toy_scale(get_config(name)) if name != "toy" else get_config("toy")
+    config = to_toy_scale(get_config(name)) if name != "toy" else get_config("toy")
     with torch.device("meta"):
         model = build_model(config)
         d = config.diffusion

@@ -1,42 +1,31 @@
 """The paper-scale path (issue 17): gradient accumulation, activation checkpointing, compiled
 training and the reference recipe's fields (the planner: ``test_planner.py``).
 
-Runs use the tiny HDiT of ``test_training`` (widths 32/64, one layer per level) on the 32×32
+Runs use the tests' tiny HDiT (``conftest.tiny_config``: widths 32/64, one layer per level) on the 32×32
 toy set.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
+from conftest import TINY
+from conftest import tiny_config as tiny
 
-from hdit_edu.configs import toy_config
 from hdit_edu.diffusion import stratified_uniform
-from hdit_edu.profiles import ToyScale, toy_scale
+from hdit_edu.presets import toy
+from hdit_edu.profiles import to_toy_scale
 from hdit_edu.runs import read_metrics
-from hdit_edu.toy import ToyDataset
 from hdit_edu.training import Trainer
-
-TINY = ToyScale(
-    widths=(32, 64), depths=(1, 1), head_dim=16, mapping_width=32, batch_size=8, steps=4
-)
 
 
 def tiny_config(**training):
-    config = toy_scale(toy_config(), TINY)
-    config.training.log_every = 1
-    config.training.checkpoint_every = 2
-    config.training.sample_every = 0
-    config.training.keep_checkpoints = 5
-    for key, value in training.items():
-        setattr(config.training, key, value)
-    return config
-
-
-@pytest.fixture(scope="module")
-def toy_data():
-    return ToyDataset("train", resolution=32, size=512)
+    """4 steps: a log record every step, checkpoints at 2 and 4 (all kept), no sample grids."""
+    run = {"log_every": 1, "checkpoint_every": 2, "sample_every": 0, "keep_checkpoints": 5}
+    return tiny(4, **(run | training))
 
 
 def perturb(model: torch.nn.Module, seed: int = 0) -> None:
@@ -131,10 +120,8 @@ def test_checkpointing_keeps_the_gradients_and_lowers_peak_memory(toy_data):
     equal."""
     from hdit_edu.planner import peak_allocated
 
-    deep = ToyScale(
-        widths=(32, 64), depths=(3, 3), head_dim=16, mapping_width=32, batch_size=16, steps=1
-    )
-    config = toy_scale(toy_config(), deep)  # three layers a level: "layer" has work to do
+    deep = replace(TINY, depths=(3, 3), batch_size=16, steps=1)
+    config = to_toy_scale(toy(), deep)  # three layers a level: "layer" has work to do
     config.model.levels[0].dropout = 0.1  # the recomputation must replay the dropout masks
     base = Trainer(config, None, dataset=toy_data, progress=False)
     perturb(base.model)
@@ -248,23 +235,23 @@ def _get(config, key):
 
 @pytest.mark.parametrize("name", ["imagenet128", "ffhq1024", "imagenet256"])
 def test_paper_configs_carry_the_reference_recipe_and_the_toys_keep_theirs(name):
-    from hdit_edu.configs import paper_config
+    from hdit_edu.presets import paper_config
     from hdit_edu.profiles import CPU_SCALE
 
     config = paper_config(name)
     for key, _old, new in RECIPE:
         assert _get(config, key) == new, key
     assert config.training.xflip_p == (1.0 if name == "ffhq1024" else None)
-    for toy in (toy_config(), toy_scale(config, CPU_SCALE)):  # records were made with these
+    for small in (toy(), to_toy_scale(config, CPU_SCALE)):  # records were made with these
         for key, old, _new in RECIPE:
-            assert _get(toy, key) == old, (toy.name, key)
-        assert toy.training.xflip_p is None
+            assert _get(small, key) == old, (small.name, key)
+        assert small.training.xflip_p is None
 
 
 def test_ema_power_sets_the_decay_at_the_end_of_imagenet128():
     """Issue 17: with power 2/3 a 400k-step run ends at decay 0.99982, not 0.9999; with the
     reference's 0.75 it reaches the cap: 1 − 400001^−0.75 = 0.999937 > 0.9999."""
-    from hdit_edu.configs import paper_config
+    from hdit_edu.presets import paper_config
     from hdit_edu.training import EMAWarmup
 
     t = paper_config("imagenet128").training
@@ -279,7 +266,8 @@ def test_ema_power_sets_the_decay_at_the_end_of_imagenet128():
 def test_sampling_range_is_the_models_not_the_densitys(toy_data):
     """The density's [1e-3, 1e3] put 18 of 50 Karras steps above σ = 80; the reference range
     [1e-2, 160] starts at 160. ``generate`` follows the config's sampling range."""
-    from hdit_edu.configs import paper_config, sampling_sigma_range
+    from hdit_edu.configs import sampling_sigma_range
+    from hdit_edu.presets import paper_config
     from hdit_edu.sampling import generate, karras_sigmas
 
     assert int((karras_sigmas(50, 1e-3, 1e3) > 80).sum()) == 18
@@ -310,7 +298,7 @@ def test_xflip_half_of_the_images_when_augmenting_as_the_reference():
 
 def test_recipe_fields_convert_through_k_diffusion():
     from hdit_edu import interop
-    from hdit_edu.configs import paper_config
+    from hdit_edu.presets import paper_config
 
     config = paper_config("ffhq1024")
     kd = interop.config_to_k_diffusion(config)
@@ -328,7 +316,7 @@ def test_recipe_fields_convert_through_k_diffusion():
 
 
 def test_imagenet256_batch_schedule_is_footnote_6():
-    from hdit_edu.configs import paper_config
+    from hdit_edu.presets import paper_config
     from hdit_edu.training import batch_size_at, samples_before
 
     t = paper_config("imagenet256").training

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from hdit_edu import planner
-from hdit_edu.configs import get_config
 from hdit_edu.flops import analytic_gflops
 from hdit_edu.planner import MEMORY_HEADROOM, estimate_memory, plan
 from hdit_edu.planner import memory as planner_memory
 from hdit_edu.planner import time_model as planner_time
+from hdit_edu.presets import get_config
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks/results"
 HELDOUT_BOUND = 10.0  # per cent: every row not used to fit a constant

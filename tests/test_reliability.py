@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_cli_args
+from conftest import tiny_config as tiny
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -33,12 +34,11 @@ from hdit_edu.checkpoints import (
     save_checkpoint,
 )
 from hdit_edu.cli import main
-from hdit_edu.configs import get_config, load_config, toy_config
+from hdit_edu.configs import load_config
 from hdit_edu.data import ImageFolderDataset
-from hdit_edu.profiles import ToyScale, toy_scale
+from hdit_edu.presets import get_config, toy
 from hdit_edu.runlock import RunLockedError, lock_run_dir, unlock_run_dir
 from hdit_edu.runs import load_run, read_metrics
-from hdit_edu.toy import ToyDataset
 from hdit_edu.training import ConfigChangeError, NonFiniteLossError, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,21 +48,8 @@ TINY_ARGS = tiny_cli_args(sample_steps=2)
 
 
 def tiny_config(**training):
-    config = toy_scale(
-        toy_config(),
-        ToyScale(widths=(32, 64), depths=(1, 1), head_dim=16, mapping_width=32, batch_size=8),
-    )
-    config.training.log_every = 1
-    config.training.checkpoint_every = 2
-    config.training.sample_every = 0
-    for key, value in training.items():
-        setattr(config.training, key, value)
-    return config
-
-
-@pytest.fixture(scope="module")
-def toy_data():
-    return ToyDataset("train", resolution=32, size=256)
+    """A log record every step, a checkpoint every 2, no sample grids."""
+    return tiny(**({"log_every": 1, "checkpoint_every": 2, "sample_every": 0} | training))
 
 
 @pytest.fixture(scope="module")
@@ -554,7 +541,7 @@ def test_data_check_and_skip_bad_images_from_the_cli(tmp_path, capsys):
     ],
 )
 def test_config_files_with_bad_structure_are_named(tmp_path, mutate, message):
-    d = toy_config().to_dict()
+    d = toy().to_dict()
     d["training"]["betas"] = list(d["training"]["betas"])
     mutate(d)
     path = tmp_path / "bad.json"

@@ -29,7 +29,7 @@ from hdit_edu.rope import AdditivePosEmb, make_axial_pos, token_positions
 from hdit_edu.sampling import generate, karras_sigmas
 
 
-def toy_config(pos_emb: str = "rope", middle: str = "global") -> Config:
+def p4k3_config(pos_emb: str = "rope", middle: str = "global") -> Config:
     """The toy chain's p4k3 geometry at tiny widths: 32², patch 4, outer 8×8 tokens with a 3×3
     neighborhood, inner 4×4 tokens."""
     outer = LevelConfig(depth=1, width=32, head_dim=16, attention="neighborhood", kernel_size=3)
@@ -76,7 +76,7 @@ def test_normalised_positions_are_the_training_range_and_grid_positions_extend_i
     # string that is not a reading still has no positions off the training grid
     with pytest.raises(ValueError, match="reading 'stretched': allowed: normalised, grid, fixed"):
         token_positions(16, 16, train, "stretched")
-    config = toy_config()
+    config = p4k3_config()
     assert position_span(config, 64, "grid") == pytest.approx(1.875)
     assert position_span(config, 64, "normalised") == pytest.approx(15 / 16)
 
@@ -117,7 +117,7 @@ def test_additive_table_grid_reading_stays_on_the_tables_device():
 @pytest.mark.parametrize("pos_emb", ["rope", "additive"])
 def test_model_output_at_training_size_is_bit_identical_under_every_reading(pos_emb):
     torch.manual_seed(0)
-    model = build_model(toy_config(pos_emb)).eval()
+    model = build_model(p4k3_config(pos_emb)).eval()
     with torch.no_grad():  # a fresh model outputs zeros: move its weights off their init
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -158,7 +158,7 @@ def test_position_reading_is_checked_when_set_not_in_forward(pos_emb, monkeypatc
 
     for module in (hdit_edu.hourglass, hdit_edu.resolution, hdit_edu.rope):
         monkeypatch.setattr(module, "check_position_reading", counted)
-    model = build_model(toy_config(pos_emb)).eval()
+    model = build_model(p4k3_config(pos_emb)).eval()
     assert calls == ["normalised"] and model.position_reading == "normalised"  # the build
     model.set_position_reading("grid")
     with pytest.raises(ValueError, match="reading 'wide': allowed: normalised, grid, fixed"):
@@ -169,7 +169,7 @@ def test_position_reading_is_checked_when_set_not_in_forward(pos_emb, monkeypatc
         for _ in range(3):
             model(x, sigma, c)
     assert calls == ["normalised", "grid", "wide"]  # no check in forward
-    assert sampling_config(toy_config(pos_emb), 64, "grid").model.resolution == 64
+    assert sampling_config(p4k3_config(pos_emb), 64, "grid").model.resolution == 64
     assert calls[-1] == "grid" and len(calls) == 4
     grid = token_positions(16, 16, (8, 8), "grid")
     assert grid.abs().max().item() == pytest.approx(1.875) and len(calls) == 4
@@ -179,7 +179,7 @@ def test_position_reading_is_checked_when_set_not_in_forward(pos_emb, monkeypatc
 
 
 def test_sampling_config_names_the_size_and_what_is_allowed():
-    config = toy_config()
+    config = p4k3_config()
     assert sampling_config(config, 64).model.resolution == 64
     assert sampling_config(config, (32, 48)).model.resolution == (32, 48)
     assert config.model.resolution == 32  # a copy
@@ -189,14 +189,14 @@ def test_sampling_config_names_the_size_and_what_is_allowed():
         sampling_config(all_local(config), 16)  # the inner 2×2 grid of an all-local model
     assert sampling_config(config, 16).model.resolution == 16  # a global inner level fits
     with pytest.raises(ValueError, match=r"additive position table is fixed .* allowed: "):
-        sampling_config(toy_config("additive"), 48, "fixed")
+        sampling_config(p4k3_config("additive"), 48, "fixed")
     with pytest.raises(ValueError, match=r"RoPE position grid is fixed"):
         sampling_config(config, 48, "fixed")
     assert sampling_config(config, 32, "fixed").model.resolution == 32
 
 
 def test_all_local_changes_only_the_global_level():
-    config = toy_config()
+    config = p4k3_config()
     local = all_local(config)
     assert [(lv.attention, lv.kernel_size) for lv in local.model.levels] == [
         ("neighborhood", 3),
@@ -215,7 +215,7 @@ def test_all_local_changes_only_the_global_level():
 
 
 def test_shifted_sigmas_follow_the_cosine_shift_in_closed_form():
-    config = toy_config()
+    config = p4k3_config()
     sigmas = karras_sigmas(10, 1e-3, 1e3)
     assert torch.equal(shifted_sigmas(sigmas, config, 32), sigmas)  # no shift at d₀
     sd, lo, hi = 0.5, 1e-3, 1e3
@@ -237,7 +237,7 @@ def test_shifted_sigmas_follow_the_cosine_shift_in_closed_form():
         inner = out[1:-2] / sigmas[1:-2].double()
         assert (inner > 1).all() if d > 32 else (inner < 1).all()
     # the shift is the interpolated cosine's; a run trained with another density is refused
-    lognormal = toy_config()
+    lognormal = p4k3_config()
     lognormal.diffusion.sigma_density = "lognormal"
     with pytest.raises(ValueError, match="trains with 'lognormal'; allowed: sampling without"):
         shifted_sigmas(sigmas, lognormal, 64)
@@ -248,7 +248,7 @@ def test_shifted_sigmas_follow_the_cosine_shift_in_closed_form():
 
 def test_generate_draws_another_size_and_restores_the_reading():
     torch.manual_seed(0)
-    config = toy_config("additive")
+    config = p4k3_config("additive")
     model = build_model(config).eval()
     denoiser = Denoiser(model, 0.5, "snr")
     out = generate(

@@ -18,14 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config as tiny
 
-from hdit_edu.ablation import TASKS, toy_ablation_config
 from hdit_edu.attention import Attention
 from hdit_edu.checkpoints import CheckpointError, list_checkpoints, load_checkpoint
-from hdit_edu.configs import toy_config
 from hdit_edu.data import ResumableSampler
 from hdit_edu.models import build_model
-from hdit_edu.profiles import ToyScale, toy_scale
 from hdit_edu.runs import read_metrics
 from hdit_edu.toy import ToyDataset
 from hdit_edu.training import (
@@ -38,29 +36,16 @@ from hdit_edu.training import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ToyScale(
-    widths=(32, 64), depths=(1, 1), head_dim=16, mapping_width=32, batch_size=8, steps=6
-)
 
 
 def tiny_config(**training):
-    config = toy_scale(toy_config(), TINY)
-    config.training.log_every = 1
-    config.training.checkpoint_every = 3
-    config.training.sample_every = 0
-    config.training.keep_checkpoints = 5
-    for key, value in training.items():
-        setattr(config.training, key, value)
-    return config
+    """6 steps: a log record every step, checkpoints at 3 and 6 (all kept), no sample grids."""
+    run = {"log_every": 1, "checkpoint_every": 3, "sample_every": 0, "keep_checkpoints": 5}
+    return tiny(6, **(run | training))
 
 
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def toy_data():
-    return ToyDataset("train", resolution=32, size=512)
 
 
 @pytest.fixture(scope="module")
@@ -119,34 +104,6 @@ def test_conditioning_dropout_drops_ten_percent_to_the_extra_class():
     is_dropped = dropped == 8
     assert abs(is_dropped.float().mean().item() - 0.1) < 0.003  # 4.5 σ of Binomial(2e5, 0.1)
     assert torch.equal(dropped[~is_dropped], labels[~is_dropped])
-
-
-def test_toy_scale_keeps_each_steps_kind_of_change():
-    """The toy experiment's configurations (hdit_edu.ablation.toy_ablation_config, task p4k3) change
-    what the paper changes, at the task's outer kernel / window."""
-    expected = {  # Table 1: outer attention, FFN, position embedding, loss weighting
-        "A": ("global", "gelu", "additive", "snr"),
-        "B1": ("shifted-window", "gelu", "additive", "snr"),
-        "B2": ("neighborhood", "gelu", "additive", "snr"),
-        "C": ("neighborhood", "geglu", "additive", "snr"),
-        "D": ("neighborhood", "geglu", "rope", "snr"),
-        "E": ("neighborhood", "geglu", "rope", "soft-min-snr"),
-        "D-minsnr5": ("neighborhood", "geglu", "rope", "min-snr"),
-    }
-    patch, kernel, window = TASKS["p4k3"]
-    for step, kinds in expected.items():
-        c = toy_ablation_config(step, seed=0)
-        m = c.model
-        got = (m.levels[0].attention, m.ffn, m.pos_emb, c.diffusion.loss_weighting)
-        assert got == kinds, step
-        assert m.levels[1].attention == "global" and m.resolution == 32 and m.num_classes == 8
-        assert c.training.dataset == "toy" and c.training.lr == 5e-4
-        assert m.patch_size == patch and m.levels[0].kernel_size == kernel
-        assert m.levels[0].window_size == window
-    assert toy_ablation_config("D-minsnr4", 0).diffusion.gamma == 4.0
-    assert toy_ablation_config("E-concat", 0).model.skip == "concat"
-    r4 = toy_ablation_config("R4", 0).model
-    assert len(r4.levels) == 1 and r4.levels[0].attention == "global"
 
 
 # --- exact resume, checkpoints, NaN ------------------------------------------------------------

@@ -15,19 +15,15 @@ import io
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 from PIL import Image
-from test_training import tiny_config
 
+from hdit_edu.measure import sample_accuracy
 from hdit_edu.runs import load_run, read_metrics
 from hdit_edu.sampling import generate, grid_columns
-from hdit_edu.toy import ToyDataset, class_accuracy
+from hdit_edu.toy import class_accuracy
 from hdit_edu.training import Trainer
-from hdit_edu.widgets import SHIPPED_RUN, LiveTrainingView, sample_accuracy
-
-
-@pytest.fixture(scope="module")
-def toy_data():
-    return ToyDataset("train", resolution=32, size=256)
+from hdit_edu.widgets import SHIPPED_RUN, LiveTrainingView
 
 
 class Recorder:
@@ -50,7 +46,7 @@ class Recorder:
 
 
 def _run(tmp_path, toy_data, callback, steps=8, run_dir=True):
-    config = tiny_config(log_every=3, sample_every=4, checkpoint_every=4)
+    config = tiny_config(6, log_every=3, sample_every=4, checkpoint_every=4, keep_checkpoints=5)
     run = tmp_path / "run" if run_dir else None
     trainer = Trainer(config, run, dataset=toy_data, progress=False, sample_steps=2, n_samples=8)
     trainer.fit(steps, callback=callback)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from hdit_edu.configs import get_config
+from hdit_edu.presets import get_config
 from hdit_edu.training import Trainer
 
 

@@ -32,7 +32,7 @@ A flag says what it counts: ``--steps`` is training steps, ``--sampler-steps`` s
 each with a deprecation message on stderr that names the new one.
 
 Profiles (as in the notebooks): ``gpu`` is the config as the paper sets it; ``cpu`` moves it
-onto the 32×32 toy data set with tiny widths (:func:`hdit_edu.profiles.toy_scale`: the same
+onto the 32×32 toy data set with tiny widths (:func:`hdit_edu.profiles.to_toy_scale`: the same
 kinds of attention, FFN, position embedding, skip and loss weighting, small sizes).
 """
 

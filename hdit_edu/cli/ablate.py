@@ -16,19 +16,17 @@ from pathlib import Path
 import torch
 
 from ..ablation import (
-    EXTRA_TOY_CONFIGS,
-    GPU_STEPS,
-    TASKS,
-    TOY_CONFIGS,
+    PAPER_CHAIN,
+    TOY_EXPERIMENT,
     ToyBudget,
     run_ablation,
     run_toy_experiment,
     train_command,
     write_summary,
 )
-from ..configs import ABLATION_STEPS
 from ..env import PROFILES, resolve_profile
 from ..kinds import LOSS_WEIGHTINGS
+from ..presets import ABLATION_STEPS, FOLLOW_UPS, TOY_TASKS
 from ..sampling import SAMPLERS
 from .arguments import (
     NON_NEGATIVE,
@@ -44,8 +42,6 @@ from .arguments import (
     int_list,
     name_list,
 )
-
-PAPER_CHAIN = ABLATION_STEPS  # the default of `ablate paper`: Table 1's chain, A … E
 
 
 def add_ablate(sub) -> None:
@@ -69,7 +65,7 @@ def _add_chain_options(p: argparse.ArgumentParser, configs_help: str, run_dir_he
     """The options both experiments take: the configurations, the training and the evaluation's
     sizes (each experiment's defaults named in its help)."""
     add_renamed(
-        p, "--configs", "--steps", type=name_list((*GPU_STEPS, *EXTRA_TOY_CONFIGS)),
+        p, "--configs", "--steps", type=name_list((*PAPER_CHAIN, *FOLLOW_UPS)),
         metavar="NAMES", help=configs_help,
     )  # fmt: skip
     p.add_argument("--run-dir", help=run_dir_help)
@@ -94,7 +90,7 @@ def _add_toy(experiments) -> None:
     )
     _add_chain_options(
         toy,
-        f"comma-separated configurations (default: all of {','.join(TOY_CONFIGS)})",
+        f"comma-separated configurations (default: all of {','.join(TOY_EXPERIMENT)})",
         "checkpoint folders (default runs/ablation-toy/<OUT folder name>)",
     )
     toy.add_argument(
@@ -119,7 +115,7 @@ def _add_toy(experiments) -> None:
         "checkpoint (default: an unfinished run starts again)",
     )
     toy.add_argument("--seeds", type=int_list(0), help="comma-separated seeds (default 0,1,2)")
-    toy.add_argument("--task", choices=tuple(TASKS), help=f"toy task (default {ToyBudget.task})")
+    toy.add_argument("--task", choices=tuple(TOY_TASKS), help=f"toy task (default {ToyBudget.task})")
     toy.add_argument(
         "--batch-size", type=POSITIVE, help=f"batch size (default {ToyBudget.batch_size})"
     )
@@ -189,8 +185,8 @@ def _add_paper(experiments) -> None:
     )
     _add_chain_options(
         paper,
-        f"comma-separated configurations (default {','.join(PAPER_CHAIN)}; allowed: "
-        f"{', '.join(GPU_STEPS)})",
+        f"comma-separated configurations (default {','.join(ABLATION_STEPS)}; allowed: "
+        f"{', '.join(PAPER_CHAIN)})",
         "checkpoint folders, one sub-folder per step, results.json and results.md (default "
         "runs/ablation)",
     )
@@ -272,17 +268,17 @@ def cmd_ablate_toy(args: argparse.Namespace) -> int:
     check_writable_folder("--out", out)
     check_output_file("--summary", summary)
     if not args.analyze:
-        names = args.configs or list(TOY_CONFIGS)
-        unknown = [n for n in names if n not in TOY_CONFIGS]
+        names = args.configs or list(TOY_EXPERIMENT)
+        unknown = [n for n in names if n not in TOY_EXPERIMENT]
         if unknown:
-            extra = ",".join(n for n in unknown if n in EXTRA_TOY_CONFIGS)
+            extra = ",".join(n for n in unknown if n in FOLLOW_UPS)
             hint = (
                 f" ({extra}: an extra toy configuration, outside this experiment's analysis; "
                 "train it with hdit_edu.ablation.run_toy: results/ablation-toy/run.py --config NAME)"
             )
             raise ValueError(
                 f"--configs {','.join(unknown)}: not in the toy experiment; allowed: "
-                f"{', '.join(TOY_CONFIGS)}" + (hint if extra else "")
+                f"{', '.join(TOY_EXPERIMENT)}" + (hint if extra else "")
             )
         chosen = {
             "task": args.task,
@@ -319,12 +315,12 @@ def cmd_ablate_toy(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate_paper(args: argparse.Namespace) -> int:
-    steps = args.configs or list(PAPER_CHAIN)
-    toy_only = [s for s in steps if s not in GPU_STEPS]
+    steps = args.configs or list(ABLATION_STEPS)
+    toy_only = [s for s in steps if s not in PAPER_CHAIN]
     if toy_only:
         raise ValueError(
             f"--configs {','.join(toy_only)}: an extra toy configuration, not a step of the "
-            f"paper's chain; allowed: {', '.join(GPU_STEPS)}"
+            f"paper's chain; allowed: {', '.join(PAPER_CHAIN)}"
         )
     run_dir = Path(args.run_dir or "runs/ablation")
     workers = 8 if args.workers is None else args.workers

@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..configs import at_resolution, get_config, normalize_resolution
+from ..configs import at_resolution, normalize_resolution
 from ..env import format_report
 from ..flops import analytic_breakdown, analytic_gflops, count_gflops
 from ..planner import format_plan, plan
 from ..planner.time_model import GPUS, KERNEL_PATHS
+from ..presets import get_config
 from .arguments import (
     POSITIVE,
     add_command,

@@ -7,9 +7,10 @@ import argparse
 import shlex
 from pathlib import Path
 
-from ..configs import Config, apply_overrides, get_config, load_config
+from ..configs import Config, apply_overrides, load_config
 from ..env import resolve_profile
 from ..kinds import CHECKPOINTING_KINDS
+from ..presets import get_config
 from ..profiles import for_profile
 from ..training import (
     RECOVERABLE_FIELDS,

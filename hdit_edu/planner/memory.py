@@ -303,7 +303,7 @@ def read_calibration(path: str | Path = CALIBRATION_FILE) -> list[dict]:
 
 def row_config(row: dict):
     """The config a measured row ran: its name at its resolution (all levels kept)."""
-    from ..configs import get_config
+    from ..presets import get_config
 
     config = get_config(row["config"])
     config.model.resolution = tuple(row["resolution"])
@@ -325,8 +325,8 @@ def predict_row(row: dict) -> MemoryEstimate:
 def _calibrate() -> tuple[float, float, float]:
     """(ACTIVATION_K, OPTIMIZER_TEMP, BF16_ACTIVATION_FACTOR) from the recorded measurements
     (see the module docstring)."""
-    from ..configs import get_config
     from ..flops import analytic_params
+    from ..presets import get_config
 
     rows = {(r["config"], r["checkpointing"]): r for r in read_calibration()}
     ffhq = rows[("ffhq1024", "none")]

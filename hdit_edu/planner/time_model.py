@@ -144,7 +144,7 @@ def pixels(config) -> int:
 def paper_mfu(name: str, hours: float | None = None) -> float:
     """The model-FLOP utilisation the paper run ``name`` implies (at ``hours``, default the
     reported time)."""
-    from ..configs import get_config
+    from ..presets import get_config
 
     run = PAPER_RUNS[name]
     flops = model_flops_per_image(get_config(name)) * run.steps * run.batch

@@ -1,5 +1,5 @@
 """Rerun check: train the first ``--steps`` steps of a recorded run again (the config
-:func:`hdit_edu.ablation.toy_config` builds for it, checked against the record; CPU, one
+:func:`hdit_edu.ablation.run_config` builds for it, checked against the record; CPU, one
 thread) and compare every step's loss with the record (:func:`hdit_edu.ablation.rerun_prefix`):
 ``==`` at every step on the record's CPU kind, within ``CROSS_CPU_RTOL`` on another.
 

@@ -20,15 +20,16 @@ from pathlib import Path
 
 import torch
 
-from hdit_edu.ablation import EXTRA_TOY_CONFIGS, TASKS, TOY_CONFIGS, ToyBudget, run_toy
+from hdit_edu.ablation import TOY_EXPERIMENT, ToyBudget, run_toy
+from hdit_edu.presets import FOLLOW_UPS, TOY_TASKS
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", required=True, choices=(*TOY_CONFIGS, *EXTRA_TOY_CONFIGS))
-    p.add_argument("--task", default="p2", choices=sorted(TASKS))
+    p.add_argument("--config", required=True, choices=(*TOY_EXPERIMENT, *FOLLOW_UPS))
+    p.add_argument("--task", default="p2", choices=sorted(TOY_TASKS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-steps", type=int, required=True)
     p.add_argument("--batch-size", type=int, default=16)

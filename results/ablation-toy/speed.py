@@ -5,8 +5,8 @@ Run from the repository root (one thread, as every ablation run will):
     OMP_NUM_THREADS=1 python results/ablation-toy/speed.py train --tasks p2 p4 --steps E A
     OMP_NUM_THREADS=1 python results/ablation-toy/speed.py sample --tasks p2
 
-Each measurement builds the ablation step's config with ``configs.ablation_step`` +
-``profiles.toy_scale`` (the library's toy move), changes only what the task names (patch size,
+Each measurement builds the ablation step's config with ``presets.ablation_step`` +
+``profiles.to_toy_scale`` (the library's toy move), changes only what the task names (patch size,
 resolution, widths), builds a :class:`~hdit_edu.training.Trainer` that writes nothing, and
 times full training steps (data, σ/noise draws, forward, backward, AdamW, EMA, logging
 bookkeeping) after warm-up steps. Prints one JSON line per measurement and appends it to
@@ -28,16 +28,16 @@ import torch
 
 torch.set_num_threads(1)
 
-from hdit_edu.configs import ablation_step  # noqa: E402
 from hdit_edu.models import set_attention_backend  # noqa: E402
-from hdit_edu.profiles import ToyScale, toy_scale  # noqa: E402
+from hdit_edu.presets import ablation_step  # noqa: E402
+from hdit_edu.profiles import ToyScale, to_toy_scale  # noqa: E402
 from hdit_edu.sampling import generate  # noqa: E402
 from hdit_edu.training import Trainer  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
 # Candidate tasks: (resolution, ToyScale). Outer grid = resolution / patch.
-TASKS = {
+CANDIDATE_TASKS = {
     # the shipped toy model's size (CPU_SCALE) with patch 4: 8×8 outer grid (calibration)
     "p4": (32, ToyScale(patch_size=4)),
     # CPU_SCALE as is: 32×32, patch 2 → 16×16 outer grid, 8×8 inner
@@ -55,10 +55,10 @@ TASKS = {
 
 
 def task_config(step: str, task: str, batch_size: int | None = None):
-    resolution, scale = TASKS[task]
+    resolution, scale = CANDIDATE_TASKS[task]
     if batch_size is not None:
         scale = replace(scale, batch_size=batch_size)
-    config = toy_scale(ablation_step(step), scale)
+    config = to_toy_scale(ablation_step(step), scale)
     if resolution != 32:
         config.model.resolution = resolution
     config.name = f"{step}/{task}"
@@ -165,11 +165,12 @@ def time_interleaved(steps, task, backend, warmup, repeats) -> list[dict]:
     that a shared machine's changing load hits all of them alike. Records wall-clock and this
     process's CPU time per step (medians)."""
     sys.path.insert(0, str(HERE))
-    from hdit_edu.ablation import toy_ablation_config as build_config
+    from hdit_edu.ablation import ToyBudget, run_config
 
     trainers = {}
     for step in steps:
-        config = build_config(step, 0, 10**6, 16, None, task)  # run.py's tasks
+        budget = ToyBudget(task=task, train_steps=10**6, batch_size=16)  # run.py's tasks
+        config = run_config(step, 0, budget)
         trainers[step] = Trainer(config, None, progress=False, device="cpu")
         set_backend(trainers[step].model, backend)
     for _ in range(warmup):
@@ -210,7 +211,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("what", choices=("train", "sample", "interleaved"))
     p.add_argument(
-        "--tasks", nargs="+", default=["p2"], choices=sorted({*TASKS, "p4k3"})
+        "--tasks", nargs="+", default=["p2"], choices=sorted({*CANDIDATE_TASKS, "p4k3"})
     )  # "p4k3": run.py's task (interleaved only)
     p.add_argument("--steps", nargs="+", default=["E"])
     p.add_argument("--backends", nargs="+", default=["auto"])

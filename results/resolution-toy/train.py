@@ -4,7 +4,7 @@ neighborhood attention, :func:`hdit_edu.configs.all_local`) with the toy chain's
 It is the ablation driver ``results/ablation-toy/run.py`` unchanged (``hdit_edu.ablation.run_toy``)
 — the same recipe, task ``p4k3``, seeds, evaluation at 32², result JSON and kept checkpoint —
 with ``--config L``: the library knows ``L`` as an extra toy configuration
-(``hdit_edu.ablation.EXTRA_TOY_CONFIGS``, outside the ablation's pre-registered ``TOY_CONFIGS``
+(``hdit_edu.presets.FOLLOW_UPS``, outside the ablation's pre-registered ``TOY_EXPERIMENT``
 and analysis). Run it from a pinned worktree (the coordinator's queue line, ``README.md``
 here) so that neither file changes under a running job:
 
