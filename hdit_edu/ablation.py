@@ -38,7 +38,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -57,6 +56,7 @@ from .data import ImageFolderDataset, save_grid
 from .diffusion import Denoiser
 from .flops import analytic_gflops
 from .presets import ABLATION_STEPS, BASELINES, MIN_SNR_VARIANTS, get_config, on_toy_task
+from .runfolder import claim, describe_holder, read_holder
 from .runs import read_metrics
 from .sampling import generate, grid_columns, sample_labels
 from .toy import ToyDataset, predict_classes
@@ -216,6 +216,48 @@ def _write_json(path: Path, record: dict) -> None:
     atomic_write_text(path, json.dumps(record, indent=1) + "\n")
 
 
+def read_record(path: str | Path) -> dict | None:
+    """The run record at ``path`` (None if there is none); one that cannot be read or is not a
+    JSON object raises ``ValueError`` naming the file."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:  # JSON and UTF-8 errors are ValueErrors
+        raise ValueError(
+            f"run record {str(path)!r} is corrupt or unreadable ({type(e).__name__}: "
+            f"{str(e)[:200]}); move it away to run that run again"
+        ) from None
+    if not isinstance(record, dict):
+        raise ValueError(f"run record {str(path)!r} is corrupt: not a JSON object")
+    return record
+
+
+def _eval_steps(settings: dict) -> list[int]:
+    """The steps a run with these settings evaluates at: ``eval_at`` and the last step."""
+    extra = {int(s) for s in str(settings.get("eval_at") or "").split(",") if s}
+    return sorted(extra | {int(settings["train_steps"])})
+
+
+def record_missing(record: dict, out: str | Path) -> list[str]:
+    """What a record lacks of what it promises (empty: complete): an evaluation at each of its
+    evaluation steps, ``final`` (the last step's), and the sample grid ``out/NAME.png``. Only a
+    complete record may say ``done``."""
+    try:
+        steps = {e["step"] for e in record["evaluations"]}
+        want = _eval_steps(record["settings"])
+        final = record.get("final")
+        missing = [f"the evaluation at step {s}" for s in want if s not in steps]
+        if not isinstance(final, dict) or final.get("step") != want[-1]:
+            missing.append("'final'")
+    except (KeyError, TypeError, ValueError) as e:
+        return [f"a well-formed record ({type(e).__name__}: {e})"]
+    if not (Path(out) / f"{record.get('name')}.png").is_file():
+        missing.append(f"{record.get('name')}.png")
+    return missing
+
+
 def run_toy(
     name: str,
     seed: int,
@@ -226,29 +268,50 @@ def run_toy(
     resume: bool = False,
     command: str | None = None,
     log=print,
-) -> dict:
+    wait: bool = False,
+) -> dict | None:
     """One (configuration, seed) run of the toy experiment: train ``budget.train_steps`` steps on
     the CPU, evaluate (at ``budget.eval_at`` and the end), write ``out/NAME-sSEED.json`` after
     every evaluation (atomically; ``status`` running → done / failed) and the final samples'
     grid ``out/NAME-sSEED.png`` (8 per class). Returns the record.
 
-    A record whose status is ``done`` is returned as it is (skipped) unless ``resume`` asks for
-    more steps than it has; an unfinished run starts again from step 0 (bit-identical), or with
-    ``resume`` continues from its newest checkpoint in ``run_dir`` (default
-    ``runs/ablation-toy/<out folder name>/NAME-sSEED``; it keeps the final checkpoint).
+    **One process per run.** The run folder (``run_dir``, default
+    ``runs/ablation-toy/<out folder name>/NAME-sSEED``) is claimed
+    (:func:`hdit_edu.runfolder.claim`) before the record or the folder is read or touched, and
+    held to the end; every writer of the record holds it. A run another live process holds is
+    skipped (returns None) or, with ``wait``, waited for. A record says ``done`` only when it
+    is complete (:func:`record_missing`: every evaluation, ``final``, the grid, written before
+    the record that names them); a ``done`` record is returned as it is (skipped) unless
+    ``resume`` asks for more steps than it has. An unfinished run starts again from step 0
+    (bit-identical; the folder is emptied while claimed), or with ``resume`` continues from
+    its newest checkpoint (it keeps the final one) and makes up the evaluations it lacks.
 
     The record: the config, the settings, the command, :func:`versions`, ``OMP_NUM_THREADS``,
     wall-clock (``*_s``) and CPU (``*_cpu_s``) times, load averages, the loss of each of the
     first :data:`EXACT_PREFIX` steps exactly (``losses_first_steps``), the trainer's loss per
     logged step (``loss_every_10``) and the metrics of every evaluation (:func:`evaluate_toy`;
-    ``final`` is the last). ``cpu_s`` is this run's CPU time (the stage-1 driver recorded its
-    whole process's, imports included)."""
+    ``final`` is the last step's). ``cpu_s`` is this run's CPU time (the stage-1 driver recorded
+    its whole process's, imports included)."""
     eval_seed = 1000 + seed if budget.eval_seed is None else budget.eval_seed
     name_s = run_name(name, seed, budget.tag)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name_s}.json"
-    previous = json.loads(path.read_text()) if path.exists() else None
+    run_dir = Path(run_dir) if run_dir is not None else Path("runs/ablation-toy") / out.name
+    run_dir = run_dir / name_s
+    held = claim(run_dir, wait=wait)
+    if held is None:
+        log(f"{name_s}: in progress in {describe_holder(read_holder(run_dir))}: left to it")
+        return None
+    with held:
+        return _run_claimed(name, seed, out, path, held, budget, eval_seed, resume, command, log)
+
+
+def _run_claimed(name, seed, out, path, held, budget, eval_seed, resume, command, log) -> dict:
+    """:func:`run_toy` once its run folder ``held`` is claimed."""
+    name_s, run_dir = held.path.name, held.path
+    previous = read_record(path)
+    missing = record_missing(previous, out) if previous is not None else []
     extend = (
         resume
         and previous is not None
@@ -264,12 +327,12 @@ def run_toy(
             raise ValueError(
                 f"{path} was recorded with other settings ({other}); write to another folder"
             )
-        log(f"{path} is done: skipped")
-        return previous
-    run_dir = Path(run_dir) if run_dir is not None else Path("runs/ablation-toy") / out.name
-    run_dir = run_dir / name_s
-    if run_dir.exists() and not resume:  # an unfinished attempt: start again (bit-identical)
-        shutil.rmtree(run_dir)
+        if not missing:
+            log(f"{path} is done: skipped")
+            return previous
+        log(f"{path} says done but lacks {', '.join(missing)}: running it again")
+    if not resume:  # an unfinished attempt: start again (bit-identical), in the claimed folder
+        held.clear()
     config = run_config(name, seed, budget)
     record = {
         "name": name_s,
@@ -285,58 +348,74 @@ def run_toy(
         "load_average_start": list(os.getloadavg()),
         "status": "running",
         "evaluations": [],
+        "final": None,
     }
-    t_start, c_start = time.perf_counter(), time.process_time()
-    train_s, train_cpu_s, exact = 0.0, 0.0, []
+    clock = {"t": time.perf_counter(), "c": time.process_time(), "train_s": 0.0, "train_cpu_s": 0.0}
+    exact = []
+    trainer = Trainer(config, run_dir, resume=resume, progress=False, device="cpu")
     if resume and previous is not None:  # continue a recorded run from its checkpoint
-        record["evaluations"] = previous["evaluations"]
+        # the evaluations up to the checkpoint resumed from (later ones are made again)
+        record["evaluations"] = [
+            e for e in previous.get("evaluations", []) if e["step"] <= trainer.step
+        ]
         record["resumed_from"] = {
             k: previous.get(k) for k in ("settings", "command", "started", "status")
-        } | {"step": previous["evaluations"][-1]["step"] if previous["evaluations"] else None}
-        train_s, train_cpu_s = previous.get("train_s", 0.0), previous.get("train_cpu_s", 0.0)
+        } | {"step": record["evaluations"][-1]["step"] if record["evaluations"] else None}
+        clock["train_s"] = previous.get("train_s", 0.0)
+        clock["train_cpu_s"] = previous.get("train_cpu_s", 0.0)
         exact = previous.get("losses_first_steps", [])
-    trainer = Trainer(config, run_dir, resume=resume, progress=False, device="cpu")
     record["params"] = sum(p.numel() for p in trainer.model.parameters())
-    eval_at = sorted({int(s) for s in budget.eval_at.split(",") if s} | {budget.train_steps})
-    eval_at = [target for target in eval_at if target > trainer.step]
-    images = None
+    grid = out / f"{name_s}.png"
+    if not grid.is_file():  # the final evaluation is made again, with its grid
+        record["evaluations"] = [e for e in record["evaluations"] if e["step"] < budget.train_steps]
+    done = {e["step"] for e in record["evaluations"]}
+    eval_at = [s for s in _eval_steps(settings) if s >= trainer.step and s not in done]
     try:
         for target in eval_at:
             t0, c0 = time.perf_counter(), time.process_time()
             summary = trainer.fit(target)
-            train_s += time.perf_counter() - t0
-            train_cpu_s += time.process_time() - c0
+            clock["train_s"] += time.perf_counter() - t0
+            clock["train_cpu_s"] += time.process_time() - c0
             exact += summary["losses"][: max(0, EXACT_PREFIX - len(exact))]
             final = target == budget.train_steps
             n = budget.n_eval if final else budget.n_eval_mid
             metrics, images = evaluate_toy(trainer, budget, n, eval_seed)
-            metrics["train_s_so_far"] = train_s
-            metrics["train_cpu_s_so_far"] = train_cpu_s
+            metrics["train_s_so_far"] = clock["train_s"]
+            metrics["train_cpu_s_so_far"] = clock["train_cpu_s"]
             metrics["load_average"] = list(os.getloadavg())
+            if final:  # the grid first: a record that names it finds it there
+                save_grid(images[:64], grid, nrow=8)
             record["evaluations"].append(metrics)
             record["losses_first_steps"] = exact
             record["loss_every_10"] = [[r["step"], r["loss"]] for r in read_metrics(run_dir)]
-            _write_json(path, record)
+            _write_json(path, _stamp(record, clock))
             log(
                 json.dumps(
                     {"run": name_s} | {k: v for k, v in metrics.items() if "per_class" not in k}
                 )
             )
-        if images is not None:
-            save_grid(images[:64], out / f"{name_s}.png", nrow=8)
-        record["status"] = "done"
+        finals = [e for e in record["evaluations"] if e["step"] == budget.train_steps]
+        record["final"] = finals[-1] if finals else None
+        lacking = record_missing(record, out)
+        if lacking:
+            raise RuntimeError(f"{path}: the run ended without {', '.join(lacking)}")
+        record["status"] = "done"  # only now: everything the record promises is in it
+        _write_json(path, _stamp(record, clock))
     except Exception as e:  # every run is reported, failed ones too
         record["status"] = "failed"
         record["error"] = f"{type(e).__name__}: {e}"
+        _write_json(path, _stamp(record, clock))
         raise
-    finally:
-        record["train_s"] = train_s
-        record["train_cpu_s"] = train_cpu_s
-        record["wall_s"] = time.perf_counter() - t_start
-        record["cpu_s"] = time.process_time() - c_start
-        record["load_average_end"] = list(os.getloadavg())
-        record["final"] = record["evaluations"][-1] if record["evaluations"] else None
-        _write_json(path, record)
+    return record
+
+
+def _stamp(record: dict, clock: dict) -> dict:
+    """The record's times and load average, now."""
+    record["train_s"] = clock["train_s"]
+    record["train_cpu_s"] = clock["train_cpu_s"]
+    record["wall_s"] = time.perf_counter() - clock["t"]
+    record["cpu_s"] = time.process_time() - clock["c"]
+    record["load_average_end"] = list(os.getloadavg())
     return record
 
 
@@ -361,12 +440,17 @@ def run_toy_experiment(
 ) -> list[dict]:
     """:func:`run_toy` for every seed and configuration, seed-major (every configuration at the
     first seed before the next seed, so that a partial experiment holds whole seeds of paired
-    comparisons). Returns the records."""
-    return [
-        run_toy(name, seed, out, budget, run_dir=run_dir, resume=resume, command=command, log=log)
-        for seed in seeds
-        for name in names
-    ]
+    comparisons). Returns the records.
+
+    Several processes may work on one output folder at once (a user with two cores starts two):
+    each run is claimed by one of them; the others pass it by, do the remaining runs, then wait
+    for the ones still in progress (and take over those whose process died)."""
+    options = dict(run_dir=run_dir, resume=resume, command=command, log=log)
+    order = [(name, seed) for seed in seeds for name in names]
+    records = {key: run_toy(*key, out, budget, **options) for key in order}
+    for key in [k for k in order if records[k] is None]:
+        records[key] = run_toy(*key, out, budget, wait=True, **options)
+    return [records[key] for key in order]
 
 
 def record_config(record: dict) -> Config:

@@ -7,7 +7,10 @@ A checkpoint is a folder ``runs/<name>/checkpoints/step-XXXXXXXX/`` holding
 * ``trainer_state.pt`` — optimizer state, step, RNG states, data position, log accumulators,
   saved with ``torch.save`` of tensors/ints/lists/dicts only and read back with
   ``torch.load(weights_only=True)`` (no arbitrary objects are unpickled);
-* ``manifest.json`` — the SHA-256 of the three files (:data:`CHECKPOINT_FILES`), written last.
+* ``config.json`` — the config the weights were trained with (:func:`checkpoint_config`: a
+  resume compares against it, not against the run folder's editable copy);
+* ``manifest.json`` — the SHA-256 of the files (:data:`CHECKPOINT_FILES` and ``config.json``),
+  written last.
 
 :func:`save_checkpoint` writes the files into a temporary folder, fsyncs them and renames the
 folder into place (``os.replace``: atomic), so a crash while writing never damages an earlier
@@ -25,22 +28,27 @@ as ``weights_only``-loadable containers) and :func:`seed_everything`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import io
 import json
 import math
 import os
 import random
 import re
 import shutil
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "trainer_state.pt")
+CONFIG_FILE = "config.json"  # the config the weights were trained with (newer checkpoints)
 
 
 WEIGHT_FILES = {"model": "model.safetensors", "ema": "ema.safetensors"}
@@ -70,20 +78,141 @@ def writing(what: str) -> Iterator[None]:
         raise RunWriteError(e.errno, f"could not write {what}: {reason}") from e
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a small text file via a temporary file and ``os.replace`` (a kill or a full disk
-    leaves the old file intact, never a half-written one)."""
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a file atomically: a new temporary file beside it (``O_EXCL | O_NOFOLLOW``: never
+    an existing file or a symlink), fsync'ed, then renamed over ``path`` (a symlink there is
+    replaced, never followed). A kill or a full disk leaves the old file intact; the error
+    is a :class:`RunWriteError` naming ``path``."""
     path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}-{threading.get_ident()}")
     try:
         with writing(str(path)):
-            with open(tmp, "w") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
+            tmp.unlink(missing_ok=True)  # our own leftover (same process and thread)
+            _write_new(tmp, data)
             os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """:func:`atomic_write_bytes` of UTF-8 text (a small JSON record, a config)."""
+    atomic_write_bytes(path, text.encode())
+
+
+def append_text(path: str | Path, text: str, *, fsync: bool = False) -> None:
+    """Append to a file, created if absent, never through a symlink (``O_NOFOLLOW``): a
+    symlink at ``path`` raises :class:`RunWriteError` naming it, its target untouched."""
+    path = Path(path)
+    with writing(str(path)):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise RunWriteError(
+                    e.errno,
+                    f"could not write {str(path)!r}: it is a symlink (a run folder's files are "
+                    f"never written through a symlink the trainer did not create); remove it",
+                ) from None
+            raise
+        try:
+            _write_all(fd, text.encode())
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` (``O_EXCL | O_NOFOLLOW``) holding ``data``, fsync'ed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _File(io.RawIOBase):
+    """A new file (``O_EXCL | O_NOFOLLOW``) for ``torch.save``, which reports a failed write
+    as a ``RuntimeError``: the first ``OSError`` (a full disk) is kept to be raised instead."""
+
+    def __init__(self, path: Path):
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        self.error: OSError | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        try:
+            _write_all(self.fd, bytes(data))
+        except OSError as e:
+            self.error = self.error or e
+            raise
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self.fd)
+        super().close()
+
+
+def _save_torch(obj, path: Path) -> None:
+    """``torch.save(obj)`` into a new file ``path``, fsync'ed; a failed write raises the
+    ``OSError`` (``ENOSPC`` …), not torch's ``RuntimeError``."""
+    f = _File(path)
+    try:
+        try:
+            torch.save(obj, f)
+        except RuntimeError:
+            if f.error is not None:
+                raise f.error from None
+            raise
+        os.fsync(f.fd)
+    finally:
+        f.close()
+
+
+@contextlib.contextmanager
+def new_folder(final: str | Path, *, replace: bool = False) -> Iterator[Path]:
+    """Yield a new temporary folder beside ``final`` to fill; when the block ends without error
+    its files are fsync'ed and it becomes ``final`` by rename (an existing ``final`` only with
+    ``replace``: swapped out, then deleted). On error or a kill ``final`` is untouched (a kill
+    leaves a ``.tmp-`` folder beside it, never a half-written ``final``)."""
+    final = Path(final)
+    if (final.exists() or final.is_symlink()) and not replace:
+        raise FileExistsError(errno.EEXIST, f"{str(final)!r} exists (not replaced)")
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    with writing(str(final)):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    try:
+        yield tmp
+        with writing(str(final)):
+            for file in tmp.iterdir():
+                if file.is_file():
+                    with open(file, "rb") as f:
+                        os.fsync(f.fileno())
+            _fsync_dir(tmp)
+            old = final.parent / f".old-{final.name}-{os.getpid()}"
+            if final.exists() or final.is_symlink():
+                os.replace(final, old)  # a symlink is moved, never followed
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+        if old.is_symlink() or old.is_file():
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def error_summary(e: BaseException) -> str:
@@ -227,15 +356,19 @@ def save_checkpoint(
     *,
     health: dict | None = None,
     protect: Iterable[str | Path] = (),
+    config: dict | None = None,
 ) -> Path:
     """Write checkpoint ``step`` atomically and delete all but the newest ``keep`` (never one
     in ``protect``: the trainer protects its last good checkpoint).
 
-    The files go to a temporary folder first (each fsync'ed, the manifest with their SHA-256
-    last) that is then renamed to ``checkpoints/step-XXXXXXXX`` in one ``os.replace``. A failed
-    write (a full disk) removes the temporary folder and raises :class:`RunWriteError` naming
-    the file; earlier checkpoints are untouched. ``health`` (numbers describing the weights
-    and losses, see :func:`is_healthy`) is stored in the manifest."""
+    The files go to a temporary folder first (each created new, never through a symlink, and
+    fsync'ed; the manifest with their SHA-256 last) that is then renamed to
+    ``checkpoints/step-XXXXXXXX`` in one ``os.replace``. A failed write (a full disk: the
+    serialisers' own ``SafetensorError`` / ``RuntimeError`` never reach the caller) removes the
+    temporary folder and raises :class:`RunWriteError` naming the file; earlier checkpoints are
+    untouched. ``health`` (numbers describing the weights and losses, see :func:`is_healthy`)
+    is stored in the manifest; ``config`` (the config the weights were trained with, as a
+    dict) as ``config.json``, hashed in the manifest too (:func:`checkpoint_config`)."""
     final = checkpoint_dir(run_dir, step)
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
     try:
@@ -245,18 +378,22 @@ def save_checkpoint(
             tmp.mkdir()
         meta = {"step": str(step)}
         for name, state in (("model.safetensors", model_state), ("ema.safetensors", ema_state)):
+            data = safetensors_bytes(_cpu_copy(state), metadata=meta)
             with writing(f"checkpoint file {str(final / name)!r}"):
-                save_file(_cpu_copy(state), tmp / name, metadata=meta)
+                _write_new(tmp / name, data)
+            del data
         with writing(f"checkpoint file {str(final / 'trainer_state.pt')!r}"):
-            torch.save(trainer_state, tmp / "trainer_state.pt")
-        manifest = {"step": step, "files": {n: _sha256(tmp / n) for n in CHECKPOINT_FILES}}
+            _save_torch(trainer_state, tmp / "trainer_state.pt")
+        names = list(CHECKPOINT_FILES)
+        if config is not None:
+            with writing(f"checkpoint file {str(final / CONFIG_FILE)!r}"):
+                _write_new(tmp / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
+            names.append(CONFIG_FILE)
+        manifest = {"step": step, "files": {n: _sha256(tmp / n) for n in names}}
         if health is not None:
             manifest["health"] = health
         with writing(f"checkpoint file {str(final / 'manifest.json')!r}"):
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-            for name in (*CHECKPOINT_FILES, "manifest.json"):
-                with open(tmp / name, "rb") as f:
-                    os.fsync(f.fileno())
+            _write_new(tmp / "manifest.json", (json.dumps(manifest, indent=1) + "\n").encode())
             _fsync_dir(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -271,6 +408,25 @@ def save_checkpoint(
         if os.path.realpath(old) not in keep_paths:
             remove_checkpoint(old)
     return final
+
+
+def checkpoint_config(path: str | Path) -> dict | None:
+    """The config a checkpoint's weights were trained with (its ``config.json``, checked
+    against the manifest), or None for a checkpoint written before checkpoints carried one."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    if CONFIG_FILE not in manifest["files"]:
+        return None
+    verify_checkpoint(path, files=(CONFIG_FILE,))
+    try:
+        config = json.loads((path / CONFIG_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint file {str(path / CONFIG_FILE)!r} is corrupt: {error_summary(e)}"
+        ) from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint file {str(path / CONFIG_FILE)!r} is not a config")
+    return config
 
 
 def read_manifest(path: str | Path) -> dict:

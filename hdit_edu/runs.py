@@ -3,7 +3,7 @@
 A run folder (``runs/<name>/``, written by :class:`hdit_edu.training.Trainer`) holds
 ``config.json``, ``metrics.jsonl`` (one record per logged step), ``samples/step-*.png`` and
 ``checkpoints/step-*/`` (:mod:`hdit_edu.checkpoints`), plus ``.lock`` (who trains it,
-:mod:`hdit_edu.runlock`) and, after resumes that changed something, ``config-changes.jsonl``
+:mod:`hdit_edu.runfolder`) and, after resumes that changed something, ``config-changes.jsonl``
 and ``metrics-dropped.jsonl``. :func:`load_run` gives the config and the EMA (or raw) denoiser
 of its newest intact checkpoint (it needs only that weights file); :func:`read_metrics` the
 logged records (:func:`parse_metrics` also reports a half-written last line).

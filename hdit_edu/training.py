@@ -45,30 +45,22 @@ about one more forward pass of time; the gradients are the same.
 **Exact resume.** Every random draw of a step (augmentation, conditioning dropout, σ, ε) comes
 from a generator that is a pure function of (seed, step, rank, stream)
 (:func:`hdit_edu.data.step_generator`), and the data order is a pure function of the step
-(:class:`hdit_edu.data.ResumableSampler`). The global RNGs (used by dropout layers) are saved
-per rank. So a run killed at any point and resumed from its last checkpoint repeats the same
-loss sequence bit for bit (on CPU; GPU kernels are not bitwise deterministic).
+(:class:`hdit_edu.data.ResumableSampler`; a step's batch: :mod:`hdit_edu.batches`). The global
+RNGs (used by dropout layers) are saved per rank. So a run killed at any point and resumed from
+its last checkpoint repeats the same loss sequence bit for bit (on CPU; GPU kernels are not
+bitwise deterministic).
 
-**Checkpoints** (``runs/<name>/checkpoints/step-XXXXXXXX/``, :mod:`hdit_edu.checkpoints`):
-weights as safetensors, the trainer state (optimizer, step, RNG states, data position, log
-accumulators) read back with ``torch.load(weights_only=True)``, a manifest of SHA-256 sums and
-the checkpoint's *health* (largest weight, mean loss since the previous checkpoint); written
-atomically, the last ``keep_checkpoints`` kept — and the last *good* one
-(:func:`hdit_edu.checkpoints.last_good_checkpoint`) is never deleted while newer ones are not.
+**The run folder** (``runs/<name>/``) has one owner, :mod:`hdit_edu.runfolder`: the trainer
+claims it (a second process is refused, naming the holder), asks it where to resume and whether
+the config is the one the checkpoint was trained with (:data:`RECOVERABLE_FIELDS` such as the
+lr may change with ``allow_change``, logged in ``config-changes.jsonl``; the rest is refused),
+and writes metrics rows and checkpoints (:mod:`hdit_edu.checkpoints`: atomic, with a manifest
+and a health record) through it. A SIGINT or SIGTERM stops training only at a step boundary
+(:class:`hdit_edu.runfolder.StepBoundary`), so a checkpoint labelled step N holds step N.
 
-**A run folder is never lost.** A trainer holds the folder's lock for its whole life
-(:mod:`hdit_edu.runlock`: a second trainer is refused, naming the holder). Resuming never
-deletes history: ``metrics.jsonl`` rows past the checkpoint (and a half-written last line)
-move to ``metrics-dropped.jsonl``; checkpoints newer than the one resumed from move to
-``abandoned/``; a folder whose history has no checkpoint to continue from is refused.
-
-**Divergence.** A non-finite loss stops training and names the last good checkpoint (finite
-weights below a sane size, loss not above 10× the loss of predicting nothing — the first
-step's — or of the best checkpoint: :func:`hdit_edu.checkpoints.is_healthy`) with the command
-that resumes from it at a lower learning rate: the recoverable fields
-(:data:`RECOVERABLE_FIELDS`: lr, clipping, the other optimizer and EMA settings, precision) may
-change on resume when named in ``allow_change`` (``--allow-change training.lr``); each change
-is logged in ``config-changes.jsonl``. Fields that change the experiment (model, data, diffusion) may not.
+**Divergence.** A non-finite loss stops training before the optimizer step and names the last
+good checkpoint (:func:`hdit_edu.checkpoints.is_healthy`) with the command that resumes from it
+at a lower learning rate.
 
 **DDP.** Launch with ``torchrun --nproc_per_node N -m hdit_edu.cli train ...``; when
 ``WORLD_SIZE > 1`` the trainer joins the process group from the environment (NCCL on GPUs,
@@ -85,7 +77,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import os
 import time
@@ -98,79 +89,44 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from .batches import (  # noqa: F401 - read_step, make_dataset: also used via training
+    MICRO_STREAM_STRIDE,
+    STREAM_AUGMENT,
+    STREAM_DROPOUT,
+    STREAM_NOISE,
+    STREAM_SIGMA,
+    StepAugment,
+    make_dataset,
+    read_step,
+)
+from .batches import loader_batches as _loader_batches
 from .checkpoints import (
     CheckpointError,
-    clean_unfinished,
-    find_checkpoint,
-    is_healthy,
-    last_good_checkpoint,
-    list_checkpoints,
     load_checkpoint,
-    read_manifest,
     rng_state,
-    save_checkpoint,
     seed_everything,
     set_rng_state,
     writing,
 )
-from .configs import Config, image_d, load_config, save_config, validate_config
-from .data import Augment, ImageFolderDataset, ResumableSampler, save_grid, step_generator
+from .configs import Config, image_d, validate_config
+from .data import Augment, ResumableSampler, save_grid, step_generator
 from .ddpm import DDPMDenoiser, sample_training_sigmas
 from .diffusion import Denoiser, sample_sigmas
 from .layers import check_class_labels
 from .logging_sinks import open_sinks
 from .models import build_model, set_checkpointing
-from .runlock import lock_run_dir
-from .runs import parse_metrics
+from .runfolder import (  # noqa: F401 - RESUMABLE_FIELDS, ConfigChangeError: used via training
+    RECOVERABLE_FIELDS,
+    RESUMABLE_FIELDS,
+    ConfigChangeError,
+    RunFolder,
+    StepBoundary,
+)
 from .sampling import generate, grid_columns
-from .toy import ToyDataset
-from .toy_detail import ToyDetailDataset
 
-# Independent random streams of one step (see data.step_generator).
-STREAM_AUGMENT, STREAM_DROPOUT, STREAM_SIGMA, STREAM_NOISE = 0, 1, 2, 3
-MICRO_STREAM_STRIDE = 1000  # micro-step m of gradient accumulation uses streams + 1000·m
 SIGMA_BINS = 6  # log-spaced bins of σ for the per-noise-level loss in metrics.jsonl
 EMA_POWER = 2 / 3  # EMAWarmup's default (training.ema_power; the paper configs: 0.75)
 EMA_INV_GAMMA = 1.0
-# Training fields that may change when a run is resumed (they do not change the maths).
-# grad_accum: the same global batch split differently (the micro-steps' draws differ, so the
-# loss sequence is not repeated bit for bit after a change).
-RESUMABLE_FIELDS = (
-    "steps",
-    "checkpoint_every",
-    "keep_checkpoints",
-    "sample_every",
-    "log_every",
-    "grad_accum",
-    "checkpointing",
-    "tensorboard",  # where copies of the metrics go (logging_sinks)
-    "wandb",
-)
-# Training fields a resume may change when asked to (allow_change / --allow-change): they
-# change how the optimisation continues (the way out of a divergence), not what is learnt.
-RECOVERABLE_FIELDS = (
-    "lr",
-    "grad_clip",
-    "betas",
-    "eps",
-    "weight_decay",
-    "mapping_lr_scale",
-    "ema_decay",
-    "ema_power",
-    "precision",
-    "compile",
-)
-
-
-class ConfigChangeError(ValueError):
-    """Resuming with a config that differs from the run's; ``recoverable`` lists the fields
-    that ``allow_change`` would accept (``training.lr``, …), ``refused`` those it never does."""
-
-    def __init__(self, message: str, recoverable: list[str], refused: list[str]):
-        super().__init__(message)
-        self.recoverable, self.refused = recoverable, refused
-
-
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stopped without updating the weights."""
 
@@ -322,116 +278,6 @@ def _all_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
-# Data
-# ----------------------------------------------------------------------------------------------
-
-
-def make_dataset(config: Config, *, on_error: str = "raise"):
-    """The training set a config names: ``training.dataset = "toy"`` → :class:`ToyDataset`,
-    ``"toy-detail"`` → :class:`hdit_edu.toy_detail.ToyDetailDataset`,
-    else a path → :class:`ImageFolderDataset` (class sub-folders when the model is
-    class-conditional; ``on_error="skip"`` skips unreadable files), at the model resolution."""
-    name, res = config.training.dataset, config.model.resolution
-    if name == "toy":
-        return ToyDataset("train", resolution=res)
-    if name == "toy-detail":  # the toy set with detail drawn at the resolution (issue 30)
-        return ToyDetailDataset("train", resolution=res)
-    path = Path(name)
-    if not path.is_dir():
-        raise ValueError(
-            f"training.dataset must be 'toy', 'toy-detail' or an image folder; {name!r} is none"
-        )
-    return ImageFolderDataset(
-        path, res, class_subfolders=config.model.num_classes > 0, on_error=on_error
-    )
-
-
-class StepAugment:
-    """The non-leaking augmentation of one step's batch, as the trainer draws it: micro-batch
-    ``m`` (images ``m·micro_batch_size`` … of this rank's batch) of step ``s`` is augmented with
-    the generator ``step_generator(seed, s, rank, STREAM_AUGMENT + MICRO_STREAM_STRIDE·m)``.
-    A pure function of (seed, step, rank, micro-step) and the images, so a DataLoader worker
-    process computes exactly what the main process would (``StepAugment(...)(images, step)`` →
-    ``(augmented images, aug_cond (B, 9))``)."""
-
-    def __init__(self, augment: Augment, seed: int, rank: int, micro_batch_size: int):
-        self.augment, self.seed, self.rank = augment, seed, rank
-        self.micro_batch_size = micro_batch_size
-
-    def __call__(self, images: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        out, cond = [], []
-        for micro, lo in enumerate(range(0, len(images), self.micro_batch_size)):
-            stream = STREAM_AUGMENT + MICRO_STREAM_STRIDE * micro
-            g = step_generator(self.seed, step, self.rank, stream)
-            x, c = self.augment(images[lo : lo + self.micro_batch_size], generator=g)
-            out.append(x)
-            cond.append(c)
-        return (out[0], cond[0]) if len(out) == 1 else (torch.cat(out), torch.cat(cond))
-
-
-def read_step(dataset, indices, step: int, augment: StepAugment | None = None):
-    """One step's batch of this rank: ``(images, classes, aug_cond or None)`` — the images of
-    ``indices`` stacked (``dataset.batch`` when the data set has one) and, with ``augment``,
-    augmented. The trainer calls it in its main process (in-memory data sets, or no loader
-    workers) or in its DataLoader's worker processes (:class:`_StepData`)."""
-    if hasattr(dataset, "batch") and torch.utils.data.get_worker_info() is None:
-        images, classes = dataset.batch(indices)
-    else:  # in a worker, default_collate stacks straight into shared memory (no copy to send)
-        images, classes = torch.utils.data.default_collate([dataset[int(i)] for i in indices])
-    if augment is None:
-        return images, classes, None
-    images, aug_cond = augment(images, step)
-    return images, classes, aug_cond
-
-
-class _StepData(torch.utils.data.Dataset):
-    """The DataLoader's view of a data set: item ``(step, indices)`` is :func:`read_step` of
-    them, computed whole in one worker process (decoding and augmentation off the main
-    process)."""
-
-    def __init__(self, dataset, augment: StepAugment | None):
-        self.dataset, self.augment = dataset, augment
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key):
-        step, indices = key
-        return read_step(self.dataset, indices, step, self.augment)
-
-
-class _Steps(torch.utils.data.Sampler):
-    """The DataLoader's keys: ``(step, this rank's indices of the step)`` for steps
-    ``start_step``, ``start_step + 1``, … (``indices(step)``: a pure function of the step;
-    it runs in the main process, the keys travel to the workers)."""
-
-    def __init__(self, indices, start_step: int):
-        self.indices, self.start_step = indices, start_step
-
-    def __iter__(self):
-        step = self.start_step
-        while True:
-            yield step, self.indices(step).tolist()
-            step += 1
-
-
-def _loader_batches(dataset, indices, start_step: int, workers: int, augment=None):
-    """Step batches ``(images, classes, aug_cond or None)`` (:func:`read_step`) for steps
-    ``start_step, start_step + 1, …`` read by a ``DataLoader``: each worker process decodes and
-    augments whole steps (the order and the draws stay functions of the step)."""
-    loader = torch.utils.data.DataLoader(
-        _StepData(dataset, augment),
-        sampler=_Steps(indices, start_step),
-        batch_size=None,  # an item is already a step's batch
-        num_workers=workers,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=workers > 0,
-        generator=torch.Generator(),  # leaves the global RNG untouched (exact resume)
-    )
-    return iter(loader)
-
-
-# ----------------------------------------------------------------------------------------------
 # The trainer
 # ----------------------------------------------------------------------------------------------
 
@@ -444,9 +290,9 @@ class Trainer:
     no checkpoint was due yet — a longer history without checkpoints is an error) or a
     checkpoint folder. ``fallback=True`` resumes from the newest *intact* checkpoint when the
     newest is corrupt. ``allow_change``: recoverable training fields (``"training.lr"``, see
-    :data:`RECOVERABLE_FIELDS`) that may differ from the run's ``config.json`` on resume (the
-    change is logged in ``config-changes.jsonl``). The trainer holds the run folder's lock
-    (:func:`hdit_edu.runlock.lock_run_dir`) for the life of the process. ``dataset`` overrides
+    :data:`RECOVERABLE_FIELDS`) that may differ from the checkpoint's config on resume (the
+    change is logged in ``config-changes.jsonl``). Rank 0 holds the run folder's claim
+    (:class:`hdit_edu.runfolder.RunFolder`) for the life of the process. ``dataset`` overrides
     the config's (anything with ``len`` and ``batch(indices)`` or ``__getitem__`` → (image,
     class)). ``sample_steps`` is the number of DPM++(3M) SDE steps of the periodic sample grids
     (Table 6: 50). ``attention_backend``: the neighborhood-attention backend of the model and
@@ -480,12 +326,17 @@ class Trainer:
         self.progress, self.num_workers = progress, num_workers
         self.sample_steps, self.n_samples = sample_steps, n_samples
         validate_config(config)
-        if self.run_dir is not None and self.dist.is_main:
-            if self.run_dir.exists() and not self.run_dir.is_dir():
-                raise ValueError(f"run dir {str(self.run_dir)!r} exists and is not a folder")
-            lock_run_dir(self.run_dir)  # before reading or writing anything in it
-        self._config_changes: dict = {}
-        checkpoint = self._resolve_resume(config, resume, fallback, allow_change)
+        # The run folder's one owner (rank 0 claims it before reading or writing anything).
+        self.folder = None
+        if self.run_dir is not None:
+            self.folder = RunFolder(self.run_dir, owner=self.dist.is_main, log=self._print)
+        elif resume not in (False, None):
+            raise ValueError("resume needs a run_dir")
+        checkpoint, changes = None, {}
+        if self.folder is not None:
+            checkpoint, changes = self.folder.resume_point(
+                config, resume, fallback=fallback, allow_change=allow_change
+            )
         t = config.training
         self.config = config
         if t.batch_size % (self.dist.world_size * t.grad_accum):
@@ -565,102 +416,15 @@ class Trainer:
         self.history: list[dict] = []  # the metrics records of this process's fit() calls
         self.bin_edges = sigma_bin_edges(d.sigma_min, d.sigma_max)
         self._reset_log()
+        self._boundary = StepBoundary()
         self.last_checkpoint: Path | None = None
         self._window = [0.0, 0]  # loss sum and steps since the last checkpoint (its health)
         self._first_loss: float | None = None  # the run's step-1 loss (health's reference)
         if checkpoint is not None:
             self._load(checkpoint)
-        if self.run_dir is not None and self.dist.is_main:
-            clean_unfinished(self.run_dir)  # saves cut short by a crash or a full disk
-            if checkpoint is not None:
-                self._abandon_newer(checkpoint)
-            self._log_config_changes(checkpoint)
-            with writing(str(self.run_dir / "config.json")):
-                save_config(config, self.run_dir / "config.json")
-            self._truncate_metrics(self.step)
+        if self.folder is not None and self.dist.is_main:
+            self.folder.prepare(config, checkpoint, self.step, changes)
         self.sinks = open_sinks(self.run_dir if self.dist.is_main else None, config)
-
-    # --- resume bookkeeping ------------------------------------------------------------------
-
-    def _resolve_resume(self, config: Config, resume, fallback: bool, allow) -> Path | None:
-        if self.run_dir is None:
-            if resume not in (False, None):
-                raise ValueError("resume needs a run_dir")
-            return None
-        existing = list_checkpoints(self.run_dir)
-        logged = self._logged_steps()
-        if resume is False or resume is None:
-            if existing or logged:
-                what = f"checkpoints ({existing[-1].name})" if existing else "a metrics.jsonl"
-                raise ValueError(
-                    f"run dir {str(self.run_dir)!r} already holds {what} of an earlier run: "
-                    f"pass resume=True (--resume) to continue it, or choose another run dir"
-                )
-            return None
-        saved = self.run_dir / "config.json"
-        if saved.exists():
-            self._config_changes = _check_same_experiment(load_config(saved), config, allow)
-        if resume is True:
-            found = find_checkpoint(self.run_dir, fallback=fallback)
-            # Killed before the first checkpoint was due: start again (the rows are archived
-            # by _truncate_metrics). A history longer than that without a checkpoint means the
-            # checkpoints are gone: refuse rather than silently start from step 0.
-            if found is None and logged >= config.training.checkpoint_every:
-                raise ValueError(
-                    f"cannot resume {str(self.run_dir)!r}: its metrics.jsonl logs {logged} "
-                    f"steps but {str(self.run_dir / 'checkpoints')!r} holds no checkpoint "
-                    f"(missing or deleted). Restore the checkpoints folder to continue; to "
-                    f"start again from step 0, use another run dir (or move this folder's "
-                    f"metrics.jsonl away). Nothing was changed."
-                )
-            return found
-        return Path(resume)
-
-    def _logged_steps(self) -> int:
-        """The last step logged in the run folder's metrics.jsonl (0 if none)."""
-        path = self.run_dir / "metrics.jsonl"
-        if not path.is_file():
-            return 0
-        records, _, _ = parse_metrics(path)
-        return max((r["step"] for r in records), default=0)
-
-    def _abandon_newer(self, checkpoint: Path) -> None:
-        """Resuming from an older checkpoint: move the newer ones (another branch of the run,
-        e.g. a divergence) to ``abandoned/`` so they are neither resumed from nor deleted."""
-        step = int(self.step)
-        newer = [p for p in list_checkpoints(self.run_dir) if int(p.name[5:]) > step]
-        if not newer:
-            return
-        grids = [
-            p
-            for p in sorted((self.run_dir / "samples").glob("step-*.png"))
-            if p.stem[5:].isdigit() and int(p.stem[5:]) > step
-        ]
-        dest = self.run_dir / "abandoned" / time.strftime("%Y%m%d-%H%M%S")
-        with writing(str(dest)):
-            (dest / "samples").mkdir(parents=True, exist_ok=True)
-            for p in newer:
-                os.replace(p, dest / p.name)
-            for p in grids:  # the branch's sample grids (they would be overwritten)
-                os.replace(p, dest / "samples" / p.name)
-        self._print(
-            f"resuming from step {step}: moved the newer checkpoints "
-            f"{[p.name for p in newer]} and {len(grids)} sample grids to {dest}"
-        )
-
-    def _log_config_changes(self, checkpoint: Path | None) -> None:
-        if not self._config_changes:
-            return
-        record = {
-            "time": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-            "step": self.step,
-            "checkpoint": str(checkpoint) if checkpoint else None,
-            "changes": {k: {"from": a, "to": b} for k, (a, b) in self._config_changes.items()},
-        }
-        path = self.run_dir / "config-changes.jsonl"
-        with writing(str(path)), open(path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        self._print(f"config changes at step {self.step} logged in {path}: {record['changes']}")
 
     def _load(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
@@ -712,34 +476,6 @@ class Trainer:
                 stacklevel=2,
             )
         self._print(f"resumed from {path} (step {self.step})")
-
-    def _truncate_metrics(self, step: int) -> None:
-        """Move log lines past ``step`` (written after the checkpoint we resume from: they
-        will be logged again) and a half-written last line (a kill mid-write) out of
-        ``metrics.jsonl`` into ``metrics-dropped.jsonl``: nothing logged is ever deleted."""
-        path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
-            return
-        records, lines, broken = parse_metrics(path)
-        keep = [ln for r, ln in zip(records, lines) if r["step"] <= step]
-        dropped = [ln for r, ln in zip(records, lines) if r["step"] > step]
-        if broken is not None:
-            dropped.append(json.dumps({"half_written_line": broken}))
-        if not dropped:
-            return
-        archive = self.run_dir / "metrics-dropped.jsonl"
-        with writing(str(archive)), open(archive, "a") as f:
-            f.writelines(ln + "\n" for ln in dropped)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-        with writing(str(path)):
-            tmp.write_text("".join(ln + "\n" for ln in keep))
-            os.replace(tmp, path)
-        self._print(
-            f"moved {len(dropped)} metrics.jsonl lines past step {step} (to be logged again) "
-            f"to {archive}"
-        )
 
     # --- one step ------------------------------------------------------------------------------
 
@@ -869,6 +605,7 @@ class Trainer:
         """One optimiser step (``grad_accum`` micro-steps); returns the loss (mean over the
         global batch)."""
         step = self.step
+        self.optimizer.zero_grad(set_to_none=True)  # what an interrupted step left
         losses, sigma = self.accumulate_gradients(self.micro_batches(step, batch))
         return self.apply_update(losses, sigma)
 
@@ -888,33 +625,25 @@ class Trainer:
                 f"weights were not updated and no checkpoint was written. "
                 + self._recovery_advice()
             )
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        ema_update(self.ema, self.model, self.ema_schedule.decay(step))
-        if step == 0:
-            self._first_loss = loss
-        self.step = step + 1
-        self._window[0] += loss
-        self._window[1] += 1
-        self._accumulate(loss, losses, sigma, grad_norm)
+        with self._boundary.commit():  # a signal waits until the step is whole
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            ema_update(self.ema, self.model, self.ema_schedule.decay(step))
+            if step == 0:
+                self._first_loss = loss
+            self.step = step + 1
+            self._window[0] += loss
+            self._window[1] += 1
+            self._accumulate(loss, losses, sigma, grad_norm)
         return loss
 
     def _recovery_advice(self) -> str:
-        """Names the last good checkpoint and the command that resumes from it."""
-        good = last_good_checkpoint(self.run_dir) if self.run_dir is not None else None
-        if good is None:
+        if self.folder is None:
             return (
                 "There is no good checkpoint to resume from: start a new run with a lower "
                 "training.lr or with training.grad_clip set."
             )
-        lr = self.config.training.lr
-        return (
-            f"Last good checkpoint (finite weights of sane size, loss not diverging): {good}. "
-            f"Resume from it with a lower learning rate:\n  hdit-edu train --run-dir "
-            f"{self.run_dir} --resume-from {good} --allow-change training.lr --set "
-            f"training.lr={lr / 10:g}\n(or clip gradients: --allow-change training.grad_clip "
-            f"--set training.grad_clip=1.0)."
-        )
+        return self.folder.recovery_advice(self.config.training.lr)
 
     def _health(self) -> dict:
         """The checkpoint's health record: the largest |weight| (model and EMA) and the mean
@@ -981,14 +710,13 @@ class Trainer:
         }
         if t.grad_clip is not None:
             record["grad_norm"] = acc["grad_norm_sum"] / acc["steps"]
-        if self.run_dir is not None and self.dist.is_main:
-            path = self.run_dir / "metrics.jsonl"
-            with writing(str(path)), open(path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+        with self._boundary.commit():
+            if self.folder is not None and self.dist.is_main:
+                self.folder.append_metrics(record)
+            self.history.append(record)
+            self._reset_log()
         if self.dist.is_main:  # copies: TensorBoard / W&B (training.tensorboard, .wandb), a view
             self.sinks.metrics(record)
-        self.history.append(record)
-        self._reset_log()
         return record
 
     def _print(self, message: str) -> None:
@@ -1025,35 +753,17 @@ class Trainer:
         state = self.state_dict()  # collective under DDP
         if self.run_dir is None or not self.dist.is_main:
             return None
-        health = self._health()
-        self._window = [0.0, 0]
-        # Never rotate away the last good checkpoint while the newer ones are not good.
-        losses = [health["loss"]] if health["loss"] is not None else []
-        for p in list_checkpoints(self.run_dir):
-            try:
-                h = read_manifest(p).get("health")
-            except CheckpointError:
-                continue
-            if (
-                isinstance(h, dict)
-                and isinstance(h.get("loss"), float)
-                and math.isfinite(h["loss"])
-            ):
-                losses.append(h["loss"])
-        protect = []
-        if not is_healthy(health, min(losses) if losses else None):
-            good = last_good_checkpoint(self.run_dir)
-            protect = [good] if good is not None else []
-        self.last_checkpoint = save_checkpoint(
-            self.run_dir,
-            self.step,
-            self.model.state_dict(),
-            self.ema.state_dict(),
-            state,
-            keep=self.config.training.keep_checkpoints,
-            health=health,
-            protect=protect,
-        )
+        with self._boundary.commit():
+            health = self._health()
+            self.last_checkpoint = self.folder.save_checkpoint(
+                self.step,
+                self.model.state_dict(),
+                self.ema.state_dict(),
+                state,
+                config=self.config,
+                health=health,
+            )
+            self._window = [0.0, 0]
         return self.last_checkpoint
 
     def save_samples(self) -> Path | None:
@@ -1068,7 +778,7 @@ class Trainer:
             seed=self.config.training.seed,
             device=self.device,
         )
-        path = self.run_dir / "samples" / f"step-{self.step:08d}.png"
+        path = self.folder.subdir("samples") / f"step-{self.step:08d}.png"
         if not images.isfinite().all():  # one host sync per sample grid
             raise NonFiniteLossError(
                 f"the EMA model's samples at step {self.step} hold NaN or inf pixels (the "
@@ -1109,28 +819,34 @@ class Trainer:
                 self.dataset, self.step_indices, self.step, self.num_workers, self.augment
             )
         self._log_t0 = time.perf_counter()
-        try:
-            while self.step < total:
-                batch = next(batches) if batches is not None else None
-                loss = self.train_step(batch)
-                losses.append(loss)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}")
-                s = self.step
-                if s % t.log_every == 0 or s == total:
-                    self._flush_log()
-                if t.sample_every and s % t.sample_every == 0:
-                    self.save_samples()
-                if (t.checkpoint_every and s % t.checkpoint_every == 0) or s == total:
-                    self.save()
-        except KeyboardInterrupt:
-            if self.dist.world_size == 1 and self.step > start_step:
-                self._print(f"interrupted: saving a checkpoint at step {self.step}")
-                self.save()
-            raise
-        finally:
-            bar.close()
-            self.sinks.detach(callback)
+        with self._boundary.guard():  # SIGINT / SIGTERM stop it only between steps
+            try:
+                while self.step < total:
+                    batch = next(batches) if batches is not None else None
+                    loss = self.train_step(batch)
+                    losses.append(loss)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}")
+                    s = self.step
+                    if s % t.log_every == 0 or s == total:
+                        self._flush_log()
+                    if t.sample_every and s % t.sample_every == 0:
+                        self.save_samples()
+                    if (t.checkpoint_every and s % t.checkpoint_every == 0) or s == total:
+                        self.save()
+            except KeyboardInterrupt:  # at a step boundary (StepBoundary): save that step
+                if self.dist.world_size == 1 and self.step > start_step:
+                    # the steps since the last row become a row of their own, so that the
+                    # checkpoint's log accumulators are empty and no step is logged twice
+                    logged = self._flush_log() is not None
+                    last = self.last_checkpoint
+                    if logged or last is None or last.name != f"step-{self.step:08d}":
+                        self._print(f"interrupted: saving a checkpoint at step {self.step}")
+                        self.save()
+                raise
+            finally:
+                bar.close()
+                self.sinks.detach(callback)
         return {
             "steps": self.step - start_step,
             "final_step": self.step,
@@ -1140,74 +856,6 @@ class Trainer:
             "losses": losses,
             "run_dir": str(self.run_dir) if self.run_dir else None,
         }
-
-
-def _check_same_experiment(saved: Config, given: Config, allow_change=()) -> dict:
-    """A resumed run may change the bookkeeping fields of ``RESUMABLE_FIELDS`` freely and the
-    :data:`RECOVERABLE_FIELDS` named in ``allow_change`` (``"training.lr"``); returns those
-    changes ``{field: (old, new)}``. Anything else raises :class:`ConfigChangeError`."""
-    recoverable = [f"training.{k}" for k in RECOVERABLE_FIELDS]
-    allow = set()
-    for item in [allow_change] if isinstance(allow_change, str) else allow_change:
-        for name in str(item).split(","):
-            name = name.strip()
-            if name and not name.startswith("training."):
-                name = f"training.{name}" if name in RECOVERABLE_FIELDS else name
-            if name and name not in recoverable:
-                raise ValueError(
-                    f"--allow-change {name!r}: not a recoverable field (it would change the "
-                    f"experiment, or does not exist); allowed: {', '.join(recoverable)}"
-                )
-            allow.add(name)
-    a, b = saved.to_dict(), given.to_dict()
-    for key in RESUMABLE_FIELDS:
-        a["training"].pop(key), b["training"].pop(key)
-    diffs = sorted(_diff_keys(a, b))
-    refused = [d for d in diffs if d not in recoverable]
-    unasked = [d for d in diffs if d in recoverable and d not in allow]
-    if refused:
-        raise ConfigChangeError(
-            f"cannot resume: the config differs from the run's config.json in {refused}, which "
-            f"change the experiment (model, data, diffusion or seed); start a new run for that. "
-            f"Only training.{{{', '.join(RESUMABLE_FIELDS)}}} may change freely, and "
-            f"{', '.join(recoverable)} with --allow-change",
-            unasked,
-            refused,
-        )
-    if unasked:
-        raise ConfigChangeError(
-            f"cannot resume: the config differs from the run's config.json in {unasked}; to "
-            f"continue with the new value, allow the change explicitly (it is logged in "
-            f"config-changes.jsonl): --allow-change {','.join(unasked)} "
-            f"(Trainer(allow_change={unasked!r}))",
-            unasked,
-            [],
-        )
-    return {d: (_get(a, d), _get(b, d)) for d in diffs}
-
-
-def _get(d: dict, dotted: str):
-    for part in dotted.split("."):
-        d = d[int(part)] if isinstance(d, list) else d[part]
-    return list(d) if isinstance(d, tuple) else d
-
-
-def _diff_keys(a, b, prefix: str = "") -> list[str]:
-    """The dotted names of the fields where ``a`` and ``b`` differ (``model.levels.0.width``)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    if (
-        isinstance(a, list)
-        and isinstance(b, list)
-        and len(a) == len(b)
-        and a
-        and (isinstance(a[0], dict))
-    ):
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _diff_keys(x, y, f"{prefix}{i}.")]
-    return [] if a == b else [prefix.rstrip(".")]
 
 
 def train(

@@ -152,7 +152,8 @@ LAYERS = {
     ),
     "training infrastructure": (
         "data", "toy", "toy_detail", "spectrum", "profiles", "presets", "flops", "checkpoints",
-        "runlock", "logging_sinks", "runs", "training", "evaluation", "interop", "planner",
+        "logging_sinks", "runs", "runfolder", "batches", "training", "evaluation", "interop",
+        "planner",
     ),
     "experiments": ("measure", "ablation"),
     "apps and tools": ("viz", "widgets", "cli", "reference_source"),

@@ -37,7 +37,9 @@ from hdit_edu.cli import main
 from hdit_edu.configs import load_config
 from hdit_edu.data import ImageFolderDataset
 from hdit_edu.presets import get_config, toy
-from hdit_edu.runlock import RunLockedError, lock_run_dir, unlock_run_dir
+from hdit_edu.runfolder import RunLockedError
+from hdit_edu.runfolder import hold as lock_run_dir
+from hdit_edu.runfolder import release as unlock_run_dir
 from hdit_edu.runs import load_run, read_metrics
 from hdit_edu.training import ConfigChangeError, NonFiniteLossError, Trainer
 
@@ -104,8 +106,8 @@ def test_two_trainers_started_at_once_one_runs_the_other_is_refused_naming_the_h
 def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
     run = tmp_path / "stale"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from hdit_edu.runlock import lock_run_dir; "
-         "lock_run_dir(sys.argv[1]); print('locked', flush=True); time.sleep(300)", str(run)],
+        [sys.executable, "-c", "import sys, time; from hdit_edu.runfolder import hold; "
+         "hold(sys.argv[1]); print('locked', flush=True); time.sleep(300)", str(run)],
         env=ENV, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert holder.stdout.readline().strip() == "locked"
@@ -227,27 +229,63 @@ def test_leftover_temp_folders_of_dead_processes_go_a_live_savers_stay(tmp_path)
         sleeper.wait()
 
 
-@pytest.mark.parametrize("failing", ["save_file", "torch.save"])
-def test_a_full_disk_names_the_file_and_keeps_the_previous_checkpoint(
-    tmp_path, monkeypatch, failing
-):
-    previous = save_checkpoint(tmp_path, 1, tiny_state(1), tiny_state(1), {"step": 1})
+@pytest.fixture
+def small_disk(tmp_path):
+    """``small_disk(size)``: a real tmpfs of ``size`` (``"1m"``) mounted in ``tmp_path`` (the
+    test is skipped, saying why, where mounting is not permitted), unmounted afterwards."""
+    mounted = []
+
+    def mount(size: str) -> Path:
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {done.stderr.strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        for run in folder.iterdir():
+            unlock_run_dir(run)
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("failing", ["model.safetensors", "trainer_state.pt"])
+def test_a_real_full_disk_names_the_file_and_keeps_the_previous_checkpoint(small_disk, failing):
+    """A real full file system (1 MB tmpfs): safetensors raises ``SafetensorError`` and
+    ``torch.save`` a ``RuntimeError`` when they write a file themselves; neither is an
+    ``OSError``. The checkpoint's files are written by ``checkpoints`` itself, so the error is
+    the file system's own ``ENOSPC``, naming the file."""
+    disk = small_disk("1m")
+    previous = save_checkpoint(disk, 1, tiny_state(1), tiny_state(1), {"step": 1})
     before = {p.name: p.read_bytes() for p in previous.iterdir()}
-
-    def disk_full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    if failing == "save_file":
-        monkeypatch.setattr(checkpoints, "save_file", disk_full)
-    else:
-        monkeypatch.setattr(checkpoints.torch, "save", disk_full)
+    big = {"w": torch.zeros(300_000)}  # 1.2 MB
+    model, trainer = (big, {"step": 2}) if failing == "model.safetensors" else (
+        tiny_state(2), {"step": 2, "big": big["w"]}
+    )
     with pytest.raises(RunWriteError) as info:
-        save_checkpoint(tmp_path, 2, tiny_state(2), tiny_state(2), {"step": 2})
-    name = "model.safetensors" if failing == "save_file" else "trainer_state.pt"
-    assert f"step-00000002/{name}" in str(info.value) and "No space left" in str(info.value)
+        save_checkpoint(disk, 2, model, tiny_state(2), trainer)
+    assert f"step-00000002/{failing}" in str(info.value) and "No space left" in str(info.value)
     assert info.value.errno == errno.ENOSPC
     assert {p.name: p.read_bytes() for p in previous.iterdir()} == before
-    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000001"]
+    assert [p.name for p in (disk / "checkpoints").iterdir()] == ["step-00000001"]
+
+
+@pytest.mark.parametrize(
+    ("size", "failing"), [("256k", "model.safetensors"), ("1m", "trainer_state.pt")]
+)
+def test_a_training_run_on_a_real_full_disk_stops_with_a_named_error(
+    small_disk, capsys, size, failing
+):
+    run = small_disk(size) / "run"
+    rc, out = cli(capsys, "train", *TINY_ARGS, "--steps", "4", "--run-dir", run)
+    assert rc == 1 and "Traceback" not in out, out
+    assert f"step-00000004/{failing}" in out and "No space left on device" in out, out
+    assert list((run / "checkpoints").iterdir()) == []  # no half-written checkpoint
 
 
 # --- divergence ---------------------------------------------------------------------------------

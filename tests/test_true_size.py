@@ -35,7 +35,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import true_size  # noqa: E402
 
 from hdit_edu.configs import load_config  # noqa: E402
-from hdit_edu.runlock import unlock_run_dir  # noqa: E402
+from hdit_edu.runfolder import release as unlock_run_dir  # noqa: E402
 from hdit_edu.runs import read_metrics  # noqa: E402
 from hdit_edu.training import Trainer, _loader_batches, make_dataset  # noqa: E402
 

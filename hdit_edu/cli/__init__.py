@@ -19,7 +19,7 @@ the one command line of the package:
     hdit-edu data make-toy OUT --n 1024                               # the toy set as PNGs
     hdit-edu data preview data/toy_preview.png                        # its preview grid
     hdit-edu data check DIR                                           # read every image now
-    hdit-edu classifier train                                         # data/toy_classifier/
+    hdit-edu classifier train                                         # runs/toy_classifier/
     hdit-edu fid-folders A B                                          # FID/KID of two folders
 
 Every flag value is checked against its domain before any work (the message names the flag

@@ -266,7 +266,7 @@ def cmd_ablate_toy(args: argparse.Namespace) -> int:
     out = Path(args.out)
     summary = Path(args.summary) if args.summary else out / "summary.json"
     check_writable_folder("--out", out)
-    check_output_file("--summary", summary)
+    check_output_file("--summary", summary, (".json",), what="JSON (and .md, .png beside it)")
     if not args.analyze:
         names = args.configs or list(TOY_EXPERIMENT)
         unknown = [n for n in names if n not in TOY_EXPERIMENT]

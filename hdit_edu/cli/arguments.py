@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -135,14 +136,62 @@ def device_arg(text: str) -> str:
     return text
 
 
-def check_output_file(flag: str, path: str | Path) -> Path:
+def check_output_file(
+    flag: str, path: str | Path, suffixes: tuple[str, ...] = (), *, what: str = "", force=None
+) -> Path:
     """Refuse, before any work, an output file path that is a folder or cannot be written:
-    the nearest existing ancestor must be a folder in which a file can be created."""
+    the nearest existing ancestor must be a folder in which a file can be created. With
+    ``suffixes``, the name must end in one of them (``what`` names the format written); with
+    ``force`` given (the value of a ``--force`` flag), an existing file is refused unless it
+    is true."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{flag} {str(path)!r} is a folder; allowed: a file path")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise ValueError(
+            f"{flag} {str(path)!r}: this writes {what or suffixes[0][1:].upper()}; allowed file "
+            f"name endings: {', '.join(suffixes)}"
+        )
+    if force is False and (path.exists() or path.is_symlink()):
+        raise ValueError(f"{flag} {str(path)!r} exists: pass --force to replace it")
     check_writable_folder(flag, path.parent, path)
     return path
+
+
+# Bytes of one float32 image tensor the sampler keeps per image at once, counted in copies of
+# the image: the state x, the denoised estimate, DPM++(3M)'s two previous ones, the noise and
+# the output (the network's activations come on top: this is a lower bound).
+SAMPLER_IMAGE_COPIES = 6
+
+
+def check_sample_memory(flag: str, n: int, batch: int, channels: int, size, device) -> None:
+    """Refuse, before allocating, a sample size whose images alone cannot fit in the memory
+    ``device`` has free (a lower bound of what sampling needs), naming both."""
+    height, width = (size, size) if isinstance(size, int) else size
+    image = channels * height * width * 4
+    need = image * (n + SAMPLER_IMAGE_COPIES * min(n, batch or n))
+    if torch.device(device).type == "cuda":
+        free = torch.cuda.mem_get_info(torch.device(device))[0]
+    else:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > free:
+        raise ValueError(
+            f"{flag} {height}x{width}: {n} samples need at least {need / 2**30:.1f} GiB for "
+            f"the images alone, and {device} has {free / 2**30:.1f} GiB free; choose a smaller "
+            f"size or fewer samples (--n, --batch-size)"
+        )
+
+
+def check_apart(source_flag: str, source: str | Path, target_flag: str, target: str | Path):
+    """Refuse an output folder inside its input folder (or the reverse): a rerun would read
+    its own output as input (links resolved)."""
+    src, dst = Path(source).resolve(), Path(target).resolve()
+    if dst == src or src in dst.parents or dst in src.parents:
+        where = "is" if dst == src else "is inside" if src in dst.parents else "holds"
+        raise ValueError(
+            f"{target_flag} {str(target)!r} {where} {source_flag} {str(source)!r}: a rerun would "
+            f"read its own output as input; choose a {target_flag} outside it"
+        )
 
 
 def check_writable_folder(flag: str, folder: str | Path, shown: str | Path | None = None) -> None:

@@ -14,6 +14,7 @@ from ..interop import (
 )
 from .arguments import (
     add_command,
+    check_output_file,
 )
 
 
@@ -53,6 +54,11 @@ def add_convert(sub) -> None:
         "from-k-diffusion converts both (model → model, model_ema → ema)",
     )
     convert.add_argument(
+        "--force",
+        action="store_true",
+        help="to-k-diffusion: replace an existing output file (default: refuse)",
+    )
+    convert.add_argument(
         "--strict",
         action="store_true",
         help="fail on k-diffusion diffusion/training options hdit-edu cannot represent "
@@ -67,6 +73,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
         )
         print(f"wrote hdit-edu run {output} (config.json + checkpoints/)")
     else:
+        check_output_file(
+            "-o", args.output, (".safetensors", ".pth", ".pt"), what="a k-diffusion checkpoint",
+            force=args.force,
+        )  # fmt: skip
         output = convert_to_k_diffusion(
             args.source, args.output, config=args.config, weights=args.weights
         )

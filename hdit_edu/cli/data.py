@@ -10,6 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..checkpoints import new_folder
 from ..configs import (
     format_resolution,
 )
@@ -27,6 +28,7 @@ from .arguments import (
     POSITIVE,
     add_command,
     add_shared,
+    check_apart,
     check_output_file,
     check_writable_folder,
     finite_float,
@@ -127,7 +129,13 @@ def add_classifier(sub) -> None:
         "split, test it on the test split and write model.safetensors + config.json.",
     )
     train_classifier.add_argument(
-        "--out", default=str(TOY_CLASSIFIER_DIR), help="output folder (default data/toy_classifier)"
+        "--out",
+        default="runs/toy_classifier",
+        help="output folder, written whole or not at all (default runs/toy_classifier; the "
+        "shipped data/toy_classifier is replaced only when named with --force)",
+    )
+    train_classifier.add_argument(
+        "--force", action="store_true", help="replace an existing output folder"
     )
     train_classifier.add_argument("--epochs", type=POSITIVE, default=2, help="training epochs")
     train_classifier.add_argument("--batch-size", type=POSITIVE, default=128, help="batch size")
@@ -138,6 +146,7 @@ def add_classifier(sub) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    check_apart("SRC", args.source, "DST", args.target)
     done = prepare_image_folder(
         args.source,
         args.target,
@@ -198,8 +207,15 @@ def cmd_classifier_train(args: argparse.Namespace) -> int:
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"--out {args.out!r} is a file; allowed: a folder (created if missing)")
     check_writable_folder("--out", args.out)
-    _, record = train_toy_classifier(
-        args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed
-    )
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        shipped = " (the shipped classifier every toy FID uses)" * (
+            out.resolve() == TOY_CLASSIFIER_DIR.resolve()
+        )
+        raise ValueError(f"--out {args.out!r} exists{shipped}: pass --force to replace it")
+    with new_folder(out, replace=args.force) as tmp:  # a cut-short run leaves `out` as it was
+        _, record = train_toy_classifier(
+            tmp, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed
+        )
     print(f"test accuracy {record['test_accuracy']:.4f}; wrote {args.out}")
     return 0

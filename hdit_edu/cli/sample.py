@@ -30,6 +30,7 @@ from .arguments import (
     add_shared,
     check_output_file,
     check_run_folder,
+    check_sample_memory,
     device_arg,
     int_at_least,
     resolution_arg,
@@ -199,9 +200,12 @@ def _generate(args, config, denoiser, device, n):
 
 def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out or Path(args.run) / "samples" / f"sample-{args.seed}.png")
-    check_output_file("--out", out)
+    check_output_file("--out", out, (".png",), what="a PNG grid")
     config, denoiser, device = _load_for_sampling(args)
     at = sampling_config(config, args.resolution, args.positions)  # checked before sampling
+    check_sample_memory(
+        "--resolution", args.n, args.batch_size, at.model.in_channels, at.model.resolution, device
+    )
     images = _generate(args, config, denoiser, device, args.n)
     nrow = args.nrow or grid_columns(args.n, config.model.num_classes if args.class_ is None else 0)
     with writing(f"the sample grid {str(out)!r}"):
@@ -227,7 +231,7 @@ def _reference(ref: str, config):
 
 def cmd_fid(args: argparse.Namespace) -> int:
     if args.json:
-        check_output_file("--json", args.json)
+        check_output_file("--json", args.json, (".json",))
     config, denoiser, device = _load_for_sampling(args)
     reference = _reference(args.ref, config)
     images = _generate(args, config, denoiser, device, args.n)

@@ -186,8 +186,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"--run-dir {str(run_dir)!r} is a file; allowed: a folder")
     check_writable_folder("--run-dir", run_dir)
-    if args.resume_from:
-        check_run_folder("--resume-from", args.resume_from)
+    # --resume-from: a missing checkpoint is named by the run folder (runfolder.RunFolder)
     dataset = None
     if config.training.dataset != "toy":
         dataset = make_dataset(config, on_error="skip" if args.skip_bad_images else "raise")
