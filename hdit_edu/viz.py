@@ -23,6 +23,16 @@ from .runs import read_metrics
 # --- diffusion plots ---------------------------------------------------------------------------
 
 
+# One look per weighting in every plot of them: at small σ the SNR and Karras curves coincide, so
+# SNR is a wide pale band and Karras a dashed line on top (both stay visible).
+WEIGHTING_STYLES = {
+    "snr": {"color": "C7", "lw": 4.0, "alpha": 0.5},
+    "min-snr": {"color": "C0", "lw": 1.6},
+    "soft-min-snr": {"color": "C3", "lw": 1.6},
+    "karras": {"color": "k", "lw": 1.2, "ls": "--"},
+}
+
+
 def plot_loss_weightings(
     ax=None,
     kinds=("min-snr", "soft-min-snr"),
@@ -43,7 +53,8 @@ def plot_loss_weightings(
     for kind in kinds:
         g = gamma if kind in ("min-snr", "soft-min-snr") else None
         label = f"{kind} (γ = {g:g})" if g is not None else kind
-        ax.loglog(sigmas, weight(kind, sigmas, sigma_data=sigma_data, gamma=g), label=label)
+        values = weight(kind, sigmas, sigma_data=sigma_data, gamma=g)
+        ax.loglog(sigmas, values, label=label, **WEIGHTING_STYLES.get(kind, {}))
     ax.set_xlabel("σ")
     ax.set_ylabel("λ(σ)  (x₀ space)" if space == "x0" else "λ(σ)·c_out(σ)²  (target space)")
     ax.legend()
@@ -401,6 +412,37 @@ def plot_losses(
     ax.set_xlabel("step")
     ax.set_ylabel("loss" + (" per σ bin" if by_sigma else ""))
     ax.set_yscale("log")
-    ax.legend(fontsize="small")
+    # beside the axes, not over the curves (the σ bands fill the whole plot)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.grid(alpha=0.3)
     return ax
+
+
+def plot_forest(comparisons, metrics=("fid", "class_accuracy", "heldout_loss"), axes=None):
+    """A forest plot of an ablation analysis (:func:`hdit_edu.ablation.analyze`'s
+    ``"comparisons"``): one panel per metric, one row per comparison "x → y" with the mean
+    seed-paired difference (y − x) and its 95 % CI; filled: significant after Holm, open: not;
+    the dotted line is no difference. Returns the axes."""
+    names = list(dict.fromkeys(f"{c['x']} → {c['y']}" for c in comparisons))
+    if axes is None:
+        _, axes = plt.subplots(
+            1, len(metrics), figsize=(4 * len(metrics), 0.32 * len(names) + 1.2), sharey=True
+        )
+    for ax, metric in zip(axes, metrics):
+        rows = {f"{c['x']} → {c['y']}": c for c in comparisons if c["metric"] == metric}
+        for i, name in enumerate(names):
+            c = rows.get(name)
+            if c is None or not c["difference"]["n"]:
+                continue
+            d = c["difference"]
+            low, high = d["ci95"] if d["n"] > 1 else (d["mean"], d["mean"])
+            filled = bool(c.get("significant"))
+            ax.plot([low, high], [i, i], color="C0" if filled else "C7", lw=1.5)
+            ax.plot(d["mean"], i, "o", ms=5, color="C0" if filled else "C7",
+                    mfc="C0" if filled else "white")  # fmt: skip
+        ax.axvline(0, color="k", ls=":", lw=1)
+        ax.set_title(f"{metric}: y − x (95 % CI)", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(names)), names, fontsize=8)
+    axes[0].invert_yaxis()
+    return axes

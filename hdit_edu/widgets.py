@@ -22,19 +22,25 @@ Sections (each app in its own section):
 * ``# --- attention explorer ---`` — :class:`AttentionExplorer` (notebook 04): for a level's
   token grid and a chosen query token, the keys global, neighborhood (k × k, clamped at the
   borders) and shifted-window attention let it see, side by side.
+* ``# --- headless execution ---`` — :func:`interact` (notebooks 01-05), the notebooks'
+  ``ipywidgets.interact``: with a front end (JupyterLab) the sliders, and without one (the
+  notebook runner of the tests and the book, which sets ``HDIT_HEADLESS=1``) the figure of the
+  default values, drawn straight into the cell. :func:`front_end_attached` decides, and every
+  app here draws a still picture when it is false: pages work without a kernel, and no cell
+  waits on an ``ipywidgets.Output`` round trip through nbclient (see the function).
 """
 
 from __future__ import annotations
 
 import html
 import io
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import ipywidgets as ipw
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from IPython.display import Image as DisplayImage
@@ -323,7 +329,13 @@ class SamplingApp:
         return cls(denoiser, config, **options)
 
     def _ipython_display_(self):
-        display(self.widget)
+        if front_end_attached():
+            display(self.widget)
+        elif self.result is not None:
+            _show_still(None, self.result.settings)
+            display(DisplayImage(data=images_png(self.result.images)))
+        else:
+            _show_still(None, self.settings())
 
     def settings(self) -> SamplingSettings:
         """The settings the controls show now."""
@@ -635,14 +647,13 @@ class AttentionExplorer:
             options=[2, 4, 8, 16], value=window_size, description="window", style=style
         )
         self.shifted = ipw.Checkbox(value=False, description="shift windows by window/2")
-        self.output = ipw.Output()
-        self.widget = ipw.VBox(
-            [
-                ipw.HBox([self.level, self.row, self.col]),
-                ipw.HBox([self.kernel, self.window, self.shifted]),
-                self.output,
-            ]
-        )
+        # the panels' place: only where a front end shows it (headless: a still picture)
+        self.output = ipw.Output() if front_end_attached() else None
+        controls = [
+            ipw.HBox([self.level, self.row, self.col]),
+            ipw.HBox([self.kernel, self.window, self.shifted]),
+        ]
+        self.widget = ipw.VBox(controls + ([self.output] if self.output is not None else []))
         self.level.observe(self._level_changed, names="value")
         for control in (self.row, self.col, self.kernel, self.window, self.shifted):
             control.observe(lambda _: self.draw(), names="value")
@@ -689,29 +700,101 @@ class AttentionExplorer:
             for kind in ATTENTION_MODULE_KINDS
         }
 
-    def draw(self):
+    def figure(self):
+        """The three panels for the current settings, as a matplotlib ``Figure``."""
+        from matplotlib.figure import Figure
+
         s = self.settings()
+        fig = Figure(figsize=(10, 3.4))
+        for ax, kind in zip(fig.subplots(1, 3), ATTENTION_MODULE_KINDS):
+            plot_attended_set(
+                kind,
+                s["h"],
+                s["w"],
+                s["query"],
+                ax=ax,
+                kernel_size=s["kernel_size"],
+                window_size=s["window_size"],
+                shift=s["shift"],
+            )
+        fig.tight_layout()
+        return fig
+
+    def draw(self):
+        """Redraw the panels into the explorer's output (only where a front end shows it)."""
+        if self.output is None:
+            return
         with self.output:
             clear_output(wait=True)
-            fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
-            for ax, kind in zip(axes, ATTENTION_MODULE_KINDS):
-                plot_attended_set(
-                    kind,
-                    s["h"],
-                    s["w"],
-                    s["query"],
-                    ax=ax,
-                    kernel_size=s["kernel_size"],
-                    window_size=s["window_size"],
-                    shift=s["shift"],
-                )
-            fig.tight_layout()
-            plt.show()
+            display(DisplayImage(data=_figure_png(self.figure())))
 
     def _ipython_display_(self):
-        display(self.widget)
+        if front_end_attached():
+            display(self.widget)
+        else:
+            _show_still(self.figure(), self.settings())
 
 
 def attention_explorer(**options) -> AttentionExplorer:
     """:class:`AttentionExplorer` with ``options`` (grids, kernel_size, window_size, query)."""
     return AttentionExplorer(**options)
+
+
+# --- headless execution ---
+
+# Set to 1 by the notebook runner (tools/build_book.py): the kernel has no front end.
+HEADLESS_ENV = "HDIT_HEADLESS"
+
+
+def front_end_attached() -> bool:
+    """Whether widgets here are seen and used: in a Jupyter kernel not run headless.
+
+    The notebook runner (tests and book; nbclient) is no front end: it only records what the
+    kernel sends. For one widget, ``ipywidgets.Output`` (which ``ipywidgets.interact`` draws
+    into), nbclient plays the front end's part and sends a ``comm_msg`` back into the kernel's
+    shell channel for every output, while its own coroutine waits on that channel for the
+    cell's ``execute_reply``. That round trip is what left notebook 01's ``interact`` cell
+    waiting, kernel idle, until the hang watch killed it: so without a front end, nothing here
+    opens an ``Output``; each app draws a still picture instead (:func:`interact`)."""
+    return _in_kernel() and os.environ.get(HEADLESS_ENV, "") != "1"
+
+
+def _show_still(fig, settings) -> None:
+    """A still picture (``fig``, a matplotlib Figure, or None) under a line naming the
+    ``settings`` it shows (a dict or a dataclass): what a page without a kernel gets."""
+    values = settings if isinstance(settings, dict) else vars(settings)
+    display(_caption(values))
+    if fig is not None:
+        display(DisplayImage(data=_figure_png(fig)))
+
+
+def _caption(values: dict) -> _Caption:
+    shown = ", ".join(f"{k} = {v!r}" for k, v in values.items())
+    return _Caption(f"Interactive with a running kernel; shown here: {shown}")
+
+
+class _Caption(str):
+    """Text that shows as itself (an italic line in HTML), not as a quoted repr."""
+
+    def _repr_html_(self):
+        return f"<p><i>{html.escape(self)}</i></p>"
+
+    def __repr__(self):
+        return str(self)
+
+
+def interact(function: Callable, /, **controls) -> None:
+    """``ipywidgets.interact(function, **controls)`` for a function that draws a figure.
+
+    With a front end: the controls and the figure, redrawn on every change. Without one
+    (:func:`front_end_attached` is false): ``function`` is called once with the controls'
+    values (a widget's ``.value``, else the value itself) and draws straight into the cell,
+    under a line naming them; no widget is opened. Returns None, so the cell shows no
+    ``<function …>`` repr."""
+    values = {name: getattr(c, "value", c) for name, c in controls.items()}
+    if front_end_attached():
+        display(ipw.interactive(function, **controls))
+        return None
+    display(_caption(values))
+    function(**values)
+    return None

@@ -148,22 +148,35 @@ assert len(linked) >= 10 and "05b_hdit_assembled" in linked, linked
 # %% [markdown]
 # ## Exercises
 #
-# Each exercise asks you to predict a number before you compute it. The solution cells are
-# collapsed (click the "…" to open one); they run with the notebook and check themselves.
+# Each exercise asks you to predict a number, then compute it in the answer cell: replace the
+# `...` and run the cell; `check` tells you whether you are right, and if not, what to look at.
+# The solution cells are collapsed (click the "…" to open one); they run with the notebook and
+# pass the same check.
 #
-# **1.** The paper keeps the innermost level at a fixed token grid. How many tokens does the
-# innermost level of the FFHQ-1024² model see, and how many the outermost (patch size 4)?
-# Predict, then read them off `token_grids(paper_config("ffhq1024").model)`.
+# **1.** The FFHQ-1024² model has five levels (patch size 4, then four 2× merges). What fraction
+# of all its tokens sits at the outermost level? Predict (is it nearer ½, ¾ or 9/10?), then
+# compute it from `token_grids(paper_config("ffhq1024").model)`.
+
+# %% tags=["exercise"]
+from hdit_edu.exercises import check, passes
+
+outer_fraction = ...  # your answer: outermost level's tokens / all tokens
+check("00.1", outer_fraction)
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
-grids_ffhq = token_grids(paper_config("ffhq1024").model)
-print(grids_ffhq)
-assert grids_ffhq[0] == (256, 256) and grids_ffhq[-1] == (16, 16)  # 1024/4 = 256, then halving
-assert len(grids_ffhq) == 5  # 256, 128, 64, 32, 16
+tokens_per_level = [h * w for h, w in token_grids(paper_config("ffhq1024").model)]
+print(tokens_per_level, f"→ {tokens_per_level[0] / sum(tokens_per_level):.4f} at the outermost")
+assert passes("00.1", tokens_per_level[0] / sum(tokens_per_level))  # 4⁴/(4⁴+4³+…+1) = 0.7507
+# three quarters of all tokens: why the outer levels must not use global attention
 
 # %% [markdown]
-# **2.** Guidance: draw 16 samples of one class with w = 1 (no guidance) and with w = 4. Which
-# batch will the toy classifier recognise better? Predict, then measure with `class_accuracy`.
+# **2.** Guidance: draw 16 samples of class 3 ("cross") with w = 1 (no guidance) and with
+# w = 4 (20 steps, seed 1). Which batch will the toy classifier recognise better? Predict, then
+# measure both with `class_accuracy`.
+
+# %% tags=["exercise"]
+accuracy_w1, accuracy_w4 = ..., ...  # your measurements
+check("00.2", (accuracy_w1, accuracy_w4), denoiser=denoiser, config=config)
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 one_class = torch.full((16,), 3)  # "cross"
@@ -172,4 +185,5 @@ for w in (1.0, 4.0):
     imgs = generate(denoiser, config, 16, class_cond=one_class, cfg_scale=w, steps=20, seed=1)
     acc[w] = class_accuracy(imgs, one_class)
 print({w: f"{a:.0%}" for w, a in acc.items()})
+assert passes("00.2", (acc[1.0], acc[4.0]), denoiser=denoiser, config=config)
 assert acc[4.0] >= acc[1.0]  # guidance makes the class clearer

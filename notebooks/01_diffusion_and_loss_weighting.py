@@ -72,6 +72,7 @@ from hdit_edu.diffusion import (
 )
 from hdit_edu.sampling import SAMPLERS, karras_sigmas, sample
 from hdit_edu.viz import plot_loss_weightings, plot_trajectories_2d
+from hdit_edu.widgets import interact
 
 torch.manual_seed(0)
 torch.set_num_threads(1)  # every tensor here is small: one thread avoids threading overhead
@@ -227,7 +228,7 @@ def show_gamma(gamma=5.0):
     plt.show()
 
 
-_ = widgets.interact(
+interact(
     show_gamma, gamma=widgets.FloatLogSlider(value=5.0, base=10, min=-1, max=2, step=0.05)
 )
 # %%
@@ -402,7 +403,7 @@ for i, res in enumerate((32, 64, 128, 256, 512, 1024)):
         bins=bins,
         density=True,
         histtype="step",
-        color=plt.cm.viridis(i / 5),
+        color=plt.cm.viridis(i / 6),  # stops short of viridis's yellow end: readable on white
         label=f"cosine-interp., {res}²",
     )
 ax.set_xlabel("log₁₀ σ")
@@ -462,6 +463,37 @@ assert torch.equal((u * B).floor().long(), torch.arange(B))  # one draw per stra
 both = torch.cat([stratified_uniform(8, rank=r, world_size=2, generator=g) for r in range(2)])
 assert torch.equal((both * 16).floor().long().sort().values, torch.arange(16))
 assert strat.std() < 0.5 * iid.std()
+
+# %% [markdown]
+# **In σ's own units, and for the loss.** Mean log σ is one summary of a batch; what training
+# feels is the batch's *loss*, whose σ-dependence is the weight on each item's preconditioned
+# target, λ(σ)·c_out(σ)² (section 3). The same 2,000 batches of 16, summarised three ways:
+
+
+# %%
+def batch_summaries(stratified):
+    s = rand_cosine_interpolated(B, 128, stratified=stratified, generator=g)
+    return torch.stack([s.log().mean(), s.mean(), target_weight("soft-min-snr", s).mean()])
+
+
+spread = {
+    kind: torch.stack([batch_summaries(kind == "stratified") for _ in range(2000)]).std(0)
+    for kind in ("iid", "stratified")
+}
+ratio = spread["stratified"] / spread["iid"]
+for i, what in enumerate(("mean log σ", "mean σ", "mean loss weight λ·c_out²")):
+    print(f"std of the batch {what:<26} iid {spread['iid'][i]:.4g}, "
+          f"stratified {spread['stratified'][i]:.4g}  (× {ratio[i]:.2f})")  # fmt: skip
+
+# %% [markdown]
+# Stratification pays where the batch summary depends on σ smoothly across the strata: the loss
+# weight's spread falls as much as log σ's. The mean of σ itself barely improves: it is dominated
+# by the rare huge σ of the top stratum (up to 10³), and stratifying does not tame the spread
+# *within* a stratum. The loss is what the gradient sees, so that is the reduction that counts.
+
+# %%
+assert ratio[2] < 0.5 and ratio[0] < 0.5  # loss weight and log σ: large reductions
+assert ratio[1] > 2 * ratio[0]  # σ itself: a much smaller one
 
 # %% [markdown]
 # ## 5 · Samplers on a 2-D mixture of Gaussians
@@ -589,7 +621,7 @@ def show_sampler(sampler="dpmpp_3m_sde", steps=10):
     plt.show()
 
 
-_ = widgets.interact(
+interact(
     show_sampler,
     sampler=widgets.Dropdown(options=SAMPLERS, value="dpmpp_3m_sde"),
     steps=widgets.IntSlider(value=10, min=2, max=60),
@@ -689,10 +721,18 @@ assert mean_x[0] > mean_x[1] > mean_x[2] and spread[0] > spread[1] > spread[2]
 # %% [markdown]
 # ## Exercises
 #
-# Predict first, then open the collapsed solution (it runs with the notebook and checks itself).
+# Predict first, then compute your answer in the answer cell (replace the `...`); `check` says
+# whether it is right and, if not, what to look at. The collapsed solution runs with the
+# notebook and passes the same check.
 #
 # **1.** Change γ from 5 to 16. Where does the knee of min-SNR move, and what is the
 # soft-min-SNR weight *at* the knee?
+
+# %% tags=["exercise"]
+from hdit_edu.exercises import check, passes
+
+knee_sigma, weight_at_knee = ..., ...  # your answer
+check("01.1", (knee_sigma, weight_at_knee))
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 gamma = 16.0
@@ -701,19 +741,28 @@ print(f"γ = {gamma:g}: knee at σ = {knee}")
 assert knee == 0.25
 assert abs(loss_weight("soft-min-snr", knee, gamma=gamma) - gamma / 2) < 1e-9  # half of γ
 assert loss_weight("min-snr", knee, gamma=gamma) == gamma
+assert passes("01.1", (knee, loss_weight("soft-min-snr", knee, gamma=gamma)))
 
 # %% [markdown]
 # **2.** EDM's log-normal density draws ln σ ~ N(−1.2, 1.2²). What is its median σ? Predict
 # it, then measure it from 20 000 draws of `rand_lognormal`.
 
+# %% tags=["exercise"]
+median_sigma = ...  # your measurement
+check("01.2", median_sigma)
+
 # %% jupyter={"source_hidden": true} tags=["solution"]
 draws = rand_lognormal(20_000, generator=torch.Generator().manual_seed(11))
 print(f"median σ {draws.median():.3f}, e^-1.2 = {math.exp(-1.2):.3f}")
-assert abs(draws.median().item() / math.exp(-1.2) - 1) < 0.03
+assert passes("01.2", draws.median().item())
 
 # %% [markdown]
 # **3.** How many times does Heun call the denoiser for 10 steps down to σ = 0, and Euler?
 # Predict, then count by wrapping the mixture denoiser.
+
+# %% tags=["exercise"]
+heun_calls, euler_calls = ..., ...  # your counts
+check("01.3", (heun_calls, euler_calls))
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 calls = {"n": 0}
@@ -724,8 +773,10 @@ def counting(x, sigma):
     return mixture(x, sigma)
 
 
-for sm, expected in (("heun", 19), ("euler", 10)):
+counted_calls = []
+for sm in ("heun", "euler"):
     calls["n"] = 0
     sample(counting, torch.randn(8, 2) * SIGMA_MAX, karras_sigmas(10, SIGMA_MIN, SIGMA_MAX), sm)
     print(f"{sm}: {calls['n']} model calls for 10 steps")
-    assert calls["n"] == expected  # Heun: 2 per step, except the last (into σ = 0): 2n − 1
+    counted_calls.append(calls["n"])
+assert passes("01.3", counted_calls)  # Heun: 2 per step, except the last (into σ = 0): 2n − 1

@@ -63,6 +63,7 @@ from hdit_edu.presets import paper_config
 from hdit_edu.rope import downscale_pos, make_axial_pos
 from hdit_edu.toy import ToyDataset
 from hdit_edu.viz import plot_hourglass, trace_hourglass
+from hdit_edu.widgets import interact
 
 torch.manual_seed(0)
 device = "cuda" if PROFILE == "gpu" and torch.cuda.is_available() else "cpu"
@@ -188,8 +189,8 @@ assert torch.equal(restored, tokens)  # exact inverses
 assert torch.equal(pixel_unshuffle_tokens(pixel_shuffle_tokens(merged, 2), 2), merged)
 
 # %% [markdown]
-# **In convolution language.** Unshuffle + linear is a 2×2 convolution with stride 2, and linear
-# + shuffle a 2×2 transposed convolution with stride 2: the channel order `(c, dy, dx)` of
+# **In convolution language.** Unshuffle + linear is a 2×2 convolution with stride 2, and
+# linear + shuffle a 2×2 transposed convolution with stride 2: the channel order `(c, dy, dx)` of
 # `PixelUnshuffle` is exactly the layout of a convolution kernel `(out, in, kh, kw)`. So a merge
 # sees each 2×2 block once, without overlap, and a split paints each 2×2 block from one token.
 
@@ -257,7 +258,7 @@ for kind in paper_fid:
     )
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 2.8))
 ax1.bar(list(paper_fid), list(paper_fid.values()), color=["C7", "C0", "C3"], hatch="//")
-ax1.set_ylim(20, 35)
+ax1.set_ylim(0, 36)  # bars start at zero: the differences are ~20 %, not 3×
 ax1.set_ylabel("FID (lower is better)")
 ax1.set_title("the paper's Table 2 (typed, not measured here)", fontsize=9)
 ax2.bar(list(extra_params), list(extra_params.values()), color=["C7", "C0", "C3"])
@@ -313,7 +314,7 @@ def show_lerp(f=0.5):
     plt.show()
 
 
-widgets.interact(show_lerp, f=widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05))
+interact(show_lerp, f=widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05))
 
 # %%
 zero, one = torch.zeros(1), torch.ones(1)
@@ -392,10 +393,18 @@ print("f = 1 cuts the inner levels off; any f < 1 lets them contribute")
 # %% [markdown]
 # ## Exercises
 #
-# Predict first, then open the collapsed solution (it runs with the notebook and checks itself).
+# Predict first, then compute your answer in the answer cell (replace the `...`); `check` says
+# whether it is right and, if not, what to look at. The collapsed solution runs with the
+# notebook and passes the same check.
 #
 # **1.** Make an input size that fails. The small model above has patch size 2 and two levels:
-# which image sides does it accept? Try a 30×30 image and read the error.
+# every image side must be a multiple of what number? Try a 30×30 image and read the error.
+
+# %% tags=["exercise"]
+from hdit_edu.exercises import check, passes
+
+side_multiple = ...  # your answer
+check("02.1", side_multiple, model=small)
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 try:
@@ -405,20 +414,39 @@ except ValueError as err:
     print(err)
     assert "divisible" in str(err) or "divide" in str(err)
 assert small.grid_sizes(36, 36) == [(18, 18), (9, 9)]  # any multiple of 2 · 2¹ = 4 works
+assert passes("02.1", 4, model=small)
 
 # %% [markdown]
-# **2.** With f = 0.25, what fraction of the merged tokens comes from the skip? Predict the
-# merged value for a skip of all ones and an upsampled branch of all zeros.
+# **2.** The lerp can shrink what it merges. For a skip and an upsampled branch that are
+# independent with unit variance, which f makes the merged tokens' RMS smallest, and what is
+# that RMS? Predict, then measure: sweep f over 0, 0.05, …, 1 with `merge_skip` on two
+# random tensors and find the minimum.
+
+# %% tags=["exercise"]
+best_f, smallest_rms = ..., ...  # your measurement
+check("02.2", (best_f, smallest_rms))
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
-ones, zeros = torch.ones(1, 2, 2, 4), torch.zeros(1, 2, 2, 4)
-merged = merge_skip("lerp", zeros, ones, torch.tensor([0.25]))
-assert torch.allclose(merged, torch.full_like(ones, 0.25))  # f weights the skip (eq. 6)
+gen = torch.Generator().manual_seed(3)
+up_branch, skip_branch = torch.randn(2, 1, 64, 64, 32, generator=gen)
+sweep = torch.linspace(0, 1, 21)
+rms = torch.stack(
+    [merge_skip("lerp", up_branch, skip_branch, f[None]).pow(2).mean().sqrt() for f in sweep]
+)
+best = int(rms.argmin())
+print(f"smallest RMS {rms[best]:.4f} at f = {sweep[best]:.2f} (theory: √(f² + (1 − f)²) → √½)")
+assert passes("02.2", (sweep[best].item(), rms[best].item()))
+# at f = ½ the merge averages two independent signals: a third of their power is lost, which
+# the layers after it must make up (one reason the learned f are not ½)
 
 # %% [markdown]
 # **3.** How many parameters would concatenation skips add to the ImageNet-256 model (widths
 # 384, 768, 1536)? Predict from the formula ($2d \to d$ per skip), then build it on the meta
 # device and count.
+
+# %% tags=["exercise"]
+concat_extra = ...  # your count
+check("02.3", concat_extra)
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 in256 = paper_config("imagenet256").model
@@ -433,3 +461,4 @@ counted = sum(
 )
 print(f"concat skips add {counted:,} parameters (predicted {predicted:,})")
 assert counted == predicted == 2 * 384**2 + 2 * 768**2
+assert passes("02.3", counted)

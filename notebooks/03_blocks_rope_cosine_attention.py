@@ -53,6 +53,7 @@ from hdit_edu.dit import MLP, DiTBlock
 from hdit_edu.hourglass import TransformerLayer
 from hdit_edu.layers import AdaRMSNorm, FeedForward, RMSNorm, default_d_ff, geglu, rms_norm
 from hdit_edu.rope import AdditivePosEmb, AxialRoPE, apply_rope, axial_rope_freqs, make_axial_pos
+from hdit_edu.widgets import interact
 
 torch.manual_seed(0)
 # DiT-B widths in the gpu profile; small ones on a CPU (the structure is the same).
@@ -131,8 +132,9 @@ for role, (h, t) in roles.items():
 print(f"{'total':<14} HDiT {count(hdit_block):>11,}   DiT {count(dit_block):>11,}")
 
 # %% [markdown]
-# The conditioning of a DiT block (6·d² + 6·d) is as large as its attention; HDiT's two
-# AdaRMSNorms cost 2·d² (with a `c` of width d). Both blocks start as the **identity** on the
+# The conditioning of a DiT block (6·d² + 6·d) is larger than its attention (4·d² + 4·d): 1.5×,
+# as the counts printed above show; HDiT's two AdaRMSNorms cost 2·d² (with a `c` of width d),
+# half its attention. Both blocks start as the **identity** on the
 # residual stream, but for different reasons: DiT's gates are zero, HDiT's output projections are
 # zero (no gate at all — §4.2):
 
@@ -146,6 +148,7 @@ assert not hdit_block.attn.out_proj.weight.any() and not hdit_block.ffn.down_pro
 assert roles["conditioning"] == (2 * d * d, 6 * d * d + 6 * d)
 assert roles["feed-forward"] == (9 * d * d, 8 * d * d + 5 * d)  # GEGLU 3d: d·6d + 3d·d
 assert roles["attention"] == (4 * d * d + heads, 4 * d * d + 4 * d)  # + one τ per head
+assert roles["conditioning"][1] / roles["attention"][1] == 1.5  # DiT: (6d² + 6d) / (4d² + 4d)
 
 # %% [markdown]
 # ## 2. AdaRMSNorm: conditioning through the norm's scale
@@ -467,7 +470,7 @@ def show_scores(query_y=4, query_x=4):
     plt.show()
 
 
-widgets.interact(
+interact(
     show_scores, query_y=widgets.IntSlider(4, 0, n - 1), query_x=widgets.IntSlider(4, 0, n - 1)
 )
 
@@ -518,10 +521,18 @@ assert same_offset.max() - same_offset.min() > 0.1
 # %% [markdown]
 # ## Exercises
 #
-# Predict first, then open the collapsed solution (it runs with the notebook and checks itself).
+# Predict first, then compute your answer in the answer cell (replace the `...`); `check` says
+# whether it is right and, if not, what to look at. The collapsed solution runs with the
+# notebook and passes the same check.
 #
 # **1.** GEGLU's hidden size is 3·d instead of 4·d (§5.2 step C). At d = 768, does the GEGLU FFN
 # have more, fewer or the same number of parameters as a 4·d GELU FFN? Predict, then count.
+
+# %% tags=["exercise"]
+from hdit_edu.exercises import check, passes
+
+geglu_params, gelu_params = ..., ...  # your counts
+check("03.1", (geglu_params, gelu_params))
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 n_geglu = sum(p.numel() for p in FeedForward(768, default_d_ff(768, "geglu"), "geglu").parameters())
@@ -529,10 +540,15 @@ n_gelu = sum(p.numel() for p in FeedForward(768, default_d_ff(768, "gelu"), "gel
 print(f"GEGLU 3d: {n_geglu:,}   GELU 4d: {n_gelu:,}")
 assert n_geglu == 768 * 2 * 2304 + 2304 * 768 == 9 * 768**2  # up: d → 2·3d, down: 3d → d
 assert n_gelu == 8 * 768**2  # so GEGLU has 9/8 of the parameters: "a slight increase"
+assert passes("03.1", (n_geglu, n_gelu))
 
 # %% [markdown]
 # **2.** At τ = 0 every logit is 0. What is the attention entropy over 256 keys then? And as
-# τ → ∞?
+# τ → ∞? Compute both (a very large τ stands for ∞).
+
+# %% tags=["exercise"]
+entropy_tau0, entropy_tau_inf = ..., ...  # your answer
+check("03.2", (entropy_tau0, entropy_tau_inf))
 
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
@@ -545,10 +561,16 @@ print(f"entropy at τ = 0: {entropy_at(0.0):.4f} (log 256 = {math.log(256):.4f})
 print(f"entropy at τ = 10⁴: {stable_entropy(1e4):.2e}")
 assert abs(entropy_at(0.0) - math.log(256)) < 1e-5  # uniform over all keys
 assert stable_entropy(1e4) < 0.01  # all weight on the most similar key
+assert passes("03.2", (entropy_at(0.0), stable_entropy(1e4)))
 
 # %% [markdown]
 # **3.** RoPE encodes *relative* position. Move a query and a key by the same offset: predict
-# whether their rotated dot product changes. Check with `AxialRoPE` and `apply_rope`.
+# whether their rotated dot product changes. Check with `AxialRoPE` and `apply_rope`: compute
+# the product at two positions, then with both positions moved by the same offset.
+
+# %% tags=["exercise"]
+dot_before, dot_after = ..., ...  # your two dot products
+check("03.3", (dot_before, dot_after))
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 rope_ex = AxialRoPE(64, 1)
@@ -562,5 +584,5 @@ def rotated_dot(pq, pk):
 
 before, after = rotated_dot(p_q, p_k), rotated_dot(p_q + shift_by, p_k + shift_by)
 print(f"q·k at the original positions {before:.5f}, both shifted {after:.5f}")
-torch.testing.assert_close(before, after, rtol=1e-4, atol=1e-4)
+assert passes("03.3", (before, after))
 assert not torch.allclose(rotated_dot(p_q, p_k + shift_by), before)  # a relative move changes it

@@ -289,9 +289,13 @@ assert attention_flops("neighborhood", 16, 16, 6, 64) < attention_flops("global"
 # %% [markdown]
 # **Measured on this machine.** The same neighborhood attention with our two trainable backends,
 # forward and backward: dense SDPA with a neighborhood mask does O(tokens²) work but in one fused
-# call, so it wins on small grids; the gather (`"torch"`) does O(tokens·k²) work and memory, so it
-# wins as soon as the grid grows. (`backend="auto"` switches at `MASKED_SDPA_AUTO_MAX_TOKENS`; on
-# a GPU it uses NATTEN's fused kernels.) Timings on a shared CPU are noisy: read the trend.
+# call; the gather (`"torch"`) does O(tokens·k²) work and memory in many small operations. On the
+# CPU grids timed here (up to 48² = 2,304 tokens) the gather's better order does not pay: the
+# fused masked SDPA wins, by more as the grid grows (at the smallest grid the two are within
+# the noise). The gather's real advantage is memory — the mask and the scores grow as tokens²,
+# which is why `backend="auto"` stops using masked SDPA above `MASKED_SDPA_AUTO_MAX_TOKENS`
+# tokens (on a GPU it uses NATTEN's fused kernels). Timings on a shared CPU are noisy: the cell
+# prints which backend won at each size.
 
 # %%
 timing_sides = [8, 16, 32, 48] if PROFILE == "cpu" else [16, 32, 64, 128]
@@ -321,6 +325,9 @@ ax.set_title("neighborhood attention 7×7, 4 heads of 32", fontsize=9)
 ax.legend()
 plt.show()
 print({b: [f"{t:.1f}" for t in ms] for b, ms in timings.items()})
+for side, t_gather, t_sdpa in zip(timing_sides, timings["torch"], timings["masked-sdpa"]):
+    winner = "masked-sdpa" if t_sdpa < t_gather else "torch (gather)"
+    print(f"{side * side:>6} tokens: {winner} faster ({t_gather / t_sdpa:.1f}× gather/sdpa)")
 
 # %% [markdown]
 # Shifted windows are just as cheap (w² keys per query, one batched SDPA over the windows); the
@@ -370,10 +377,18 @@ explorer.shifted.value, explorer.level.value, explorer.kernel.value = False, 0, 
 # %% [markdown]
 # ## Exercises
 #
-# Predict first, then open the collapsed solution (it runs with the notebook and checks itself).
+# Predict first, then compute your answer in the answer cell (replace the `...`); `check` says
+# whether it is right and, if not, what to look at. The collapsed solution runs with the
+# notebook and passes the same check.
 #
 # **1.** Count the keys a corner query sees with a 5×5 neighborhood on a 16×16 grid (NATTEN
 # shifts the window inward at the border), and with a zero-padded window that did not.
+
+# %% tags=["exercise"]
+from hdit_edu.exercises import check, passes
+
+natten_keys, padded_keys = ..., ...  # your counts
+check("04.1", (natten_keys, padded_keys))
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 corner = torch.zeros(16, 16, dtype=torch.bool)
@@ -382,19 +397,38 @@ seen = attended_mask("neighborhood", 16, 16, (0, 0), kernel_size=5)
 print(f"corner query, k = 5: {int(seen.sum())} keys; a padded window would keep {3 * 3}")
 assert int(seen.sum()) == 25 == keys_per_query("neighborhood", 16, 16, kernel_size=5)
 assert seen[:5, :5].all()  # the window is pushed inside: rows and columns 0…4
+padded = sum(0 <= i < 16 and 0 <= j < 16 for i in range(-2, 3) for j in range(-2, 3))
+assert passes("04.1", (int(seen.sum()), padded))
 
 # %% [markdown]
-# **2.** Shifted windows of 8 with shift 4 on a 16×16 grid: how many keys does the corner query
-# (0, 0) see?
+# **2.** Shifted windows of 8 with shift 4 on a 16×16 grid cut some windows at the seam. Averaged
+# over all 256 queries, how many keys does a query see? Predict (64 for every query without the
+# shift), then count with `attended_mask` for every query.
+
+# %% tags=["exercise"]
+mean_keys = ...  # your answer
+check("04.2", mean_keys)
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
-sw = attended_mask("shifted-window", 16, 16, (0, 0), window_size=8, shift=4)
-print(f"shifted window, corner query: {int(sw.sum())} keys")
-assert int(sw.sum()) == 16  # the 4×4 corner piece that the roll cut off
+def keys_seen(i, j):
+    return int(attended_mask("shifted-window", 16, 16, (i, j), window_size=8, shift=4).sum())
+
+
+sizes = torch.tensor([[keys_seen(i, j) for j in range(16)] for i in range(16)])
+print(f"keys per query: {sorted(set(sizes.flatten().tolist()))}; mean {sizes.float().mean():.1f}")
+assert passes("04.2", sizes.float().mean().item())
+assert sorted(sizes.flatten().tolist()) == [16] * 64 + [32] * 128 + [64] * 64
+# on 16×16 the shift by 4 cuts three of the four rolled windows at the wrap seam: 64 queries
+# keep a whole 8×8 window, 128 see a 4×8 piece and 64 a 4×4 corner piece — 36 keys on average,
+# not 64: why Swin alternates shifted layers with unshifted ones
 
 # %% [markdown]
 # **3.** Make a grid that fails: a 7×7 neighborhood kernel on the 4×4 innermost grid. Read the
-# error — it names the value and what is allowed.
+# error — it names the value and what is allowed. What is the largest kernel that works there?
+
+# %% tags=["exercise"]
+largest_kernel = ...  # your answer
+check("04.3", largest_kernel)
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 try:
@@ -403,3 +437,12 @@ try:
 except ValueError as err:
     print(err)
     assert "7" in str(err) and "4" in str(err)
+works = []
+for k in (1, 3, 5, 7):
+    try:
+        neighborhood_attention(*torch.randn(3, 1, 4, 4, 1, 8), kernel_size=k)
+        works.append(k)
+    except ValueError:
+        pass
+print("kernels that work on 4×4:", works)
+assert passes("04.3", max(works))

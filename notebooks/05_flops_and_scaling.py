@@ -69,6 +69,7 @@ from hdit_edu.flops import (
 from hdit_edu.models import build_model
 from hdit_edu.presets import ablation_step, get_config
 from hdit_edu.viz import plot_flops_breakdown, plot_flops_scaling
+from hdit_edu.widgets import interact
 
 # In the CPU profile fvcore traces only the 128² models (on the meta device: shapes only, no
 # compute); the GPU profile also traces 256² and 512² and DiT (whose patch convolution has no
@@ -386,7 +387,7 @@ def show_breakdown(step="E", resolution=1024):
     )
 
 
-widgets.interact(
+interact(
     show_breakdown,
     step=widgets.Dropdown(options=["A", "B1", "B2", "C", "D", "E", "R3"], value="E"),
     resolution=widgets.SelectionSlider(options=[128, 256, 512, 1024, 2048], value=1024),
@@ -514,10 +515,18 @@ assert [round(measured_params[n] / 1e6, 1) for n in ("ffhq1024", "imagenet256")]
 # %% [markdown]
 # ## Exercises
 #
-# Predict first, then open the collapsed solution (it runs with the notebook and checks itself).
+# Predict first, then compute your answer in the answer cell (replace the `...`); `check` says
+# whether it is right and, if not, what to look at. The collapsed solution runs with the
+# notebook and passes the same check.
 #
 # **1.** HDiT-B/4 (step E) at 2048² and at 4096²: by what factor does the cost grow? And
-# DiT-B/4 from 512² to 1024²?
+# DiT-B/4 (step R1) from 512² to 1024²?
+
+# %% tags=["exercise"]
+from hdit_edu.exercises import check, passes
+
+hdit_factor, dit_factor = ..., ...  # your answer
+check("05.1", (hdit_factor, dit_factor))
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 hdit_growth = analytic_gflops(ablation_step("E", 4096), 4096) / analytic_gflops(
@@ -529,11 +538,16 @@ dit_growth = analytic_gflops(ablation_step("R1", 1024), 1024) / analytic_gflops(
 print(f"HDiT 2048² → 4096²: ×{hdit_growth:.2f};  DiT 512² → 1024²: ×{dit_growth:.2f}")
 assert abs(hdit_growth - 4) < 0.1  # 4× the pixels, 4× the cost: O(n)
 assert 4 < dit_growth < 16  # between linear (4×) and the quadratic limit (16×)
+assert passes("05.1", (hdit_growth, dit_growth))
 
 # %% [markdown]
 # **2.** The attention kernel of one global layer on 16×16 tokens with 12 heads of 64: compute
 # its multiply-adds by hand ($s_q\,s_k\,(d_q+d_v)$ per head), then compare with
 # `attention_flops`.
+
+# %% tags=["exercise"]
+attention_macs = ...  # your count, by hand
+check("05.2", attention_macs)
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 from hdit_edu.flops import attention_flops
@@ -541,11 +555,16 @@ from hdit_edu.flops import attention_flops
 by_hand_global = 256 * 256 * (64 + 64) * 12
 print(f"{by_hand_global / 1e6:.1f} M multiply-adds")
 assert attention_flops("global", 16, 16, heads=12, head_dim=64) == by_hand_global
+assert passes("05.2", by_hand_global)
 
 # %% [markdown]
 # **3.** Design a config: step E at 128² with the outer level twice as deep (4 layers instead of
 # 2). Each outer layer works on 32×32 tokens of width 384: estimate its cost (qkv+out 4·n·d²,
 # GEGLU FFN 9·n·d², attention n·49·2·d), predict the total, then count it.
+
+# %% tags=["exercise"]
+deeper_gflop = ...  # your answer: the whole model's GFLOP at 128²
+check("05.3", deeper_gflop)
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 import copy
@@ -559,3 +578,4 @@ n_tok, d_model = 32 * 32, 384
 estimate = 4 * (4 * n_tok * d_model**2 + 9 * n_tok * d_model**2 + n_tok * 49 * 2 * d_model) / 1e9
 print(f"estimate of the 4 extra layers: {estimate:.2f} GFLOP")
 assert abs((g_deeper - analytic_gflops(ablation_step("E"), 128)) / estimate - 1) < 0.01
+assert passes("05.3", g_deeper)

@@ -40,7 +40,8 @@
 #
 # * **task `p4k3`**: the 32×32 toy set (8 classes), patch 4 → an 8×8 outer grid with **3×3**
 #   neighborhoods (a 7×7 one would be nearly global there) and Swin windows of 4, a global 4×4
-#   inner level; 0.85–0.91M parameters; the same token footprints in pixels as the paper's
+#   inner level; 0.85–0.89M parameters (read from the records below); the same token
+#   footprints in pixels as the paper's
 #   128² models;
 # * **budget**: 20,000 steps at batch 16 for every configuration, fp32, one CPU thread;
 #   seeds 0, 1, 2, paired (seed *s* of every configuration sees the same batches and noise);
@@ -103,6 +104,7 @@ from hdit_edu.ablation import (
 from hdit_edu.env import resolve_profile
 from hdit_edu.flops import TABLE1_GFLOPS, analytic_gflops
 from hdit_edu.presets import get_config
+from hdit_edu.viz import plot_forest
 
 PROFILE = resolve_profile(PROFILE)
 REPO_ROOT = Path(hdit_edu.__file__).resolve().parents[1]
@@ -226,7 +228,25 @@ display(Markdown(f"**{main_in} of the {design} pre-registered runs (seeds 0–2)
     + (f", plus the design's conditional seeds 3–4 of D and E: {', '.join(extra)}" if extra else "")
     + ". By configuration: " + ", ".join(
     f"{c} (seeds {', '.join(map(str, s))})" for c, s in seeds_in.items())))  # fmt: skip
-display(Markdown(summary_markdown(result)))
+params = [r["params"] for by_seed in runs.values() for r in by_seed.values()]
+print(f"parameters: {min(params) / 1e6:.3f}M … {max(params) / 1e6:.3f}M")
+assert round(min(params) / 1e6, 2) == 0.85 and round(max(params) / 1e6, 2) == 0.89  # the prose
+summary = summary_markdown(result)
+per_config, comparisons_table = summary.split("\n\n", 1)
+display(Markdown(per_config))  # one row per configuration: the means ± CI half widths
+
+# %% [markdown]
+# Every comparison of the chain, as a forest plot: the seed-paired difference y − x of each
+# metric with its 95 % CI (filled: significant after Holm). Lower is better for FID and the
+# held-out loss, higher for class accuracy. The full table follows, folded.
+
+# %%
+plot_forest(result["comparisons"])
+plt.tight_layout()
+plt.show()
+display(Markdown("<details><summary>the full table: every comparison and metric</summary>\n\n"
+                 + comparisons_table + "\n\n</details>"))  # fmt: skip
+assert len(result["comparisons"]) == 3 * len(COMPARISONS)  # three metrics per comparison
 
 # %%
 fig = plot_summary(result)
@@ -713,11 +733,19 @@ else:
 # %% [markdown]
 # ## Exercises
 #
-# Predict first, then open the collapsed solution (it runs with the notebook and checks itself).
+# Predict first, then compute your answer in the answer cell (replace the `...`); `check` says
+# whether it is right and, if not, what to look at. The collapsed solution runs with the
+# notebook and passes the same check.
 #
 # **1.** Compute the D → E difference in toy FID by hand from the records: the per-seed
 # differences, their mean and (with two or more seeds) the 95 % t interval
 # mean ± t₀.₉₇₅,ₙ₋₁ · SD/√n. Does it match the analysis?
+
+# %% tags=["exercise"]
+from hdit_edu.exercises import check, passes
+
+de_mean, de_low, de_high = ..., ..., ...  # your answer, from runs["D"] and runs["E"]
+check("06.1", (de_mean, de_low, de_high), row=fid_rows["D", "E"]["difference"])
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 seeds_de = sorted(set(runs["D"]) & set(runs["E"]))
@@ -729,24 +757,34 @@ if len(d_de) > 1:
     h = stats.t.ppf(0.975, len(d_de) - 1) * d_de.std(ddof=1) / math.sqrt(len(d_de))
     print(f"95 % CI [{d_de.mean() - h:+.2f}, {d_de.mean() + h:+.2f}]")
     assert np.allclose([d_de.mean() - h, d_de.mean() + h], row["ci95"], rtol=1e-9)
+    assert passes("06.1", (d_de.mean(), d_de.mean() - h, d_de.mean() + h), row=row)
 
 # %% [markdown]
-# **2.** The pilots put the seed-to-seed SD of a paired FID difference at about 2.2. How large
-# must a difference be to be significant (before Holm) with n = 3, 5 and 10 seeds? Which of the
-# paper's Table 1 steps would that resolve if the toy effects were as large, relative to E's
-# toy FID (~7), as the paper's are relative to its E (27.74)? Compare with the differences
-# observed so far.
+# **2.** The seed-to-seed SD of a paired FID difference, the median over the chain's comparisons
+# (computed in the answer cell), is about 2. How large must a difference be to be significant
+# (before Holm) with n = 3, 5 and 10 seeds? Which of the paper's Table 1 steps would that
+# resolve if the toy effects were as large, relative to E's toy FID (`table["E"]`, about 7), as
+# the paper's are relative to its E (27.74)? Compare with the differences observed so far.
+
+# %% tags=["exercise"]
+sd_diff = float(np.median([r["difference"]["sd"] for r in fid_rows.values()
+                           if r["difference"]["n"] > 1]))  # fmt: skip
+e_toy_fid = table["E"]["fid"]["mean"]
+print(f"SD of a paired FID difference (median): {sd_diff:.2f}; E's toy FID {e_toy_fid:.2f}")
+assert 1.5 < sd_diff < 2.5 and 6 < e_toy_fid < 8  # "about 2", "about 7" in the question
+smallest_significant = {3: ..., 5: ..., 10: ...}  # your answer: the CI half widths
+check("06.2", smallest_significant, sd=sd_diff)
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
-sd_diff = 2.2
 smallest = {n: stats.t.ppf(0.975, n - 1) * sd_diff / math.sqrt(n) for n in (3, 5, 10)}
 print({n: round(v, 2) for n, v in smallest.items()})
-scale = 7 / PAPER_FID["E"]
+scale = e_toy_fid / PAPER_FID["E"]
 resolvable = {f"{x}→{y}": round(abs(PAPER_FID[y] - PAPER_FID[x]) * scale, 2)
               for x, y, _ in COMPARISONS[:7]}  # fmt: skip
 print("paper effects at toy scale:", resolvable)
-assert math.isclose(smallest[3], 4.303 * sd_diff / math.sqrt(3), rel_tol=1e-3)  # 5.47
+assert math.isclose(smallest[3], 4.303 * sd_diff / math.sqrt(3), rel_tol=1e-3)
 assert smallest[3] > smallest[5] > smallest[10]
+assert passes("06.2", smallest, sd=sd_diff)
 # Scaled like the paper's, no Table 1 effect is resolvable with 3 seeds, only soft-min-SNR with
 # 5 and GEGLU too with 10: at 3 seeds only effects relatively larger than the paper's show up.
 found = {n: [k for k, v in resolvable.items() if v > t] for n, t in smallest.items()}
@@ -761,6 +799,11 @@ print("observed toy differences so far:", observed)
 # discordant) / √(pairs not tied in x · pairs not tied in y). Count it yourself for the
 # configurations in so far and compare with the analysis.
 
+# %% tags=["exercise"]
+my_tau = ...  # your τ-b, counted over the pairs
+check("06.3", my_tau, paper=[PAPER_FID[c] for c in TABLE1 if c in table],
+      toy=[table[c]["fid"]["mean"] for c in TABLE1 if c in table])  # fmt: skip
+
 # %% jupyter={"source_hidden": true} tags=["solution"]
 present = [c for c in TABLE1 if c in table]
 px = [PAPER_FID[c] for c in present]
@@ -770,6 +813,7 @@ s = sum(np.sign(px[i] - px[j]) * np.sign(py[i] - py[j]) for i, j in pairs)
 tau = s / math.sqrt(sum(px[i] != px[j] for i, j in pairs) * sum(py[i] != py[j] for i, j in pairs))
 print(f"{present}: τ-b = {tau:.3f}")
 assert math.isclose(tau, result["kendall_tau"]["tau"], rel_tol=1e-12)
+assert passes("06.3", tau, paper=px, toy=py)
 
 # %% [markdown]
 # ## What to take away

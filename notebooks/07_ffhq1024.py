@@ -49,6 +49,7 @@ print(f"profile: {PROFILE}")
 
 # %%
 import tempfile
+import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -64,9 +65,10 @@ from hdit_edu.presets import paper_config
 from hdit_edu.profiles import for_profile
 from hdit_edu.runs import load_run, read_metrics
 from hdit_edu.sampling import generate, karras_sigmas, sample
+from hdit_edu.toy import TOY_CLASSES
 from hdit_edu.training import Trainer
 from hdit_edu.viz import plot_losses
-from hdit_edu.widgets import LiveTrainingView
+from hdit_edu.widgets import SHIPPED_RUN, LiveTrainingView
 
 if PROFILE == "cpu":
     torch.set_num_threads(1)  # tiny models on 2 shared cores: no oversubscription stalls
@@ -300,17 +302,38 @@ assert continued == straight[4:]  # bit for bit
 #
 # `load_run` reads `config.json` and the EMA weights of the newest checkpoint; `generate` draws
 # samples with Table 6's sampler, 50 steps of DPM++(3M) SDE on the Karras schedule (no
-# guidance: the model is unconditional). At 1024² one sample takes a few seconds on an A100.
+# guidance: the FFHQ model is unconditional).
+#
+# **cpu profile:** the 60 steps above only show the machinery; a model that young samples pure
+# noise. So here the same cells sample a real model instead: the shipped toy HDiT
+# (`data/checkpoints/toy-hdit`, 32², trained on the toy set; its README says how), the largest
+# model this repository ships trained weights for. Set `SAMPLE_RUN` to sample any other run. The cell prints the time each sample took here; the
+# repository holds no timing of a 1024² sample on a GPU yet.
 
 # %%
 # Needs no cell above but the imports: set SAMPLE_RUN to sample a run trained elsewhere.
 device = "cuda" if torch.cuda.is_available() else "cpu"
+if SAMPLE_RUN is None and PROFILE == "cpu":
+    SAMPLE_RUN = SHIPPED_RUN  # a trained model: the 60-step run above only samples noise
 sample_run = from_repo(SAMPLE_RUN) or RUN_DIR
 run_config, denoiser = load_run(sample_run, device=device)
+# a class-conditional model (the toy one): classes 0, 1, 2, … in turn, no guidance
+classes = torch.arange(N_SAMPLES) % max(run_config.model.num_classes, 1)
+cond = {"class_cond": classes} if run_config.model.num_classes else {}
 step_name = list_checkpoints(sample_run)[-1].name
 batch = 2 if PROFILE == "gpu" else 16
-images = generate(denoiser, run_config, N_SAMPLES, steps=SAMPLE_STEPS, seed=0, batch_size=batch)
-show(images, nrow=4 if PROFILE == "cpu" else 2, title=f"EMA samples, {step_name}")
+sample_start = time.perf_counter()
+images = generate(
+    denoiser, run_config, N_SAMPLES, steps=SAMPLE_STEPS, seed=0, batch_size=batch, **cond
+)
+sample_s = (time.perf_counter() - sample_start) / N_SAMPLES
+print(f"{N_SAMPLES} samples at {run_config.model.resolution}² on {device}: {sample_s:.2f} s each")
+title = f"EMA samples of {sample_run.name}, {step_name}"
+if cond:  # name the class of every sample: the grid reads row by row
+    names = TOY_CLASSES if len(TOY_CLASSES) == run_config.model.num_classes else None
+    title += "\nclasses: " + ", ".join(names[c] if names else str(c) for c in classes[:8].tolist())
+    title += " (each row)" if N_SAMPLES % 8 == 0 else ""
+show(images, nrow=8 if cond else (4 if PROFILE == "cpu" else 2), title=title)
 if PROFILE == "gpu":  # the detail the paper asks to zoom into: a 256² crop at full resolution
     show(images[:1, :, 384:640, 384:640], nrow=1, title="256² crop, 1:1", size=5)
 
@@ -331,7 +354,8 @@ x = torch.randn(1, 3, res, res, generator=torch.Generator().manual_seed(1)).to(d
 snapshots = {}
 keep = {0, SAMPLE_STEPS // 4, SAMPLE_STEPS // 2, 3 * SAMPLE_STEPS // 4, SAMPLE_STEPS - 1}
 with torch.no_grad():
-    final = sample(denoiser, x, sigmas, "dpmpp_3m_sde", generator=1,
+    first = {k: v[:1] for k, v in cond.items()}  # the first sample's class
+    final = sample(denoiser, x, sigmas, "dpmpp_3m_sde", generator=1, **first,
                    callback=lambda d: snapshots.update({d["i"]: (d["sigma"], d["denoised"].cpu())})
                    if d["i"] in keep else None)  # fmt: skip
 fig, axes = plt.subplots(1, len(keep), figsize=(3 * len(keep), 3.2))
@@ -391,11 +415,19 @@ assert score is None or score > 0
 # %% [markdown]
 # ## Exercises
 #
-# Predict first, then open the collapsed solution (it runs with the notebook and checks itself).
+# Predict first, then compute your answer in the answer cell (replace the `...`); `check` says
+# whether it is right and, if not, what to look at. The collapsed solution runs with the
+# notebook and passes the same check.
 #
 # **1. How often does Table 6's run see each face?** FFHQ has 70,000 images; the run takes
 # 1M steps at a global batch of 256. Predict the number of passes over the data set (epochs),
 # then compute it from `paper.training`.
+
+# %% tags=["exercise"]
+from hdit_edu.exercises import check, passes
+
+ffhq_epochs = ...  # your answer
+check("07.1", ffhq_epochs)
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 ffhq_images = 70_000
@@ -403,12 +435,16 @@ epochs = paper.training.steps * paper.training.batch_size / ffhq_images
 print(f"{epochs:,.0f} passes over FFHQ: each face is seen about {epochs:,.0f} times")
 # so much repetition is why the run uses non-leaking augmentation (p = 0.12, §5.3) against
 # memorisation
-assert 3_600 < epochs < 3_700 and paper.training.augment_p > 0
+assert passes("07.1", epochs) and paper.training.augment_p > 0
 
 # %% [markdown]
 # **2. A size the model refuses.** The patch size and the four 2× merges mean every side must be
 # a multiple of some number. Predict it, then ask `check_grids` about a 1000×1000 image and read
 # the error; find the nearest sizes that work.
+
+# %% tags=["exercise"]
+side_multiple = ...  # your answer
+check("07.2", side_multiple)
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 from hdit_edu.configs import check_grids
@@ -420,7 +456,7 @@ try:
 except ValueError as error:
     print(error)
     assert f"multiples of {multiple}" in str(error)
-assert multiple == 64
+assert passes("07.2", multiple)
 for side in (960, 1024):  # the multiples of 64 around 1000
     print(side, "→ token grids", [g[0] for g in check_grids(paper.model, side)])
 
@@ -429,10 +465,14 @@ for side in (960, 1024):  # the multiples of 64 around 1000
 # if it stops after step 3 instead, and twice (after steps 2 and 5), then check it with the
 # same tiny configuration `demo`.
 
+# %% tags=["exercise"]
+resumed_losses = ...  # your answer: the losses of steps 6-8 after stopping at 2 and at 5
+check("07.3", resumed_losses, straight=straight)
+
 # %% jupyter={"source_hidden": true} tags=["solution"]
 with tempfile.TemporaryDirectory() as tmp:
     for stop in (2, 5):
         Trainer(demo, Path(tmp), device="cpu", progress=False, resume=True).fit(stop)
     rest = Trainer(demo, Path(tmp), device="cpu", progress=False, resume=True).fit(8)["losses"]
 print("resumed at 2 and 5:", [f"{x:.6f}" for x in rest])
-assert rest == straight[5:]  # nothing changes: every draw is a function of (seed, step, rank)
+assert passes("07.3", rest, straight=straight)  # every draw is a function of (seed, step, rank)

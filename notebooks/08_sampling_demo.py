@@ -138,7 +138,8 @@ assert config.training.cond_dropout == 0.1 and m.num_classes == 8  # dropped cla
 # decided while σ is still large, the details last.
 #
 # The defaults — 16 images, the paper's sampler (50 steps of DPM++(3M) SDE, §5.1) and w = 2.5
-# (section 4 shows why) — take about a second on a free 2-core CPU.
+# (section 4 shows why) — take a few seconds on a 2-core CPU (section 3 prints the time measured
+# when this page was built).
 
 # %%
 app = SamplingApp(denoiser, config)
@@ -163,7 +164,9 @@ distance = (result.trajectory - result.images).pow(2).mean(dim=(1, 2, 3, 4)).sqr
 fig, axes = plt.subplots(
     1, 3, figsize=(15, 3.4), gridspec_kw={"width_ratios": [1, 1, 0.7]}, layout="constrained"
 )
-show_images(axes[0], result.images, title="samples (classes 0…7 in turn, two rows)")
+show_images(
+    axes[0], result.images, title="samples; columns: " + ", ".join(TOY_CLASSES) + " (two rows)"
+)
 show_images(
     axes[1],
     trajectory_strip(result, rows=4),
@@ -322,6 +325,7 @@ for ax, (label, sampler) in zip(axes, SAMPLER_LABELS):
     settings = replace(DEMO_SETTINGS, sampler=sampler, steps=steps, batch_size=8)
     res = draw_samples(denoiser, config, settings)
     show_images(ax, res.images, title=f"{label}, {steps} steps: {quality[sampler]:.0%}")
+fig.suptitle("columns: " + ", ".join(TOY_CLASSES), fontsize=9)
 plt.show()
 
 # %%
@@ -350,10 +354,19 @@ assert quality["dpmpp_3m_sde"] >= max(quality[s] for s in ("euler", "heun", "dpm
 # %% [markdown]
 # ## Exercises
 #
-# Predict first, then open the collapsed solution (it runs with the notebook and checks itself).
+# Predict first, then compute your answer in the answer cell (replace the `...`); `check` says
+# whether it is right and, if not, what to look at. The collapsed solution runs with the
+# notebook and passes the same check.
 #
 # **1.** With w = 1, guidance is off: predict whether `sample(..., cfg_scale=1.0)` gives exactly
-# the same images as sampling the conditional model alone, and how many model calls each makes.
+# the same images as sampling the conditional model alone, and how many model calls each makes
+# (10 Euler steps).
+
+# %% tags=["exercise"]
+from hdit_edu.exercises import check, passes
+
+same_images, calls_guided_w1, calls_plain = ..., ..., ...  # your answer
+check("08.1", (same_images, calls_guided_w1, calls_plain))
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 d = config.diffusion
@@ -372,11 +385,15 @@ guided_w1 = sample(counted, x_start * sig10[0], sig10, "euler", class_cond=two, 
 calls_w1, calls["n"] = calls["n"], 0
 plain = sample(lambda x, s: counted(x, s, class_cond=two), x_start * sig10[0], sig10, "euler")
 print(f"model calls: w = 1 {calls_w1}, plain {calls['n']}")
-assert torch.equal(guided_w1, plain) and calls_w1 == calls["n"] == 10
+assert passes("08.1", (torch.equal(guided_w1, plain), calls_w1, calls["n"]))
 
 # %% [markdown]
 # **2.** From the cached guidance sweep: which w gives the lowest FID, and is it the w with the
 # highest class accuracy? Predict from Figure 9's shape, then read it.
+
+# %% tags=["exercise"]
+w_lowest_fid, w_highest_accuracy = ..., ...  # your answer
+check("08.2", (w_lowest_fid, w_highest_accuracy), fid_by_w=fid_by_w, acc_by_w=acc_by_w)
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 best_fid_w = min(fid_by_w, key=fid_by_w.get)
@@ -384,3 +401,4 @@ best_acc_w = max(acc_by_w, key=acc_by_w.get)
 print(f"lowest FID at w = {best_fid_w}, highest class accuracy at w = {best_acc_w}")
 assert 1.0 < best_fid_w < max(fid_by_w)  # a moderate guidance scale
 assert best_acc_w >= best_fid_w  # accuracy keeps rising past the FID optimum
+assert passes("08.2", (best_fid_w, best_acc_w), fid_by_w=fid_by_w, acc_by_w=acc_by_w)

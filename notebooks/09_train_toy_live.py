@@ -63,11 +63,11 @@ from PIL import Image
 from hdit_edu.configs import load_config
 from hdit_edu.measure import sample_accuracy
 from hdit_edu.models import build_model
-from hdit_edu.presets import get_config
+from hdit_edu.presets import get_config, paper_config
 from hdit_edu.profiles import for_profile
 from hdit_edu.runs import read_metrics
 from hdit_edu.toy import TOY_CLASSES, predict_classes
-from hdit_edu.training import Trainer
+from hdit_edu.training import EMAWarmup, Trainer
 from hdit_edu.widgets import SHIPPED_RUN, LiveTrainingView
 
 if PROFILE == "cpu":
@@ -150,6 +150,83 @@ losses = [r["loss"] for r in records]
 assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])  # the loss fell
 
 # %% [markdown]
+# ### The whole run, and what its length can show
+#
+# The three views each showed one segment. Below: the run's loss from `metrics.jsonl`, first step
+# to last, with the segment boundaries dotted, next to the shipped model's run (the same data and
+# objective, 25,000 steps; `data/checkpoints/toy-hdit/metrics.jsonl`). Each log line is the loss
+# of one batch, so both are smoothed with a running median.
+
+
+# %%
+def running_median(values, window=25):
+    v = np.asarray(values, dtype=float)
+    return np.array([np.median(v[max(0, i - window + 1) : i + 1]) for i in range(len(v))])
+
+
+shipped_records = read_metrics(SHIPPED_RUN)
+s_steps = np.array([r["step"] for r in shipped_records])
+s_loss = running_median([r["loss"] for r in shipped_records])
+r_steps = np.array([r["step"] for r in records])
+r_loss = running_median(losses)
+fig, ax = plt.subplots(figsize=(9, 3.4))
+ax.plot(s_steps, s_loss, color="C7", label=f"shipped model ({s_steps[-1]:,} steps)")
+ax.plot(r_steps, r_loss, color="C0", label=f"this run ({TRAIN_STEPS:,} steps)")
+for boundary in (TRAIN_STEPS // 10, TRAIN_STEPS // 2):
+    ax.axvline(boundary, color="C0", ls=":", lw=1)
+ax.set_xscale("log")
+ax.set_yscale("log")
+ax.set_xlabel("step")
+ax.set_ylabel("training loss (running median)")
+ax.legend(loc="lower left")
+ax.grid(alpha=0.3)
+plt.show()
+end_here = float(np.median(losses[-max(1, len(losses) // 10) :]))
+shipped_here = float(np.median([r["loss"] for r in shipped_records if r["step"] <= TRAIN_STEPS][-25:]))
+shipped_end = float(np.median([r["loss"] for r in shipped_records][-250:]))
+print(f"loss at the end of this run {end_here:.4f}; the shipped run at step {TRAIN_STEPS:,}: "
+      f"{shipped_here:.4f}; at its end ({s_steps[-1]:,}): {shipped_end:.4f} "
+      f"({shipped_here / shipped_end:.2f}× lower still)")  # fmt: skip
+
+# %% [markdown]
+# **What a run this short can and cannot show.** It shows the mechanics (the loss falling fastest
+# in the first few hundred steps, as in the shipped run), the shapes forming out of noise
+# (section 3) and a class signal well above chance (section 4). It cannot show where training
+# ends up: at this step the shipped run's loss was still well above where it settled (the printed
+# factor), its samples (section 4's reference) are far cleaner than these, and differences
+# between configurations smaller than the seed-to-seed noise need full-length runs with seeds
+# (notebook 06). The cpu profile trains 2,500 steps, a tenth of the shipped run; the gpu profile
+# trains all 25,000.
+
+# %% [markdown]
+# **What the EMA reached.** The samples come from the EMA of the weights, whose decay warms up
+# with the number of updates (`hdit_edu.training.EMAWarmup`); 1/(1 − decay) is roughly how many
+# recent steps it averages. The logs record the decay; the schedule says what a paper-length run
+# would reach.
+
+# %%
+paper_t = paper_config("ffhq1024").training
+ema = {
+    f"this run, step {TRAIN_STEPS:,}": records[-1]["ema_decay"],
+    f"shipped run, step {s_steps[-1]:,}": shipped_records[-1]["ema_decay"],
+    f"a paper-length run (Table 6), step {paper_t.steps:,}": EMAWarmup(
+        max_decay=paper_t.ema_decay, power=paper_t.ema_power
+    ).decay(paper_t.steps - 1),
+}
+for name, decay in ema.items():
+    print(f"{name:<42} EMA decay {decay:.6f}: averages ~{1 / (1 - decay):,.0f} steps")
+
+# %%
+if TRAIN_STEPS < s_steps[-1]:
+    assert shipped_here > 1.2 * shipped_end  # "still well above where it settled"
+# the logged decay is the schedule's, at the last update
+schedule = EMAWarmup(max_decay=t.ema_decay, power=t.ema_power)
+assert records[-1]["ema_decay"] == schedule.decay(TRAIN_STEPS - 1)
+# the EMA of a short run averages over a small part of it; a paper-length run reaches its cap
+assert 1 / (1 - records[-1]["ema_decay"]) < TRAIN_STEPS
+assert list(ema.values())[-1] == paper_t.ema_decay
+
+# %% [markdown]
 # ## 3. From noise to shapes
 #
 # Every grid the run wrote (`RUN_DIR/samples/step-*.png`) has the same start noise (the sample
@@ -207,10 +284,18 @@ assert final.class_accuracy >= 0.2, final.class_accuracy
 # %% [markdown]
 # ## Exercises
 #
-# Predict first, then open the collapsed solution (it runs with the notebook and checks itself).
+# Predict first, then compute your answer in the answer cell (replace the `...`); `check` says
+# whether it is right and, if not, what to look at. The collapsed solution runs with the
+# notebook and passes the same check.
 #
 # **1. Which classes come first?** Predict which of the eight shapes the young model draws best
 # (big solid shapes? the ones made of discs?), then split the accuracy of section 4 by class.
+
+# %% tags=["exercise"]
+from hdit_edu.exercises import check, passes
+
+accuracy_per_class = ...  # your answer: a list of 8 accuracies, class 0 first
+check("09.1", accuracy_per_class, images=final.images, labels=final.labels)
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 predicted = predict_classes(final.images)
@@ -219,12 +304,18 @@ for name, accuracy in sorted(zip(TOY_CLASSES, per_class), key=lambda x: -x[1]):
     print(f"{name:9s} {accuracy:6.1%}")
 # the mean over the (equally many) samples of each class is the overall accuracy
 assert abs(np.mean(per_class) - final.class_accuracy) < 1e-6
+assert passes("09.1", per_class, images=final.images, labels=final.labels)
 
 # %% [markdown]
 # **2. How much of the data did it see?** The toy training set holds 16,384 images. Predict how
 # many passes over it (epochs) the run made, from the batch size and the steps. Then count the
 # images in `metrics.jsonl`: every image of a step draws one σ, and each log line counts the
 # draws per σ band (`sigma_bin_counts`).
+
+# %% tags=["exercise"]
+my_images_seen, my_epochs = ..., ...  # your answer
+check("09.2", (my_images_seen, my_epochs), records=records, batch_size=t.batch_size,
+      steps=TRAIN_STEPS)  # fmt: skip
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 from hdit_edu.toy import TOY_SIZES
@@ -233,16 +324,20 @@ images_seen = TRAIN_STEPS * t.batch_size
 epochs = images_seen / TOY_SIZES["train"]
 print(f"{images_seen:,} images = {epochs:.2f} passes over the training set")
 logged = sum(sum(r["sigma_bin_counts"].values()) for r in records)
-assert logged == images_seen, (logged, images_seen)
+assert passes("09.2", (logged, epochs), records=records, batch_size=t.batch_size, steps=TRAIN_STEPS)
 
 # %% [markdown]
 # **3. Guidance on a young model.** Section 4 measured with w = `CFG_SCALE`. Predict the
 # accuracy without guidance (w = 1): higher, lower or the same? Measure it with the same
 # start noise (seed) and classes.
 
+# %% tags=["exercise"]
+unguided_run = ...  # your answer: sample_accuracy(...) of the same model with w = 1
+check("09.3", unguided_run, guided=final)
+
 # %% jupyter={"source_hidden": true} tags=["solution"]
 unguided = sample_accuracy(trainer.ema_denoiser, config, N_EVAL, cfg_scale=1.0, seed=0)
 print(f"w = 1: {unguided.class_accuracy:.1%}   w = {CFG_SCALE:g}: {final.class_accuracy:.1%}")
 # guidance pushes each sample towards its class (D_c − D_u, App. D): the young model's weak
 # class signal is amplified
-assert unguided.class_accuracy < final.class_accuracy
+assert passes("09.3", unguided, guided=final)

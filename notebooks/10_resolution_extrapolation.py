@@ -65,6 +65,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from IPython.display import Markdown, display
 
 from hdit_edu.configs import load_config
 from hdit_edu.diffusion import Denoiser
@@ -251,14 +252,25 @@ for m, by_seed in runs.items():
         if vals:
             assert abs(cell_value(m, key, "fid") / np.mean(vals) - 1) <= 1e-12, (m, key)
 METRICS = (("class_accuracy", "acc", ".3f"), ("fid", "FID", ".0f"), ("coherence", "coh", ".3f"))
-print(f"{'cell':<22}" + "".join(f"{m + ' ' + x:>13}" for m in models for _, x, _ in METRICS))
-for key in keys:
-    row = "".join(
-        f"{ci_text(cell_interval(m, key, metric), fmt):>13}"
-        for m in models
-        for metric, _, fmt in METRICS
+
+
+def md_table(header, rows) -> Markdown:
+    """A Markdown table: the page shows a real table, not wrapped text."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    return Markdown("\n".join(lines))
+
+
+display(
+    md_table(
+        ["cell"] + [f"{m} {x}" for m in models for _, x, _ in METRICS],
+        [
+            [key]
+            + [ci_text(cell_interval(m, key, metric), fmt) for m in models for metric, _, fmt in METRICS]
+            for key in keys
+        ],
     )
-    print(f"{key:<22}{row}")
+)
 
 # %% [markdown]
 # ## 5. What the numbers say
@@ -307,29 +319,27 @@ plt.show()
 
 counts, post_counts = summary["verdict_counts"], summary["post_hoc_verdict_counts"]
 for pair in PAIRS:
-    print(f"\n{pair}: ΔΔ ± 95 % CI half-width and the registered verdict | post hoc: fraction of")
-    print("  the 32² level retained, difference ± half-width and its verdict (n = seeds)")
+    display(Markdown(f"**{pair}**: ΔΔ ± 95 % CI half-width and the registered verdict; post hoc: "
+                     "the fraction of the 32² level retained, difference ± half-width and its "
+                     "verdict (n = seeds)"))  # fmt: skip
+    rows = []
     for key in keys:
         if key.startswith("32-"):
             continue
         entry = summary["paired"][pair][key]
-        n = entry["fid"]["difference_of_change"]["n"]
-        print(
-            f"  {key:<22} n={n} "
-            + "".join(
-                f"{label} {ci_text(entry[metric]['difference_of_change'], fmt):>12} "
-                f"{entry[metric]['verdict']:<13}"
-                for metric, label, fmt in METRICS
-            )
-            + "| "
-            + " ".join(
-                f"{ci_text(entry[metric]['post_hoc_retained'], '.2f'):>11} "
-                f"{entry[metric]['post_hoc_retained']['verdict']:<12}"
-                for metric, _, _ in METRICS
-            )
-        )
-    print("  registered verdicts over the 12 cells:", counts[pair])
-    print("  post-hoc verdicts over the 12 cells:  ", post_counts[pair])
+        row = [key, entry["fid"]["difference_of_change"]["n"]]
+        for metric, _, fmt in METRICS:
+            row += [ci_text(entry[metric]["difference_of_change"], fmt), entry[metric]["verdict"]]
+        for metric, _, _ in METRICS:
+            retained = entry[metric]["post_hoc_retained"]
+            row += [ci_text(retained, ".2f"), retained["verdict"]]
+        rows.append(row)
+    header = ["cell", "n"]
+    header += [h for _, label, _ in METRICS for h in (f"ΔΔ {label}", "verdict")]
+    header += [h for _, label, _ in METRICS for h in (f"retained {label}", "verdict")]
+    display(md_table(header, rows))
+    print("registered verdicts over the 12 cells:", counts[pair])
+    print("post-hoc verdicts over the 12 cells:  ", post_counts[pair])
 
 # %% [markdown]
 # ### The findings, as sentences computed from the summary
@@ -599,19 +609,43 @@ if RERUN:
 # **1.** A model trained at 32² (patch 4) samples at 96². How far do its outer tokens' positions
 # reach under each reading? Compute it from `token_positions` and check the closed forms
 # `1 − 1/n` (normalised) and `(n − 1)/n₀` (grid).
+#
+# Compute your answer in the answer cell (replace the `...`); `check` says whether it is right
+# and, if not, what to look at. The collapsed solution runs with the notebook and passes the
+# same check.
+
+# %% tags=["exercise"]
+from hdit_edu.exercises import check, passes
+
+reach_answer = {"normalised": ..., "grid": ...}  # the largest |position| under each reading
+check("10.1", reach_answer)
 
 # %% tags=["solution"] jupyter={"source_hidden": true}
 n, n0 = 96 // 4, 8
 reach = {r: token_positions(n, n, (n0, n0), r).abs().max().item() for r in ("normalised", "grid")}
 print(reach)
 assert abs(reach["normalised"] - (1 - 1 / n)) < 1e-6 and abs(reach["grid"] - (n - 1) / n0) < 1e-6
+assert passes("10.1", reach)
 
 # %% [markdown]
-# **2.** Why does the additive table's "grid" reading keep the table's centre cells at 24²
-# (6×6 tokens)? Check that `embedding(6, 6, "grid")` is `table[1:7, 1:7]`.
+# **2.** Read an 8×8 additive position table (`AdditivePosEmb(8, 8, 8)`) at 12×12 tokens
+# (48² at patch 4). How many *distinct* embedding vectors do the 144 tokens get under the
+# "grid" reading (the table laid over the grid, centred, border cells repeated) and under the
+# "normalised" one (the table resized)? Predict, then count with `torch.unique(..., dim=0)`.
+
+# %% tags=["exercise"]
+distinct_grid, distinct_normalised = ..., ...  # your counts
+check("10.2", (distinct_grid, distinct_normalised))
 
 # %% tags=["solution"] jupyter={"source_hidden": true}
 e = AdditivePosEmb(8, 8, 8)
 with torch.no_grad():
-    assert torch.equal(e.embedding(6, 6, "grid"), e.table[1:7, 1:7])
-print("centred: the 6 tokens sit on table cells 1…6 (one cell of margin on each side)")
+    assert torch.equal(e.embedding(6, 6, "grid"), e.table[1:7, 1:7])  # smaller: a centred crop
+    distinct = [
+        len(torch.unique(e.embedding(12, 12, r).reshape(-1, 8), dim=0))
+        for r in ("grid", "normalised")
+    ]
+print(f"distinct vectors at 12×12: grid {distinct[0]}, normalised {distinct[1]}")
+assert passes("10.2", distinct)
+# the grid reading gives the 80 tokens outside the centred 8×8 copies of border cells: the
+# model has seen only 64 positions; the normalised reading invents 144 new, resampled ones

@@ -75,3 +75,37 @@ def test_a_failing_cell_fails_the_build(tmp_path):
     with pytest.raises(CellExecutionError, match="arithmetic"):
         build_book.build_book(tmp_path / "book", ["00_tour"], notebook_dir=notebooks)
     assert not (tmp_path / "book" / "index.html").exists()
+
+
+def test_solutions_are_hidden_and_interactive_cells_show_their_figure(small_book):
+    """Each solution cell sits in a closed <details> disclosure (the answer cell before it stays
+    open), and an interactive cell shows its default figure under a line naming the values,
+    with no <function …> repr: the page teaches without a kernel."""
+    out, _ = small_book
+    for stem, solutions in (("00_tour", 2), ("02_hourglass_and_skips", 3)):
+        page = (out / f"{stem}.html").read_text()
+        wrapped = re.findall(
+            r'<details class="book-solution"><summary>[^<]*</summary>\s*<div[^>]*celltag_solution',
+            page,
+        )
+        assert len(wrapped) == page.count("celltag_solution") == solutions, stem
+        assert page.count("celltag_exercise") == solutions, stem  # the student's answer cells
+        assert "&lt;function" not in page and "<function" not in page
+    hourglass = (out / "02_hourglass_and_skips.html").read_text()
+    shown = hourglass.index("Interactive with a running kernel; shown here: f = 0.5")
+    assert hourglass.find('src="data:image/png;base64,', shown) - shown < 2000  # its figure
+
+
+def test_hide_solutions_wraps_whole_cells_only():
+    body = (
+        '<div class="jp-Cell jp-CodeCell"><div>q</div></div>'
+        '<div id="c2" class="jp-Cell jp-CodeCell celltag_solution"><div><div>a</div></div></div>'
+        "<p>after</p>"
+    )
+    hidden = build_book.hide_solutions(body)
+    assert hidden == (
+        '<div class="jp-Cell jp-CodeCell"><div>q</div></div>'
+        '<details class="book-solution"><summary>Solution (try the exercise first)</summary>'
+        '<div id="c2" class="jp-Cell jp-CodeCell celltag_solution"><div><div>a</div></div></div>'
+        "</details><p>after</p>"
+    )

@@ -157,3 +157,46 @@ def test_an_idle_kernel_is_taken_for_hung_long_before_the_time_limit(tmp_path: P
     assert nb.cells[0].outputs[0]["text"] == "done\n" and runs.read_text() == "x"
     with pytest.raises(DeadKernelError):
         run_notebook(_one_cell_notebook("import time; time.sleep(120)"), tmp_path, idle_s=2)
+
+
+def test_an_interactive_cell_draws_its_default_figure_without_a_widget(tmp_path: Path):
+    """The runner's kernel is headless: ``hdit_edu.widgets.interact`` calls the function once with
+    the controls' values and its figure lands in the cell itself (the book shows it), under a line
+    naming the values; no widget is opened (so nothing waits on a widget round trip) and no
+    ``<function …>`` repr follows."""
+    source = (
+        "import ipywidgets as widgets, matplotlib.pyplot as plt\n"
+        "from hdit_edu.widgets import front_end_attached, interact\n"
+        "assert not front_end_attached()\n"
+        "def show(a=1.0, n=3):\n"
+        "    print(f'drawn with a={a}, n={n}')\n"
+        "    plt.plot(range(n), [a] * n)\n"
+        "    plt.show()\n"
+        "interact(show, a=widgets.FloatSlider(value=2.5, min=0, max=5), n=4)"
+    )
+    nb = run_notebook(_one_cell_notebook(source), tmp_path)
+    outputs = nb.cells[0].outputs
+    texts = [o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in outputs]
+    assert "shown here: a = 2.5, n = 4" in texts[0]
+    assert "drawn with a=2.5, n=4\n" in texts
+    assert [o["output_type"] for o in outputs].count("display_data") == 2  # caption, figure
+    assert "image/png" in outputs[-1]["data"]
+    assert not any("<function" in t for t in texts)
+    assert all(o["output_type"] != "execute_result" for o in outputs)
+    widgets = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+    models = [w["model_name"] for w in widgets.get("state", {}).values()]
+    assert "OutputModel" not in models
+
+
+def test_a_cell_that_opens_an_output_widget_fails_the_run_at_once(tmp_path: Path):
+    """An ``ipywidgets.Output`` with no front end is the widget round trip that hung notebook 01:
+    the runner never answers it and fails the run naming the cell, every time, instead of
+    sometimes hanging."""
+    nb = _one_cell_notebook("x = 1")
+    nb.cells.append(
+        nbformat.v4.new_code_cell(
+            "import ipywidgets as widgets\nout = widgets.Output()\nwith out:\n    print('hi')\nout"
+        )
+    )
+    with pytest.raises(RuntimeError, match=r"cell\(s\) 1 opened an ipywidgets.Output"):
+        run_notebook(nb, tmp_path)

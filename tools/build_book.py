@@ -6,7 +6,9 @@
 The chapters are the notebooks' jupytext sources (``notebooks/NN_topic.py``), executed top to
 bottom in a fresh kernel (``HDIT_PROFILE=<profile>``; a failing cell or ``assert`` stops the
 build, naming the notebook) and rendered with nbconvert's ``lab`` template: plots are embedded
-as data URIs, so the book opens from disk in any browser with nothing installed.
+as data URIs, so the book opens from disk in any browser with nothing installed. The kernels run
+headless (``HDIT_HEADLESS=1``: interactive cells draw their default figure, :class:`HeadlessClient`)
+and each exercise's solution cell is folded into a ``<details>`` disclosure (:func:`hide_solutions`).
 ``index.html`` is the table of contents in the paper's order, the order of the README's
 notebook map (``| `NN_topic` | paper | what it shows |``), with the paper's sections and the run
 time of each chapter; every chapter has links to the contents and to its neighbours.
@@ -68,7 +70,11 @@ STYLE = """<style>
   margin: 0.5em auto; padding: 0.5em 1em; font: 14px sans-serif; background: #f3f5f8;
   border-radius: 4px; }
 .book-nav a { text-decoration: none; }
+details.book-solution { margin: 0.3em 0 0.8em; border-left: 3px solid #9ab; padding-left: 0.6em; }
+details.book-solution > summary { cursor: pointer; color: #357; font: 14px sans-serif; }
 </style>"""
+SOLUTION_CELL = re.compile(r'<div\b[^>]*\bclass="jp-Cell\b[^"]*\bcelltag_solution\b[^"]*"[^>]*>')
+DIV_TAG = re.compile(r"<(/?)div\b[^>]*>")
 
 
 @dataclass
@@ -172,26 +178,60 @@ class HangWatch:
                 return
 
 
+class HeadlessClient(NotebookClient):
+    """nbclient's client without its part of a front end: it records the widgets a kernel
+    opens (their state goes into the notebook) but never answers one.
+
+    nbclient plays the front end of ``ipywidgets.Output`` (what ``ipywidgets.interact`` draws
+    into): for each output the kernel sends while an ``Output`` captures, it sends a
+    ``comm_msg`` with the widget's outputs back into the kernel's shell channel, from the
+    coroutine that reads IOPub, while another coroutine waits on that same shell channel for
+    the cell's ``execute_reply``. That round trip is the one place where a run talks back to
+    the kernel during a cell, and the cells that hung (notebook 01's ``interact`` cells) were
+    those that made it. The runner's kernels run headless (``HDIT_HEADLESS=1``: the notebooks'
+    apps and ``hdit_edu.widgets.interact`` draw a still picture and open no ``Output``), and an
+    ``Output`` opened anyway is named in :attr:`output_widgets` and fails the run
+    (:func:`run_notebook`) instead of sometimes hanging it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.output_widgets: list[int] = []  # the cells (notebook index) that opened an Output
+        self.comm_open_handlers = {"jupyter.widget": self._widget_opened}
+        self._cell_index = -1
+
+    async def async_execute_cell(self, cell, cell_index, *args, **kwargs):
+        self._cell_index = cell_index
+        return await super().async_execute_cell(cell, cell_index, *args, **kwargs)
+
+    def _widget_opened(self, msg) -> None:
+        if msg["content"]["data"].get("state", {}).get("_model_name") == "OutputModel":
+            self.output_widgets.append(self._cell_index)
+        return None  # no comm object: nothing is ever sent back to the kernel
+
+
 def run_notebook(
     nb, cwd: Path, profile: str = "cpu", timeout: int = CELL_TIMEOUT_S, idle_s: float = IDLE_HANG_S
 ):
-    """Execute ``nb`` in place in a fresh kernel (working directory ``cwd``, ``HDIT_PROFILE`` =
-    ``profile``); a failing cell raises ``CellExecutionError``.
+    """Execute ``nb`` in place in a fresh, headless kernel (working directory ``cwd``,
+    ``HDIT_PROFILE`` = ``profile``, ``HDIT_HEADLESS=1``); a failing cell raises
+    ``CellExecutionError``, a cell that opens an ``ipywidgets.Output`` ``RuntimeError``
+    (:class:`HeadlessClient`).
 
     A cell that outlives ``timeout``, or during which the kernel sits idle for ``idle_s`` seconds
-    (:class:`HangWatch`), is run once more from the top in a new kernel: on a loaded machine
-    nbclient and ipykernel (6.31 and 7.4 alike) sometimes both wait forever, the kernel idle with
-    the cell's request never answered. A notebook that hangs or times out twice fails."""
+    (:class:`HangWatch`), is run once more from the top in a new kernel, with a line saying so
+    on stdout (a retry that fires is a bug to report, not a cure). A notebook that hangs or
+    times out twice fails."""
     kernel = nb.metadata.get("kernelspec", {}).get("name")
     if not kernel:
         raise ValueError("notebook has no kernelspec name: add one to the jupytext header")
-    old = os.environ.get("HDIT_PROFILE")
+    saved = {name: os.environ.get(name) for name in ("HDIT_PROFILE", "HDIT_HEADLESS")}
     os.environ["HDIT_PROFILE"] = profile  # the kernel inherits the environment
+    os.environ["HDIT_HEADLESS"] = "1"  # hdit_edu.widgets.front_end_attached() is False
     try:
         for attempt in (1, 2):
             work = copy.deepcopy(nb)
             with HangWatch(idle_s) as watch:
-                client = watch.client = NotebookClient(
+                client = watch.client = HeadlessClient(
                     work,
                     kernel_name=kernel,
                     timeout=timeout,
@@ -210,13 +250,21 @@ def run_notebook(
                     print(
                         f"a cell's kernel hung ({why}): running the notebook again in a new kernel"
                     )
+        if client.output_widgets:
+            cells = ", ".join(str(i) for i in sorted(set(client.output_widgets)))
+            raise RuntimeError(
+                f"cell(s) {cells} opened an ipywidgets.Output with no front end attached: "
+                "draw a still picture when hdit_edu.widgets.front_end_attached() is False "
+                "(e.g. hdit_edu.widgets.interact instead of ipywidgets.interact)"
+            )
         nb.cells = work.cells
         nb.metadata = work.metadata
     finally:
-        if old is None:
-            os.environ.pop("HDIT_PROFILE", None)
-        else:
-            os.environ["HDIT_PROFILE"] = old
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return nb
 
 
@@ -244,6 +292,32 @@ def copy_mathjax(out: Path) -> Path:
     shutil.copytree(source, target, ignore=skip)
     (target / "config" / "hdit-book.js").write_text(MATHJAX_CONFIG, encoding="utf-8")
     return target
+
+
+def hide_solutions(body: str) -> str:
+    """Each solution cell (tag ``solution``: nbconvert's lab template gives its ``<div>`` the
+    class ``celltag_solution``) inside a closed ``<details>`` disclosure: the book shows the
+    exercise and the student's answer cell, and the solution with its output on a click."""
+    out, pos = [], 0
+    for start in SOLUTION_CELL.finditer(body):
+        if start.start() < pos:  # nested inside one already wrapped
+            continue
+        depth, end = 0, None
+        for tag in DIV_TAG.finditer(body, start.start()):
+            depth += -1 if tag[1] else 1
+            if depth == 0:
+                end = tag.end()
+                break
+        if end is None:
+            raise ValueError("a solution cell's <div> is never closed")
+        out += [
+            body[pos : start.start()],
+            '<details class="book-solution"><summary>Solution (try the exercise first)</summary>',
+            body[start.start() : end],
+            "</details>",
+        ]
+        pos = end
+    return "".join(out) + body[pos:]
 
 
 def nav(chapters: list[Chapter], i: int) -> str:
@@ -317,7 +391,7 @@ def build_book(
         log(f"{c.stem}: executed in {c.seconds:.0f} s")
     for i, (c, body) in enumerate(zip(chapters, bodies)):
         bar = nav(chapters, i)
-        body = body.replace("</head>", f"{STYLE}\n</head>", 1)
+        body = hide_solutions(body.replace("</head>", f"{STYLE}\n</head>", 1))
         body = re.sub(r"(<body[^>]*>)", rf"\1\n{bar}", body, count=1)
         body = body.replace("</body>", f"{bar}\n</body>", 1)
         (out / c.html_name).write_text(body, encoding="utf-8")
