@@ -156,7 +156,7 @@ LAYERS = {
         "planner",
     ),
     "experiments": ("measure", "ablation"),
-    "apps and tools": ("viz", "widgets", "cli", "reference_source"),
+    "apps and tools": ("viz", "widgets", "exercises", "cli", "reference_source"),
 }  # fmt: skip
 LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
 RANK = {layer: rank for rank, layer in enumerate(LAYERS)}
@@ -175,6 +175,7 @@ LAZY_IMPORTS = {
     "torch.profiler": "the planner's CUDA peak-memory probe only",
     "resource": "the planner's CPU peak memory only (POSIX)",
     "concurrent.futures": "prepare's worker processes only",
+    "scipy": "the exercises' statistics checkers only (importing scipy.stats takes about a second)",
 }
 
 
