@@ -1,6 +1,7 @@
 # Two commands: `make lab` (open the notebooks) and `make test` (run the test suite).
 # Both create the virtual environment .venv/ on first use (a few minutes), then are fast.
-# `make tour` executes the tour notebook headless into runs/tour.html.
+# `make tour` executes the tour notebook headless (HDIT_HEADLESS=1: interactive cells draw their
+# default figure, no widget round trip) into runs/tour.html.
 # `make book` executes every notebook (cpu profile) into a static HTML book, build/book/index.html.
 # `make bench-gpu` runs every GPU benchmark (benchmarks/README.md) into benchmarks/results/.
 
@@ -33,7 +34,7 @@ test: $(STAMP)
 
 tour: $(STAMP)
 	@mkdir -p runs
-	HDIT_PROFILE=cpu $(VENV)/bin/jupyter nbconvert --to html --execute \
+	HDIT_PROFILE=cpu HDIT_HEADLESS=1 $(VENV)/bin/jupyter nbconvert --to html --execute \
 		--ExecutePreprocessor.timeout=1200 notebooks/00_tour.ipynb --output-dir runs --output tour
 	@echo "wrote runs/tour.html"
 

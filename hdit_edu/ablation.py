@@ -15,21 +15,21 @@ D's model (SNR, min-SNR γ = 5, min-SNR γ = 4, soft-min-SNR γ = 4 = E). One mo
   ``done`` record is skipped, an unfinished run starts again — runs are bit-identical);
   :func:`rerun_prefix` retrains the first steps of a record and compares the losses exactly.
 * **The analysis** of a folder of records: :func:`analyze` (per configuration mean ± 95 % t
-  CI, :func:`t_interval`; per paper comparison the seed-paired difference with its CI and the
-  paired t-test, :func:`paired_difference`; Holm's adjustment per metric, :func:`holm`; the
-  sign against the paper's; Kendall's τ-b against the paper's FID order),
-  :func:`summary_markdown`, :func:`plot_summary`, written together by :func:`write_summary`.
-  ``results/resolution-toy/analyze.py`` (issue 19) uses the same three statistics.
+  CI; per paper comparison the seed-paired difference with its CI and the paired t-test;
+  Holm's adjustment per metric; the sign against the paper's; Kendall's τ-b against the
+  paper's FID order) is the study analysis :func:`hdit_edu.analysis.analyze_runs` with
+  the paper's chain (the statistics: :mod:`hdit_edu.stats`); :func:`summary_markdown`,
+  :func:`plot_summary`, written together by :func:`write_summary`.
 * **The paper-scale chain** (``gpu`` profile): :func:`ablation_config` (the paper's
   ImageNet-128 settings), :func:`run_ablation` (every step with one budget, measured on a
   held-out image folder), :func:`train_command` (the ``torchrun`` command that trains one step
   into the very run folder :func:`run_ablation` resumes), :func:`ablation_markdown`.
 
-:func:`evaluate_loss` (a held-out loss under one weighting, the same images, σ and noise for
-every model) serves both profiles; :func:`error_by_sigma` splits a toy model's error by noise
-level (the post-hoc look at why C → D goes against the paper,
-``results/ablation-toy/per_sigma.py``). ``hdit-edu ablate`` is the command line of all three
-parts.
+:func:`hdit_edu.protocol.evaluate_loss` (a held-out loss under one weighting, the same
+images, σ and noise for every model) serves both profiles; the toy evaluation is the studies'
+one protocol (:mod:`hdit_edu.protocol`, which also splits a model's error by noise
+level).
+``hdit-edu ablate`` is the command line of all three parts.
 """
 
 from __future__ import annotations
@@ -37,8 +37,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -47,20 +45,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
 
 from . import evaluation
+from .analysis import METRIC_LABELS, METRICS, analyze_runs, budget_difference, load_records
 from .checkpoints import atomic_write_text
 from .configs import Config
 from .data import ImageFolderDataset, save_grid
-from .diffusion import Denoiser
+from .env import cpu_model, git, versions  # noqa: F401 (cpu_model, git: part of this API)
 from .flops import analytic_gflops
 from .presets import ABLATION_STEPS, BASELINES, MIN_SNR_VARIANTS, get_config, on_toy_task
+from .protocol import EvalProtocol, evaluate, evaluate_loss
 from .runfolder import claim, describe_holder, read_holder
 from .runs import read_metrics
-from .sampling import generate, grid_columns, sample_labels
-from .toy import ToyDataset, predict_classes
-from .training import Trainer, make_dataset, training_sigmas
+from .sampling import generate, grid_columns
+from .training import Trainer
 
 # ----------------------------------------------------------------------------------------------
 # The configurations: names of the registry (hdit_edu.presets)
@@ -120,89 +118,46 @@ def run_config(name: str, seed: int, budget: ToyBudget = ToyBudget()) -> Config:
     return config
 
 
+def arm_config(
+    name: str,
+    seed: int,
+    budget: ToyBudget = ToyBudget(),
+    overrides: Sequence[str] = (),
+    label: str | None = None,
+) -> Config:
+    """A study arm's config: :func:`run_config` of ``name`` with ``budget``, then the ``--set``
+    ``overrides`` (:func:`hdit_edu.configs.apply_overrides`), named ``label``."""
+    config = run_config(name, seed, budget)
+    if overrides:  # configs.apply_overrides: moved there from the CLI by issue 26's split
+        from .configs import apply_overrides
+
+        config = apply_overrides(config, list(overrides))
+        config.name = label or name
+        config.validate()
+    return config
+
+
 def run_name(name: str, seed: int, tag: str = "") -> str:
     """``CONFIG-sSEED[TAG]``: the file name of a run's record (``.json``) and grid (``.png``)."""
     return f"{name}-s{seed}{tag}"
 
 
-def cpu_model() -> str | None:
-    """The CPU's model name (``/proc/cpuinfo``), as the records keep it; None where unknown."""
-    try:
-        return next(
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        return None
-
-
-def versions() -> dict:
-    """Python, torch, numpy, the package's git commit (+ dirty flag), CPU model, threads."""
-    source = Path(__file__).resolve().parents[1]
-
-    def git(*args):
-        try:
-            return subprocess.run(
-                ["git", "-C", str(source), *args], capture_output=True, text=True, check=True
-            ).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "git_commit": git("rev-parse", "HEAD"),
-        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "cpu": cpu_model(),
-        "threads": torch.get_num_threads(),
-    }
-
-
-_TEST_FEATURES: dict[int, np.ndarray] = {}
-
-
-def toy_test_features(resolution: int = 32) -> np.ndarray:
-    """Toy-classifier features of the whole held-out test split (2,048 images), computed once."""
-    if resolution not in _TEST_FEATURES:
-        _TEST_FEATURES[resolution] = evaluation.extract_features(
-            ToyDataset("test", resolution=resolution), extractor="toy", batch_size=256
-        )
-    return _TEST_FEATURES[resolution]
-
-
 def evaluate_toy(trainer: Trainer, budget: ToyBudget, n: int, eval_seed: int):
     """The EMA model's metrics: ``n`` samples (classes 0..7 in turn) → toy FID against the test
-    split and class accuracy (overall, per class); the held-out loss on ``budget.n_loss`` test
-    images under ``budget.loss_weighting``. Returns (metrics, samples)."""
+    split and class accuracy (overall, per class) by the one evaluation protocol
+    (:func:`hdit_edu.protocol.evaluate` with the budget's sampler settings); the
+    held-out loss on ``budget.n_loss`` test images under ``budget.loss_weighting``. Returns
+    (metrics, samples)."""
     config, denoiser = trainer.config, trainer.ema_denoiser
-    t0, c0 = time.perf_counter(), time.process_time()
-    images = generate(
-        denoiser,
-        config,
-        n,
+    protocol = EvalProtocol(
+        n=n,
         sampler=budget.sampler,
         steps=budget.sample_steps,
-        cfg_scale=budget.cfg,
-        seed=eval_seed,
+        cfg=budget.cfg,
         batch_size=budget.sample_batch,
     )
-    sample_s, sample_cpu_s = time.perf_counter() - t0, time.process_time() - c0
-    labels = sample_labels(n, config.model.num_classes)
-    feats = evaluation.extract_features(images, extractor="toy", batch_size=256)
-    per_class = (predict_classes(images) == labels).float()
-    out = {
-        "step": trainer.step,
-        "n_samples": n,
-        "fid": evaluation.frechet_distance(feats, toy_test_features(config.model.resolution)),
-        "class_accuracy": per_class.mean().item(),
-        "class_accuracy_per_class": [
-            per_class[labels == c].mean().item() for c in range(config.model.num_classes)
-        ],
-        "sample_s": sample_s,
-        "sample_cpu_s": sample_cpu_s,
-    }
+    metrics, images, _ = evaluate(denoiser, config, protocol, eval_seed)
+    out = {"step": trainer.step, **metrics}
     t0, c0 = time.perf_counter(), time.process_time()
     out["heldout_loss"] = evaluate_loss(
         denoiser, config, n=budget.n_loss, weighting=budget.loss_weighting, seed=0
@@ -269,6 +224,9 @@ def run_toy(
     command: str | None = None,
     log=print,
     wait: bool = False,
+    label: str | None = None,
+    overrides: Sequence[str] = (),
+    callback=None,
 ) -> dict | None:
     """One (configuration, seed) run of the toy experiment: train ``budget.train_steps`` steps on
     the CPU, evaluate (at ``budget.eval_at`` and the end), write ``out/NAME-sSEED.json`` after
@@ -293,7 +251,7 @@ def run_toy(
     ``final`` is the last step's). ``cpu_s`` is this run's CPU time (the stage-1 driver recorded
     its whole process's, imports included)."""
     eval_seed = 1000 + seed if budget.eval_seed is None else budget.eval_seed
-    name_s = run_name(name, seed, budget.tag)
+    name_s = run_name(label or name, seed, budget.tag)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name_s}.json"
@@ -304,10 +262,16 @@ def run_toy(
         log(f"{name_s}: in progress in {describe_holder(read_holder(run_dir))}: left to it")
         return None
     with held:
-        return _run_claimed(name, seed, out, path, held, budget, eval_seed, resume, command, log)
+        arm = {"label": label, "overrides": tuple(overrides), "callback": callback}
+        return _run_claimed(
+            name, seed, out, path, held, budget, eval_seed, resume, command, log, **arm
+        )
 
 
-def _run_claimed(name, seed, out, path, held, budget, eval_seed, resume, command, log) -> dict:
+def _run_claimed(
+    name, seed, out, path, held, budget, eval_seed, resume, command, log, *, label, overrides,
+    callback,
+) -> dict:  # fmt: skip
     """:func:`run_toy` once its run folder ``held`` is claimed."""
     name_s, run_dir = held.path.name, held.path
     previous = read_record(path)
@@ -321,8 +285,12 @@ def _run_claimed(name, seed, out, path, held, budget, eval_seed, resume, command
         k: v for k, v in asdict(budget).items() if k != "task"
     }
     settings |= {"eval_seed": eval_seed, "out": str(out), "resume": resume}
+    if overrides:  # a study's arm: a registry configuration changed by --set assignments
+        settings["overrides"] = list(overrides)
     if previous is not None and previous.get("status") == "done" and not extend:
-        other = _budget_difference(previous["settings"], settings)
+        other = budget_difference(previous["settings"], settings)
+        if previous["settings"].get("overrides", []) != list(overrides):
+            other = f"overrides: {previous['settings'].get('overrides', [])} vs {list(overrides)}"
         if other:
             raise ValueError(
                 f"{path} was recorded with other settings ({other}); write to another folder"
@@ -333,10 +301,11 @@ def _run_claimed(name, seed, out, path, held, budget, eval_seed, resume, command
         log(f"{path} says done but lacks {', '.join(missing)}: running it again")
     if not resume:  # an unfinished attempt: start again (bit-identical), in the claimed folder
         held.clear()
-    config = run_config(name, seed, budget)
+    config = arm_config(name, seed, budget, overrides, label)
     record = {
         "name": name_s,
         "config_name": name,
+        **({"arm": label} if label else {}),
         "seed": seed,
         "config": config.to_dict(),
         "settings": settings,
@@ -373,7 +342,7 @@ def _run_claimed(name, seed, out, path, held, budget, eval_seed, resume, command
     try:
         for target in eval_at:
             t0, c0 = time.perf_counter(), time.process_time()
-            summary = trainer.fit(target)
+            summary = trainer.fit(target, callback=callback)
             clock["train_s"] += time.perf_counter() - t0
             clock["train_cpu_s"] += time.process_time() - c0
             exact += summary["losses"][: max(0, EXACT_PREFIX - len(exact))]
@@ -419,14 +388,6 @@ def _stamp(record: dict, clock: dict) -> dict:
     return record
 
 
-def _budget_difference(a: dict, b: dict) -> str:
-    """The budget settings in which two records' ``settings`` differ (``"key: a vs b, …"``; not
-    the configuration, seed, sampling seed, output folder or resume flag)."""
-    skip = {"config", "seed", "eval_seed", "out", "resume"}
-    keys = sorted((set(a) | set(b)) - skip)
-    return ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if a.get(k) != b.get(k))
-
-
 def run_toy_experiment(
     names: Sequence[str],
     seeds: Sequence[int],
@@ -462,7 +423,9 @@ def record_config(record: dict) -> Config:
     budget = ToyBudget(
         task=s["task"], train_steps=s["train_steps"], batch_size=s["batch_size"], lr=s["lr"]
     )
-    config = run_config(record["config_name"], record["seed"], budget)
+    config = arm_config(
+        record["config_name"], record["seed"], budget, s.get("overrides", ()), record.get("arm")
+    )
     recorded = Config.from_dict(record["config"])
     if config != recorded:
         raise ValueError(
@@ -548,152 +511,31 @@ COMPARISONS = (
     ("D-minsnr5", "D-minsnr4", "Table 5: min-SNR γ=5 → γ=4"),
     ("D-minsnr4", "E", "Table 5: min-SNR γ=4 → soft-min-SNR γ=4"),
 )
-METRICS = {"fid": +1, "class_accuracy": -1, "heldout_loss": +1}  # +1: lower is better
-METRIC_LABELS = {
-    "fid": "toy FID",
-    "class_accuracy": "class accuracy",
-    "heldout_loss": "held-out loss",
-}
-ALPHA = 0.05
 
 
 def load_runs(folder: str | Path) -> dict[str, dict[int, dict]]:
-    """{configuration: {seed: record}} of the finished records (``status == "done"``) in
-    ``folder`` (other JSON files, such as a summary, are ignored)."""
-    runs: dict[str, dict[int, dict]] = {}
-    for path in sorted(Path(folder).glob("*.json")):
-        r = json.loads(path.read_text())
-        if not isinstance(r, dict) or r.get("status") != "done" or "config_name" not in r:
-            continue
-        runs.setdefault(r["config_name"], {})[r["seed"]] = r
-    return runs
-
-
-def t_interval(values) -> dict:
-    """Mean, SD (n − 1), n and the 95 % t interval mean ± t₀.₉₇₅,ₙ₋₁ · SD/√n (NaN for n < 2),
-    with the values."""
-    v = np.asarray(values, dtype=float)
-    n = len(v)
-    mean = float(v.mean()) if n else math.nan
-    sd = float(v.std(ddof=1)) if n > 1 else math.nan
-    half = float(stats.t.ppf(1 - ALPHA / 2, n - 1) * sd / math.sqrt(n)) if n > 1 else math.nan
-    return {
-        "mean": mean,
-        "sd": sd,
-        "n": n,
-        "ci95": [mean - half, mean + half],
-        "half": half,
-        "values": v.tolist(),
-    }
-
-
-def paired_difference(x: dict[int, float], y: dict[int, float]) -> dict:
-    """The seed-paired difference Y − X of one metric (``{seed: value}`` each) over the seeds
-    both have: ``seeds``, ``difference`` (:func:`t_interval` of the differences) and ``p``, the
-    two-sided paired t-test's (NaN for fewer than two seeds or differences without spread)."""
-    seeds = sorted(set(x) & set(y))
-    diffs = [y[s] - x[s] for s in seeds]
-    p = (
-        float(stats.ttest_1samp(diffs, 0.0).pvalue)
-        if len(diffs) > 1 and np.std(diffs) > 0
-        else math.nan
-    )
-    return {"seeds": seeds, "difference": t_interval(diffs), "p": p}
-
-
-def holm(pvalues: list[float]) -> list[float]:
-    """Holm–Bonferroni adjusted p-values: the k-th smallest of m is multiplied by m − k + 1,
-    made monotone and capped at 1 (NaN stays NaN and is not counted)."""
-    idx = [i for i, p in enumerate(pvalues) if not math.isnan(p)]
-    order = sorted(idx, key=lambda i: pvalues[i])
-    adjusted = [math.nan] * len(pvalues)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * pvalues[i]))
-        adjusted[i] = running
-    return adjusted
-
-
-def _cpu_s(record: dict) -> float:
-    """A run's CPU seconds: training plus every evaluation's sampling and held-out loss."""
-    evals = record.get("evaluations") or []
-    return record["train_cpu_s"] + sum(e["sample_cpu_s"] + e["loss_cpu_s"] for e in evals)
+    """{configuration: {seed: record}} of the complete records in ``folder``
+    (:func:`hdit_edu.analysis.load_records`: ``done`` with a full final evaluation;
+    other JSON files, such as a summary, are ignored)."""
+    return load_records(folder)
 
 
 def analyze(runs: dict[str, dict[int, dict]]) -> dict:
-    """The pre-registered analysis of :func:`load_runs`' records: ``table`` (configuration →
-    metric → :func:`t_interval` over seeds, plus ``seeds``), ``comparisons`` (one row per metric
-    and :data:`COMPARISONS` entry: :func:`paired_difference` Y − X, i.e. the seeds, the
-    difference's CI and the two-sided paired t-test's p; Holm-adjusted p per metric, the
-    paper's sign, ``sign_matches``, ``significant`` = Holm p < 0.05), ``kendall_tau`` (τ-b of
-    the paper's FIDs of :data:`TABLE1` against our mean toy FIDs) and ``cost`` (CPU seconds per
-    run and in all)."""
-    records = [r for by_seed in runs.values() for r in by_seed.values()]
-    for r in records[1:]:
-        other = _budget_difference(records[0]["settings"], r["settings"])
-        if other:
-            raise ValueError(
-                f"runs {records[0]['name']!r} and {r['name']!r} have different budgets ({other}): "
-                "one analysis compares runs of one budget"
-            )
-    final = {c: {s: r["final"] for s, r in by_seed.items()} for c, by_seed in runs.items()}
-    table = {
-        c: {m: t_interval([final[c][s][m] for s in sorted(final[c])]) for m in METRICS}
-        | {"seeds": sorted(final[c])}
-        for c in PAPER_FID
-        if c in final
-    }
-    comparisons = []
-    for metric, lower_better in METRICS.items():
-        rows = []
-        for x, y, what in COMPARISONS:
-            pair = paired_difference(
-                {s: r[metric] for s, r in final.get(x, {}).items()},
-                {s: r[metric] for s, r in final.get(y, {}).items()},
-            )
-            paper_sign = int(np.sign(PAPER_FID[y] - PAPER_FID[x])) * lower_better
-            mean = pair["difference"]["mean"]
-            rows.append(
-                {
-                    "metric": metric,
-                    "x": x,
-                    "y": y,
-                    "what": what,
-                    **pair,  # seeds, difference, p
-                    "paper_difference_fid": PAPER_FID[y] - PAPER_FID[x],
-                    "paper_sign": paper_sign,
-                    "sign_matches": bool(pair["seeds"]) and int(np.sign(mean)) == paper_sign,
-                }
-            )
-        for row, p_holm in zip(rows, holm([r["p"] for r in rows])):
-            row["p_holm"] = p_holm
-            row["significant"] = bool(p_holm < ALPHA) if not math.isnan(p_holm) else False
-        comparisons += rows
-    present = [c for c in TABLE1 if c in table]
-    tau = (
-        stats.kendalltau(
-            [PAPER_FID[c] for c in present], [table[c]["fid"]["mean"] for c in present]
-        )
-        if len(present) > 2
-        else None
+    """The pre-registered analysis of :func:`load_runs`' records — one study's analysis
+    (:func:`hdit_edu.analysis.analyze_runs`; ``results/ablation-toy/study.toml`` is the
+    same as a spec): ``table`` (configuration → metric → ``t_interval`` over seeds, plus
+    ``seeds``), ``comparisons`` (one row per metric and :data:`COMPARISONS` entry: the
+    seed-paired difference Y − X with its CI and the two-sided paired t-test's p; Holm-adjusted
+    p per metric, the paper's sign, ``sign_matches``, ``significant`` = Holm p < 0.05),
+    ``kendall_tau`` (τ-b of the paper's FIDs of :data:`TABLE1` against our mean toy FIDs) and
+    ``cost`` (CPU seconds per run and in all)."""
+    return analyze_runs(
+        runs,
+        arms=tuple(PAPER_FID),
+        comparisons=[(x, y, what, None) for x, y, what in COMPARISONS],
+        metrics=tuple(METRICS),
+        reference={"name": "paper", "metric": "fid", "values": PAPER_FID, "rank": TABLE1},
     )
-    per_run = {
-        run_name(c, s): {"cpu_s": _cpu_s(r), "train_cpu_s": r["train_cpu_s"]}
-        for c, by_seed in runs.items()
-        for s, r in sorted(by_seed.items())
-    }
-    return {
-        "n_runs": len(per_run),
-        "table": table,
-        "comparisons": comparisons,
-        "kendall_tau": None
-        if tau is None
-        else {"configs": present, "tau": float(tau.statistic), "p": float(tau.pvalue)},
-        "cost": {
-            "per_run_cpu_s": per_run,
-            "total_cpu_s": sum(r["cpu_s"] for r in per_run.values()),
-        },
-    }
 
 
 def _cell(ci: dict) -> str:
@@ -793,86 +635,6 @@ def write_summary(folder: str | Path, out: str | Path | None = None) -> dict:
         fig.savefig(out.with_suffix(".png"), dpi=100)
         plt.close(fig)
     return result | {"markdown": text}
-
-
-# ----------------------------------------------------------------------------------------------
-# The held-out loss (both profiles)
-# ----------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate_loss(
-    denoiser: Denoiser,
-    config: Config,
-    dataset=None,
-    *,
-    n: int = 256,
-    weighting: str = "soft-min-snr",
-    seed: int = 0,
-    batch_size: int = 128,
-    indices: Sequence[int] | None = None,
-) -> float:
-    """A held-out loss that is comparable across runs: the same ``n`` images of ``dataset``
-    (default: the toy test split, or the training folder), the same stratified σ and noise for
-    every model, one fixed ``weighting`` (so runs trained with different loss weightings, like
-    ablation steps D and E, are measured alike). ``indices``: which images (default the first
-    ``n``; an image folder sorted by class wants a random subset)."""
-    m = config.model
-    if dataset is None:
-        dataset = (
-            ToyDataset("test", resolution=m.resolution)
-            if config.training.dataset == "toy"
-            else make_dataset(config)
-        )
-    device = next(denoiser.parameters()).device
-    indices = np.arange(min(n, len(dataset))) if indices is None else np.asarray(indices)
-    n = len(indices)
-    images, classes = dataset.batch(indices)
-    g = torch.Generator().manual_seed(seed)
-    sigma = training_sigmas(config, n, stratified=True, rank=0, world_size=1, generator=g)
-    noise = torch.randn(images.shape, generator=g)
-    total = 0.0
-    for i in range(0, n, batch_size):
-        cond = {"class_cond": classes[i : i + batch_size].to(device)} if m.num_classes else {}
-        losses = denoiser.loss(
-            images[i : i + batch_size].to(device),
-            noise[i : i + batch_size].to(device),
-            sigma[i : i + batch_size].to(device),
-            weighting=weighting,
-            **cond,
-        )
-        total += losses.sum().item()
-    return total / n
-
-
-@torch.no_grad()
-def error_by_sigma(
-    denoiser: Denoiser,
-    config: Config,
-    sigmas: Sequence[float],
-    *,
-    n: int = 512,
-    seed: int = 0,
-    batch_size: int = 128,
-) -> list[float]:
-    """The denoising error at each fixed noise level: E‖D(x₀ + σε, σ) − x₀‖² per pixel, over the
-    first ``n`` toy test images with their classes, one noise ε (``seed``) shared by every σ and
-    every model. Unweighted, so it shows *where* in σ a model is better: the training weightings
-    (:func:`hdit_edu.diffusion.loss_weight`) differ only in how they trade these errors off."""
-    m = config.model
-    images, classes = ToyDataset("test", resolution=m.resolution).batch(np.arange(n))
-    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
-    device = next(denoiser.parameters()).device
-    out = []
-    for s in sigmas:
-        total = 0.0
-        for i in range(0, n, batch_size):
-            x0 = images[i : i + batch_size].to(device)
-            x = x0 + s * noise[i : i + batch_size].to(device)
-            d = denoiser(x, s, class_cond=classes[i : i + batch_size].to(device))
-            total += ((d - x0) ** 2).mean(dim=(1, 2, 3)).sum().item()
-        out.append(total / n)
-    return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -265,7 +265,7 @@ def _na_torch_backward(q, k, v, attn, out, grad_out, kernel_size: int, scale: fl
     dK_ac = scale · dS_ac q,   dV_ac = P_ac dout  — added back at the keys' positions.
     """
     dtype = attn.dtype
-    q, k, v, grad_out = q.to(dtype), k.to(dtype), v.to(dtype), grad_out.to(dtype)
+    q, k, v, grad_out, out = (t.to(dtype) for t in (q, k, v, grad_out, out))  # autocast: one dtype
     rows, cols = _window_indices(q.shape[1], q.shape[2], kernel_size, q.device)
     grad_p = []
     for rows_a in rows:
@@ -551,7 +551,9 @@ class Attention(nn.Module):
         out = dropout(y) W_out                W_out zero-initialised: a fresh block adds 0
 
     ``kind``: one of :data:`ATTENTION_MODULE_KINDS`; ``rope``: axial RoPE in the attention (a
-    config's ``pos_emb="rope"``; with ``"additive"`` positions the model adds a table instead).
+    config's ``pos_emb="rope"`` or ``"rope+additive"``; with ``"additive"`` positions the model
+    adds a table instead); ``rope_scale``: the factor on its frequencies
+    (:func:`hdit_edu.rope.rope_freq_scale`; 1 = the reference's).
     Parameters: ``qkv_proj`` (Linear width → 3·width, no bias), ``scale`` ``(heads,)``,
     ``out_proj`` (Linear width → width, no bias, zeros); ``pos_emb`` is an
     :class:`~hdit_edu.rope.AxialRoPE` (a buffer only) or ``None``.
@@ -569,6 +571,7 @@ class Attention(nn.Module):
         window_size: int = 8,
         shift: int = 0,
         rope: bool = True,
+        rope_scale: float = 1.0,
         dropout: float = 0.0,
         backend: str = "auto",
     ):
@@ -594,7 +597,7 @@ class Attention(nn.Module):
         self.backend = backend
         self.qkv_proj = nn.Linear(width, 3 * width, bias=False)
         self.scale = nn.Parameter(torch.full((self.heads,), 10.0))
-        self.pos_emb = AxialRoPE(head_dim, self.heads) if rope else None
+        self.pos_emb = AxialRoPE(head_dim, self.heads, rope_scale) if rope else None
         self.dropout = nn.Dropout(dropout)
         self.out_proj = nn.Linear(width, width, bias=False)
         nn.init.zeros_(self.out_proj.weight)

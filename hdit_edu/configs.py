@@ -53,6 +53,7 @@ from typing import Any
 
 # The allowed values of every "kind" field (named once, in hdit_edu.kinds).
 from .kinds import (
+    ADDITIVE_POS_EMBS,
     ARCHS,
     ATTENTION_KINDS,
     CHECKPOINTING_KINDS,
@@ -61,6 +62,8 @@ from .kinds import (
     LOSS_WEIGHTINGS,
     POS_EMB_KINDS,
     PRECISIONS,
+    ROPE_FREQS,
+    ROPE_POS_EMBS,
     SIGMA_DENSITIES,
     SKIP_KINDS,
 )
@@ -106,6 +109,7 @@ class ModelConfig:
     aug_dim: int = 9  # size of the augmentation conditioning vector (0 = none)
     ffn: str = "geglu"  # one of FFN_KINDS
     pos_emb: str = "rope"  # one of POS_EMB_KINDS
+    rope_freqs: str = "image"  # one of ROPE_FREQS: RoPE's frequency range (rope.rope_freq_scale)
     skip: str = "lerp"  # one of SKIP_KINDS
     # training resolution: n (an n×n image) or (height, width); JSON: n or [height, width].
     # It sizes the additive position table and the sampled images.
@@ -491,7 +495,7 @@ def _validate_level(where: str, level: Any, arch: str, pos_emb: str) -> None:
         _check_int(f"{where}.window_size", level.window_size, 1)
     _check_fraction(f"{where}.dropout", level.dropout)
     _check_int(f"{where}.d_ff", level.d_ff, 1, optional=True)
-    if arch == "hdit" and pos_emb == "rope" and level.head_dim % 8:
+    if arch == "hdit" and pos_emb in ROPE_POS_EMBS and level.head_dim % 8:
         raise ValueError(
             f"{where}.head_dim: got {level.head_dim}; axial RoPE rotates a quarter of each head "
             f"per axis pair, so it needs head_dim divisible by 8 (allowed: 8, 16, …, 64, …)"
@@ -538,6 +542,13 @@ def _validate_model(model: Any, resolution: Any, *, grids: bool = True) -> None:
     _check_kind("model.arch", model.arch, ARCHS)
     _check_kind("model.ffn", model.ffn, FFN_KINDS)
     _check_kind("model.pos_emb", model.pos_emb, POS_EMB_KINDS)
+    _check_kind("model.rope_freqs", model.rope_freqs, ROPE_FREQS)
+    if model.rope_freqs != "image" and (model.arch != "hdit" or model.pos_emb not in ROPE_POS_EMBS):
+        raise ValueError(
+            f"model.rope_freqs: got {model.rope_freqs!r} with arch {model.arch!r} and pos_emb "
+            f"{model.pos_emb!r}; scaled RoPE frequencies need the hourglass with RoPE (pos_emb "
+            f"{' or '.join(map(repr, ROPE_POS_EMBS))}); allowed otherwise: 'image'"
+        )
     _check_kind("model.skip", model.skip, SKIP_KINDS)
     if not isinstance(model.levels, list) or not model.levels:
         raise ValueError(
@@ -550,7 +561,7 @@ def _validate_model(model: Any, resolution: Any, *, grids: bool = True) -> None:
         )
     for i, level in enumerate(model.levels):
         _validate_level(f"model.levels[{i}]", level, model.arch, model.pos_emb)
-    if model.arch == "hdit" and model.pos_emb == "additive" and model.levels[0].width % 4:
+    if model.arch == "hdit" and model.pos_emb in ADDITIVE_POS_EMBS and model.levels[0].width % 4:
         raise ValueError(
             f"model.levels[0].width: got {model.levels[0].width}; the additive position table "
             f"starts from a 2-D sin-cos code, which needs a width divisible by 4"

@@ -212,7 +212,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self.targets: list[int] = []
         self.empty_classes: list[Path] = []  # class sub-folders without images (left out)
         if class_subfolders:
-            folders = sorted(p for p in self.root.iterdir() if p.is_dir())
+            folders = [p for p in sorted(self.root.iterdir()) if p.is_dir() and self._own(p)]
             self.empty_classes = [p for p in folders if not images_below(p, recursive=True)]
             folders = [p for p in folders if p not in self.empty_classes]
             self.classes = [p.name for p in folders]
@@ -232,6 +232,21 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self.skipped: list[Path] = []
         if verify:
             self.verify()
+
+    def _own(self, folder: Path) -> bool:
+        """Whether the class sub-folder ``folder`` holds images of its own. A symlink to the
+        data root (or to a folder above it) would list every image again as one more class,
+        and a symlink to a sibling class folder would duplicate that class: both are skipped
+        with a warning naming them."""
+        real, root = folder.resolve(), self.root.resolve()
+        if real == root or real in root.parents or (folder.is_symlink() and root in real.parents):
+            warnings.warn(
+                f"image folder {str(self.root)!r}: {folder.name!r} links to {str(real)!r}, "
+                "whose images are already in the data set; it is not a class of its own (skipped)",
+                stacklevel=3,
+            )
+            return False
+        return True
 
     @property
     def num_classes(self) -> int:

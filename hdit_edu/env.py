@@ -6,6 +6,9 @@ environment variable ``HDIT_PROFILE`` overrides it (the notebook tests set ``HDI
 
 :func:`natten_status` is the one place that asks NATTEN what it can do here; the attention
 backends (``backend="auto"``), the report and the benchmarks all read it.
+
+:func:`versions` (with :func:`cpu_model` and :func:`git`) is what every experiment record
+keeps of its environment: runs repeat bit for bit on one CPU kind only.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import subprocess
+from pathlib import Path
 
+import numpy as np
 import torch
 
 PROFILES = ("cpu", "gpu")
@@ -91,3 +97,39 @@ def format_report(report: dict | None = None) -> str:
             f"natten  {natten_line}",
         ]
     )
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo``), as the records keep it; None where unknown."""
+    try:
+        return next(
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        return None
+
+
+def git(folder: str | Path, *args: str) -> str | None:
+    """``git -C folder ARGS``'s output (stripped); None outside a repository or without git."""
+    try:
+        return subprocess.run(
+            ["git", "-C", str(folder), *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def versions() -> dict:
+    """Python, torch, numpy, the package's git commit (+ dirty flag), CPU model, threads."""
+    source = Path(__file__).resolve().parents[1]
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "git_commit": git(source, "rev-parse", "HEAD"),
+        "git_dirty": bool(git(source, "status", "--porcelain", "--untracked-files=no")),
+        "cpu": cpu_model(),
+        "threads": torch.get_num_threads(),
+    }

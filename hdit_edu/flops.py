@@ -52,6 +52,7 @@ from .configs import (
     token_grids,
     validate_config,
 )
+from .kinds import ADDITIVE_POS_EMBS
 from .layers import default_d_ff
 from .models import build_model
 from .presets import get_config
@@ -281,7 +282,7 @@ def analytic_params(config) -> int:
     total += mw * mw + (mw * mw if m.aug_dim else 0)
     total += (m.num_classes + 1) * mw if m.num_classes else 0
     total += 2 * mw + m.mapping.depth * (mw + mw * 2 * m_dff + m_dff * mw)
-    if m.pos_emb == "additive":
+    if m.pos_emb in ADDITIVE_POS_EMBS:
         grid_h, grid_w = token_grids(m)[0]
         total += grid_h * grid_w * w0
     for i, level in enumerate(m.levels):

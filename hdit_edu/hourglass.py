@@ -44,9 +44,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import Attention
-from .configs import ModelConfig, check_grids, normalize_resolution, validate_config
+from .configs import ModelConfig, check_grids, normalize_resolution, token_grids, validate_config
 from .diffusion import c_noise
-from .kinds import SKIP_KINDS
+from .kinds import ADDITIVE_POS_EMBS, ROPE_POS_EMBS, SKIP_KINDS
 from .layers import (
     AdaRMSNorm,
     FeedForward,
@@ -60,7 +60,14 @@ from .layers import (
     tag_module,
     zero_init,
 )
-from .rope import AdditivePosEmb, check_position_reading, downscale_pos, token_positions
+from .rope import (
+    AdditivePosEmb,
+    check_position_reading,
+    downscale_pos,
+    rope_freq_scale,
+    rope_turns,
+    token_positions,
+)
 
 # ----------------------------------------------------------------------------------------------
 # Token merge and split (§4.1)
@@ -215,14 +222,44 @@ class Level(nn.ModuleList):
 # ----------------------------------------------------------------------------------------------
 
 
+def level_rope_scales(config: ModelConfig) -> list[float]:
+    """Each level's factor on RoPE's frequencies (:func:`hdit_edu.rope.rope_freq_scale` at its
+    training token grid): all 1.0 for ``rope_freqs = "image"`` (no grid is read)."""
+    if config.rope_freqs == "image":
+        return [1.0] * len(config.levels)
+    return [rope_freq_scale(config.rope_freqs, g) for g in token_grids(config)]
+
+
+def level_rope_turns(config: ModelConfig, resolution=None, reading: str = "normalised") -> list:
+    """RoPE's rotation per token at every level of ``config`` at ``resolution`` (None = its
+    training resolution) under a position ``reading``: ``[(grid, turns, aliased), …]``,
+    outermost first, ``turns`` in units of π per ``(head, frequency)``
+    (:func:`hdit_edu.rope.rope_turns`; the frequencies scaled as the model scales them)."""
+    train, grids = token_grids(config), check_grids(config, resolution)
+    rows = []
+    for level, grid, train_grid in zip(config.levels, grids, train):
+        turns, aliased = rope_turns(
+            level.head_dim,
+            level.width // level.head_dim,
+            grid,
+            rope_freqs=config.rope_freqs,
+            train_grid=train_grid,
+            reading=reading,
+        )
+        rows.append((grid, turns, aliased))
+    return rows
+
+
 class HDiT(nn.Module):
     """The Hourglass Diffusion Transformer — the inner network F of the EDM denoiser (eq. 4).
 
     Built from a :class:`~hdit_edu.configs.ModelConfig`: ``levels`` (outermost first; the last
     one is the middle level), ``mapping``, ``patch_size``, ``in_channels``, ``out_channels``,
     ``num_classes``, ``aug_dim``, ``ffn`` (FFN activation for every level), ``pos_emb``
-    (``"rope"`` in the attention, or ``"additive"``: a learned table added after patching,
-    sized for the token grid of ``resolution`` = n or (H, W)), ``skip`` (how the up levels merge their skips).
+    (``"rope"`` in the attention, ``"additive"``: a learned table added after patching,
+    sized for the token grid of ``resolution`` = n or (H, W), or ``"rope+additive"``: both),
+    ``rope_freqs`` (RoPE's frequency range, :func:`level_rope_scales`), ``skip`` (how the up
+    levels merge their skips).
 
     ``forward(x, sigma, class_cond=None, aug_cond=None)``: x (B, C, H, W), σ (B,), class_cond
     (B,) in [0, num_classes] (``num_classes`` = the dropped class), aug_cond (B, aug_dim) or
@@ -251,7 +288,9 @@ class HDiT(nn.Module):
         self.patch_in = TokenMerge(config.in_channels, levels[0].width, config.patch_size)
         grid = [side // config.patch_size for side in normalize_resolution(config.resolution)]
         self.pos_emb = (
-            AdditivePosEmb(*grid, levels[0].width) if config.pos_emb == "additive" else None
+            AdditivePosEmb(*grid, levels[0].width)
+            if config.pos_emb in ADDITIVE_POS_EMBS
+            else None
         )
         # How positions are read on another grid than this training one (rope.py, issue 19):
         # "normalised" (default; training is unaffected) | "grid" | "fixed". Sampling option,
@@ -272,8 +311,11 @@ class HDiT(nn.Module):
 
         # Levels: down / middle / up, and the merges and splits between them
         self.down_levels, self.up_levels = nn.ModuleList(), nn.ModuleList()
+        rope_scales = level_rope_scales(config)
         for i, level in enumerate(levels):
-            make_layer = self._layer_factory(level, config, width, attention_backend)
+            make_layer = self._layer_factory(
+                level, config, width, attention_backend, rope_scales[i]
+            )
             if i < len(levels) - 1:
                 # The up level continues the layer count (shifted windows alternate across both).
                 self.down_levels.append(Level([make_layer(j) for j in range(level.depth)]))
@@ -300,7 +342,7 @@ class HDiT(nn.Module):
         zero_init(self.patch_out.proj)
 
     @staticmethod
-    def _layer_factory(level, config: ModelConfig, cond_width: int, backend: str):
+    def _layer_factory(level, config: ModelConfig, cond_width: int, backend: str, rope_scale=1.0):
         """``index → TransformerLayer`` for one level. Layer ``index`` of a shifted-window level
         shifts its windows by ``window_size // 2`` when ``index`` is odd (Swin's alternation)."""
         d_ff = level.d_ff or default_d_ff(level.width, config.ffn)
@@ -314,7 +356,8 @@ class HDiT(nn.Module):
                     kernel_size=level.kernel_size,
                     window_size=level.window_size,
                     shift=level.window_size // 2 if index % 2 == 1 else 0,
-                    rope=config.pos_emb == "rope",
+                    rope=config.pos_emb in ROPE_POS_EMBS,
+                    rope_scale=rope_scale,
                     backend=backend,
                 )
             return TransformerLayer(

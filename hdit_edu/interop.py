@@ -69,6 +69,7 @@ Running the reference itself next to ours (the tests and the benchmarks do) is
 from __future__ import annotations
 
 import copy
+import io
 import json
 import math
 import warnings
@@ -79,9 +80,16 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
-from .checkpoints import error_summary, find_checkpoint, load_weights, save_checkpoint
+from .checkpoints import (
+    atomic_write_bytes,
+    error_summary,
+    find_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
 from .configs import (
     Config,
     DiffusionConfig,
@@ -463,9 +471,10 @@ def config_to_k_diffusion(config: Config | ModelConfig) -> dict:
     σ density, optimiser, LR and EMA schedules.
 
     Raises ``ValueError`` for what the reference model cannot express: ``arch`` other than
-    ``"hdit"``, ``ffn`` other than ``"geglu"``, ``pos_emb`` other than ``"rope"``, ``skip``
-    other than ``"lerp"``, ``out_channels`` ≠ ``in_channels``, ``aug_dim`` other than 0 or 9,
-    a min-SNR weighting or a γ other than the default."""
+    ``"hdit"``, ``ffn`` other than ``"geglu"``, ``pos_emb`` other than ``"rope"``,
+    ``rope_freqs`` other than ``"image"``, ``skip`` other than ``"lerp"``, ``out_channels`` ≠
+    ``in_channels``, ``aug_dim`` other than 0 or 9, a min-SNR weighting or a γ other than the
+    default."""
     full = config if isinstance(config, Config) else None
     model = config.model if isinstance(config, Config) else config
     if not isinstance(model, ModelConfig):
@@ -476,6 +485,7 @@ def config_to_k_diffusion(config: Config | ModelConfig) -> dict:
         ("arch", model.arch, "hdit"),
         ("ffn", model.ffn, "geglu"),
         ("pos_emb", model.pos_emb, "rope"),
+        ("rope_freqs", model.rope_freqs, "image"),
         ("skip", model.skip, "lerp"),
     ):
         if value != allowed:
@@ -956,8 +966,14 @@ def convert_to_k_diffusion(
     model, ours = _load_hdit(source, config, weights)
     kd_config, state_dict = to_k_diffusion(model, ours)
     output.parent.mkdir(parents=True, exist_ok=True)
+    # Whole or not at all (checkpoints.atomic_write_bytes): a kill or a full disk leaves no
+    # half-written file under the output's name, and the error names the file.
     if output.suffix == ".safetensors":
-        save_file(state_dict, str(output), metadata={"config": json.dumps(kd_config, indent=4)})
+        metadata = {"config": json.dumps(kd_config, indent=4)}
+        data = safetensors_bytes(state_dict, metadata)
     else:
-        torch.save({"config": kd_config, "model_ema": state_dict}, output)
+        buffer = io.BytesIO()
+        torch.save({"config": kd_config, "model_ema": state_dict}, buffer)
+        data = buffer.getvalue()
+    atomic_write_bytes(output, data)
     return output

@@ -9,7 +9,14 @@ ARCHS = ("hdit", "dit")  # the hourglass (§4) or the DiT-B/4 baseline (R1/R2, �
 # A level's attention (§4.3; Table 1 B1/B2); "none": its layers are feed-forward only.
 ATTENTION_KINDS = ("global", "neighborhood", "shifted-window", "none")
 FFN_KINDS = ("geglu", "gelu")  # the feed-forward kind (Fig. 5; Table 1 step C)
-POS_EMB_KINDS = ("rope", "additive")  # axial RoPE (§4.2, step D) or a learned table (A–C)
+# Axial RoPE (§4.2, step D), a learned additive table (A–C), or both (issue 29's test arm).
+POS_EMB_KINDS = ("rope", "additive", "rope+additive")
+ROPE_POS_EMBS = ("rope", "rope+additive")  # the kinds with RoPE in the attention
+ADDITIVE_POS_EMBS = ("additive", "rope+additive")  # the kinds with a table added after patching
+# RoPE's frequency range (rope.rope_freq_scale): "image" = π … 10π per unit of the [-1, 1]
+# image (the paper's and k-diffusion's), "grid" = scaled to each level's training token grid so
+# that no frequency turns by more than π per token.
+ROPE_FREQS = ("image", "grid")
 SKIP_KINDS = ("lerp", "add", "concat")  # how a level merges its skip (eq. 6, Table 2)
 LOSS_WEIGHTINGS = ("snr", "min-snr", "soft-min-snr", "karras")  # App. B, eq. 7–9
 SIGMA_DENSITIES = ("lognormal", "cosine-interpolated")  # Table 6 "Sigma Sampling Density"

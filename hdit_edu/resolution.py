@@ -61,7 +61,10 @@ def sampling_config(config: Config, resolution: Any = None, positions: str = "no
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     if positions == "fixed" and size != train and m.arch == "hdit":
-        what = "additive position table" if m.pos_emb == "additive" else "RoPE position grid"
+        what = {
+            "additive": "additive position table",
+            "rope+additive": "additive position table and RoPE position grid",
+        }.get(m.pos_emb, "RoPE position grid")
         raise ValueError(
             f"{where}: the {what} is fixed to the training grid (positions 'fixed': no "
             f"resizing); allowed: --resolution {format_resolution(train)}, or positions "

@@ -25,6 +25,19 @@ The constants and the order of operations follow the authors' k-diffusion
 (``image_transformer_v2.AxialRoPE``) so that converted checkpoints give the same numbers: the
 buffer :attr:`AxialRoPE.freqs` has k-diffusion's shape ``(heads, head_dim // 8)`` and values.
 
+**The frequency design, and aliasing** (issue 29; :func:`rope_turns`). The frequencies are set
+in *image* units, so the angle a pair turns between neighbouring tokens depends on the grid: on
+an ``n``-token side the spacing is ``2/n``, and frequency ``f`` turns by ``2f/n`` per token. A
+pair that turns by more than π per token *aliases*: sampled at the tokens, a turn of ``θ`` is
+the same as ``θ − 2π``, a slower turn the other way, so the pair no longer tells near offsets
+from far ones the way its frequency says. With the top of the range at 10π, no pair aliases on
+a side of 20 tokens or more (the paper's 32×32 outer grid); on its 16×16 inner grid about 10 %
+of the pairs alias, on the toy ablation's 8×8 and 4×4 grids 3 of 8 and 11 of 16.
+``model.rope_freqs = "grid"`` (:data:`~hdit_edu.kinds.ROPE_FREQS`, :func:`rope_freq_scale`)
+scales each level's range by ``min(1, n/20)`` for its training grid of ``n`` tokens per side,
+so that no pair turns by π or more; ``"image"`` (the default) is the reference's range,
+unscaled and bit-identical.
+
 **Additive position embedding** (steps A–C: "a simple additive positional encoding").
 :class:`AdditivePosEmb` is a learned ``(grid_h, grid_w, width)`` table added to the tokens after
 patching. Our choice (the paper does not specify the initialisation): initialise the table with
@@ -176,21 +189,63 @@ def axial_rope_freqs(head_dim: int, heads: int) -> torch.Tensor:
     return log_freqs[:-1].exp().view(m, heads).T.contiguous()
 
 
+def rope_freq_scale(rope_freqs: str, train_grid: tuple[int, int]) -> float:
+    """The factor on :func:`axial_rope_freqs` of a level trained on a ``train_grid`` token grid
+    (``model.rope_freqs``, :data:`~hdit_edu.kinds.ROPE_FREQS`; checked by the config): ``1.0``
+    for ``"image"``; for ``"grid"``, ``min(1, π / (10π · s))`` with ``s = 2 / max(train_grid)``
+    the token spacing, so the range's (excluded) top 10π turns by π per token and every pair by
+    less. The spread of scales (one decade) is kept; a side of ≥ 20 tokens is left unscaled."""
+    if rope_freqs == "image":
+        return 1.0
+    return min(1.0, math.pi / (ROPE_MAX_FREQ * 2.0 / max(train_grid)))
+
+
+def rope_turns(
+    head_dim: int,
+    heads: int,
+    grid: tuple[int, int],
+    *,
+    rope_freqs: str = "image",
+    train_grid: tuple[int, int] | None = None,
+    reading: str = "normalised",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """How far each RoPE frequency turns between neighbouring tokens of an ``h × w`` grid.
+
+    Returns ``(turns, aliased)``, both ``(heads, head_dim // 8)``: the angle per token in units
+    of π (float64; the frequency times the token spacing of :func:`token_positions`, both axes
+    alike: square cells), and ``turns > 1``, the pairs that alias. ``train_grid`` (default:
+    ``grid``) is the level's training grid: it sets the ``"grid"`` scale and, with ``reading``,
+    the positions on another grid."""
+    h, w = grid
+    if max(h, w) < 2:
+        raise ValueError(f"rope_turns: a {h}×{w} grid has no neighbouring tokens")
+    train_grid = tuple(grid if train_grid is None else train_grid)
+    freqs = axial_rope_freqs(head_dim, heads) * rope_freq_scale(rope_freqs, train_grid)
+    pos = token_positions(h, w, train_grid, reading, dtype=torch.float64)
+    spacing = pos[0, 1, 1] - pos[0, 0, 1] if w > 1 else pos[1, 0, 0] - pos[0, 0, 0]
+    turns = freqs.double() * spacing / math.pi
+    return turns, turns > 1
+
+
 class AxialRoPE(nn.Module):
     """Rotation angles of axial RoPE for ``heads`` heads of ``head_dim`` channels.
 
     ``forward(pos)`` maps positions ``(..., 2)`` to angles ``θ`` of shape
     ``(..., heads, head_dim // 4)``: ``[y·f, x·f]`` per head. No trainable parameters; the
-    frequencies are a (saved) buffer, as in k-diffusion.
+    frequencies are a (saved) buffer, as in k-diffusion, times ``scale``
+    (:func:`rope_freq_scale`; 1 = the reference's, unchanged).
     """
 
-    def __init__(self, head_dim: int, heads: int):
+    def __init__(self, head_dim: int, heads: int, scale: float = 1.0):
         super().__init__()
         self.head_dim = head_dim
-        self.register_buffer("freqs", axial_rope_freqs(head_dim, heads))
+        freqs = axial_rope_freqs(head_dim, heads)
+        self.register_buffer("freqs", freqs if scale == 1.0 else freqs * scale)
+        self.scale = scale
 
     def extra_repr(self) -> str:
-        return f"head_dim={self.head_dim}, heads={self.freqs.shape[0]}"
+        scale = "" if self.scale == 1.0 else f", scale={self.scale:g}"
+        return f"head_dim={self.head_dim}, heads={self.freqs.shape[0]}{scale}"
 
     def forward(self, pos: torch.Tensor) -> torch.Tensor:
         if pos.shape[-1] != 2:

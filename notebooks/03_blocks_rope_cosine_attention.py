@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -510,6 +512,176 @@ print(
     f"additive: scores at offset (0, 1) range over [{same_offset.min():.2f}, {same_offset.max():.2f}]"
 )
 assert same_offset.max() - same_offset.min() > 0.1
+
+# %% [markdown]
+# ### RoPE's frequencies against the grid: rotation per token and aliasing
+#
+# The frequencies above are set in **image units**: π … 10π radians per unit of position on
+# [−1, 1], whatever the token grid. On a side of n tokens the spacing is 2/n, so frequency f
+# turns a channel pair by **2f/n per token**. Attention only ever sees the pair at whole token
+# offsets, and there a turn of θ per token is indistinguishable from θ − 2π: a pair that turns
+# by **more than π per token aliases** — it looks like a slower pair turning the other way, and
+# the fine position it was meant to resolve is lost (Nyquist's limit, in tokens). The range's
+# top, 10π, turns by at most π per token only from n = 20 tokens per side. The paper's
+# ImageNet-128² model has 32×32 and 16×16 tokens; the toy ablation of notebook 06 (patch 4 on
+# 32² images) has **8×8 and 4×4**. `hdit_edu.rope.rope_turns` (one level) and
+# `hdit_edu.hourglass.level_rope_turns` (every level of a config) measure it from the library's
+# own frequencies and positions:
+
+# %%
+import dataclasses
+
+from hdit_edu.ablation import toy_ablation_config
+from hdit_edu.configs import get_config
+from hdit_edu.hourglass import level_rope_turns
+from hdit_edu.rope import rope_freq_scale, rope_turns
+
+toy_d = toy_ablation_config("D", seed=0).model  # the toy ablation's step D (axial RoPE)
+paper_d = get_config("imagenet128").model  # the paper's ImageNet-128² model
+levels = {
+    "toy outer": level_rope_turns(toy_d)[0],
+    "toy inner": level_rope_turns(toy_d)[1],
+    "paper outer": level_rope_turns(paper_d)[0],
+    "paper inner": level_rope_turns(paper_d)[1],
+}
+print("level         grid    pairs  max turn/token  aliased (> π)")
+for name, (grid, turns, aliased) in levels.items():
+    print(
+        f"{name:12s} {grid[0]:2d}×{grid[1]:<2d}  {turns.numel():5d}  {turns.max():10.2f}π     "
+        f"{int(aliased.sum()):3d} ({100 * aliased.float().mean():.1f} %)"
+    )
+assert [grid for grid, _, _ in levels.values()] == [(8, 8), (4, 4), (32, 32), (16, 16)]
+counts = {name: (int(a.sum()), a.numel()) for name, (_, _, a) in levels.items()}
+assert counts == {
+    "toy outer": (3, 8), "toy inner": (11, 16), "paper outer": (0, 48), "paper inner": (9, 96)
+}
+assert round(levels["toy outer"][1].max().item(), 2) == 1.87
+assert round(levels["toy inner"][1].max().item(), 2) == 4.33
+
+# %% [markdown]
+# Every pair's turn per token against the grid side (a level with the toy inner level's 16
+# frequencies; every level spans the same decade π … 10π, so the picture is the same with more
+# lines). Above the red line a pair aliases; the markers are the real levels' pairs at their
+# grids. On the right, what aliasing does to attention: the score of one query/key pair that
+# only this channel pair carries, against the offset between the two tokens, rotated by
+# `AxialRoPE` and `apply_rope` — the continuous curve is what the frequency means, the dots are
+# what attention sees at whole tokens.
+
+# %%
+sides = torch.logspace(math.log10(2), math.log10(64), 200)
+line_turns = rope_turns(32, 4, (64, 64))[0].flatten().sort().values * 64  # f·2/π: turn × side
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+for t in line_turns:
+    ax1.loglog(sides, t / sides, color="C0", lw=0.6, alpha=0.6)
+scaled = line_turns.max() * torch.clamp(sides / 20, max=1) / sides  # × rope_freq_scale
+ax1.loglog(sides, scaled, "k--", lw=1, label='fastest pair with rope_freqs="grid"')
+ax1.axhline(1, color="C3", lw=1.2, label="π per token: aliasing above")
+for i, (name, (grid, turns, aliased)) in enumerate(levels.items()):
+    side = grid[0] * (1 + 0.04 * (i - 1.5))  # a small horizontal offset per level
+    ax1.scatter(torch.full((turns.numel(),), side), turns.flatten(), s=9, zorder=3,
+                color=f"C{i + 1}", label=f"{name} {grid[0]}×{grid[1]}: "
+                f"{int(aliased.sum())}/{turns.numel()} alias")
+ax1.set_xticks([2, 4, 8, 16, 32, 64], ["2", "4", "8", "16", "32", "64"])
+ax1.minorticks_off()
+ax1.set_xlabel("token grid side n")
+ax1.set_ylabel("turn per token (units of π)")
+ax1.set_title("RoPE pairs' turn per token, image-unit frequencies", fontsize=9)
+ax1.legend(fontsize=7, loc="upper right")
+
+# the toy outer level (8×8, 2 heads of 32): its fastest pair and a slow one, as real scores
+rope8 = AxialRoPE(32, 2)
+turns8 = levels["toy outer"][1]
+fast = divmod(int(turns8.argmax()), turns8.shape[1])  # (head, frequency index)
+slow = divmod(int(turns8.argmin()), turns8.shape[1])
+spacing = 2 / 8
+
+
+def pair_score(head, index, offsets):
+    """q·k of a query and a key that differ only in the y-channel pair `index` of `head`,
+    the query at row offset `offsets` (position units) from the key."""
+    q = torch.zeros(len(offsets), 2, 32)
+    q[:, head, index] = 1.0  # x1 channel of the pair; its partner x2 is channel 8 + index
+    pos = torch.stack([offsets, torch.zeros_like(offsets)], -1)
+    q_rot = apply_rope(q, rope8(pos))
+    k_rot = apply_rope(q[:1], rope8(torch.zeros(1, 2)))
+    return (q_rot * k_rot).sum(-1)[:, head]
+
+
+fine = torch.linspace(-3, 3, 601) * spacing
+tokens = torch.arange(-3, 4, dtype=torch.float32) * spacing
+for (head, index), colour, what in [(fast, "C3", "aliased"), (slow, "C0", "not aliased")]:
+    t = turns8[head, index].item()
+    ax2.plot(fine / spacing, pair_score(head, index, fine), color=colour, lw=0.8,
+             label=f"{what}: {t:.2f}π per token")
+    ax2.plot(tokens / spacing, pair_score(head, index, tokens), "o", color=colour)
+t_fast = turns8[fast].item()
+alias = 2 - t_fast  # the turn the samples show: t − 2π, i.e. 2π − t the other way
+ax2.plot(fine / spacing, torch.cos(alias * math.pi * fine / spacing), "k:", lw=1,
+         label=f"its alias: {alias:.2f}π per token")
+ax2.set_xlabel("query − key offset (tokens)")
+ax2.set_ylabel("score of one channel pair")
+ax2.set_title("toy 8×8 level: what attention sees at whole tokens", fontsize=9)
+ax2.legend(fontsize=7, loc="lower left")
+plt.tight_layout()
+plt.show()
+
+# at whole token offsets the fast pair's scores ARE its slow alias's
+torch.testing.assert_close(
+    pair_score(*fast, tokens), torch.cos(alias * math.pi * tokens / spacing), atol=1e-5, rtol=0
+)
+print(f"fastest pair of the toy 8×8 level: {t_fast:.3f}π per token, seen as {alias:.3f}π")
+
+# %% [markdown]
+# So the pairs meant to resolve the finest offsets are read as slower ones: between π and 2π
+# per token, the faster the pair, the slower its alias; past 2π the turns wrap round again. The
+# *folded* turn of every pair (the one attention sees at whole tokens, in [0, π]):
+
+# %%
+def folded(turns):
+    """The turn per token attention sees at whole tokens, in units of π: t mod 2, reflected
+    into [0, 1]."""
+    return (torch.remainder(turns + 1, 2) - 1).abs()
+
+
+for name in ("toy outer", "toy inner"):
+    turns = levels[name][1].flatten().sort().values
+    print(f"{name}: intended {[round(v, 2) for v in turns.tolist()]}")
+    print(f"{' ' * len(name)}  seen     {[round(v, 2) for v in folded(turns).tolist()]}")
+inner = levels["toy inner"][1].flatten()
+print(f"the toy inner level's fastest pair: {inner.max():.2f}π per token, seen as "
+      f"{folded(inner.max()):.2f}π")
+assert math.isclose(folded(inner.max()).item(), inner.max().item() - 4, rel_tol=1e-12)
+# the folded turns of the toy inner level are not even ordered like the frequencies any more
+assert not (folded(inner).diff() >= 0).all()
+torch.testing.assert_close(folded(levels["paper outer"][1]), levels["paper outer"][1])
+# and an alias can land on another pair's code: the toy outer level's second-fastest pair
+outer = levels["toy outer"][1].flatten().sort().values
+twin = (outer[:5] - folded(outer[6])).abs().argmin()
+print(f"toy outer: the pair at {outer[6]:.3f}π is seen as {folded(outer[6]):.3f}π, next to the "
+      f"unaliased pair at {outer[twin]:.3f}π — two pairs, almost one code")
+assert (outer[twin] - folded(outer[6])).abs() < 0.005
+
+# %% [markdown]
+# **The grid-scaled option.** `model.rope_freqs = "grid"` scales each level's frequencies by
+# min(1, n/20) for its training grid of n tokens per side: the range's top (10π) then turns by
+# exactly π per token and every pair by less; the decade between the slowest and the fastest
+# pair is kept, and sides of 20 tokens or more are left as they are. The default, `"image"`,
+# is the paper's and k-diffusion's range, bit-identical to every shipped config and
+# checkpoint — and note that even the paper's 16×16 inner level has 9 of 96 pairs past π, so
+# `"grid"` is *not* the paper's model at 128² either. Whether the scaling matters for the toy
+# ablation's C → D verdict is an experiment (`results/ablation-toy-revisited/`), not something
+# this picture can settle: a slow alias is still a usable relative code.
+
+# %%
+toy_grid = dataclasses.replace(toy_d, rope_freqs="grid")
+for (grid, turns, aliased), (_, before, _) in zip(level_rope_turns(toy_grid), levels.values()):
+    scale = rope_freq_scale("grid", grid)
+    print(f"{grid[0]}×{grid[1]}: scale {scale:.2f}, max turn {before.max():.2f}π → "
+          f"{turns.max():.3f}π, aliased {int(aliased.sum())}/{turns.numel()}")
+    assert not aliased.any() and turns.max() < 1 and math.isclose(scale, min(1, grid[0] / 20))
+paper_grid = level_rope_turns(dataclasses.replace(paper_d, rope_freqs="grid"))
+assert torch.equal(paper_grid[0][1], levels["paper outer"][1])  # 32×32: unchanged
+assert not paper_grid[1][2].any()  # 16×16: scaled by 0.8, none aliases
 
 # %% [markdown]
 # **Summary.** An HDiT block is LLaMA-like: RMSNorm whose scale the conditioning predicts

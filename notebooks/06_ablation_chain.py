@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -428,7 +428,7 @@ assert mid_share["soft-min-snr"] > 0.8 > 0.5 > mid_share["snr"]
 # kind than C, D, E's records: the seed pairing is weaker, the CIs stay valid). The reading
 # was fixed in FID: the explanation is *supported* if RoPE hurts more under SNR (the
 # interaction's CI above 0) and C-smsnr → E is not significantly worse. Below: the three
-# comparisons in each metric, paired by seed (`followup/summary.json`, by `followup.py`).
+# comparisons in each metric, paired by seed (`followup/summary.json`; its spec is `followup/study.toml`).
 
 # %%
 followup = json.loads((RESULTS.parent / "followup" / "summary.json").read_text())

@@ -204,7 +204,7 @@ plt.show()
 # at 24², 48², 64²; 512 samples per cell, the ablation's sampler (DPM++(3M) SDE, 50 steps,
 # guidance 3). The figure and the table below are the pre-registered analysis,
 # `results/resolution-toy/summary.json` (written by `analyze.py` with the toy ablation's
-# statistics, `hdit_edu.ablation.t_interval`: per cell and metric the mean, SD, n and the 95 % t
+# statistics, `hdit_edu.stats.t_interval`: per cell and metric the mean, SD, n and the 95 % t
 # interval `ci95` = [low, high] with its half-width `half`). The first assert checks that it is
 # the analysis of exactly the shipped runs. Solid lines: the schedule as at 32²; dashed: shifted.
 

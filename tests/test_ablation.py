@@ -25,14 +25,11 @@ from hdit_edu.ablation import (
     TOY_EXPERIMENT,
     ablation_config,
     analyze,
-    holm,
     load_runs,
-    paired_difference,
     record_config,
     rerun_prefix,
     run_config,
     summary_markdown,
-    t_interval,
     train_command,
 )
 from hdit_edu.cli import build_parser, main
@@ -100,51 +97,6 @@ def test_record_config_refuses_a_record_it_cannot_rebuild():
 # --- the analysis ------------------------------------------------------------------------------
 
 
-def test_paired_t_interval_closed_form():
-    """Differences 1, 2, 3: mean 2, SD 1; with 2 degrees of freedom the t quantile and the
-    two-sided p have closed forms: t₀.₉₇₅ = 0.95 / √(2·0.975·0.025), p = 1 − √(t²/(2 + t²))."""
-    ci = t_interval([1.0, 2.0, 3.0])
-    t975 = 0.95 / math.sqrt(2 * 0.975 * 0.025)  # 4.3027
-    assert ci["mean"] == 2.0 and ci["sd"] == 1.0 and ci["n"] == 3
-    assert ci["half"] == pytest.approx(t975 / math.sqrt(3), rel=1e-12)  # 2.4841
-    assert ci["ci95"] == pytest.approx([2 - t975 / math.sqrt(3), 2 + t975 / math.sqrt(3)])
-    t = 2.0 / (1.0 / math.sqrt(3))
-    p = stats.ttest_1samp([1.0, 2.0, 3.0], 0.0).pvalue
-    assert p == pytest.approx(1 - math.sqrt(t * t / (2 + t * t)), rel=1e-12)  # 0.0742
-    one = t_interval([5.0])
-    assert one["mean"] == 5.0 and math.isnan(one["half"]) and math.isnan(one["sd"])
-
-
-def test_paired_difference_closed_form():
-    """Y − X over the seeds both have (seed 3 of X has no partner): differences 1, 2, 3, so the
-    t_interval of the closed-form test above and the same two-sided p; NaN p for one seed and
-    for differences without spread; no seeds in common: n = 0."""
-    x = {0: 1.0, 1: 1.0, 2: 1.0, 3: 9.0}
-    pair = paired_difference(x, {0: 2.0, 1: 3.0, 2: 4.0})
-    t975 = 0.95 / math.sqrt(2 * 0.975 * 0.025)
-    t = 2.0 / (1.0 / math.sqrt(3))
-    assert pair["seeds"] == [0, 1, 2]
-    assert pair["difference"]["values"] == [1.0, 2.0, 3.0]
-    assert pair["difference"]["ci95"] == pytest.approx([2 - t975 / 3**0.5, 2 + t975 / 3**0.5])
-    assert pair["p"] == pytest.approx(1 - math.sqrt(t * t / (2 + t * t)), rel=1e-12)  # 0.0742
-    one = paired_difference(x, {1: 3.0})
-    assert one["seeds"] == [1] and one["difference"]["mean"] == 2.0 and math.isnan(one["p"])
-    flat = paired_difference(x, {0: 2.0, 1: 2.0, 2: 2.0})
-    assert flat["difference"]["sd"] == 0.0 and math.isnan(flat["p"])
-    none = paired_difference(x, {7: 1.0})
-    assert none["seeds"] == [] and none["difference"]["n"] == 0 and math.isnan(none["p"])
-
-
-def test_holm_order_and_monotonicity():
-    """Holm: the k-th smallest of m p-values × (m − k + 1), running maximum, capped at 1; NaN
-    (a comparison without two seeds) is neither adjusted nor counted."""
-    assert holm([0.01, 0.04, 0.03, math.nan]) == pytest.approx(
-        [0.03, 0.06, 0.06, math.nan], nan_ok=True
-    )
-    assert holm([0.5, 0.2, 0.001]) == pytest.approx([0.5, 0.4, 0.003])
-    assert holm([0.9, 0.6]) == [1.0, 1.0]
-
-
 def _kendall_tau_b(x, y) -> float:
     pairs = list(itertools.combinations(range(len(x)), 2))
     s = sum(np.sign(x[i] - x[j]) * np.sign(y[i] - y[j]) for i, j in pairs)
@@ -166,7 +118,7 @@ class _Fixed(torch.nn.Module):
 
 def test_error_by_sigma_closed_forms():
     # D = x: error = σ²·mean(ε²); D = 0: error = mean(x₀²), whatever σ. The same ε for every σ.
-    from hdit_edu.ablation import error_by_sigma
+    from hdit_edu.protocol import error_by_sigma
     from hdit_edu.toy import ToyDataset
 
     config = run_config("E", 0)
@@ -179,32 +131,6 @@ def test_error_by_sigma_closed_forms():
     assert zero == pytest.approx([(x0**2).mean().item()] * 3, rel=1e-5)
 
 
-def test_followup_analysis_pairs_the_two_rope_steps_and_their_interaction():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "followup", ROOT / "results" / "ablation-toy" / "followup.py"
-    )
-    followup = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(followup)
-    fid = {"C": (10, 8, 11), "D": (21, 19, 15), "E": (7, 7, 6), "C-smsnr": (7.5, 6, 6.5)}
-
-    def runs(*names):
-        return {
-            n: {s: {"final": {m: v for m in followup.METRICS}} for s, v in enumerate(fid[n])}
-            for n in names
-        }
-
-    result = followup.analyze(runs("C", "D", "E"), runs("C-smsnr"))
-    rows = {r["what"].split(":")[0]: r for r in result["rows"] if r["metric"] == "fid"}
-    assert rows["C → D"]["difference"]["values"] == [11, 11, 4]
-    assert rows["C-smsnr → E"]["difference"]["values"] == [-0.5, 1, -0.5]
-    inter = rows["interaction"]["difference"]
-    assert inter["values"] == [11.5, 10, 4.5] and inter["mean"] == pytest.approx(26 / 3)
-    # Holm over the three metrics of one comparison (here equal p's: 3·p capped at 1).
-    assert rows["C → D"]["p_holm"] == pytest.approx(min(1, 3 * rows["C → D"]["p"]))
-
-
 def _results_script(name: str):
     """A script of results/ablation-toy/ imported as a module (the folder is not a package)."""
     import importlib.util
@@ -215,25 +141,6 @@ def _results_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def test_followup_diversity_splits_fid_and_measures_spread_in_closed_form():
-    """Samples = 2 × (zero-mean real features) + v: FID's mean term is ‖v‖², its covariance
-    term Tr(Σ + 4Σ − 2·2Σ) = Tr(Σ); the spread, overall and within each class, is 4."""
-    module = _results_script("followup_diversity")
-    rng = np.random.default_rng(0)
-    real = rng.normal(size=(400, 3)) * [1.0, 2.0, 0.5]
-    real -= real.mean(0)
-    labels = np.arange(400) % 2
-    v = np.array([1.0, -2.0, 0.5])
-    out = module.diversity(2 * real + v, labels, real, labels)
-    assert out["fid_mean_term"] == pytest.approx(v @ v, rel=1e-12)
-    assert out["fid_covariance_term"] == pytest.approx(
-        np.trace(np.cov(real, rowvar=False)), rel=1e-6
-    )
-    assert out["spread"] == pytest.approx(4.0, rel=1e-12)
-    assert out["spread_within_class"] == pytest.approx(4.0, rel=1e-12)
-    assert out["spread_per_class"] == pytest.approx([4.0, 4.0], rel=1e-12)
 
 
 def test_guidance_sweep_picks_each_models_best_w_and_pairs_the_two_by_seed():

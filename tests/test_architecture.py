@@ -155,7 +155,7 @@ LAYERS = {
         "logging_sinks", "runs", "runfolder", "batches", "training", "evaluation", "interop",
         "planner",
     ),
-    "experiments": ("measure", "ablation"),
+    "experiments": ("measure", "stats", "protocol", "analysis", "ablation", "studies"),
     "apps and tools": ("viz", "widgets", "exercises", "cli", "reference_source"),
 }  # fmt: skip
 LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
@@ -176,6 +176,8 @@ LAZY_IMPORTS = {
     "resource": "the planner's CPU peak memory only (POSIX)",
     "concurrent.futures": "prepare's worker processes only",
     "scipy": "the exercises' statistics checkers only (importing scipy.stats takes about a second)",
+    "tomllib": "studies.spec's TOML reader (the standard library's from Python 3.11)",
+    "tomli": "studies.spec's TOML reader before Python 3.11",
 }
 
 

@@ -128,6 +128,22 @@ def test_na_gradient_of_one_input_only_and_value_head_dim():
     assert (dv - dv_ref).abs().max().item() <= 1e-5
 
 
+def test_na_torch_backward_under_cpu_bf16_autocast():
+    """Under CPU autocast the forward's products give bf16 attention weights while the saved
+    output is fp32; the closed-form backward casts all of them to one dtype (it failed in
+    ``vecdot`` before, issue 32's bf16 measurements). Gradients within bf16's precision of fp32."""
+    q, k, v = qkv(1, 8, 8, 2, 16, seed=11, grad=True)
+    grad_out = torch.randn(1, 8, 8, 2, 16, generator=torch.Generator().manual_seed(2))
+    expected = torch.autograd.grad(brute_force_na(q, k, v, 5, 0.25), (q, k, v), grad_out)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = neighborhood_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), 5, scale=0.25,
+                                     backend="torch")  # fmt: skip
+    got = torch.autograd.grad(out.float(), (q, k, v), grad_out)
+    for name, g, e in zip("qkv", got, expected):
+        assert g.dtype == torch.float32 and torch.isfinite(g).all(), name
+        assert (g - e).abs().max().item() <= 0.05 * e.abs().max().item(), f"d{name}"
+
+
 def test_masked_sdpa_equals_torch_backend_at_a_model_grid():
     q, k, v = qkv(2, 16, 16, 4, 16, seed=5, grad=True)
     outs, grads = {}, {}

@@ -357,3 +357,21 @@ def test_step_generator_is_a_pure_function_of_its_arguments():
     assert not torch.equal(draw(0, 10), draw(0, 11))
     assert not torch.equal(draw(0, 10, 0), draw(0, 10, 1))
     assert not torch.equal(draw(0, 10, 0, 0), draw(0, 10, 0, 1))
+
+
+def test_a_symlink_to_the_data_root_or_a_class_is_not_a_class_of_its_own(tmp_path):
+    """A real symlink inside an ImageFolder data set that points to the data root (or to a
+    sibling class folder) would list the same images again as an extra class: it is skipped
+    with a warning naming it, and the classes and files are those of the real folders."""
+    root = tmp_path / "data"
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(root / name / "a.png")
+    plain = ImageFolderDataset(root, 8)
+    (root / "loop").symlink_to(root, target_is_directory=True)
+    (root / "twin").symlink_to(root / "cat", target_is_directory=True)
+    with pytest.warns(UserWarning, match="links to") as caught:
+        linked = ImageFolderDataset(root, 8)
+    assert {n for n in ("'loop'", "'twin'") for w in caught if n in str(w.message)} == {"'loop'", "'twin'"}
+    assert linked.classes == plain.classes == ["cat", "dog"]
+    assert linked.files == plain.files and linked.targets == plain.targets == [0, 1]

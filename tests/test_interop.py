@@ -316,6 +316,8 @@ def test_training_only_options_warn_when_not_strict():
     [
         ({"ffn": "gelu"}, "model.ffn='gelu'"),
         ({"pos_emb": "additive"}, "model.pos_emb='additive'"),
+        ({"pos_emb": "rope+additive"}, "model.pos_emb='rope+additive'"),
+        ({"rope_freqs": "grid"}, "model.rope_freqs='grid'"),
         ({"skip": "concat"}, "model.skip='concat'"),
         ({"aug_dim": 4}, "model.aug_dim=4"),
         ({"out_channels": 6}, "model.out_channels=6"),
@@ -688,9 +690,9 @@ def test_global_attention_model_is_exact_in_float64(k_diffusion, monkeypatch):
     ours = interop.from_k_diffusion(config, reference.state_dict())
     reference.double()
     ours.double()
-    make_axial_pos = hourglass.make_axial_pos
+    token_positions = hourglass.token_positions  # the model's one position source (issue 19)
     monkeypatch.setattr(
-        hourglass, "make_axial_pos", lambda *a, **k: make_axial_pos(*a, **k).double()
+        hourglass, "token_positions", lambda *a, **k: token_positions(*a, **k).double()
     )
     x, sigma, _, aug = _inputs(0, seed=12)
     x, sigma, aug = x.double(), sigma.double(), aug.double()

@@ -288,6 +288,22 @@ def test_a_training_run_on_a_real_full_disk_stops_with_a_named_error(
     assert list((run / "checkpoints").iterdir()) == []  # no half-written checkpoint
 
 
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_convert_onto_a_real_full_disk_names_the_file_and_leaves_no_half_file(
+    run, small_disk, capsys, suffix
+):
+    """``convert to-k-diffusion`` writes its output whole or not at all: on a real tmpfs filled
+    to its last 8 KiB the error names the output and no file is left under its name."""
+    disk = small_disk("1m")
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    (disk / "filler").write_bytes(b"\0" * (free - 8192))
+    out = disk / f"kd{suffix}"
+    rc, text = cli(capsys, "convert", "to-k-diffusion", run, "-o", out)
+    assert rc == 1 and "Traceback" not in text, text
+    assert str(out.name) in text and "No space left on device" in text, text
+    assert sorted(p.name for p in disk.iterdir()) == ["filler"]
+
+
 # --- divergence ---------------------------------------------------------------------------------
 
 

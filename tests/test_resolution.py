@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from hdit_edu.ablation import t_interval
 from hdit_edu.configs import (
     Config,
     DiffusionConfig,
@@ -27,6 +26,7 @@ from hdit_edu.models import build_model
 from hdit_edu.resolution import position_span, sampling_config, shifted_sigmas
 from hdit_edu.rope import AdditivePosEmb, make_axial_pos, token_positions
 from hdit_edu.sampling import generate, karras_sigmas
+from hdit_edu.stats import t_interval
 
 
 def p4k3_config(pos_emb: str = "rope", middle: str = "global") -> Config:

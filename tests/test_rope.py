@@ -3,11 +3,19 @@ half of each head unrotated, k-diffusion's frequencies) and the additive embeddi
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import runpy
+from pathlib import Path
 
 import pytest
 import torch
 
+from hdit_edu.ablation import toy_ablation_config
+from hdit_edu.configs import Config, get_config, validate_config
+from hdit_edu.flops import analytic_params
+from hdit_edu.hourglass import HDiT, level_rope_turns
 from hdit_edu.rope import (
     AdditivePosEmb,
     AxialRoPE,
@@ -15,8 +23,14 @@ from hdit_edu.rope import (
     axial_rope_freqs,
     downscale_pos,
     make_axial_pos,
+    rope_freq_scale,
+    rope_turns,
     sincos_pos_emb_2d,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORDS = ROOT / "results" / "ablation-toy" / "runs"
+REVISITED = ROOT / "results" / "ablation-toy-revisited"
 
 
 def test_positions_are_cell_centres_on_the_unit_square():
@@ -129,3 +143,147 @@ def test_additive_embedding_learns_adds_and_resizes():
     assert emb(torch.zeros(1, 8, 12, 8)).shape == (1, 8, 12, 8)
     with pytest.raises(ValueError, match=r"\(B, H, W, 8\)"):
         emb(torch.zeros(1, 4, 6, 4))
+
+
+# --- the frequency design (issue 29): rotation per token, aliasing, grid-scaled frequencies ---
+
+
+def _aliased_by_closed_form(n_freqs: int, side: int) -> int:
+    """Frequency k = π·10^(k/N) turns by 10^(k/N)·2/side π per token: it aliases (> π) for
+    k > N·log10(side/2)."""
+    return sum(10 ** (k / n_freqs) * 2 / side > 1 for k in range(n_freqs))
+
+
+def test_rotation_per_token_on_the_toy_and_paper_grids():
+    """Issue 29's numbers, from the library's own frequencies and positions: the toy ablation's
+    8×8 / 4×4 grids alias (3 of 8, 11 of 16 pairs; up to 1.87π and 4.33π per token), the
+    paper's ImageNet-128² 32×32 / 16×16 grids do not / about 10 % (9 of 96)."""
+    toy = level_rope_turns(toy_ablation_config("D", 0).model)
+    paper = level_rope_turns(get_config("imagenet128").model)
+    expected = [  # (grid, frequencies, aliased, max turn per token in π)
+        (toy[0], (8, 8), 8, 3, 10 ** (7 / 8) / 4),  # 2 heads × 4
+        (toy[1], (4, 4), 16, 11, 10 ** (15 / 16) / 2),  # 4 heads × 4
+        (paper[0], (32, 32), 48, 0, 10 ** (47 / 48) / 16),  # 6 heads × 8
+        (paper[1], (16, 16), 96, 9, 10 ** (95 / 96) / 8),  # 12 heads × 8
+    ]
+    for (grid, turns, aliased), want_grid, n, n_aliased, top in expected:
+        assert grid == want_grid and turns.numel() == n
+        assert int(aliased.sum()) == n_aliased == _aliased_by_closed_form(n, grid[0])
+        assert torch.equal(aliased, turns > 1)
+        assert turns.max().item() == pytest.approx(top, rel=1e-6)
+    assert round(toy[0][1].max().item(), 2) == 1.87 and round(toy[1][1].max().item(), 2) == 4.33
+    assert paper[1][2].float().mean().item() == pytest.approx(0.094, abs=1e-3)  # "about 10 %"
+    # the inner level's positions are the outer ones merged 2×2 (the model's path): same step
+    merged = downscale_pos(make_axial_pos(8, 8))
+    assert (merged[0, 1, 1] - merged[0, 0, 1]).item() == pytest.approx(0.5)
+
+
+def test_rotation_per_token_follows_the_position_reading():
+    """At another grid, ``normalised`` positions are denser (turns shrink with the side);
+    ``grid`` positions keep the training grid's step, so the turns per token stay."""
+    trained, _ = rope_turns(32, 2, (8, 8))
+    dense, _ = rope_turns(32, 2, (16, 16), train_grid=(8, 8))
+    kept, _ = rope_turns(32, 2, (16, 16), train_grid=(8, 8), reading="grid")
+    torch.testing.assert_close(dense, trained / 2)
+    torch.testing.assert_close(kept, trained)
+    assert torch.equal(rope_turns(32, 2, (4, 12))[0], rope_turns(32, 2, (12, 12))[0])
+    with pytest.raises(ValueError, match="no neighbouring tokens"):
+        rope_turns(32, 2, (1, 1))
+
+
+def test_grid_scaled_frequencies_never_alias_and_image_is_the_reference():
+    assert rope_freq_scale("image", (4, 4)) == 1.0
+    for grid, scale in [((8, 8), 0.4), ((4, 4), 0.2), ((16, 16), 0.8), ((4, 12), 0.6)]:
+        assert rope_freq_scale("grid", grid) == pytest.approx(scale)
+    assert rope_freq_scale("grid", (32, 32)) == rope_freq_scale("grid", (20, 20)) == 1.0
+    d_image = toy_ablation_config("D", 0).model
+    d_grid = dataclasses.replace(d_image, rope_freqs="grid")
+    # the top of the range (10π, excluded) turns by π: the highest pair by π·10^(-1/N) < π
+    for (_, turns, aliased), n in zip(level_rope_turns(d_grid), (8, 16)):
+        assert not aliased.any() and turns.max().item() == pytest.approx(10 ** (-1 / n))
+    paper = dataclasses.replace(get_config("imagenet128").model, rope_freqs="grid")
+    assert [int(a.sum()) for _, _, a in level_rope_turns(paper)] == [0, 0]
+    # the model's buffers: "image" is the reference's, untouched (bit-identical); "grid" is
+    # the same frequencies times each level's scale (outer 8×8: 0.4, inner 4×4: 0.2)
+    for config in (d_image, d_grid):
+        model = HDiT(config)
+        outer = [*model.down_levels[0], *model.up_levels[0]]
+        for layers, grid in [(outer, (8, 8)), (list(model.mid_level), (4, 4))]:
+            scale = rope_freq_scale(config.rope_freqs, grid)
+            for layer in layers:
+                reference = axial_rope_freqs(32, layer.attn.heads)
+                want = reference if config.rope_freqs == "image" else reference * scale
+                assert torch.equal(layer.attn.pos_emb.freqs, want)
+    assert HDiT(d_grid).state_dict().keys() == HDiT(d_image).state_dict().keys()
+
+
+def test_old_configs_and_records_read_as_image_frequencies():
+    """A config written before ``rope_freqs`` existed (every shipped record) reads as
+    ``"image"``, the reference's frequencies: the same model as before, bit for bit."""
+    record = json.loads((RECORDS / "D-s0.json").read_text())
+    assert "rope_freqs" not in record["config"]["model"]
+    config = Config.from_dict(record["config"])
+    assert config.model.rope_freqs == "image" and config.model.pos_emb == "rope"
+    assert config.model == toy_ablation_config("D", 0).model
+
+
+@pytest.mark.parametrize(
+    "change, fragments",
+    [
+        ({"rope_freqs": "nyquist"}, ["model.rope_freqs", "'nyquist'", "allowed: image, grid"]),
+        ({"rope_freqs": "grid", "pos_emb": "additive"}, ["model.rope_freqs", "'additive'"]),
+        ({"rope_freqs": "grid", "arch": "dit"}, ["model.rope_freqs", "'dit'", "'rope+additive'"]),
+        ({"pos_emb": "rope+sincos"}, ["model.pos_emb", "'rope+sincos'", "rope+additive"]),
+    ],
+)
+def test_rope_options_are_validated_with_a_message(change, fragments):
+    model = toy_ablation_config("D", 0).model
+    levels = model.levels[:1] if change.get("arch") == "dit" else model.levels
+    model = dataclasses.replace(model, levels=levels, **change)
+    with pytest.raises(ValueError) as info:
+        validate_config(model)
+    assert all(f in str(info.value) for f in fragments), str(info.value)
+
+
+def test_rope_and_additive_table_together():
+    """``pos_emb = "rope+additive"`` (issue 29's arm): the table after patching *and* RoPE in
+    every attention; its parameters are the table's on top of the RoPE model's."""
+    rope = toy_ablation_config("D", 0).model
+    both = dataclasses.replace(rope, pos_emb="rope+additive")
+    validate_config(both)
+    model = HDiT(both)
+    assert model.pos_emb.table.shape == (8, 8, 64)
+    assert all(layer.attn.pos_emb is not None for layer in [*model.down_levels[0], *model.mid_level])
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params == analytic_params(both) == analytic_params(rope) + 8 * 8 * 64
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for p in model.parameters():  # zero-initialised outputs would hide everything
+            p.add_(0.02 * torch.randn_like(p))
+        out = model(x, torch.tensor([1.0, 3.0]), torch.tensor([0, 8]))
+        model.pos_emb = None  # without the table: another output
+        assert not torch.allclose(out, model(x, torch.tensor([1.0, 3.0]), torch.tensor([0, 8])))
+    with pytest.raises(ValueError, match="divisible by 8"):
+        levels = [dataclasses.replace(rope.levels[0], width=48, head_dim=12), *rope.levels[1:]]
+        validate_config(dataclasses.replace(both, levels=levels))
+
+
+def test_revisited_study_draft_is_valid_unregistered_and_costed():
+    """Issue 29's draft spec: valid in the study format, not registered (registration comes
+    after the pilot), its RoPE arms are the two options, and design.py costs the same runs."""
+    from hdit_edu.studies.spec import load_study
+
+    study = load_study(REVISITED / "study.toml")
+    assert not (REVISITED / "registration.json").exists()
+    assert "draft — not registered" in (REVISITED / "README.md").read_text().lower()
+    arms = {a.label: a for a in study.arms}
+    assert arms["D-grid"].overrides == ("model.rope_freqs=grid",)
+    assert arms["D-table"].overrides == ("model.pos_emb=rope+additive",)
+    assert (study.budget.train_steps, study.budget.batch_size) == (20_000, 16)
+    assert len(study.comparisons) == 13 and study.rule == "holm"
+    design = runpy.run_path(str(REVISITED / "design.py"))
+    assert design["SEEDS"] == {label: len(a.seeds) for label, a in arms.items()}
+    assert len(study.runs()) == sum(design["SEEDS"].values()) == 39
+    assert study.metrics[0] == "fid_selected" and study.reference.metric == "fid_selected"
+    assert study.select_cfg == (1.0, 1.5, 2.0, 3.0, 4.0) and study.loss_profile

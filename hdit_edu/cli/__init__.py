@@ -12,6 +12,7 @@ the one command line of the package:
     hdit-edu ablate toy --configs D,E --seeds 0,1,2                   # the toy experiment
     hdit-edu ablate toy --analyze --out results/ablation-toy/runs     # its analysis
     hdit-edu ablate paper --data IMAGENET128 --eval-data VAL          # the paper's chain
+    hdit-edu study run results/my-study/study.toml --workers 2        # a pre-registered study
     hdit-edu flops  --config E --resolution 256                       # GFLOPs per forward
     hdit-edu flops  --config E --resolution 256x512                   # … of a rectangular size
     hdit-edu convert from-k-diffusion KD.safetensors -o runs/kd       # authors' checkpoints
@@ -43,7 +44,7 @@ import sys
 
 from ..toy import MissingWeightsError
 from ..training import NonFiniteLossError
-from . import ablate, convert, data, info, sample, train
+from . import ablate, convert, data, info, sample, study, train
 
 # The subcommands in the order `hdit-edu --help` lists them.
 COMMANDS = (
@@ -52,6 +53,7 @@ COMMANDS = (
     sample.add_sample,
     sample.add_fid,
     ablate.add_ablate,
+    study.add_study,
     info.add_flops,
     info.add_plan,
     sample.add_fid_folders,

@@ -8,7 +8,7 @@ scale of ``--scales`` with the ablation's evaluation (2,048 samples, classes 0..
 3M-SDE 50 steps, noise seed 1000 + seed: w = 3 repeats the run's own final evaluation), and
 each (run, w) cell is written to ``<out>/<NAME>.json`` as it finishes (a rerun skips the cells
 it holds). Per cell: toy FID against the 2,048 test images with its mean term, class accuracy,
-coherence, and the spread of the classifier features (``followup_diversity.diversity``); the
+coherence, and the spread of the classifier features (``hdit_edu.protocol``); the
 first 16 samples (two per class, one class per column) go to ``<out>/grids/<NAME>-w<w>.png``.
 
     OMP_NUM_THREADS=1 python results/ablation-toy/guidance.py run \\
@@ -28,7 +28,6 @@ its seeds) and the pre-registered comparison at those two scales with its verdic
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -37,43 +36,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hdit_edu import evaluation
-from hdit_edu.ablation import cpu_model, paired_difference, toy_test_features
+from hdit_edu.ablation import cpu_model
 from hdit_edu.checkpoints import atomic_write_text
 from hdit_edu.data import save_grid
+from hdit_edu.protocol import EvalProtocol, evaluate, measure
 from hdit_edu.runs import load_run
-from hdit_edu.sampling import generate, grid_columns, sample_labels
-from hdit_edu.toy import ToyDataset, predict_classes, toy_coherence
+from hdit_edu.sampling import grid_columns, sample_labels
+from hdit_edu.stats import paired_difference
+from hdit_edu.toy import ToyDataset
 
 HERE = Path(__file__).resolve().parent
 SCALES = (1.0, 1.5, 2.0, 3.0, 4.0)
 METRICS = ("fid", "class_accuracy")
 MODELS = ("C-smsnr", "E")  # the comparison E − C-smsnr: axial RoPE under soft-min-SNR
 
-_spec = importlib.util.spec_from_file_location("followup_diversity", HERE / "followup_diversity.py")
-followup_diversity = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(followup_diversity)
+KEEP = ("class_accuracy", "coherence", "fid", "fid_mean_term", "fid_covariance_term", "spread",
+        "spread_within_class", "spread_per_class")  # fmt: skip
 
 
-def _reference():
-    """The test split's classifier features (the ablation's FID reference) and labels."""
-    return toy_test_features(32), ToyDataset("test", resolution=32).labels.astype(np.int64)
-
-
-def _metrics(images: torch.Tensor, labels: torch.Tensor, reference) -> dict:
-    """Class accuracy, coherence, toy FID with its terms and the spread of ``images``."""
-    feats = evaluation.extract_features(images, extractor="toy", batch_size=256)
-    return {
-        "class_accuracy": (predict_classes(images) == labels).float().mean().item(),
-        "coherence": toy_coherence(images, labels)["coherent"].float().mean().item(),
-        **followup_diversity.diversity(feats, labels.numpy(), *reference),
-    }
+def _metrics(measured: dict) -> dict:
+    """Class accuracy, coherence, toy FID with its terms and the spread, as the records hold
+    them (the protocol's :func:`~hdit_edu.protocol.measure`)."""
+    return {k: measured[k] for k in KEEP}
 
 
 def floor(ns: list[int], out: Path) -> None:
     """Real training images (classes in turn, as the samples) through the same metrics."""
     torch.set_num_threads(1)
-    reference = _reference()
     train = ToyDataset("train", resolution=32)
     by_class = [np.flatnonzero(train.labels == c) for c in range(train.num_classes)]
     rows = []
@@ -81,7 +70,8 @@ def floor(ns: list[int], out: Path) -> None:
         labels = sample_labels(n, train.num_classes)
         index = [by_class[c][i // train.num_classes] for i, c in enumerate(labels.tolist())]
         images, _ = train.batch(np.array(index))
-        rows.append({"n_samples": n, **_metrics(images, labels, reference)})
+        measured = measure(images, labels, coherence=True, diversity_terms=True)
+        rows.append({"n_samples": n, **_metrics(measured)})
     out.mkdir(parents=True, exist_ok=True)
     (out / "real_floor.json").write_text(json.dumps({"split": "train", "rows": rows}, indent=1))
 
@@ -89,7 +79,6 @@ def floor(ns: list[int], out: Path) -> None:
 def run(specs: list[str], scales: list[float], n: int, out: Path) -> None:
     """Sample every (checkpoint, w) cell not yet in ``out``; one JSON per checkpoint."""
     torch.set_num_threads(1)
-    reference = _reference()
     out.mkdir(parents=True, exist_ok=True)
     for spec in specs:
         name, run_dir = spec.split("=", 1)
@@ -101,19 +90,17 @@ def run(specs: list[str], scales: list[float], n: int, out: Path) -> None:
             else {"name": name, "seed": seed, "run_dir": run_dir, "cpu": cpu_model(), "cells": []}
         )
         config, denoiser = load_run(run_dir)
-        labels = sample_labels(n, config.model.num_classes)
         for w in scales:
             if any(c["cfg"] == w and c["n_samples"] == n for c in record["cells"]):
                 continue
             t0, c0 = time.perf_counter(), time.process_time()
-            images = generate(denoiser, config, n, sampler="dpmpp_3m_sde", steps=50,
-                              cfg_scale=w, seed=1000 + seed, batch_size=64)  # fmt: skip
-            sample_cpu_s = time.process_time() - c0
+            protocol = EvalProtocol(n=n, cfg=w, coherence=True, diversity=True)
+            measured, images, _ = evaluate(denoiser, config, protocol, 1000 + seed)
             cell = {
                 "cfg": w,
                 "n_samples": n,
-                **_metrics(images, labels, reference),
-                "sample_cpu_s": sample_cpu_s,
+                **_metrics(measured),
+                "sample_cpu_s": measured["sample_cpu_s"],
                 "cpu_s": time.process_time() - c0,
                 "wall_s": time.perf_counter() - t0,
             }

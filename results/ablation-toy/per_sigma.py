@@ -7,7 +7,7 @@ at fixed noise levels, and how the two training weightings of Table 5 weigh thos
 Reads each (configuration, seed)'s final checkpoint (git-ignored; the runs of ``hdit-edu
 ablate`` leave them in ``runs/ablation-toy/runs/NAME/``), skips the ones not there, and writes
 ``per-sigma.json`` and ``per-sigma.png`` beside this file: per σ, each model's unweighted error
-E‖D(x₀ + σε, σ) − x₀‖² (:func:`hdit_edu.ablation.error_by_sigma`, 512 test images, one ε), the
+E‖D(x₀ + σε, σ) − x₀‖² (:func:`hdit_edu.protocol.error_by_sigma`, 512 test images, one ε), the
 seed-paired ratio of each configuration to C with its 95 % t CI (on the log ratio), and, for the
 SNR (D) and soft-min-SNR (E) weightings, the share of the expected training loss
 p(σ)·λ(σ)·error(σ) below σ = 0.2 (C's error curve; p the training σ density).
@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hdit_edu.ablation import error_by_sigma, run_name, t_interval, versions
+from hdit_edu.ablation import run_name, versions
 from hdit_edu.diffusion import loss_weight
+from hdit_edu.protocol import error_by_sigma
 from hdit_edu.runs import load_run
+from hdit_edu.stats import t_interval
 from hdit_edu.training import training_sigmas
 
 HERE = Path(__file__).resolve().parent

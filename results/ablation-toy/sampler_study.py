@@ -13,16 +13,12 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-from hdit_edu import evaluation
-from hdit_edu.ablation import toy_test_features
+from hdit_edu.protocol import EvalProtocol, evaluate
 from hdit_edu.runs import load_run
-from hdit_edu.sampling import generate, sample_labels
-from hdit_edu.toy import class_accuracy
 
 torch.set_num_threads(1)
 
@@ -37,35 +33,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     config, denoiser = load_run(args.run_dir)
-    labels = sample_labels(args.n, config.model.num_classes)
     rows = []
     for setting in args.settings:
         sampler, steps, cfg = setting.split(":")
-        t0, c0 = time.perf_counter(), time.process_time()
-        images = generate(
-            denoiser,
-            config,
-            args.n,
-            sampler=sampler,
-            steps=int(steps),
-            cfg_scale=float(cfg),
-            seed=args.seed,
-            batch_size=args.batch,
-        )
-        row = {
-            "sampler": sampler,
-            "steps": int(steps),
-            "cfg": float(cfg),
-            "n": args.n,
-            "sample_s": time.perf_counter() - t0,
-            "sample_cpu_s": time.process_time() - c0,
-            "class_accuracy": class_accuracy(images, labels),
-            "fid": evaluation.frechet_distance(
-                evaluation.extract_features(images, extractor="toy", batch_size=256),
-                toy_test_features(32),
-            ),
-            "load_average": list(os.getloadavg()),
-        }
+        protocol = EvalProtocol(args.n, sampler, int(steps), float(cfg), args.batch)
+        metrics, _, _ = evaluate(denoiser, config, protocol, args.seed)
+        row = {"sampler": sampler, "steps": int(steps), "cfg": float(cfg), "n": args.n}
+        row |= {k: metrics[k] for k in ("sample_s", "sample_cpu_s", "class_accuracy", "fid")}
+        row["load_average"] = list(os.getloadavg())
         print(json.dumps(row), flush=True)
         rows.append(row)
         Path(args.out).write_text(

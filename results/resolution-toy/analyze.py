@@ -6,7 +6,7 @@ model, CI bands, one panel per metric and position reading).
     python results/resolution-toy/analyze.py results/resolution-toy/runs \\
         --out results/resolution-toy/summary.json
 
-The statistics are the toy ablation's (``hdit_edu.ablation``): :func:`t_interval` (mean, SD,
+The statistics are the package's (``hdit_edu.stats``): :func:`t_interval` (mean, SD,
 n, the 95 % t interval ``ci95`` = [low, high] and its half-width ``half``; NaN for one seed)
 and :func:`paired_difference` (differences paired by seed, two-sided paired t-test ``p``).
 A labelled post-hoc view (proposed after seeing seed 0, outside the registered rule) divides
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hdit_edu.ablation import paired_difference, t_interval
+from hdit_edu.stats import ci_verdict, paired_difference, t_interval
 
 METRICS = ("class_accuracy", "fid", "coherence")
 BETTER = {"class_accuracy": 1, "fid": -1, "coherence": 1}  # sign of "better"
@@ -66,14 +66,7 @@ def verdict(entry: dict, metric: str) -> str:
     """The README's rule on one :func:`t_interval` of a difference (second − first): ``better``
     where the 95 % CI excludes 0 on the better side of ``metric`` (:data:`BETTER`), ``worse``
     where it excludes 0 on the worse side, else ``not resolved`` (also for n < 2)."""
-    low, high = (BETTER[metric] * v for v in entry["ci95"])
-    if entry["n"] < 2 or np.isnan(low) or np.isnan(high):
-        return "not resolved"
-    if min(low, high) > 0:
-        return "better"
-    if max(low, high) < 0:
-        return "worse"
-    return "not resolved"
+    return ci_verdict(entry, BETTER[metric])
 
 
 def load(folder: str | Path) -> dict:

@@ -10,10 +10,10 @@ bit for bit and the shift is the identity there); at every other resolution the 
 {normalised, grid} × {no shift, shift}. Per cell: ``--n`` samples (classes 0…7 in turn,
 DPM++(3M) SDE, ``--steps`` steps, guidance ``--cfg``, noise seed 1000 + seed — the toy
 ablation's evaluation settings, so the 32² cell's samples are the first ``--n`` of that
-run's recorded evaluation), then class accuracy (the toy classifier on the samples resized to
-its 32²), toy FID against the 2,048 held-out test images *rendered at that resolution*
-(features of both resized the same way), and the coherence measure
-(:func:`hdit_edu.toy.toy_coherence`). A 16-image grid per cell goes to ``OUT/grids/``.
+run's recorded evaluation), then the one evaluation protocol's metrics
+(:func:`hdit_edu.protocol.measure`): class accuracy (the toy classifier on the samples
+resized to its 32²), toy FID against the 2,048 held-out test images *rendered at that
+resolution* (features of both resized the same way), and the coherence measure. A 16-image grid per cell goes to ``OUT/grids/``.
 
 The JSON (``OUT/MODEL-sSEED.json``) is written atomically after every cell; a rerun skips
 the cells it already holds with the same settings.
@@ -32,13 +32,12 @@ import torch
 
 torch.set_num_threads(1)
 
-from hdit_edu import evaluation  # noqa: E402
-from hdit_edu.ablation import toy_test_features, versions  # noqa: E402
+from hdit_edu.ablation import versions  # noqa: E402
 from hdit_edu.configs import format_resolution, normalize_resolution  # noqa: E402
 from hdit_edu.data import save_grid  # noqa: E402
+from hdit_edu.protocol import measure  # noqa: E402
 from hdit_edu.runs import load_run  # noqa: E402
 from hdit_edu.sampling import generate, sample_labels  # noqa: E402
-from hdit_edu.toy import predict_classes, toy_coherence  # noqa: E402
 
 SETTINGS = ("n", "steps", "cfg", "sampler", "batch", "eval_seed")
 
@@ -78,22 +77,10 @@ def evaluate_cell(config, denoiser, cell: dict, args) -> tuple[dict, torch.Tenso
     sample_s, sample_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     t0, c0 = time.perf_counter(), time.process_time()
     labels = sample_labels(args.n, config.model.num_classes)
-    correct = (predict_classes(images) == labels).float()
-    feats = evaluation.extract_features(images, extractor="toy", batch_size=256)
-    coherence = toy_coherence(images, labels)
-    k = config.model.num_classes
     out = {
         **cell,
         "n_samples": args.n,
-        "class_accuracy": correct.mean().item(),
-        "class_accuracy_per_class": [correct[labels == c].mean().item() for c in range(k)],
-        "fid": evaluation.frechet_distance(feats, toy_test_features(cell["resolution"])),
-        "coherence": coherence["coherent"].float().mean().item(),
-        "coherence_per_class": [
-            coherence["coherent"][labels == c].float().mean().item() for c in range(k)
-        ],
-        "parts_match": coherence["parts"].float().mean().item(),
-        "inside": coherence["inside"].float().mean().item(),
+        **measure(images, labels, coherence=True),  # the one protocol's metrics, at this size
         "nonfinite_samples": int((~images.isfinite().flatten(1).all(1)).sum()),
         "sample_s": sample_s,
         "sample_cpu_s": sample_cpu_s,

@@ -1,0 +1,17 @@
+"""Studies: a question about HDiT's design (§5.2's ablations, or a user's own) asked as one
+declarative file, ``study.toml``, and given a full life: register, run, status, analyze, report.
+
+* :mod:`.spec`: the file format (its fields, defaults and validation) → :class:`.spec.Study`;
+* :mod:`.registration`: the pre-registration (``registration.json``) and labelled amendments
+  (``amendments.jsonl``); a spec that changed since is refused;
+* :mod:`.runner`: the queue of (arm, seed) runs, each claimed atomically, resumable, trained
+  through :func:`hdit_edu.ablation.run_toy`, then given the study's unbiased evaluations;
+  ``status``;
+* :mod:`.report`: ``summary.{json,md}`` and a forest plot, with sentences that say only what
+  the numbers say.
+
+Below this package, shared with :mod:`hdit_edu.ablation` (which this package builds on):
+:mod:`hdit_edu.analysis` (per-arm means with 95 % t intervals, seed-paired differences, the
+multiplicity correction and the reading rule, on :mod:`hdit_edu.stats`) and
+:mod:`hdit_edu.protocol` (the one evaluation protocol).
+"""

@@ -1,0 +1,232 @@
+"""A study's report (§5.2's tables, with their uncertainty): ``summary.json`` (the analysis,
+:func:`hdit_edu.analysis.analyze`, exactly), ``summary.md`` (the question, the
+registration and every amendment, the per-arm table, the comparisons, the readings) and
+``summary.png`` (a forest plot: one panel per metric, each comparison's difference with its
+95 % CI).
+
+The readings (:func:`readings`) are generated from the numbers and the reading rule fixed in
+the spec, and say nothing else: the difference and its interval, the corrected p, whether the
+rule calls it significant / better / worse / not resolved, and whether its sign is the
+expected one. They never say *why*.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ..analysis import ALL_METRICS, METRIC_LABELS, analyze, side_label
+from ..checkpoints import atomic_write_text
+from .registration import amendments, check, registration
+from .spec import Study
+
+
+def _num(v: float) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}"
+
+
+def _signed(v: float) -> str:
+    return "–" if math.isnan(v) else f"{v:+.3g}"
+
+
+def _p_key(row: dict) -> str:
+    return "p_holm" if "p_holm" in row else "p_adjusted"
+
+
+def _expected(row: dict) -> int:
+    return next(v for k, v in row.items() if k.endswith("_sign"))
+
+
+def reading(row: dict, rule: str) -> str:
+    """One comparison row as one sentence: only what its numbers and the rule say."""
+    d, metric = row["difference"], row["metric"]
+    label = METRIC_LABELS.get(metric, metric)
+    x, y = side_label(row["x"]), side_label(row["y"])
+    head = f"{y} − {x} ({row['what']}), {label}:"
+    if d["n"] == 0:
+        return f"{head} no seed has both arms; nothing to read."
+    if d["n"] < 2:
+        return f"{head} {_signed(d['mean'])} from one seed; no interval, nothing can be concluded."
+    lo, hi = d["ci95"]
+    text = f"{head} {_signed(d['mean'])} [95 % CI {_signed(lo)}, {_signed(hi)}] over {d['n']} seeds"
+    p = row[_p_key(row)]
+    correction = "Holm-adjusted p" if _p_key(row) == "p_holm" else "p (uncorrected)"
+    text += f", {correction} = {_num(p)}"
+    if rule == "ci":
+        better = "higher" if ALL_METRICS[metric] < 0 else "lower"
+        verdict = row["verdict"]
+        if verdict == "not resolved":
+            text += "; the interval includes 0: not resolved"
+        else:
+            text += f"; the interval excludes 0: {y} is {verdict} than {x}"
+            text += f" ({better} is better)"
+    else:
+        text += "; significant at 0.05" if row["significant"] else "; not significant at 0.05"
+    expected = _expected(row)
+    if expected and row["sign_matches"] is not None:
+        text += "; the sign is the expected one" if row["sign_matches"] else "; the sign is against the expected one"
+    return text + "."
+
+
+def readings(result: dict, study: Study) -> list[str]:
+    """Every comparison's :func:`reading`, metric by metric, then Kendall's τ-b."""
+    out = [reading(row, study.rule) for row in result["comparisons"]]
+    tau = result.get("kendall_tau")
+    if tau and study.reference is not None:
+        out.append(
+            f"Kendall's τ-b between the {study.reference.label} and our mean "
+            f"{METRIC_LABELS.get(study.reference.metric, study.reference.metric)} over "
+            f"{', '.join(tau['configs'])}: {tau['tau']:.3f} (p = {tau['p']:.3g})."
+        )
+    seeds = sorted({row["difference"]["n"] for row in result["comparisons"]})
+    if seeds and max(seeds) <= 3:
+        out.append(
+            f"With at most {max(seeds)} seeds per comparison, only large and consistent "
+            "differences can be resolved; a difference that is not resolved is not shown to be "
+            "absent."
+        )
+    return out
+
+
+def _registration_lines(study: Study) -> list[str]:
+    reg = registration(study.folder)
+    if reg is None:
+        return ["**Not registered.**"]
+    lines = [
+        f"Registered {reg['registered_utc']} (spec SHA-256 `{reg['sha256'][:12]}`, commit "
+        f"`{(reg.get('git_commit') or 'none')[:10]}`"
+        f"{'' if reg.get('spec_committed') else ', spec not committed then'})."
+    ]
+    if reg.get("after_runs"):
+        lines.append(
+            f"Registered **after** {reg['records_at_registration']} records existed: "
+            f"{reg['after_runs']}"
+        )
+    amended = amendments(study.folder)
+    if not amended:
+        lines.append("No amendments.")
+    for i, a in enumerate(amended, 1):
+        lines.append(
+            f"- Amendment {i}, **{a['label']}** ({a['amended_utc']}, `{a['old_sha256'][:12]}` → "
+            f"`{a['new_sha256'][:12]}`, {a['records_at_amendment']} records existed): "
+            f"{a['reason']}"
+        )
+    return lines
+
+
+def markdown(result: dict, study: Study) -> str:
+    """The report as Markdown (see the module docstring)."""
+    metrics = list(study.metrics)
+    ref = study.reference
+    lines = [f"# Study: {study.name}", "", f"**Question.** {study.question}", ""]
+    lines += _registration_lines(study) + [""]
+    b = study.budget
+    lines += [
+        f"Budget: {b.train_steps} steps at batch {b.batch_size}, task {b.task}; evaluation "
+        f"{b.n_eval} samples, {b.sampler} {b.sample_steps} steps, w = {b.cfg:g}, held-out "
+        f"loss on {b.n_loss} images ({b.loss_weighting}); compile: "
+        f"{'yes' if study.compile else 'no'}; reading rule: {study.rule}; correction: "
+        f"{study.correction} per {study.family}.",
+        "",
+        "| arm | seeds | " + " | ".join(METRIC_LABELS.get(m, m) for m in metrics)
+        + (f" | {ref.label} |" if ref else " |"),
+        "|---|---|" + "---|" * (len(metrics) + bool(ref)),
+    ]
+    for arm, row in result["table"].items():
+        cells = [
+            f"{row[m]['mean']:.4g} ± {row[m]['half']:.2g}" if row[m]["n"] > 1
+            else f"{row[m]['mean']:.4g}"
+            for m in metrics
+        ]  # fmt: skip
+        extra = f" | {ref.values.get(arm, '–')} |" if ref else " |"
+        seeds = ",".join(str(s) for s in row["seeds"])
+        lines.append(f"| {arm} | {seeds} | " + " | ".join(cells) + extra)
+    lines += [
+        "",
+        "| comparison | metric | n | Y − X [95 % CI] | p (corrected) | expected sign | rule |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["comparisons"]:
+        d = r["difference"]
+        ci = f" [{_signed(d['ci95'][0])}, {_signed(d['ci95'][1])}]" if d["n"] > 1 else ""
+        expected = {1: "+", -1: "−", 0: "none"}[_expected(r)]
+        if study.rule == "ci":
+            verdict = r["verdict"]
+        else:
+            verdict = "significant" if r["significant"] else "not significant"
+        match = "" if r["sign_matches"] is None else (" ✓" if r["sign_matches"] else " ✗")
+        lines.append(
+            f"| {side_label(r['x'])} → {side_label(r['y'])} ({r['what']}) | {r['metric']} | {d['n']} | "
+            f"{_signed(d['mean']) if d['n'] else '–'}{ci} | {_num(r[_p_key(r)])} | "
+            f"{expected}{match} | {verdict} |"
+        )
+    lines += ["", "**Readings** (generated from the numbers and the rule above):", ""]
+    lines += [f"- {t}" for t in readings(result, study)]
+    cost = result["cost"]
+    lines += [
+        "",
+        f"{result['n_runs']} runs, {cost['total_cpu_s'] / 3600:.2f} CPU-hours "
+        f"({cost['total_cpu_s']:.0f} CPU-s: training, sampling and held-out loss).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def forest_plot(result: dict, study: Study, path: str | Path | None = None):
+    """One panel per metric: each comparison's Y − X (dot) with its 95 % CI (bar), 0 marked;
+    filled where the rule calls it significant / resolved, green where the sign is the
+    expected one, red where it is not. Returns the figure (saved to ``path`` if given)."""
+    import matplotlib
+
+    with matplotlib.rc_context({"backend": "agg"}):
+        import matplotlib.pyplot as plt
+
+        metrics = list(study.metrics)
+        n = len(study.comparisons)
+        fig, axes = plt.subplots(
+            1, len(metrics), figsize=(4.2 * len(metrics) + 2, 0.45 * n + 1.4), squeeze=False
+        )
+        for ax, metric in zip(axes[0], metrics):
+            rows = [r for r in result["comparisons"] if r["metric"] == metric]
+            for i, r in enumerate(rows):
+                d = r["difference"]
+                if not d["n"]:
+                    continue
+                colour = {True: "tab:green", False: "tab:red", None: "tab:gray"}[r["sign_matches"]]
+                resolved = r["significant"] if study.rule == "holm" else r["verdict"] != "not resolved"
+                if d["n"] > 1:
+                    ax.plot(d["ci95"], [i, i], color=colour, lw=2)
+                ax.plot([d["mean"]], [i], "o", color=colour, mfc=colour if resolved else "white")
+            ax.axvline(0, color="k", lw=0.8)
+            ticks = [f"{side_label(r['x'])} → {side_label(r['y'])}" for r in rows]
+            ax.set_yticks(range(len(rows)), ticks)
+            ax.invert_yaxis()
+            better = "higher" if ALL_METRICS[metric] < 0 else "lower"
+            ax.set_title(f"{METRIC_LABELS.get(metric, metric)} (Y − X; {better} is better)")
+        fig.suptitle(
+            f"{study.name}: 95 % CIs; filled = {'significant' if study.rule == 'holm' else 'resolved'}"
+            ", green = expected sign",
+            fontsize=10,
+        )
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+    return fig
+
+
+def report(spec: str | Path | Study, out: str | Path | None = None) -> dict:
+    """Analyse a registered study and write ``summary.json``, ``summary.md`` and
+    ``summary.png`` into ``out`` (default: the study's folder). Returns the analysis with
+    ``"markdown"`` and ``"readings"``."""
+    study = check(spec)
+    result = analyze(study)
+    if not result["table"]:
+        raise ValueError(f"{study.records} holds no complete records of this study yet")
+    out = Path(out) if out is not None else study.folder
+    out.mkdir(parents=True, exist_ok=True)
+    text = markdown(result, study)
+    atomic_write_text(out / "summary.json", json.dumps(result, indent=1) + "\n")
+    atomic_write_text(out / "summary.md", text)
+    forest_plot(result, study, out / "summary.png")
+    return result | {"markdown": text, "readings": readings(result, study)}

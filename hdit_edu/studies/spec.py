@@ -1,0 +1,472 @@
+"""The study file, ``study.toml`` (one per study folder): what a study asks, what it trains, how
+it is measured and how its result will be read — all fixed before its first run (§5.2's
+ablations are the model: seed-paired arms, one budget, one evaluation).
+
+A spec is TOML (``tomllib``), validated once by :func:`load_study` with messages that name the
+field and what is allowed. Every field, with its default::
+
+    question = "Does axial RoPE beat additive positions at toy scale?"   # required
+    seeds = [0, 1, 2]                        # required: every arm's seeds (paired by seed)
+    arms = ["C", "D"]                        # required: registry names, or a table (below)
+    extra_seeds = { D = [3, 4] }             # more seeds for some arms (default none)
+    records = "runs"                         # the records' folder, relative to this file;
+                                             # or a list: new runs go to the first, the
+                                             # others are read (another study's records)
+    checkpoints = "runs/studies/NAME"        # run folders, relative to the working dir
+                                             # (default: NAME = this file's folder name)
+
+    [arms]                                   # the table form of ``arms``: label → arm
+    C = "C"                                  #   a registry name (label = name) ...
+    D5 = { config = "D", set = ["model.levels.0.kernel_size=5"] }   # ... or base + --set
+
+    [task]                                   # what every arm trains on, with one budget
+    data = "toy"                             # the 32×32 toy set (the only data so far)
+    task = "p4k3"                            # toy task: presets.TOY_TASKS (patch, kernel, window)
+    train_steps = 20000
+    batch_size = 16
+    lr = 5e-4                                # optional; omitted: Table 6's 5e-4
+
+    [evaluation]                             # ablation.ToyBudget's fields; defaults are its
+    n_eval = 2048                            #   (the toy ablation's pre-registered protocol)
+    n_loss = 2048
+    loss_weighting = "soft-min-snr"
+    sampler = "dpmpp_3m_sde"
+    sample_steps = 50
+    cfg = 3.0
+    sample_batch = 64
+    eval_at = ""                             # extra evaluations: "5000,10000"
+    n_eval_mid = 256
+    # eval_seed omitted: 1000 + seed
+    metrics = ["fid", "class_accuracy", "heldout_loss"]   # the final evaluation's keys
+    select_cfg = [1.0, 1.5, 2.0, 3.0, 4.0]   # optional: each arm's own guidance scale, chosen
+    n_select = 512                           #   on selection noise (seed 2000 + seed), scored
+                                             #   on the test noise; adds the metrics
+                                             #   fid_selected, class_accuracy_selected
+    loss_profile = false                     # the unweighted error per σ band and the loss
+                                             #   under each arm's own weighting (512 test
+                                             #   images): error_low / _mid / _high,
+                                             #   heldout_loss_own
+
+    [analysis]
+    comparisons = [["C", "D", "+ axial RoPE", "better"]]  # [X, Y, what(, expect)]: Y − X
+    # X or Y may be a pair [A, B]: the per-seed difference B − A; so an interaction is
+    # [["C-smsnr", "E"], ["C", "D"], "(D − C) − (E − C-smsnr)", "none"]
+    correction = "holm"                      # "holm" | "none"
+    family = "metric"                        # Holm over the comparisons of one metric, or
+                                             #   "comparison": over the metrics of one
+    rule = "holm"                            # reading rule, fixed in advance:
+        # "holm": a comparison is *significant* where its corrected p < 0.05, and its sign
+        #         is read against the expected one;
+        # "ci":   *better* / *worse* (Y against X) where the 95 % CI of Y − X excludes 0,
+        #         else *not resolved* (stats.ci_verdict)
+
+    [reference]                              # optional: outside numbers the arms are read
+    name = "paper"                           #   against, e.g. the paper's FIDs: the expected
+    metric = "fid"                           #   sign of a comparison without ``expect`` is
+    label = "paper FID"                      #   the sign of values[Y] − values[X]
+    values = { C = 44.36, D = 41.41 }
+    rank = ["C", "D"]                        # Kendall's τ-b of values vs our means of metric
+
+    [options]
+    compile = false                          # torch.compile every arm (training.compile)
+    cross_cpu = false                        # allow seed-paired arms from different CPU kinds
+
+``expect`` is ``"better"`` (Y is expected to be better than X), ``"worse"`` or ``"none"``.
+A study needs an expected sign for every comparison, from ``expect`` or the reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..ablation import ToyBudget
+from ..analysis import ALL_METRICS, EXPECT, METRICS
+from ..presets import TOY_TASKS, config_names
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser as a package (pyproject's dependencies)
+    import tomli as tomllib
+
+SPEC_NAMES = ("study.toml",)
+DATA = ("toy",)
+CORRECTIONS = ("holm", "none")
+FAMILIES = ("metric", "comparison")
+RULES = ("holm", "ci")
+TOP_KEYS = (
+    "question",
+    "seeds",
+    "arms",
+    "extra_seeds",
+    "records",
+    "checkpoints",
+    "task",
+    "evaluation",
+    "analysis",
+    "reference",
+    "options",
+)
+SELECTION_KEYS = ("metrics", "select_cfg", "n_select", "loss_profile")
+EVALUATION_KEYS = (
+    "n_eval",
+    "n_eval_mid",
+    "eval_at",
+    "n_loss",
+    "loss_weighting",
+    "sampler",
+    "sample_steps",
+    "cfg",
+    "sample_batch",
+    "eval_seed",
+)
+
+
+class SpecError(ValueError):
+    """A study file that cannot be used: the message names the file, the field, what it holds
+    and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm: its ``label`` (records ``LABEL-sSEED.json``), the registry ``config`` it builds
+    on, the ``overrides`` (``--set`` assignments) and its ``seeds``."""
+
+    label: str
+    config: str
+    overrides: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Y − X, paired by seed; ``expect`` is the expected direction (:data:`EXPECT`), or None
+    where it comes from the reference."""
+
+    x: str | tuple[str, str]  # an arm, or a pair (A, B): the per-seed difference B − A
+    y: str | tuple[str, str]
+    what: str
+    expect: str | None = None
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Outside numbers per arm (e.g. the paper's FIDs), read against ``metric``."""
+
+    name: str
+    metric: str
+    label: str
+    values: dict[str, float]
+    rank: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated ``study.toml`` (see the module docstring for the fields)."""
+
+    path: Path
+    question: str
+    arms: tuple[Arm, ...]
+    budget: ToyBudget
+    metrics: tuple[str, ...]
+    comparisons: tuple[Comparison, ...]
+    correction: str = "holm"
+    family: str = "metric"
+    rule: str = "holm"
+    reference: Reference | None = None
+    compile: bool = False
+    cross_cpu: bool = False
+    select_cfg: tuple[float, ...] = ()  # guidance scales each arm chooses from (none: cfg)
+    n_select: int = 512
+    loss_profile: bool = False  # add protocol.loss_profile's metrics
+    records: Path = field(default=Path("runs"))  # where new records are written
+    read_records: tuple[Path, ...] = ()  # every folder records are read from (records first)
+    checkpoints: Path = field(default=Path("runs/studies"))
+    data: str = "toy"
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    def arm(self, label: str) -> Arm:
+        for a in self.arms:
+            if a.label == label:
+                return a
+        raise KeyError(label)
+
+    def runs(self) -> list[tuple[Arm, int]]:
+        """Every (arm, seed), seed-major: every arm at a seed before the next seed, so that a
+        part-finished study holds whole seeds of paired comparisons."""
+        seeds = sorted({s for a in self.arms for s in a.seeds})
+        return [(a, s) for s in seeds for a in self.arms if s in a.seeds]
+
+
+def spec_hash(path: str | Path) -> str:
+    """SHA-256 of the spec file's bytes (any change, even of a comment, is a change)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study file (or a folder holding ``study.toml``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / SPEC_NAMES[0]
+    if not path.is_file():
+        raise SpecError(f"{path}: no such study file; allowed: a study.toml or its folder")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SpecError(f"{path}: not valid TOML ({e})") from None
+    return parse_study(raw, path)
+
+
+def parse_study(raw: dict[str, Any], path: Path) -> Study:
+    """The :class:`Study` of a parsed TOML document ``raw`` (``path``: where it lives)."""
+    where = str(path)
+
+    def fail(key: str, message: str):
+        raise SpecError(f"{where}: {key}: {message}")
+
+    _known(raw, TOP_KEYS, "", fail)
+    question = raw.get("question")
+    if not isinstance(question, str) or not question.strip():
+        fail("question", f"{question!r}; allowed: a non-empty string (what the study asks)")
+    seeds = _seeds(raw.get("seeds"), "seeds", fail)
+    extra = raw.get("extra_seeds", {})
+    if not isinstance(extra, dict):
+        fail("extra_seeds", f"{extra!r}; allowed: a table label → list of seeds")
+    arms = _arms(raw.get("arms"), seeds, extra, fail)
+    labels = [a.label for a in arms]
+    for label in extra:
+        if label not in labels:
+            fail(f"extra_seeds.{label}", f"not an arm; allowed: {', '.join(labels)}")
+
+    task = raw.get("task", {})
+    _known(task, ("data", "task", "train_steps", "batch_size", "lr"), "task", fail)
+    data = task.get("data", "toy")
+    if data not in DATA:
+        fail("task.data", f"{data!r}; allowed: {', '.join(DATA)}")
+    evaluation = raw.get("evaluation", {})
+    _known(evaluation, (*EVALUATION_KEYS, *SELECTION_KEYS), "evaluation", fail)
+    budget = _budget(task, {k: v for k, v in evaluation.items() if k in EVALUATION_KEYS}, fail)
+    select_cfg = evaluation.get("select_cfg", [])
+    ok = isinstance(select_cfg, list) and all(
+        isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
+        for w in select_cfg
+    )
+    if not ok or len(set(select_cfg)) != len(select_cfg):
+        fail("evaluation.select_cfg", f"{select_cfg!r}; allowed: a list of distinct numbers")
+    n_select = evaluation.get("n_select", 512)
+    if not isinstance(n_select, int) or isinstance(n_select, bool) or n_select < 1:
+        fail("evaluation.n_select", f"{n_select!r}; allowed: an integer > 0")
+    metrics = tuple(evaluation.get("metrics", tuple(METRICS)))
+    for m in metrics:
+        if m not in ALL_METRICS:
+            fail("evaluation.metrics", f"{m!r}; allowed: {', '.join(ALL_METRICS)}")
+    if not metrics:
+        fail("evaluation.metrics", "empty; allowed: one or more of " + ", ".join(METRICS))
+    loss_profile = evaluation.get("loss_profile", False)
+    if not isinstance(loss_profile, bool):
+        fail("evaluation.loss_profile", f"{loss_profile!r}; allowed: true or false")
+    for m in metrics:
+        if (m.startswith("error_") or m.endswith("_own")) and not loss_profile:
+            fail("evaluation.metrics", f"{m!r} needs evaluation.loss_profile = true")
+        if m.endswith("_selected") and not select_cfg:
+            fail("evaluation.metrics", f"{m!r} needs evaluation.select_cfg (the scales to choose from)")
+
+    reference = _reference(raw.get("reference"), labels, metrics, fail)
+    analysis = raw.get("analysis", {})
+    _known(analysis, ("comparisons", "correction", "family", "rule"), "analysis", fail)
+    comparisons = _comparisons(analysis.get("comparisons"), labels, reference, fail)
+    choices = {}
+    for key, allowed, default in (
+        ("correction", CORRECTIONS, "holm"),
+        ("family", FAMILIES, "metric"),
+        ("rule", RULES, "holm"),
+    ):
+        choices[key] = analysis.get(key, default)
+        if choices[key] not in allowed:
+            fail(f"analysis.{key}", f"{choices[key]!r}; allowed: {', '.join(allowed)}")
+
+    options = raw.get("options", {})
+    _known(options, ("compile", "cross_cpu"), "options", fail)
+    for key in ("compile", "cross_cpu"):
+        if not isinstance(options.get(key, False), bool):
+            fail(f"options.{key}", f"{options[key]!r}; allowed: true or false")
+    if "checkpoints" in raw and (not isinstance(raw["checkpoints"], str) or not raw["checkpoints"]):
+        fail("checkpoints", f"{raw['checkpoints']!r}; allowed: a folder path (string)")
+    records = raw.get("records", "runs")
+    records = [records] if isinstance(records, str) else records
+    if not isinstance(records, list) or not records or not all(
+        isinstance(r, str) and r for r in records
+    ):
+        fail("records", f"{raw['records']!r}; allowed: a folder path or a list of them")
+    folder = path.parent
+    return Study(
+        path=path,
+        question=question.strip(),
+        arms=arms,
+        budget=budget,
+        metrics=metrics,
+        comparisons=comparisons,
+        reference=reference,
+        compile=options.get("compile", False),
+        cross_cpu=options.get("cross_cpu", False),
+        select_cfg=tuple(float(w) for w in select_cfg),
+        n_select=n_select,
+        loss_profile=loss_profile,
+        records=folder / records[0],
+        read_records=tuple(folder / r for r in records),
+        checkpoints=Path(raw.get("checkpoints", f"runs/studies/{folder.resolve().name}")),
+        data=data,
+        **choices,
+    )
+
+
+def _known(table: Any, allowed: tuple[str, ...], where: str, fail) -> None:
+    if not isinstance(table, dict):
+        fail(where or "(top level)", f"{table!r}; allowed: a table")
+    for key in table:
+        if key not in allowed:
+            name = f"{where}.{key}" if where else key
+            fail(name, f"unknown field; allowed: {', '.join(allowed)}")
+
+
+def _seeds(value: Any, key: str, fail) -> tuple[int, ...]:
+    ok = isinstance(value, list) and all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value
+    )
+    if not ok or not value or len(set(value)) != len(value):
+        fail(key, f"{value!r}; allowed: a non-empty list of distinct integers ≥ 0")
+    return tuple(value)
+
+
+def known_configs() -> tuple[str, ...]:
+    """The configuration names an arm may build on: every name of the one registry
+    (:mod:`hdit_edu.presets`), moved onto the toy task by :func:`hdit_edu.ablation.run_config`."""
+    return config_names()
+
+
+def _arms(value: Any, seeds, extra: dict, fail) -> tuple[Arm, ...]:
+    if isinstance(value, list):
+        value = {name: name for name in value}
+    if not isinstance(value, dict) or not value:
+        fail("arms", f"{value!r}; allowed: a list of registry names or a table label → arm")
+    names = known_configs()
+    arms = []
+    for label, arm in value.items():
+        if isinstance(arm, str):
+            arm = {"config": arm}
+        if not isinstance(arm, dict):
+            fail(f"arms.{label}", f"{arm!r}; allowed: a registry name or {{config, set}}")
+        _known(arm, ("config", "set"), f"arms.{label}", fail)
+        config, sets = arm.get("config"), arm.get("set", [])
+        if config not in names:
+            fail(f"arms.{label}.config", f"{config!r}; allowed: {', '.join(names)}")
+        if not isinstance(sets, list) or not all(isinstance(s, str) and "=" in s for s in sets):
+            fail(f"arms.{label}.set", f"{sets!r}; allowed: a list of KEY=VALUE strings")
+        if not sets and label != config:
+            fail(f"arms.{label}", f"label differs from its config {config!r} without a change")
+        if sets and label in names:
+            fail(f"arms.{label}", "a changed arm needs its own label, not a registry name")
+        more = _seeds(extra[label], f"extra_seeds.{label}", fail) if label in extra else ()
+        if set(more) & set(seeds):
+            fail(f"extra_seeds.{label}", f"{list(more)} repeats a seed of seeds {list(seeds)}")
+        arms.append(Arm(label, config, tuple(sets), (*seeds, *more)))
+    return tuple(arms)
+
+
+def _budget(task: dict, evaluation: dict, fail) -> ToyBudget:
+    kinds = {f.name: f.type for f in fields(ToyBudget)}
+    values = {k: v for k, v in task.items() if k != "data"}
+    values |= {k: v for k, v in evaluation.items() if k != "metrics"}
+    if values.get("task", ToyBudget.task) not in TOY_TASKS:
+        fail("task.task", f"{values['task']!r}; allowed: {', '.join(TOY_TASKS)}")
+    for key, value in values.items():
+        section = "task" if key in task else "evaluation"
+        kind = kinds[key]
+        if "int" in kind and "float" not in kind:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+            ok = ok or (key == "eval_seed" and isinstance(value, int) and value >= 0)
+            allowed = "an integer ≥ 0" if key == "eval_seed" else "an integer > 0"
+        elif "float" in kind:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value) and (value > 0 or key == "cfg")
+            allowed = "a finite number" + ("" if key == "cfg" else " > 0")
+        else:
+            ok, allowed = isinstance(value, str), "a string"
+        if not ok:
+            fail(f"{section}.{key}", f"{value!r}; allowed: {allowed}")
+    if "cfg" in values:
+        values["cfg"] = float(values["cfg"])
+    if "lr" in values:
+        values["lr"] = float(values["lr"])
+    return ToyBudget(**values)
+
+
+def _reference(value: Any, labels: list[str], metrics, fail) -> Reference | None:
+    if value is None:
+        return None
+    _known(value, ("name", "metric", "label", "values", "rank"), "reference", fail)
+    name, metric = value.get("name", "reference"), value.get("metric", metrics[0])
+    if not isinstance(name, str) or not name.isidentifier():
+        fail("reference.name", f"{name!r}; allowed: a word (letters, digits, _)")
+    if metric not in metrics:
+        fail("reference.metric", f"{metric!r}; allowed: {', '.join(metrics)}")
+    values = value.get("values")
+    ok = isinstance(values, dict) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()
+    )
+    if not ok or not values:
+        fail("reference.values", f"{values!r}; allowed: a table arm → number")
+    rank = tuple(value.get("rank", ()))
+    for label in (*values, *rank):
+        if label not in labels:
+            fail("reference", f"{label!r} is not an arm; allowed: {', '.join(labels)}")
+    for label in rank:
+        if label not in values:
+            fail("reference.rank", f"{label!r} has no reference value")
+    label = value.get("label", f"{name} {metric}")
+    return Reference(name, metric, label, dict(values), rank)
+
+
+def _comparisons(value: Any, labels, reference, fail) -> tuple[Comparison, ...]:
+    if not isinstance(value, list) or not value:
+        fail("analysis.comparisons", f"{value!r}; allowed: a list of [X, Y, what(, expect)]")
+    out = []
+    for i, item in enumerate(value):
+        key = f"analysis.comparisons[{i}]"
+        if isinstance(item, dict):
+            _known(item, ("x", "y", "what", "expect"), key, fail)
+            item = [item.get("x"), item.get("y"), item.get("what", ""), item.get("expect")]
+        if not isinstance(item, list) or len(item) not in (3, 4):
+            fail(key, f"{item!r}; allowed: [X, Y, what] or [X, Y, what, expect]")
+        x, y, what, expect = (*item, None)[:4]
+        for side in (x, y):
+            arms = side if isinstance(side, list) else [side]
+            if isinstance(side, list) and (len(side) != 2 or side[0] == side[1]):
+                fail(key, f"{side!r}; allowed: an arm or a pair [A, B] of two arms (B − A)")
+            for arm in arms:
+                if arm not in labels:
+                    fail(key, f"{arm!r} is not an arm; allowed: {', '.join(labels)}")
+        if x == y:
+            fail(key, f"compares {x!r} with itself")
+        x, y = (tuple(s) if isinstance(s, list) else s for s in (x, y))
+        if expect is None and (isinstance(x, tuple) or isinstance(y, tuple)):
+            fail(key, "a comparison of differences needs expect (better/worse/none)")
+        if not isinstance(what, str):
+            fail(key, f"what={what!r}; allowed: a string")
+        if expect is not None and expect not in EXPECT:
+            fail(key, f"expect={expect!r}; allowed: {', '.join(EXPECT)}")
+        if expect is None and not (reference and x in reference.values and y in reference.values):
+            fail(key, "no expected sign: give expect (better/worse/none) or reference values")
+        out.append(Comparison(x, y, what, expect))
+    return tuple(out)
