@@ -8,7 +8,7 @@ arm fits, on one CPU thread (the machine the study's runs train on).
 
 **Arms**: read from ``results/hourglass-vs-global/study.toml`` (the one place they are defined):
 each is a registry name built at toy scale (:func:`hdit_edu.ablation.run_config`, task
-``p4k3``), its ``--set`` overrides (:func:`hdit_edu.cli.train.apply_overrides`), then moved to
+``p4k3``), its ``--set`` overrides (:func:`hdit_edu.configs.apply_overrides`), then moved to
 each resolution by App. A's rule (:func:`hdit_edu.configs.at_resolution`: E gains one 64-wide
 neighborhood level per doubling; the single-level arm keeps its three global layers on every
 token).
@@ -45,8 +45,7 @@ import torch
 from train_throughput import model_step
 
 from hdit_edu.ablation import ToyBudget, run_config
-from hdit_edu.cli.train import apply_overrides
-from hdit_edu.configs import at_resolution, token_grids
+from hdit_edu.configs import apply_overrides, at_resolution, token_grids
 from hdit_edu.flops import analytic_gflops, analytic_params
 from hdit_edu.models import build_model
 from hdit_edu.planner import PeakMemory

@@ -17,7 +17,7 @@ the path a researcher takes on day one, each command a separate ``hdit-edu`` pro
 3. **resume** (``--continue-to 2``, the default for ``imagenet128`` only: a step of the larger
    configs costs minutes here) — ``hdit-edu train --resume --steps 2`` in the same folder, and
    an uninterrupted ``--steps 2`` run beside it to compare with (the test does the comparison);
-4. **sample** — ``hdit-edu sample --n 1 --steps 2``: two DPM++(3M) SDE steps at full size from
+4. **sample** — ``hdit-edu sample --n 1 --sampler-steps 2``: two DPM++(3M) SDE steps at full size from
    the EMA weights, written as a PNG.
 
 Each command's wall-clock time, CPU time and **peak resident memory** (``VmHWM`` of its process,
@@ -135,7 +135,7 @@ def run_config(name: str, work: Path, *, threads: int = 1, continue_to: int | No
     if continue_to:
         commands["resume"] = train_args(name, data, run, continue_to, resume=True)
         commands["uninterrupted"] = train_args(name, data, work / "run-full", continue_to)
-    commands["sample"] = ["sample", "--run", str(run), "--n", "1", "--steps", "2", "--device",
+    commands["sample"] = ["sample", "--run", str(run), "--n", "1", "--sampler-steps", "2", "--device",
                           "cpu", "--out", str(work / "sample.png")]  # fmt: skip
     phases = {}
     for phase, args in commands.items():

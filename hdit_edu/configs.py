@@ -279,6 +279,54 @@ def load_config(path: str | Path) -> Config:
         raise ValueError(f"config file {str(path)!r}: {e}") from None
 
 
+def apply_overrides(config: Config, assignments: list[str]) -> Config:
+    """A new Config: ``config`` with ``assignments`` such as ``["training.lr=1e-4",
+    "model.levels.0.depth=1", "model.resolution=[32,48]"]`` applied (``hdit-edu train --set``;
+    notebooks and scripts may call it too). KEY is a dotted path of fields and list indices;
+    VALUE is parsed as JSON when it can be (numbers, true/false/null, lists), else it is a
+    string. A ``ValueError`` names the assignment, the field and what is allowed. The result
+    is built as a loaded config is (:meth:`Config.from_dict`); its values are checked by
+    :func:`validate_config` (``config.validate()``), as for any config."""
+    d = config.to_dict()
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expects KEY=VALUE (e.g. training.lr=1e-4), got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        *path, last = key.split(".")
+        node, where = d, ""
+        for part in path:
+            node = (
+                node[_override_index(node, part, item, where)]
+                if isinstance(node, list)
+                else (node.get(part))
+            )
+            where = f"{where}.{part}" if where else part
+            if node is None or not isinstance(node, (dict, list)):
+                raise ValueError(f"{item!r}: {key!r} is not a config field")
+        if isinstance(node, list):
+            node[_override_index(node, last, item, where)] = value
+        elif last not in node:
+            raise ValueError(f"{item!r}: unknown field {last!r}; allowed: {sorted(node)}")
+        else:
+            node[last] = value
+    return Config.from_dict(d)
+
+
+def _override_index(node: list, part: str, item: str, where: str) -> int:
+    """``part`` of the assignment ``item`` as an index of the list ``where`` (e.g.
+    ``model.levels``), range-checked."""
+    if not part.isdigit() or int(part) >= len(node):
+        raise ValueError(
+            f"{item!r}: {where}[{part}] does not exist; allowed indices: 0 … "
+            f"{len(node) - 1} ({where} has {len(node)} entries)"
+        )
+    return int(part)
+
+
 # ----------------------------------------------------------------------------------------------
 # Validation: clear errors before any compute
 # ----------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ The paper sections the exercises belong to are those of their notebooks (README'
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 
@@ -287,8 +288,6 @@ def _attention_macs(answer) -> str | None:
 
 @exercise("05.3")
 def _deeper(answer) -> str | None:
-    import copy
-
     from .flops import analytic_gflops
     from .presets import ablation_step
 

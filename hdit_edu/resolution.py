@@ -20,8 +20,8 @@ Three things change when a model trained on ``H₀ × W₀`` images draws ``H ×
    ``noise_d_high``), so the sampler spends its steps where a model trained at ``d`` would have
    learned — without the shift, the steps stay where the ``d₀`` model learned.
 
-:func:`generate_at` puts the three together (``hdit-edu sample --resolution H[xW] --positions
-… --shift``).
+:func:`hdit_edu.sampling.generate` puts the three together (``generate(…, resolution=…,
+positions=…, shift=True)``; ``hdit-edu sample --resolution H[xW] --positions … --shift``).
 """
 
 from __future__ import annotations
@@ -37,11 +37,9 @@ from .configs import (
     format_resolution,
     image_d,
     normalize_resolution,
-    sampling_sigma_range,
 )
-from .diffusion import Denoiser, cosine_interpolated_sigma
+from .diffusion import cosine_interpolated_sigma
 from .rope import check_position_reading
-from .sampling import generate, karras_sigmas
 
 
 def sampling_config(config: Config, resolution: Any = None, positions: str = "normalised"):
@@ -114,45 +112,6 @@ def shifted_sigmas(sigmas: torch.Tensor, config: Config, resolution: Any) -> tor
     return out.to(sigmas.dtype)
 
 
-@torch.no_grad()
-def generate_at(
-    denoiser: Denoiser,
-    config: Config,
-    n: int,
-    resolution: Any = None,
-    *,
-    positions: str = "normalised",
-    shift: bool = False,
-    steps: int = 50,
-    **kwargs,
-) -> torch.Tensor:
-    """:func:`hdit_edu.sampling.generate` at ``resolution`` (None = the training size), with
-    the position reading ``positions`` and, if ``shift``, the resolution-shifted σ schedule
-    (:func:`shifted_sigmas`). The model's reading is restored afterwards."""
-    res = config.model.resolution if resolution is None else resolution
-    at = sampling_config(config, res, positions)
-    model = denoiser.inner
-    has_readings = hasattr(model, "set_position_reading")
-    if not has_readings and positions != "normalised":
-        raise ValueError(
-            f"positions {positions!r}: only the hourglass (arch 'hdit') has position "
-            f"readings; allowed for {config.model.arch!r}: normalised"
-        )
-    sigmas = None
-    if shift:  # the σ schedule's shift depends on the sizes only, not on the architecture
-        lo, hi = sampling_sigma_range(config)
-        lo, hi = kwargs.pop("sigma_min", None) or lo, kwargs.pop("sigma_max", None) or hi
-        sigmas = shifted_sigmas(karras_sigmas(steps, lo, hi), config, res)
-    if not has_readings:
-        return generate(denoiser, at, n, steps=steps, sigmas=sigmas, **kwargs)
-    before = model.position_reading
-    model.set_position_reading(positions)
-    try:
-        return generate(denoiser, at, n, steps=steps, sigmas=sigmas, **kwargs)
-    finally:
-        model.position_reading = before
-
-
 def position_span(config: Config, resolution: Any, positions: str) -> float:
     """The largest |position| of the outer level's tokens at ``resolution`` (for the notebook's
     picture and the tests): ``1 − 1/n`` normalised, ``(n − 1)/n₀`` in training-grid units,
@@ -164,4 +123,4 @@ def position_span(config: Config, resolution: Any, positions: str) -> float:
     return (1 - 1 / n) * (n / n0 if positions == "grid" else 1.0)
 
 
-__all__ = ["generate_at", "position_span", "sampling_config", "shifted_sigmas"]
+__all__ = ["position_span", "sampling_config", "shifted_sigmas"]

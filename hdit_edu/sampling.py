@@ -21,10 +21,12 @@ step (trajectories, live previews), ``progress=True`` shows a tqdm bar.
 the unconditional branch is the "dropped" class index ``num_classes``, and both branches run
 in one batched forward.
 
-:func:`generate` draws ``n`` images from a trained denoiser with Table 6's settings (50 steps of
-DPM++(3M) SDE on the Karras schedule over the config's σ range), in batches, from a seed;
-:func:`sample_labels` gives the class labels it uses and :func:`grid_columns` the grid layout
-that shows one class per column.
+:func:`generate` is the one entry point for "n images from this model at this size, with these
+labels, this sampler and this guidance": Table 6's settings by default (50 steps of DPM++(3M)
+SDE on the Karras schedule over the config's σ range, :func:`sampling_sigmas`), in batches,
+from a seed; at another size it takes the checks, the position reading and the σ shift of
+:mod:`hdit_edu.resolution`. :func:`sample_labels` gives the class labels it uses and
+:func:`grid_columns` the grid layout that shows one class per column.
 """
 
 from __future__ import annotations
@@ -32,13 +34,15 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import trange
 
 from .configs import normalize_resolution, sampling_sigma_range
 from .layers import check_class_labels
+from .resolution import sampling_config, shifted_sigmas
 
 if TYPE_CHECKING:
     from .configs import Config
@@ -394,7 +398,30 @@ def sample(
     )
 
 
-# --- sampling a trained model with Table 6's settings ------------------------------------------
+# --- sampling a trained model: the one entry point -------------------------------------------
+
+
+def sampling_sigmas(
+    config: Config,
+    steps: int,
+    *,
+    resolution: Any = None,
+    shift: bool = False,
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """The σ schedule :func:`generate` samples along: ``steps`` Karras steps over the config's
+    sampling σ range (:func:`hdit_edu.configs.sampling_sigma_range`; ``sigma_min`` /
+    ``sigma_max`` override its ends), and with ``shift`` warped to ``resolution``'s σ density
+    (:func:`hdit_edu.resolution.shifted_sigmas`; None = the training size)."""
+    lo, hi = sampling_sigma_range(config)
+    lo, hi = sigma_min or lo, sigma_max or hi
+    if not shift:
+        return karras_sigmas(steps, lo, hi, device=device)
+    res = config.model.resolution if resolution is None else resolution
+    sigmas = shifted_sigmas(karras_sigmas(steps, lo, hi), config, res)
+    return sigmas if device is None else sigmas.to(device)
 
 
 @torch.no_grad()
@@ -403,6 +430,9 @@ def generate(
     config: Config,
     n: int,
     *,
+    resolution: Any = None,
+    positions: str | None = None,
+    shift: bool = False,
     sampler: str = "dpmpp_3m_sde",
     steps: int = 50,
     cfg_scale: float = 1.0,
@@ -413,34 +443,54 @@ def generate(
     sigma_min: float | None = None,
     sigma_max: float | None = None,
     sigmas: torch.Tensor | None = None,
+    callback: Callback | None = None,
 ) -> torch.Tensor:
-    """``n`` samples (n, C, H, W) in [-1, 1] from a denoiser, at the config's resolution (n or
-    H × W) (Table 6: 50 steps of DPM++(3M) SDE on the Karras schedule over the config's
-    sampling σ range, :func:`hdit_edu.configs.sampling_sigma_range`). ``class_cond``: one class for all, a list of n classes, or None (class-conditional
-    models: classes 0, 1, 2, … in turn). ``sigmas``: a schedule to use instead of the Karras
-    one (decreasing, ending in 0; e.g. :func:`hdit_edu.resolution.shifted_sigmas`)."""
+    """``n`` samples (n, C, H, W) in [-1, 1] from a trained denoiser: the one way to draw images
+    from a model (``hdit-edu sample`` / ``fid``, the sampling app, the trainer's sample grids,
+    the experiments). Table 6's settings by default: 50 steps of DPM++(3M) SDE on the Karras
+    schedule over the config's sampling σ range (:func:`sampling_sigmas`).
+
+    - ``resolution``: n or (H, W) to draw at another size than the training one (None), checked
+      by :func:`hdit_edu.resolution.sampling_config`; ``positions``: how the model reads
+      positions there (:data:`hdit_edu.rope.POSITION_READINGS`; None: as the model is set),
+      restored afterwards; ``shift``: the σ schedule warped by the resolution shift.
+    - ``class_cond``: one class for all, a list of n classes, or None (class-conditional
+      models: classes 0, 1, 2, … in turn, :func:`sample_labels`); ``cfg_scale``: the guidance
+      scale w (1: none).
+    - ``seed``: the start noise ``σ_max·ε`` draws from ``Generator().manual_seed(seed)``, the
+      sampler's own noise from ``seed + 1``, batch after batch of ``batch_size`` images (so
+      the draws depend on ``batch_size`` when n > batch_size).
+    - ``sigmas``: a schedule to use instead (decreasing, ending in 0); ``callback``: the
+      sampler's per-step report (:func:`sample`), for each batch (trajectories, progress).
+    """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    m = config.model
     device = torch.device(device) if device is not None else next(denoiser.parameters()).device
-    classes = sample_labels(n, m.num_classes, class_cond)
-    lo, hi = sampling_sigma_range(config)
+    at = config  # the config of the drawn size
+    if resolution is not None or positions is not None:
+        size = config.model.resolution if resolution is None else resolution
+        at = sampling_config(config, size, positions or "normalised")
     if sigmas is None:
-        sigmas = karras_sigmas(steps, sigma_min or lo, sigma_max or hi, device=device)
+        sigmas = sampling_sigmas(
+            config, steps, resolution=resolution, shift=shift, sigma_min=sigma_min,
+            sigma_max=sigma_max, device=device,
+        )  # fmt: skip
     else:
         sigmas = sigmas.to(device)
+    m = at.model
+    classes = sample_labels(n, m.num_classes, class_cond)
     noise_gen = torch.Generator(device).manual_seed(seed)
     sde_gen = torch.Generator(device).manual_seed(seed + 1)
     shape = (m.in_channels, *normalize_resolution(m.resolution))  # (C, H, W)
     out = []
-    for start in range(0, n, batch_size):
-        b = min(batch_size, n - start)
-        x = torch.randn((b, *shape), generator=noise_gen, device=device) * sigmas[0]
-        cc = classes[start : start + b].to(device) if classes is not None else None
-        out.append(
-            sample(
+    with position_reading(denoiser, positions, m.arch):
+        for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            x = torch.randn((b, *shape), generator=noise_gen, device=device) * sigmas[0]
+            cc = classes[start : start + b].to(device) if classes is not None else None
+            images = sample(
                 denoiser,
                 x,
                 sigmas,
@@ -449,11 +499,35 @@ def generate(
                 cfg_scale=cfg_scale,
                 num_classes=m.num_classes or None,
                 generator=sde_gen,
+                callback=callback,
             )
-            .float()
-            .cpu()
-        )
+            out.append(images.float().cpu())
     return torch.cat(out).clamp(-1, 1)
+
+
+@contextmanager
+def position_reading(denoiser: Denoiser, positions: str | None, arch: str):
+    """Within the block, the denoiser's model reads positions as ``positions`` (None: as it is
+    set; :data:`hdit_edu.rope.POSITION_READINGS`); its reading is restored afterwards. Only
+    the hourglass has readings: another model takes ``"normalised"`` (its only one) or None."""
+    model = getattr(denoiser, "inner", denoiser)
+    if positions is None:
+        yield
+        return
+    if not hasattr(model, "set_position_reading"):
+        if positions != "normalised":
+            raise ValueError(
+                f"positions {positions!r}: only the hourglass (arch 'hdit') has position "
+                f"readings; allowed for {arch!r}: normalised"
+            )
+        yield
+        return
+    before = model.position_reading
+    model.set_position_reading(positions)
+    try:
+        yield
+    finally:
+        model.position_reading = before
 
 
 def sample_labels(n: int, num_classes: int, class_cond=None) -> torch.Tensor | None:

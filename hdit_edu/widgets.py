@@ -50,11 +50,10 @@ from torchvision.utils import make_grid
 
 from .attention import ATTENTION_MODULE_KINDS
 from .attention_analysis import attended_mask
-from .configs import normalize_resolution
 from .data import to_uint8
 from .measure import DEFAULT_CFG_SCALE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from .runs import load_run
-from .sampling import SAMPLERS, karras_sigmas, sample
+from .sampling import SAMPLERS, generate, sampling_sigmas
 from .toy import TOY_CLASSES
 from .viz import plot_attended_set
 
@@ -147,21 +146,15 @@ def draw_samples(
     *,
     on_step: Callable[[int, int], None] | None = None,
 ) -> SampleResult:
-    """Sample ``settings.batch_size`` images and record the x̂₀ prediction of every step.
-
-    The draws are those of :func:`hdit_edu.sampling.generate` (and so of ``hdit-edu sample``)
-    for the same settings: start noise ``x_0 = σ_max·ε`` from ``torch.Generator().manual_seed
-    (seed)``, the sampler's own noise from seed + 1, the Karras schedule over the config's σ
-    range. ``on_step(i, steps)`` is called after each step (the app's progress bar).
+    """Sample ``settings.batch_size`` images and record the x̂₀ prediction of every step: the
+    draws of :func:`hdit_edu.sampling.generate` (and so of ``hdit-edu sample``) for the same
+    settings, with its per-step ``callback`` collecting the trajectory. ``on_step(i, steps)``
+    is called after each step (the app's progress bar).
     """
-    m, d = config.model, config.diffusion
+    m = config.model
     settings.validate(m.num_classes)
     device = next(denoiser.parameters()).device
-    classes = sample_classes(settings, m.num_classes)
-    sigmas = karras_sigmas(settings.steps, d.sigma_min, d.sigma_max, device=device)
-    noise_gen = torch.Generator(device).manual_seed(settings.seed)
-    sde_gen = torch.Generator(device).manual_seed(settings.seed + 1)
-    shape = (settings.batch_size, m.in_channels, *normalize_resolution(m.resolution))
+    sigmas = sampling_sigmas(config, settings.steps, device=device)
     trajectory = []
 
     def record(info: dict) -> None:
@@ -170,22 +163,22 @@ def draw_samples(
             on_step(info["i"] + 1, settings.steps)
 
     start = time.perf_counter()
-    x = torch.randn(shape, generator=noise_gen, device=device) * sigmas[0]
-    images = sample(
+    images = generate(
         denoiser,
-        x,
-        sigmas,
-        settings.sampler,
-        class_cond=classes.to(device) if classes is not None else None,
+        config,
+        settings.batch_size,
+        sampler=settings.sampler,
         cfg_scale=settings.cfg_scale,
-        num_classes=m.num_classes or None,
-        generator=sde_gen,
+        class_cond=settings.class_index,
+        seed=settings.seed,
+        batch_size=settings.batch_size,
+        sigmas=sigmas,
         callback=record,
     )
     seconds = time.perf_counter() - start
     return SampleResult(
-        images=images.float().cpu().clamp(-1, 1),
-        classes=classes,
+        images=images,
+        classes=sample_classes(settings, m.num_classes),
         sigmas=sigmas.cpu(),
         trajectory=torch.stack(trajectory),
         seconds=seconds,

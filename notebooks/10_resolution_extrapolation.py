@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -41,8 +41,9 @@
 #
 # The pre-registered design (models, seeds, cells, metrics, analysis) is
 # `results/resolution-toy/README.md`. Library code: `hdit_edu.rope` (`token_positions`, the
-# additive table's `embedding`), `hdit_edu.resolution` (`sampling_config`, `shifted_sigmas`,
-# `generate_at`; `hdit-edu sample --resolution`), `hdit_edu.toy` (`toy_coherence`).
+# additive table's `embedding`), `hdit_edu.resolution` (`sampling_config`, `shifted_sigmas`;
+# drawn through `hdit_edu.sampling.generate(…, resolution=…)`, as `hdit-edu sample
+# --resolution` does), `hdit_edu.toy` (`toy_coherence`).
 
 # %% tags=["parameters"]
 PROFILE = "auto"
@@ -69,9 +70,9 @@ from IPython.display import Markdown, display
 from hdit_edu.configs import load_config
 from hdit_edu.diffusion import Denoiser
 from hdit_edu.models import build_model
-from hdit_edu.resolution import generate_at, position_span, shifted_sigmas
+from hdit_edu.resolution import position_span, shifted_sigmas
 from hdit_edu.rope import AdditivePosEmb, token_positions
-from hdit_edu.sampling import karras_sigmas, sample_labels
+from hdit_edu.sampling import generate, karras_sigmas, sample_labels
 from hdit_edu.toy import ToyDataset, foreground_mask, toy_coherence
 
 torch.set_num_threads(1)
@@ -563,11 +564,11 @@ if RERUN:
         config.diffusion.loss_weighting,
     )
     t0 = time.process_time()
-    samples = generate_at(
+    samples = generate(
         denoiser,
         config,
         64,
-        64,
+        resolution=64,
         positions="grid",
         shift=False,
         steps=50,

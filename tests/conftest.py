@@ -64,7 +64,7 @@ def tiny_cli_args(sample_steps: int) -> list[str]:
     record every step, a checkpoint every 4, no sample grids; ``sample_steps`` sampler steps."""
     return [
         "--config", "toy", "--profile", "cpu", "--no-progress",
-        "--sample-steps", str(sample_steps),
+        "--sampler-steps", str(sample_steps),
         "--set", "training.batch_size=8", "--set", "training.log_every=1",
         "--set", "training.checkpoint_every=4", "--set", "training.sample_every=0",
         "--set", "model.levels.0.width=32", "--set", "model.levels.1.width=64",

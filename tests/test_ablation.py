@@ -254,7 +254,7 @@ def test_shipped_summary_matches_its_runs():
 
 # --- the command line --------------------------------------------------------------------------
 
-TINY = ["--profile", "cpu", "--train-steps", "3", "--n-eval", "16", "--sample-steps", "2",
+TINY = ["toy", "--train-steps", "3", "--n-eval", "16", "--sampler-steps", "2",
         "--n-loss", "32", "--sample-batch", "16", "--no-progress"]  # fmt: skip
 
 
@@ -271,7 +271,7 @@ def test_ablate_runs_resumes_and_analyses(tmp_path, capsys):
     finished runs; an unfinished record starts again and gives the same losses; a finished
     record of another budget is refused."""
     out, ckpt = tmp_path / "runs", tmp_path / "ckpt"
-    args = ["ablate", *TINY, "--steps", "C,D", "--seeds", "0", "--out", str(out)]
+    args = ["ablate", *TINY, "--configs", "C,D", "--seeds", "0", "--out", str(out)]
     args += ["--run-dir", str(ckpt)]
     proc = hdit(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -308,25 +308,26 @@ def test_ablate_runs_resumes_and_analyses(tmp_path, capsys):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--seeds", "0,0"], "--seeds"),
-        (["--seeds", "-1"], "--seeds"),
-        (["--steps", "E,F"], "--steps"),
-        (["--train-steps", "0"], "--train-steps"),
-        (["--cfg", "nan"], "--cfg"),
-        (["--task", "p3"], "--task"),
-        (["--profile", "cpu", "--steps", "R1"], "not in the toy experiment"),
-        (["--profile", "cpu", "--steps", "D,L"], "L: an extra toy configuration, outside"),
-        (["--profile", "gpu", "--steps", "L"], "L: an extra toy configuration, not a step"),
-        (["--profile", "cpu", "--data", "x"], "gpu profile only"),
-        (["--profile", "gpu", "--seeds", "1"], "cpu profile"),
-        (["--profile", "gpu", "--data", "."], "--eval-data"),
-        (["--profile", "gpu", "--data", "no-such-folder", "--eval-data", "."], "not a folder"),
-        (["--profile", "gpu", "--data", ".", "--eval-data", "."], "is the training folder"),
+        (["toy", "--seeds", "0,0"], "--seeds"),
+        (["toy", "--seeds", "-1"], "--seeds"),
+        (["toy", "--configs", "E,F"], "--configs"),
+        (["toy", "--train-steps", "0"], "--train-steps"),
+        (["toy", "--cfg", "nan"], "--cfg"),
+        (["toy", "--task", "p3"], "--task"),
+        (["toy", "--configs", "R1"], "not in the toy experiment"),
+        (["toy", "--configs", "D,L"], "L: an extra toy configuration, outside"),
+        (["paper", "--configs", "L"], "L: an extra toy configuration, not a step"),
+        (["toy", "--data", "x"], "unrecognized arguments: --data"),
+        (["paper", "--seeds", "1"], "unrecognized arguments: --seeds"),
+        (["paper", "--data", "."], "--eval-data"),
+        (["paper", "--data", "no-such-folder", "--eval-data", "."], "not a folder"),
+        (["paper", "--data", ".", "--eval-data", "."], "is the training folder"),
     ],
 )
 def test_ablate_flags_are_domain_checked(flags, message, capsys, tmp_path):
     try:
-        code = main(["ablate", "--out", str(tmp_path / "o"), *flags])
+        out = ["--out", str(tmp_path / "o")] if flags[0] == "toy" else []
+        code = main(["ablate", flags[0], *out, *flags[1:]])
     except SystemExit as e:  # argparse: the flag's type refused the value
         code = e.code
     assert code == 2
@@ -334,11 +335,11 @@ def test_ablate_flags_are_domain_checked(flags, message, capsys, tmp_path):
 
 
 def test_printed_torchrun_command_trains_the_config_ablate_resumes(capsys, tmp_path):
-    """gpu profile: each printed `torchrun … train` command, parsed by the real CLI parser,
+    """`ablate paper`: each printed `torchrun … train` command, parsed by the real CLI parser,
     builds exactly ablation_config's config, into RUN_DIR/STEP (where run_ablation resumes)."""
     data = tmp_path / "train"
     steps = "A,E,D-minsnr5"
-    assert main(["ablate", "--profile", "gpu", "--data", str(data), "--steps", steps,
+    assert main(["ablate", "paper", "--data", str(data), "--configs", steps,
                  "--train-steps", "1000", "--run-dir", str(tmp_path / "abl"),
                  "--print-torchrun", "4"]) == 0  # fmt: skip
     lines = capsys.readouterr().out.strip().splitlines()

@@ -16,7 +16,7 @@ from conftest import tiny_cli_args
 from PIL import Image
 
 from hdit_edu.cli import build_parser, main
-from hdit_edu.cli.train import apply_overrides
+from hdit_edu.configs import apply_overrides
 from hdit_edu.presets import toy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,13 +92,13 @@ def test_corrupt_checkpoint_is_a_clear_cli_error(trained_run, tmp_path):
 
 def test_sample_writes_a_png_grid_of_the_right_size(trained_run, tmp_path):
     out = tmp_path / "grid.png"
-    proc = hdit("sample", "--run", str(trained_run), "--n", "8", "--steps", "3", "--out", str(out))
+    proc = hdit("sample", "--run", str(trained_run), "--n", "8", "--sampler-steps", "3", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     with Image.open(out) as image:
         # 8 classes → one row of 8 images of 32² with torchvision's 2-pixel padding
         assert image.size == (8 * (32 + 2) + 2, 32 + 2 + 2) and image.mode == "RGB"
     out2 = tmp_path / "one_class.png"
-    proc = hdit("sample", "--run", str(trained_run), "--n", "9", "--steps", "3", "--class", "2",
+    proc = hdit("sample", "--run", str(trained_run), "--n", "9", "--sampler-steps", "3", "--class", "2",
                 "--cfg", "2.0", "--out", str(out2))  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     with Image.open(out2) as image:
@@ -110,7 +110,7 @@ def test_sample_at_another_resolution_and_the_sizes_that_cannot_work(trained_run
     7, two levels: sides divisible by 4, the outer grid at least 7 tokens); each impossible
     size is a one-line error naming the value and what is allowed."""
     out = tmp_path / "grid48.png"
-    proc = hdit("sample", "--run", str(trained_run), "--n", "8", "--steps", "3", "--resolution",
+    proc = hdit("sample", "--run", str(trained_run), "--n", "8", "--sampler-steps", "3", "--resolution",
                 "48", "--positions", "grid", "--shift", "--out", str(out))  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "(48x48)" in proc.stdout
@@ -123,11 +123,11 @@ def test_sample_at_another_resolution_and_the_sizes_that_cannot_work(trained_run
         "kernel <= 6",
     }
     for size, message in cases.items():
-        proc = hdit("sample", "--run", str(trained_run), "--n", "8", "--steps", "3",
+        proc = hdit("sample", "--run", str(trained_run), "--n", "8", "--sampler-steps", "3",
                     "--resolution", size, "--out", str(tmp_path / f"bad{size}.png"))  # fmt: skip
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-3000:]
         assert "Traceback" not in proc.stderr and not (tmp_path / f"bad{size}.png").exists()
-    proc = hdit("sample", "--run", str(trained_run), "--n", "8", "--steps", "3", "--resolution",
+    proc = hdit("sample", "--run", str(trained_run), "--n", "8", "--sampler-steps", "3", "--resolution",
                 "48", "--positions", "fixed", "--out", str(tmp_path / "fixed.png"))  # fmt: skip
     assert proc.returncode == 2 and "RoPE position grid is fixed" in proc.stderr
     assert "allowed: --resolution 32" in proc.stderr
@@ -139,7 +139,7 @@ def test_fid_of_a_run_with_the_toy_extractor(trained_run, tmp_path):
     if not TOY_CLASSIFIER_DIR.exists():
         pytest.skip("the shipped toy classifier is not in data/toy_classifier yet")
     out = tmp_path / "fid.json"
-    proc = hdit("fid", "--run", str(trained_run), "--n", "64", "--steps", "3", "--json", str(out))
+    proc = hdit("fid", "--run", str(trained_run), "--n", "64", "--sampler-steps", "3", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["fid"] > 0 and 0 <= result["class_accuracy"] <= 1 and result["n"] == 64
@@ -181,7 +181,7 @@ def test_help_texts_name_the_options():
         "convert": ["from-k-diffusion", "to-k-diffusion", "--weights", "--strict"],
         "data": ["make-toy", "preview"],
         "classifier": ["train"],
-        "ablate": ["--steps", "--profile", "A,B1,B2,C,D,E", "--train-steps"],
+        "ablate": ["toy", "paper"],
         "flops": ["--config", "--resolution"],
         "prepare": ["SRC", "DST", "--resolution", "--flat", "--workers"],
     }
@@ -202,6 +202,25 @@ def test_bad_input_is_a_one_line_error(capsys):
         apply_overrides(toy(), ["training.lrr=1"])
     config = apply_overrides(toy(), ["training.lr=1e-4", "model.levels.0.depth=1"])
     assert config.training.lr == 1e-4 and config.model.levels[0].depth == 1
+
+
+def test_config_overrides_are_a_config_operation():
+    """``configs.apply_overrides`` (``train --set``): JSON values, dotted paths into lists, a
+    new config (the given one untouched), and errors that name the assignment and what is
+    allowed; the CLI prefixes them with the flag."""
+    base = toy()
+    config = apply_overrides(base, ["model.resolution=[32,48]", "training.dataset=/data/x",
+                                    "training.grad_clip=null", "model.levels.1.depth=3"])  # fmt: skip
+    assert config.model.resolution == (32, 48) and config.training.dataset == "/data/x"
+    assert config.training.grad_clip is None and config.model.levels[1].depth == 3
+    assert base.model.resolution == 32 and base.model.levels[1].depth == 4
+    with pytest.raises(ValueError, match=r"expects KEY=VALUE .*got 'training.lr'"):
+        apply_overrides(base, ["training.lr"])
+    with pytest.raises(ValueError, match=r"model.levels\[2\] does not exist; allowed indices: 0 … 1"):
+        apply_overrides(base, ["model.levels.2.depth=1"])
+    with pytest.raises(ValueError, match=r"'training.lr.x' is not a config field"):
+        apply_overrides(base, ["training.lr.x=1"])
+    assert apply_overrides(base, []) == base and apply_overrides(base, []) is not base
 
 
 def test_flops_prints_the_measured_and_closed_form_gflops(capsys):
@@ -226,7 +245,7 @@ def test_rectangular_config_trains_samples_and_counts_on_the_cli(tmp_path):
     assert json.loads((run / "config.json").read_text())["model"]["resolution"] == [32, 48]
     assert len(losses(run)) == 4
     out = tmp_path / "grid.png"
-    proc = hdit("sample", "--run", str(run), "--n", "8", "--steps", "3", "--out", str(out))
+    proc = hdit("sample", "--run", str(run), "--n", "8", "--sampler-steps", "3", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "(32x48)" in proc.stdout
     with Image.open(out) as image:  # one row of 8 images 48 wide, 32 high, 2-pixel padding
@@ -251,3 +270,50 @@ def test_train_tensorboard_flag_sets_the_config_field_and_writes_events(tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((run / "config.json").read_text())["training"]["tensorboard"] is True
     assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
+
+
+@pytest.mark.parametrize(
+    "old, new, replacement",
+    [
+        (["sample", "--run", "R", "--steps", "7"], ["sample", "--run", "R", "--sampler-steps", "7"],
+         "use --sampler-steps"),
+        (["fid", "--run", "R", "--steps", "7"], ["fid", "--run", "R", "--sampler-steps", "7"],
+         "use --sampler-steps"),
+        (["train", "--config", "toy", "--sample-steps", "7", "--steps", "9"],
+         ["train", "--config", "toy", "--sampler-steps", "7", "--steps", "9"], "use --sampler-steps"),
+        (["ablate", "toy", "--steps", "D,E", "--sample-steps", "3"],
+         ["ablate", "toy", "--configs", "D,E", "--sampler-steps", "3"], "use --configs"),
+        (["ablate", "paper", "--steps", "A"], ["ablate", "paper", "--configs", "A"], "use --configs"),
+        (["ablate", "--profile", "cpu", "--seeds", "1", "--resume"],
+         ["ablate", "toy", "--seeds", "1", "--resume"], "use `hdit-edu ablate toy`"),
+        (["ablate", "--profile=gpu", "--data", "d", "--out", "o", "--resume", "--threads", "2"],
+         ["ablate", "paper", "--data", "d"], "use `hdit-edu ablate paper`"),
+    ],
+)  # fmt: skip
+def test_old_flag_spellings_still_work_with_a_deprecation_message(old, new, replacement, capsys):
+    """One release of grace: ``--steps`` where it meant sampler steps (sample, fid) or
+    configurations (ablate), ``--sample-steps``, and ``ablate --profile cpu|gpu`` parse to
+    exactly what the new spelling parses to, and say on stderr what replaced them."""
+    from hdit_edu.cli.ablate import legacy_argv
+
+    parser = build_parser()
+    got = vars(parser.parse_args(legacy_argv(old)))
+    err = capsys.readouterr().err
+    assert "is deprecated and will be removed in the next release" in err and replacement in err
+    assert got == vars(parser.parse_args(legacy_argv(new)))
+    assert capsys.readouterr().err == ""  # the new spelling is silent
+    command = next(a for a in parser._actions if a.dest == "command").choices[new[0]]
+    if new[0] == "ablate":
+        command = next(a for a in command._actions if a.dest == "experiment").choices[new[1]]
+    text = command.format_help()  # the old spellings are not advertised
+    assert all(f"{word} " not in text for word in ("--steps", "--sample-steps", "--profile")
+               if word in old and word not in new)  # fmt: skip
+
+
+def test_a_deprecated_spelling_draws_the_same_samples(tmp_path, capsys):
+    run = ROOT / "data" / "checkpoints" / "toy-hdit"
+    for flag in ("--steps", "--sampler-steps"):
+        assert main(["sample", "--run", str(run), "--n", "2", flag, "2",
+                     "--out", str(tmp_path / f"{flag}.png")]) == 0  # fmt: skip
+    assert "--steps is deprecated" in capsys.readouterr().err
+    assert (tmp_path / "--steps.png").read_bytes() == (tmp_path / "--sampler-steps.png").read_bytes()

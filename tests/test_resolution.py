@@ -23,7 +23,7 @@ from hdit_edu.configs import (
 )
 from hdit_edu.diffusion import Denoiser
 from hdit_edu.models import build_model
-from hdit_edu.resolution import generate_at, position_span, sampling_config, shifted_sigmas
+from hdit_edu.resolution import position_span, sampling_config, shifted_sigmas
 from hdit_edu.rope import AdditivePosEmb, make_axial_pos, token_positions
 from hdit_edu.sampling import generate, karras_sigmas
 from hdit_edu.stats import t_interval
@@ -246,13 +246,14 @@ def test_shifted_sigmas_follow_the_cosine_shift_in_closed_form():
 # --- sampling ---------------------------------------------------------------------------
 
 
-def test_generate_at_draws_the_requested_size_and_restores_the_reading():
+def test_generate_draws_another_size_and_restores_the_reading():
     torch.manual_seed(0)
     config = p4k3_config("additive")
     model = build_model(config).eval()
     denoiser = Denoiser(model, 0.5, "snr")
-    out = generate_at(
-        denoiser, config, 2, (24, 40), positions="grid", shift=True, steps=3, batch_size=2
+    out = generate(
+        denoiser, config, 2, resolution=(24, 40), positions="grid", shift=True, steps=3,
+        batch_size=2,
     )
     assert out.shape == (2, 3, 24, 40) and torch.isfinite(out).all()
     assert model.position_reading == "normalised"
@@ -262,11 +263,11 @@ def test_generate_at_draws_the_requested_size_and_restores_the_reading():
     at = sampling_config(config, (24, 40), "grid")
     assert torch.equal(out, generate(denoiser, at, 2, steps=3, batch_size=2, sigmas=sigmas))
     model.set_position_reading("normalised")
-    same = generate_at(denoiser, config, 2, None, positions="fixed", steps=3, batch_size=2)
+    same = generate(denoiser, config, 2, positions="fixed", steps=3, batch_size=2)
     assert same.shape == (2, 3, 32, 32)
 
 
-def test_generate_at_shifts_the_schedule_of_a_model_without_position_readings():
+def test_generate_shifts_the_schedule_of_a_model_without_position_readings():
     """DiT (R1–R2) has no position readings, but the σ shift depends on the sizes alone."""
     model_config = ModelConfig(
         arch="dit", levels=[LevelConfig(depth=1, width=32, head_dim=16, attention="global")],
@@ -280,15 +281,15 @@ def test_generate_at_shifts_the_schedule_of_a_model_without_position_readings():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     denoiser = Denoiser(model, 0.5, config.diffusion.loss_weighting)
-    shifted = generate_at(denoiser, config, 2, 32, shift=True, steps=3, batch_size=2)
+    shifted = generate(denoiser, config, 2, resolution=32, shift=True, steps=3, batch_size=2)
     sigmas = shifted_sigmas(karras_sigmas(3, *sampling_sigma_range(config)), config, 32)
     at = sampling_config(config, 32)
     assert torch.equal(shifted, generate(denoiser, at, 2, steps=3, batch_size=2, sigmas=sigmas))
-    plain = generate_at(denoiser, config, 2, 32, steps=3, batch_size=2)
+    plain = generate(denoiser, config, 2, resolution=32, steps=3, batch_size=2)
     assert shifted.shape == plain.shape == (2, 3, 32, 32)
     assert not torch.allclose(shifted, plain)
     with pytest.raises(ValueError, match="only the hourglass .* allowed for 'dit': normalised"):
-        generate_at(denoiser, config, 2, 32, positions="grid", steps=3)
+        generate(denoiser, config, 2, resolution=32, positions="grid", steps=3)
 
 
 # --- the coherence measure ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ k-diffusion.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -315,3 +316,73 @@ def test_matches_k_diffusion_samplers(k_diffusion):
         # trajectory). The other samplers agree to 2e-4.
         atol = 1e-3 if name == "dpmpp_3m_sde" else 2e-4
         assert torch.allclose(ours, ref, atol=atol), (name, (ours - ref).abs().max().item())
+
+
+# --- generate: the one entry point for a trained model ------------------------------------------
+
+TOY_RUN = Path(__file__).resolve().parents[1] / "data" / "checkpoints" / "toy-hdit"
+GOLDEN = Path(__file__).resolve().parent / "fixtures" / "sampling" / "toy_run_generate.pt"
+
+
+@pytest.fixture(scope="module")
+def toy_run():
+    from hdit_edu.runs import load_run
+
+    return load_run(TOY_RUN, device="cpu")
+
+
+def test_generate_is_the_sampler_loop_with_seeded_noise_labels_and_guidance(toy_run):
+    """``generate`` at another size, position reading and σ shift, guided, in two batches, is
+    exactly the low-level loop written out: start noise σ_max·ε from ``seed``, the sampler's
+    noise from ``seed + 1`` (one generator across batches), the shifted Karras schedule, the
+    model reading positions on the training grid's spacing (restored afterwards)."""
+    from hdit_edu.configs import sampling_sigma_range
+    from hdit_edu.resolution import sampling_config, shifted_sigmas
+    from hdit_edu.sampling import generate, sampling_sigmas
+
+    config, denoiser = toy_run
+    size, labels = (32, 48), [3, 5, 8]  # 8 = the dropped class: unconditional
+    images = generate(denoiser, config, 3, resolution=size, positions="grid", shift=True,
+                      steps=3, cfg_scale=2.0, class_cond=labels, seed=4, batch_size=2)  # fmt: skip
+    assert images.shape == (3, 3, 32, 48) and denoiser.inner.position_reading == "normalised"
+    sigmas = shifted_sigmas(karras_sigmas(3, *sampling_sigma_range(config)), config, size)
+    assert torch.equal(sigmas, sampling_sigmas(config, 3, resolution=size, shift=True))
+    noise, sde = torch.Generator().manual_seed(4), torch.Generator().manual_seed(5)
+    denoiser.inner.set_position_reading("grid")
+    try:
+        with torch.no_grad():
+            expected = [
+                sample(denoiser, torch.randn(len(batch), 3, 32, 48, generator=noise) * sigmas[0],
+                       sigmas, "dpmpp_3m_sde", class_cond=torch.tensor(batch), cfg_scale=2.0,
+                       num_classes=8, generator=sde)  # fmt: skip
+                for batch in ([3, 5], [8])
+            ]
+    finally:
+        denoiser.inner.set_position_reading("normalised")
+    assert torch.equal(images, torch.cat(expected).clamp(-1, 1))
+    assert sampling_config(config, size).model.resolution == size
+
+
+def test_generate_draws_what_the_five_old_entry_points_drew(toy_run):
+    """The golden draws of the code before issue 26 merged the entry points
+    (``resolution.generate_at`` and ``sampling.generate`` of commit 21cb375, the shipped toy
+    run, one thread): bit for bit on the CPU kind and torch that made them, else to float
+    rounding (another kernel's summation order)."""
+    from hdit_edu.ablation import cpu_model
+    from hdit_edu.sampling import generate
+
+    config, denoiser = toy_run
+    golden = torch.load(GOLDEN, weights_only=True)
+    got = {
+        "at_32x48_grid_shift_cfg2_class3": generate(
+            denoiser, config, 2, resolution=(32, 48), positions="grid", shift=True, steps=3,
+            seed=7, cfg_scale=2.0, class_cond=3,
+        ),  # fmt: skip
+        "three_in_batches_of_two": generate(denoiser, config, 3, steps=3, seed=1, batch_size=2),
+    }
+    same_machine = golden["cpu_model"] == cpu_model() and golden["torch"] == torch.__version__
+    for name, images in got.items():
+        if same_machine:
+            assert torch.equal(images, golden[name]), name
+        else:
+            torch.testing.assert_close(images, golden[name], rtol=0, atol=1e-4)

@@ -6,12 +6,13 @@ the one command line of the package:
     hdit-edu train  --config toy --profile cpu --steps 2000          # a tiny toy-set run
     hdit-edu train  --config imagenet128 --run-dir runs/e --resume   # Table 6, continue a run
     torchrun --nproc_per_node 8 -m hdit_edu.cli train --config ffhq1024   # multi-GPU (DDP)
-    hdit-edu sample --run runs/toy-cpu --n 64 --out grid.png
+    hdit-edu sample --run runs/toy-cpu --n 64 --sampler-steps 50 --out grid.png
     hdit-edu sample --run runs/toy-cpu --n 64 --resolution 64 --positions grid --shift   # at 64²
     hdit-edu fid    --run runs/toy-cpu --n 1000                       # toy extractor, offline
-    hdit-edu ablate --profile cpu --steps D,E --seeds 0,1,2           # the toy experiment
-    hdit-edu ablate --profile cpu --analyze --out results/ablation-toy/runs   # its analysis
-    hdit-edu study run results/my-study/study.toml --workers 2     # a pre-registered study
+    hdit-edu ablate toy --configs D,E --seeds 0,1,2                   # the toy experiment
+    hdit-edu ablate toy --analyze --out results/ablation-toy/runs     # its analysis
+    hdit-edu ablate paper --data IMAGENET128 --eval-data VAL          # the paper's chain
+    hdit-edu study run results/my-study/study.toml --workers 2        # a pre-registered study
     hdit-edu flops  --config E --resolution 256                       # GFLOPs per forward
     hdit-edu flops  --config E --resolution 256x512                   # … of a rectangular size
     hdit-edu convert from-k-diffusion KD.safetensors -o runs/kd       # authors' checkpoints
@@ -25,6 +26,11 @@ the one command line of the package:
 Every flag value is checked against its domain before any work (the message names the flag
 and what is allowed); bad input, corrupt run-folder files and full disks end with a one-line
 error (exit status 2, or 1 for a failed write), never a traceback.
+
+A flag says what it counts: ``--steps`` is training steps, ``--sampler-steps`` sampler steps,
+``--configs`` configurations. The old spellings (``sample``/``fid --steps``, ``train``/``ablate
+--sample-steps``, ``ablate --steps``, ``ablate --profile cpu|gpu``) still work for one release,
+each with a deprecation message on stderr that names the new one.
 
 Profiles (as in the notebooks): ``gpu`` is the config as the paper sets it; ``cpu`` moves it
 onto the 32×32 toy data set with tiny widths (:func:`hdit_edu.profiles.to_toy_scale`: the same
@@ -59,6 +65,7 @@ COMMANDS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``hdit-edu`` parser: one sub-parser per command, added by its group's module."""
     parser = argparse.ArgumentParser(
         prog="hdit-edu",
         description="Hourglass Diffusion Transformers (Crowson et al., ICML 2024): "
@@ -72,8 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``hdit-edu ARGV``; returns the exit status (bad input: a one-line error, status 2)."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv = ablate.legacy_argv(argv)  # `ablate --profile …`: deprecated, one more release
+    except ValueError as e:
+        print(f"hdit-edu ablate: error: {e}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     args.argv = argv
     if args.command is None:

@@ -1,6 +1,11 @@
-"""``hdit-edu ablate``: the ablation chain of Tables 1, 2 and 5 (``hdit_edu.ablation``): the toy
-experiment of ``results/ablation-toy`` (``--profile cpu``) or the paper's ImageNet-128 chain
-(``--profile gpu``)."""
+"""``hdit-edu ablate toy|paper``: the ablation chain of Tables 1, 2 and 5 (``hdit_edu.ablation``):
+``toy``, the pre-registered toy experiment of ``results/ablation-toy`` on the CPU; ``paper``, the
+paper's ImageNet-128 chain on GPUs. They share the chain's configurations and the evaluation's
+sizes; each has its own flags.
+
+The form before the split, ``hdit-edu ablate [--profile cpu|gpu|auto] …``, still works for one
+release (:func:`legacy_argv`: the profile picks ``toy`` or ``paper``, with a deprecation message),
+and so do ``--steps`` (now ``--configs``) and ``--sample-steps`` (now ``--sampler-steps``)."""
 
 from __future__ import annotations
 
@@ -19,17 +24,19 @@ from ..ablation import (
     train_command,
     write_summary,
 )
-from ..env import resolve_profile
+from ..env import PROFILES, resolve_profile
 from ..kinds import LOSS_WEIGHTINGS
-from ..presets import FOLLOW_UPS, TOY_TASKS
+from ..presets import ABLATION_STEPS, FOLLOW_UPS, TOY_TASKS
 from ..sampling import SAMPLERS
 from .arguments import (
     NON_NEGATIVE,
     POSITIVE,
     add_command,
+    add_renamed,
     add_shared,
     check_output_file,
     check_writable_folder,
+    deprecation,
     finite_float,
     int_at_least,
     int_list,
@@ -38,63 +45,75 @@ from .arguments import (
 
 
 def add_ablate(sub) -> None:
-    """``ablate``: the toy experiment (cpu) or the paper's chain (gpu)."""
+    """``ablate toy`` and ``ablate paper``."""
     ablate = add_command(
         sub,
         "ablate",
-        cmd_ablate,
-        help="the ablation chain (Tables 1, 2, 5): the toy experiment (cpu) or the paper's (gpu)",
-        description="--profile cpu: the toy ablation experiment of results/ablation-toy "
-        "(pre-registered design; the defaults are its budget): for every seed and configuration, "
-        "train on the CPU, evaluate the EMA model (toy FID against the held-out test split, "
-        "class accuracy of the samples, held-out loss under one common weighting) and write "
-        "OUT/CONFIG-sSEED.json and .png; a finished run is skipped, an unfinished one starts "
-        "again (runs are bit-identical on one CPU kind). Then the analysis (paired t CIs, "
-        "Holm, sign vs the paper, Kendall's tau) goes to SUMMARY (.json, .md, .png). "
-        "--profile gpu: the paper's "
-        "ImageNet-128 chain, trained on --data and measured on the held-out --eval-data "
-        "(RUN_DIR/results.json, results.md); --print-torchrun N prints the multi-GPU command of "
-        "each step instead.",
+        None,
+        help="the ablation chain (Tables 1, 2, 5): the toy experiment or the paper's",
+        description="The ablation chain of Tables 1, 2 and 5: `ablate toy` (the pre-registered "
+        "toy experiment of results/ablation-toy, on the CPU) or `ablate paper` (the paper's "
+        "ImageNet-128 chain, on GPUs). The old form `ablate --profile cpu|gpu ...` still works "
+        "for one release.",
     )
-    ablate.add_argument(
-        "--steps",
-        type=name_list((*PAPER_CHAIN, *FOLLOW_UPS)),
-        help=f"comma-separated configurations (cpu: {','.join(TOY_EXPERIMENT)}, the default; gpu: "
-        f"also R1-R3; default A,B1,B2,C,D,E)",
+    experiments = ablate.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+    _add_toy(experiments)
+    _add_paper(experiments)
+
+
+def _add_chain_options(p: argparse.ArgumentParser, configs_help: str, run_dir_help: str) -> None:
+    """The options both experiments take: the configurations, the training and the evaluation's
+    sizes (each experiment's defaults named in its help)."""
+    add_renamed(
+        p, "--configs", "--steps", type=name_list((*PAPER_CHAIN, *FOLLOW_UPS)),
+        metavar="NAMES", help=configs_help,
+    )  # fmt: skip
+    p.add_argument("--run-dir", help=run_dir_help)
+    add_renamed(p, "--sampler-steps", "--sample-steps", type=POSITIVE, metavar="N",
+                help="sampler steps of the evaluation (default 50)")  # fmt: skip
+    add_shared(p, "--no-progress")
+
+
+def _add_toy(experiments) -> None:
+    toy = add_command(
+        experiments,
+        "toy",
+        cmd_ablate_toy,
+        help="the toy experiment of results/ablation-toy (CPU; pre-registered design)",
+        description="The toy ablation experiment of results/ablation-toy (pre-registered design; "
+        "the defaults are its budget): for every seed and configuration, train on the CPU, "
+        "evaluate the EMA model (toy FID against the held-out test split, class accuracy of the "
+        "samples, held-out loss under one common weighting) and write OUT/CONFIG-sSEED.json and "
+        ".png; a finished run is skipped, an unfinished one starts again (runs are "
+        "bit-identical on one CPU kind). Then the analysis (paired t CIs, Holm, sign vs the "
+        "paper, Kendall's tau) goes to SUMMARY (.json, .md, .png).",
     )
-    add_shared(ablate, "--profile")
-    ablate.add_argument(
+    _add_chain_options(
+        toy,
+        f"comma-separated configurations (default: all of {','.join(TOY_EXPERIMENT)})",
+        "checkpoint folders (default runs/ablation-toy/<OUT folder name>)",
+    )
+    toy.add_argument(
         "--train-steps",
         type=POSITIVE,
-        help=f"training steps per run (default: cpu {ToyBudget.train_steps}, gpu the paper's)",
+        help=f"training steps per run (default {ToyBudget.train_steps})",
     )
-    ablate.add_argument(
-        "--run-dir",
-        help="checkpoint folders (cpu: default runs/ablation-toy/<OUT folder name>; gpu: "
-        "default runs/ablation, one sub-folder per step, results.json and results.md)",
-    )
-    ablate.add_argument(
-        "--sample-steps", type=POSITIVE, help="sampler steps of the evaluation (default 50)"
-    )
-    ablate.add_argument(
+    toy.add_argument(
         "--n-eval",
         type=int_at_least(2),
-        help=f"samples of the final evaluation (default: cpu {ToyBudget.n_eval}, gpu 10000)",
+        help=f"samples of the final evaluation (default {ToyBudget.n_eval})",
     )
-    ablate.add_argument(
+    toy.add_argument(
         "--n-loss",
         type=POSITIVE,
-        help=f"held-out images of the held-out loss (default: cpu {ToyBudget.n_loss}, gpu 1024)",
+        help=f"held-out images of the held-out loss (default {ToyBudget.n_loss})",
     )
-    ablate.add_argument(
+    toy.add_argument(
         "--resume",
         action="store_true",
-        help="cpu: continue an unfinished run (or a done one given more --train-steps) from "
-        "its checkpoint (default: an unfinished run starts again); gpu: always on (each step's "
-        "folder is continued or reused)",
+        help="continue an unfinished run (or a done one given more --train-steps) from its "
+        "checkpoint (default: an unfinished run starts again)",
     )
-    add_shared(ablate, "--no-progress")
-    toy = ablate.add_argument_group("cpu profile: the toy experiment (defaults: the design's)")
     toy.add_argument("--seeds", type=int_list(0), help="comma-separated seeds (default 0,1,2)")
     toy.add_argument("--task", choices=tuple(TOY_TASKS), help=f"toy task (default {ToyBudget.task})")
     toy.add_argument(
@@ -151,15 +170,45 @@ def add_ablate(sub) -> None:
         default=1,
         help="torch CPU threads (the records used 1; bit-identity holds at a fixed count)",
     )
-    gpu = ablate.add_argument_group("gpu profile: the paper's chain")
-    gpu.add_argument("--data", help="the ImageNet-style image folder to train on")
-    gpu.add_argument(
+
+
+def _add_paper(experiments) -> None:
+    paper = add_command(
+        experiments,
+        "paper",
+        cmd_ablate_paper,
+        help="the paper's ImageNet-128 chain (GPUs)",
+        description="The paper's ImageNet-128 chain: train each configuration on --data, "
+        "measure it on the held-out --eval-data (FID, held-out loss) and write "
+        "RUN_DIR/results.json and results.md; each step's folder is continued or reused. "
+        "--print-torchrun N prints the multi-GPU training command of each step instead.",
+    )
+    _add_chain_options(
+        paper,
+        f"comma-separated configurations (default {','.join(ABLATION_STEPS)}; allowed: "
+        f"{', '.join(PAPER_CHAIN)})",
+        "checkpoint folders, one sub-folder per step, results.json and results.md (default "
+        "runs/ablation)",
+    )
+    paper.add_argument(
+        "--train-steps", type=POSITIVE, help="training steps per run (default: the paper's)"
+    )
+    paper.add_argument(
+        "--n-eval", type=int_at_least(2), help="samples of the final evaluation (default 10000)"
+    )
+    paper.add_argument(
+        "--n-loss", type=POSITIVE, help="held-out images of the held-out loss (default 1024)"
+    )
+    paper.add_argument("--data", help="the ImageNet-style image folder to train on")
+    paper.add_argument(
         "--eval-data",
         help="a held-out image folder in the same class sub-folders (e.g. ImageNet's "
         "validation split): FID reference and held-out loss; never the training folder",
     )
-    gpu.add_argument("--workers", type=NON_NEGATIVE, help="DataLoader worker processes (default 8)")
-    gpu.add_argument(
+    paper.add_argument(
+        "--workers", type=NON_NEGATIVE, help="DataLoader worker processes (default 8)"
+    )
+    paper.add_argument(
         "--print-torchrun",
         type=POSITIVE,
         metavar="NPROC",
@@ -168,29 +217,58 @@ def add_ablate(sub) -> None:
     )
 
 
-_TOY_ONLY = ("seeds", "task", "batch_size", "lr", "eval_at", "n_eval_mid", "loss_weighting",
-             "sampler", "cfg", "sample_batch", "eval_seed", "summary")  # fmt: skip
-_GPU_ONLY = ("data", "eval_data", "workers", "print_torchrun")
+# Flags the old `ablate --profile gpu` took and ignored: `ablate paper` has none of them.
+_IGNORED_BY_PAPER = {"--out": True, "--threads": True, "--resume": False}  # flag: takes a value
 
 
-def _flags(args: argparse.Namespace, names) -> list[str]:
-    given = [n for n in names if getattr(args, n) not in (None, False)]
-    return ["--" + n.replace("_", "-") for n in given]
+def legacy_argv(argv: list[str]) -> list[str]:
+    """``ablate [--profile P] …`` (the form before ``toy`` / ``paper``) → ``ablate toy …``
+    (profile cpu) or ``ablate paper …`` (profile gpu; ``auto`` as everywhere:
+    :func:`hdit_edu.env.resolve_profile`), with a deprecation message; any other ``argv`` is
+    returned as it is."""
+    if argv[:1] != ["ablate"] or (len(argv) > 1 and argv[1] in ("toy", "paper", "-h", "--help")):
+        return argv
+    rest, profile, i = [], None, 1
+    while i < len(argv):
+        word = argv[i]
+        if word == "--profile" and i + 1 < len(argv):
+            profile, i = argv[i + 1], i + 2
+            continue
+        if word.startswith("--profile="):
+            profile = word.split("=", 1)[1]
+        else:
+            rest.append(word)
+        i += 1
+    if profile not in (None, "auto", *PROFILES):
+        raise ValueError(f"--profile {profile!r}; allowed: auto, {', '.join(PROFILES)}")
+    experiment = "toy" if resolve_profile(profile or "auto") == "cpu" else "paper"
+    if experiment == "paper":
+        rest = _without(rest, _IGNORED_BY_PAPER)
+    old = f"`ablate --profile {profile}`" if profile else "`ablate` without toy or paper"
+    deprecation("hdit-edu ablate", old, f"`hdit-edu ablate {experiment}`")
+    return ["ablate", experiment, *rest]
 
 
-def cmd_ablate(args: argparse.Namespace) -> int:
-    profile = resolve_profile(args.profile)
-    if profile == "gpu":
-        return _ablate_gpu(args)
-    wrong = _flags(args, _GPU_ONLY)
-    if wrong:
-        raise ValueError(f"{', '.join(wrong)}: gpu profile only (this is --profile cpu)")
+def _without(words: list[str], flags: dict[str, bool]) -> list[str]:
+    """``words`` without the ``flags`` (``--flag VALUE``, ``--flag=VALUE`` or a switch)."""
+    out, i = [], 0
+    while i < len(words):
+        name = words[i].split("=", 1)[0]
+        if name in flags:
+            i += 1 + (flags[name] and "=" not in words[i])
+            continue
+        out.append(words[i])
+        i += 1
+    return out
+
+
+def cmd_ablate_toy(args: argparse.Namespace) -> int:
     out = Path(args.out)
     summary = Path(args.summary) if args.summary else out / "summary.json"
     check_writable_folder("--out", out)
     check_output_file("--summary", summary, (".json",), what="JSON (and .md, .png beside it)")
     if not args.analyze:
-        names = args.steps or list(TOY_EXPERIMENT)
+        names = args.configs or list(TOY_EXPERIMENT)
         unknown = [n for n in names if n not in TOY_EXPERIMENT]
         if unknown:
             extra = ",".join(n for n in unknown if n in FOLLOW_UPS)
@@ -199,7 +277,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                 "train it with hdit_edu.ablation.run_toy: results/ablation-toy/run.py --config NAME)"
             )
             raise ValueError(
-                f"--steps {','.join(unknown)}: not in the toy experiment; allowed: "
+                f"--configs {','.join(unknown)}: not in the toy experiment; allowed: "
                 f"{', '.join(TOY_EXPERIMENT)}" + (hint if extra else "")
             )
         chosen = {
@@ -213,7 +291,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
             "n_loss": args.n_loss,
             "loss_weighting": args.loss_weighting,
             "sampler": args.sampler,
-            "sample_steps": args.sample_steps,
+            "sample_steps": args.sampler_steps,
             "cfg": args.cfg,
             "sample_batch": args.sample_batch,
             "eval_seed": args.eval_seed,
@@ -236,21 +314,18 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ablate_gpu(args: argparse.Namespace) -> int:
-    wrong = _flags(args, _TOY_ONLY) + (["--analyze"] if args.analyze else [])
-    if wrong:
-        raise ValueError(f"{', '.join(wrong)}: cpu profile (the toy experiment) only")
-    steps = args.steps or ["A", "B1", "B2", "C", "D", "E"]
+def cmd_ablate_paper(args: argparse.Namespace) -> int:
+    steps = args.configs or list(ABLATION_STEPS)
     toy_only = [s for s in steps if s not in PAPER_CHAIN]
     if toy_only:
         raise ValueError(
-            f"--steps {','.join(toy_only)}: an extra toy configuration, not a step of the "
-            f"paper's chain; allowed with --profile gpu: {', '.join(PAPER_CHAIN)}"
+            f"--configs {','.join(toy_only)}: an extra toy configuration, not a step of the "
+            f"paper's chain; allowed: {', '.join(PAPER_CHAIN)}"
         )
     run_dir = Path(args.run_dir or "runs/ablation")
     workers = 8 if args.workers is None else args.workers
     if not args.data:
-        raise ValueError("the gpu profile trains on ImageNet-128: pass --data IMAGE_FOLDER")
+        raise ValueError("the paper's chain trains on ImageNet-128: pass --data IMAGE_FOLDER")
     if args.print_torchrun:
         for step in steps:
             command = train_command(
@@ -269,7 +344,7 @@ def _ablate_gpu(args: argparse.Namespace) -> int:
         train_steps=args.train_steps,
         n_eval=args.n_eval or 10_000,
         n_loss=args.n_loss or 1024,
-        sample_steps=args.sample_steps or 50,
+        sample_steps=args.sampler_steps or 50,
         workers=workers,
         resume=True,
         progress=not args.no_progress,

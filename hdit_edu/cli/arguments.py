@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -264,6 +265,39 @@ SHARED_OPTIONS = {
 
 def add_shared(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument(name, **SHARED_OPTIONS[name])
+
+
+# Old spellings, kept for one release: each still works and says on stderr what replaced it.
+
+
+def deprecation(prog: str, old: str, new: str) -> None:
+    """Say on stderr that ``old`` is deprecated (removed in the next release) and what to use."""
+    print(f"{prog}: {old} is deprecated and will be removed in the next release; use {new}",
+          file=sys.stderr)  # fmt: skip
+
+
+class DeprecatedFlag(argparse.Action):
+    """An old spelling of a flag: stores into the new flag's ``dest`` and prints a deprecation
+    message that names the new flag."""
+
+    def __init__(self, option_strings, dest, *, new: str, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        deprecation(parser.prog, option_string, self.new)
+        setattr(namespace, self.dest, values)
+
+
+def add_renamed(p: argparse.ArgumentParser, new: str, old: str, **kwargs) -> argparse.Action:
+    """The flag ``new`` (``kwargs`` as for ``add_argument``) and its old spelling ``old``, hidden
+    from ``--help``, parsed and checked the same way (:class:`DeprecatedFlag`)."""
+    action = p.add_argument(new, **kwargs)
+    p.add_argument(
+        old, dest=action.dest, type=action.type, choices=action.choices, metavar=action.metavar,
+        action=DeprecatedFlag, new=new, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+    )  # fmt: skip
+    return action
 
 
 def torch_device(name: str | None) -> torch.device:

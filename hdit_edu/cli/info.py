@@ -9,6 +9,7 @@ import json
 from ..configs import at_resolution, normalize_resolution
 from ..env import format_report
 from ..flops import analytic_breakdown, analytic_gflops, count_gflops
+from ..planner import format_plan, plan
 from ..planner.time_model import GPUS, KERNEL_PATHS
 from ..presets import get_config
 from .arguments import (
@@ -104,8 +105,6 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from ..planner import format_plan, plan
-
     result = plan(
         get_config(args.config),
         args.gpus,

@@ -13,10 +13,10 @@ from ..configs import (
     normalize_resolution,
 )
 from ..data import save_grid
-from ..resolution import generate_at, sampling_config
+from ..resolution import sampling_config
 from ..rope import POSITION_READINGS
 from ..runs import load_run
-from ..sampling import SAMPLERS, grid_columns, sample_labels
+from ..sampling import SAMPLERS, generate, grid_columns, sample_labels
 from ..toy import (
     ToyDataset,
     class_accuracy,
@@ -26,6 +26,7 @@ from .arguments import (
     NON_NEGATIVE,
     POSITIVE,
     add_command,
+    add_renamed,
     add_shared,
     check_output_file,
     check_run_folder,
@@ -127,7 +128,8 @@ def add_fid_folders(sub) -> None:
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", default="dpmpp_3m_sde", choices=SAMPLERS, help="sampler")
-    p.add_argument("--steps", type=POSITIVE, default=50, help="sampler steps (Table 6: 50)")
+    add_renamed(p, "--sampler-steps", "--steps", type=POSITIVE, default=50, metavar="N",
+                help="sampler steps (Table 6: 50)")  # fmt: skip
     p.add_argument(
         "--cfg", type=FINITE, default=1.0, help="classifier-free guidance scale (1 = none)"
     )
@@ -169,16 +171,17 @@ def _load_for_sampling(args):
     return config, denoiser, device
 
 
-def _generate(args, config, denoiser, device, n, at_resolution=None):
-    images = generate_at(
+def _generate(args, config, denoiser, device, n):
+    """``sampling.generate`` with the command's flags; refuses non-finite samples."""
+    images = generate(
         denoiser,
         config,
         n,
-        at_resolution,
-        positions=getattr(args, "positions", "normalised"),
+        resolution=getattr(args, "resolution", None),
+        positions=getattr(args, "positions", None),
         shift=getattr(args, "shift", False),
         sampler=args.sampler,
-        steps=args.steps,
+        steps=args.sampler_steps,
         cfg_scale=args.cfg,
         class_cond=args.class_,
         seed=args.seed,
@@ -203,7 +206,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     check_sample_memory(
         "--resolution", args.n, args.batch_size, at.model.in_channels, at.model.resolution, device
     )
-    images = _generate(args, config, denoiser, device, args.n, at_resolution=args.resolution)
+    images = _generate(args, config, denoiser, device, args.n)
     nrow = args.nrow or grid_columns(args.n, config.model.num_classes if args.class_ is None else 0)
     with writing(f"the sample grid {str(out)!r}"):
         save_grid(images, out, nrow=nrow)

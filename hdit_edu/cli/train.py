@@ -4,11 +4,10 @@ resumable, DDP under ``torchrun -m hdit_edu.cli train``."""
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 from pathlib import Path
 
-from ..configs import Config, load_config
+from ..configs import Config, apply_overrides, load_config
 from ..env import resolve_profile
 from ..kinds import CHECKPOINTING_KINDS
 from ..presets import get_config
@@ -23,6 +22,7 @@ from .arguments import (
     NON_NEGATIVE,
     POSITIVE,
     add_command,
+    add_renamed,
     add_shared,
     check_run_folder,
     check_writable_folder,
@@ -117,12 +117,10 @@ def add_train(sub) -> None:
         default=0,
         help="DataLoader worker processes for image folders",
     )
-    train.add_argument(
-        "--sample-steps",
-        type=POSITIVE,
-        default=50,
+    add_renamed(
+        train, "--sampler-steps", "--sample-steps", type=POSITIVE, default=50, metavar="N",
         help="sampler steps of the periodic sample grids",
-    )
+    )  # fmt: skip
     train.add_argument(
         "--tensorboard",
         action="store_true",
@@ -147,48 +145,6 @@ def add_train(sub) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def apply_overrides(config, assignments: list[str]):
-    """``["training.lr=1e-4", "model.levels.0.depth=1"]`` applied to a Config (a new one).
-    VALUE is parsed as JSON when it can be (numbers, true/false/null, lists), else a string."""
-    d = config.to_dict()
-    for item in assignments:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE (e.g. training.lr=1e-4), got {item!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        *path, last = key.split(".")
-        node, where = d, ""
-        for part in path:
-            node = (
-                node[_list_index(node, part, item, where)]
-                if isinstance(node, list)
-                else (node.get(part))
-            )
-            where = f"{where}.{part}" if where else part
-            if node is None or not isinstance(node, (dict, list)):
-                raise ValueError(f"--set {item!r}: {key!r} is not a config field")
-        if isinstance(node, list):
-            node[_list_index(node, last, item, where)] = value
-        elif last not in node:
-            raise ValueError(f"--set {item!r}: unknown field {last!r}; allowed: {sorted(node)}")
-        else:
-            node[last] = value
-    return Config.from_dict(d)
-
-
-def _list_index(node: list, part: str, item: str, where: str) -> int:
-    """``part`` as an index of the list ``where`` (e.g. ``model.levels``), range-checked."""
-    if not part.isdigit() or int(part) >= len(node):
-        raise ValueError(
-            f"--set {item!r}: {where}[{part}] does not exist; allowed indices: 0 … "
-            f"{len(node) - 1} ({where} has {len(node)} entries)"
-        )
-    return int(part)
-
-
 def train_config(args: argparse.Namespace, profile: str) -> Config:
     """The config ``hdit-edu train`` trains: ``--config`` (or the run's config.json with
     ``--resume``) in ``profile``, then ``--set``, ``--data``, ``--steps``, ``--grad-accum``,
@@ -201,7 +157,10 @@ def train_config(args: argparse.Namespace, profile: str) -> Config:
         config = load_config(Path(args.run_dir) / "config.json")
     else:
         config = for_profile(get_config(args.config), profile)
-    config = apply_overrides(config, args.set)
+    try:
+        config = apply_overrides(config, args.set)
+    except ValueError as e:
+        raise ValueError(f"--set {e}") from None
     if args.data:
         config.training.dataset = args.data
     if args.steps is not None:
@@ -245,7 +204,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             device=args.device,
             progress=not args.no_progress,
             num_workers=args.workers,
-            sample_steps=args.sample_steps,
+            sample_steps=args.sampler_steps,
             attention_backend=args.backend,
         )
     except ConfigChangeError as e:

@@ -36,9 +36,8 @@ from hdit_edu.ablation import versions  # noqa: E402
 from hdit_edu.configs import format_resolution, normalize_resolution  # noqa: E402
 from hdit_edu.data import save_grid  # noqa: E402
 from hdit_edu.protocol import measure  # noqa: E402
-from hdit_edu.resolution import generate_at  # noqa: E402
 from hdit_edu.runs import load_run  # noqa: E402
-from hdit_edu.sampling import sample_labels  # noqa: E402
+from hdit_edu.sampling import generate, sample_labels  # noqa: E402
 
 SETTINGS = ("n", "steps", "cfg", "sampler", "batch", "eval_seed")
 
@@ -62,11 +61,11 @@ def cell_key(cell: dict) -> str:
 
 def evaluate_cell(config, denoiser, cell: dict, args) -> tuple[dict, torch.Tensor]:
     t0, c0 = time.perf_counter(), time.process_time()
-    images = generate_at(
+    images = generate(
         denoiser,
         config,
         args.n,
-        cell["resolution"],
+        resolution=cell["resolution"],
         positions=cell["positions"],
         shift=cell["shift"],
         steps=args.steps,
