@@ -901,7 +901,8 @@ check("06.4", seeds_needed, mean=my_fid["mean"], sd=my_fid["sd"])
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 n = 2
-while stats.t.ppf(0.975, n - 1) * my_fid["sd"] / math.sqrt(n) >= abs(my_fid["mean"]):
+while (stats.t.ppf(0.975, n - 1) * my_fid["sd"] / math.sqrt(n) >= abs(my_fid["mean"])
+       and n < 1_000_000):  # a zero difference is never resolved
     n += 1
 print(f"{n} seeds: {n} × 2 arms × the run's CPU time; the two-seed interval is "
       f"{stats.t.ppf(0.975, 1) / stats.t.ppf(0.975, n - 1) * math.sqrt(n / 2):.1f}× as wide")
