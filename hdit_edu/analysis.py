@@ -36,7 +36,10 @@ SELECTED_METRICS = {"fid_selected": +1, "class_accuracy_selected": -1}
 # The losses that favour no arm's weighting (protocol.loss_profile; evaluation.loss_profile):
 # the unweighted error per σ band and the held-out loss under the arm's own weighting.
 PROFILE_METRICS = {"error_low": +1, "error_mid": +1, "error_high": +1, "heldout_loss_own": +1}
-ALL_METRICS = METRICS | SELECTED_METRICS | PROFILE_METRICS
+# Toy FID in a second feature space, a label-free autoencoder's (evaluation.fid_ae): a
+# sample cannot score well on it merely by being prototypical for the toy classifier.
+FEATURE_METRICS = {"fid_ae": +1}
+ALL_METRICS = METRICS | SELECTED_METRICS | PROFILE_METRICS | FEATURE_METRICS
 METRIC_LABELS |= {
     "fid_selected": "toy FID at own best w",
     "class_accuracy_selected": "class accuracy at own best w",
@@ -44,6 +47,7 @@ METRIC_LABELS |= {
     "error_mid": "unweighted error, σ 0.5–5",
     "error_high": "unweighted error, σ ≥ 10",
     "heldout_loss_own": "held-out loss, own weighting",
+    "fid_ae": "FID, autoencoder features",
 }
 # The expected direction of Y against X, times a metric's lower-is-better sign.
 EXPECT = {"better": -1, "worse": +1, "none": 0}

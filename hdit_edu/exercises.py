@@ -357,6 +357,18 @@ def _kendall(answer, *, paper, toy) -> str | None:
     return "(concordant − discordant) / √(pairs untied in x · pairs untied in y), over all pairs"
 
 
+@exercise("06.4")
+def _seeds_needed(answer, *, mean, sd) -> str | None:
+    from scipy import stats
+
+    n = 2
+    while stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) >= abs(mean) and n < 1_000_000:
+        n += 1
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool) and answer == n:
+        return None
+    return "try n = 2, 3, …: the first n where t(0.975, n − 1)·SD/√n drops below |mean|"
+
+
 # --- 07 FFHQ-1024 ---
 
 

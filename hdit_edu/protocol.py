@@ -9,6 +9,9 @@ A model is measured by sampling ``n`` images with classes 0, 1, …, 7 in turn
   samples' resolution);
 * **class accuracy**: the fraction the toy classifier assigns to their intended class, overall
   and per class;
+* optionally **fid_ae**: the Fréchet distance in a second feature space, the encoder of a
+  denoising autoencoder trained without labels (:mod:`hdit_edu.toy_autoencoder`), so a
+  sample cannot score well on it merely by being prototypical for the classifier;
 * optionally the **coherence** (one whole object of the intended class,
   :func:`hdit_edu.toy.toy_coherence`) and the **diversity** terms (FID's mean term and the
   features' spread against real images, overall and within each class).
@@ -40,6 +43,7 @@ from .configs import Config
 from .diffusion import Denoiser
 from .sampling import generate, sample_labels
 from .toy import ToyDataset, predict_classes, toy_coherence
+from .toy_autoencoder import fid_ae as autoencoder_fid
 from .training import make_dataset, training_sigmas
 
 _TEST_FEATURES: dict[int, np.ndarray] = {}
@@ -66,6 +70,8 @@ class EvalProtocol:
     batch_size: int = 64
     coherence: bool = False  # add coherence (and its parts) to the metrics
     diversity: bool = False  # add FID's mean term and the features' spread
+    fid_ae: bool = False  # add the FID in the label-free autoencoder's features (off: the
+    # shipped records were measured without it)
 
     def __post_init__(self):
         for name in ("n", "steps", "batch_size"):
@@ -103,12 +109,14 @@ def measure(
     *,
     coherence: bool = False,
     diversity_terms: bool = False,
+    fid_ae: bool = False,
 ) -> dict:
     """The protocol's metrics of ``images`` (B, 3, H, W) in [-1, 1] meant to show classes
     ``labels``: ``fid`` (against the test split at the images' resolution), ``class_accuracy``
     and ``class_accuracy_per_class``; with ``coherence`` also ``coherence``,
     ``coherence_per_class``, ``parts_match`` and ``inside``; with ``diversity_terms`` the
-    :func:`diversity` terms."""
+    :func:`diversity` terms; with ``fid_ae`` the FID in the autoencoder's features
+    (:func:`hdit_edu.toy_autoencoder.fid_ae`)."""
     resolution = images.shape[-1]
     labels = torch.as_tensor(labels).long().cpu()
     k = int(labels.max()) + 1 if len(labels) else 0
@@ -119,6 +127,8 @@ def measure(
         "class_accuracy": correct.mean().item(),
         "class_accuracy_per_class": [correct[labels == c].mean().item() for c in range(k)],
     }
+    if fid_ae:
+        out["fid_ae"] = autoencoder_fid(images)
     if coherence:
         c = toy_coherence(images, labels)
         out |= {
@@ -155,8 +165,9 @@ def evaluate(denoiser, config, protocol: EvalProtocol, noise_seed: int):
     sample_s, sample_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     labels = sample_labels(protocol.n, config.model.num_classes)
     metrics = measure(
-        images, labels, coherence=protocol.coherence, diversity_terms=protocol.diversity
-    )
+        images, labels, coherence=protocol.coherence, diversity_terms=protocol.diversity,
+        fid_ae=protocol.fid_ae,
+    )  # fmt: skip
     out = {"n_samples": protocol.n, **metrics, "sample_s": sample_s, "sample_cpu_s": sample_cpu_s}
     return out, images, labels
 

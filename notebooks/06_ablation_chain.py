@@ -731,6 +731,78 @@ else:
     print("cpu profile: the paper-scale chain is skipped (set PROFILE = 'gpu' on a GPU machine)")
 
 # %% [markdown]
+# ## 7. Your own study
+#
+# Everything above was run from spec files (`results/ablation-toy/study.toml`; see
+# `docs/studies.md`). A question of your own is one more such file. The cell below writes one
+# to a temporary folder, on purpose tiny so that the notebook stays quick: two arms (GELU `B2`
+# against GEGLU `C`, Table 1's "+ GEGLU"), two seeds, 40 training steps, 64 samples of 10
+# sampler steps each. The library then does what it did for the shipped study:
+# **register** (the spec's hash, the commit and the time, before any run), **run** (the queue
+# of (arm, seed) runs, each claimed, trained once and evaluated), **analyze** (per-arm mean ±
+# CI, the paired difference, the reading rule fixed in the spec) and **report**
+# (`summary.{json,md,png}`). Change the arms (`arms = ["C", "C-k5"]` with a
+# `{ config = "C", set = [...] }` table, say), the steps or the seeds and rerun it.
+
+# %%
+import tempfile
+import time
+
+from hdit_edu.analysis import analyze as analyze_study
+from hdit_edu.studies import registration, runner
+from hdit_edu.studies import report as study_report
+
+my_folder = Path(tempfile.mkdtemp(prefix="my-study-"))
+my_spec = my_folder / "study.toml"
+my_spec.write_text(f"""
+question = "Does GEGLU (C) beat GELU (B2) at toy scale?"
+seeds = [0, 1]
+arms = ["B2", "C"]
+checkpoints = "{(my_folder / "checkpoints").as_posix()}"
+
+[task]                      # a tiny budget: it shows the machinery, not an answer
+train_steps = 40
+batch_size = 8
+
+[evaluation]
+n_eval = 64
+n_loss = 64
+sample_steps = 10
+
+[analysis]                  # fixed before any run: C − B2, expected better; read by the CI
+comparisons = [["B2", "C", "+ GEGLU", "better"]]
+rule = "ci"
+""")
+t0 = time.perf_counter()
+registration.register(my_spec)
+my_run = runner.run(my_spec, workers=1, progress=False, log=lambda *a, **k: None)
+assert my_run["ok"] and all(row["state"] == "done" for row in my_run["status"])
+my_result = analyze_study(registration.check(my_spec))
+my_report = study_report.report(my_spec)
+print(f"registered, trained 4 runs, analysed and reported in {time.perf_counter() - t0:.0f} s")
+display(Markdown(my_report["markdown"]))
+
+# %% [markdown]
+# Read it with the warning the numbers themselves give: with two seeds the 95 % t interval is
+# the mean ± 12.7 standard deviations of the per-seed differences over √2, so only an effect
+# far larger than the seed-to-seed noise is resolved. The cell computes, for each metric, how
+# much wider the interval is than the difference it brackets.
+
+# %%
+for c in my_result["comparisons"]:
+    d = c["difference"]
+    low, high = d["ci95"]
+    ratio = (high - low) / max(abs(d["mean"]), 1e-12)
+    print(f"{c['metric']:>14}: {c['y']} − {c['x']} = {d['mean']:+.4g}, 95 % CI "
+          f"[{low:+.4g}, {high:+.4g}]: {c['verdict']}; the interval is {ratio:.0f}× as wide "
+          "as the difference")  # fmt: skip
+    assert low < high and d["n"] == 2
+unresolved = [c["metric"] for c in my_result["comparisons"] if c["verdict"] == "not resolved"]
+print(f"not resolved: {unresolved or 'none'}. A tiny budget resolves little: 'not resolved' "
+      "is not 'no effect'. More seeds narrow the interval as t(0.975, n − 1)/√n; more steps "
+      "make the models (and the difference) worth measuring.")  # fmt: skip
+
+# %% [markdown]
 # ## Exercises
 #
 # Predict first, then compute your answer in the answer cell (replace the `...`); `check` says
@@ -814,6 +886,27 @@ tau = s / math.sqrt(sum(px[i] != px[j] for i, j in pairs) * sum(py[i] != py[j] f
 print(f"{present}: τ-b = {tau:.3f}")
 assert math.isclose(tau, result["kendall_tau"]["tau"], rel_tol=1e-12)
 assert passes("06.3", tau, paper=px, toy=py)
+
+# %% [markdown]
+# **4.** Your own study's toy FID difference C − B2 has a mean and a seed-to-seed SD. If both
+# stayed what they are, how many seeds n would the study need for its 95 % CI to exclude 0,
+# i.e. the smallest n ≥ 2 with t₀.₉₇₅,ₙ₋₁ · SD/√n < |mean|? Is that affordable at this budget,
+# and what does it say about reading a two-seed study?
+
+# %% tags=["exercise"]
+my_fid = next(c["difference"] for c in my_result["comparisons"] if c["metric"] == "fid")
+print(f"C − B2 toy FID: mean {my_fid['mean']:+.2f}, SD {my_fid['sd']:.2f} over 2 seeds")
+seeds_needed = ...  # your answer: the smallest n
+check("06.4", seeds_needed, mean=my_fid["mean"], sd=my_fid["sd"])
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+n = 2
+while (stats.t.ppf(0.975, n - 1) * my_fid["sd"] / math.sqrt(n) >= abs(my_fid["mean"])
+       and n < 1_000_000):  # a zero difference is never resolved
+    n += 1
+print(f"{n} seeds: {n} × 2 arms × the run's CPU time; the two-seed interval is "
+      f"{stats.t.ppf(0.975, 1) / stats.t.ppf(0.975, n - 1) * math.sqrt(n / 2):.1f}× as wide")
+assert passes("06.4", n, mean=my_fid["mean"], sd=my_fid["sd"])
 
 # %% [markdown]
 # ## What to take away

@@ -441,3 +441,32 @@ def test_each_arm_chooses_its_guidance_on_selection_noise_and_is_scored_on_test_
     with pytest.raises(SpecError, match="needs evaluation.select_cfg"):
         tiny_study(tmp_path / "bad", TINY.replace("[analysis]", 'metrics = ["fid_selected"]\n\n[analysis]'))
         load_study(tmp_path / "bad")
+
+
+def test_a_spec_turns_on_the_second_feature_space(tmp_path):
+    """evaluation.fid_ae: each record's test samples are drawn again and measured in the
+    label-free autoencoder's features; the redrawn samples' toy FID equals the record's (they
+    are its own samples), and fid_ae is the autoencoder FID of exactly those samples."""
+    from hdit_edu.protocol import evaluate
+    from hdit_edu.runs import load_run
+    from hdit_edu.toy_autoencoder import TOY_AUTOENCODER_DIR, fid_ae
+
+    if not (TOY_AUTOENCODER_DIR / "model.safetensors").is_file():
+        pytest.skip("data/toy_autoencoder is not built")
+    with pytest.raises(SpecError, match="'fid_ae' needs evaluation.fid_ae = true"):
+        load_study(tiny_study(tmp_path / "bad", TINY.replace(
+            "[analysis]", 'metrics = ["fid", "fid_ae"]\n\n[analysis]')))  # fmt: skip
+    text = TINY.replace("seeds = [0, 1]", "seeds = [0]").replace(
+        "[analysis]", 'fid_ae = true\nmetrics = ["fid", "fid_ae"]\n\n[analysis]'
+    )
+    spec = tiny_study(tmp_path / "s", text)
+    registration.register(spec)
+    assert runner.run(spec, progress=False, log=lambda *a: None)["ok"]
+    study = load_study(spec)
+    record = json.loads((study.records / "C-s0.json").read_text())
+    second = record["second_features"]
+    assert second["fid_redrawn"] == second["fid_record"] == record["final"]["fid"]
+    config, denoiser = load_run(study.checkpoints / "C-s0")
+    _, images, _ = evaluate(denoiser, config, EvalProtocol(16, steps=3, batch_size=16), 1000)
+    assert record["final"]["fid_ae"] == fid_ae(images)
+    assert {r["metric"] for r in analyze(study)["comparisons"]} == {"fid", "fid_ae"}

@@ -46,6 +46,9 @@ field and what is allowed. Every field, with its default::
                                              #   under each arm's own weighting (512 test
                                              #   images): error_low / _mid / _high,
                                              #   heldout_loss_own
+    fid_ae = false                           # toy FID in a second, label-free feature space
+                                             #   (hdit_edu.toy_autoencoder), on the test
+                                             #   noise's samples drawn again: metric fid_ae
 
     [analysis]
     comparisons = [["C", "D", "+ axial RoPE", "better"]]  # [X, Y, what(, expect)]: Y − X
@@ -111,7 +114,7 @@ TOP_KEYS = (
     "reference",
     "options",
 )
-SELECTION_KEYS = ("metrics", "select_cfg", "n_select", "loss_profile")
+SELECTION_KEYS = ("metrics", "select_cfg", "n_select", "loss_profile", "fid_ae")
 EVALUATION_KEYS = (
     "n_eval",
     "n_eval_mid",
@@ -183,6 +186,7 @@ class Study:
     select_cfg: tuple[float, ...] = ()  # guidance scales each arm chooses from (none: cfg)
     n_select: int = 512
     loss_profile: bool = False  # add protocol.loss_profile's metrics
+    fid_ae: bool = False  # add the FID in the autoencoder's features (metric fid_ae)
     records: Path = field(default=Path("runs"))  # where new records are written
     read_records: tuple[Path, ...] = ()  # every folder records are read from (records first)
     checkpoints: Path = field(default=Path("runs/studies"))
@@ -276,6 +280,11 @@ def parse_study(raw: dict[str, Any], path: Path) -> Study:
     loss_profile = evaluation.get("loss_profile", False)
     if not isinstance(loss_profile, bool):
         fail("evaluation.loss_profile", f"{loss_profile!r}; allowed: true or false")
+    fid_ae = evaluation.get("fid_ae", False)
+    if not isinstance(fid_ae, bool):
+        fail("evaluation.fid_ae", f"{fid_ae!r}; allowed: true or false")
+    if "fid_ae" in metrics and not fid_ae:
+        fail("evaluation.metrics", "'fid_ae' needs evaluation.fid_ae = true")
     for m in metrics:
         if (m.startswith("error_") or m.endswith("_own")) and not loss_profile:
             fail("evaluation.metrics", f"{m!r} needs evaluation.loss_profile = true")
@@ -323,6 +332,7 @@ def parse_study(raw: dict[str, Any], path: Path) -> Study:
         select_cfg=tuple(float(w) for w in select_cfg),
         n_select=n_select,
         loss_profile=loss_profile,
+        fid_ae=fid_ae,
         records=folder / records[0],
         read_records=tuple(folder / r for r in records),
         checkpoints=Path(raw.get("checkpoints", f"runs/studies/{folder.resolve().name}")),
