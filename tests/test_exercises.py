@@ -48,7 +48,7 @@ def test_every_checker_belongs_to_an_exercise():
     for source in NOTEBOOKS:
         _, stubs, _ = _exercise_cells(source)
         found |= {i for c in stubs for i in CALL.findall(c.source)}
-    assert found == set(CHECKERS) and len(found) == 34
+    assert found == set(CHECKERS) and len(found) == 35
 
 
 def test_an_unanswered_stub_waits_and_an_unknown_id_is_an_error(capsys):
