@@ -31,12 +31,14 @@ def show_images(
     *,
     column_labels: Sequence[str] | None = None,
     padding: int = 1,
+    label_rotation: float = 0,
 ):
     """Draw a grid of samples on ``ax`` and name its columns: ``images`` is a tensor (N, 3, H, W)
     in [-1, 1], laid out ``nrow`` per row, or a grid already rendered to an array (H, W[, 3]),
     such as a run's ``samples/step-*.png``, of ``nrow`` columns. ``column_labels`` (one per
     column, e.g. the class names of a grid drawn with one class per column) become the x tick
-    labels under the columns' centres. Returns ``ax``."""
+    labels under the columns' centres (turned by ``label_rotation`` degrees where the panel is
+    narrow). Returns ``ax``."""
     if torch.is_tensor(images):
         from torchvision.utils import make_grid
 
@@ -58,7 +60,7 @@ def show_images(
         )
     width = ax.get_images()[-1].get_array().shape[1]
     ax.set_xticks([(j + 0.5) * width / columns for j in range(columns)], labels=column_labels)
-    ax.tick_params(axis="x", length=0, labelsize=8, pad=2)
+    ax.tick_params(axis="x", length=0, labelsize=8, pad=2, labelrotation=label_rotation)
     ax.set_yticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
