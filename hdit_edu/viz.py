@@ -20,6 +20,53 @@ from .diffusion import loss_weight, target_weight
 from .flops import TERM_KINDS, attention_flops, keys_per_query, loglog_slope
 from .runs import read_metrics
 
+# --- sample grids ------------------------------------------------------------------------------
+
+
+def show_images(
+    ax,
+    images,
+    nrow: int = 8,
+    title: str | None = None,
+    *,
+    column_labels: Sequence[str] | None = None,
+    padding: int = 1,
+    label_rotation: float = 0,
+):
+    """Draw a grid of samples on ``ax`` and name its columns: ``images`` is a tensor (N, 3, H, W)
+    in [-1, 1], laid out ``nrow`` per row, or a grid already rendered to an array (H, W[, 3]),
+    such as a run's ``samples/step-*.png``, of ``nrow`` columns. ``column_labels`` (one per
+    column, e.g. the class names of a grid drawn with one class per column) become the x tick
+    labels under the columns' centres (turned by ``label_rotation`` degrees where the panel is
+    narrow). Returns ``ax``."""
+    if torch.is_tensor(images):
+        from torchvision.utils import make_grid
+
+        grid = make_grid((images.float() + 1) / 2, nrow=nrow, padding=padding, pad_value=1)
+        ax.imshow(grid.permute(1, 2, 0).clamp(0, 1).numpy())
+        columns = min(nrow, len(images))
+    else:
+        ax.imshow(np.asarray(images), interpolation="nearest")
+        columns = nrow
+    if title:
+        ax.set_title(title, fontsize=9)
+    if column_labels is None:
+        ax.set_axis_off()
+        return ax
+    if len(column_labels) != columns:
+        raise ValueError(
+            f"column_labels has {len(column_labels)} names for a grid of {columns} columns: "
+            "give one per column"
+        )
+    width = ax.get_images()[-1].get_array().shape[1]
+    ax.set_xticks([(j + 0.5) * width / columns for j in range(columns)], labels=column_labels)
+    ax.tick_params(axis="x", length=0, labelsize=8, pad=2, labelrotation=label_rotation)
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    return ax
+
+
 # --- diffusion plots ---------------------------------------------------------------------------
 
 

@@ -104,7 +104,8 @@ from hdit_edu.ablation import (
 from hdit_edu.env import resolve_profile
 from hdit_edu.flops import TABLE1_GFLOPS, analytic_gflops
 from hdit_edu.presets import get_config
-from hdit_edu.viz import plot_forest
+from hdit_edu.toy import TOY_CLASSES
+from hdit_edu.viz import plot_forest, show_images
 
 PROFILE = resolve_profile(PROFILE)
 REPO_ROOT = Path(hdit_edu.__file__).resolve().parents[1]
@@ -488,9 +489,8 @@ assert all(r["spread_within_class"] > 1.4 and r["fid_mean_term"] < 0.35 * r["fid
 fig, axes = plt.subplots(1, 2, figsize=(9, 4.6))
 for ax, name in zip(axes, ("C-smsnr-s0", "E-s0")):
     folder = RESULTS.parent / "followup" if name.startswith("C-smsnr") else RESULTS
-    ax.imshow(plt.imread(folder / f"{name}.png"))
-    ax.set_title(f"{name}: one class per column", fontsize=9)
-    ax.axis("off")
+    grid = plt.imread(folder / f"{name}.png")
+    show_images(ax, grid, title=name, column_labels=TOY_CLASSES, label_rotation=60)
 plt.show()
 
 # %% [markdown]
@@ -587,25 +587,31 @@ assert 0.25 < 1 - mean_of("E", best["E"], "class_accuracy") < 0.4  # E: a third 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(9, 2.6))
 for ax, model in zip(axes, ("C-smsnr", "E")):
-    ax.imshow(plt.imread(GUIDANCE / "grids" / f"{model}-s0-w{best[model]:g}.png"))
     c = cells[model, best[model]][0]
-    ax.set_title(f"{model}-s0, w = {best[model]:g}: FID {c['fid']:.2f}, "
-                 f"accuracy {c['class_accuracy']:.1%}", fontsize=9)  # fmt: skip
-    ax.axis("off")
+    title = f"{model}-s0, w = {best[model]:g}: FID {c['fid']:.2f}, accuracy {c['class_accuracy']:.1%}"
+    grid = plt.imread(GUIDANCE / "grids" / f"{model}-s0-w{best[model]:g}.png")
+    show_images(ax, grid, title=title, column_labels=TOY_CLASSES, label_rotation=60)
 plt.show()
 
 # %% [markdown]
 # ### Samples of each configuration
 #
-# The 64 first final samples of each run (8 per class, one class per column: face, ring, plus,
-# cross, triangle, diamond, pair, quad), seed 0.
+# The 64 first final samples of each run (8 per class, one class per column), seed 0.
 
 # %%
 grids = sorted(RESULTS.glob("*-s0.png"), key=lambda p: list(PAPER_FID).index(p.stem[:-3]))
-for path in grids:
+fig, axes = plt.subplots(
+    math.ceil(len(grids) / 3), 3, figsize=(12, 4.6 * math.ceil(len(grids) / 3)), squeeze=False
+)
+for ax, path in zip(axes.flat, grids):
     r = runs[path.stem[:-3]][0]["final"]
-    print(f"{path.stem}: toy FID {r['fid']:.2f}, class accuracy {r['class_accuracy']:.1%}")
-    display(Image(filename=str(path), width=280))
+    title = f"{path.stem}: toy FID {r['fid']:.2f}, class accuracy {r['class_accuracy']:.1%}"
+    grid = plt.imread(path)
+    show_images(ax, grid, title=title, column_labels=TOY_CLASSES, label_rotation=60)
+for ax in axes.flat[len(grids):]:
+    ax.set_axis_off()
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ### Training curves

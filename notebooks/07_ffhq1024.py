@@ -54,7 +54,6 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
-from torchvision.utils import make_grid
 
 import hdit_edu
 from hdit_edu.checkpoints import list_checkpoints
@@ -67,7 +66,7 @@ from hdit_edu.runs import load_run, read_metrics
 from hdit_edu.sampling import generate, karras_sigmas, sample
 from hdit_edu.toy import TOY_CLASSES
 from hdit_edu.training import Trainer
-from hdit_edu.viz import plot_losses
+from hdit_edu.viz import plot_losses, show_images
 from hdit_edu.widgets import SHIPPED_RUN, LiveTrainingView
 
 if PROFILE == "cpu":
@@ -81,14 +80,14 @@ def from_repo(path):
     return None if path is None else REPO_ROOT / Path(path)  # an absolute path stays as it is
 
 
-def show(images, nrow, title=None, size=8):
-    """Images (N, 3, H, W) in [-1, 1] as one grid."""
-    grid = make_grid((images.float() + 1) / 2, nrow=nrow, padding=2).clamp(0, 1)
-    plt.figure(figsize=(size, size * grid.shape[1] / grid.shape[2]))
-    plt.imshow(grid.permute(1, 2, 0).numpy())
-    plt.axis("off")
-    if title:
-        plt.title(title)
+def show(images, nrow, title=None, size=8, column_labels=None):
+    """Images (N, 3, H, W) in [-1, 1] as one grid ``size`` inches wide, its columns named by
+    ``column_labels``."""
+    columns = min(nrow, len(images))
+    rows = -(-len(images) // columns)
+    height, width = images.shape[-2:]
+    fig, ax = plt.subplots(figsize=(size, size * rows * height / (columns * width)))
+    show_images(ax, images, nrow=nrow, title=title, column_labels=column_labels, padding=2)
     plt.show()
 
 
@@ -329,11 +328,13 @@ images = generate(
 sample_s = (time.perf_counter() - sample_start) / N_SAMPLES
 print(f"{N_SAMPLES} samples at {run_config.model.resolution}² on {device}: {sample_s:.2f} s each")
 title = f"EMA samples of {sample_run.name}, {step_name}"
-if cond:  # name the class of every sample: the grid reads row by row
+column_labels = None
+if cond:  # name the class of every column: the classes go in turn, 8 to a row
     names = TOY_CLASSES if len(TOY_CLASSES) == run_config.model.num_classes else None
-    title += "\nclasses: " + ", ".join(names[c] if names else str(c) for c in classes[:8].tolist())
-    title += " (each row)" if N_SAMPLES % 8 == 0 else ""
-show(images, nrow=8 if cond else (4 if PROFILE == "cpu" else 2), title=title)
+    column_labels = [names[c] if names else str(c) for c in classes[:8].tolist()]
+    title += ", one class per column" if N_SAMPLES % 8 == 0 else ""
+show(images, nrow=8 if cond else (4 if PROFILE == "cpu" else 2), title=title,
+     column_labels=column_labels)  # fmt: skip
 if PROFILE == "gpu":  # the detail the paper asks to zoom into: a 256² crop at full resolution
     show(images[:1, :, 384:640, 384:640], nrow=1, title="256² crop, 1:1", size=5)
 

@@ -68,6 +68,7 @@ from hdit_edu.profiles import for_profile
 from hdit_edu.runs import read_metrics
 from hdit_edu.toy import TOY_CLASSES, predict_classes
 from hdit_edu.training import EMAWarmup, Trainer
+from hdit_edu.viz import show_images
 from hdit_edu.widgets import SHIPPED_RUN, LiveTrainingView
 
 if PROFILE == "cpu":
@@ -238,11 +239,11 @@ grids = sorted((RUN_DIR / "samples").glob("step-*.png"))
 rows = [np.asarray(Image.open(p).convert("RGB"))[: 34 + 2] for p in grids]  # the first row
 fig, axes = plt.subplots(len(rows), 1, figsize=(7, 0.95 * len(rows)))
 for ax, path, row in zip(axes, grids, rows):
-    ax.imshow(row, interpolation="nearest")
+    show_images(ax, row, column_labels=TOY_CLASSES)  # the class names under the last row
     ax.set_ylabel(f"{int(path.stem[5:]):,}", rotation=0, ha="right", va="center")
-    ax.set_xticks([])
-    ax.set_yticks([])
-axes[0].set_title("EMA samples (rows: training step; columns: " + ", ".join(TOY_CLASSES) + ")")
+    if ax is not axes[-1]:
+        ax.set_xticks([])
+axes[0].set_title("EMA samples, one class per column (rows: training step)")
 plt.tight_layout()
 plt.show()
 
@@ -269,9 +270,12 @@ sweep = json.loads((SHIPPED_RUN / "cfg_sweep.json").read_text())
 print(f"the shipped model ({shipped.training.steps:,} steps):", ", ".join(
     f"w = {w:g}: {a:.1%}" for w, a in zip(sweep["scales"], sweep["class_accuracy"])))  # fmt: skip
 fig, ax = plt.subplots(figsize=(9, 2.6))
-ax.imshow(np.asarray(Image.open(grids[-1]).convert("RGB")), interpolation="nearest")
-ax.set_title(f"step {TRAIN_STEPS:,}: 16 samples, one class per column (no guidance)")
-ax.axis("off")
+show_images(
+    ax,
+    np.asarray(Image.open(grids[-1]).convert("RGB")),
+    title=f"step {TRAIN_STEPS:,}: 16 samples, one class per column (no guidance)",
+    column_labels=TOY_CLASSES,
+)
 plt.show()
 
 # %%

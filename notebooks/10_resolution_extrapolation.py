@@ -73,22 +73,12 @@ from hdit_edu.models import build_model
 from hdit_edu.resolution import position_span, shifted_sigmas
 from hdit_edu.rope import AdditivePosEmb, token_positions
 from hdit_edu.sampling import generate, karras_sigmas, sample_labels
-from hdit_edu.toy import ToyDataset, foreground_mask, toy_coherence
+from hdit_edu.toy import TOY_CLASSES, ToyDataset, foreground_mask, toy_coherence
+from hdit_edu.viz import show_images
 
 torch.set_num_threads(1)
 RESULTS = Path("../results/resolution-toy")
 MODEL_DIR = RESULTS / "model" / "D-s0"
-
-
-def show_images(ax, images, nrow=8, title=None):
-    """Draw images (N, 3, H, W) in [-1, 1] as one grid on ``ax``."""
-    from torchvision.utils import make_grid
-
-    grid = make_grid((images + 1) / 2, nrow=nrow, padding=1, pad_value=1.0)
-    ax.imshow(grid.permute(1, 2, 0).clamp(0, 1).numpy())
-    ax.axis("off")
-    if title:
-        ax.set_title(title, fontsize=9)
 
 
 # %% [markdown]
@@ -191,7 +181,8 @@ noise_score = toy_coherence(noise, torch.arange(64) % 8)["coherent"].float().mea
 print(f"real: 24² {real[24]:.3f}, 64² {real[64]:.3f}; noise {noise_score:.3f}")
 assert real[24] >= 0.99 and real[64] >= 0.99 and noise_score == 0.0
 fig, axes = plt.subplots(1, 2, figsize=(8, 2.4))
-show_images(axes[0], images[:8], title="real 64² test images")
+names = [TOY_CLASSES[c] for c in labels[:8].tolist()]
+show_images(axes[0], images[:8], title="real 64² test images", column_labels=names)
 axes[1].imshow(torch.cat(list(foreground_mask(images[:8])), 1).float().numpy(), cmap="gray")
 axes[1].set_title("their foreground masks", fontsize=9)
 axes[1].axis("off")
@@ -537,10 +528,9 @@ shown = ("32-normalised-noshift", "64-normalised-noshift", "64-grid-noshift")
 fig, axes = plt.subplots(len(models), len(shown), figsize=(15, 1.9 * len(models)))
 for i, m in enumerate(models):
     for j, key in enumerate(shown):
-        ax = axes[i, j]
-        ax.imshow(plt.imread(RESULTS / "runs" / "grids" / f"{m}-s0-{key}.png"))
-        ax.set_title(f"{m} (seed 0), {key}", fontsize=9)
-        ax.axis("off")
+        grid = plt.imread(RESULTS / "runs" / "grids" / f"{m}-s0-{key}.png")
+        names = TOY_CLASSES if i == len(models) - 1 else None  # one class per column
+        show_images(axes[i, j], grid, title=f"{m} (seed 0), {key}", column_labels=names)
 plt.show()
 
 
@@ -600,7 +590,8 @@ if RERUN:
     assert abs(rerun["coherence"] - record["coherence"]) <= 2 / 64
     assert abs(rerun["fid"] / record["fid"] - 1) <= 0.02
     fig, ax = plt.subplots(figsize=(9, 2.6))
-    show_images(ax, samples[:16], title="D-s0 at 64², positions 'grid' (classes 0–7, twice)")
+    title = "D-s0 at 64², positions 'grid' (one class per column, twice)"
+    show_images(ax, samples[:16], title=title, column_labels=TOY_CLASSES)
     plt.show()
 
 # %% [markdown]
