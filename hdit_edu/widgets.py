@@ -418,11 +418,6 @@ def _class_names(config) -> list[str]:
     return [f"class {i}" for i in range(n)]
 
 
-def sampling_app(run_dir: str | Path = SHIPPED_RUN, **options) -> SamplingApp:
-    """:meth:`SamplingApp.from_run`: the sampling demo on a run (default: the shipped model)."""
-    return SamplingApp.from_run(run_dir, **options)
-
-
 # --- live training view ---
 
 
@@ -733,11 +728,6 @@ class AttentionExplorer:
             display(self.widget)
         else:
             _show_still(self.figure(), self.settings())
-
-
-def attention_explorer(**options) -> AttentionExplorer:
-    """:class:`AttentionExplorer` with ``options`` (grids, kernel_size, window_size, query)."""
-    return AttentionExplorer(**options)
 
 
 # --- headless execution ---

@@ -153,7 +153,7 @@ LAYERS = {
     "training infrastructure": (
         "data", "toy", "toy_detail", "spectrum", "profiles", "presets", "flops", "checkpoints",
         "logging_sinks", "runs", "runfolder", "batches", "training", "evaluation",
-        "toy_autoencoder", "interop", "planner",
+        "toy_autoencoder", "interop", "conversion", "planner",
     ),
     "experiments": ("measure", "stats", "protocol", "analysis", "ablation", "studies"),
     "apps and tools": ("viz", "widgets", "exercises", "cli", "reference_source"),

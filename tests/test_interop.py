@@ -40,7 +40,7 @@ import pytest
 import torch
 from einops import rearrange
 
-from hdit_edu import interop, reference_source
+from hdit_edu import conversion, interop, reference_source
 from hdit_edu.checkpoints import save_checkpoint
 from hdit_edu.cli import main
 from hdit_edu.configs import MappingConfig, ModelConfig, save_config
@@ -507,7 +507,7 @@ def test_cli_converts_a_run_to_k_diffusion_and_back(tmp_path):
     with torch.no_grad():
         assert torch.equal(denoiser.inner(x, sigma, cls, aug), ema(x, sigma, cls, aug))
     with pytest.raises(ValueError, match="not an empty directory"):
-        interop.convert_from_k_diffusion(kd_path, back)
+        conversion.convert_from_k_diffusion(kd_path, back)
     assert _convert("from-k-diffusion", kd_path, "-o", back) == 2  # the CLI: a message
 
 

@@ -6,12 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..interop import (
-    CONVERT_DIRECTIONS,
-    KD_MODEL_TYPE,
-    convert_from_k_diffusion,
-    convert_to_k_diffusion,
-)
+from ..conversion import convert_from_k_diffusion, convert_to_k_diffusion
+from ..interop import CONVERT_DIRECTIONS, KD_MODEL_TYPE
 from .arguments import (
     add_command,
     check_output_file,
