@@ -645,9 +645,18 @@ plt.show()
 # kernels, which add in another order and round differently: the losses then differ in the last
 # bit or so from an early step on (`CROSS_CPU_RTOL` in `hdit_edu.ablation` gives the bound and
 # the measurement). Over a whole run such a difference grows like any perturbation: C-s1
-# retrained on an AMD EPYC ends at toy FID 8.29 against the record's 8.59, a different model of
-# the same recipe and seed (`results/resolution-toy/README.md`). Seeds fix a run on one kind of
+# retrained on an AMD EPYC (`results/resolution-toy/retrained/`) ends as a different model of
+# the same recipe and seed — the next cell reads both records. Seeds fix a run on one kind of
 # machine; across machines, reproduce *distributions* (means over seeds with CIs), not digits.
+
+# %%
+amd = json.loads(from_root("results/resolution-toy/retrained/C-s1.json").read_text())
+intel = json.loads((RESULTS / "C-s1.json").read_text())
+for who, rec in (("record", intel), ("retrained", amd)):
+    print(f"C-s1 {who:9s} on {rec['versions']['cpu']!r}: toy FID {rec['final']['fid']:.2f}, "
+          f"class accuracy {rec['final']['class_accuracy']:.3f}")
+assert amd["versions"]["cpu"] != intel["versions"]["cpu"]
+assert amd["final"]["fid"] != intel["final"]["fid"]  # same recipe and seed, another model
 
 # %%
 record = json.loads((RESULTS / f"{PREFIX_RUN}.json").read_text())
