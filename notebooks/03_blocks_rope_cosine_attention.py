@@ -531,12 +531,12 @@ assert same_offset.max() - same_offset.min() > 0.1
 # %%
 import dataclasses
 
-from hdit_edu.ablation import toy_ablation_config
-from hdit_edu.configs import get_config
+from hdit_edu.ablation import run_config
 from hdit_edu.hourglass import level_rope_turns
+from hdit_edu.presets import get_config
 from hdit_edu.rope import rope_freq_scale, rope_turns
 
-toy_d = toy_ablation_config("D", seed=0).model  # the toy ablation's step D (axial RoPE)
+toy_d = run_config("D", seed=0).model  # the toy ablation's step D (axial RoPE)
 paper_d = get_config("imagenet128").model  # the paper's ImageNet-128² model
 levels = {
     "toy outer": level_rope_turns(toy_d)[0],

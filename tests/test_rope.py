@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from hdit_edu.ablation import toy_ablation_config
-from hdit_edu.configs import Config, get_config, validate_config
+from hdit_edu.ablation import run_config
+from hdit_edu.configs import Config, validate_config
 from hdit_edu.flops import analytic_params
 from hdit_edu.hourglass import HDiT, level_rope_turns
+from hdit_edu.presets import get_config
 from hdit_edu.rope import (
     AdditivePosEmb,
     AxialRoPE,
@@ -158,7 +159,7 @@ def test_rotation_per_token_on_the_toy_and_paper_grids():
     """Issue 29's numbers, from the library's own frequencies and positions: the toy ablation's
     8×8 / 4×4 grids alias (3 of 8, 11 of 16 pairs; up to 1.87π and 4.33π per token), the
     paper's ImageNet-128² 32×32 / 16×16 grids do not / about 10 % (9 of 96)."""
-    toy = level_rope_turns(toy_ablation_config("D", 0).model)
+    toy = level_rope_turns(run_config("D", 0).model)
     paper = level_rope_turns(get_config("imagenet128").model)
     expected = [  # (grid, frequencies, aliased, max turn per token in π)
         (toy[0], (8, 8), 8, 3, 10 ** (7 / 8) / 4),  # 2 heads × 4
@@ -196,7 +197,7 @@ def test_grid_scaled_frequencies_never_alias_and_image_is_the_reference():
     for grid, scale in [((8, 8), 0.4), ((4, 4), 0.2), ((16, 16), 0.8), ((4, 12), 0.6)]:
         assert rope_freq_scale("grid", grid) == pytest.approx(scale)
     assert rope_freq_scale("grid", (32, 32)) == rope_freq_scale("grid", (20, 20)) == 1.0
-    d_image = toy_ablation_config("D", 0).model
+    d_image = run_config("D", 0).model
     d_grid = dataclasses.replace(d_image, rope_freqs="grid")
     # the top of the range (10π, excluded) turns by π: the highest pair by π·10^(-1/N) < π
     for (_, turns, aliased), n in zip(level_rope_turns(d_grid), (8, 16)):
@@ -224,7 +225,7 @@ def test_old_configs_and_records_read_as_image_frequencies():
     assert "rope_freqs" not in record["config"]["model"]
     config = Config.from_dict(record["config"])
     assert config.model.rope_freqs == "image" and config.model.pos_emb == "rope"
-    assert config.model == toy_ablation_config("D", 0).model
+    assert config.model == run_config("D", 0).model
 
 
 @pytest.mark.parametrize(
@@ -237,7 +238,7 @@ def test_old_configs_and_records_read_as_image_frequencies():
     ],
 )
 def test_rope_options_are_validated_with_a_message(change, fragments):
-    model = toy_ablation_config("D", 0).model
+    model = run_config("D", 0).model
     levels = model.levels[:1] if change.get("arch") == "dit" else model.levels
     model = dataclasses.replace(model, levels=levels, **change)
     with pytest.raises(ValueError) as info:
@@ -248,7 +249,7 @@ def test_rope_options_are_validated_with_a_message(change, fragments):
 def test_rope_and_additive_table_together():
     """``pos_emb = "rope+additive"`` (issue 29's arm): the table after patching *and* RoPE in
     every attention; its parameters are the table's on top of the RoPE model's."""
-    rope = toy_ablation_config("D", 0).model
+    rope = run_config("D", 0).model
     both = dataclasses.replace(rope, pos_emb="rope+additive")
     validate_config(both)
     model = HDiT(both)
