@@ -39,7 +39,7 @@ import re
 import shutil
 import threading
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -77,20 +77,27 @@ def writing(what: str) -> Iterator[None]:
         raise RunWriteError(e.errno, f"could not write {what}: {reason}") from e
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write a file atomically: a new temporary file beside it (``O_EXCL | O_NOFOLLOW``: never
-    an existing file or a symlink), fsync'ed, then renamed over ``path`` (a symlink there is
-    replaced, never followed). A kill or a full disk leaves the old file intact; the error
-    is a :class:`RunWriteError` naming ``path``."""
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Write a file atomically: ``write(tmp)`` fills a new temporary file beside it (created
+    ``O_EXCL | O_NOFOLLOW``: never an existing file or a symlink; fsync'ed), then it is renamed
+    over ``path`` (a symlink there is replaced, never followed). A kill or a full disk leaves
+    the old file intact; the error is a :class:`RunWriteError` naming ``path``. ``write`` is
+    :func:`_write_new` of some bytes, or a writer that streams a large file
+    (:func:`save_safetensors`, :func:`save_torch`) without a copy of it in memory."""
     path = Path(path)
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}-{threading.get_ident()}")
     try:
         with writing(str(path)):
             tmp.unlink(missing_ok=True)  # our own leftover (same process and thread)
-            _write_new(tmp, data)
+            write(tmp)
             os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """:func:`atomic_write` of ``data``."""
+    atomic_write(path, lambda tmp: _write_new(tmp, data))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -162,7 +169,7 @@ class _File(io.RawIOBase):
         super().close()
 
 
-def _save_torch(obj, path: Path) -> None:
+def save_torch(obj, path: Path) -> None:
     """``torch.save(obj)`` into a new file ``path``, fsync'ed; a failed write raises the
     ``OSError`` (``ENOSPC`` …), not torch's ``RuntimeError``."""
     f = _File(path)
@@ -178,7 +185,7 @@ def _save_torch(obj, path: Path) -> None:
         f.close()
 
 
-def _save_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict) -> None:
+def save_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict) -> None:
     """``safetensors`` ``save_file`` into a new file ``path``, fsync'ed. The file is created here
     (``O_EXCL | O_NOFOLLOW``: never an existing file or a symlink, in the caller's own new
     folder) and safetensors streams the tensors into it: no second copy of the weights in memory
@@ -402,9 +409,9 @@ def save_checkpoint(
         meta = {"step": str(step)}
         for name, state in (("model.safetensors", model_state), ("ema.safetensors", ema_state)):
             with writing(f"checkpoint file {str(final / name)!r}"):
-                _save_safetensors(_cpu_copy(state), tmp / name, meta)
+                save_safetensors(_cpu_copy(state), tmp / name, meta)
         with writing(f"checkpoint file {str(final / 'trainer_state.pt')!r}"):
-            _save_torch(trainer_state, tmp / "trainer_state.pt")
+            save_torch(trainer_state, tmp / "trainer_state.pt")
         names = list(CHECKPOINT_FILES)
         if config is not None:
             with writing(f"checkpoint file {str(final / CONFIG_FILE)!r}"):

@@ -9,20 +9,19 @@ checkpoints) becomes a k-diffusion inference checkpoint, written whole or not at
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file
-from safetensors.torch import save as safetensors_bytes
 
 from .checkpoints import (
-    atomic_write_bytes,
+    atomic_write,
     error_summary,
     find_checkpoint,
     load_weights,
     save_checkpoint,
+    save_safetensors,
+    save_torch,
 )
 from .configs import load_config, save_config, validate_config
 from .interop import (
@@ -136,14 +135,13 @@ def convert_to_k_diffusion(
     model, ours = _load_hdit(source, config, weights)
     kd_config, state_dict = to_k_diffusion(model, ours)
     output.parent.mkdir(parents=True, exist_ok=True)
-    # Whole or not at all (checkpoints.atomic_write_bytes): a kill or a full disk leaves no
-    # half-written file under the output's name, and the error names the file.
+    # Whole or not at all (checkpoints.atomic_write): a kill or a full disk leaves no
+    # half-written file under the output's name, and the error names the file. The writers
+    # stream the weights into the file (no second copy in memory: 2.2 GB at ImageNet-256).
     if output.suffix == ".safetensors":
         metadata = {"config": json.dumps(kd_config, indent=4)}
-        data = safetensors_bytes(state_dict, metadata)
+        atomic_write(output, lambda tmp: save_safetensors(state_dict, tmp, metadata))
     else:
-        buffer = io.BytesIO()
-        torch.save({"config": kd_config, "model_ema": state_dict}, buffer)
-        data = buffer.getvalue()
-    atomic_write_bytes(output, data)
+        kd = {"config": kd_config, "model_ema": state_dict}
+        atomic_write(output, lambda tmp: save_torch(kd, tmp))
     return output
