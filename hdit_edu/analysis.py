@@ -38,7 +38,7 @@ SELECTED_METRICS = {"fid_selected": +1, "class_accuracy_selected": -1}
 PROFILE_METRICS = {"error_low": +1, "error_mid": +1, "error_high": +1, "heldout_loss_own": +1}
 # Toy FID in a second feature space, a label-free autoencoder's (evaluation.fid_ae): a
 # sample cannot score well on it merely by being prototypical for the toy classifier.
-FEATURE_METRICS = {"fid_ae": +1}
+FEATURE_METRICS = {"fid_ae": +1, "fid_ae_selected": +1}
 ALL_METRICS = METRICS | SELECTED_METRICS | PROFILE_METRICS | FEATURE_METRICS
 METRIC_LABELS |= {
     "fid_selected": "toy FID at own best w",
@@ -48,6 +48,7 @@ METRIC_LABELS |= {
     "error_high": "unweighted error, σ ≥ 10",
     "heldout_loss_own": "held-out loss, own weighting",
     "fid_ae": "FID, autoencoder features",
+    "fid_ae_selected": "FID, autoencoder features, at own best w",
 }
 # The expected direction of Y against X, times a metric's lower-is-better sign.
 EXPECT = {"better": -1, "worse": +1, "none": 0}

@@ -188,7 +188,9 @@ def select_guidance(
     at that w on the *test* noise (``test_seed``, which must differ) and :func:`measure` them.
     Returns ``{"frontier": [{cfg, fid, class_accuracy} per w on the selection noise],
     "cfg_selected", "fid_selected", "class_accuracy_selected", "test": the test metrics}``: the
-    FID–accuracy frontier over w beside the best-w numbers."""
+    FID–accuracy frontier over w beside the best-w numbers. With ``protocol.fid_ae`` every
+    frontier row and the test add the autoencoder FID (``fid_ae_selected``); w is still chosen
+    by toy FID alone, so the second feature space stays a witness, not a criterion."""
     if selection_seed == test_seed:
         raise ValueError(
             f"selection_seed={selection_seed} is the test seed: the noise that chooses w must "
@@ -199,20 +201,24 @@ def select_guidance(
     frontier = []
     for w in scales:
         probe = EvalProtocol(n_select, protocol.sampler, protocol.steps, float(w),
-                             protocol.batch_size)  # fmt: skip
+                             protocol.batch_size, fid_ae=protocol.fid_ae)  # fmt: skip
         m, _, _ = evaluate(denoiser, config, probe, selection_seed)
-        frontier.append({"cfg": float(w), "fid": m["fid"], "class_accuracy": m["class_accuracy"]})
-    best = min(frontier, key=lambda row: row["fid"])["cfg"]
+        keys = ("fid", "class_accuracy", "fid_ae")
+        frontier.append({"cfg": float(w)} | {k: m[k] for k in keys if k in m})
+    best = min(frontier, key=lambda row: row["fid"])["cfg"]  # chosen by toy FID only
     chosen = EvalProtocol(protocol.n, protocol.sampler, protocol.steps, best,
-                          protocol.batch_size)  # fmt: skip
+                          protocol.batch_size, fid_ae=protocol.fid_ae)  # fmt: skip
     test, _, _ = evaluate(denoiser, config, chosen, test_seed)
-    return {
+    out = {
         "frontier": frontier,
         "cfg_selected": best,
         "fid_selected": test["fid"],
         "class_accuracy_selected": test["class_accuracy"],
         "test": test,
     }
+    if protocol.fid_ae:
+        out["fid_ae_selected"] = test["fid_ae"]
+    return out
 
 
 @torch.no_grad()

@@ -270,21 +270,23 @@ def test_rope_and_additive_table_together():
         validate_config(dataclasses.replace(both, levels=levels))
 
 
-def test_revisited_study_draft_is_valid_unregistered_and_costed():
-    """Issue 29's draft spec: valid in the study format, not registered (registration comes
-    after the pilot), its RoPE arms are the two options, and design.py costs the same runs."""
+def test_revisited_study_is_the_registered_amd_cut():
+    """Issue 29's spec as registered: the AMD cut fixed in its README before any run (C, D,
+    D-grid, D-table × 5 seeds, the five RoPE comparisons), its RoPE arms the two options,
+    registered (the registration's hash is the file's), and design.py costs the same runs."""
+    from hdit_edu.studies.registration import check
     from hdit_edu.studies.spec import load_study
 
     study = load_study(REVISITED / "study.toml")
-    assert not (REVISITED / "registration.json").exists()
-    assert "draft — not registered" in (REVISITED / "README.md").read_text().lower()
+    assert (REVISITED / "registration.json").exists()
+    check(REVISITED / "study.toml")  # raises if the spec changed since its registration
     arms = {a.label: a for a in study.arms}
     assert arms["D-grid"].overrides == ("model.rope_freqs=grid",)
     assert arms["D-table"].overrides == ("model.pos_emb=rope+additive",)
     assert (study.budget.train_steps, study.budget.batch_size) == (20_000, 16)
-    assert len(study.comparisons) == 13 and study.rule == "holm"
+    assert len(study.comparisons) == 5 and study.rule == "holm" and study.reference is None
     design = runpy.run_path(str(REVISITED / "design.py"))
-    assert design["SEEDS"] == {label: len(a.seeds) for label, a in arms.items()}
-    assert len(study.runs()) == sum(design["SEEDS"].values()) == 39
-    assert study.metrics[0] == "fid_selected" and study.reference.metric == "fid_selected"
+    assert design["AMD_CUT"] == {label: len(a.seeds) for label, a in arms.items()}
+    assert len(study.runs()) == sum(design["AMD_CUT"].values()) == 20
+    assert study.metrics[:2] == ("fid_selected", "fid_ae_selected") and study.fid_ae
     assert study.select_cfg == (1.0, 1.5, 2.0, 3.0, 4.0) and study.loss_profile

@@ -470,3 +470,51 @@ def test_a_spec_turns_on_the_second_feature_space(tmp_path):
     _, images, _ = evaluate(denoiser, config, EvalProtocol(16, steps=3, batch_size=16), 1000)
     assert record["final"]["fid_ae"] == fid_ae(images)
     assert {r["metric"] for r in analyze(study)["comparisons"]} == {"fid", "fid_ae"}
+
+
+def test_the_second_feature_space_at_each_arms_own_guidance(tmp_path):
+    """evaluation.fid_ae with select_cfg: every frontier row and the test samples at the chosen
+    w carry the autoencoder FID (fid_ae_selected); w is still chosen by toy FID; without
+    "fid_ae" in the metrics nothing is drawn again (no second_features)."""
+    from hdit_edu.protocol import evaluate
+    from hdit_edu.runs import load_run
+    from hdit_edu.toy_autoencoder import TOY_AUTOENCODER_DIR, fid_ae
+
+    if not (TOY_AUTOENCODER_DIR / "model.safetensors").is_file():
+        pytest.skip("data/toy_autoencoder is not built")
+    with pytest.raises(SpecError, match="'fid_ae_selected' needs evaluation.fid_ae = true"):
+        load_study(tiny_study(tmp_path / "bad", TINY.replace("[analysis]", (
+            'select_cfg = [1.0, 3.0]\nmetrics = ["fid_ae_selected"]\n\n[analysis]'))))  # fmt: skip
+    text = TINY.replace("seeds = [0, 1]", "seeds = [0]").replace("[analysis]", (
+        'fid_ae = true\nselect_cfg = [1.0, 3.0]\nn_select = 16\n'
+        'metrics = ["fid_selected", "fid_ae_selected"]\n\n[analysis]'))  # fmt: skip
+    spec = tiny_study(tmp_path / "s", text)
+    registration.register(spec)
+    assert runner.run(spec, progress=False, log=lambda *a: None)["ok"]
+    study = load_study(spec)
+    record = json.loads((study.records / "C-s0.json").read_text())
+    assert "second_features" not in record and "fid_ae" not in record["final"]
+    frontier = record["guidance_selection"]["frontier"]
+    assert all({"fid", "class_accuracy", "fid_ae"} <= set(row) for row in frontier)
+    w = record["final"]["cfg_selected"]
+    assert w == min(frontier, key=lambda row: row["fid"])["cfg"]
+    config, denoiser = load_run(study.checkpoints / "C-s0")
+    _, probe, _ = evaluate(denoiser, config, EvalProtocol(16, steps=3, cfg=1.0, batch_size=16), 2000)
+    assert frontier[0]["fid_ae"] == fid_ae(probe)
+    m, images, _ = evaluate(denoiser, config, EvalProtocol(16, steps=3, cfg=w, batch_size=16), 1000)
+    assert record["final"]["fid_selected"] == m["fid"]
+    assert record["final"]["fid_ae_selected"] == fid_ae(images)
+    assert {r["metric"] for r in analyze(study)["comparisons"]} == {"fid_selected", "fid_ae_selected"}
+
+
+def test_stop_after_starts_no_new_run(tmp_path):
+    """``study run --stop-after 0``: no run is started (none is claimed, trained or
+    written) and every run stays pending."""
+    spec = tiny_study(tmp_path / "s")
+    registration.register(spec)
+    result = runner.run(spec, progress=False, log=lambda *a: None, stop_after=0)
+    assert result["ok"] and {row["state"] for row in result["status"]} == {"pending"}
+    study = load_study(spec)
+    assert not list(study.records.glob("*.json"))
+    with pytest.raises(ValueError, match="stop_after=-1; allowed: minutes"):
+        runner.run(spec, progress=False, stop_after=-1)

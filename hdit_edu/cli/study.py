@@ -3,7 +3,7 @@ experiment; :mod:`hdit_edu.studies`, the file format in ``docs/studies.md``):
 
     hdit-edu study register SPEC [--after-runs REASON]   # fix the design before any run
     hdit-edu study amend SPEC --label LABEL --reason WHY # a labelled change after registration
-    hdit-edu study run SPEC [--workers N]                # the queue of (arm, seed) runs
+    hdit-edu study run SPEC [--workers N] [--stop-after MINUTES]   # the (arm, seed) runs
     hdit-edu study status SPEC                           # each run's state
     hdit-edu study analyze SPEC [--json]                 # tables, differences, readings
     hdit-edu study report SPEC [--out DIR]               # summary.{json,md,png}
@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .arguments import POSITIVE, add_command
+from .arguments import POSITIVE, add_command, finite_float
 
 ACTIONS = ("register", "amend", "run", "status", "analyze", "report")
 
@@ -60,6 +60,11 @@ def add_study(sub) -> None:
                 "--workers", type=POSITIVE, default=1, help="worker processes, one thread each"
             )
             p.add_argument("--no-progress", action="store_true", help="no progress bars")
+            p.add_argument(
+                "--stop-after", type=finite_float(0.0), metavar="MINUTES",
+                help="start no new run after this many minutes; the runs under way finish "
+                "(for a session or job with a time limit)",
+            )  # fmt: skip
         elif name == "analyze":
             p.add_argument("--json", action="store_true", help="print the analysis as JSON")
         elif name == "report":
@@ -97,7 +102,10 @@ def cmd_study(args: argparse.Namespace) -> int:
         print(json.dumps({k: v for k, v in entry.items() if k != "text"}, indent=1))
         return 0
     if args.action == "run":
-        result = runner.run(args.spec, workers=args.workers, progress=not args.no_progress)
+        result = runner.run(
+            args.spec, workers=args.workers, progress=not args.no_progress,
+            stop_after=args.stop_after,
+        )  # fmt: skip
         study = load_study(args.spec)
         print(_status_table(result["status"], study.metrics))
         return 0 if result["ok"] else 1

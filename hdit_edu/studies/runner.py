@@ -192,16 +192,26 @@ class _ProgressBar:
             self.bar = None
 
 
-def work(spec: str | Path, worker: int = 0, *, progress: bool = True, log=print) -> dict:
+def work(
+    spec: str | Path, worker: int = 0, *, progress: bool = True, log=print,
+    stop_at: float | None = None,
+) -> dict:  # fmt: skip
     """One worker's pass over the queue (one torch thread): claim each unfinished run in turn,
-    skip those another process holds, train and evaluate the rest. Returns ``{"trained",
-    "skipped_done", "held", "failed"}`` (run names)."""
+    skip those another process holds, train and evaluate the rest. After the wall-clock time
+    ``stop_at`` (``time.time()`` seconds) no new run is started; the one under way finishes.
+    Returns ``{"trained", "skipped_done", "held", "failed", "not_started"}`` (run names)."""
     torch.set_num_threads(1)
     study = check(spec)
-    out: dict[str, list[str]] = {"trained": [], "skipped_done": [], "held": [], "failed": []}
+    out: dict[str, list[str]] = {
+        "trained": [], "skipped_done": [], "held": [], "failed": [], "not_started": []
+    }  # fmt: skip
     for arm, seed in study.runs():
         name = run_name(arm.label, seed)
         path = record_path(study, arm, seed)
+        if stop_at is not None and time.time() >= stop_at:
+            if not complete(_read(path) or {}, study.metrics):
+                out["not_started"].append(name)
+            continue
         pre = _read(path)
         if pre is not None and complete(pre, study.metrics):
             out["skipped_done"].append(name)
@@ -253,11 +263,16 @@ def _unbiased_evaluation(study: Study, arm: Arm, seed: int, record: dict) -> dic
     guidance scale (``evaluation.select_cfg``: protocol.select_guidance → the record's
     ``guidance_selection`` and ``cfg_selected``, ``fid_selected``, ``class_accuracy_selected``
     in ``final``) and the loss profile (``evaluation.loss_profile``: protocol.loss_profile →
-    ``loss_profile`` and its band errors and own-weighting loss in ``final``). Written
+    ``loss_profile`` and its band errors and own-weighting loss in ``final``) and the second
+    feature space (``evaluation.fid_ae``: ``fid_ae_selected`` from the selection's own test
+    samples; ``fid_ae`` at cfg only where the metrics ask for it, by drawing those again). Written
     atomically; a record that lacks one its study asks for is not complete for that study."""
-    todo_select = study.select_cfg and "guidance_selection" not in record
+    todo_select = study.select_cfg and not (
+        "guidance_selection" in record
+        and ("fid_ae_selected" in record["final"] or "fid_ae_selected" not in study.metrics)
+    )
     todo_profile = study.loss_profile and "loss_profile" not in record
-    todo_ae = study.fid_ae and "fid_ae" not in record["final"]
+    todo_ae = "fid_ae" in study.metrics and "fid_ae" not in record["final"]
     if not (todo_select or todo_profile or todo_ae):
         return record
     _, denoiser = load_run(run_folder(study, arm, seed))
@@ -278,14 +293,15 @@ def _unbiased_evaluation(study: Study, arm: Arm, seed: int, record: dict) -> dic
 
 def _select_guidance(study: Study, seed: int, record: dict, denoiser, config) -> dict:
     b, s = study.budget, record["settings"]
-    protocol = EvalProtocol(b.n_eval, b.sampler, b.sample_steps, b.cfg, b.sample_batch)
+    protocol = EvalProtocol(b.n_eval, b.sampler, b.sample_steps, b.cfg, b.sample_batch,
+                            fid_ae=study.fid_ae)  # fmt: skip
     c0 = time.process_time()
     chosen = select_guidance(
         denoiser, config, protocol, study.select_cfg, n_select=study.n_select,
         selection_seed=SELECTION_SEED + seed, test_seed=s["eval_seed"],
     )  # fmt: skip
-    keys = ("cfg_selected", "fid_selected", "class_accuracy_selected")
-    record["final"] |= {k: chosen[k] for k in keys}
+    keys = ("cfg_selected", "fid_selected", "class_accuracy_selected", "fid_ae_selected")
+    record["final"] |= {k: chosen[k] for k in keys if k in chosen}
     record["guidance_selection"] = {
         "scales": list(study.select_cfg), "n_select": study.n_select,
         "selection_seed": SELECTION_SEED + seed, "test_seed": s["eval_seed"],
@@ -313,25 +329,33 @@ def _second_features(study: Study, record: dict, denoiser, config) -> dict:
     return record
 
 
-def _spawned(spec: str, worker: int, progress: bool) -> None:
-    result = work(spec, worker, progress=progress, log=lambda *a, **k: None)
+def _spawned(spec: str, worker: int, progress: bool, stop_at: float | None) -> None:
+    result = work(spec, worker, progress=progress, log=lambda *a, **k: None, stop_at=stop_at)
     if result["failed"]:
         raise SystemExit(1)
 
 
-def run(spec: str | Path, *, workers: int = 1, progress: bool = True, log=print) -> dict:
+def run(
+    spec: str | Path, *, workers: int = 1, progress: bool = True, log=print,
+    stop_after: float | None = None,
+) -> dict:  # fmt: skip
     """Work the study's queue with ``workers`` processes (1: this process), after checking its
-    registration. Returns the final :func:`status` rows and whether every worker succeeded."""
+    registration. ``stop_after``: minutes after which no worker starts a new run (a session or
+    job with a time limit loses no half-trained run). Returns the final :func:`status` rows and
+    whether every worker succeeded."""
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r}; allowed: an integer ≥ 1")
+    if stop_after is not None and not (isinstance(stop_after, (int, float)) and stop_after >= 0):
+        raise ValueError(f"stop_after={stop_after!r}; allowed: minutes ≥ 0, or None")
+    stop_at = None if stop_after is None else time.time() + 60.0 * stop_after
     study = check(spec)
     if workers == 1:
-        result = work(study.path, 0, progress=progress, log=log)
+        result = work(study.path, 0, progress=progress, log=log, stop_at=stop_at)
         ok = not result["failed"]
     else:
         ctx = multiprocessing.get_context("spawn")
         procs = [
-            ctx.Process(target=_spawned, args=(str(study.path), i, progress))
+            ctx.Process(target=_spawned, args=(str(study.path), i, progress, stop_at))
             for i in range(workers)
         ]
         for p in procs:

@@ -47,8 +47,10 @@ field and what is allowed. Every field, with its default::
                                              #   images): error_low / _mid / _high,
                                              #   heldout_loss_own
     fid_ae = false                           # toy FID in a second, label-free feature space
-                                             #   (hdit_edu.toy_autoencoder), on the test
-                                             #   noise's samples drawn again: metric fid_ae
+                                             #   (hdit_edu.toy_autoencoder): metric fid_ae on
+                                             #   the test noise's samples at cfg, drawn again
+                                             #   (only if listed in metrics); with select_cfg
+                                             #   also fid_ae_selected (and per w, frontier)
 
     [analysis]
     comparisons = [["C", "D", "+ axial RoPE", "better"]]  # [X, Y, what(, expect)]: Y − X
@@ -283,8 +285,9 @@ def parse_study(raw: dict[str, Any], path: Path) -> Study:
     fid_ae = evaluation.get("fid_ae", False)
     if not isinstance(fid_ae, bool):
         fail("evaluation.fid_ae", f"{fid_ae!r}; allowed: true or false")
-    if "fid_ae" in metrics and not fid_ae:
-        fail("evaluation.metrics", "'fid_ae' needs evaluation.fid_ae = true")
+    for m in ("fid_ae", "fid_ae_selected"):
+        if m in metrics and not fid_ae:
+            fail("evaluation.metrics", f"{m!r} needs evaluation.fid_ae = true")
     for m in metrics:
         if (m.startswith("error_") or m.endswith("_own")) and not loss_profile:
             fail("evaluation.metrics", f"{m!r} needs evaluation.loss_profile = true")
