@@ -51,6 +51,7 @@ from .analysis import METRIC_LABELS, METRICS, analyze_runs, budget_difference, l
 from .checkpoints import atomic_write_text
 from .configs import Config
 from .data import ImageFolderDataset, save_grid
+from .ddpm import SAMPLING_STEPS
 from .env import cpu_model, git, versions  # noqa: F401 (cpu_model, git: part of this API)
 from .flops import analytic_gflops
 from .presets import ABLATION_STEPS, BASELINES, MIN_SNR_VARIANTS, get_config, on_toy_task
@@ -84,7 +85,9 @@ class ToyBudget:
     """Everything a toy run's result depends on besides (configuration, seed); the defaults are
     the pre-registered design (``results/ablation-toy/README.md``). ``eval_at``: extra
     evaluations (comma-separated steps, ``n_eval_mid`` samples each); ``eval_seed``: the sampling
-    noise's seed (None: 1000 + seed); ``tag``: a suffix of the run name (pilot variants)."""
+    noise's seed (None: 1000 + seed); ``tag``: a suffix of the run name (pilot variants);
+    ``ddpm_steps``: a DDPM arm's (R1's) sampler steps, DiT's ancestral sampler (``sampler`` and
+    ``sample_steps`` are the EDM arms'; :meth:`hdit_edu.protocol.EvalProtocol.sampling`)."""
 
     task: str = "p4k3"
     train_steps: int = 20_000
@@ -101,6 +104,7 @@ class ToyBudget:
     sample_batch: int = 64
     eval_seed: int | None = None
     tag: str = ""
+    ddpm_steps: int = SAMPLING_STEPS  # sampler steps of a DDPM arm (R1: DiT's ancestral sampler)
 
 
 def run_config(name: str, seed: int, budget: ToyBudget = ToyBudget()) -> Config:
@@ -155,6 +159,7 @@ def evaluate_toy(trainer: Trainer, budget: ToyBudget, n: int, eval_seed: int):
         steps=budget.sample_steps,
         cfg=budget.cfg,
         batch_size=budget.sample_batch,
+        ddpm_steps=budget.ddpm_steps,
     )
     metrics, images, _ = evaluate(denoiser, config, protocol, eval_seed)
     out = {"step": trainer.step, **metrics}

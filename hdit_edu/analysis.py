@@ -56,9 +56,16 @@ EXPECT = {"better": -1, "worse": +1, "none": 0}
 NOT_BUDGET = {"config", "seed", "eval_seed", "out", "resume", "overrides"}
 
 
+# Budget settings added after records were made, with the value those records ran with (a
+# record without ddpm_steps had no DDPM arm: every run of it sampled as before).
+ADDED_SETTINGS = {"ddpm_steps": 250}  # ddpm.SAMPLING_STEPS (this module stays free of torch)
+
+
 def budget_difference(a: dict, b: dict) -> str:
     """The budget settings in which two records' ``settings`` differ (``"key: a vs b, …"``; not
-    the configuration and its overrides, seed, sampling seed, output folder or resume flag)."""
+    the configuration and its overrides, seed, sampling seed, output folder or resume flag; a
+    setting of :data:`ADDED_SETTINGS` that a record lacks has the value it ran with)."""
+    a, b = ADDED_SETTINGS | a, ADDED_SETTINGS | b
     keys = sorted((set(a) | set(b)) - NOT_BUDGET)
     return ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if a.get(k) != b.get(k))
 

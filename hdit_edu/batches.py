@@ -52,7 +52,8 @@ class StepAugment:
     the generator ``step_generator(seed, s, rank, STREAM_AUGMENT + MICRO_STREAM_STRIDE·m)``.
     A pure function of (seed, step, rank, micro-step) and the images, so a DataLoader worker
     process computes exactly what the main process would (``StepAugment(...)(images, step)`` →
-    ``(augmented images, aug_cond (B, 9))``)."""
+    ``(augmented images, aug_cond (B, 9))``; DiT's flip, :class:`hdit_edu.data.HorizontalFlip`,
+    gives no aug_cond: None)."""
 
     def __init__(self, augment: Augment, seed: int, rank: int, micro_batch_size: int):
         self.augment, self.seed, self.rank = augment, seed, rank
@@ -66,7 +67,9 @@ class StepAugment:
             x, c = self.augment(images[lo : lo + self.micro_batch_size], generator=g)
             out.append(x)
             cond.append(c)
-        return (out[0], cond[0]) if len(out) == 1 else (torch.cat(out), torch.cat(cond))
+        if len(out) == 1:
+            return out[0], cond[0]
+        return torch.cat(out), None if cond[0] is None else torch.cat(cond)
 
 
 def read_step(dataset, indices, step: int, augment: StepAugment | None = None):

@@ -166,12 +166,17 @@ class TrainingConfig:
     mapping_lr_scale: float = 1 / 3
     ema_decay: float = 0.9999
     ema_power: float = 2 / 3  # EMA warm-up power (k-diffusion's default; its HDiT configs: 0.75)
+    # False: no warm-up, the constant decay ema_decay from the first update (DiT's train.py)
+    ema_warmup: bool = True
     cond_dropout: float = 0.1
     augment_p: float = 0.0
     # The x-flip is drawn with probability xflip_p (None: augment_p), then a fair coin:
     # None flips p/2 of the images (ADA); 1.0 flips half of them, as the reference trainer does
     # whenever augmentation is on.
     xflip_p: float | None = None
+    # DiT's RandomHorizontalFlip: every training image mirrored with probability ½, with no
+    # augmentation input (the non-leaking pipeline above has its own flip: not with augment_p)
+    hflip: bool = False
     grad_clip: float | None = 1.0  # gradient-norm clipping (the reference trainer: always 1.0)
     precision: str = "bf16"  # "bf16" | "fp32" (bf16 autocast applies on CUDA only)
     compile: bool = False
@@ -654,7 +659,7 @@ def _validate_training(t: Any) -> None:
             f"training.grad_accum={t.grad_accum} must divide training.batch_size="
             f"{t.batch_size} (global batch = micro-batch × grad_accum × processes)"
         )
-    for name in ("tensorboard", "wandb"):
+    for name in ("tensorboard", "wandb", "ema_warmup", "hflip"):
         if not isinstance(getattr(t, name), bool):
             raise ValueError(f"training.{name}: got {getattr(t, name)!r}; allowed: true, false")
     _check_int("training.steps", t.steps, 0)
@@ -689,6 +694,11 @@ def _validate_training(t: Any) -> None:
     _check_real("training.ema_power", t.ema_power, 0.0, low_open=True)
     if t.xflip_p is not None:
         _check_fraction("training.xflip_p", t.xflip_p, closed=True)
+    if t.hflip and t.augment_p > 0:
+        raise ValueError(
+            f"training.hflip=true with training.augment_p={t.augment_p}: the augmentation "
+            "pipeline flips on its own; allowed: hflip with augment_p = 0, or hflip=false"
+        )
     _check_kind("training.precision", t.precision, PRECISIONS)
     _check_kind("training.checkpointing", t.checkpointing, CHECKPOINTING_KINDS)
     _check_int("training.seed", t.seed, 0)

@@ -459,6 +459,16 @@ def warp_affine(
     )
 
 
+class HorizontalFlip:
+    """DiT's ``RandomHorizontalFlip()`` as a batch transform (``training.hflip``): each image
+    mirrored left–right with probability ½, drawn from ``generator``; no augmentation input.
+    ``HorizontalFlip()(images (B, C, H, W), generator)`` → ``(images, None)``."""
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None):
+        flip = torch.rand(len(images), generator=generator) < 0.5
+        return torch.where(flip.reshape(-1, 1, 1, 1), images.flip(-1), images), None
+
+
 class Augment:
     """The non-leaking augmentation of Karras et al. (2020a), as a batch transform.
 

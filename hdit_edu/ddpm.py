@@ -61,7 +61,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .diffusion import Denoiser
+from .diffusion import SIGMA_DATA, Denoiser, loss_weight
 from .layers import check_class_labels
 
 NUM_TIMESTEPS = 1000  # DiT: create_diffusion(diffusion_steps=1000)
@@ -388,14 +388,32 @@ class DDPMDenoiser(nn.Module):
         return self.inner(x_t, s.at(s.sigmas, t, 1), timestep=timestep, **cond)
 
     def loss(
-        self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor, **cond
+        self,
+        x0: torch.Tensor,
+        noise: torch.Tensor,
+        sigma: torch.Tensor,
+        *,
+        weighting: str | None = None,
+        **cond,
     ) -> torch.Tensor:
-        """Per-image hybrid loss (B,) at the steps whose σ_t are ``sigma``."""
+        """Per-image loss (B,). ``weighting`` None: the hybrid loss (training) at the steps whose
+        σ_t are ``sigma``. A weighting name (:func:`hdit_edu.diffusion.loss_weight`, σ_data =
+        0.5, γ its default): EDM's x0-space loss λ(σ)·mean (D(x0 + σ·n; σ) − x0)² of this
+        model's x0 estimate (:meth:`forward`) at any σ, the quantity
+        :func:`hdit_edu.protocol.evaluate_loss` measures for every model — so a held-out loss
+        compares with an EDM model's (off the table's [σ_0, σ_999] the step is clamped)."""
         if x0.shape != noise.shape:
             raise ValueError(
                 f"x0 and noise must have the same shape; got {tuple(x0.shape)} and "
                 f"{tuple(noise.shape)}"
             )
+        if weighting is not None:
+            sigma = torch.as_tensor(sigma, device=x0.device, dtype=torch.float32)
+            sigma = sigma.expand(x0.shape[0]) if sigma.ndim == 0 else sigma
+            sig = sigma.reshape(-1, *([1] * (x0.ndim - 1)))
+            d = self(x0 + sig * noise, sigma, **cond)
+            lam = loss_weight(weighting, sigma, sigma_data=SIGMA_DATA)
+            return (d - x0).pow(2).flatten(1).mean(1) * lam
         s = self.schedule
         t = sigma_to_timestep(s, torch.as_tensor(sigma, device=x0.device)).round().long()
         x_t = q_sample(s, x0, t, noise)

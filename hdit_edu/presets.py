@@ -122,10 +122,19 @@ def _baseline(name: str) -> Config:
       with DiT's own optimiser settings (footnote 3). R1 is DiT's codebase: its discrete DDPM
       (``diffusion.process = "ddpm"``, :mod:`hdit_edu.ddpm`: linear β over 1,000 steps, the
       network embeds the step t, hybrid loss with the learned variance, 250-step ancestral
-      sampling) and DiT's train.py (AdamW lr 1e-4, betas (0.9, 0.999), no weight decay, no
-      clipping, fp32, batch 256, EMA 0.9999). R2 wraps the same network in this trainer
+      sampling) and DiT's train.py (facebookresearch/DiT): AdamW lr 1e-4, betas (0.9, 0.999)
+      (PyTorch's default), eps 1e-8, no weight decay, one learning rate for every parameter
+      (DiT has no mapping network), no clipping, fp32, batch 256, class dropout 0.1, EMA decay
+      0.9999 from the first step with no warm-up (``training.ema_warmup = False``), and
+      ``RandomHorizontalFlip`` on every image (``training.hflip``; no other augmentation).
+      DiT's sample.py: 250 respaced steps (``hdit_edu.sampling.generate``'s default for a DDPM
+      run). On the toy set (:func:`hdit_edu.profiles.to_toy_scale`) R1 keeps all of this but
+      the sizes, as every arm does (the toy widths and depths, 32² toy images in pixel space
+      instead of 256² ImageNet latents, batch 16) and its EMA: the constant decay becomes
+      :data:`hdit_edu.profiles.TOY_CONSTANT_EMA` = 0.995 (0.9999 would leave a run of a few
+      thousand steps at its initial weights). R2 wraps the same network in this trainer
       (EDM, the network sees c_noise(σ)), with SNR weighting (DiT's ε-MSE is 1/σ² in x0
-      space) and this trainer's clipping and precision.
+      space) and this trainer's clipping, precision, EMA warm-up and (no) augmentation.
     * R3: "a hyperparameter-matched single-level version of ablation step A": one global level,
       depth 12, width 768 (12 heads), GELU 4·d, additive positions, AdaRMSNorm + the mapping
       network (depth 1, width 768), our optimiser; SNR weighting. R4 = R3 + soft-min-SNR.
@@ -142,9 +151,11 @@ def _baseline(name: str) -> Config:
             pos_emb="additive",
             resolution=ABLATION_BASE_RESOLUTION,
         )
-        if name == "R1":  # DiT's train.py: no clipping, no autocast
+        if name == "R1":  # DiT's train.py: no clipping, no autocast, constant EMA, x-flip
             diffusion = DiffusionConfig(process="ddpm", loss_weighting="snr")
-            training = _imagenet_training(**_DIT_TRAINING, grad_clip=None, precision="fp32")
+            training = _imagenet_training(
+                **_DIT_TRAINING, grad_clip=None, precision="fp32", ema_warmup=False, hflip=True
+            )
         else:
             diffusion = DiffusionConfig(loss_weighting="snr")
             training = _imagenet_training(**_DIT_TRAINING)

@@ -31,6 +31,10 @@ class ToyScale:
 
 # "cpu" profile of `hdit-edu train`: a tiny model that trains in minutes on 2 cores.
 CPU_SCALE = ToyScale()
+# A constant EMA decay (training.ema_warmup = False: R1, DiT's) on the toy set: the decay the
+# warm-up of the other toy runs reaches after 3k steps (1 − 3001^(−2/3) = 0.9952), so both
+# average over the last ~200 steps; DiT's 0.9999 would keep a toy run at its initial weights.
+TOY_CONSTANT_EMA = 0.995
 
 
 def to_toy_scale(config: Config, scale: ToyScale = CPU_SCALE) -> Config:
@@ -43,7 +47,8 @@ def to_toy_scale(config: Config, scale: ToyScale = CPU_SCALE) -> Config:
     and range) and Table 6's optimiser. What changes: 32×32 toy images (8 classes, if the
     model is class-conditional), patch 2 (16×16 tokens on the outer level, 8×8 on the inner),
     ``scale``'s widths, depths, head dim, mapping width, batch size and steps, EMA max decay
-    0.999 (0.9999 averages over more steps than a toy run has), fp32.
+    0.999 (0.9999 averages over more steps than a toy run has; a constant decay without
+    warm-up, R1's: :data:`TOY_CONSTANT_EMA`), fp32.
 
     A multi-level hourglass becomes two levels (outer: the config's outermost attention kind;
     inner: global). A single-level model (R3/R4, DiT) becomes one global level at the inner
@@ -100,7 +105,9 @@ def to_toy_scale(config: Config, scale: ToyScale = CPU_SCALE) -> Config:
         config.training,
         batch_size=scale.batch_size,
         steps=scale.steps,
-        ema_decay=min(config.training.ema_decay, 0.999),
+        ema_decay=min(
+            config.training.ema_decay, 0.999 if config.training.ema_warmup else TOY_CONSTANT_EMA
+        ),
         precision="fp32",
         dataset="toy",
         checkpoint_every=max(1, scale.steps // 4),

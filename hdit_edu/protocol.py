@@ -40,8 +40,9 @@ import torch
 
 from . import evaluation
 from .configs import Config
+from .ddpm import SAMPLING_STEPS
 from .diffusion import Denoiser
-from .sampling import generate, sample_labels
+from .sampling import DDPM_SAMPLER, generate, sample_labels
 from .toy import ToyDataset, predict_classes, toy_coherence
 from .toy_autoencoder import fid_ae as autoencoder_fid
 from .training import make_dataset, training_sigmas
@@ -72,12 +73,23 @@ class EvalProtocol:
     diversity: bool = False  # add FID's mean term and the features' spread
     fid_ae: bool = False  # add the FID in the label-free autoencoder's features (off: the
     # shipped records were measured without it)
+    ddpm_steps: int = SAMPLING_STEPS  # a DDPM model (R1) samples with DiT's ancestral sampler, this many
+    # respaced steps (DiT's sample.py); sampler and steps above are the EDM models'
 
     def __post_init__(self):
-        for name in ("n", "steps", "batch_size"):
+        for name in ("n", "steps", "batch_size", "ddpm_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"EvalProtocol.{name}={value!r}; allowed: an integer ≥ 1")
+
+
+    def sampling(self, config: Config) -> tuple[str, int]:
+        """(sampler, steps) for a model of ``config``: the protocol's for an EDM model; DiT's
+        ancestral sampler over ``ddpm_steps`` for a DDPM one (EDM's samplers are refused for
+        it: :func:`hdit_edu.sampling.sampler_and_steps`)."""
+        if config.diffusion.process == "ddpm":
+            return DDPM_SAMPLER, self.ddpm_steps
+        return self.sampler, self.steps
 
 
 def spread(a: np.ndarray, b: np.ndarray) -> float:
@@ -152,12 +164,13 @@ def evaluate(denoiser, config, protocol: EvalProtocol, noise_seed: int):
     hold ``n_samples``, the sampling's wall and CPU seconds (``sample_s``, ``sample_cpu_s``)
     and the protocol's settings (``cfg``)."""
     t0, c0 = time.perf_counter(), time.process_time()
+    sampler, steps = protocol.sampling(config)
     images = generate(
         denoiser,
         config,
         protocol.n,
-        sampler=protocol.sampler,
-        steps=protocol.steps,
+        sampler=sampler,
+        steps=steps,
         cfg_scale=protocol.cfg,
         seed=noise_seed,
         batch_size=protocol.batch_size,
@@ -201,13 +214,15 @@ def select_guidance(
     frontier = []
     for w in scales:
         probe = EvalProtocol(n_select, protocol.sampler, protocol.steps, float(w),
-                             protocol.batch_size, fid_ae=protocol.fid_ae)  # fmt: skip
+                             protocol.batch_size, fid_ae=protocol.fid_ae,
+                             ddpm_steps=protocol.ddpm_steps)  # fmt: skip
         m, _, _ = evaluate(denoiser, config, probe, selection_seed)
         keys = ("fid", "class_accuracy", "fid_ae")
         frontier.append({"cfg": float(w)} | {k: m[k] for k in keys if k in m})
     best = min(frontier, key=lambda row: row["fid"])["cfg"]  # chosen by toy FID only
     chosen = EvalProtocol(protocol.n, protocol.sampler, protocol.steps, best,
-                          protocol.batch_size, fid_ae=protocol.fid_ae)  # fmt: skip
+                          protocol.batch_size, fid_ae=protocol.fid_ae,
+                          ddpm_steps=protocol.ddpm_steps)  # fmt: skip
     test, _, _ = evaluate(denoiser, config, chosen, test_seed)
     out = {
         "frontier": frontier,

@@ -25,7 +25,10 @@ in one batched forward.
 labels, this sampler and this guidance": Table 6's settings by default (50 steps of DPM++(3M)
 SDE on the Karras schedule over the config's σ range, :func:`sampling_sigmas`), in batches,
 from a seed; at another size it takes the checks, the position reading and the σ shift of
-:mod:`hdit_edu.resolution`. :func:`sample_labels` gives the class labels it uses and
+:mod:`hdit_edu.resolution`. A model trained with DiT's discrete process (``diffusion.process =
+"ddpm"``, baseline R1) samples as DiT samples it: :data:`DDPM_SAMPLER` (the ancestral sampler
+of :mod:`hdit_edu.ddpm`, respaced to ``steps``, default 250, with DiT's guidance);
+:func:`sampler_and_steps` says which sampler and step count a call resolves to. :func:`sample_labels` gives the class labels it uses and
 :func:`grid_columns` the grid layout that shows one class per column.
 """
 
@@ -40,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import trange
 
+from . import ddpm
 from .configs import normalize_resolution, sampling_sigma_range
 from .layers import check_class_labels
 from .resolution import sampling_config, shifted_sigmas
@@ -48,7 +52,9 @@ if TYPE_CHECKING:
     from .configs import Config
     from .diffusion import Denoiser
 
-SAMPLERS = ("euler", "heun", "dpmpp_2m", "dpmpp_3m_sde")
+SAMPLERS = ("euler", "heun", "dpmpp_2m", "dpmpp_3m_sde")  # EDM's: σ-space samplers
+DDPM_SAMPLER = "ddpm"  # DiT's ancestral sampler, for diffusion.process = "ddpm" (R1)
+DEFAULT_SAMPLING = {"edm": ("dpmpp_3m_sde", 50), "ddpm": (DDPM_SAMPLER, ddpm.SAMPLING_STEPS)}
 
 Model = Callable[..., torch.Tensor]
 Callback = Callable[[dict], None]
@@ -424,6 +430,31 @@ def sampling_sigmas(
     return sigmas if device is None else sigmas.to(device)
 
 
+def sampler_and_steps(config: Config, sampler: str | None, steps: int | None) -> tuple[str, int]:
+    """The (sampler, steps) :func:`generate` uses for a model of ``config``: None takes the
+    process's own (:data:`DEFAULT_SAMPLING`: EDM 50 steps of DPM++(3M) SDE, Table 6; DDPM 250
+    respaced steps of DiT's ancestral sampler, DiT's ``sample.py``). The sampler must fit the
+    process the model was trained with: an EDM model takes one of :data:`SAMPLERS`, a DDPM model
+    only :data:`DDPM_SAMPLER` (its steps: the respaced step count, 2 … 1000)."""
+    process = config.diffusion.process
+    default_sampler, default_steps = DEFAULT_SAMPLING[process]
+    sampler = default_sampler if sampler is None else sampler
+    steps = default_steps if steps is None else steps
+    allowed = (DDPM_SAMPLER,) if process == "ddpm" else SAMPLERS
+    if sampler not in allowed:
+        raise ValueError(
+            f"sampler {sampler!r} does not fit a model trained with diffusion.process="
+            f"{process!r}; allowed: {', '.join(allowed)}"
+        )
+    top = ddpm.NUM_TIMESTEPS if process == "ddpm" else None
+    low = 2 if process == "ddpm" else 1
+    ok = isinstance(steps, int) and not isinstance(steps, bool) and steps >= low
+    if not ok or (top is not None and steps > top):
+        span = f"{low} … {top}" if top else f"an integer ≥ {low}"
+        raise ValueError(f"steps={steps!r} for sampler {sampler!r}; allowed: {span}")
+    return sampler, steps
+
+
 @torch.no_grad()
 def generate(
     denoiser: Denoiser,
@@ -433,8 +464,8 @@ def generate(
     resolution: Any = None,
     positions: str | None = None,
     shift: bool = False,
-    sampler: str = "dpmpp_3m_sde",
-    steps: int = 50,
+    sampler: str | None = None,
+    steps: int | None = None,
     cfg_scale: float = 1.0,
     class_cond: int | Sequence[int] | torch.Tensor | None = None,
     seed: int = 0,
@@ -448,7 +479,10 @@ def generate(
     """``n`` samples (n, C, H, W) in [-1, 1] from a trained denoiser: the one way to draw images
     from a model (``hdit-edu sample`` / ``fid``, the sampling app, the trainer's sample grids,
     the experiments). Table 6's settings by default: 50 steps of DPM++(3M) SDE on the Karras
-    schedule over the config's sampling σ range (:func:`sampling_sigmas`).
+    schedule over the config's sampling σ range (:func:`sampling_sigmas`). A DDPM model (R1)
+    samples with DiT's ancestral sampler over ``steps`` respaced steps (default 250) and DiT's
+    guidance (:func:`hdit_edu.ddpm.sample`); ``sampler`` / ``steps`` None take the process's
+    own, and a sampler of the other process is refused (:func:`sampler_and_steps`).
 
     - ``resolution``: n or (H, W) to draw at another size than the training one (None), checked
       by :func:`hdit_edu.resolution.sampling_config`; ``positions``: how the model reads
@@ -457,14 +491,15 @@ def generate(
     - ``class_cond``: one class for all, a list of n classes, or None (class-conditional
       models: classes 0, 1, 2, … in turn, :func:`sample_labels`); ``cfg_scale``: the guidance
       scale w (1: none).
-    - ``seed``: the start noise ``σ_max·ε`` draws from ``Generator().manual_seed(seed)``, the
-      sampler's own noise from ``seed + 1``, batch after batch of ``batch_size`` images (so
-      the draws depend on ``batch_size`` when n > batch_size).
-    - ``sigmas``: a schedule to use instead (decreasing, ending in 0); ``callback``: the
-      sampler's per-step report (:func:`sample`), for each batch (trajectories, progress).
+    - ``seed``: the start noise ``σ_max·ε`` (DDPM: x_T = ε) draws from
+      ``Generator().manual_seed(seed)``, the sampler's own noise from ``seed + 1``, batch after
+      batch of ``batch_size`` images (so the draws depend on ``batch_size`` when n >
+      batch_size).
+    - ``sigmas``: a schedule to use instead (decreasing, ending in 0; EDM only); ``callback``:
+      the sampler's per-step report (:func:`sample`, or :func:`hdit_edu.ddpm.sample`'s
+      ``{"i", "t", "x", "pred_x0"}``), for each batch (trajectories, progress).
     """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    sampler, steps = sampler_and_steps(config, sampler, steps)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     device = torch.device(device) if device is not None else next(denoiser.parameters()).device
@@ -472,6 +507,16 @@ def generate(
     if resolution is not None or positions is not None:
         size = config.model.resolution if resolution is None else resolution
         at = sampling_config(config, size, positions or "normalised")
+    if sampler == DDPM_SAMPLER:
+        unused = {"shift": shift, "sigma_min": sigma_min, "sigma_max": sigma_max, "sigmas": sigmas}
+        given = [k for k, v in unused.items() if v is not None and v is not False]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)}: σ-schedule options of EDM's samplers; a DDPM model "
+                f"samples along its respaced discrete steps (allowed: steps)"
+            )
+        return _generate_ddpm(denoiser, at, n, steps, cfg_scale, class_cond, seed, batch_size,
+                              device, callback)  # fmt: skip
     if sigmas is None:
         sigmas = sampling_sigmas(
             config, steps, resolution=resolution, shift=shift, sigma_min=sigma_min,
@@ -502,6 +547,26 @@ def generate(
                 callback=callback,
             )
             out.append(images.float().cpu())
+    return torch.cat(out).clamp(-1, 1)
+
+
+def _generate_ddpm(denoiser, at, n, steps, cfg_scale, class_cond, seed, batch_size, device,
+                   callback) -> torch.Tensor:  # fmt: skip
+    """:func:`generate` for a DDPM model: per batch, x_T ~ N(0, I) from the ``seed`` stream and
+    :func:`hdit_edu.ddpm.sample` (respaced to ``steps``) with its step noise from ``seed + 1``."""
+    m = at.model
+    classes = sample_labels(n, m.num_classes, class_cond)
+    noise_gen = torch.Generator(device).manual_seed(seed)
+    step_gen = torch.Generator(device).manual_seed(seed + 1)
+    shape = (m.in_channels, *normalize_resolution(m.resolution))
+    out = []
+    for start in range(0, n, batch_size):
+        b = min(batch_size, n - start)
+        x = torch.randn((b, *shape), generator=noise_gen, device=device)
+        cc = classes[start : start + b].to(device) if classes is not None else None
+        images = ddpm.sample(denoiser, x, cc, steps=steps, cfg_scale=cfg_scale,
+                             generator=step_gen, callback=callback)  # fmt: skip
+        out.append(images.float().cpu())
     return torch.cat(out).clamp(-1, 1)
 
 

@@ -109,7 +109,7 @@ from .checkpoints import (
     writing,
 )
 from .configs import Config, image_d, validate_config
-from .data import Augment, ResumableSampler, save_grid, step_generator
+from .data import Augment, HorizontalFlip, ResumableSampler, save_grid, step_generator
 from .ddpm import DDPMDenoiser, sample_training_sigmas
 from .diffusion import Denoiser, sample_sigmas
 from .layers import check_class_labels
@@ -152,13 +152,17 @@ class EMAWarmup:
 
     t = number of EMA updates done so far, so the first update (t = 0) has decay 0 and copies
     the weights. With power 2/3 the decay reaches 0.99 after 1k updates, 0.999 after 31.6k
-    and the paper's 0.9999 after 1M."""
+    and the paper's 0.9999 after 1M. ``warmup=False``: ``max_decay`` from the first update on
+    (DiT's train.py, ``training.ema_warmup``)."""
 
     max_decay: float = 0.9999
     power: float = EMA_POWER
     inv_gamma: float = EMA_INV_GAMMA
+    warmup: bool = True
 
     def decay(self, t: int) -> float:
+        if not self.warmup:
+            return self.max_decay
         return min(self.max_decay, max(0.0, 1 - (1 + t / self.inv_gamma) ** -self.power))
 
 
@@ -294,8 +298,9 @@ class Trainer:
     change is logged in ``config-changes.jsonl``). Rank 0 holds the run folder's claim
     (:class:`hdit_edu.runfolder.RunFolder`) for the life of the process. ``dataset`` overrides
     the config's (anything with ``len`` and ``batch(indices)`` or ``__getitem__`` → (image,
-    class)). ``sample_steps`` is the number of DPM++(3M) SDE steps of the periodic sample grids
-    (Table 6: 50). ``attention_backend``: the neighborhood-attention backend of the model and
+    class)). ``sample_steps`` is the number of sampler steps of the periodic sample grids (None:
+    the process's own, :func:`hdit_edu.sampling.sampler_and_steps`: Table 6's 50 DPM++(3M) SDE
+    steps, DiT's 250 DDPM steps). ``attention_backend``: the neighborhood-attention backend of the model and
     its EMA (one of :data:`hdit_edu.attention.NA_BACKENDS`; every backend computes the same
     numbers).
     ``compile_options``: keyword arguments of ``torch.compile`` when ``training.compile`` is
@@ -315,7 +320,7 @@ class Trainer:
         device: str | torch.device | None = None,
         progress: bool = True,
         num_workers: int = 0,
-        sample_steps: int = 50,
+        sample_steps: int | None = None,
         n_samples: int = 16,
         attention_backend: str = "auto",
         compile_options: dict | None = None,
@@ -364,7 +369,7 @@ class Trainer:
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         set_checkpointing(self.model, t.checkpointing)  # the EMA copy is never differentiated
         self.optimizer = make_optimizer(self.model, config)
-        self.ema_schedule = EMAWarmup(max_decay=t.ema_decay, power=t.ema_power)
+        self.ema_schedule = EMAWarmup(t.ema_decay, t.ema_power, warmup=t.ema_warmup)
         # Dropout layers draw from the global RNG: seed it per rank.
         seed_everything(step_generator(t.seed, 0, self.dist.rank, stream=99).initial_seed())
 
@@ -404,9 +409,9 @@ class Trainer:
             len(self.dataset), seed=t.seed, rank=self.dist.rank, world_size=self.dist.world_size
         )
         self.augment = None  # the step's augmentation (main process or loader workers)
-        if t.augment_p > 0:
+        if t.augment_p > 0 or t.hflip:  # (the two are exclusive: validate_config)
             self.augment = StepAugment(
-                Augment(t.augment_p, xflip_p=t.xflip_p),
+                Augment(t.augment_p, xflip_p=t.xflip_p) if t.augment_p > 0 else HorizontalFlip(),
                 t.seed,
                 self.dist.rank,
                 self.micro_batch_size,
@@ -767,7 +772,7 @@ class Trainer:
         return self.last_checkpoint
 
     def save_samples(self) -> Path | None:
-        """A grid of EMA-model samples (DPM++(3M) SDE) at ``samples/step-XXXXXXXX.png``."""
+        """A grid of EMA-model samples (the process's sampler) at ``samples/step-XXXXXXXX.png``."""
         if self.run_dir is None or not self.dist.is_main:
             return None
         images = generate(

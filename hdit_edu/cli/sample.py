@@ -16,7 +16,7 @@ from ..data import save_grid
 from ..resolution import sampling_config
 from ..rope import POSITION_READINGS
 from ..runs import load_run
-from ..sampling import SAMPLERS, generate, grid_columns, sample_labels
+from ..sampling import DDPM_SAMPLER, SAMPLERS, generate, grid_columns, sample_labels
 from ..toy import (
     ToyDataset,
     class_accuracy,
@@ -127,9 +127,10 @@ def add_fid_folders(sub) -> None:
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sampler", default="dpmpp_3m_sde", choices=SAMPLERS, help="sampler")
-    add_renamed(p, "--sampler-steps", "--steps", type=POSITIVE, default=50, metavar="N",
-                help="sampler steps (Table 6: 50)")  # fmt: skip
+    p.add_argument("--sampler", choices=(*SAMPLERS, DDPM_SAMPLER),
+                   help="sampler (default: the run's own: dpmpp_3m_sde; a DDPM run, R1: ddpm)")
+    add_renamed(p, "--sampler-steps", "--steps", type=POSITIVE, metavar="N",
+                help="sampler steps (default: Table 6's 50; a DDPM run: DiT's 250)")  # fmt: skip
     p.add_argument(
         "--cfg", type=FINITE, default=1.0, help="classifier-free guidance scale (1 = none)"
     )

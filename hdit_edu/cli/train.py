@@ -118,8 +118,9 @@ def add_train(sub) -> None:
         help="DataLoader worker processes for image folders",
     )
     add_renamed(
-        train, "--sampler-steps", "--sample-steps", type=POSITIVE, default=50, metavar="N",
-        help="sampler steps of the periodic sample grids",
+        train, "--sampler-steps", "--sample-steps", type=POSITIVE, metavar="N",
+        help="sampler steps of the periodic sample grids (default: 50 of DPM++(3M) SDE; a "
+        "DDPM run, R1: 250 of DiT's ancestral sampler)",
     )  # fmt: skip
     train.add_argument(
         "--tensorboard",

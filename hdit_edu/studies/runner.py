@@ -294,7 +294,7 @@ def _unbiased_evaluation(study: Study, arm: Arm, seed: int, record: dict) -> dic
 def _select_guidance(study: Study, seed: int, record: dict, denoiser, config) -> dict:
     b, s = study.budget, record["settings"]
     protocol = EvalProtocol(b.n_eval, b.sampler, b.sample_steps, b.cfg, b.sample_batch,
-                            fid_ae=study.fid_ae)  # fmt: skip
+                            fid_ae=study.fid_ae, ddpm_steps=b.ddpm_steps)  # fmt: skip
     c0 = time.process_time()
     chosen = select_guidance(
         denoiser, config, protocol, study.select_cfg, n_select=study.n_select,
@@ -317,7 +317,7 @@ def _second_features(study: Study, record: dict, denoiser, config) -> dict:
     kept beside it, so a reader sees that they are the record's own samples."""
     b, s = study.budget, record["settings"]
     protocol = EvalProtocol(b.n_eval, b.sampler, b.sample_steps, b.cfg, b.sample_batch,
-                            fid_ae=True)  # fmt: skip
+                            fid_ae=True, ddpm_steps=b.ddpm_steps)  # fmt: skip
     c0 = time.process_time()
     m, _, _ = evaluate(denoiser, config, protocol, s["eval_seed"])
     record["final"]["fid_ae"] = m["fid_ae"]

@@ -34,6 +34,9 @@ field and what is allowed. Every field, with its default::
     sample_steps = 50
     cfg = 3.0
     sample_batch = 64
+    ddpm_steps = 250                         # a DDPM arm's (R1's) sampler steps: DiT's
+                                             #   ancestral sampler (sampler / sample_steps
+                                             #   are the EDM arms')
     eval_at = ""                             # extra evaluations: "5000,10000"
     n_eval_mid = 256
     # eval_seed omitted: 1000 + seed
@@ -128,6 +131,7 @@ EVALUATION_KEYS = (
     "cfg",
     "sample_batch",
     "eval_seed",
+    "ddpm_steps",
 )
 
 
