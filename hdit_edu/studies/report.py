@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..analysis import ALL_METRICS, METRIC_LABELS, analyze, side_label
 from ..checkpoints import atomic_write_text
+from ..presets import get_config
 from .registration import amendments, check, registration
 from .spec import Study
 
@@ -115,6 +116,15 @@ def _registration_lines(study: Study) -> list[str]:
     return lines
 
 
+def _ddpm_note(study: Study) -> str:
+    """The sampler of the study's DDPM arms (R1), where it has any: they sample with DiT's
+    ancestral sampler over ``ddpm_steps`` (:meth:`hdit_edu.protocol.EvalProtocol.sampling`)."""
+    ddpm = [a.label for a in study.arms if get_config(a.config).diffusion.process == "ddpm"]
+    if not ddpm:
+        return ""
+    return f" ({', '.join(ddpm)}: ddpm {study.budget.ddpm_steps} steps)"
+
+
 def markdown(result: dict, study: Study) -> str:
     """The report as Markdown (see the module docstring)."""
     metrics = list(study.metrics)
@@ -124,7 +134,8 @@ def markdown(result: dict, study: Study) -> str:
     b = study.budget
     lines += [
         f"Budget: {b.train_steps} steps at batch {b.batch_size}, task {b.task}; evaluation "
-        f"{b.n_eval} samples, {b.sampler} {b.sample_steps} steps, w = {b.cfg:g}, held-out "
+        f"{b.n_eval} samples, {b.sampler} {b.sample_steps} steps{_ddpm_note(study)}, "
+        f"w = {b.cfg:g}, held-out "
         f"loss on {b.n_loss} images ({b.loss_weighting}); compile: "
         f"{'yes' if study.compile else 'no'}; reading rule: {study.rule}; correction: "
         f"{study.correction} per {study.family}.",
