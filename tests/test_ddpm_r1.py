@@ -172,3 +172,38 @@ def test_hflip_is_validated_once_with_the_value_and_what_is_allowed():
     config.training.ema_warmup = "no"
     with pytest.raises(ValueError, match=r"training.ema_warmup: got 'no'; allowed: true, false"):
         validate_config(config)
+
+
+def test_baselines_toy_draft_loads_and_its_cost_is_the_readmes():
+    """results/baselines-toy: the draft spec loads, runs 4 arms × 4 seeds with R1 sampling
+    through DiT's 250 steps, fits the budget (6 CPU-h, 30 min a run) by its design's rates, and
+    its README states those numbers."""
+    import importlib.util
+    from pathlib import Path
+
+    from hdit_edu.ablation import run_config
+    from hdit_edu.studies.spec import load_study
+
+    folder = Path(__file__).resolve().parents[1] / "results" / "baselines-toy"
+    study = load_study(folder / "study.toml")
+    assert [a.label for a in study.arms] == ["R1", "R2", "R3", "R4"]
+    assert len(study.runs()) == 16 and all(a.seeds == (0, 1, 2, 3) for a in study.arms)
+    b = study.budget
+    assert (b.train_steps, b.n_eval, b.cfg, b.ddpm_steps, b.sample_steps) == (7000, 1024, 1.0,
+                                                                               250, 50)
+    protocol = EvalProtocol(n=b.n_eval, sampler=b.sampler, steps=b.sample_steps, cfg=b.cfg,
+                            ddpm_steps=b.ddpm_steps)  # fmt: skip
+    assert protocol.sampling(run_config("R1", 0, b)) == ("ddpm", 250)
+    assert protocol.sampling(run_config("R2", 0, b)) == ("dpmpp_3m_sde", 50)
+    assert "heldout_loss" not in study.metrics and study.metrics[0] == "fid"
+    spec = importlib.util.spec_from_file_location("baselines_design", folder / "design.py")
+    design = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(design)
+    cost = design.per_run(study)
+    assert max(cost.values()) <= design.RUN_LIMIT_S
+    total = design.total_cpu_h(study)
+    assert total <= design.BUDGET_CPU_H
+    readme = (folder / "README.md").read_text()
+    assert f"**{total:.2f} CPU-hours**" in readme
+    for label, seconds in cost.items():
+        assert f"| {label} |" in readme and f"{seconds:,.0f} |" in readme, label
