@@ -382,7 +382,7 @@ _DESCRIPTIONS = {
     "C": "Table 1: B2 with GEGLU",
     "D": "Table 1: C with axial RoPE",
     "E": "Table 1: D with soft-min-SNR weighting (the model of imagenet128)",
-    "R1": "§5.2 baseline: DiT-B/4 in pixel space as DiT trains it (DDPM: here R2's config)",
+    "R1": "§5.2 baseline: DiT-B/4 in pixel space as DiT trains and samples it (DDPM, 250 steps)",
     "R2": "§5.2 baseline: DiT-B/4 in pixel space with DiT's optimiser (footnote 3)",
     "R3": "§5.2 baseline: single-level HDiT matched to A (12 global layers at 768), SNR",
     "R4": "§5.2 baseline: R3 with soft-min-SNR weighting",
