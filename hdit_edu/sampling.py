@@ -28,8 +28,9 @@ from a seed; at another size it takes the checks, the position reading and the Ï
 :mod:`hdit_edu.resolution`. A model trained with DiT's discrete process (``diffusion.process =
 "ddpm"``, baseline R1) samples as DiT samples it: :data:`DDPM_SAMPLER` (the ancestral sampler
 of :mod:`hdit_edu.ddpm`, respaced to ``steps``, default 250, with DiT's guidance);
-:func:`sampler_and_steps` says which sampler and step count a call resolves to. :func:`sample_labels` gives the class labels it uses and
-:func:`grid_columns` the grid layout that shows one class per column.
+:func:`sampler_and_steps` says which sampler and step count a call resolves to.
+:func:`sample_labels` gives the class labels it uses and :func:`grid_columns` the grid layout
+that shows one class per column.
 """
 
 from __future__ import annotations
