@@ -99,7 +99,7 @@ def _cpu_s(record: dict) -> float:
     study's guidance selection)."""
     evals = record.get("evaluations") or []
     cpu = record["train_cpu_s"] + sum(e["sample_cpu_s"] + e["loss_cpu_s"] for e in evals)
-    for extra in ("guidance_selection", "loss_profile"):  # a study's added evaluations
+    for extra in ("guidance_selection", "loss_profile", "second_features"):  # a study's
         if extra in record:
             cpu = cpu + record[extra]["cpu_s"]
     return cpu

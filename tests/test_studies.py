@@ -438,6 +438,13 @@ def test_each_arm_chooses_its_guidance_on_selection_noise_and_is_scored_on_test_
     assert {r["metric"] for r in result["comparisons"]} == {
         "fid", "fid_selected", "class_accuracy_selected", "error_mid", "heldout_loss_own"
     }  # fmt: skip
+    written = report.report(spec, tmp_path / "out")
+    chosen = written["guidance"]["C"]
+    assert chosen["cfg_selected"] == {"0": w}  # the record's own choice, per seed
+    assert chosen["frontier"] == sel["frontier"]  # one seed: the mean is the record's frontier
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["guidance"]["C"] == chosen
+    assert (tmp_path / "out" / "frontier.png").stat().st_size > 0
+    assert f"| C | 0: {w:g} |" in written["markdown"]
     with pytest.raises(SpecError, match="needs evaluation.select_cfg"):
         tiny_study(tmp_path / "bad", TINY.replace("[analysis]", 'metrics = ["fid_selected"]\n\n[analysis]'))
         load_study(tmp_path / "bad")
