@@ -10,6 +10,9 @@ study (``[options] compile = true``).
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -126,3 +129,26 @@ def test_a_compiled_study_is_bit_identical_to_itself_and_says_it_was_compiled(tm
     assert a["loss_every_10"] == b["loss_every_10"]
     for metric in ("fid", "class_accuracy", "class_accuracy_per_class", "heldout_loss"):
         assert a["final"][metric] == b["final"][metric], metric
+
+
+def test_a_compiled_study_is_refused_where_no_cpp_compiler_is_found(tmp_path):
+    """The real mechanism: a process whose PATH holds no ``g++`` (only the interpreter's own
+    folder), with an empty inductor cache. ``study run`` refuses the compiled study before any
+    run, naming torch's reason and the way out; nothing is trained, no record is written."""
+    folder = tmp_path / "s"
+    folder.mkdir()
+    spec = folder / "study.toml"
+    spec.write_text(COMPILED.format(checkpoints=folder / "checkpoints"))
+    registration.register(spec)
+    bare_path = str(Path(sys.executable).parent)
+    assert shutil.which("g++", path=bare_path) is None
+    env = {"PATH": bare_path, "HOME": str(tmp_path), "PYTHONPATH": str(ROOT),
+           "OMP_NUM_THREADS": "1", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "hdit_edu.cli", "study", "run", str(spec), "--no-progress"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "options.compile = true, but torch.compile cannot build CPU kernels" in proc.stderr
+    assert "C++ compiler" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (folder / "runs" / "C-s0.json").exists() and not (folder / "checkpoints").exists()

@@ -201,6 +201,27 @@ class _ProgressBar:
             self.bar = None
 
 
+_COMPILER_OK: list[bool] = []  # the probe's verdict, once per process
+
+
+def check_compiler() -> None:
+    """A compiled study (``[options] compile = true``) needs ``torch.compile`` to build CPU
+    kernels here: inductor compiles C++ with ``g++`` (or ``$CXX``). A two-element function is
+    compiled and run once per process; where that fails (no C++ compiler on the PATH), the
+    study is refused before any run, with torch's reason, instead of every run failing."""
+    if _COMPILER_OK:
+        return
+    try:
+        torch.compile(lambda x: x * 2 + 1)(torch.ones(2))
+    except Exception as e:
+        reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"
+        raise ValueError(
+            f"options.compile = true, but torch.compile cannot build CPU kernels here "
+            f"({reason}); install a C++ compiler (g++, or set CXX) or set compile = false"
+        ) from None
+    _COMPILER_OK.append(True)
+
+
 def work(
     spec: str | Path, worker: int = 0, *, progress: bool = True, log=print,
     stop_at: float | None = None, threads: int = 1, resume: bool | None = None,
@@ -217,6 +238,8 @@ def work(
     ``errors`` (run name → the failure's message)."""
     torch.set_num_threads(threads)
     study = check(spec)
+    if study.compile:
+        check_compiler()
     out: dict[str, list[str]] = {
         "trained": [], "skipped_done": [], "held": [], "failed": [], "not_started": []
     }  # fmt: skip
@@ -395,6 +418,8 @@ def run(
                         "command, wait")  # fmt: skip
     stop_at = None if stop_after is None else time.time() + 60.0 * stop_after
     study = check(spec)
+    if study.compile:
+        check_compiler()  # refused here, before any worker starts
     errors = {}
     if workers == 1:
         result = work(study.path, 0, progress=progress, log=log, stop_at=stop_at, **options)
