@@ -12,11 +12,14 @@ path: the same configs, data order and draws, so a study's run is bit-identical 
   folder with working ``flock`` — never train the same run. The claim folder is apart from the
   run folder so that nothing ``run_toy`` does to its run folder can weaken it.
 * **Done means complete.** Under the claim the record is read again: a record counts as done
-  only with a full final evaluation (:func:`hdit_edu.analysis.complete`); anything
+  only with a full final evaluation at the study's ``train_steps`` (:func:`is_done`); anything
   else is (re)run — resumed from its checkpoint where one exists (bit-identical).
 * **One thread per worker**; ``workers > 1`` spawns that many processes.
 * **Progress**: a tqdm bar per run with the ETA from its measured step rate (a training
   sink, fed the numbers ``metrics.jsonl`` gets).
+* **One queue.** ``hdit-edu ablate toy`` is a study too (:mod:`.chain`): it runs through
+  :func:`run` with its own thread count, resume flag and command, waiting at the end for the
+  runs another process holds (``wait``).
 * **A log** ``RECORDS/queue.jsonl``: one line per start, finish, failure and skip (pid,
   host, UTC time), so "every run trained exactly once" can be checked afterwards.
 """
