@@ -268,6 +268,48 @@ def run_toy(
         )
 
 
+def run_settings(name, seed, out, budget, eval_seed, resume, overrides=()) -> dict:
+    """A run record's ``settings``: the configuration, seed, budget, sampling seed, output
+    folder, resume flag and (a study's arm) the ``--set`` overrides."""
+    settings = {"config": name, "task": budget.task, "seed": seed} | {
+        k: v for k, v in asdict(budget).items() if k != "task"
+    }
+    settings |= {"eval_seed": eval_seed, "out": str(out), "resume": resume}
+    if overrides:  # a study's arm: a registry configuration changed by --set assignments
+        settings["overrides"] = list(overrides)
+    return settings
+
+
+def check_settings(path, previous: dict, settings: dict) -> None:
+    """Refuse to count or redo the done record ``previous`` (at ``path``) for a run of other
+    ``settings``: another budget or other overrides is another experiment."""
+    other = budget_difference(previous["settings"], settings)
+    old, new = previous["settings"].get("overrides", []), settings.get("overrides", [])
+    if old != new:
+        other = f"overrides: {old} vs {new}"
+    if other:
+        raise ValueError(f"{path} was recorded with other settings ({other}); write to another folder")
+
+
+def check_done_records(
+    names: Sequence[str], seeds: Sequence[int], out, budget: ToyBudget = ToyBudget(), *,
+    resume: bool = False,
+) -> None:  # fmt: skip
+    """Before any run: every done record in ``out`` of a (configuration, seed) to run again
+    holds this ``budget`` (:func:`check_settings`; with ``resume``, one of fewer steps is to be
+    continued instead), and every record there is readable (:func:`read_record`)."""
+    for name in names:
+        for seed in seeds:
+            path = Path(out) / f"{run_name(name, seed, budget.tag)}.json"
+            previous = read_record(path)
+            if previous is None or previous.get("status") != "done":
+                continue
+            if resume and previous["config"]["training"]["steps"] < budget.train_steps:
+                continue
+            eval_seed = 1000 + seed if budget.eval_seed is None else budget.eval_seed
+            check_settings(path, previous, run_settings(name, seed, out, budget, eval_seed, resume))
+
+
 def _run_claimed(
     name, seed, out, path, held, budget, eval_seed, resume, command, log, *, label, overrides,
     callback,
@@ -281,20 +323,9 @@ def _run_claimed(
         and previous is not None
         and previous["config"]["training"]["steps"] < budget.train_steps
     )
-    settings = {"config": name, "task": budget.task, "seed": seed} | {
-        k: v for k, v in asdict(budget).items() if k != "task"
-    }
-    settings |= {"eval_seed": eval_seed, "out": str(out), "resume": resume}
-    if overrides:  # a study's arm: a registry configuration changed by --set assignments
-        settings["overrides"] = list(overrides)
+    settings = run_settings(name, seed, out, budget, eval_seed, resume, overrides)
     if previous is not None and previous.get("status") == "done" and not extend:
-        other = budget_difference(previous["settings"], settings)
-        if previous["settings"].get("overrides", []) != list(overrides):
-            other = f"overrides: {previous['settings'].get('overrides', [])} vs {list(overrides)}"
-        if other:
-            raise ValueError(
-                f"{path} was recorded with other settings ({other}); write to another folder"
-            )
+        check_settings(path, previous, settings)
         if not missing:
             log(f"{path} is done: skipped")
             return previous
@@ -319,6 +350,13 @@ def _run_claimed(
         "evaluations": [],
         "final": None,
     }
+    if config.training.compile:  # a compiled study's run (tests/test_studies_chain.py)
+        record["compiled"] = {
+            "backend": "inductor",  # torch.compile's default: C++ kernels on the CPU
+            "torch": torch.__version__,
+            "reproducible": "bit-identical when rerun on the same CPU kind (versions.cpu), "
+            "torch version and thread count; another CPU kind gives another model",
+        }
     clock = {"t": time.perf_counter(), "c": time.process_time(), "train_s": 0.0, "train_cpu_s": 0.0}
     exact = []
     trainer = Trainer(config, run_dir, resume=resume, progress=False, device="cpu")
@@ -386,32 +424,6 @@ def _stamp(record: dict, clock: dict) -> dict:
     record["cpu_s"] = time.process_time() - clock["c"]
     record["load_average_end"] = list(os.getloadavg())
     return record
-
-
-def run_toy_experiment(
-    names: Sequence[str],
-    seeds: Sequence[int],
-    out: str | Path,
-    budget: ToyBudget = ToyBudget(),
-    *,
-    run_dir: str | Path | None = None,
-    resume: bool = False,
-    command: str | None = None,
-    log=print,
-) -> list[dict]:
-    """:func:`run_toy` for every seed and configuration, seed-major (every configuration at the
-    first seed before the next seed, so that a partial experiment holds whole seeds of paired
-    comparisons). Returns the records.
-
-    Several processes may work on one output folder at once (a user with two cores starts two):
-    each run is claimed by one of them; the others pass it by, do the remaining runs, then wait
-    for the ones still in progress (and take over those whose process died)."""
-    options = dict(run_dir=run_dir, resume=resume, command=command, log=log)
-    order = [(name, seed) for seed in seeds for name in names]
-    records = {key: run_toy(*key, out, budget, **options) for key in order}
-    for key in [k for k in order if records[k] is None]:
-        records[key] = run_toy(*key, out, budget, wait=True, **options)
-    return [records[key] for key in order]
 
 
 def record_config(record: dict) -> Config:

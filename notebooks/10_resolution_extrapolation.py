@@ -177,7 +177,7 @@ for r in (24, 64):
     images, labels = ToyDataset("test", resolution=r).batch(range(256))
     real[r] = toy_coherence(images, labels)["coherent"].float().mean().item()
 noise = torch.randn(64, 3, 64, 64, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
-noise_score = toy_coherence(noise, torch.arange(64) % 8)["coherent"].float().mean().item()
+noise_score = toy_coherence(noise, sample_labels(64, 8))["coherent"].float().mean().item()
 print(f"real: 24² {real[24]:.3f}, 64² {real[64]:.3f}; noise {noise_score:.3f}")
 assert real[24] >= 0.99 and real[64] >= 0.99 and noise_score == 0.0
 fig, axes = plt.subplots(1, 2, figsize=(8, 2.4))
@@ -566,20 +566,11 @@ if RERUN:
         seed=1000,
         batch_size=64,
     )
-    labels = sample_labels(64, 8)
-    from hdit_edu import evaluation
-    from hdit_edu.toy import predict_classes
+    # the studies' one protocol: toy FID against the test split at 64², accuracy, coherence
+    from hdit_edu.protocol import measure
 
-    rerun = {
-        "class_accuracy": (predict_classes(samples) == labels).float().mean().item(),
-        "coherence": toy_coherence(samples, labels)["coherent"].float().mean().item(),
-        "fid": evaluation.frechet_distance(
-            evaluation.extract_features(samples, extractor="toy"),
-            evaluation.extract_features(
-                ToyDataset("test", resolution=64), extractor="toy", batch_size=256
-            ),
-        ),
-    }
+    measured = measure(samples, sample_labels(64, 8), coherence=True)
+    rerun = {k: measured[k] for k in ("class_accuracy", "coherence", "fid")}
     record = json.loads((RESULTS / "pilot" / "D-s0.json").read_text())["cells"]["64-grid-noshift"]
     print(
         f"rerun in {time.process_time() - t0:.0f} CPU-s:",

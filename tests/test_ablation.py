@@ -37,6 +37,8 @@ from hdit_edu.cli.train import train_config
 from hdit_edu.configs import all_local
 from hdit_edu.models import build_model
 from hdit_edu.presets import FOLLOW_UPS
+from hdit_edu.studies import registration, runner
+from hdit_edu.studies.spec import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "results" / "ablation-toy" / "runs"
@@ -283,6 +285,13 @@ def test_ablate_runs_resumes_and_analyses(tmp_path, capsys):
         assert r["command"].startswith("hdit-edu ablate")
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["table"]) == {"C", "D"} and summary["n_runs"] == 2
+    # a study: its spec generated and registered in OUT, its runs logged by the study runner
+    study = load_study(out / "study.toml")
+    assert [a.label for a in study.arms] == ["C", "D"] and study.budget.train_steps == 3
+    assert registration.registration(out)["text"] == (out / "study.toml").read_text()
+    starts = [e["run"] for e in runner.queue_log(study) if e["event"] == "start"]
+    assert sorted(starts) == ["C-s0", "D-s0"]
+    assert all("arm" not in json.loads((out / f"{n}.json").read_text()) for n in starts)
     assert (out / "summary.md").exists() and (out / "summary.png").exists()
 
     threads = torch.get_num_threads()
@@ -301,6 +310,12 @@ def test_ablate_runs_resumes_and_analyses(tmp_path, capsys):
         assert main([*args, "--train-steps", "4"]) == 2
         err = capsys.readouterr().err
         assert "other settings" in err and "train_steps: 3 vs 4" in err
+        assert registration.amendments(out) == []  # refused before anything was written
+        one = [*args[: args.index("--configs")], "--configs", "C", *args[args.index("--seeds"):]]
+        assert main(one) == 0  # other flags: the spec amended, naming the command
+        (amendment,) = registration.amendments(out)
+        assert "--configs C" in amendment["reason"]
+        assert capsys.readouterr().out.count("is done: skipped") == 1
     finally:
         torch.set_num_threads(threads)
 

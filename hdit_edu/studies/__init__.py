@@ -7,6 +7,8 @@ declarative file, ``study.toml``, and given a full life: register, run, status, 
 * :mod:`.runner`: the queue of (arm, seed) runs, each claimed atomically, resumable, trained
   through :func:`hdit_edu.ablation.run_toy`, then given the study's unbiased evaluations;
   ``status``;
+* :mod:`.chain`: the paper chain's toy ablation as a generated, registered study
+  (``hdit-edu ablate toy``'s shortcut onto the runner);
 * :mod:`.report`: ``summary.{json,md}`` and a forest plot, with sentences that say only what
   the numbers say.
 

@@ -452,6 +452,8 @@ def _reference(value: Any, labels: list[str], metrics, fail) -> Reference | None
 
 
 def _comparisons(value: Any, labels, reference, fail) -> tuple[Comparison, ...]:
+    if value == [] and len(labels) == 1:  # one arm, nothing to compare: said explicitly
+        return ()  # (`hdit-edu ablate toy --configs C`'s study describes C's runs only)
     if not isinstance(value, list) or not value:
         fail("analysis.comparisons", f"{value!r}; allowed: a list of [X, Y, what(, expect)]")
     out = []
