@@ -49,7 +49,7 @@ import torch
 from . import evaluation
 from .analysis import METRIC_LABELS, METRICS, analyze_runs, budget_difference, load_records
 from .checkpoints import atomic_write_text
-from .configs import Config
+from .configs import Config, at_resolution
 from .data import ImageFolderDataset, save_grid
 from .env import cpu_model, git, versions  # noqa: F401 (cpu_model, git: part of this API)
 from .flops import analytic_gflops
@@ -72,6 +72,9 @@ from .training import Trainer
 TOY_EXPERIMENT = (*ABLATION_STEPS, "R4", "E-add", "E-concat", *MIN_SNR_VARIANTS)
 PAPER_CHAIN = (*ABLATION_STEPS, *BASELINES, "E-add", "E-concat", *MIN_SNR_VARIANTS)
 EXACT_PREFIX = 100  # the loss of each of a run's first steps, kept exactly in its record
+# ToyBudget's fields of a study's cell: absent from a record's settings when None (records made
+# before them, and every plain toy run, read the same)
+CELL_SETTINGS = ("resolution", "data", "classifier")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -101,6 +104,10 @@ class ToyBudget:
     sample_batch: int = 64
     eval_seed: int | None = None
     tag: str = ""
+    # A study's cell (issue 30; hdit_edu.studies.cells): None keeps the toy task's 32² toy set.
+    resolution: int | None = None  # the arm moved to n × n by App. A (configs.at_resolution)
+    data: str | None = None  # training.dataset: "toy" (None) or "toy-detail"
+    classifier: str | None = None  # the evaluation classifier's folder (None: the shipped one)
 
 
 def run_config(name: str, seed: int, budget: ToyBudget = ToyBudget()) -> Config:
@@ -134,6 +141,13 @@ def arm_config(
         config = apply_overrides(config, list(overrides))
         config.name = label or name
         config.validate()
+    if budget.resolution is not None or budget.data is not None:  # a study's cell
+        if budget.resolution is not None:  # after the overrides: App. A copies the outer level
+            config = at_resolution(config, budget.resolution)
+        if budget.data is not None:
+            config.training.dataset = budget.data
+        config.name = label or config.name
+        config.validate()
     return config
 
 
@@ -155,6 +169,8 @@ def evaluate_toy(trainer: Trainer, budget: ToyBudget, n: int, eval_seed: int):
         steps=budget.sample_steps,
         cfg=budget.cfg,
         batch_size=budget.sample_batch,
+        data=budget.data or "toy",
+        classifier=budget.classifier,
     )
     metrics, images, _ = evaluate(denoiser, config, protocol, eval_seed)
     out = {"step": trainer.step, **metrics}
@@ -272,7 +288,9 @@ def run_settings(name, seed, out, budget, eval_seed, resume, overrides=()) -> di
     """A run record's ``settings``: the configuration, seed, budget, sampling seed, output
     folder, resume flag and (a study's arm) the ``--set`` overrides."""
     settings = {"config": name, "task": budget.task, "seed": seed} | {
-        k: v for k, v in asdict(budget).items() if k != "task"
+        k: v
+        for k, v in asdict(budget).items()
+        if k != "task" and (v is not None or k not in CELL_SETTINGS)
     }
     settings |= {"eval_seed": eval_seed, "out": str(out), "resume": resume}
     if overrides:  # a study's arm: a registry configuration changed by --set assignments
@@ -433,8 +451,9 @@ def record_config(record: dict) -> Config:
     differ: the run could not be reproduced."""
     s = record["settings"]
     budget = ToyBudget(
-        task=s["task"], train_steps=s["train_steps"], batch_size=s["batch_size"], lr=s["lr"]
-    )
+        task=s["task"], train_steps=s["train_steps"], batch_size=s["batch_size"], lr=s["lr"],
+        resolution=s.get("resolution"), data=s.get("data"),
+    )  # fmt: skip
     config = arm_config(
         record["config_name"], record["seed"], budget, s.get("overrides", ()), record.get("arm")
     )

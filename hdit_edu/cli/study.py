@@ -89,8 +89,7 @@ def _status_table(rows: list[dict], metrics) -> str:
 
 def cmd_study(args: argparse.Namespace) -> int:
     # Imported here: the studies package pulls in the trainer and the evaluation.
-    from ..analysis import analyze
-    from ..studies import registration, report, runner
+    from ..studies import cells, registration, report, runner
     from ..studies.spec import load_study
 
     if args.action == "register":
@@ -115,7 +114,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         return 0
     if args.action == "analyze":
         study = registration.check(args.spec)
-        result = analyze(study)
+        result = cells.analyze_study(study)  # analysis.analyze, and a cell study's own parts
         if args.json:
             print(json.dumps(result, indent=1))
         else:

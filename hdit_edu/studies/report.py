@@ -18,8 +18,9 @@ import json
 import math
 from pathlib import Path
 
-from ..analysis import ALL_METRICS, METRIC_LABELS, analyze, load_study_records, side_label
+from ..analysis import ALL_METRICS, METRIC_LABELS, load_study_records, side_label
 from ..checkpoints import atomic_write_text
+from .cells import analyze_study, cells_markdown
 from .registration import amendments, check, registration
 from .spec import Study
 
@@ -171,6 +172,8 @@ def markdown(result: dict, study: Study) -> str:
         f"{result['n_runs']} runs, {cost['total_cpu_s'] / 3600:.2f} CPU-hours "
         f"({cost['total_cpu_s']:.0f} CPU-s: training, sampling and held-out loss).",
     ]
+    if study.cells is not None:  # the plan, anytime curves, crossover, exponents
+        lines += cells_markdown(result, study)
     return "\n".join(lines) + "\n"
 
 
@@ -299,7 +302,7 @@ def report(spec: str | Path | Study, out: str | Path | None = None) -> dict:
     ``summary.png`` into ``out`` (default: the study's folder). Returns the analysis with
     ``"markdown"`` and ``"readings"``."""
     study = check(spec)
-    result = analyze(study)
+    result = analyze_study(study)
     if not result["table"]:
         raise ValueError(f"{study.records} holds no complete records of this study yet")
     out = Path(out) if out is not None else study.folder

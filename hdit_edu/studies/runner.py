@@ -44,6 +44,7 @@ from ..env import cpu_model
 from ..protocol import EvalProtocol, evaluate, loss_profile, select_guidance
 from ..runfolder import claim, describe_holder, read_holder
 from ..runs import load_run
+from .cells import check_classifiers
 from .registration import check
 from .spec import Arm, Study, load_study
 
@@ -69,6 +70,12 @@ def run_folder(study: Study, arm: Arm, seed: int) -> Path:
 
 def claim_folder(study: Study, arm: Arm, seed: int) -> Path:
     return study.records / CLAIMS / run_name(arm.label, seed)
+
+
+def arm_budget(study: Study, arm: Arm):
+    """The arm's budget: a cell's own (steps from its FLOPs, resolution, data, classifier;
+    :mod:`hdit_edu.studies.cells`), else the study's."""
+    return arm.budget or study.budget
 
 
 def arm_overrides(study: Study, arm: Arm) -> tuple[str, ...]:
@@ -133,7 +140,10 @@ def is_done(study: Study, record: dict | None) -> bool:
     record of a shorter budget is continued or refused by ``run_toy``, never counted)."""
     if record is None or not complete(record, study.metrics):
         return False
-    return record["config"]["training"]["steps"] == study.budget.train_steps
+    label = record.get("arm") or record.get("config_name")
+    labels = [a.label for a in study.arms]
+    budget = arm_budget(study, study.arm(label)) if label in labels else study.budget
+    return record["config"]["training"]["steps"] == budget.train_steps  # a cell's arm: its own
 
 
 def run_state(study: Study, arm: Arm, seed: int) -> dict:
@@ -243,6 +253,7 @@ def work(
     study = check(spec)
     if study.compile:
         check_compiler()
+    check_classifiers(study)  # a cell study's evaluation classifiers, before any training
     out: dict[str, list[str]] = {
         "trained": [], "skipped_done": [], "held": [], "failed": [], "not_started": []
     }  # fmt: skip
@@ -298,7 +309,7 @@ def _claimed(study, arm, seed, out, errors, *, progress, log, resume, command, w
     label = arm.label if overrides or arm.label != arm.config else None
     try:
         record = run_toy(
-            arm.config, seed, study.records, study.budget,
+            arm.config, seed, study.records, arm_budget(study, arm),
             run_dir=study.checkpoints, resume=resume, log=log, label=label,
             overrides=overrides, callback=bar,
             command=command or f"hdit-edu study run {study.path}",
@@ -350,17 +361,18 @@ def _unbiased_evaluation(study: Study, arm: Arm, seed: int, record: dict) -> dic
                                                     "heldout_loss_own")}  # fmt: skip
         record["loss_profile"] = profile | {"cpu_s": time.process_time() - c0}
     if todo_select:
-        record = _select_guidance(study, seed, record, denoiser, config)
+        record = _select_guidance(study, seed, record, denoiser, config, arm_budget(study, arm))
     if todo_ae:
-        record = _second_features(study, record, denoiser, config)
+        record = _second_features(study, record, denoiser, config, arm_budget(study, arm))
     atomic_write_text(record_path(study, arm, seed), json.dumps(record, indent=1) + "\n")
     return record
 
 
-def _select_guidance(study: Study, seed: int, record: dict, denoiser, config) -> dict:
-    b, s = study.budget, record["settings"]
+def _select_guidance(study: Study, seed: int, record: dict, denoiser, config, b) -> dict:
+    s = record["settings"]
     protocol = EvalProtocol(b.n_eval, b.sampler, b.sample_steps, b.cfg, b.sample_batch,
-                            fid_ae=study.fid_ae)  # fmt: skip
+                            fid_ae=study.fid_ae, data=b.data or "toy",
+                            classifier=b.classifier)  # fmt: skip
     c0 = time.process_time()
     chosen = select_guidance(
         denoiser, config, protocol, study.select_cfg, n_select=study.n_select,
@@ -377,13 +389,13 @@ def _select_guidance(study: Study, seed: int, record: dict, denoiser, config) ->
     return record
 
 
-def _second_features(study: Study, record: dict, denoiser, config) -> dict:
+def _second_features(study: Study, record: dict, denoiser, config, b) -> dict:
     """``fid_ae``: the record's test samples drawn again (same checkpoint, protocol and noise
     seed) and measured in the autoencoder's features; the toy FID of the redrawn samples is
     kept beside it, so a reader sees that they are the record's own samples."""
-    b, s = study.budget, record["settings"]
+    s = record["settings"]
     protocol = EvalProtocol(b.n_eval, b.sampler, b.sample_steps, b.cfg, b.sample_batch,
-                            fid_ae=True)  # fmt: skip
+                            fid_ae=True, data=b.data or "toy", classifier=b.classifier)  # fmt: skip
     c0 = time.process_time()
     m, _, _ = evaluate(denoiser, config, protocol, s["eval_seed"])
     record["final"]["fid_ae"] = m["fid_ae"]

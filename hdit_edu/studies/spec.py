@@ -20,7 +20,11 @@ field and what is allowed. Every field, with its default::
     D5 = { config = "D", set = ["model.levels.0.kernel_size=5"] }   # ... or base + --set
 
     [task]                                   # what every arm trains on, with one budget
-    data = "toy"                             # the 32×32 toy set (the only data so far)
+    data = "toy"                             # the 32×32 toy set, or "toy-detail" (detail drawn
+                                             #   at the resolution: toy_detail.ToyDetailDataset)
+    # resolutions, budget, anytime: the study's cells (one per resolution, equal FLOPs per
+    # cell, anytime evaluations) — see hdit_edu.studies.cells; with them also
+    # evaluation.classifiers, analysis.crossover, analysis.scaling and a per-resolution expect
     task = "p4k3"                            # toy task: presets.TOY_TASKS (patch, kernel, window)
     train_steps = 20000
     batch_size = 16
@@ -92,6 +96,15 @@ from typing import Any
 from ..ablation import ToyBudget
 from ..analysis import ALL_METRICS, EXPECT, METRICS
 from ..presets import TOY_TASKS, config_names
+from .cells import (
+    CELL_ANALYSIS_KEYS,
+    CELL_EVALUATION_KEYS,
+    CELL_TASK_KEYS,
+    Cells,
+    cell_resolutions,
+    expand,
+    parse_cells,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -99,7 +112,7 @@ else:  # Python 3.10: the same parser as a package (pyproject's dependencies)
     import tomli as tomllib
 
 SPEC_NAMES = ("study.toml",)
-DATA = ("toy",)
+DATA = ("toy", "toy-detail")
 CORRECTIONS = ("holm", "none")
 FAMILIES = ("metric", "comparison")
 RULES = ("holm", "ci")
@@ -145,6 +158,9 @@ class Arm:
     config: str
     overrides: tuple[str, ...] = ()
     seeds: tuple[int, ...] = ()
+    base: str = ""  # a cell's arm (studies.cells): the spec's arm label ...
+    resolution: int | None = None  # ... its cell's resolution ...
+    budget: ToyBudget | None = None  # ... and its own budget (None: the study's)
 
 
 @dataclass(frozen=True)
@@ -155,7 +171,7 @@ class Comparison:
     x: str | tuple[str, str]  # an arm, or a pair (A, B): the per-seed difference B − A
     y: str | tuple[str, str]
     what: str
-    expect: str | None = None
+    expect: str | dict[str, str] | None = None  # a dict: per resolution (before the cells' expansion)
 
 
 @dataclass(frozen=True)
@@ -193,6 +209,7 @@ class Study:
     read_records: tuple[Path, ...] = ()  # every folder records are read from (records first)
     checkpoints: Path = field(default=Path("runs/studies"))
     data: str = "toy"
+    cells: Cells | None = None  # one cell per resolution (studies.cells); arms are ARM@n then
 
     @property
     def folder(self) -> Path:
@@ -256,13 +273,14 @@ def parse_study(raw: dict[str, Any], path: Path) -> Study:
             fail(f"extra_seeds.{label}", f"not an arm; allowed: {', '.join(labels)}")
 
     task = raw.get("task", {})
-    _known(task, ("data", "task", "train_steps", "batch_size", "lr"), "task", fail)
+    _known(task, ("data", "task", "train_steps", "batch_size", "lr", *CELL_TASK_KEYS), "task", fail)
     data = task.get("data", "toy")
     if data not in DATA:
         fail("task.data", f"{data!r}; allowed: {', '.join(DATA)}")
     evaluation = raw.get("evaluation", {})
-    _known(evaluation, (*EVALUATION_KEYS, *SELECTION_KEYS), "evaluation", fail)
-    budget = _budget(task, {k: v for k, v in evaluation.items() if k in EVALUATION_KEYS}, fail)
+    _known(evaluation, (*EVALUATION_KEYS, *SELECTION_KEYS, *CELL_EVALUATION_KEYS), "evaluation", fail)
+    plain_task = {k: v for k, v in task.items() if k not in CELL_TASK_KEYS}
+    budget = _budget(plain_task, {k: v for k, v in evaluation.items() if k in EVALUATION_KEYS}, fail)
     select_cfg = evaluation.get("select_cfg", [])
     ok = isinstance(select_cfg, list) and all(
         isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
@@ -293,11 +311,15 @@ def parse_study(raw: dict[str, Any], path: Path) -> Study:
             fail("evaluation.metrics", f"{m!r} needs evaluation.loss_profile = true")
         if m.endswith("_selected") and not select_cfg:
             fail("evaluation.metrics", f"{m!r} needs evaluation.select_cfg (the scales to choose from)")
+        if m in ("coherence", "detail_distance") and data != "toy-detail":
+            fail("evaluation.metrics", f"{m!r} needs task.data = \"toy-detail\"")
 
     reference = _reference(raw.get("reference"), labels, metrics, fail)
     analysis = raw.get("analysis", {})
-    _known(analysis, ("comparisons", "correction", "family", "rule"), "analysis", fail)
-    comparisons = _comparisons(analysis.get("comparisons"), labels, reference, fail)
+    _known(analysis, ("comparisons", "correction", "family", "rule", *CELL_ANALYSIS_KEYS),
+           "analysis", fail)  # fmt: skip
+    resolutions = cell_resolutions(task, fail)
+    comparisons = _comparisons(analysis.get("comparisons"), labels, reference, fail, resolutions)
     choices = {}
     for key, allowed, default in (
         ("correction", CORRECTIONS, "holm"),
@@ -322,6 +344,11 @@ def parse_study(raw: dict[str, Any], path: Path) -> Study:
     ):
         fail("records", f"{raw['records']!r}; allowed: a folder path or a list of them")
     folder = path.parent
+    cells = parse_cells(raw, arms, budget, folder, fail)
+    if cells is not None:
+        if reference is not None:
+            fail("reference", "not with task.resolutions (a reference has no cells)")
+        arms, comparisons = expand(cells, arms, comparisons, budget, Arm, Comparison)
     return Study(
         path=path,
         question=question.strip(),
@@ -340,6 +367,7 @@ def parse_study(raw: dict[str, Any], path: Path) -> Study:
         read_records=tuple(folder / r for r in records),
         checkpoints=Path(raw.get("checkpoints", f"runs/studies/{folder.resolve().name}")),
         data=data,
+        cells=cells,
         **choices,
     )
 
@@ -451,7 +479,7 @@ def _reference(value: Any, labels: list[str], metrics, fail) -> Reference | None
     return Reference(name, metric, label, dict(values), rank)
 
 
-def _comparisons(value: Any, labels, reference, fail) -> tuple[Comparison, ...]:
+def _comparisons(value: Any, labels, reference, fail, resolutions=None) -> tuple[Comparison, ...]:
     if value == [] and len(labels) == 1:  # one arm, nothing to compare: said explicitly
         return ()  # (`hdit-edu ablate toy --configs C`'s study describes C's runs only)
     if not isinstance(value, list) or not value:
@@ -479,7 +507,13 @@ def _comparisons(value: Any, labels, reference, fail) -> tuple[Comparison, ...]:
             fail(key, "a comparison of differences needs expect (better/worse/none)")
         if not isinstance(what, str):
             fail(key, f"what={what!r}; allowed: a string")
-        if expect is not None and expect not in EXPECT:
+        if isinstance(expect, dict) and resolutions:  # one sign per cell (studies.cells)
+            if set(expect) != {str(n) for n in resolutions} or not all(
+                e in EXPECT for e in expect.values()
+            ):
+                fail(key, f"expect={expect!r}; allowed: {{ n = better/worse/none }} for each of "
+                          f"the resolutions {resolutions}")  # fmt: skip
+        elif expect is not None and (not isinstance(expect, str) or expect not in EXPECT):
             fail(key, f"expect={expect!r}; allowed: {', '.join(EXPECT)}")
         if expect is None and not (reference and x in reference.values and y in reference.values):
             fail(key, "no expected sign: give expect (better/worse/none) or reference values")
