@@ -110,6 +110,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         return 0 if result["ok"] else 1
     if args.action == "status":
         study = load_study(args.spec)
+        if study.cells is not None:  # the plan: every arm's steps per cell, fixed by the spec
+            print("\n".join(cells.plan_lines(study)) + "\n")
         print(_status_table(runner.status(study), study.metrics))
         return 0
     if args.action == "analyze":

@@ -412,17 +412,26 @@ def analyze_study(study, runs: dict | None = None) -> dict:
 __all__ = ["Cells", "CellPlan", "analyze_study", "parse_cells", "expand"]
 
 
+def plan_lines(study) -> list[str]:
+    """The plan as a Markdown table: per arm and cell the forward GMAC per image, the GFLOPs
+    per step, the steps, the GFLOPs they spend and the evaluation steps (fixed before any run)."""
+    budget = study.cells.final_gflop
+    lines = ["| arm | n² | budget GFLOP | forward GMAC/image | GFLOP/step | steps | GFLOP spent "
+             "| evaluations at |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for p in study.cells.plan:
+        cell = "–" if budget is None else f"{budget[p.resolution]:g}"
+        lines.append(
+            f"| {p.arm} | {p.resolution} | {cell} | {p.forward_mac / 1e9:.4g} | "
+            f"{p.step_flops / 1e9:.4g} | {p.steps} | {p.gflop:.6g} | "
+            f"{', '.join(map(str, p.eval_steps))} |"
+        )
+    return lines
+
+
 def cells_markdown(result: dict, study) -> list[str]:
     """The cell study's part of ``summary.md``: the plan (steps and GFLOPs per arm and cell),
     each cell's anytime curve of the first metric, the crossover readings and the exponents."""
-    cells = study.cells
-    lines = ["", "## Cells", "", "| arm | n² | forward GMAC/image | GFLOP/step | steps | "
-             "GFLOP spent | evaluations at |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for p in cells.plan:
-        lines.append(
-            f"| {p.arm} | {p.resolution} | {p.forward_mac / 1e9:.4g} | {p.step_flops / 1e9:.4g} "
-            f"| {p.steps} | {p.gflop:.4g} | {', '.join(map(str, p.eval_steps))} |"
-        )
+    lines = ["", "## Cells", "", *plan_lines(study)]
     metric = study.metrics[0]
     lines += ["", f"Anytime ({metric}, mean over seeds, at GFLOP | training CPU-s):", ""]
     for n, arms in result.get("anytime", {}).items():
