@@ -81,9 +81,10 @@ def toy_test_features(
         test = DATA[data]("test", resolution=resolution)
         if classifier is None:
             feats = evaluation.extract_features(test, extractor="toy", batch_size=256)
-        else:
-            images = test.batch(np.arange(len(test)))[0]
-            feats = classifier_features(images, eval_classifier(classifier))
+        else:  # in chunks: the 128² test split is 400 MB as float32
+            model, n = eval_classifier(classifier), len(test)
+            chunks = [test.batch(np.arange(i, min(i + 256, n)))[0] for i in range(0, n, 256)]
+            feats = np.concatenate([classifier_features(c, model) for c in chunks])
         _TEST_FEATURES[key] = feats
     return _TEST_FEATURES[key]
 
@@ -154,7 +155,7 @@ def measure(
     :func:`diversity` terms; with ``fid_ae`` the FID in the autoencoder's features
     (:func:`hdit_edu.toy_autoencoder.fid_ae`). ``data``: the real images the FID is against
     (``"toy-detail"`` adds ``coherence`` and ``detail_distance``: the spectrum distance to as
-    many test images, :func:`hdit_edu.spectrum.spectrum_distance`); ``classifier``: the folder
+    many test images, the split's first, :func:`hdit_edu.spectrum.spectrum_distance`); ``classifier``: the folder
     of the evaluation classifier (features, class accuracy, coherence; None: the shipped one)."""
     resolution = images.shape[-1]
     labels = torch.as_tensor(labels).long().cpu()
@@ -173,10 +174,9 @@ def measure(
     }
     if fid_ae:
         out["fid_ae"] = autoencoder_fid(images)
-    if data == "toy-detail":
-        real = ToyDetailDataset("test", resolution=resolution, size=len(images)).batch(
-            np.arange(len(images))
-        )[0]
+    if data == "toy-detail":  # against the test split's first images, as many as the samples
+        test = ToyDetailDataset("test", resolution=resolution)
+        real = test.batch(np.arange(min(len(images), len(test))))[0]
         out["detail_distance"] = spectrum_distance(images, real)
     if coherence or data == "toy-detail":
         c = toy_coherence(images, labels, model)

@@ -313,6 +313,8 @@ def parse_study(raw: dict[str, Any], path: Path) -> Study:
             fail("evaluation.metrics", f"{m!r} needs evaluation.select_cfg (the scales to choose from)")
         if m in ("coherence", "detail_distance") and data != "toy-detail":
             fail("evaluation.metrics", f"{m!r} needs task.data = \"toy-detail\"")
+    if fid_ae and data != "toy":
+        fail("evaluation.fid_ae", f"not with task.data = {data!r} (its reference is the toy set)")
 
     reference = _reference(raw.get("reference"), labels, metrics, fail)
     analysis = raw.get("analysis", {})
