@@ -153,6 +153,8 @@ def test_cells_become_arms_and_per_cell_comparisons_with_their_own_signs(tmp_pat
         ({"batch": "4\ntrain_steps = 100"}, "task.train_steps"),
         ({"classifiers": '{ 32 = "a", 64 = "b", 128 = "c" }\nfid_ae = true'}, "evaluation.fid_ae"),
         ({"classifiers": '{ 32 = "a", 64 = "b" }'}, "evaluation.classifiers"),
+        ({"classifiers": '{ 32 = "a", 64 = "b", 128 = "c" }\neval_at = "5"'}, "evaluation.eval_at"),
+        ({"budget": "{ 32 = 100, 64 = -1, 128 = 100 }"}, "task.budget.final_gflop.64"),
         # E@32 gets 13 steps (1/8, 1/4 → steps 2, 3), the global arm 4: 1/8 and 1/4 → step 1
         ({"budget": "{ 32 = 20, 64 = 100, 128 = 1000 }"}, "task.anytime"),
     ],

@@ -128,7 +128,7 @@ def anytime_steps(fractions, steps: int) -> tuple[int, ...]:
     return tuple(sorted({math.floor(f * steps + 0.5) for f in fractions if f < 1} | {steps}))
 
 
-def _resolution_table(value, resolutions, key: str, fail, check) -> dict[int, object]:
+def _resolution_table(value, resolutions, key: str, fail, check, allowed: str) -> dict[int, object]:
     """A per-resolution table ``{ 32 = …, 64 = … }`` (TOML keys are strings) covering exactly
     ``resolutions``, or one value for every cell; each value passes ``check``."""
     if not isinstance(value, dict):
@@ -140,7 +140,7 @@ def _resolution_table(value, resolutions, key: str, fail, check) -> dict[int, ob
     for n in resolutions:
         item = value[str(n)]
         if not check(item):
-            fail(f"{key}.{n}", f"{item!r}; not allowed here")
+            fail(f"{key}.{n}", f"{item!r}; allowed: {allowed}")
         out[n] = item
     return out
 
@@ -185,21 +185,22 @@ def parse_cells(raw: dict, arms, budget: ToyBudget, folder: Path, fail) -> Cells
         if b["kind"] not in BUDGET_KINDS:
             fail("task.budget.kind", f"{b['kind']!r}; allowed: {', '.join(BUDGET_KINDS)}")
         final = _resolution_table(b["final_gflop"], resolutions, "task.budget.final_gflop", fail,
-                                  _number)  # fmt: skip
+                                  _number, "a number of GFLOP > 0")  # fmt: skip
         if "train_steps" in task:
             fail("task.train_steps", "with task.budget every arm's steps follow from its FLOPs")
     anytime = task.get("anytime", [1.0])
     ok = isinstance(anytime, list) and anytime and all(_number(f) and f <= 1 for f in anytime)
     if not ok or anytime != sorted(set(anytime)) or anytime[-1] != 1:
         fail("task.anytime", f"{anytime!r}; allowed: increasing fractions in (0, 1], ending at 1")
-    if "anytime" in task and budget.eval_at:
-        fail("evaluation.eval_at", "with task.anytime the evaluation steps follow from it")
+    if budget.eval_at:
+        fail("evaluation.eval_at", "not with task.resolutions: the arms' steps differ; give "
+                                   "task.anytime (fractions of each arm's own steps)")  # fmt: skip
     default = {n: detail_classifier(n) if data == "toy-detail" else None for n in resolutions}
     classifiers = default
     if "classifiers" in evaluation:
         classifiers = _resolution_table(
             evaluation["classifiers"], resolutions, "evaluation.classifiers", fail,
-            lambda v: isinstance(v, str) and v,
+            lambda v: isinstance(v, str) and bool(v), "a classifier folder (string)",
         )  # fmt: skip
     crossover = _crossover(analysis.get("crossover"), raw, fail)
     scaling = analysis.get("scaling")
@@ -209,7 +210,10 @@ def parse_cells(raw: dict, arms, budget: ToyBudget, folder: Path, fail) -> Cells
     for arm in arms:
         for n in resolutions:
             cell = replace(budget, resolution=n, data=None if data == "toy" else data)
-            config = arm_config(arm.config, 0, cell, arm.overrides, arm.label)
+            try:
+                config = arm_config(arm.config, 0, cell, arm.overrides, arm.label)
+            except ValueError as e:
+                fail(f"arms.{arm.label}", f"cannot be built at {n}² ({e})")
             mac = forward_mac(config)
             step_flops = TRAIN_FLOPS_PER_MAC * mac * budget.batch_size
             steps = budget.train_steps if final is None else derived_steps(final[n], step_flops)
