@@ -271,6 +271,19 @@ def test_the_cell_analysis_reads_each_cell_with_anytime_curves_crossover_and_exp
     assert [(p["step"], p["n_seeds"]) for p in curve] == [(5, 2), (10, 2)]
     assert curve[1]["gflop"] == pytest.approx(10 * 6 * MAC["E", 32] * 4 / 1e9)
     assert curve[0]["train_cpu_s"]["mean"] < curve[1]["train_cpu_s"]["mean"]
+    # equal CPU-seconds: E's curve read at the global arm's CPU-seconds, linear in log CPU-s
+    reading = next(r for r in result["equal_cpu"]
+                   if r["metric"] == "detail_distance" and r["x"] == "global@32")  # fmt: skip
+    e, g = result["anytime"]["32"]["E"], result["anytime"]["32"]["global"]
+    for point, at in zip(reading["points"], g):
+        cpu = at["train_cpu_s"]["mean"]
+        (c0, v0), (c1, v1) = [(p["train_cpu_s"]["mean"], p["detail_distance"]["mean"]) for p in e]
+        if c0 <= cpu <= c1:
+            t = math.log(cpu / c0) / math.log(c1 / c0)
+            assert point["y"] == pytest.approx(v0 + t * (v1 - v0), rel=1e-12)
+        else:
+            assert point["y"] is None
+        assert point["x"] == at["detail_distance"]["mean"]
     cross = result["crossover"]["comparisons"][0]
     assert set(cross["readings"]) == {"16", "32"} and cross["x"] == "global"
     assert set(cross["readings"].values()) <= {"Y wins", "X wins", "not resolved"}

@@ -327,6 +327,42 @@ def anytime_curves(study, runs: dict) -> dict:
     return out
 
 
+def _interpolate(points: list[dict], metric: str, cpu_s: float) -> float | None:
+    """A curve's mean ``metric`` at ``cpu_s`` training CPU-seconds: linear in log CPU-seconds
+    between the two evaluations around it; None outside the curve (no extrapolation)."""
+    xs = [(p["train_cpu_s"]["mean"], p[metric]["mean"]) for p in points if metric in p]
+    for (c0, v0), (c1, v1) in zip(xs, xs[1:]):
+        if c0 <= cpu_s <= c1:
+            if c1 == c0:
+                return v0
+            t = (math.log(cpu_s) - math.log(c0)) / (math.log(c1) - math.log(c0))
+            return v0 + t * (v1 - v0)
+    return None
+
+
+def equal_cpu(study, curves: dict) -> list[dict]:
+    """The equal-CPU-seconds reading of the anytime curves (:func:`anytime_curves`): per cell
+    and comparison of two arms, at each of X's evaluations, Y's mean metric at X's mean
+    training CPU-seconds (:func:`_interpolate`) and Y − X; points outside Y's curve are None.
+    Means only: the curves' seeds are read at their own CPU-seconds, which differ."""
+    out = []
+    for c in study.comparisons:
+        if not (isinstance(c.x, str) and isinstance(c.y, str)):
+            continue  # a difference of differences has no curve
+        (x, n), y = c.x.rsplit("@", 1), c.y.rsplit("@", 1)[0]
+        cx, cy = curves[n][x], curves[n][y]
+        for m in study.metrics:
+            rows = []
+            for p in cx:
+                if m not in p:
+                    continue
+                at = _interpolate(cy, m, p["train_cpu_s"]["mean"])
+                rows.append({"train_cpu_s": p["train_cpu_s"]["mean"], "x": p[m]["mean"], "y": at,
+                             "y_minus_x": None if at is None else at - p[m]["mean"]})  # fmt: skip
+            out.append({"what": c.what, "x": c.x, "y": c.y, "metric": m, "points": rows})
+    return out
+
+
 def _reads_better(row: dict, rule: str, side: int) -> bool:
     """Whether one metric's comparison row reads ``side`` (+1: Y, −1: X) better, by the study's
     reading rule: ``ci``, the row's verdict; ``holm``, significant with the mean on that side."""
@@ -392,6 +428,7 @@ def scaling_exponents(path: Path) -> dict:
 def analyze_study(study, runs: dict | None = None) -> dict:
     """:func:`hdit_edu.analysis.analyze` of a study, and for a cell study also ``cells`` (the
     plan: steps and GFLOPs per arm and cell), ``anytime`` (:func:`anytime_curves`),
+    ``equal_cpu`` (:func:`equal_cpu`: the curves read at equal training CPU-seconds),
     ``crossover`` (:func:`crossover`, where the spec fixes its rule) and ``exponent`` /
     ``scaling`` (:func:`scaling_exponents`, where it names a benchmark file)."""
     runs = load_study_records(study) if runs is None else runs
@@ -406,6 +443,7 @@ def analyze_study(study, runs: dict | None = None) -> dict:
         "plan": [asdict(p) | {"gflop": p.gflop} for p in cells.plan],
     }  # fmt: skip
     result["anytime"] = anytime_curves(study, runs)
+    result["equal_cpu"] = equal_cpu(study, result["anytime"])
     if cells.crossover is not None:
         result["crossover"] = crossover(study, result)
     if cells.scaling is not None:
