@@ -299,3 +299,21 @@ def test_the_cell_analysis_reads_each_cell_with_anytime_curves_crossover_and_exp
     text = (tmp_path / "out" / "summary.md").read_text()
     assert "## Cells" in text and "| E | 32 |" in text and "Crossover (hourglass vs global" in text
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["exponent"] == out["exponent"]
+
+
+def test_the_cli_trains_a_per_resolution_classifier_on_the_detail_set(tmp_path):
+    """``hdit-edu classifier train --data toy-detail --resolution 16``: the whole detail train
+    split at 16² (one epoch of 32 batches of 512), written where a study's ``classifiers`` may
+    name it, and loaded from there by the protocol."""
+    from hdit_edu.cli import main
+    from hdit_edu.protocol import eval_classifier
+
+    out = tmp_path / "c16"
+    assert main(["classifier", "train", "--data", "toy-detail", "--resolution", "16",
+                 "--epochs", "1", "--batch-size", "512", "--out", str(out)]) == 0  # fmt: skip
+    record = json.loads((out / "config.json").read_text())
+    assert record["model"]["resolution"] == 16
+    assert record["training"]["data"] == "ToyDetailDataset('train', 16) (16384 images, seed 0)"
+    assert record["test_data"] == "ToyDetailDataset('test', 16) (2048 images, seed 0)"
+    assert record["log"][0]["step"] == 16384 // 512
+    assert eval_classifier(str(out)).resolution == 16
