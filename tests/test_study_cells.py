@@ -297,6 +297,7 @@ def test_the_cell_analysis_reads_each_cell_with_anytime_curves_crossover_and_exp
     )
     out = report.report(finished, tmp_path / "out")
     text = (tmp_path / "out" / "summary.md").read_text()
+    assert "equal training GFLOP per cell (16²: 2, 32²: 4;" in text
     assert "## Cells" in text and "| E | 32 |" in text and "Crossover (hourglass vs global" in text
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["exponent"] == out["exponent"]
 

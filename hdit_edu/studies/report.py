@@ -118,6 +118,15 @@ def _registration_lines(study: Study) -> list[str]:
     return lines
 
 
+def _steps(study: Study) -> str:
+    """The training budget in words: steps, or a cell study's FLOPs per cell (its plan below)."""
+    cells = study.cells
+    if cells is None or cells.final_gflop is None:
+        return f"{study.budget.train_steps} steps"
+    per_cell = ", ".join(f"{n}²: {g:g}" for n, g in cells.final_gflop.items())
+    return f"equal training GFLOP per cell ({per_cell}; every arm's steps in the plan below)"
+
+
 def markdown(result: dict, study: Study) -> str:
     """The report as Markdown (see the module docstring)."""
     metrics = list(study.metrics)
@@ -126,7 +135,7 @@ def markdown(result: dict, study: Study) -> str:
     lines += _registration_lines(study) + [""]
     b = study.budget
     lines += [
-        f"Budget: {b.train_steps} steps at batch {b.batch_size}, task {b.task}; evaluation "
+        f"Budget: {_steps(study)} at batch {b.batch_size}, task {b.task}; evaluation "
         f"{b.n_eval} samples, {b.sampler} {b.sample_steps} steps, w = {b.cfg:g}, held-out "
         f"loss on {b.n_loss} images ({b.loss_weighting}); compile: "
         f"{'yes' if study.compile else 'no'}; reading rule: {study.rule}; correction: "
