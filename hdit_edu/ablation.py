@@ -104,7 +104,7 @@ class ToyBudget:
     sample_batch: int = 64
     eval_seed: int | None = None
     tag: str = ""
-    # A study's cell (issue 30; hdit_edu.studies.cells): None keeps the toy task's 32² toy set.
+    # A study's cell (issue 30; hdit_edu.studies.resolutions): None keeps the toy task's 32² toy set.
     resolution: int | None = None  # the arm moved to n × n by App. A (configs.at_resolution)
     data: str | None = None  # training.dataset: "toy" (None) or "toy-detail"
     classifier: str | None = None  # the evaluation classifier's folder (None: the shipped one)

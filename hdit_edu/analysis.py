@@ -306,5 +306,5 @@ def analyze(study, runs: dict | None = None) -> dict:
         family=study.family,
         rule=study.rule,
         cross_cpu=study.cross_cpu,
-        one_budget=getattr(study, "cells", None) is None,
+        one_budget=getattr(study, "resolution_cells", None) is None,
     )

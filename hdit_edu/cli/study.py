@@ -89,7 +89,7 @@ def _status_table(rows: list[dict], metrics) -> str:
 
 def cmd_study(args: argparse.Namespace) -> int:
     # Imported here: the studies package pulls in the trainer and the evaluation.
-    from ..studies import cells, registration, report, runner
+    from ..studies import registration, report, resolutions, runner
     from ..studies.spec import load_study
 
     if args.action == "register":
@@ -110,13 +110,13 @@ def cmd_study(args: argparse.Namespace) -> int:
         return 0 if result["ok"] else 1
     if args.action == "status":
         study = load_study(args.spec)
-        if study.cells is not None:  # the plan: every arm's steps per cell, fixed by the spec
-            print("\n".join(cells.plan_lines(study)) + "\n")
+        if study.resolution_cells is not None:  # the plan: every arm's steps per cell, fixed by the spec
+            print("\n".join(resolutions.plan_lines(study)) + "\n")
         print(_status_table(runner.status(study), study.metrics))
         return 0
     if args.action == "analyze":
         study = registration.check(args.spec)
-        result = cells.analyze_study(study)  # analysis.analyze, and a cell study's own parts
+        result = resolutions.analyze_study(study)  # analysis.analyze, and a cell study's own parts
         if args.json:
             print(json.dumps(result, indent=1))
         else:

@@ -11,7 +11,7 @@ declarative file, ``study.toml``, and given a full life: register, run, status, 
   (``hdit-edu ablate toy``'s shortcut onto the runner);
 * :mod:`.report`: ``summary.{json,md}`` and a forest plot, with sentences that say only what
   the numbers say.
-* :mod:`.cells`: one question at several resolutions (the paper's Fig. 1–2 claim): cells as
+* :mod:`.resolutions`: one question at several resolutions (the paper's Fig. 1–2 claim): cells as
   arms ``ARM@n``, equal training FLOPs per cell (steps from the analytic FLOPs, fixed when the
   spec is read), anytime evaluations, the crossover reading and the benchmark's exponents.
 

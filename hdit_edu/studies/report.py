@@ -20,8 +20,8 @@ from pathlib import Path
 
 from ..analysis import ALL_METRICS, METRIC_LABELS, load_study_records, side_label
 from ..checkpoints import atomic_write_text
-from .cells import analyze_study, cells_markdown
 from .registration import amendments, check, registration
+from .resolutions import analyze_study, cells_markdown
 from .spec import Study
 
 
@@ -120,7 +120,7 @@ def _registration_lines(study: Study) -> list[str]:
 
 def _steps(study: Study) -> str:
     """The training budget in words: steps, or a cell study's FLOPs per cell (its plan below)."""
-    cells = study.cells
+    cells = study.resolution_cells
     if cells is None or cells.final_gflop is None:
         return f"{study.budget.train_steps} steps"
     per_cell = ", ".join(f"{n}²: {g:g}" for n, g in cells.final_gflop.items())
@@ -181,7 +181,7 @@ def markdown(result: dict, study: Study) -> str:
         f"{result['n_runs']} runs, {cost['total_cpu_s'] / 3600:.2f} CPU-hours "
         f"({cost['total_cpu_s']:.0f} CPU-s: training, sampling and held-out loss).",
     ]
-    if study.cells is not None:  # the plan, anytime curves, crossover, exponents
+    if study.resolution_cells is not None:  # the plan, anytime curves, crossover, exponents
         lines += cells_markdown(result, study)
     return "\n".join(lines) + "\n"
 

@@ -44,8 +44,8 @@ from ..env import cpu_model
 from ..protocol import EvalProtocol, evaluate, loss_profile, select_guidance
 from ..runfolder import claim, describe_holder, read_holder
 from ..runs import load_run
-from .cells import check_classifiers
 from .registration import check
+from .resolutions import check_classifiers
 from .spec import Arm, Study, load_study
 
 CLAIMS = ".claims"
@@ -74,7 +74,7 @@ def claim_folder(study: Study, arm: Arm, seed: int) -> Path:
 
 def arm_budget(study: Study, arm: Arm):
     """The arm's budget: a cell's own (steps from its FLOPs, resolution, data, classifier;
-    :mod:`hdit_edu.studies.cells`), else the study's."""
+    :mod:`hdit_edu.studies.resolutions`), else the study's."""
     return arm.budget or study.budget
 
 

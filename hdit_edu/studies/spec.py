@@ -23,7 +23,7 @@ field and what is allowed. Every field, with its default::
     data = "toy"                             # the 32×32 toy set, or "toy-detail" (detail drawn
                                              #   at the resolution: toy_detail.ToyDetailDataset)
     # resolutions, budget, anytime: the study's cells (one per resolution, equal FLOPs per
-    # cell, anytime evaluations) — see hdit_edu.studies.cells; with them also
+    # cell, anytime evaluations) — see hdit_edu.studies.resolutions; with them also
     # evaluation.classifiers, analysis.crossover, analysis.scaling and a per-resolution expect
     task = "p4k3"                            # toy task: presets.TOY_TASKS (patch, kernel, window)
     train_steps = 20000
@@ -96,11 +96,11 @@ from typing import Any
 from ..ablation import ToyBudget
 from ..analysis import ALL_METRICS, EXPECT, METRICS
 from ..presets import TOY_TASKS, config_names
-from .cells import (
+from .resolutions import (
     CELL_ANALYSIS_KEYS,
     CELL_EVALUATION_KEYS,
     CELL_TASK_KEYS,
-    Cells,
+    ResolutionCells,
     cell_resolutions,
     expand,
     parse_cells,
@@ -158,7 +158,7 @@ class Arm:
     config: str
     overrides: tuple[str, ...] = ()
     seeds: tuple[int, ...] = ()
-    base: str = ""  # a cell's arm (studies.cells): the spec's arm label ...
+    base: str = ""  # a cell's arm (studies.resolutions): the spec's arm label ...
     resolution: int | None = None  # ... its cell's resolution ...
     budget: ToyBudget | None = None  # ... and its own budget (None: the study's)
 
@@ -209,7 +209,7 @@ class Study:
     read_records: tuple[Path, ...] = ()  # every folder records are read from (records first)
     checkpoints: Path = field(default=Path("runs/studies"))
     data: str = "toy"
-    cells: Cells | None = None  # one cell per resolution (studies.cells); arms are ARM@n then
+    resolution_cells: ResolutionCells | None = None  # one cell per resolution (studies.resolutions); arms are ARM@n then
 
     @property
     def folder(self) -> Path:
@@ -369,7 +369,7 @@ def parse_study(raw: dict[str, Any], path: Path) -> Study:
         read_records=tuple(folder / r for r in records),
         checkpoints=Path(raw.get("checkpoints", f"runs/studies/{folder.resolve().name}")),
         data=data,
-        cells=cells,
+        resolution_cells=cells,
         **choices,
     )
 
@@ -509,7 +509,7 @@ def _comparisons(value: Any, labels, reference, fail, resolutions=None) -> tuple
             fail(key, "a comparison of differences needs expect (better/worse/none)")
         if not isinstance(what, str):
             fail(key, f"what={what!r}; allowed: a string")
-        if isinstance(expect, dict) and resolutions:  # one sign per cell (studies.cells)
+        if isinstance(expect, dict) and resolutions:  # one sign per cell (studies.resolutions)
             if set(expect) != {str(n) for n in resolutions} or not all(
                 e in EXPECT for e in expect.values()
             ):

@@ -1,4 +1,4 @@
-"""A study's cells (``hdit_edu.studies.cells``, issue 30): one question at several resolutions,
+"""A study's cells (``hdit_edu.studies.resolutions``, issue 30): one question at several resolutions,
 equal training FLOPs per cell with each arm's steps derived from its analytic FLOPs before any
 run, anytime evaluations, the detail metric and per-resolution evaluation classifiers, per-cell
 signs, the crossover reading and the benchmark's ``exponent``.
@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from hdit_edu.analysis import complete
-from hdit_edu.studies import cells as cells_module
 from hdit_edu.studies import registration, report, runner
-from hdit_edu.studies.cells import TRAIN_FLOPS_PER_MAC, anytime_steps, derived_steps
+from hdit_edu.studies import resolutions as resolutions
+from hdit_edu.studies.resolutions import TRAIN_FLOPS_PER_MAC, anytime_steps, derived_steps
 from hdit_edu.studies.spec import SpecError, load_study
 from hdit_edu.toy import MissingWeightsError, train_toy_classifier
 from hdit_edu.toy_detail import ToyDetailDataset
@@ -102,7 +102,7 @@ def cell_spec(folder: Path, **values) -> Path:
 
 def test_each_arms_steps_are_the_budget_over_its_analytic_flops_per_step(tmp_path):
     study = load_study(cell_spec(tmp_path / "s"))
-    plan = {(p.arm, p.resolution): p for p in study.cells.plan}
+    plan = {(p.arm, p.resolution): p for p in study.resolution_cells.plan}
     assert {k: p.forward_mac for k, p in plan.items()} == MAC
     budget = {32: 1500.573696, 64: 3000, 128: 20000}
     for (arm, n), p in plan.items():
@@ -181,14 +181,14 @@ def test_cell_keys_need_resolutions_and_detail_metrics_need_toy_detail(tmp_path)
 
 def test_the_draft_study_loads_with_both_arms_at_every_resolution():
     study = load_study(DRAFT)
-    assert study.cells.resolutions == (32, 64, 128) and study.cells.data == "toy-detail"
-    plan = {(p.arm, p.resolution): p for p in study.cells.plan}
+    assert study.resolution_cells.resolutions == (32, 64, 128) and study.resolution_cells.data == "toy-detail"
+    plan = {(p.arm, p.resolution): p for p in study.resolution_cells.plan}
     assert {k: p.forward_mac for k, p in plan.items()} == MAC
-    assert study.cells.classifiers == {n: f"data/toy_detail_classifier/{n}" for n in (32, 64, 128)}
+    assert study.resolution_cells.classifiers == {n: f"data/toy_detail_classifier/{n}" for n in (32, 64, 128)}
     for n in (32, 64, 128):  # equal FLOPs: both arms spend the cell's budget to within a step
         for arm in ("E", "global"):
             p = plan[arm, n]
-            assert study.cells.final_gflop[n] - p.step_flops / 1e9 < p.gflop <= study.cells.final_gflop[n]
+            assert study.resolution_cells.final_gflop[n] - p.step_flops / 1e9 < p.gflop <= study.resolution_cells.final_gflop[n]
 
 
 def test_a_study_without_its_classifiers_is_refused_before_any_training(tmp_path):
@@ -232,7 +232,7 @@ def finished(tmp_path_factory) -> Path:
 
 def test_a_tiny_two_resolution_study_runs_with_anytime_evaluations_at_its_steps(finished):
     study = load_study(finished)
-    plan = {(p.arm, p.resolution): p for p in study.cells.plan}
+    plan = {(p.arm, p.resolution): p for p in study.resolution_cells.plan}
     # ⌊2 GFLOP ÷ (6 · MAC · 4)⌋ at 16², ⌊4 GFLOP ÷ …⌋ at 32²
     assert {k: p.steps for k, p in plan.items()} == {
         ("E", 16): 11, ("global", 16): 7, ("E", 32): 10, ("global", 32): 3
@@ -260,7 +260,7 @@ def test_a_tiny_two_resolution_study_runs_with_anytime_evaluations_at_its_steps(
 
 def test_the_cell_analysis_reads_each_cell_with_anytime_curves_crossover_and_exponent(finished, tmp_path):
     study = registration.check(finished)
-    result = cells_module.analyze_study(study)
+    result = resolutions.analyze_study(study)
     assert result["n_runs"] == 8
     rows = [r for r in result["comparisons"] if r["metric"] == "detail_distance"]
     assert [(r["x"], r["y"], r["difference"]["n"]) for r in rows] == [
@@ -298,7 +298,7 @@ def test_the_cell_analysis_reads_each_cell_with_anytime_curves_crossover_and_exp
     out = report.report(finished, tmp_path / "out")
     text = (tmp_path / "out" / "summary.md").read_text()
     assert "equal training GFLOP per cell (16²: 2, 32²: 4;" in text
-    assert "## Cells" in text and "| E | 32 |" in text and "Crossover (hourglass vs global" in text
+    assert "## ResolutionCells" in text and "| E | 32 |" in text and "Crossover (hourglass vs global" in text
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["exponent"] == out["exponent"]
 
 

@@ -37,7 +37,7 @@ forward pass, the backward's two (activations and weights), two FLOPs per multip
 any run): no arm exceeds the budget, and each falls short of it by less than one step. The
 anytime evaluations are at ⌊f × steps + ½⌋ (f < 1) and the last step.
 
-**Cells as arms.** A cell's arm is an :class:`~hdit_edu.studies.spec.Arm` labelled
+**ResolutionCells as arms.** A cell's arm is an :class:`~hdit_edu.studies.spec.Arm` labelled
 ``ARM@n`` (records ``ARM@n-sSEED.json``) with its own :class:`~hdit_edu.ablation.ToyBudget`
 (steps, evaluation steps, resolution, data, classifier), and each comparison becomes one per
 cell (``what @ n²``, that cell's expected sign); the queue, the claims, the records and the
@@ -88,7 +88,7 @@ class CellPlan:
 
 
 @dataclass(frozen=True)
-class Cells:
+class ResolutionCells:
     """A study's cells (module docstring): the resolutions, the data, the per-cell budget in
     GFLOP (None: steps), the anytime fractions, the classifier per resolution, the base arms'
     labels, the plan of every (arm, resolution), the crossover rule and the scaling file."""
@@ -163,7 +163,7 @@ def cell_resolutions(task: dict, fail) -> list[int] | None:
     return resolutions
 
 
-def parse_cells(raw: dict, arms, budget: ToyBudget, folder: Path, fail) -> Cells | None:
+def parse_cells(raw: dict, arms, budget: ToyBudget, folder: Path, fail) -> ResolutionCells | None:
     """The cells of a spec (None where ``task.resolutions`` is absent; then the other cell keys
     are refused), with every arm's plan: its config at each resolution, FLOPs, steps."""
     task, evaluation = raw.get("task", {}), raw.get("evaluation", {})
@@ -227,7 +227,7 @@ def parse_cells(raw: dict, arms, budget: ToyBudget, folder: Path, fail) -> Cells
                                      f"the steps {list(evals)}: a larger budget or fewer points")  # fmt: skip
             plan.append(CellPlan(arm.label, n, mac, step_flops, steps, evals))
     scaling_path = None if scaling is None else Path(folder) / scaling
-    return Cells(tuple(resolutions), data, final, tuple(anytime), classifiers,
+    return ResolutionCells(tuple(resolutions), data, final, tuple(anytime), classifiers,
                  tuple(a.label for a in arms), tuple(plan), crossover, scaling_path)  # fmt: skip
 
 
@@ -249,7 +249,7 @@ def _crossover(value, raw: dict, fail) -> dict[str, tuple[str, ...]] | None:
     return out
 
 
-def cell_budget(cells: Cells, budget: ToyBudget, plan: CellPlan) -> ToyBudget:
+def cell_budget(cells: ResolutionCells, budget: ToyBudget, plan: CellPlan) -> ToyBudget:
     """The :class:`ToyBudget` of one arm in one cell: its steps, its anytime evaluation steps,
     the resolution, the data and the classifier."""
     return replace(
@@ -262,7 +262,7 @@ def cell_budget(cells: Cells, budget: ToyBudget, plan: CellPlan) -> ToyBudget:
     )
 
 
-def expand(cells: Cells, arms, comparisons, budget: ToyBudget, arm_type, comparison_type):
+def expand(cells: ResolutionCells, arms, comparisons, budget: ToyBudget, arm_type, comparison_type):
     """The study's arms and comparisons, one per cell: arms ``ARM@n`` (each with its cell's
     budget), comparisons per cell with that cell's expected sign."""
     plans = {(p.arm, p.resolution): p for p in cells.plan}
@@ -287,14 +287,14 @@ def expand(cells: Cells, arms, comparisons, budget: ToyBudget, arm_type, compari
 def check_classifiers(study) -> None:
     """Refuse to start a cell study whose evaluation classifiers are not on this machine (before
     any training: a run that cannot be evaluated is not started)."""
-    if study.cells is None:
+    if study.resolution_cells is None:
         return
-    for n, path in study.cells.classifiers.items():
+    for n, path in study.resolution_cells.classifiers.items():
         if path is None:
             continue
         folder = classifier_folder(path)
         if not (folder / "model.safetensors").is_file():
-            data = "toy-detail" if study.cells.data == "toy-detail" else "toy"
+            data = "toy-detail" if study.resolution_cells.data == "toy-detail" else "toy"
             raise MissingWeightsError(
                 f"{study.path}: the evaluation classifier for {n}² is not at {folder}; make it "
                 f"with `hdit-edu classifier train --data {data} --resolution {n} --out {folder}`"
@@ -307,7 +307,7 @@ def check_classifiers(study) -> None:
 def anytime_curves(study, runs: dict) -> dict:
     """Per cell and arm: at each anytime evaluation, the training GFLOPs (exact, from the plan),
     the mean training CPU-seconds so far and each metric's :func:`t_interval` over seeds."""
-    cells, out = study.cells, {}
+    cells, out = study.resolution_cells, {}
     for plan in cells.plan:
         label = cell_label(plan.arm, plan.resolution)
         by_seed = runs.get(label, {})
@@ -379,7 +379,7 @@ def crossover(study, result: dict) -> dict:
     case; else *not resolved*; rows read by the study's rule); the **crossover resolution** is
     the smallest tested n at which Y wins and wins at every larger tested n too (None: no
     crossover up to the largest tested n)."""
-    cells, rule = study.cells, study.cells.crossover
+    cells, rule = study.resolution_cells, study.resolution_cells.crossover
     per_cell = len(study.comparisons) // len(cells.resolutions)
     out = []
     for i in range(per_cell):
@@ -433,7 +433,7 @@ def analyze_study(study, runs: dict | None = None) -> dict:
     ``scaling`` (:func:`scaling_exponents`, where it names a benchmark file)."""
     runs = load_study_records(study) if runs is None else runs
     result = analyze(study, runs)
-    cells = study.cells
+    cells = study.resolution_cells
     if cells is None:
         return result
     result["cells"] = {
@@ -451,16 +451,16 @@ def analyze_study(study, runs: dict | None = None) -> dict:
     return result
 
 
-__all__ = ["Cells", "CellPlan", "analyze_study", "parse_cells", "expand"]
+__all__ = ["ResolutionCells", "CellPlan", "analyze_study", "parse_cells", "expand"]
 
 
 def plan_lines(study) -> list[str]:
     """The plan as a Markdown table: per arm and cell the forward GMAC per image, the GFLOPs
     per step, the steps, the GFLOPs they spend and the evaluation steps (fixed before any run)."""
-    budget = study.cells.final_gflop
+    budget = study.resolution_cells.final_gflop
     lines = ["| arm | n² | budget GFLOP | forward GMAC/image | GFLOP/step | steps | GFLOP spent "
              "| evaluations at |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for p in study.cells.plan:
+    for p in study.resolution_cells.plan:
         cell = "–" if budget is None else f"{budget[p.resolution]:g}"
         lines.append(
             f"| {p.arm} | {p.resolution} | {cell} | {p.forward_mac / 1e9:.4g} | "
@@ -473,7 +473,7 @@ def plan_lines(study) -> list[str]:
 def cells_markdown(result: dict, study) -> list[str]:
     """The cell study's part of ``summary.md``: the plan (steps and GFLOPs per arm and cell),
     each cell's anytime curve of the first metric, the crossover readings and the exponents."""
-    lines = ["", "## Cells", "", *plan_lines(study)]
+    lines = ["", "## ResolutionCells", "", *plan_lines(study)]
     metric = study.metrics[0]
     lines += ["", f"Anytime ({metric}, mean over seeds, at GFLOP | training CPU-s):", ""]
     for n, arms in result.get("anytime", {}).items():
