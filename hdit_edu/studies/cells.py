@@ -4,7 +4,8 @@ resolutions, position readings and the σ shift (§5.2's claim that RoPE extrapo
 "arbitrary resolutions") — with the one protocol's metrics (:func:`hdit_edu.protocol.measure`).
 
 - :func:`run` measures every (arm, seed) of the study at every cell its record does not hold
-  yet, from the arm's run folder (``cells.checkpoints``), and writes the record
+  yet, from the arm's run folder (``cells.checkpoints``) — seed by seed, cell by cell, every
+  arm in turn, so that a partial run holds the same cells of every arm — and writes the record
   ``LABEL-sSEED.json`` atomically after each cell (resumable; 16 samples per cell as a grid);
   with ``cells.real`` it also puts real training images through the same metrics
   (``real_floor.json``).
@@ -106,9 +107,9 @@ def measure_cell(study: Study, denoiser, config, cell: dict, seed: int):
     return out, images
 
 
-def run_one(study: Study, label: str, seed: int, run_dir: str | Path | None = None) -> dict:
-    """Measure one (arm, seed) at every cell its record lacks; the record is rewritten
-    atomically after each cell. ``run_dir``: the arm's ``cells.checkpoints`` by default."""
+def _open(study: Study, label: str, seed: int, run_dir: str | Path | None = None):
+    """(record, path, config, denoiser) of one (arm, seed): its record so far (a fresh one if
+    it has none or was measured with other settings) and its trained model."""
     g = grid(study)
     if run_dir is None:
         if label not in g.checkpoints:
@@ -121,20 +122,31 @@ def run_one(study: Study, label: str, seed: int, run_dir: str | Path | None = No
                   "settings": settings(study), "cells": {}}  # fmt: skip
     config, denoiser = load_run(run_dir)
     record |= {"run": str(run_dir), "cpu": cpu_model(), "versions": versions()}
-    todo = g.cells()
-    for cell in todo:
-        key = g.key(cell)
-        if key in record["cells"]:
-            continue
-        measured, images = measure_cell(study, denoiser, config, cell, seed)
-        record["cells"][key] = measured
-        nrow = grid_columns(16, config.model.num_classes)  # one class per column
-        save_grid(images[:16], study.records / "grids" / f"{label}-s{seed}-{key}.png", nrow=nrow)
-        record["cpu_s"] = sum(cpu_seconds(c) for c in record["cells"].values())
-        record["status"] = "done" if len(record["cells"]) == len(todo) else "partial"
-        atomic_write_text(path, json.dumps(record, indent=1) + "\n")
-    return record
+    return record, path, config, denoiser
 
+
+def _measure_into(study: Study, opened: tuple, cell: dict) -> None:
+    """Measure ``cell`` into the record unless it holds it; rewrite the record atomically."""
+    record, path, config, denoiser = opened
+    g, key = grid(study), grid(study).key(cell)
+    if key in record["cells"]:
+        return
+    measured, images = measure_cell(study, denoiser, config, cell, record["seed"])
+    record["cells"][key] = measured
+    nrow = grid_columns(16, config.model.num_classes)  # one class per column
+    save_grid(images[:16], study.records / "grids" / f"{record['name']}-{key}.png", nrow=nrow)
+    record["cpu_s"] = sum(cpu_seconds(c) for c in record["cells"].values())
+    record["status"] = "done" if len(record["cells"]) == len(g.cells()) else "partial"
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+
+
+def run_one(study: Study, label: str, seed: int, run_dir: str | Path | None = None) -> dict:
+    """Measure one (arm, seed) at every cell its record lacks (``run_dir``: the arm's
+    ``cells.checkpoints`` by default)."""
+    opened = _open(study, label, seed, run_dir)
+    for cell in grid(study).cells():
+        _measure_into(study, opened, cell)
+    return opened[0]
 
 def real_floor(study: Study) -> dict:
     """``cells.real``: the first n training images of each class, classes in turn as the
@@ -153,11 +165,17 @@ def real_floor(study: Study) -> dict:
 
 
 def run(study: Study) -> list[dict]:
-    """Every (arm, seed) at every cell (one process, one thread; resumable), then the real
-    reference if the spec asks for it and it is not written yet."""
+    """Every (arm, seed) at every cell (one process; resumable), then the real reference if
+    the spec asks for it and it is not written yet. Returns the records."""
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     study.records.mkdir(parents=True, exist_ok=True)
-    out = [run_one(study, arm.label, seed) for arm, seed in study.runs()]
+    out = []
+    for seed in sorted({s for a in study.arms for s in a.seeds}):
+        opened = [_open(study, a.label, seed) for a in study.arms if seed in a.seeds]
+        for cell in grid(study).cells():  # cell by cell, every arm in turn: a partial run
+            for one in opened:  # holds the same cells of every arm (paired comparisons)
+                _measure_into(study, one, cell)
+        out += [one[0] for one in opened]
     if grid(study).real and not (study.records / REAL).exists():
         atomic_write_text(study.records / REAL, json.dumps(real_floor(study), indent=1))
     return out
