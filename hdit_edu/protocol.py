@@ -72,6 +72,9 @@ class EvalProtocol:
     diversity: bool = False  # add FID's mean term and the features' spread
     fid_ae: bool = False  # add the FID in the label-free autoencoder's features (off: the
     # shipped records were measured without it)
+    resolution: int | None = None  # sample at another side than the training one (None: it)
+    positions: str | None = None  # how positions are read there (rope.POSITION_READINGS)
+    shift: bool = False  # the σ schedule moved by the resolution shift (resolution.py)
 
     def __post_init__(self):
         for name in ("n", "steps", "batch_size"):
@@ -148,7 +151,8 @@ def measure(
 
 def evaluate(denoiser, config, protocol: EvalProtocol, noise_seed: int):
     """Sample ``protocol.n`` images (classes in turn) from ``denoiser`` with noise seed
-    ``noise_seed`` and :func:`measure` them. Returns (metrics, images, labels); the metrics
+    ``noise_seed`` (at ``protocol.resolution`` with its reading and shift, if given) and
+    :func:`measure` them. Returns (metrics, images, labels); the metrics
     hold ``n_samples``, the sampling's wall and CPU seconds (``sample_s``, ``sample_cpu_s``)
     and the protocol's settings (``cfg``)."""
     t0, c0 = time.perf_counter(), time.process_time()
@@ -156,6 +160,9 @@ def evaluate(denoiser, config, protocol: EvalProtocol, noise_seed: int):
         denoiser,
         config,
         protocol.n,
+        resolution=protocol.resolution,
+        positions=protocol.positions,
+        shift=protocol.shift,
         sampler=protocol.sampler,
         steps=protocol.steps,
         cfg_scale=protocol.cfg,

@@ -29,9 +29,9 @@ import torch
 from ..checkpoints import atomic_write_text
 from ..data import save_grid
 from ..env import cpu_model, versions
-from ..protocol import measure
+from ..protocol import EvalProtocol, evaluate, measure
 from ..runs import load_run
-from ..sampling import generate, grid_columns, sample_labels
+from ..sampling import grid_columns, sample_labels
 from ..toy import ToyDataset
 from .spec import CellGrid, Study
 
@@ -81,28 +81,24 @@ def settings(study: Study) -> dict:
 
 def measure_cell(study: Study, denoiser, config, cell: dict, seed: int):
     """Sample ``cells.n`` images at ``cell`` (noise seed 1000 + seed, classes in turn) and
-    measure them. Returns (the record's cell, the images)."""
+    measure them: the one protocol (:func:`hdit_edu.protocol.evaluate`) at the cell's guidance
+    scale, size, position reading and σ shift. Returns (the record's cell, the images)."""
     g, s = grid(study), settings(study)
-    t0, c0 = time.perf_counter(), time.process_time()
-    images = generate(
-        denoiser, config, g.n, resolution=cell.get("resolution"),
-        positions=cell.get("positions"), shift=cell.get("shift", False), steps=s["steps"],
-        sampler=s["sampler"], cfg_scale=cell.get("cfg", s["cfg"]), seed=1000 + seed,
-        batch_size=s["batch"],
+    protocol = EvalProtocol(
+        n=g.n, sampler=s["sampler"], steps=s["steps"], cfg=cell.get("cfg", s["cfg"]),
+        batch_size=s["batch"], coherence=g.coherence, diversity=g.diversity,
+        resolution=cell.get("resolution"), positions=cell.get("positions"),
+        shift=cell.get("shift", False),
     )  # fmt: skip
-    sample_s, sample_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     t0, c0 = time.perf_counter(), time.process_time()
-    labels = sample_labels(g.n, config.model.num_classes)
-    measured = measure(images, labels, coherence=g.coherence, diversity_terms=g.diversity)
+    measured, images, _ = evaluate(denoiser, config, protocol, 1000 + seed)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     out = {
         **cell,
-        "n_samples": g.n,
         **measured,
         "nonfinite_samples": int((~images.isfinite().flatten(1).all(1)).sum()),
-        "sample_s": sample_s,
-        "sample_cpu_s": sample_cpu_s,
-        "metrics_s": time.perf_counter() - t0,
-        "metrics_cpu_s": time.process_time() - c0,
+        "metrics_s": wall - measured["sample_s"],
+        "metrics_cpu_s": cpu - measured["sample_cpu_s"],
     }
     return out, images
 
