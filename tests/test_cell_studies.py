@@ -242,3 +242,30 @@ def test_cells_at_other_sizes_readings_and_shift(trained, tmp_path):
     d = [runs[a][0][k]["class_accuracy"] for a in ("B2", "C") for k in ("48-grid-shift", "32-normalised-noshift")]
     assert entry["difference_of_change"]["values"] == pytest.approx([(d[2] - d[3]) - (d[0] - d[1])])
     assert entry["verdict"] == "not resolved"  # one seed: no interval
+
+
+def test_the_study_command_line_on_the_shipped_cell_studies(capsys, tmp_path):
+    """``hdit-edu study status / analyze --json / report`` of an evaluation-only study: the
+    resolution study's nine runs are done at 13 cells each; analyze --json prints the shipped
+    guidance summary.json; report --out writes the shipped summary.json and .md exactly and the
+    figure; a changed spec is refused."""
+    from hdit_edu.cli import main
+
+    assert main(["study", "status", str(RESOLUTION)]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" done ") == 9 and out.count("13/13") == 9
+    assert main(["study", "analyze", str(GUIDANCE), "--json"]) == 0
+    assert capsys.readouterr().out == (GUIDANCE / "summary.json").read_text()
+    assert main(["study", "report", str(RESOLUTION), "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    for name in ("summary.json", "summary.md"):  # (the figure's bytes depend on matplotlib's)
+        assert (tmp_path / name).read_bytes() == (RESOLUTION / name).read_bytes(), name
+    assert (tmp_path / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    copy = tmp_path / "changed"
+    copy.mkdir()
+    for name in ("study.toml", "registration.json"):
+        (copy / name).write_text((GUIDANCE / name).read_text())
+    spec = copy / "study.toml"
+    spec.write_text(spec.read_text().replace("n = 2048", "n = 1024"))
+    assert main(["study", "analyze", str(copy)]) == 2
+    assert "changed since it was registered" in capsys.readouterr().err
