@@ -156,19 +156,11 @@ def evaluate(denoiser, config, protocol: EvalProtocol, noise_seed: int):
     hold ``n_samples``, the sampling's wall and CPU seconds (``sample_s``, ``sample_cpu_s``)
     and the protocol's settings (``cfg``)."""
     t0, c0 = time.perf_counter(), time.process_time()
+    p = protocol
     images = generate(
-        denoiser,
-        config,
-        protocol.n,
-        resolution=protocol.resolution,
-        positions=protocol.positions,
-        shift=protocol.shift,
-        sampler=protocol.sampler,
-        steps=protocol.steps,
-        cfg_scale=protocol.cfg,
-        seed=noise_seed,
-        batch_size=protocol.batch_size,
-    )
+        denoiser, config, p.n, resolution=p.resolution, positions=p.positions, shift=p.shift,
+        sampler=p.sampler, steps=p.steps, cfg_scale=p.cfg, seed=noise_seed, batch_size=p.batch_size,
+    )  # fmt: skip
     sample_s, sample_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     labels = sample_labels(protocol.n, config.model.num_classes)
     metrics = measure(
