@@ -105,6 +105,9 @@ class EvalProtocol:
     data: str = "toy"  # the real images (FID reference): "toy", or "toy-detail" (which adds
     # coherence and detail_distance, the fine detail's spectrum distance; issue 30)
     classifier: str | None = None  # the evaluation classifier's folder (None: the shipped one)
+    resolution: int | None = None  # sample at another side than the training one (None: it)
+    positions: str | None = None  # how positions are read there (rope.POSITION_READINGS)
+    shift: bool = False  # the σ schedule moved by the resolution shift (resolution.py)
 
     def __post_init__(self):
         for name in ("n", "steps", "batch_size"):
@@ -197,20 +200,16 @@ def measure(
 
 def evaluate(denoiser, config, protocol: EvalProtocol, noise_seed: int):
     """Sample ``protocol.n`` images (classes in turn) from ``denoiser`` with noise seed
-    ``noise_seed`` and :func:`measure` them. Returns (metrics, images, labels); the metrics
+    ``noise_seed`` (at ``protocol.resolution`` with its reading and shift, if given) and
+    :func:`measure` them. Returns (metrics, images, labels); the metrics
     hold ``n_samples``, the sampling's wall and CPU seconds (``sample_s``, ``sample_cpu_s``)
     and the protocol's settings (``cfg``)."""
     t0, c0 = time.perf_counter(), time.process_time()
+    p = protocol
     images = generate(
-        denoiser,
-        config,
-        protocol.n,
-        sampler=protocol.sampler,
-        steps=protocol.steps,
-        cfg_scale=protocol.cfg,
-        seed=noise_seed,
-        batch_size=protocol.batch_size,
-    )
+        denoiser, config, p.n, resolution=p.resolution, positions=p.positions, shift=p.shift,
+        sampler=p.sampler, steps=p.steps, cfg_scale=p.cfg, seed=noise_seed, batch_size=p.batch_size,
+    )  # fmt: skip
     sample_s, sample_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     labels = sample_labels(protocol.n, config.model.num_classes)
     metrics = measure(

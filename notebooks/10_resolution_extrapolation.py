@@ -194,7 +194,8 @@ plt.show()
 # Each (model, seed) was sampled at 13 cells: 32², and {normalised, grid} × {no shift, shift}
 # at 24², 48², 64²; 512 samples per cell, the ablation's sampler (DPM++(3M) SDE, 50 steps,
 # guidance 3). The figure and the table below are the pre-registered analysis,
-# `results/resolution-toy/summary.json` (written by `analyze.py` with the toy ablation's
+# `results/resolution-toy/summary.json` (written from its spec, `study.toml`, by `hdit-edu study
+# report results/resolution-toy`, with the toy ablation's
 # statistics, `hdit_edu.stats.t_interval`: per cell and metric the mean, SD, n and the 95 % t
 # interval `ci95` = [low, high] with its half-width `half`). The first assert checks that it is
 # the analysis of exactly the shipped runs. Solid lines: the schedule as at 32²; dashed: shifted.
@@ -209,7 +210,8 @@ seeds = {m: sorted(s) for m, s in runs.items()}
 models = [m for m in ("C", "D", "L") if m in runs]
 print(f"runs (model: seeds): {seeds}; summary over seeds: {summary['seeds']}")
 assert summary["seeds"] == seeds, (
-    "summary.json is not the analysis of the shipped runs: rerun analyze.py (its README)"
+    "summary.json is not the analysis of the shipped runs: rerun "
+    "hdit-edu study report results/resolution-toy (its README)"
 )
 fig, ax = plt.subplots(figsize=(12, 6.5))
 ax.imshow(plt.imread(RESULTS / "summary.png"))
