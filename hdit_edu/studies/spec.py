@@ -404,7 +404,9 @@ def parse_study(raw: dict[str, Any], path: Path) -> Study:
             fail("evaluation.metrics", f"{m!r} needs evaluation.loss_profile = true")
         if m.endswith("_selected") and not select_cfg:
             fail("evaluation.metrics", f"{m!r} needs evaluation.select_cfg (the scales to choose from)")
-        if m in ("coherence", "detail_distance") and data != "toy-detail":
+        if m == "detail_distance" and data != "toy-detail":
+            fail("evaluation.metrics", f"{m!r} needs task.data = \"toy-detail\"")
+        if m == "coherence" and data != "toy-detail" and "cells" not in raw:  # [cells]: its own
             fail("evaluation.metrics", f"{m!r} needs task.data = \"toy-detail\"")
     if fid_ae and data != "toy":
         fail("evaluation.fid_ae", f"not with task.data = {data!r} (its reference is the toy set)")
