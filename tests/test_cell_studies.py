@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 import pytest
+from conftest import TINY_STUDY
 from scipy import stats
 
 from hdit_edu.studies import cell_report, cells, registration, runner
@@ -137,25 +138,9 @@ def test_coherence_is_a_cell_metric_only_where_it_is_measured(tmp_path):
     assert load_study(tmp_path).metrics == ("fid", "coherence")
 
 
-TINY_TRAIN = """\
-question = "two tiny runs to measure at cells"
-seeds = [0]
-arms = ["B2", "C"]
-checkpoints = "{checkpoints}"
-
-[task]
-train_steps = 10
-batch_size = 4
-
-[evaluation]
-n_eval = 16
-n_loss = 16
-sample_steps = 3
-sample_batch = 16
-
-[analysis]
-comparisons = [["B2", "C", "+ GEGLU", "better"]]
-"""
+TINY_TRAIN = TINY_STUDY.replace("seeds = [0, 1]", "seeds = [0]").replace(
+    "Does GEGLU (C) beat GELU (B2) on a tiny budget?", "two tiny runs to measure at cells"
+)
 
 TINY_CELLS = """\
 question = "the tiny runs at other cells"

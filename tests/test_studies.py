@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_STUDY
 
 from hdit_edu.ablation import analyze as ablation_analyze
 from hdit_edu.ablation import load_runs
@@ -28,25 +29,7 @@ from hdit_edu.studies.spec import SpecError, load_study
 ROOT = Path(__file__).resolve().parents[1]
 ABLATION = ROOT / "results" / "ablation-toy"
 
-TINY = """\
-question = "Does GEGLU (C) beat GELU (B2) on a tiny budget?"
-seeds = [0, 1]
-arms = ["B2", "C"]
-checkpoints = "{checkpoints}"
-
-[task]
-train_steps = 10
-batch_size = 4
-
-[evaluation]
-n_eval = 16
-n_loss = 16
-sample_steps = 3
-sample_batch = 16
-
-[analysis]
-comparisons = [["B2", "C", "+ GEGLU", "better"]]
-"""
+TINY = TINY_STUDY
 
 
 def tiny_study(folder: Path, text: str = TINY) -> Path:

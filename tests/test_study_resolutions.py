@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY_STUDY
 
 from hdit_edu.analysis import complete
 from hdit_edu.studies import registration, report, runner
@@ -68,22 +69,7 @@ crossover = {{ win = ["detail_distance"], not_worse = ["class_accuracy"] }}
 {scaling}"""
 
 
-PLAIN = """\
-question = "Does GEGLU (C) beat GELU (B2) on a tiny budget?"
-seeds = [0, 1]
-arms = ["B2", "C"]
-checkpoints = "{checkpoints}"
-
-[task]
-train_steps = 10
-batch_size = 4
-
-[evaluation]
-n_eval = 16
-
-[analysis]
-comparisons = [["B2", "C", "+ GEGLU", "better"]]
-"""
+PLAIN = TINY_STUDY  # conftest: the tiny two-arm study
 
 
 def cell_spec(folder: Path, **values) -> Path:
