@@ -49,7 +49,7 @@ import torch
 from . import evaluation
 from .analysis import METRIC_LABELS, METRICS, analyze_runs, budget_difference, load_records
 from .checkpoints import atomic_write_text
-from .configs import Config
+from .configs import Config, at_resolution
 from .data import ImageFolderDataset, save_grid
 from .ddpm import SAMPLING_STEPS
 from .env import cpu_model, git, versions  # noqa: F401 (cpu_model, git: part of this API)
@@ -73,6 +73,9 @@ from .training import Trainer
 TOY_EXPERIMENT = (*ABLATION_STEPS, "R4", "E-add", "E-concat", *MIN_SNR_VARIANTS)
 PAPER_CHAIN = (*ABLATION_STEPS, *BASELINES, "E-add", "E-concat", *MIN_SNR_VARIANTS)
 EXACT_PREFIX = 100  # the loss of each of a run's first steps, kept exactly in its record
+# ToyBudget's fields of a study's cell: absent from a record's settings when None (records made
+# before them, and every plain toy run, read the same)
+CELL_SETTINGS = ("resolution", "data", "classifier")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -105,6 +108,10 @@ class ToyBudget:
     eval_seed: int | None = None
     tag: str = ""
     ddpm_steps: int = SAMPLING_STEPS  # sampler steps of a DDPM arm (R1: DiT's ancestral sampler)
+    # A study's cell (issue 30; hdit_edu.studies.resolutions): None keeps the toy task's 32² toy set.
+    resolution: int | None = None  # the arm moved to n × n by App. A (configs.at_resolution)
+    data: str | None = None  # training.dataset: "toy" (None) or "toy-detail"
+    classifier: str | None = None  # the evaluation classifier's folder (None: the shipped one)
 
 
 def run_config(name: str, seed: int, budget: ToyBudget = ToyBudget()) -> Config:
@@ -138,6 +145,13 @@ def arm_config(
         config = apply_overrides(config, list(overrides))
         config.name = label or name
         config.validate()
+    if budget.resolution is not None or budget.data is not None:  # a study's cell
+        if budget.resolution is not None:  # after the overrides: App. A copies the outer level
+            config = at_resolution(config, budget.resolution)
+        if budget.data is not None:
+            config.training.dataset = budget.data
+        config.name = label or config.name
+        config.validate()
     return config
 
 
@@ -160,6 +174,8 @@ def evaluate_toy(trainer: Trainer, budget: ToyBudget, n: int, eval_seed: int):
         cfg=budget.cfg,
         batch_size=budget.sample_batch,
         ddpm_steps=budget.ddpm_steps,
+        data=budget.data or "toy",
+        classifier=budget.classifier,
     )
     metrics, images, _ = evaluate(denoiser, config, protocol, eval_seed)
     out = {"step": trainer.step, **metrics}
@@ -273,6 +289,50 @@ def run_toy(
         )
 
 
+def run_settings(name, seed, out, budget, eval_seed, resume, overrides=()) -> dict:
+    """A run record's ``settings``: the configuration, seed, budget, sampling seed, output
+    folder, resume flag and (a study's arm) the ``--set`` overrides."""
+    settings = {"config": name, "task": budget.task, "seed": seed} | {
+        k: v
+        for k, v in asdict(budget).items()
+        if k != "task" and (v is not None or k not in CELL_SETTINGS)
+    }
+    settings |= {"eval_seed": eval_seed, "out": str(out), "resume": resume}
+    if overrides:  # a study's arm: a registry configuration changed by --set assignments
+        settings["overrides"] = list(overrides)
+    return settings
+
+
+def check_settings(path, previous: dict, settings: dict) -> None:
+    """Refuse to count or redo the done record ``previous`` (at ``path``) for a run of other
+    ``settings``: another budget or other overrides is another experiment."""
+    other = budget_difference(previous["settings"], settings)
+    old, new = previous["settings"].get("overrides", []), settings.get("overrides", [])
+    if old != new:
+        other = f"overrides: {old} vs {new}"
+    if other:
+        raise ValueError(f"{path} was recorded with other settings ({other}); write to another folder")
+
+
+def check_done_records(
+    names: Sequence[str], seeds: Sequence[int], out, budget: ToyBudget = ToyBudget(), *,
+    resume: bool = False,
+) -> None:  # fmt: skip
+    """Before any run: every done record in ``out`` of a (configuration, seed) to run again
+    holds this ``budget`` (:func:`check_settings`; with ``resume``, one of fewer steps is to be
+    continued instead), and every record there is readable (:func:`read_record`)."""
+    for name in names:
+        for seed in seeds:
+            path = Path(out) / f"{run_name(name, seed, budget.tag)}.json"
+            previous = read_record(path)
+            if previous is None or previous.get("status") != "done":
+                continue
+            if resume and previous["config"]["training"]["steps"] < budget.train_steps:
+                continue
+            eval_seed = 1000 + seed if budget.eval_seed is None else budget.eval_seed
+            check_settings(path, previous, run_settings(name, seed, out, budget, eval_seed, resume))
+
+
 def _run_claimed(
     name, seed, out, path, held, budget, eval_seed, resume, command, log, *, label, overrides,
     callback,
@@ -286,20 +346,9 @@ def _run_claimed(
         and previous is not None
         and previous["config"]["training"]["steps"] < budget.train_steps
     )
-    settings = {"config": name, "task": budget.task, "seed": seed} | {
-        k: v for k, v in asdict(budget).items() if k != "task"
-    }
-    settings |= {"eval_seed": eval_seed, "out": str(out), "resume": resume}
-    if overrides:  # a study's arm: a registry configuration changed by --set assignments
-        settings["overrides"] = list(overrides)
+    settings = run_settings(name, seed, out, budget, eval_seed, resume, overrides)
     if previous is not None and previous.get("status") == "done" and not extend:
-        other = budget_difference(previous["settings"], settings)
-        if previous["settings"].get("overrides", []) != list(overrides):
-            other = f"overrides: {previous['settings'].get('overrides', [])} vs {list(overrides)}"
-        if other:
-            raise ValueError(
-                f"{path} was recorded with other settings ({other}); write to another folder"
-            )
+        check_settings(path, previous, settings)
         if not missing:
             log(f"{path} is done: skipped")
             return previous
@@ -324,6 +373,13 @@ def _run_claimed(
         "evaluations": [],
         "final": None,
     }
+    if config.training.compile:  # a compiled study's run (tests/test_studies_chain.py)
+        record["compiled"] = {
+            "backend": "inductor",  # torch.compile's default: C++ kernels on the CPU
+            "torch": torch.__version__,
+            "reproducible": "bit-identical when rerun on the same CPU kind (versions.cpu), "
+            "torch version and thread count; another CPU kind gives another model",
+        }
     clock = {"t": time.perf_counter(), "c": time.process_time(), "train_s": 0.0, "train_cpu_s": 0.0}
     exact = []
     trainer = Trainer(config, run_dir, resume=resume, progress=False, device="cpu")
@@ -393,32 +449,6 @@ def _stamp(record: dict, clock: dict) -> dict:
     return record
 
 
-def run_toy_experiment(
-    names: Sequence[str],
-    seeds: Sequence[int],
-    out: str | Path,
-    budget: ToyBudget = ToyBudget(),
-    *,
-    run_dir: str | Path | None = None,
-    resume: bool = False,
-    command: str | None = None,
-    log=print,
-) -> list[dict]:
-    """:func:`run_toy` for every seed and configuration, seed-major (every configuration at the
-    first seed before the next seed, so that a partial experiment holds whole seeds of paired
-    comparisons). Returns the records.
-
-    Several processes may work on one output folder at once (a user with two cores starts two):
-    each run is claimed by one of them; the others pass it by, do the remaining runs, then wait
-    for the ones still in progress (and take over those whose process died)."""
-    options = dict(run_dir=run_dir, resume=resume, command=command, log=log)
-    order = [(name, seed) for seed in seeds for name in names]
-    records = {key: run_toy(*key, out, budget, **options) for key in order}
-    for key in [k for k in order if records[k] is None]:
-        records[key] = run_toy(*key, out, budget, wait=True, **options)
-    return [records[key] for key in order]
-
-
 def record_config(record: dict) -> Config:
     """The config of a run record as this library builds it (:func:`run_config` from the
     record's configuration, seed and settings), checked against the config the record holds
@@ -426,8 +456,9 @@ def record_config(record: dict) -> Config:
     differ: the run could not be reproduced."""
     s = record["settings"]
     budget = ToyBudget(
-        task=s["task"], train_steps=s["train_steps"], batch_size=s["batch_size"], lr=s["lr"]
-    )
+        task=s["task"], train_steps=s["train_steps"], batch_size=s["batch_size"], lr=s["lr"],
+        resolution=s.get("resolution"), data=s.get("data"),
+    )  # fmt: skip
     config = arm_config(
         record["config_name"], record["seed"], budget, s.get("overrides", ()), record.get("arm")
     )

@@ -39,7 +39,10 @@ PROFILE_METRICS = {"error_low": +1, "error_mid": +1, "error_high": +1, "heldout_
 # Toy FID in a second feature space, a label-free autoencoder's (evaluation.fid_ae): a
 # sample cannot score well on it merely by being prototypical for the toy classifier.
 FEATURE_METRICS = {"fid_ae": +1, "fid_ae_selected": +1}
-ALL_METRICS = METRICS | SELECTED_METRICS | PROFILE_METRICS | FEATURE_METRICS
+# The layout's coherence and the fine detail (task.data = "toy-detail", issue 30): one whole
+# object of the right class, and the spectrum distance to real images above 1/8 cycle/pixel.
+DETAIL_METRICS = {"coherence": -1, "detail_distance": +1}
+ALL_METRICS = METRICS | SELECTED_METRICS | PROFILE_METRICS | FEATURE_METRICS | DETAIL_METRICS
 METRIC_LABELS |= {
     "fid_selected": "toy FID at own best w",
     "class_accuracy_selected": "class accuracy at own best w",
@@ -49,6 +52,8 @@ METRIC_LABELS |= {
     "heldout_loss_own": "held-out loss, own weighting",
     "fid_ae": "FID, autoencoder features",
     "fid_ae_selected": "FID, autoencoder features, at own best w",
+    "coherence": "coherence",
+    "detail_distance": "detail distance (decades)",
 }
 # The expected direction of Y against X, times a metric's lower-is-better sign.
 EXPECT = {"better": -1, "worse": +1, "none": 0}
@@ -106,7 +111,7 @@ def _cpu_s(record: dict) -> float:
     study's guidance selection)."""
     evals = record.get("evaluations") or []
     cpu = record["train_cpu_s"] + sum(e["sample_cpu_s"] + e["loss_cpu_s"] for e in evals)
-    for extra in ("guidance_selection", "loss_profile"):  # a study's added evaluations
+    for extra in ("guidance_selection", "loss_profile", "second_features"):  # a study's
         if extra in record:
             cpu = cpu + record[extra]["cpu_s"]
     return cpu
@@ -156,6 +161,7 @@ def analyze_runs(
     family: str = "metric",
     rule: str = "holm",
     cross_cpu: bool = False,
+    one_budget: bool = True,
 ) -> dict:
     """The analysis of ``runs`` (:func:`load_records`): ``table`` (arm → metric →
     :func:`t_interval` over seeds, plus ``seeds``; arms in ``arms`` order), ``comparisons``
@@ -166,9 +172,11 @@ def analyze_runs(
     ``family`` of metric or comparison; ``p_adjusted`` = p without correction),
     ``significant`` (corrected p < 0.05) and, under the ``ci`` rule, the ``verdict``),
     ``kendall_tau`` and ``cost``. ``reference``: ``{"name", "metric", "values", "rank"}`` —
-    the rows carry ``NAME_difference_METRIC`` and the expected sign as ``NAME_sign``."""
+    the rows carry ``NAME_difference_METRIC`` and the expected sign as ``NAME_sign``.
+    ``one_budget=False``: the arms' budgets differ by design (a study's cells: steps from each
+    arm's FLOPs, resolutions), each record checked against its own arm's by the caller."""
     records = [r for by_seed in runs.values() for r in by_seed.values()]
-    for r in records[1:]:
+    for r in records[1:] if one_budget else ():
         other = budget_difference(records[0]["settings"], r["settings"])
         if other:
             raise ValueError(
@@ -267,9 +275,11 @@ def load_study_records(study) -> dict:
     return runs
 
 
-def study_settings(study) -> dict:
-    """The budget settings every record of ``study`` must have been made with."""
-    return asdict(study.budget)
+def study_settings(study, arm=None) -> dict:
+    """The budget settings every record of ``study`` (of its arm ``arm``: a cell's arm has a
+    budget of its own) must have been made with."""
+    budget = getattr(arm, "budget", None) or study.budget
+    return asdict(budget)
 
 
 def analyze(study, runs: dict | None = None) -> dict:
@@ -282,9 +292,8 @@ def analyze(study, runs: dict | None = None) -> dict:
         label: {s: r for s, r in by_seed.items() if s in study.arm(label).seeds}
         for label, by_seed in runs.items()
     }
-    wanted = study_settings(study)
-    for r in (r for by_seed in runs.values() for r in by_seed.values()):
-        other = budget_difference(r["settings"], wanted)
+    for label, r in ((label, r) for label, by_seed in runs.items() for r in by_seed.values()):
+        other = budget_difference(r["settings"], study_settings(study, study.arm(label)))
         if other:
             raise ValueError(
                 f"record {r['name']!r} was made with other settings than {study.path} "
@@ -304,4 +313,5 @@ def analyze(study, runs: dict | None = None) -> dict:
         family=study.family,
         rule=study.rule,
         cross_cpu=study.cross_cpu,
+        one_budget=getattr(study, "resolution_cells", None) is None,
     )

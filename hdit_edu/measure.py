@@ -2,8 +2,9 @@
 Fig. 9): what the sampling demo, notebooks 08–09 and scripts measure, without ipywidgets.
 
 * :func:`sample_accuracy` — ``n`` samples, the classes in turn, timed, and their class accuracy
-  by the toy classifier (:class:`AccuracyRun`): the one measurement behind the two below and
-  the live training notebook's end-of-run check;
+  by the toy classifier (:class:`AccuracyRun`): the studies' one evaluation protocol
+  (:func:`hdit_edu.protocol.evaluate`, which also gives the toy FID) with the demo's settings,
+  behind the two below and the live training notebook's end-of-run check;
 * :func:`guidance_sweep` — Figure 9 on the toy set: class accuracy and toy FID against the
   classifier-free guidance scale w (the shipped run's ``cfg_sweep.json``);
 * :func:`sampler_study` — §5.1's samplers compared: the ODE samplers' discretisation error
@@ -15,16 +16,16 @@ Fig. 9): what the sampling demo, notebooks 08–09 and scripts measure, without 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from .configs import normalize_resolution
 from .evaluation import fid
-from .sampling import SAMPLERS, generate, karras_sigmas, sample
-from .toy import ToyDataset, class_accuracy
+from .protocol import EvalProtocol, evaluate
+from .sampling import SAMPLERS, karras_sigmas, sample
+from .toy import ToyDataset
 
 # The measurements' defaults, and the sampling demo's: the paper's sampler (§5.1: 50 steps of
 # DPM++(3M) SDE) with guidance w = 2.5 (near the FID optimum of the shipped run's cfg_sweep.json,
@@ -39,9 +40,10 @@ class AccuracyRun:
     """Samples of every class in turn and how many the toy classifier recognises."""
 
     images: torch.Tensor  # (n, C, H, W) in [-1, 1]
-    labels: torch.Tensor  # (n,) the classes asked for: 0, 1, 2, … in turn
+    labels: torch.Tensor  # (n,) the classes asked for: 0, 1, 2, … in turn (sample_labels)
     class_accuracy: float  # the fraction the toy classifier assigns to the class asked for
     seconds: float  # sampling time (the classifier not included)
+    metrics: dict = field(default_factory=dict)  # protocol.evaluate's: fid, per-class accuracy…
 
 
 def sample_accuracy(
@@ -55,28 +57,20 @@ def sample_accuracy(
     seed: int = 0,
     batch_size: int = 128,
 ) -> AccuracyRun:
-    """``n`` samples of a class-conditional toy-set model, classes 0, 1, 2, … in turn, timed,
-    and their class accuracy (:func:`hdit_edu.toy.class_accuracy`; chance: 1 / classes). The
-    one measurement behind :func:`guidance_sweep`, :func:`sampler_study` and the live
-    training notebook's end-of-run check."""
-    m = config.model
-    if not m.num_classes:
+    """``n`` samples of a class-conditional toy-set model, classes 0, 1, 2, … in turn
+    (:func:`hdit_edu.sampling.sample_labels`), timed, and their class accuracy by the toy
+    classifier (chance: 1 / classes): :func:`hdit_edu.protocol.evaluate` with these sampler
+    settings and noise seed ``seed``, so a demo's number and a study's have one definition
+    (``metrics`` holds the rest of the protocol's: toy FID against the test split, the
+    accuracy per class). The one measurement behind :func:`guidance_sweep`,
+    :func:`sampler_study` and the live training notebook's end-of-run check."""
+    if not config.model.num_classes:
         raise ValueError("class accuracy needs a class-conditional model (num_classes > 0)")
-    labels = torch.arange(n) % m.num_classes
-    start = time.perf_counter()
-    images = generate(
-        denoiser,
-        config,
-        n,
-        sampler=sampler,
-        steps=steps,
-        cfg_scale=float(cfg_scale),
-        class_cond=labels,
-        seed=seed,
-        batch_size=batch_size,
+    protocol = EvalProtocol(
+        n=n, sampler=sampler, steps=steps, cfg=float(cfg_scale), batch_size=batch_size
     )
-    seconds = time.perf_counter() - start
-    return AccuracyRun(images, labels, class_accuracy(images, labels), seconds)
+    metrics, images, labels = evaluate(denoiser, config, protocol, seed)
+    return AccuracyRun(images, labels, metrics["class_accuracy"], metrics["sample_s"], metrics)
 
 
 def guidance_sweep(
@@ -93,12 +87,11 @@ def guidance_sweep(
 ) -> dict:
     """Figure 9 on the toy set: for each guidance scale w, ``n`` samples (classes in turn) →
     class accuracy (toy classifier) and FID (toy classifier features) against ``reference``
-    (default: the toy test split). Returns a JSON-able dict of lists, one entry per scale."""
+    (default: the toy test split, the protocol's own FID of :func:`sample_accuracy`). Returns
+    a JSON-able dict of lists, one entry per scale."""
     m = config.model
     if not m.num_classes:
         raise ValueError("guidance_sweep needs a class-conditional model (num_classes > 0)")
-    if reference is None:
-        reference = ToyDataset("test", resolution=m.resolution)
     accuracy, fids, seconds = [], [], []
     for w in scales:
         run = sample_accuracy(
@@ -107,7 +100,9 @@ def guidance_sweep(
         )  # fmt: skip
         seconds.append(run.seconds)
         accuracy.append(run.class_accuracy)
-        fids.append(fid(run.images, reference, extractor="toy"))
+        # the protocol's toy FID (test split at the model's resolution), or another reference
+        fids.append(run.metrics["fid"] if reference is None else
+                    fid(run.images, reference, extractor="toy"))  # fmt: skip
     return {
         "scales": [float(w) for w in scales],
         "class_accuracy": accuracy,
@@ -117,7 +112,9 @@ def guidance_sweep(
         "sampler": sampler,
         "steps": steps,
         "seed": seed,
-        "reference": "toy test split" if isinstance(reference, ToyDataset) else str(reference),
+        "reference": "toy test split"
+        if reference is None or isinstance(reference, ToyDataset)
+        else str(reference),
         "extractor": "toy",
     }
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -43,21 +43,51 @@ from .configs import Config
 from .ddpm import SAMPLING_STEPS
 from .diffusion import Denoiser
 from .sampling import DDPM_SAMPLER, generate, sample_labels
-from .toy import ToyDataset, predict_classes, toy_coherence
+from .spectrum import spectrum_distance
+from .toy import ToyClassifier, ToyDataset, load_toy_classifier, predict_classes, toy_coherence
 from .toy_autoencoder import fid_ae as autoencoder_fid
+from .toy_detail import ToyDetailDataset, classifier_folder
 from .training import make_dataset, training_sigmas
 
-_TEST_FEATURES: dict[int, np.ndarray] = {}
+_TEST_FEATURES: dict = {}
+DATA = {"toy": ToyDataset, "toy-detail": ToyDetailDataset}  # the toy data sets, by name
+_CLASSIFIERS: dict[str, ToyClassifier] = {}
 
 
-def toy_test_features(resolution: int = 32) -> np.ndarray:
-    """Toy-classifier features of the whole held-out test split (2,048 images) rendered at
-    ``resolution``, computed once per process."""
-    if resolution not in _TEST_FEATURES:
-        _TEST_FEATURES[resolution] = evaluation.extract_features(
-            ToyDataset("test", resolution=resolution), extractor="toy", batch_size=256
-        )
-    return _TEST_FEATURES[resolution]
+def eval_classifier(path: str | None) -> ToyClassifier | None:
+    """The evaluation classifier a protocol names (None: the shipped one, left to
+    :mod:`hdit_edu.toy`), loaded once per process (:func:`toy_detail.classifier_folder`)."""
+    if path is None:
+        return None
+    if path not in _CLASSIFIERS:
+        _CLASSIFIERS[path] = load_toy_classifier(classifier_folder(path))
+    return _CLASSIFIERS[path]
+
+
+@torch.no_grad()
+def classifier_features(images: torch.Tensor, classifier: ToyClassifier, batch: int = 256):
+    """A given toy classifier's standardised features (B, 128) of images in [-1, 1]."""
+    parts = [classifier.features(images[i : i + batch].float()) for i in range(0, len(images), batch)]
+    return torch.cat(parts).double().numpy()
+
+
+def toy_test_features(
+    resolution: int = 32, data: str = "toy", classifier: str | None = None
+) -> np.ndarray:
+    """Toy-classifier features of the whole held-out test split (2,048 images) of ``data``
+    rendered at ``resolution``, computed once per process; ``classifier``: the folder of
+    another evaluation classifier than the shipped one (:func:`eval_classifier`)."""
+    key = resolution if (data, classifier) == ("toy", None) else (resolution, data, classifier)
+    if key not in _TEST_FEATURES:
+        test = DATA[data]("test", resolution=resolution)
+        if classifier is None:
+            feats = evaluation.extract_features(test, extractor="toy", batch_size=256)
+        else:  # in chunks: the 128² test split is 400 MB as float32
+            model, n = eval_classifier(classifier), len(test)
+            chunks = [test.batch(np.arange(i, min(i + 256, n)))[0] for i in range(0, n, 256)]
+            feats = np.concatenate([classifier_features(c, model) for c in chunks])
+        _TEST_FEATURES[key] = feats
+    return _TEST_FEATURES[key]
 
 
 @dataclass(frozen=True)
@@ -75,12 +105,20 @@ class EvalProtocol:
     # shipped records were measured without it)
     ddpm_steps: int = SAMPLING_STEPS  # a DDPM model (R1) samples with DiT's ancestral sampler, this many
     # respaced steps (DiT's sample.py); sampler and steps above are the EDM models'
+    data: str = "toy"  # the real images (FID reference): "toy", or "toy-detail" (which adds
+    # coherence and detail_distance, the fine detail's spectrum distance; issue 30)
+    classifier: str | None = None  # the evaluation classifier's folder (None: the shipped one)
+    resolution: int | None = None  # sample at another side than the training one (None: it)
+    positions: str | None = None  # how positions are read there (rope.POSITION_READINGS)
+    shift: bool = False  # the σ schedule moved by the resolution shift (resolution.py)
 
     def __post_init__(self):
         for name in ("n", "steps", "batch_size", "ddpm_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"EvalProtocol.{name}={value!r}; allowed: an integer ≥ 1")
+        if self.data not in DATA:
+            raise ValueError(f"EvalProtocol.data={self.data!r}; allowed: {', '.join(DATA)}")
 
 
     def sampling(self, config: Config) -> tuple[str, int]:
@@ -122,27 +160,41 @@ def measure(
     coherence: bool = False,
     diversity_terms: bool = False,
     fid_ae: bool = False,
+    data: str = "toy",
+    classifier: str | None = None,
 ) -> dict:
     """The protocol's metrics of ``images`` (B, 3, H, W) in [-1, 1] meant to show classes
     ``labels``: ``fid`` (against the test split at the images' resolution), ``class_accuracy``
     and ``class_accuracy_per_class``; with ``coherence`` also ``coherence``,
     ``coherence_per_class``, ``parts_match`` and ``inside``; with ``diversity_terms`` the
     :func:`diversity` terms; with ``fid_ae`` the FID in the autoencoder's features
-    (:func:`hdit_edu.toy_autoencoder.fid_ae`)."""
+    (:func:`hdit_edu.toy_autoencoder.fid_ae`). ``data``: the real images the FID is against
+    (``"toy-detail"`` adds ``coherence`` and ``detail_distance``: the spectrum distance to as
+    many test images, the split's first, :func:`hdit_edu.spectrum.spectrum_distance`); ``classifier``: the folder
+    of the evaluation classifier (features, class accuracy, coherence; None: the shipped one)."""
     resolution = images.shape[-1]
     labels = torch.as_tensor(labels).long().cpu()
     k = int(labels.max()) + 1 if len(labels) else 0
-    feats = evaluation.extract_features(images, extractor="toy", batch_size=256)
-    correct = (predict_classes(images) == labels).float()
+    model = eval_classifier(classifier)
+    if model is None:
+        feats = evaluation.extract_features(images, extractor="toy", batch_size=256)
+    else:
+        feats = classifier_features(images, model)
+    correct = (predict_classes(images, model) == labels).float()
+    reference = toy_test_features(resolution, data, classifier)
     out = {
-        "fid": evaluation.frechet_distance(feats, toy_test_features(resolution)),
+        "fid": evaluation.frechet_distance(feats, reference),
         "class_accuracy": correct.mean().item(),
         "class_accuracy_per_class": [correct[labels == c].mean().item() for c in range(k)],
     }
     if fid_ae:
         out["fid_ae"] = autoencoder_fid(images)
-    if coherence:
-        c = toy_coherence(images, labels)
+    if data == "toy-detail":  # against the test split's first images, as many as the samples
+        test = ToyDetailDataset("test", resolution=resolution)
+        real = test.batch(np.arange(min(len(images), len(test))))[0]
+        out["detail_distance"] = spectrum_distance(images, real)
+    if coherence or data == "toy-detail":
+        c = toy_coherence(images, labels, model)
         out |= {
             "coherence": c["coherent"].float().mean().item(),
             "coherence_per_class": [
@@ -152,34 +204,30 @@ def measure(
             "inside": c["inside"].float().mean().item(),
         }
     if diversity_terms:
-        test = ToyDataset("test", resolution=resolution)
+        test = DATA[data]("test", resolution=resolution)
         real_labels = test.labels.astype(np.int64)
-        out |= diversity(feats, labels.numpy(), toy_test_features(resolution), real_labels)
+        out |= diversity(feats, labels.numpy(), reference, real_labels)
     return out
 
 
 def evaluate(denoiser, config, protocol: EvalProtocol, noise_seed: int):
     """Sample ``protocol.n`` images (classes in turn) from ``denoiser`` with noise seed
-    ``noise_seed`` and :func:`measure` them. Returns (metrics, images, labels); the metrics
+    ``noise_seed`` (at ``protocol.resolution`` with its reading and shift, if given) and
+    :func:`measure` them. Returns (metrics, images, labels); the metrics
     hold ``n_samples``, the sampling's wall and CPU seconds (``sample_s``, ``sample_cpu_s``)
     and the protocol's settings (``cfg``)."""
     t0, c0 = time.perf_counter(), time.process_time()
-    sampler, steps = protocol.sampling(config)
+    p = protocol
+    sampler, steps = p.sampling(config)
     images = generate(
-        denoiser,
-        config,
-        protocol.n,
-        sampler=sampler,
-        steps=steps,
-        cfg_scale=protocol.cfg,
-        seed=noise_seed,
-        batch_size=protocol.batch_size,
-    )
+        denoiser, config, p.n, resolution=p.resolution, positions=p.positions, shift=p.shift,
+        sampler=sampler, steps=steps, cfg_scale=p.cfg, seed=noise_seed, batch_size=p.batch_size,
+    )  # fmt: skip
     sample_s, sample_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     labels = sample_labels(protocol.n, config.model.num_classes)
     metrics = measure(
         images, labels, coherence=protocol.coherence, diversity_terms=protocol.diversity,
-        fid_ae=protocol.fid_ae,
+        fid_ae=protocol.fid_ae, data=protocol.data, classifier=protocol.classifier,
     )  # fmt: skip
     out = {"n_samples": protocol.n, **metrics, "sample_s": sample_s, "sample_cpu_s": sample_cpu_s}
     return out, images, labels
@@ -213,16 +261,12 @@ def select_guidance(
         raise ValueError("scales is empty; allowed: one or more guidance scales")
     frontier = []
     for w in scales:
-        probe = EvalProtocol(n_select, protocol.sampler, protocol.steps, float(w),
-                             protocol.batch_size, fid_ae=protocol.fid_ae,
-                             ddpm_steps=protocol.ddpm_steps)  # fmt: skip
+        probe = replace(protocol, n=n_select, cfg=float(w))
         m, _, _ = evaluate(denoiser, config, probe, selection_seed)
         keys = ("fid", "class_accuracy", "fid_ae")
         frontier.append({"cfg": float(w)} | {k: m[k] for k in keys if k in m})
     best = min(frontier, key=lambda row: row["fid"])["cfg"]  # chosen by toy FID only
-    chosen = EvalProtocol(protocol.n, protocol.sampler, protocol.steps, best,
-                          protocol.batch_size, fid_ae=protocol.fid_ae,
-                          ddpm_steps=protocol.ddpm_steps)  # fmt: skip
+    chosen = replace(protocol, cfg=best)
     test, _, _ = evaluate(denoiser, config, chosen, test_seed)
     out = {
         "frontier": frontier,
@@ -256,8 +300,8 @@ def evaluate_loss(
     m = config.model
     if dataset is None:
         dataset = (
-            ToyDataset("test", resolution=m.resolution)
-            if config.training.dataset == "toy"
+            DATA[config.training.dataset]("test", resolution=m.resolution)
+            if config.training.dataset in DATA
             else make_dataset(config)
         )
     device = next(denoiser.parameters()).device

@@ -53,7 +53,7 @@ from .attention_analysis import attended_mask
 from .data import to_uint8
 from .measure import DEFAULT_CFG_SCALE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from .runs import load_run
-from .sampling import SAMPLERS, generate, sampling_sigmas
+from .sampling import SAMPLERS, generate, sample_labels, sampling_sigmas
 from .toy import TOY_CLASSES
 from .viz import plot_attended_set
 
@@ -130,12 +130,11 @@ class SampleResult:
 
 def sample_classes(settings: SamplingSettings, num_classes: int) -> torch.Tensor | None:
     """The class of each sample: ``class_index`` for all, else 0, 1, 2, … in turn (None for an
-    unconditional model) — the order ``hdit-edu sample`` uses."""
+    unconditional model) — the order ``hdit-edu sample`` and the studies use
+    (:func:`hdit_edu.sampling.sample_labels`)."""
     if num_classes == 0:
         return None
-    if settings.class_index is not None:
-        return torch.full((settings.batch_size,), settings.class_index, dtype=torch.long)
-    return torch.arange(settings.batch_size) % num_classes
+    return sample_labels(settings.batch_size, num_classes, settings.class_index)
 
 
 @torch.no_grad()

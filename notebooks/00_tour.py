@@ -84,13 +84,13 @@ import matplotlib.pyplot as plt
 import torch
 
 from hdit_edu.runs import load_run
-from hdit_edu.sampling import generate
+from hdit_edu.sampling import generate, sample_labels
 from hdit_edu.toy import TOY_CLASSES, class_accuracy
 from hdit_edu.widgets import SHIPPED_RUN
 
 torch.set_num_threads(1)  # tiny model: one thread is fastest on a small shared CPU
 config, denoiser = load_run(SHIPPED_RUN)
-classes = torch.arange(config.model.num_classes).repeat(2)
+classes = sample_labels(2 * config.model.num_classes, config.model.num_classes)  # 0, 1, … in turn
 t0 = time.perf_counter()
 images = generate(
     denoiser, config, len(classes), class_cond=classes, cfg_scale=2.5, steps=30, seed=0

@@ -508,7 +508,8 @@ plt.show()
 # kind C-smsnr was trained on). Each model is scored at its own *best w* (the lowest mean FID
 # over its three seeds), and the reading of E − C-smsnr there was fixed before the runs:
 # *robust* (CI below 0), *reversed* (CI above 0) or *not robust*. Every number below is
-# recomputed from the per-checkpoint records (`guidance/*.json`, by `guidance.py`); the grey
+# recomputed from the per-checkpoint records (`guidance/*.json`, measured and analysed by its
+# spec, `guidance/study.toml`: `hdit-edu study report results/ablation-toy/guidance`); the grey
 # band is 2,048 real training images through the same metrics.
 
 # %%

@@ -63,7 +63,7 @@ from hdit_edu.planner import plan
 from hdit_edu.presets import paper_config
 from hdit_edu.profiles import for_profile
 from hdit_edu.runs import load_run, read_metrics
-from hdit_edu.sampling import generate, karras_sigmas, sample
+from hdit_edu.sampling import generate, karras_sigmas, sample, sample_labels
 from hdit_edu.toy import TOY_CLASSES
 from hdit_edu.training import Trainer
 from hdit_edu.viz import plot_losses, show_images
@@ -317,8 +317,8 @@ if SAMPLE_RUN is None and PROFILE == "cpu":
 sample_run = from_repo(SAMPLE_RUN) or RUN_DIR
 run_config, denoiser = load_run(sample_run, device=device)
 # a class-conditional model (the toy one): classes 0, 1, 2, … in turn, no guidance
-classes = torch.arange(N_SAMPLES) % max(run_config.model.num_classes, 1)
-cond = {"class_cond": classes} if run_config.model.num_classes else {}
+classes = sample_labels(N_SAMPLES, run_config.model.num_classes)  # None: unconditional
+cond = {"class_cond": classes} if classes is not None else {}
 step_name = list_checkpoints(sample_run)[-1].name
 batch = 2 if PROFILE == "gpu" else 16
 sample_start = time.perf_counter()

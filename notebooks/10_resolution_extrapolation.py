@@ -177,7 +177,7 @@ for r in (24, 64):
     images, labels = ToyDataset("test", resolution=r).batch(range(256))
     real[r] = toy_coherence(images, labels)["coherent"].float().mean().item()
 noise = torch.randn(64, 3, 64, 64, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
-noise_score = toy_coherence(noise, torch.arange(64) % 8)["coherent"].float().mean().item()
+noise_score = toy_coherence(noise, sample_labels(64, 8))["coherent"].float().mean().item()
 print(f"real: 24² {real[24]:.3f}, 64² {real[64]:.3f}; noise {noise_score:.3f}")
 assert real[24] >= 0.99 and real[64] >= 0.99 and noise_score == 0.0
 fig, axes = plt.subplots(1, 2, figsize=(8, 2.4))
@@ -194,7 +194,8 @@ plt.show()
 # Each (model, seed) was sampled at 13 cells: 32², and {normalised, grid} × {no shift, shift}
 # at 24², 48², 64²; 512 samples per cell, the ablation's sampler (DPM++(3M) SDE, 50 steps,
 # guidance 3). The figure and the table below are the pre-registered analysis,
-# `results/resolution-toy/summary.json` (written by `analyze.py` with the toy ablation's
+# `results/resolution-toy/summary.json` (written from its spec, `study.toml`, by `hdit-edu study
+# report results/resolution-toy`, with the toy ablation's
 # statistics, `hdit_edu.stats.t_interval`: per cell and metric the mean, SD, n and the 95 % t
 # interval `ci95` = [low, high] with its half-width `half`). The first assert checks that it is
 # the analysis of exactly the shipped runs. Solid lines: the schedule as at 32²; dashed: shifted.
@@ -209,7 +210,8 @@ seeds = {m: sorted(s) for m, s in runs.items()}
 models = [m for m in ("C", "D", "L") if m in runs]
 print(f"runs (model: seeds): {seeds}; summary over seeds: {summary['seeds']}")
 assert summary["seeds"] == seeds, (
-    "summary.json is not the analysis of the shipped runs: rerun analyze.py (its README)"
+    "summary.json is not the analysis of the shipped runs: rerun "
+    "hdit-edu study report results/resolution-toy (its README)"
 )
 fig, ax = plt.subplots(figsize=(12, 6.5))
 ax.imshow(plt.imread(RESULTS / "summary.png"))
@@ -566,20 +568,11 @@ if RERUN:
         seed=1000,
         batch_size=64,
     )
-    labels = sample_labels(64, 8)
-    from hdit_edu import evaluation
-    from hdit_edu.toy import predict_classes
+    # the studies' one protocol: toy FID against the test split at 64², accuracy, coherence
+    from hdit_edu.protocol import measure
 
-    rerun = {
-        "class_accuracy": (predict_classes(samples) == labels).float().mean().item(),
-        "coherence": toy_coherence(samples, labels)["coherent"].float().mean().item(),
-        "fid": evaluation.frechet_distance(
-            evaluation.extract_features(samples, extractor="toy"),
-            evaluation.extract_features(
-                ToyDataset("test", resolution=64), extractor="toy", batch_size=256
-            ),
-        ),
-    }
+    measured = measure(samples, sample_labels(64, 8), coherence=True)
+    rerun = {k: measured[k] for k in ("class_accuracy", "coherence", "fid")}
     record = json.loads((RESULTS / "pilot" / "D-s0.json").read_text())["cells"]["64-grid-noshift"]
     print(
         f"rerun in {time.process_time() - t0:.0f} CPU-s:",

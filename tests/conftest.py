@@ -1,7 +1,7 @@
 """Shared pytest options: ``--runslow`` runs tests (and notebooks) marked slow. Shared fixtures:
 ``k_diffusion`` (the authors' reference implementation, with ``HDIT_K_DIFFUSION_SRC`` set),
 ``toy_data`` (512 toy training images), ``small_book``. Shared helpers, imported by the test
-files as ``from conftest import …`` (pytest puts this folder on ``sys.path``): :data:`TINY` and
+files as ``from conftest import …`` (pytest puts this folder on ``sys.path``): :data:`TINY_STUDY`, :data:`TINY` and
 :func:`tiny_config` (the tests' tiny model), :func:`tiny_cli_args` (the same on the command
 line)."""
 
@@ -124,3 +124,26 @@ def small_book(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("book")
     return out, build_book.build_book(out, SMALL_BOOK, log=lambda _: None)
+
+
+# The tiny study every studies test starts from (two arms, 10 steps, 16 samples): tests derive
+# their variants by replacing lines, so the machinery is exercised on one text.
+TINY_STUDY = """\
+question = "Does GEGLU (C) beat GELU (B2) on a tiny budget?"
+seeds = [0, 1]
+arms = ["B2", "C"]
+checkpoints = "{checkpoints}"
+
+[task]
+train_steps = 10
+batch_size = 4
+
+[evaluation]
+n_eval = 16
+n_loss = 16
+sample_steps = 3
+sample_batch = 16
+
+[analysis]
+comparisons = [["B2", "C", "+ GEGLU", "better"]]
+"""

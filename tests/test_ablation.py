@@ -37,6 +37,8 @@ from hdit_edu.cli.train import train_config
 from hdit_edu.configs import all_local
 from hdit_edu.models import build_model
 from hdit_edu.presets import FOLLOW_UPS
+from hdit_edu.studies import registration, runner
+from hdit_edu.studies.spec import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "results" / "ablation-toy" / "runs"
@@ -129,56 +131,6 @@ def test_error_by_sigma_closed_forms():
     zero = error_by_sigma(_Fixed(0.0), config, sigmas, n=n, batch_size=16)
     assert ident == pytest.approx([s**2 * (eps**2).mean().item() for s in sigmas], rel=1e-5)
     assert zero == pytest.approx([(x0**2).mean().item()] * 3, rel=1e-5)
-
-
-def _results_script(name: str):
-    """A script of results/ablation-toy/ imported as a module (the folder is not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        name, ROOT / "results" / "ablation-toy" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_guidance_sweep_picks_each_models_best_w_and_pairs_the_two_by_seed():
-    """Synthetic records with closed-form curves: C-smsnr's FID 20 + 4(w − 1.5)² + s, E's
-    7 + 2(w − 3)² + 2s (seed s): best w 1.5 and 3, and E − C-smsnr at those scales is
-    −13 + s for s = 0, 1, 2, i.e. −12 ± t₀.₉₇₅,₂ · 1/√3; at one w the same pairing by seed."""
-    g = _results_script("guidance")
-    scales = (1.0, 1.5, 2.0, 3.0, 4.0)
-    curves = {"C-smsnr": lambda w, s: 20 + 4 * (w - 1.5) ** 2 + s,
-              "E": lambda w, s: 7 + 2 * (w - 3) ** 2 + 2 * s}  # fmt: skip
-    cell = dict(fid_mean_term=1.0, coherence=0.5, spread_within_class=1.0, cpu_s=36.0)
-    records = [
-        {
-            "name": f"{m}-s{s}",
-            "seed": s,
-            "cells": [
-                {"cfg": w, "fid": f(w, s), "class_accuracy": w / 10 + s / 100, **cell}
-                for w in scales
-            ],
-        }  # fmt: skip
-        for m, f in curves.items()
-        for s in range(3)
-    ]
-    result = g.analyze(records)
-    assert result["best_w"] == {"C-smsnr": 1.5, "E": 3.0}
-    fid = result["primary"]["fid"]["difference"]
-    half = stats.t.ppf(0.975, 2) / math.sqrt(3)
-    assert fid["values"] == pytest.approx([-13, -12, -11])
-    assert fid["ci95"] == pytest.approx([-12 - half, -12 + half])
-    assert result["verdict"].startswith("robust")
-    acc = result["primary"]["class_accuracy"]["difference"]
-    assert acc["values"] == pytest.approx([0.15, 0.15, 0.15])  # 3/10 − 1.5/10, same seed
-    rows = {(r["cfg"], r["metric"]): r["difference"] for r in result["per_w"]}
-    assert rows[4.0, "fid"]["values"] == pytest.approx([(7 + 2) - (20 + 25) + s for s in range(3)])
-    assert result["cpu_h"] == pytest.approx(30 * 36 / 3600)
-    assert g.verdict([-1.0, 2.0]).startswith("not robust")
-    assert g.verdict([0.5, 2.0]).startswith("reversed")
-    assert "| each at its best w (pre-registered) | -12 [" in g.markdown(result)
 
 
 def test_analysis_of_the_shipped_runs_recomputed():
@@ -283,6 +235,13 @@ def test_ablate_runs_resumes_and_analyses(tmp_path, capsys):
         assert r["command"].startswith("hdit-edu ablate")
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["table"]) == {"C", "D"} and summary["n_runs"] == 2
+    # a study: its spec generated and registered in OUT, its runs logged by the study runner
+    study = load_study(out / "study.toml")
+    assert [a.label for a in study.arms] == ["C", "D"] and study.budget.train_steps == 3
+    assert registration.registration(out)["text"] == (out / "study.toml").read_text()
+    starts = [e["run"] for e in runner.queue_log(study) if e["event"] == "start"]
+    assert sorted(starts) == ["C-s0", "D-s0"]
+    assert all("arm" not in json.loads((out / f"{n}.json").read_text()) for n in starts)
     assert (out / "summary.md").exists() and (out / "summary.png").exists()
 
     threads = torch.get_num_threads()
@@ -301,6 +260,12 @@ def test_ablate_runs_resumes_and_analyses(tmp_path, capsys):
         assert main([*args, "--train-steps", "4"]) == 2
         err = capsys.readouterr().err
         assert "other settings" in err and "train_steps: 3 vs 4" in err
+        assert registration.amendments(out) == []  # refused before anything was written
+        one = [*args[: args.index("--configs")], "--configs", "C", *args[args.index("--seeds"):]]
+        assert main(one) == 0  # other flags: the spec amended, naming the command
+        (amendment,) = registration.amendments(out)
+        assert "--configs C" in amendment["reason"]
+        assert capsys.readouterr().out.count("is done: skipped") == 1
     finally:
         torch.set_num_threads(threads)
 

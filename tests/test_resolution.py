@@ -1,7 +1,8 @@
 """Sampling at another resolution (issue 19): the two position readings in closed form, the
 additive table's border extension, the σ schedule's resolution shift, the size checks with their
 messages, the all-local config, ``hdit-edu sample --resolution``, and the analysis of the
-shipped results (``results/resolution-toy/analyze.py``)."""
+shipped results (``results/resolution-toy/study.toml``, analysed by
+:mod:`hdit_edu.studies.cell_report`)."""
 
 from __future__ import annotations
 
@@ -326,22 +327,51 @@ def test_toy_coherence_is_near_one_on_real_images_and_zero_on_noise_and_tilings(
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "resolution-toy"
 
 
-def _analyze_module():
-    spec = importlib.util.spec_from_file_location("resolution_analyze", RESULTS / "analyze.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _study():
+    from hdit_edu.studies.spec import load_study
+
+    return load_study(RESULTS / "study.toml")
+
+
+class _Analysis:
+    """The resolution study's analysis as the library gives it (its spec's ``[cells]``)."""
+
+    def __init__(self):
+        from hdit_edu.studies import cell_report, cells
+
+        self.study, self.report, self.cells = _study(), cell_report, cells
+
+    def summarise(self, runs):
+        return self.report.from_base(self.study, runs)
+
+    def load(self):
+        return self.cells.load(self.study)
+
+    def markdown(self, summary):
+        return self.report.markdown(summary, self.study)
+
+    def wide_tables(self, summary, schedule):
+        return self.report.wide_tables(summary, self.study, schedule)
+
+    def verdict(self, entry, metric):
+        from hdit_edu.stats import ci_verdict
+
+        return ci_verdict(entry, self.report.better_sign(metric))
+
+    def retained(self, cell, base, metric):
+        floor = self.study.cells.post_hoc["floors"].get(metric, 0.0)
+        return self.report.retained(cell, base, metric, floor)
 
 
 def test_shipped_resolution_summary_is_the_analysis_of_its_runs():
-    """summary.json / .md are analyze.py's output on the shipped runs, as written (NaN, for
+    """summary.json / .md are the spec's analysis of the shipped runs, as written (NaN, for
     one seed, compares as text); the 32² cell of C-s0 is its record: 383 of 512 samples; the
     table's 32² entry of C is the t interval of every C seed's record."""
-    analyze = _analyze_module()
-    summary = analyze.summarise(analyze.load(RESULTS / "runs"))
+    analyze = _Analysis()
+    summary = analyze.summarise(analyze.load())
     assert json.dumps(summary, indent=1) + "\n" == (RESULTS / "summary.json").read_text()
     assert analyze.markdown(summary) == (RESULTS / "summary.md").read_text()
-    runs = analyze.load(RESULTS / "runs")
+    runs = analyze.load()
     assert runs["C"][0]["32-normalised-noshift"]["class_accuracy"] == 383 / 512
     c32 = summary["table"]["C"]["32-normalised-noshift"]["class_accuracy"]
     values = [cells["32-normalised-noshift"]["class_accuracy"] for cells in runs["C"].values()]
@@ -361,7 +391,7 @@ def test_resolution_analysis_pairs_by_seed_with_the_ablation_statistics():
     """Three seeds where D − C at 64² is 0.125 × (1, 2, 3) and zero at 32²: the table and the
     paired entries are hdit_edu.ablation's t interval and paired t-test (closed forms: t₀.₉₇₅,₂
     = 0.95 / √(2·0.975·0.025), p = 1 − √(t²/(2 + t²)) with t = 2√3); no spread: NaN p."""
-    analyze = _analyze_module()
+    analyze = _Analysis()
 
     runs = {
         "C": {s: _synthetic_cells(0.25) for s in range(3)},
@@ -389,7 +419,7 @@ def test_resolution_verdicts_follow_the_preregistered_rule():
     """The README's rule on a difference's 95 % CI: wholly on the better side of 0 → better,
     wholly on the worse side → worse, else (or with one seed) not resolved; "better" is higher
     accuracy and coherence, lower FID. The summary counts the verdicts per pair and metric."""
-    analyze = _analyze_module()
+    analyze = _Analysis()
     up = t_interval([0.1, 0.2, 0.3])  # CI 0.2 ± 0.248: spans 0
     clear = t_interval([0.19, 0.2, 0.21])  # CI 0.2 ± 0.025: above 0
     assert analyze.verdict(up, "class_accuracy") == "not resolved"
@@ -432,7 +462,7 @@ def test_shift_effect_is_shift_minus_no_shift_paired_by_seed_and_tabled_per_sche
     form: differences 0.19, 0.20, 0.21 → mean 0.2, CI 0.2 ± 0.0248, "better"); a model without
     shifted cells has no entry; the wide tables show one row per size under each schedule,
     32² being the one training cell under both."""
-    analyze = _analyze_module()
+    analyze = _Analysis()
 
     def cells(s, shifted=True):
         out = _synthetic_cells(0.25)

@@ -290,3 +290,40 @@ def test_revisited_study_is_the_registered_amd_cut():
     assert len(study.runs()) == sum(design["AMD_CUT"].values()) == 20
     assert study.metrics[:2] == ("fid_selected", "fid_ae_selected") and study.fid_ae
     assert study.select_cfg == (1.0, 1.5, 2.0, 3.0, 4.0) and study.loss_profile
+
+
+def test_revisited_reading_rule_gives_each_outcome_of_its_table():
+    """reading.py applies the README's RoPE outcome table as registered: each row of the table
+    from analysis rows with those significances and signs (Holm p and CIs as the analysis
+    writes them), and the qualifiers from the autoencoder FID and the σ-band errors."""
+    reading = runpy.run_path(str(REVISITED / "reading.py"))
+
+    def row(mean, sig, lo=None, hi=None):
+        lo, hi = (mean - 1, mean + 1) if lo is None else (lo, hi)
+        return {"difference": {"mean": mean, "n": 5, "ci95": [lo, hi]}, "significant": sig,
+                "p_holm": 0.01 if sig else 0.5}  # fmt: skip
+
+    def rows(grid, table, ae=None, mid=None):
+        ae, mid = ae or row(0.0, False), mid or row(0.0, False)
+        r = {("D", "D-grid", "fid_selected"): grid, ("D", "D-table", "fid_selected"): table}
+        for arm in ("D-grid", "D-table"):
+            r |= {("D", arm, "fid_ae_selected"): ae, ("D", arm, "error_mid"): mid,
+                  ("D", arm, "error_high"): row(0.0, False)}  # fmt: skip
+        return r
+
+    def verdict(r):
+        return reading["rope_reading"](r)[2]
+
+    assert "supports **aliasing**" in verdict(rows(row(-9, True), row(-2, False)))
+    assert "supports **lost absolute position**" in verdict(rows(row(-2, False), row(-9, True)))
+    assert "both contribute" in verdict(rows(row(-9, True), row(-9, True)))
+    assert "**neither**" in verdict(rows(row(-2, False), row(3, False)))
+    assert "grid hurts" in verdict(rows(row(9, True), row(-9, True)))
+    strong = rows(row(-9, True), row(0, False), ae=row(-5, False, -8, -2), mid=row(-1, False, -2, -0.5))
+    assert "under both extractors, and where the layout forms" in reading["rope_reading"](strong)[3]
+    weak = rows(row(-9, True), row(0, False), ae=row(-5, False, -8, 1))
+    assert "toy classifier only;" in reading["rope_reading"](weak)[3]
+    r = {("C", "D", "fid_selected"): row(8, True), ("C", "D", "fid"): row(8, False)}
+    assert "a guidance artefact" in reading["guidance_reading"](r)[0]
+    r[("C", "D", "fid")] = row(7, True)
+    assert "stands" in reading["guidance_reading"](r)[0]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_STUDY
 
 from hdit_edu.ablation import analyze as ablation_analyze
 from hdit_edu.ablation import load_runs
@@ -28,25 +29,7 @@ from hdit_edu.studies.spec import SpecError, load_study
 ROOT = Path(__file__).resolve().parents[1]
 ABLATION = ROOT / "results" / "ablation-toy"
 
-TINY = """\
-question = "Does GEGLU (C) beat GELU (B2) on a tiny budget?"
-seeds = [0, 1]
-arms = ["B2", "C"]
-checkpoints = "{checkpoints}"
-
-[task]
-train_steps = 10
-batch_size = 4
-
-[evaluation]
-n_eval = 16
-n_loss = 16
-sample_steps = 3
-sample_batch = 16
-
-[analysis]
-comparisons = [["B2", "C", "+ GEGLU", "better"]]
-"""
+TINY = TINY_STUDY
 
 
 def tiny_study(folder: Path, text: str = TINY) -> Path:
@@ -438,6 +421,13 @@ def test_each_arm_chooses_its_guidance_on_selection_noise_and_is_scored_on_test_
     assert {r["metric"] for r in result["comparisons"]} == {
         "fid", "fid_selected", "class_accuracy_selected", "error_mid", "heldout_loss_own"
     }  # fmt: skip
+    written = report.report(spec, tmp_path / "out")
+    chosen = written["guidance"]["C"]
+    assert chosen["cfg_selected"] == {"0": w}  # the record's own choice, per seed
+    assert chosen["frontier"] == sel["frontier"]  # one seed: the mean is the record's frontier
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["guidance"]["C"] == chosen
+    assert (tmp_path / "out" / "frontier.png").stat().st_size > 0
+    assert f"| C | 0: {w:g} |" in written["markdown"]
     with pytest.raises(SpecError, match="needs evaluation.select_cfg"):
         tiny_study(tmp_path / "bad", TINY.replace("[analysis]", 'metrics = ["fid_selected"]\n\n[analysis]'))
         load_study(tmp_path / "bad")

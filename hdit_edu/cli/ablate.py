@@ -1,7 +1,8 @@
 """``hdit-edu ablate toy|paper``: the ablation chain of Tables 1, 2 and 5 (``hdit_edu.ablation``):
 ``toy``, the pre-registered toy experiment of ``results/ablation-toy`` on the CPU; ``paper``, the
 paper's ImageNet-128 chain on GPUs. They share the chain's configurations and the evaluation's
-sizes; each has its own flags.
+sizes; each has its own flags. ``toy`` is a shortcut onto the study machinery
+(:mod:`hdit_edu.studies.chain`: a generated, registered ``study.toml``; the study runner).
 
 The form before the split, ``hdit-edu ablate [--profile cpu|gpu|auto] …``, still works for one
 release (:func:`legacy_argv`: the profile picks ``toy`` or ``paper``, with a deprecation message),
@@ -11,16 +12,15 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 from pathlib import Path
-
-import torch
 
 from ..ablation import (
     PAPER_CHAIN,
     TOY_EXPERIMENT,
     ToyBudget,
+    check_done_records,
     run_ablation,
-    run_toy_experiment,
     train_command,
     write_summary,
 )
@@ -86,7 +86,10 @@ def _add_toy(experiments) -> None:
         "samples, held-out loss under one common weighting) and write OUT/CONFIG-sSEED.json and "
         ".png; a finished run is skipped, an unfinished one starts again (runs are "
         "bit-identical on one CPU kind). Then the analysis (paired t CIs, Holm, sign vs the "
-        "paper, Kendall's tau) goes to SUMMARY (.json, .md, .png).",
+        "paper, Kendall's tau) goes to SUMMARY (.json, .md, .png). The runs are a study: "
+        "OUT/study.toml is generated from the flags and registered before the first run (other "
+        "flags later: a labelled amendment), and worked by the study runner (`hdit-edu study "
+        "status OUT/study.toml` shows them).",
     )
     _add_chain_options(
         toy,
@@ -263,6 +266,12 @@ def _without(words: list[str], flags: dict[str, bool]) -> list[str]:
 
 
 def cmd_ablate_toy(args: argparse.Namespace) -> int:
+    """The toy chain as a study: ``OUT/study.toml`` generated from the flags and registered
+    (:mod:`hdit_edu.studies.chain`), its runs worked by the study runner, then the chain's
+    analysis (:func:`hdit_edu.ablation.write_summary`)."""
+    from ..studies import runner
+    from ..studies.chain import prepare_chain_study
+
     out = Path(args.out)
     summary = Path(args.summary) if args.summary else out / "summary.json"
     check_writable_folder("--out", out)
@@ -297,17 +306,22 @@ def cmd_ablate_toy(args: argparse.Namespace) -> int:
             "eval_seed": args.eval_seed,
         }
         budget = ToyBudget(**{k: v for k, v in chosen.items() if v is not None})
-        torch.set_num_threads(args.threads)
-        run_toy_experiment(
-            names,
-            args.seeds if args.seeds is not None else [0, 1, 2],
-            out,
-            budget,
-            run_dir=args.run_dir,
-            resume=args.resume,
-            command=shlex.join(["hdit-edu", *args.argv]),
-            log=lambda line: print(line, flush=True),
-        )
+        seeds = args.seeds if args.seeds is not None else [0, 1, 2]
+        command = shlex.join(["hdit-edu", *args.argv])
+        # before anything is written: every record there readable, every done one this budget's
+        check_done_records(names, seeds, out, budget, resume=args.resume)
+        # the shortcut onto the study machinery: OUT/study.toml, registered, run by its runner
+        run_dir = args.run_dir or str(Path("runs/ablation-toy") / out.name)
+        spec = prepare_chain_study(out, names, seeds, budget, run_dir, command=command)
+        result = runner.run(
+            spec, progress=not args.no_progress, log=lambda line: print(line, flush=True),
+            threads=args.threads, resume=args.resume, command=command, wait=True,
+        )  # fmt: skip
+        if not result["ok"]:
+            for name, error in result["errors"].items():
+                print(f"hdit-edu ablate: {name} failed: {error}", file=sys.stderr)
+            print(f"hdit-edu ablate: see {spec.parent / runner.QUEUE_LOG}", file=sys.stderr)
+            return 1
     result = write_summary(out, summary)
     print(result["markdown"])
     print(f"wrote {summary} and its .md, .png")

@@ -23,6 +23,7 @@ from ..toy import (
     toy_grid,
     train_toy_classifier,
 )
+from ..toy_detail import ToyDetailDataset
 from .arguments import (
     NON_NEGATIVE,
     POSITIVE,
@@ -143,6 +144,14 @@ def add_classifier(sub) -> None:
         "--lr", type=finite_float(0.0, open_low=True), default=2e-3, help="Adam learning rate"
     )
     add_shared(train_classifier, "--seed")
+    train_classifier.add_argument(
+        "--data", choices=("toy", "toy-detail"), default="toy",
+        help="the data set: toy (default) or toy-detail (issue 30's per-resolution evaluation "
+        "classifiers, data/toy_detail_classifier/N)",
+    )  # fmt: skip
+    train_classifier.add_argument(
+        "--resolution", type=POSITIVE, default=32, help="image size n (n × n; a multiple of 8)"
+    )
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -215,7 +224,8 @@ def cmd_classifier_train(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out!r} exists{shipped}: pass --force to replace it")
     with new_folder(out, replace=args.force) as tmp:  # a cut-short run leaves `out` as it was
         _, record = train_toy_classifier(
-            tmp, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed
-        )
+            tmp, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+            resolution=args.resolution, dataset=ToyDetailDataset if args.data == "toy-detail" else None,
+        )  # fmt: skip
     print(f"test accuracy {record['test_accuracy']:.4f}; wrote {args.out}")
     return 0

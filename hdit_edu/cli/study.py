@@ -9,7 +9,9 @@ experiment; :mod:`hdit_edu.studies`, the file format in ``docs/studies.md``):
     hdit-edu study report SPEC [--out DIR]               # summary.{json,md,png}
 
 SPEC is a ``study.toml`` or its folder. ``run``, ``analyze`` and ``report`` refuse a spec that
-changed since its registration or last amendment.
+changed since its registration or last amendment. A spec with ``[cells]`` is evaluation-only
+(:mod:`hdit_edu.studies.cells`): ``run`` measures its checkpoints at every cell, ``status``
+counts the cells, ``analyze`` / ``report`` give its cell analysis.
 """
 
 from __future__ import annotations
@@ -89,8 +91,7 @@ def _status_table(rows: list[dict], metrics) -> str:
 
 def cmd_study(args: argparse.Namespace) -> int:
     # Imported here: the studies package pulls in the trainer and the evaluation.
-    from ..analysis import analyze
-    from ..studies import registration, report, runner
+    from ..studies import registration, report, resolutions, runner
     from ..studies.spec import load_study
 
     if args.action == "register":
@@ -101,6 +102,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         entry = registration.amend(args.spec, args.label, args.reason)
         print(json.dumps({k: v for k, v in entry.items() if k != "text"}, indent=1))
         return 0
+    if args.action != "amend" and load_study(args.spec).cells is not None:
+        return _cell_study(args)
     if args.action == "run":
         result = runner.run(
             args.spec, workers=args.workers, progress=not args.no_progress,
@@ -111,11 +114,13 @@ def cmd_study(args: argparse.Namespace) -> int:
         return 0 if result["ok"] else 1
     if args.action == "status":
         study = load_study(args.spec)
+        if study.resolution_cells is not None:  # the plan: every arm's steps per cell, fixed by the spec
+            print("\n".join(resolutions.plan_lines(study)) + "\n")
         print(_status_table(runner.status(study), study.metrics))
         return 0
     if args.action == "analyze":
         study = registration.check(args.spec)
-        result = analyze(study)
+        result = resolutions.analyze_study(study)  # analysis.analyze, and a cell study's own parts
         if args.json:
             print(json.dumps(result, indent=1))
         else:
@@ -123,4 +128,26 @@ def cmd_study(args: argparse.Namespace) -> int:
         return 0
     result = report.report(args.spec, args.out)
     print(result["markdown"], end="")
+    return 0
+
+
+def _cell_study(args: argparse.Namespace) -> int:
+    """``run`` / ``status`` / ``analyze`` / ``report`` of an evaluation-only study."""
+    from ..studies import cell_report, cells, registration
+    from ..studies.spec import load_study
+
+    if args.action == "status":
+        for row in cells.status(load_study(args.spec)):
+            print(f"{row['run']:<16} {row['state']:<8} {row['cells']:>7}")
+        return 0
+    study = registration.check(args.spec)
+    if args.action == "run":
+        cells.run(study)
+        return 0
+    if args.action == "analyze":
+        result = cell_report.analyze(study)
+        text = json.dumps(result, indent=1) + "\n" if args.json else cell_report.markdown(result, study)
+        print(text, end="")
+        return 0
+    print(cell_report.report(study, args.out)["markdown"], end="")
     return 0

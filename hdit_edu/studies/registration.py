@@ -46,6 +46,10 @@ def _provenance(study: Study) -> dict:
 def _done(study: Study) -> int:
     if not study.records.is_dir():
         return 0
+    if study.cells is not None:  # an evaluation-only study: its (arm, seed) records of cells
+        from .cells import load
+
+        return sum(len(by_seed) for by_seed in load(study).values())
     runs = load_records(study.records, [a.label for a in study.arms])
     return sum(len(by_seed) for by_seed in runs.values())
 

@@ -2,7 +2,9 @@
 :func:`hdit_edu.analysis.analyze`, exactly), ``summary.md`` (the question, the
 registration and every amendment, the per-arm table, the comparisons, the readings) and
 ``summary.png`` (a forest plot: one panel per metric, each comparison's difference with its
-95 % CI).
+95 % CI); for a study that lets every arm choose its guidance scale (``evaluation.select_cfg``)
+also ``frontier.png`` (each arm's FID–accuracy frontier over w, the chosen w marked) and the
+chosen scales in ``summary.json`` (``guidance``) and ``summary.md``.
 
 The readings (:func:`readings`) are generated from the numbers and the reading rule fixed in
 the spec, and say nothing else: the difference and its interval, the corrected p, whether the
@@ -16,10 +18,11 @@ import json
 import math
 from pathlib import Path
 
-from ..analysis import ALL_METRICS, METRIC_LABELS, analyze, side_label
+from ..analysis import ALL_METRICS, METRIC_LABELS, load_study_records, side_label
 from ..checkpoints import atomic_write_text
 from ..presets import get_config
 from .registration import amendments, check, registration
+from .resolutions import analyze_study, cells_markdown
 from .spec import Study
 
 
@@ -123,6 +126,13 @@ def _ddpm_note(study: Study) -> str:
     if not ddpm:
         return ""
     return f" ({', '.join(ddpm)}: ddpm {study.budget.ddpm_steps} steps)"
+def _steps(study: Study) -> str:
+    """The training budget in words: steps, or a cell study's FLOPs per cell (its plan below)."""
+    cells = study.resolution_cells
+    if cells is None or cells.final_gflop is None:
+        return f"{study.budget.train_steps} steps"
+    per_cell = ", ".join(f"{n}²: {g:g}" for n, g in cells.final_gflop.items())
+    return f"equal training GFLOP per cell ({per_cell}; every arm's steps in the plan below)"
 
 
 def markdown(result: dict, study: Study) -> str:
@@ -133,7 +143,7 @@ def markdown(result: dict, study: Study) -> str:
     lines += _registration_lines(study) + [""]
     b = study.budget
     lines += [
-        f"Budget: {b.train_steps} steps at batch {b.batch_size}, task {b.task}; evaluation "
+        f"Budget: {_steps(study)} at batch {b.batch_size}, task {b.task}; evaluation "
         f"{b.n_eval} samples, {b.sampler} {b.sample_steps} steps{_ddpm_note(study)}, "
         f"w = {b.cfg:g}, held-out "
         f"loss on {b.n_loss} images ({b.loss_weighting}); compile: "
@@ -180,6 +190,8 @@ def markdown(result: dict, study: Study) -> str:
         f"{result['n_runs']} runs, {cost['total_cpu_s'] / 3600:.2f} CPU-hours "
         f"({cost['total_cpu_s']:.0f} CPU-s: training, sampling and held-out loss).",
     ]
+    if study.resolution_cells is not None:  # the plan, anytime curves, crossover, exponents
+        lines += cells_markdown(result, study)
     return "\n".join(lines) + "\n"
 
 
@@ -226,17 +238,98 @@ def forest_plot(result: dict, study: Study, path: str | Path | None = None):
     return fig
 
 
+def guidance(study: Study, runs: dict | None = None) -> dict:
+    """Each arm's own guidance scale (a study with ``evaluation.select_cfg``): the w every seed
+    chose on its selection noise, and the FID–accuracy frontier over w on that noise, each
+    metric averaged over the arm's seeds (toy FID, class accuracy, and the autoencoder FID
+    where measured). ``{}`` for a study without selection."""
+    if not study.select_cfg:
+        return {}
+    runs = load_study_records(study) if runs is None else runs
+    out = {}
+    for arm in study.arms:
+        recs = [r for _, r in sorted(runs.get(arm.label, {}).items()) if "guidance_selection" in r]
+        if not recs:
+            continue
+        frontier = []
+        for i, w in enumerate(study.select_cfg):
+            rows = [r["guidance_selection"]["frontier"][i] for r in recs]
+            keys = [k for k in rows[0] if k != "cfg"]
+            frontier.append({"cfg": w} | {k: sum(row[k] for row in rows) / len(rows) for k in keys})
+        chosen = {str(r["seed"]): r["final"]["cfg_selected"] for r in recs}
+        out[arm.label] = {"cfg_selected": chosen, "frontier": frontier}
+    return out
+
+
+def frontier_plot(table: dict, path: str | Path | None = None):
+    """The FID–accuracy frontier of every arm (:func:`guidance`): toy FID (and the
+    autoencoder FID, where measured, in a second panel) against class accuracy at each w of
+    the selection, averaged over seeds; each point labelled with its w, the scales the seeds
+    chose ringed. Returns the figure (saved to ``path`` if given)."""
+    import matplotlib
+
+    with matplotlib.rc_context({"backend": "agg"}):
+        import matplotlib.pyplot as plt
+
+        second = all("fid_ae" in row for arm in table.values() for row in arm["frontier"])
+        keys = ["fid", "fid_ae"] if second else ["fid"]
+        fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 4.2), squeeze=False)
+        for ax, key in zip(axes[0], keys):
+            for i, (label, arm) in enumerate(table.items()):
+                colour = f"C{i}"
+                acc = [row["class_accuracy"] for row in arm["frontier"]]
+                val = [row[key] for row in arm["frontier"]]
+                ax.plot(acc, val, "-o", color=colour, ms=4, label=label)
+                chosen = set(arm["cfg_selected"].values())
+                for row, a, v in zip(arm["frontier"], acc, val):
+                    ax.annotate(f"{row['cfg']:g}", (a, v), fontsize=7, xytext=(3, 3),
+                                textcoords="offset points")  # fmt: skip
+                    if row["cfg"] in chosen:
+                        ax.plot([a], [v], "o", ms=10, mfc="none", color=colour)
+            ax.set_xlabel("class accuracy (selection noise)")
+            ax.set_ylabel({"fid": "toy FID", "fid_ae": "FID, autoencoder features"}[key])
+            ax.set_title(f"{ax.get_ylabel()} against class accuracy over w")
+            ax.legend(fontsize=8)
+        fig.suptitle("Each arm's frontier over the guidance scale w (mean over seeds); "
+                     "ringed: a w some seed chose", fontsize=10)  # fmt: skip
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+    return fig
+
+
+def guidance_lines(table: dict) -> list[str]:
+    """The chosen scales as a Markdown table (arm, the w of each seed, the frontier)."""
+    if not table:
+        return []
+    lines = ["", "Each arm's own guidance scale (chosen on selection noise, scored on test "
+             "noise); the frontier's toy FID / class accuracy per w, mean over seeds:", "",
+             "| arm | w chosen (seed: w) | " + " | ".join(
+                 f"w = {row['cfg']:g}" for row in next(iter(table.values()))["frontier"]) + " |",
+             "|---|---|" + "---|" * len(next(iter(table.values()))["frontier"])]  # fmt: skip
+    for label, arm in table.items():
+        chosen = ", ".join(f"{s}: {w:g}" for s, w in arm["cfg_selected"].items())
+        cells = [f"{row['fid']:.1f} / {row['class_accuracy']:.2f}" for row in arm["frontier"]]
+        lines.append(f"| {label} | {chosen} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def report(spec: str | Path | Study, out: str | Path | None = None) -> dict:
     """Analyse a registered study and write ``summary.json``, ``summary.md`` and
     ``summary.png`` into ``out`` (default: the study's folder). Returns the analysis with
     ``"markdown"`` and ``"readings"``."""
     study = check(spec)
-    result = analyze(study)
+    result = analyze_study(study)
     if not result["table"]:
         raise ValueError(f"{study.records} holds no complete records of this study yet")
     out = Path(out) if out is not None else study.folder
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(result, study)
+    chosen = guidance(study)
+    if chosen:
+        result = result | {"guidance": chosen}
+        frontier_plot(chosen, out / "frontier.png")
+    text = markdown(result, study) + "\n".join(guidance_lines(chosen)) + ("\n" if chosen else "")
     atomic_write_text(out / "summary.json", json.dumps(result, indent=1) + "\n")
     atomic_write_text(out / "summary.md", text)
     forest_plot(result, study, out / "summary.png")

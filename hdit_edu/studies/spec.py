@@ -20,7 +20,11 @@ field and what is allowed. Every field, with its default::
     D5 = { config = "D", set = ["model.levels.0.kernel_size=5"] }   # ... or base + --set
 
     [task]                                   # what every arm trains on, with one budget
-    data = "toy"                             # the 32×32 toy set (the only data so far)
+    data = "toy"                             # the 32×32 toy set, or "toy-detail" (detail drawn
+                                             #   at the resolution: toy_detail.ToyDetailDataset)
+    # resolutions, budget, anytime: the study's cells (one per resolution, equal FLOPs per
+    # cell, anytime evaluations) — see hdit_edu.studies.resolutions; with them also
+    # evaluation.classifiers, analysis.crossover, analysis.scaling and a per-resolution expect
     task = "p4k3"                            # toy task: presets.TOY_TASKS (patch, kernel, window)
     train_steps = 20000
     batch_size = 16
@@ -79,6 +83,40 @@ field and what is allowed. Every field, with its default::
     compile = false                          # torch.compile every arm (training.compile)
     cross_cpu = false                        # allow seed-paired arms from different CPU kinds
 
+    [cells]                                  # optional: an EVALUATION-ONLY study (no training;
+                                             #   hdit_edu.studies.cells): each arm's trained
+                                             #   checkpoints measured at a grid of cells
+    cfg = [1.0, 1.5, 2.0, 3.0, 4.0]          # the axes, any of them (one cell per combination):
+    resolution = [24, 32, 48, 64]            #   guidance scale, sampling side, position reading
+    positions = ["normalised", "grid"]       #   (hdit_edu.rope), σ shift; at train_resolution
+    shift = [false, true]                    #   the reading and the shift are the training
+    train_resolution = 32                    #   ones: one cell there (normalised, no shift)
+    n = 512                                  # samples per cell (classes in turn, noise seed
+                                             #   1000 + seed; [evaluation]'s sampler,
+                                             #   sample_steps, sample_batch, and cfg unless an axis)
+    coherence = false                        # add coherence (toy.toy_coherence) to the metrics
+    diversity = false                        # add FID's mean term and the features' spread
+    checkpoints = { C = "runs/x/C-s{seed}" } # each arm's run folder, {seed} filled in
+    analysis = "from-base"                   # "best-cell": each arm at its own best cfg (best
+                                             #   mean of the first metric), the comparisons there
+                                             #   and at every cfg, the verdict from the first
+                                             #   comparison's CI; "from-base": per cell the paired
+                                             #   differences and those of the change from the
+                                             #   training cell (ΔΔ), read by stats.ci_verdict
+    effects = ["shift"]                      # from-base: a boolean axis's own effect per arm
+    post_hoc = { why = "...", floors = { class_accuracy = 0.125 } }
+                                             # from-base, labelled post hoc: the fraction of the
+                                             #   training cell's level kept above each floor
+    describe = ["fid", "fid_mean_term"]      # best-cell: the means table's measured keys
+    real = [512, 2048]                       # best-cell: n real training images (classes in
+                                             #   turn) through the same metrics, for scale
+
+A cell study's ``evaluation.metrics`` may also hold ``coherence`` (:data:`CELL_METRICS`); its
+records are ``LABEL-sSEED.json`` holding ``cells``, cell key → measurements (the key joins the
+axes' values: ``24-grid-shift``, ``w1.5``; a list of cells, as the guidance sweep's records
+hold them, is read too). Its ``[analysis]`` needs its comparisons; ``correction``, ``family``
+and ``rule`` do not apply (the cell analyses read every interval by its 95 % CI).
+
 ``expect`` is ``"better"`` (Y is expected to be better than X), ``"worse"`` or ``"none"``.
 A study needs an expected sign for every comparison, from ``expect`` or the reference.
 """
@@ -95,6 +133,15 @@ from typing import Any
 from ..ablation import ToyBudget
 from ..analysis import ALL_METRICS, EXPECT, METRICS
 from ..presets import TOY_TASKS, config_names
+from .resolutions import (
+    CELL_ANALYSIS_KEYS,
+    CELL_EVALUATION_KEYS,
+    CELL_TASK_KEYS,
+    ResolutionCells,
+    cell_resolutions,
+    expand,
+    parse_cells,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -102,7 +149,7 @@ else:  # Python 3.10: the same parser as a package (pyproject's dependencies)
     import tomli as tomllib
 
 SPEC_NAMES = ("study.toml",)
-DATA = ("toy",)
+DATA = ("toy", "toy-detail")
 CORRECTIONS = ("holm", "none")
 FAMILIES = ("metric", "comparison")
 RULES = ("holm", "ci")
@@ -118,6 +165,7 @@ TOP_KEYS = (
     "analysis",
     "reference",
     "options",
+    "cells",
 )
 SELECTION_KEYS = ("metrics", "select_cfg", "n_select", "loss_profile", "fid_ae")
 EVALUATION_KEYS = (
@@ -135,6 +183,14 @@ EVALUATION_KEYS = (
 )
 
 
+# A cell study (``[cells]``): its axes in key order, its analyses, the metrics it may compare.
+CELL_AXES = ("resolution", "positions", "shift", "cfg")
+CELL_ANALYSES = ("best-cell", "from-base")
+CELL_METRICS = {"coherence": -1}  # -1: higher is better (analysis.ALL_METRICS' convention)
+CELL_KEYS = (*CELL_AXES, "train_resolution", "n", "coherence", "diversity", "checkpoints",
+             "analysis", "effects", "post_hoc", "describe", "real")  # fmt: skip
+
+
 class SpecError(ValueError):
     """A study file that cannot be used: the message names the file, the field, what it holds
     and what is allowed."""
@@ -149,6 +205,9 @@ class Arm:
     config: str
     overrides: tuple[str, ...] = ()
     seeds: tuple[int, ...] = ()
+    base: str = ""  # a cell's arm (studies.resolutions): the spec's arm label ...
+    resolution: int | None = None  # ... its cell's resolution ...
+    budget: ToyBudget | None = None  # ... and its own budget (None: the study's)
 
 
 @dataclass(frozen=True)
@@ -159,7 +218,7 @@ class Comparison:
     x: str | tuple[str, str]  # an arm, or a pair (A, B): the per-seed difference B − A
     y: str | tuple[str, str]
     what: str
-    expect: str | None = None
+    expect: str | dict[str, str] | None = None  # a dict: per resolution (before the cells' expansion)
 
 
 @dataclass(frozen=True)
@@ -171,6 +230,54 @@ class Reference:
     label: str
     values: dict[str, float]
     rank: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CellGrid:
+    """An evaluation-only study's grid (``[cells]``): ``axes`` (name → values, in
+    :data:`CELL_AXES` order) and how its records are measured and analysed."""
+
+    axes: dict[str, tuple]
+    n: int
+    analysis: str
+    checkpoints: dict[str, str]
+    train_resolution: int = 32
+    coherence: bool = False
+    diversity: bool = False
+    effects: tuple[str, ...] = ()
+    post_hoc: dict | None = None  # {"why": str, "floors": {metric: floor}}
+    describe: tuple[str, ...] = ()
+    real: tuple[int, ...] = ()
+
+    def cells(self) -> list[dict]:
+        """Every cell (axis → value); at the training resolution one reading and no shift."""
+        out: list[dict] = [{}]
+        for name, values in self.axes.items():
+            out = [c | {name: v} for c in out for v in values]
+        seen, cells = set(), []
+        for c in out:
+            if c.get("resolution") == self.train_resolution:
+                c |= {k: v for k, v in (("positions", "normalised"), ("shift", False))
+                      if k in self.axes}  # fmt: skip
+            if self.key(c) not in seen:
+                seen.add(self.key(c))
+                cells.append(c)
+        return cells
+
+    def key(self, cell: dict) -> str:
+        """The cell's name: its axes' values joined by ``-`` (``24-grid-shift``, ``w1.5``)."""
+        parts = {
+            "resolution": lambda v: str(v),
+            "positions": str,
+            "shift": lambda v: "shift" if v else "noshift",
+            "cfg": lambda v: f"w{v:g}",
+        }
+        return "-".join(parts[a](cell[a]) for a in self.axes)
+
+    @property
+    def base(self) -> dict:
+        """The training cell (from-base's reference): the training resolution, its reading."""
+        return next(c for c in self.cells() if c.get("resolution") == self.train_resolution)
 
 
 @dataclass(frozen=True)
@@ -197,6 +304,8 @@ class Study:
     read_records: tuple[Path, ...] = ()  # every folder records are read from (records first)
     checkpoints: Path = field(default=Path("runs/studies"))
     data: str = "toy"
+    resolution_cells: ResolutionCells | None = None  # one cell per resolution (studies.resolutions); arms are ARM@n then
+    cells: CellGrid | None = None  # an evaluation-only study's grid ([cells])
 
     @property
     def folder(self) -> Path:
@@ -260,13 +369,14 @@ def parse_study(raw: dict[str, Any], path: Path) -> Study:
             fail(f"extra_seeds.{label}", f"not an arm; allowed: {', '.join(labels)}")
 
     task = raw.get("task", {})
-    _known(task, ("data", "task", "train_steps", "batch_size", "lr"), "task", fail)
+    _known(task, ("data", "task", "train_steps", "batch_size", "lr", *CELL_TASK_KEYS), "task", fail)
     data = task.get("data", "toy")
     if data not in DATA:
         fail("task.data", f"{data!r}; allowed: {', '.join(DATA)}")
     evaluation = raw.get("evaluation", {})
-    _known(evaluation, (*EVALUATION_KEYS, *SELECTION_KEYS), "evaluation", fail)
-    budget = _budget(task, {k: v for k, v in evaluation.items() if k in EVALUATION_KEYS}, fail)
+    _known(evaluation, (*EVALUATION_KEYS, *SELECTION_KEYS, *CELL_EVALUATION_KEYS), "evaluation", fail)
+    plain_task = {k: v for k, v in task.items() if k not in CELL_TASK_KEYS}
+    budget = _budget(plain_task, {k: v for k, v in evaluation.items() if k in EVALUATION_KEYS}, fail)
     select_cfg = evaluation.get("select_cfg", [])
     ok = isinstance(select_cfg, list) and all(
         isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
@@ -278,9 +388,10 @@ def parse_study(raw: dict[str, Any], path: Path) -> Study:
     if not isinstance(n_select, int) or isinstance(n_select, bool) or n_select < 1:
         fail("evaluation.n_select", f"{n_select!r}; allowed: an integer > 0")
     metrics = tuple(evaluation.get("metrics", tuple(METRICS)))
+    allowed_metrics = ALL_METRICS | (CELL_METRICS if "cells" in raw else {})
     for m in metrics:
-        if m not in ALL_METRICS:
-            fail("evaluation.metrics", f"{m!r}; allowed: {', '.join(ALL_METRICS)}")
+        if m not in allowed_metrics:
+            fail("evaluation.metrics", f"{m!r}; allowed: {', '.join(allowed_metrics)}")
     if not metrics:
         fail("evaluation.metrics", "empty; allowed: one or more of " + ", ".join(METRICS))
     loss_profile = evaluation.get("loss_profile", False)
@@ -297,11 +408,19 @@ def parse_study(raw: dict[str, Any], path: Path) -> Study:
             fail("evaluation.metrics", f"{m!r} needs evaluation.loss_profile = true")
         if m.endswith("_selected") and not select_cfg:
             fail("evaluation.metrics", f"{m!r} needs evaluation.select_cfg (the scales to choose from)")
+        if m == "detail_distance" and data != "toy-detail":
+            fail("evaluation.metrics", f"{m!r} needs task.data = \"toy-detail\"")
+        if m == "coherence" and data != "toy-detail" and "cells" not in raw:  # [cells]: its own
+            fail("evaluation.metrics", f"{m!r} needs task.data = \"toy-detail\"")
+    if fid_ae and data != "toy":
+        fail("evaluation.fid_ae", f"not with task.data = {data!r} (its reference is the toy set)")
 
     reference = _reference(raw.get("reference"), labels, metrics, fail)
     analysis = raw.get("analysis", {})
-    _known(analysis, ("comparisons", "correction", "family", "rule"), "analysis", fail)
-    comparisons = _comparisons(analysis.get("comparisons"), labels, reference, fail)
+    _known(analysis, ("comparisons", "correction", "family", "rule", *CELL_ANALYSIS_KEYS),
+           "analysis", fail)  # fmt: skip
+    resolutions = cell_resolutions(task, fail)
+    comparisons = _comparisons(analysis.get("comparisons"), labels, reference, fail, resolutions)
     choices = {}
     for key, allowed, default in (
         ("correction", CORRECTIONS, "holm"),
@@ -326,6 +445,11 @@ def parse_study(raw: dict[str, Any], path: Path) -> Study:
     ):
         fail("records", f"{raw['records']!r}; allowed: a folder path or a list of them")
     folder = path.parent
+    cells = parse_cells(raw, arms, budget, folder, fail)
+    if cells is not None:
+        if reference is not None:
+            fail("reference", "not with task.resolutions (a reference has no cells)")
+        arms, comparisons = expand(cells, arms, comparisons, budget, Arm, Comparison)
     return Study(
         path=path,
         question=question.strip(),
@@ -344,6 +468,8 @@ def parse_study(raw: dict[str, Any], path: Path) -> Study:
         read_records=tuple(folder / r for r in records),
         checkpoints=Path(raw.get("checkpoints", f"runs/studies/{folder.resolve().name}")),
         data=data,
+        resolution_cells=cells,
+        cells=_cells(raw["cells"], arms, metrics, fail) if "cells" in raw else None,
         **choices,
     )
 
@@ -455,7 +581,9 @@ def _reference(value: Any, labels: list[str], metrics, fail) -> Reference | None
     return Reference(name, metric, label, dict(values), rank)
 
 
-def _comparisons(value: Any, labels, reference, fail) -> tuple[Comparison, ...]:
+def _comparisons(value: Any, labels, reference, fail, resolutions=None) -> tuple[Comparison, ...]:
+    if value == [] and len(labels) == 1:  # one arm, nothing to compare: said explicitly
+        return ()  # (`hdit-edu ablate toy --configs C`'s study describes C's runs only)
     if not isinstance(value, list) or not value:
         fail("analysis.comparisons", f"{value!r}; allowed: a list of [X, Y, what(, expect)]")
     out = []
@@ -481,9 +609,92 @@ def _comparisons(value: Any, labels, reference, fail) -> tuple[Comparison, ...]:
             fail(key, "a comparison of differences needs expect (better/worse/none)")
         if not isinstance(what, str):
             fail(key, f"what={what!r}; allowed: a string")
-        if expect is not None and expect not in EXPECT:
+        if isinstance(expect, dict) and resolutions:  # one sign per cell (studies.resolutions)
+            if set(expect) != {str(n) for n in resolutions} or not all(
+                e in EXPECT for e in expect.values()
+            ):
+                fail(key, f"expect={expect!r}; allowed: {{ n = better/worse/none }} for each of "
+                          f"the resolutions {resolutions}")  # fmt: skip
+        elif expect is not None and (not isinstance(expect, str) or expect not in EXPECT):
             fail(key, f"expect={expect!r}; allowed: {', '.join(EXPECT)}")
         if expect is None and not (reference and x in reference.values and y in reference.values):
             fail(key, "no expected sign: give expect (better/worse/none) or reference values")
         out.append(Comparison(x, y, what, expect))
     return tuple(out)
+
+
+def _cells(value: Any, arms: tuple[Arm, ...], metrics: tuple[str, ...], fail) -> CellGrid:
+    """The ``[cells]`` table of an evaluation-only study (module docstring)."""
+    _known(value, CELL_KEYS, "cells", fail)
+    axes = {}
+    kinds = {"resolution": (int, "integers ≥ 8"), "positions": (str, "'normalised' or 'grid'"),
+             "shift": (bool, "true / false"), "cfg": ((int, float), "finite numbers")}  # fmt: skip
+    for name in CELL_AXES:
+        if name not in value:
+            continue
+        values, (kind, allowed) = value[name], kinds[name]
+        ok = isinstance(values, list) and values and len(set(values)) == len(values)
+        ok = ok and all(isinstance(v, kind) and (kind is bool or not isinstance(v, bool))
+                        for v in values)  # fmt: skip
+        ok = ok and (name != "resolution" or all(v >= 8 for v in values))
+        ok = ok and (name != "positions" or set(values) <= {"normalised", "grid"})
+        ok = ok and (name != "cfg" or all(math.isfinite(v) for v in values))
+        if not ok:
+            fail(f"cells.{name}", f"{values!r}; allowed: a list of distinct {allowed}")
+        axes[name] = tuple(float(v) for v in values) if name == "cfg" else tuple(values)
+    if not axes:
+        fail("cells", f"no axis; allowed: one or more of {', '.join(CELL_AXES)}")
+    for key in ("n", "train_resolution"):
+        v = value.get(key, 32 if key == "train_resolution" else None)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            fail(f"cells.{key}", f"{v!r}; allowed: an integer > 0")
+    for key in ("coherence", "diversity"):
+        if not isinstance(value.get(key, False), bool):
+            fail(f"cells.{key}", f"{value[key]!r}; allowed: true or false")
+    if "coherence" in metrics and not value.get("coherence", False):
+        fail("evaluation.metrics", "'coherence' needs cells.coherence = true")
+    analysis = value.get("analysis")
+    if analysis not in CELL_ANALYSES:
+        fail("cells.analysis", f"{analysis!r}; allowed: {', '.join(CELL_ANALYSES)}")
+    if analysis == "best-cell" and list(axes) != ["cfg"]:
+        fail("cells", f"best-cell chooses among guidance scales: axes {list(axes)}; allowed: cfg only")
+    if analysis == "from-base" and "resolution" not in axes:
+        fail("cells", "from-base needs a resolution axis (its base: the training resolution)")
+    checkpoints = value.get("checkpoints", {})
+    labels = [a.label for a in arms]
+    if not isinstance(checkpoints, dict) or not all(
+        k in labels and isinstance(v, str) for k, v in checkpoints.items()
+    ):
+        fail("cells.checkpoints", f"{checkpoints!r}; allowed: a table arm → run folder ({{seed}})")
+    effects = tuple(value.get("effects", ()))
+    for axis in effects:
+        if axis != "shift" or axis not in axes or analysis != "from-base":
+            fail("cells.effects", f"{axis!r}; allowed: 'shift' (an axis) with from-base")
+    post_hoc = value.get("post_hoc")
+    if post_hoc is not None:
+        _known(post_hoc, ("why", "floors"), "cells.post_hoc", fail)
+        floors = post_hoc.get("floors", {})
+        if not isinstance(post_hoc.get("why"), str) or not isinstance(floors, dict) or not all(
+            m in metrics and isinstance(f, (int, float)) for m, f in floors.items()
+        ) or analysis != "from-base":
+            fail("cells.post_hoc", f"{post_hoc!r}; allowed: {{why = TEXT, floors = {{METRIC = "
+                 "NUMBER}}}} with from-base")  # fmt: skip
+        post_hoc = {"why": post_hoc["why"], "floors": {m: float(f) for m, f in floors.items()}}
+    describe, real = tuple(value.get("describe", ())), tuple(value.get("real", ()))
+    if not all(isinstance(d, str) for d in describe):
+        fail("cells.describe", f"{list(describe)!r}; allowed: a list of measured keys")
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in real):
+        fail("cells.real", f"{list(real)!r}; allowed: a list of integers > 0")
+    return CellGrid(
+        axes=axes,
+        n=value["n"],
+        analysis=analysis,
+        checkpoints=dict(checkpoints),
+        train_resolution=value.get("train_resolution", 32),
+        coherence=value.get("coherence", False),
+        diversity=value.get("diversity", False),
+        effects=effects,
+        post_hoc=post_hoc,
+        describe=describe,
+        real=real,
+    )

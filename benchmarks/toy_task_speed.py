@@ -1,16 +1,20 @@
-"""Speed of candidate toy ablation tasks: training steps/s (one thread) and sampling cost.
+"""Speed of candidate toy ablation tasks: training steps/s (one thread) and sampling cost — the
+measurements behind the toy ablation's choice of task (``results/ablation-toy/speed.md``, its
+records in ``speed.jsonl``; moved here from ``results/ablation-toy/speed.py``: a benchmark).
 
 Run from the repository root (one thread, as every ablation run will):
 
-    OMP_NUM_THREADS=1 python results/ablation-toy/speed.py train --tasks p2 p4 --steps E A
-    OMP_NUM_THREADS=1 python results/ablation-toy/speed.py sample --tasks p2
+    OMP_NUM_THREADS=1 python benchmarks/toy_task_speed.py train --tasks p2 p4 --steps E A
+    OMP_NUM_THREADS=1 python benchmarks/toy_task_speed.py sample --tasks p2
+    OMP_NUM_THREADS=1 python benchmarks/toy_task_speed.py profile --tasks p2 --steps E
 
 Each measurement builds the ablation step's config with ``presets.ablation_step`` +
 ``profiles.to_toy_scale`` (the library's toy move), changes only what the task names (patch size,
 resolution, widths), builds a :class:`~hdit_edu.training.Trainer` that writes nothing, and
 times full training steps (data, σ/noise draws, forward, backward, AdamW, EMA, logging
 bookkeeping) after warm-up steps. Prints one JSON line per measurement and appends it to
-``--out`` (default ``results/ablation-toy/speed.jsonl``).
+``--out`` (default ``results/ablation-toy/speed.jsonl``). ``profile`` prints torch.profiler's
+table of 10 training steps after 5 warm-up steps (speed.md's "Where the time goes").
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from hdit_edu.profiles import ToyScale, to_toy_scale  # noqa: E402
 from hdit_edu.sampling import generate  # noqa: E402
 from hdit_edu.training import Trainer  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
+SPEED = Path(__file__).resolve().parents[1] / "results" / "ablation-toy"
 
 # Candidate tasks: (resolution, ToyScale). Outer grid = resolution / patch.
 CANDIDATE_TASKS = {
@@ -164,7 +168,6 @@ def time_interleaved(steps, task, backend, warmup, repeats) -> list[dict]:
     """Training steps of several configurations, one step of each in turn (round robin), so
     that a shared machine's changing load hits all of them alike. Records wall-clock and this
     process's CPU time per step (medians)."""
-    sys.path.insert(0, str(HERE))
     from hdit_edu.ablation import ToyBudget, run_config
 
     trainers = {}
@@ -207,9 +210,23 @@ def time_interleaved(steps, task, backend, warmup, repeats) -> list[dict]:
     return rows
 
 
+def profile(step: str, task: str) -> None:
+    """torch.profiler's table of 10 training steps (after 5 warm-up steps), one thread."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    trainer = Trainer(task_config(step, task), None, progress=False, device="cpu")
+    for _ in range(5):
+        trainer.train_step()
+    with profiler(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(10):
+            trainer.train_step()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("what", choices=("train", "sample", "interleaved"))
+    p.add_argument("what", choices=("train", "sample", "interleaved", "profile"))
     p.add_argument(
         "--tasks", nargs="+", default=["p2"], choices=sorted({*CANDIDATE_TASKS, "p4k3"})
     )  # "p4k3": run.py's task (interleaved only)
@@ -226,10 +243,13 @@ def main(argv=None) -> int:
     p.add_argument("--sample-steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=3.0)
     p.add_argument("--sample-batch", type=int, default=128)
-    p.add_argument("--out", default=str(HERE / "speed.jsonl"))
+    p.add_argument("--out", default=str(SPEED / "speed.jsonl"))
     args = p.parse_args(argv)
     if args.compile_fix:
         patch_for_compile()
+    if args.what == "profile":
+        profile(args.steps[0], args.tasks[0])
+        return 0
     if args.what == "interleaved":
         for task in args.tasks:
             for row in time_interleaved(

@@ -1,7 +1,9 @@
 """Neighborhood / global / Swin attention kernels alone, forward + backward, on the toy outer
 level (batch 16, 16x16 tokens, 2 heads of 32), one thread: median ms of 20 calls.
 
-    OMP_NUM_THREADS=1 python results/ablation-toy/attention_micro.py
+    OMP_NUM_THREADS=1 python benchmarks/attention_micro.py
+
+(results/ablation-toy/speed.md's backend table; moved from results/ablation-toy/.)
 """
 
 import time
