@@ -870,10 +870,9 @@ assert stds["fixed β", 25] > S_G + 0.02 and stds["fixed β", 25] > stds["fixed 
 # **R1 and R2, from their configs.** The two baselines share the DiT-B/4 network; what differs:
 
 # %%
-import inspect
 from dataclasses import asdict
 
-from hdit_edu.sampling import generate
+from hdit_edu.sampling import DEFAULT_SAMPLING
 
 
 def flat(d, prefix=""):
@@ -886,7 +885,7 @@ def flat(d, prefix=""):
 f1, f2 = flat(asdict(r1)), flat(asdict(r2))
 differ = {k: (f1[k], f2[k]) for k in f1 if f1[k] != f2[k] and k != "name"}
 print("R1 vs R2 config fields that differ:", differ)
-edm_defaults = {k: p.default for k, p in inspect.signature(generate).parameters.items()}
+edm_sampler, edm_steps = DEFAULT_SAMPLING[r2.diffusion.process]  # what generate() uses for R2
 t_mid = 500
 print(f"* the network's time input: R1 ({r1.diffusion.process}) embeds the integer step t "
       f"(t = {t_mid} at σ_t = {full.sigmas[t_mid]:.3f}); R2 ({r2.diffusion.process}) embeds "
@@ -896,12 +895,15 @@ print(f"* the loss: R1 trains ε-MSE + the variational bound on the variance cha
       f"MSE with the '{r2.diffusion.loss_weighting}' weighting at σ from the "
       f"'{r2.diffusion.sigma_density}' density on [{r2.diffusion.sigma_min:g}, "
       f"{r2.diffusion.sigma_max:g}].")  # fmt: skip
-print(f"* the sampler: R1 takes {ddpm.SAMPLING_STEPS} ancestral steps with the learned "
-      f"variance; R2 takes {edm_defaults['steps']} steps of {edm_defaults['sampler']} on the "
+print(f"* the sampler: R1 takes {DEFAULT_SAMPLING[r1.diffusion.process][1]} ancestral steps "
+      f"with the learned variance; R2 takes {edm_steps} steps of {edm_sampler} on the "
       f"Karras σ schedule (the variance channels unused).")  # fmt: skip
 print(f"* and R1 keeps DiT's train.py: grad_clip = {r1.training.grad_clip}, precision = "
-      f"{r1.training.precision} (R2: {r2.training.grad_clip}, {r2.training.precision}).")
-assert set(differ) == {"diffusion.process", "training.grad_clip", "training.precision"}
+      f"{r1.training.precision}, EMA warm-up = {r1.training.ema_warmup} (a constant decay from "
+      f"step 0), horizontal flip = {r1.training.hflip} (R2: {r2.training.grad_clip}, "
+      f"{r2.training.precision}, {r2.training.ema_warmup}, {r2.training.hflip}).")
+assert set(differ) == {"diffusion.process", "training.grad_clip", "training.precision",
+                       "training.ema_warmup", "training.hflip"}  # fmt: skip
 assert r1.model == r2.model and r1.model.out_channels == 2 * r1.model.in_channels
 
 # %% [markdown]
