@@ -39,6 +39,19 @@ def tiny_study(folder: Path, text: str = TINY) -> Path:
     return spec
 
 
+def run_seed_zero(folder: Path, evaluation: str):
+    """The tiny study at seed 0 with ``evaluation`` lines added, registered and run to the end:
+    (spec, study, the C-s0 record)."""
+    text = TINY.replace("seeds = [0, 1]", "seeds = [0]").replace(
+        "[analysis]", evaluation + "\n\n[analysis]"
+    )
+    spec = tiny_study(folder, text)
+    registration.register(spec)
+    assert runner.run(spec, progress=False, log=lambda *a: None)["ok"]
+    study = load_study(spec)
+    return spec, study, json.loads((study.records / "C-s0.json").read_text())
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
     """A tiny study, registered and run to the end in this process (4 runs)."""
@@ -394,16 +407,9 @@ def test_each_arm_chooses_its_guidance_on_selection_noise_and_is_scored_on_test_
     from hdit_edu.protocol import SIGMA_BANDS, error_by_sigma, evaluate, evaluate_loss
     from hdit_edu.runs import load_run
 
-    text = TINY.replace("seeds = [0, 1]", "seeds = [0]").replace(
-        "[analysis]",
+    spec, study, record = run_seed_zero(tmp_path / "s", (
         'select_cfg = [1.0, 3.0]\nn_select = 16\nloss_profile = true\nmetrics = ["fid", '
-        '"fid_selected", "class_accuracy_selected", "error_mid", "heldout_loss_own"]\n\n[analysis]',
-    )
-    spec = tiny_study(tmp_path / "s", text)
-    registration.register(spec)
-    assert runner.run(spec, progress=False, log=lambda *a: None)["ok"]
-    study = load_study(spec)
-    record = json.loads((study.records / "C-s0.json").read_text())
+        '"fid_selected", "class_accuracy_selected", "error_mid", "heldout_loss_own"]'))  # fmt: skip
     sel = record["guidance_selection"]
     assert (sel["selection_seed"], sel["test_seed"]) == (2000, 1000)
     frontier = {row["cfg"]: row["fid"] for row in sel["frontier"]}
@@ -446,14 +452,7 @@ def test_a_spec_turns_on_the_second_feature_space(tmp_path):
     with pytest.raises(SpecError, match="'fid_ae' needs evaluation.fid_ae = true"):
         load_study(tiny_study(tmp_path / "bad", TINY.replace(
             "[analysis]", 'metrics = ["fid", "fid_ae"]\n\n[analysis]')))  # fmt: skip
-    text = TINY.replace("seeds = [0, 1]", "seeds = [0]").replace(
-        "[analysis]", 'fid_ae = true\nmetrics = ["fid", "fid_ae"]\n\n[analysis]'
-    )
-    spec = tiny_study(tmp_path / "s", text)
-    registration.register(spec)
-    assert runner.run(spec, progress=False, log=lambda *a: None)["ok"]
-    study = load_study(spec)
-    record = json.loads((study.records / "C-s0.json").read_text())
+    _, study, record = run_seed_zero(tmp_path / "s", 'fid_ae = true\nmetrics = ["fid", "fid_ae"]')
     second = record["second_features"]
     assert second["fid_redrawn"] == second["fid_record"] == record["final"]["fid"]
     config, denoiser = load_run(study.checkpoints / "C-s0")
@@ -475,14 +474,9 @@ def test_the_second_feature_space_at_each_arms_own_guidance(tmp_path):
     with pytest.raises(SpecError, match="'fid_ae_selected' needs evaluation.fid_ae = true"):
         load_study(tiny_study(tmp_path / "bad", TINY.replace("[analysis]", (
             'select_cfg = [1.0, 3.0]\nmetrics = ["fid_ae_selected"]\n\n[analysis]'))))  # fmt: skip
-    text = TINY.replace("seeds = [0, 1]", "seeds = [0]").replace("[analysis]", (
+    _, study, record = run_seed_zero(tmp_path / "s", (
         'fid_ae = true\nselect_cfg = [1.0, 3.0]\nn_select = 16\n'
-        'metrics = ["fid_selected", "fid_ae_selected"]\n\n[analysis]'))  # fmt: skip
-    spec = tiny_study(tmp_path / "s", text)
-    registration.register(spec)
-    assert runner.run(spec, progress=False, log=lambda *a: None)["ok"]
-    study = load_study(spec)
-    record = json.loads((study.records / "C-s0.json").read_text())
+        'metrics = ["fid_selected", "fid_ae_selected"]'))  # fmt: skip
     assert "second_features" not in record and "fid_ae" not in record["final"]
     frontier = record["guidance_selection"]["frontier"]
     assert all({"fid", "class_accuracy", "fid_ae"} <= set(row) for row in frontier)

@@ -320,12 +320,13 @@ def report(spec: str | Path | Study, out: str | Path | None = None) -> dict:
     ``summary.png`` into ``out`` (default: the study's folder). Returns the analysis with
     ``"markdown"`` and ``"readings"``."""
     study = check(spec)
-    result = analyze_study(study)
+    runs = load_study_records(study)  # read once: the analysis and the guidance table share it
+    result = analyze_study(study, runs)
     if not result["table"]:
         raise ValueError(f"{study.records} holds no complete records of this study yet")
     out = Path(out) if out is not None else study.folder
     out.mkdir(parents=True, exist_ok=True)
-    chosen = guidance(study)
+    chosen = guidance(study, runs)
     if chosen:
         result = result | {"guidance": chosen}
         frontier_plot(chosen, out / "frontier.png")
