@@ -276,7 +276,7 @@ def resolved_backends(model_config, resolution: int, backend: str, device) -> li
                 "level": i,
                 "grid": [h, w],
                 "kernel_size": level.kernel_size,
-                "backend": resolve_na_backend(backend, probe, probe, probe),
+                "backend": resolve_na_backend(backend, probe, probe, probe, level.kernel_size),
             }
         )
     return rows

@@ -48,9 +48,12 @@ heads, head_dim)`` tensors and a ``scale`` (default ``head_dim ** -0.5``, like S
   the same numbers, ``O(tokens²)`` memory, but the fastest CPU path at small grids. Refused above
   :data:`MASKED_SDPA_MAX_TOKENS` tokens.
 - ``"auto"`` — NATTEN when its fused CUDA kernels are available; else masked SDPA up to
-  :data:`MASKED_SDPA_AUTO_MAX_TOKENS` tokens; else ``"torch"``. (NATTEN's CPU flex path is
-  never chosen automatically: it is unfused, materialises ``tokens²`` scores, is slower than
-  both of ours and cannot backpropagate on CPU.)
+  ``min(MASKED_SDPA_AUTO_MAX_TOKENS, MASKED_SDPA_AUTO_TOKENS_PER_K2 · k²)`` tokens (1024 = 32×32
+  at k = 7; 288 at k = 3, so 16×16 but not 32×32); else ``"torch"``. Masked SDPA does
+  ``tokens²`` work whatever k is, the gather ``tokens · k²``, so the smaller the kernel the
+  sooner the gather wins (measured: ``benchmarks/results/attention_auto_threshold-cpu-*.json``).
+  (NATTEN's CPU flex path is never chosen automatically: it is unfused, materialises
+  ``tokens²`` scores, is slower than both of ours and cannot backpropagate on CPU.)
 
 **One traced node per kernel** (for FLOP counting, ``flops.py``). The neighborhood and shifted-
 window kernels are ``torch.autograd.Function`` subclasses, so ``torch.jit.trace`` records each
@@ -100,6 +103,12 @@ NA_BACKENDS = ("auto", "natten", "natten-flex", "torch", "masked-sdpa")
 # on 2 CPU cores (k = 7, 4 heads of 32), forward + backward, masked SDPA is 2–3× faster at 16×16,
 # the two are even at 32×32, and "torch" is 2.5–4.5× faster at 48×48 and 64×64.
 MASKED_SDPA_AUTO_MAX_TOKENS = 1024
+# ... and only up to this many tokens per window entry (C: tokens ≤ C·k²), because the gather's
+# cost shrinks with k² and masked SDPA's does not. C = 32: k = 3 → 288 tokens, k = 5 → 800, k ≥ 6
+# → the 1024 above (32·36 > 1024: every k ≥ 6 choice as before). Measured (one thread, batch 16,
+# 2 heads of 32, forward + backward; benchmarks/results/attention_auto_threshold-cpu-2026-12-07.json,
+# `python benchmarks/attention_micro.py --sweep`): SWEEP_SUMMARY
+MASKED_SDPA_AUTO_TOKENS_PER_K2 = 32
 # Explicit backend="masked-sdpa" is refused above this (the tokens² boolean mask alone: 256 MiB).
 MASKED_SDPA_MAX_TOKENS = 16384
 
@@ -331,15 +340,17 @@ def check_backend(backend: str) -> None:
         )
 
 
-def resolve_na_backend(backend: str, q, k, v) -> str:
-    """The concrete backend ``neighborhood_attention`` runs for these inputs (``"auto"``
-    resolved; an explicit choice checked against what this machine and these inputs allow)."""
+def resolve_na_backend(backend: str, q, k, v, kernel_size: int) -> str:
+    """The concrete backend ``neighborhood_attention`` runs for these inputs with this kernel
+    size (``"auto"`` resolved; an explicit choice checked against what this machine and these
+    inputs allow)."""
     check_backend(backend)
     tokens = q.shape[1] * q.shape[2]
     if backend == "auto":
         if q.is_cuda and natten_fused_available():
             return "natten"
-        return "masked-sdpa" if tokens <= MASKED_SDPA_AUTO_MAX_TOKENS else "torch"
+        limit = min(MASKED_SDPA_AUTO_MAX_TOKENS, MASKED_SDPA_AUTO_TOKENS_PER_K2 * kernel_size**2)
+        return "masked-sdpa" if tokens <= limit else "torch"
     if backend in ("natten", "natten-flex"):
         if not natten_status()["installed"]:
             raise ValueError(f"backend={backend!r} needs NATTEN installed; use 'torch'")
@@ -426,7 +437,7 @@ def neighborhood_attention(q, k, v, kernel_size: int, *, scale=None, backend: st
 
 def _neighborhood_attention(q, k, v, kernel_size: int, scale: float, backend: str):
     """:func:`neighborhood_attention` on checked arguments (the model checked its grids)."""
-    backend = resolve_na_backend(backend, q, k, v)
+    backend = resolve_na_backend(backend, q, k, v, kernel_size)
     if backend != "torch" and torch.compiler.is_compiling():
         # Under torch.compile the kernel is traced as the plain differentiable PyTorch (or
         # NATTEN op) it is: the one-node wrapper exists for torch.jit.trace (FLOP counting),

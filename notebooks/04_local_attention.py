@@ -199,7 +199,7 @@ errors = {
 }
 print("max |library − by hand| per backend:", {b: f"{e:.1e}" for b, e in errors.items()})
 print(
-    "backend='auto' picks", repr(resolve_na_backend("auto", q, key, v)), "for this input on", device
+    "backend='auto' picks", repr(resolve_na_backend("auto", q, key, v, k)), "for this input on", device
 )
 
 # %%
