@@ -49,7 +49,7 @@ heads, head_dim)`` tensors and a ``scale`` (default ``head_dim ** -0.5``, like S
   :data:`MASKED_SDPA_MAX_TOKENS` tokens.
 - ``"auto"`` — NATTEN when its fused CUDA kernels are available; else masked SDPA up to
   ``min(MASKED_SDPA_AUTO_MAX_TOKENS, MASKED_SDPA_AUTO_TOKENS_PER_K2 · k²)`` tokens (1024 = 32×32
-  at k = 7; 288 at k = 3, so 16×16 but not 32×32); else ``"torch"``. Masked SDPA does
+  at k = 7; 270 at k = 3, so 16×16 but not 32×32); else ``"torch"``. Masked SDPA does
   ``tokens²`` work whatever k is, the gather ``tokens · k²``, so the smaller the kernel the
   sooner the gather wins (measured: ``benchmarks/results/attention_auto_threshold-cpu-*.json``).
   (NATTEN's CPU flex path is never chosen automatically: it is unfused, materialises
@@ -104,11 +104,18 @@ NA_BACKENDS = ("auto", "natten", "natten-flex", "torch", "masked-sdpa")
 # the two are even at 32×32, and "torch" is 2.5–4.5× faster at 48×48 and 64×64.
 MASKED_SDPA_AUTO_MAX_TOKENS = 1024
 # ... and only up to this many tokens per window entry (C: tokens ≤ C·k²), because the gather's
-# cost shrinks with k² and masked SDPA's does not. C = 32: k = 3 → 288 tokens, k = 5 → 800, k ≥ 6
-# → the 1024 above (32·36 > 1024: every k ≥ 6 choice as before). Measured (one thread, batch 16,
-# 2 heads of 32, forward + backward; benchmarks/results/attention_auto_threshold-cpu-2026-12-07.json,
-# `python benchmarks/attention_micro.py --sweep`): SWEEP_SUMMARY
-MASKED_SDPA_AUTO_TOKENS_PER_K2 = 32
+# cost shrinks with k² and masked SDPA's does not. C = 30: k = 3 → 270 tokens (16×16 masked,
+# 17×17 and above the gather), k = 5 → 750 (27×27), k ≥ 6 → the 1024 above (30·36 > 1024: every
+# k ≥ 6 choice as before). Measured twice with `python benchmarks/attention_micro.py --sweep` (one
+# thread, batch 16, 2 heads of 32, forward + backward, a busy machine;
+# benchmarks/results/attention_auto_threshold-cpu-2026-12-07{-first,}.json): at k = 3 the
+# crossover is between 256 and 400 tokens in both (16×16 masked SDPA 1.3× faster, 20×20 the
+# gather 1.2–1.3× faster), so C from 256/9 ≈ 28.4 to 400/9 ≈ 44; at k = 5 it is between 400 and
+# 784 tokens (24×24 even in the first sweep, the gather 1.26× faster in the second): C < 31.4.
+# C = 29…31 picks the faster backend in every cell of the first sweep and misses only that k = 5
+# 24×24 cell in the second. (A crossover exactly ∝ k² would give one C; these are not, so C sits
+# where both k = 3 and k = 5 hold.)
+MASKED_SDPA_AUTO_TOKENS_PER_K2 = 30
 # Explicit backend="masked-sdpa" is refused above this (the tokens² boolean mask alone: 256 MiB).
 MASKED_SDPA_MAX_TOKENS = 16384
 

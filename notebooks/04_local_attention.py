@@ -294,7 +294,10 @@ assert attention_flops("neighborhood", 16, 16, 6, 64) < attention_flops("global"
 # fused masked SDPA wins, by more as the grid grows (at the smallest grid the two are within
 # the noise). The gather's real advantage is memory — the mask and the scores grow as tokens²,
 # which is why `backend="auto"` stops using masked SDPA above `MASKED_SDPA_AUTO_MAX_TOKENS`
-# tokens (on a GPU it uses NATTEN's fused kernels). Timings on a shared CPU are noisy: the cell
+# tokens (on a GPU it uses NATTEN's fused kernels). These timings use k = 7; with a smaller
+# kernel the gather does less (k² = 9 keys a query at k = 3) while masked SDPA does not, so
+# `"auto"` also switches above `MASKED_SDPA_AUTO_TOKENS_PER_K2`·k² tokens (the crossover
+# measured by `python benchmarks/attention_micro.py --sweep`). Timings on a shared CPU are noisy: the cell
 # prints which backend won at each size.
 
 # %%

@@ -15,6 +15,7 @@ import torch
 
 from hdit_edu.attention import (
     MASKED_SDPA_AUTO_MAX_TOKENS,
+    MASKED_SDPA_AUTO_TOKENS_PER_K2,
     MASKED_SDPA_MAX_TOKENS,
     Attention,
     cosine_sim_scale,
@@ -144,23 +145,48 @@ def test_na_torch_backward_under_cpu_bf16_autocast():
         assert (g - e).abs().max().item() <= 0.05 * e.abs().max().item(), f"d{name}"
 
 
-def test_masked_sdpa_equals_torch_backend_at_a_model_grid():
-    q, k, v = qkv(2, 16, 16, 4, 16, seed=5, grad=True)
+# (side, kernel): the toy outer grid at k = 7; 32×32 at k = 3, where "auto" now picks the gather
+@pytest.mark.parametrize("side, kernel_size", [(16, 7), (32, 3)])
+def test_masked_sdpa_equals_torch_backend_at_a_model_grid(side, kernel_size):
+    q, k, v = qkv(2, side, side, 4, 16, seed=5, grad=True)
     outs, grads = {}, {}
     for backend in ("torch", "masked-sdpa"):
-        outs[backend] = neighborhood_attention(q, k, v, 7, scale=1.0, backend=backend)
+        outs[backend] = neighborhood_attention(q, k, v, kernel_size, scale=1.0, backend=backend)
         grads[backend] = torch.autograd.grad(outs[backend].sum(), (q, k, v))
     assert (outs["torch"] - outs["masked-sdpa"]).abs().max().item() <= 1e-5
     for a, b in zip(grads["torch"], grads["masked-sdpa"]):  # gradients of size ~5: relative
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "side, kernel_size, picked",
+    [
+        (16, 3, "masked-sdpa"),  # 256 tokens ≤ 30·3² = 270
+        (17, 3, "torch"),  # 289 > 270
+        (32, 3, "torch"),  # the gather's O(tokens·k²) wins at small k (issue 30's step E)
+        (27, 5, "masked-sdpa"),  # 729 ≤ 30·5² = 750
+        (28, 5, "torch"),  # 784 > 750
+        (32, 7, "masked-sdpa"),  # k ≥ 6: the 1024-token cap alone, as before C
+        (33, 7, "torch"),
+        (64, 7, "torch"),
+        (32, 9, "masked-sdpa"),
+    ],
+)
+def test_auto_backend_depends_on_tokens_and_kernel(side, kernel_size, picked):
+    x = torch.zeros(1, side, side, 1, 8)
+    assert resolve_na_backend("auto", x, x, x, kernel_size) == picked
+    limit = min(MASKED_SDPA_AUTO_MAX_TOKENS, MASKED_SDPA_AUTO_TOKENS_PER_K2 * kernel_size**2)
+    assert (side * side <= limit) == (picked == "masked-sdpa")
+    # the measured constants the cases above were written for
+    assert (MASKED_SDPA_AUTO_MAX_TOKENS, MASKED_SDPA_AUTO_TOKENS_PER_K2) == (1024, 30)
+
+
 def test_auto_backend_choice_and_refusals():
     small = torch.zeros(1, 16, 16, 1, 8)
     large = torch.zeros(1, 64, 64, 1, 8)
-    assert resolve_na_backend("auto", small, small, small) == "masked-sdpa"
+    assert resolve_na_backend("auto", small, small, small, 7) == "masked-sdpa"
     assert 64 * 64 > MASKED_SDPA_AUTO_MAX_TOKENS
-    assert resolve_na_backend("auto", large, large, large) == "torch"
+    assert resolve_na_backend("auto", large, large, large, 7) == "torch"
     # NATTEN's CPU path cannot backpropagate: refused before any compute
     q = torch.zeros(1, 8, 8, 1, 8, requires_grad=True)
     with pytest.raises(ValueError, match="forward-only"):
