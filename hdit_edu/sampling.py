@@ -457,8 +457,9 @@ def sampler_and_steps(config: Config, sampler: str | None, steps: int | None) ->
     steps = default_steps if steps is None else steps
     allowed = samplers_for(config)
     if sampler not in allowed:
+        why = "does not fit" if sampler in (*SAMPLERS, DDPM_SAMPLER) else "is unknown for"
         raise ValueError(
-            f"sampler {sampler!r} does not fit a model trained with diffusion.process="
+            f"sampler {sampler!r} {why} a model trained with diffusion.process="
             f"{process!r}; allowed: {', '.join(allowed)}"
         )
     low, top = step_range(config)

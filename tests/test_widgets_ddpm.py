@@ -178,5 +178,8 @@ def test_bad_steps_and_a_ddpm_sampler_on_an_edm_run_are_refused(r1_run):
     with pytest.raises(ValueError, match=r"sampler 'ddpm'.*'edm'; allowed: euler, heun, dpmpp_2m, "
                                          r"dpmpp_3m_sde$"):  # fmt: skip
         replace(DEMO_SETTINGS, sampler="ddpm").validate(edm)
+    with pytest.raises(ValueError, match=r"^sampler 'ddim' is unknown for a model trained with "
+                                         r"diffusion.process='ddpm'; allowed: ddpm$"):  # fmt: skip
+        replace(default_settings(config), sampler="ddim").validate(config)
     with pytest.raises(ValueError, match=r"^steps=250; allowed: 1 … 100$"):
         replace(DEMO_SETTINGS, steps=250).validate(edm)
