@@ -73,15 +73,15 @@ from .viz import plot_attended_set
 # the package location, so notebooks find it from any working directory.
 SHIPPED_RUN = Path(__file__).resolve().parents[1] / "data" / "checkpoints" / "toy-hdit"
 
-# The samplers of §5.1 and DiT's (R1) as the app names them (label, hdit_edu.sampling name);
-# a run is offered those that fit it (hdit_edu.sampling.samplers_for).
+# The samplers of §5.1 as the app names them (label, hdit_edu.sampling name), and DiT's for a
+# DDPM run (R1); a run is offered those that fit it (hdit_edu.sampling.samplers_for).
 SAMPLER_LABELS = (
     ("Euler", "euler"),
     ("Heun", "heun"),
     ("DPM++(2M)", "dpmpp_2m"),
     ("DPM++(3M) SDE", "dpmpp_3m_sde"),
-    ("DDPM ancestral (DiT)", DDPM_SAMPLER),
 )
+DDPM_SAMPLER_LABEL = ("DDPM ancestral (DiT)", DDPM_SAMPLER)
 ALL_CLASSES = "all"  # the class picker's "every class in turn" entry
 CFG_RANGE = (1.0, 4.0)  # the guidance scales the app offers (w = 1: no guidance)
 MAX_STEPS = 100  # EDM's samplers (whose step count has no top); DDPM: its 2 … 1000 steps
@@ -328,7 +328,7 @@ class SamplingApp:
         )
         fitting = samplers_for(config)
         self.sampler_picker = ipw.Dropdown(
-            options=[(label, name) for label, name in SAMPLER_LABELS if name in fitting],
+            options=[o for o in (*SAMPLER_LABELS, DDPM_SAMPLER_LABEL) if o[1] in fitting],
             value=settings.sampler,
             description="sampler",
             style=style,
@@ -459,7 +459,7 @@ class SamplingApp:
         if self.step_slider.value == last:
             self._show_step()
         self.step_slider.value = last  # observe() redraws
-        sampler = dict((name, label) for label, name in SAMPLER_LABELS)[s.sampler]
+        sampler = {name: label for label, name in (*SAMPLER_LABELS, DDPM_SAMPLER_LABEL)}[s.sampler]
         what = "every class in turn" if s.class_index is None else self.class_names[s.class_index]
         guidance = f"w = {s.cfg_scale:g}"
         if s.sampler == DDPM_SAMPLER and s.cfg_scale != 1:  # ddpm.guided_output

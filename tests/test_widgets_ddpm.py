@@ -38,7 +38,9 @@ from hdit_edu.sampling import (
 from hdit_edu.toy import ToyDataset
 from hdit_edu.training import Trainer
 from hdit_edu.widgets import (
+    DDPM_SAMPLER_LABEL,
     DEMO_SETTINGS,
+    SAMPLER_LABELS,
     SHIPPED_RUN,
     SamplingApp,
     SamplingSettings,
@@ -79,6 +81,9 @@ def test_the_samplers_and_steps_that_fit_each_process():
     assert step_range(r1) == (2, 1000) and step_range(r2) == (1, None)
     assert step_limits(r1) == (2, 1000) and step_limits(r2) == (1, 100)  # the app's EDM cap
     assert DEFAULT_SAMPLING == {"edm": ("dpmpp_3m_sde", 50), "ddpm": ("ddpm", 250)}
+    # §5.1's labels stay EDM's four (notebook 08 loops over them); DiT's is its own
+    assert tuple(name for _, name in SAMPLER_LABELS) == SAMPLERS
+    assert DDPM_SAMPLER_LABEL == ("DDPM ancestral (DiT)", DDPM_SAMPLER)
     # an EDM run's defaults are the demo's, number for number; a DDPM run's are DiT's
     assert default_settings(r2) == DEMO_SETTINGS == SamplingSettings(
         class_index=None, cfg_scale=2.5, sampler="dpmpp_3m_sde", steps=50, seed=0, batch_size=16
