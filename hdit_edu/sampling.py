@@ -28,7 +28,8 @@ from a seed; at another size it takes the checks, the position reading and the �
 :mod:`hdit_edu.resolution`. A model trained with DiT's discrete process (``diffusion.process =
 "ddpm"``, baseline R1) samples as DiT samples it: :data:`DDPM_SAMPLER` (the ancestral sampler
 of :mod:`hdit_edu.ddpm`, respaced to ``steps``, default 250, with DiT's guidance);
-:func:`sampler_and_steps` says which sampler and step count a call resolves to.
+:func:`sampler_and_steps` says which sampler and step count a call resolves to, and
+:func:`samplers_for` / :func:`step_range` which samplers and step counts fit a model.
 :func:`sample_labels` gives the class labels it uses and :func:`grid_columns` the grid layout
 that shows one class per column.
 """
@@ -431,6 +432,19 @@ def sampling_sigmas(
     return sigmas if device is None else sigmas.to(device)
 
 
+def samplers_for(config: Config) -> tuple[str, ...]:
+    """The samplers that fit a model of ``config``: EDM's :data:`SAMPLERS` for an EDM model,
+    only :data:`DDPM_SAMPLER` for one trained with DiT's discrete process (R1)."""
+    return (DDPM_SAMPLER,) if config.diffusion.process == "ddpm" else SAMPLERS
+
+
+def step_range(config: Config) -> tuple[int, int | None]:
+    """The step counts the sampler of a model of ``config`` takes, (fewest, most; None: no
+    bound): EDM's samplers any integer ≥ 1; DDPM's ancestral sampler 2 … 1000 respaced steps
+    (:func:`hdit_edu.ddpm.space_timesteps` keeps at least 2 of the 1,000)."""
+    return (2, ddpm.NUM_TIMESTEPS) if config.diffusion.process == "ddpm" else (1, None)
+
+
 def sampler_and_steps(config: Config, sampler: str | None, steps: int | None) -> tuple[str, int]:
     """The (sampler, steps) :func:`generate` uses for a model of ``config``: None takes the
     process's own (:data:`DEFAULT_SAMPLING`: EDM 50 steps of DPM++(3M) SDE, Table 6; DDPM 250
@@ -441,14 +455,14 @@ def sampler_and_steps(config: Config, sampler: str | None, steps: int | None) ->
     default_sampler, default_steps = DEFAULT_SAMPLING[process]
     sampler = default_sampler if sampler is None else sampler
     steps = default_steps if steps is None else steps
-    allowed = (DDPM_SAMPLER,) if process == "ddpm" else SAMPLERS
+    allowed = samplers_for(config)
     if sampler not in allowed:
+        why = "does not fit" if sampler in (*SAMPLERS, DDPM_SAMPLER) else "is unknown for"
         raise ValueError(
-            f"sampler {sampler!r} does not fit a model trained with diffusion.process="
+            f"sampler {sampler!r} {why} a model trained with diffusion.process="
             f"{process!r}; allowed: {', '.join(allowed)}"
         )
-    top = ddpm.NUM_TIMESTEPS if process == "ddpm" else None
-    low = 2 if process == "ddpm" else 1
+    low, top = step_range(config)
     ok = isinstance(steps, int) and not isinstance(steps, bool) and steps >= low
     if not ok or (top is not None and steps > top):
         span = f"{low} … {top}" if top else f"an integer ≥ {low}"

@@ -13,7 +13,9 @@ Sections (each app in its own section):
   guidance scale w (App. D), a sampler (§5.1: Euler, Heun, DPM++(2M), DPM++(3M) SDE), a number
   of steps, a seed and a batch size; it shows the grid, the denoising trajectory (the x̂₀
   prediction ``D(x_i, σ_i)`` of every step) and the time taken. :func:`draw_samples` is the
-  function behind it. The measurements notebook 08 shows next to it (Figure 9's guidance
+  function behind it. A run of DiT's discrete process (R1, ``diffusion.process = "ddpm"``) is
+  offered the samplers that fit it (:func:`hdit_edu.sampling.samplers_for`: DiT's ancestral
+  sampler, 250 respaced steps by default) and guided as DiT guides (on ε̂). The measurements notebook 08 shows next to it (Figure 9's guidance
   trade-off, the sampler study) are headless, in :mod:`hdit_edu.measure`.
 * ``# --- live training view ---`` — :class:`LiveTrainingView` (notebooks 07 and 09): a
   progress bar, the loss curve and the newest EMA sample grid of a training run, redrawn as the
@@ -53,7 +55,15 @@ from .attention_analysis import attended_mask
 from .data import to_uint8
 from .measure import DEFAULT_CFG_SCALE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from .runs import load_run
-from .sampling import SAMPLERS, generate, sample_labels, sampling_sigmas
+from .sampling import (
+    DDPM_SAMPLER,
+    generate,
+    sample_labels,
+    sampler_and_steps,
+    samplers_for,
+    sampling_sigmas,
+    step_range,
+)
 from .toy import TOY_CLASSES
 from .viz import plot_attended_set
 
@@ -63,23 +73,27 @@ from .viz import plot_attended_set
 # the package location, so notebooks find it from any working directory.
 SHIPPED_RUN = Path(__file__).resolve().parents[1] / "data" / "checkpoints" / "toy-hdit"
 
-# The samplers of §5.1 as the app names them (label, hdit_edu.sampling name).
+# The samplers of §5.1 as the app names them (label, hdit_edu.sampling name), and DiT's for a
+# DDPM run (R1); a run is offered those that fit it (hdit_edu.sampling.samplers_for).
 SAMPLER_LABELS = (
     ("Euler", "euler"),
     ("Heun", "heun"),
     ("DPM++(2M)", "dpmpp_2m"),
     ("DPM++(3M) SDE", "dpmpp_3m_sde"),
 )
+DDPM_SAMPLER_LABEL = ("DDPM ancestral (DiT)", DDPM_SAMPLER)
 ALL_CLASSES = "all"  # the class picker's "every class in turn" entry
 CFG_RANGE = (1.0, 4.0)  # the guidance scales the app offers (w = 1: no guidance)
-MAX_STEPS = 100
+MAX_STEPS = 100  # EDM's samplers (whose step count has no top); DDPM: its 2 … 1000 steps
 MAX_BATCH = 64
 DISPLAY_SCALE = 4  # 32×32 samples are shown 4× enlarged (nearest neighbour: no blur)
 
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """What the app's controls set. ``class_index=None`` draws classes 0, 1, 2, … in turn."""
+    """What the app's controls set. ``class_index=None`` draws classes 0, 1, 2, … in turn.
+    The defaults are an EDM run's (:data:`DEMO_SETTINGS`); :func:`default_settings` gives a
+    run's own."""
 
     class_index: int | None = None
     cfg_scale: float = DEFAULT_CFG_SCALE
@@ -88,12 +102,16 @@ class SamplingSettings:
     seed: int = 0
     batch_size: int = 16
 
-    def validate(self, num_classes: int) -> None:
-        """Raise ``ValueError`` naming the bad setting and the allowed values."""
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {self.sampler!r}; allowed: {', '.join(SAMPLERS)}")
-        if not 1 <= self.steps <= MAX_STEPS:
-            raise ValueError(f"steps={self.steps}; allowed: 1 … {MAX_STEPS}")
+    def validate(self, config) -> None:
+        """Raise ``ValueError`` naming the bad setting and the allowed values, for a model of
+        ``config``: the sampler must fit the process it was trained with
+        (:func:`hdit_edu.sampling.sampler_and_steps`' check and message), the steps lie in
+        :func:`step_limits`."""
+        num_classes = config.model.num_classes
+        sampler_and_steps(config, self.sampler, None)  # raises for a sampler of another process
+        low, high = step_limits(config)
+        if not low <= self.steps <= high:
+            raise ValueError(f"steps={self.steps}; allowed: {low} … {high}")
         if not 1 <= self.batch_size <= MAX_BATCH:
             raise ValueError(f"batch_size={self.batch_size}; allowed: 1 … {MAX_BATCH}")
         if not CFG_RANGE[0] <= self.cfg_scale <= CFG_RANGE[1]:
@@ -115,17 +133,42 @@ class SamplingSettings:
 DEMO_SETTINGS = SamplingSettings()
 
 
+def step_limits(config) -> tuple[int, int]:
+    """The step counts the app offers a model of ``config``: its sampler's
+    (:func:`hdit_edu.sampling.step_range`), at most :data:`MAX_STEPS` for EDM's samplers."""
+    low, top = step_range(config)
+    return low, MAX_STEPS if top is None else top
+
+
+def default_settings(config) -> SamplingSettings:
+    """The app's settings for a model of ``config``: :data:`DEMO_SETTINGS` with the process's
+    own sampler and steps (:func:`hdit_edu.sampling.sampler_and_steps`: an EDM run's are
+    DEMO_SETTINGS' 50 steps of DPM++(3M) SDE; a DDPM run's, R1, DiT's ancestral sampler over
+    250 respaced steps), and no class or guidance for an unconditional model."""
+    sampler, steps = sampler_and_steps(config, None, None)
+    settings = replace(DEMO_SETTINGS, sampler=sampler, steps=steps)
+    if config.model.num_classes == 0:
+        settings = replace(settings, class_index=None, cfg_scale=1.0)
+    return settings
+
+
 @dataclass
 class SampleResult:
     """One press of "Sample": the images, their classes, the σ schedule, the x̂₀ prediction of
-    every step (``trajectory[i] = D(x_i, σ_i)``, guided when w ≠ 1) and the time taken."""
+    every step (``trajectory[i] = D(x_i, σ_i)``, guided when w ≠ 1) and the time taken.
+
+    A DDPM run's (R1) steps are DiT's respaced discrete steps: ``timesteps[i]`` is the step t
+    (of 1,000) the network sees at step i, ``sigmas[i]`` its EDM noise level σ_t =
+    √((1 − ᾱ_t)/ᾱ_t), and ``trajectory[i]`` DiT's x̂₀ = (x_t − √(1 − ᾱ_t)·ε̂)/√ᾱ_t, which is
+    D(x_t/√ᾱ_t, σ_t) (:mod:`hdit_edu.ddpm`)."""
 
     images: torch.Tensor  # (B, C, H, W) in [-1, 1]
     classes: torch.Tensor | None  # (B,) or None (unconditional)
-    sigmas: torch.Tensor  # (steps + 1,), the Karras schedule, last = 0
+    sigmas: torch.Tensor  # (steps + 1,), σ of each step (EDM: the Karras schedule), last = 0
     trajectory: torch.Tensor  # (steps, B, C, H, W) in [-1, 1]
     seconds: float
     settings: SamplingSettings
+    timesteps: torch.Tensor | None = None  # (steps,) DDPM: the step t of each; EDM: None
 
 
 def sample_classes(settings: SamplingSettings, num_classes: int) -> torch.Tensor | None:
@@ -141,25 +184,31 @@ def sample_classes(settings: SamplingSettings, num_classes: int) -> torch.Tensor
 def draw_samples(
     denoiser,
     config,
-    settings: SamplingSettings = DEMO_SETTINGS,
+    settings: SamplingSettings | None = None,
     *,
     on_step: Callable[[int, int], None] | None = None,
 ) -> SampleResult:
     """Sample ``settings.batch_size`` images and record the x̂₀ prediction of every step: the
     draws of :func:`hdit_edu.sampling.generate` (and so of ``hdit-edu sample``) for the same
-    settings, with its per-step ``callback`` collecting the trajectory. ``on_step(i, steps)``
-    is called after each step (the app's progress bar).
+    settings, with its per-step ``callback`` collecting the trajectory. ``settings`` None: the
+    run's own (:func:`default_settings`). ``on_step(i, steps)`` is called after each step (the
+    app's progress bar).
     """
     m = config.model
-    settings.validate(m.num_classes)
+    settings = default_settings(config) if settings is None else settings
+    settings.validate(config)
     device = next(denoiser.parameters()).device
-    sigmas = sampling_sigmas(config, settings.steps, device=device)
-    trajectory = []
+    discrete = settings.sampler == DDPM_SAMPLER  # DiT's steps: generate takes no σ schedule
+    sigmas = None if discrete else sampling_sigmas(config, settings.steps, device=device)
+    trajectory, timesteps = [], []
 
     def record(info: dict) -> None:
-        trajectory.append(info["denoised"].float().clamp(-1, 1).cpu())
+        x0 = info["pred_x0"] if discrete else info["denoised"]
+        trajectory.append(x0.float().clamp(-1, 1).cpu())
+        if discrete:
+            timesteps.append(info["t"])
         if on_step is not None:
-            on_step(info["i"] + 1, settings.steps)
+            on_step(len(trajectory), settings.steps)
 
     start = time.perf_counter()
     images = generate(
@@ -167,6 +216,7 @@ def draw_samples(
         config,
         settings.batch_size,
         sampler=settings.sampler,
+        steps=settings.steps,
         cfg_scale=settings.cfg_scale,
         class_cond=settings.class_index,
         seed=settings.seed,
@@ -175,6 +225,9 @@ def draw_samples(
         callback=record,
     )
     seconds = time.perf_counter() - start
+    steps = torch.tensor(timesteps, dtype=torch.long) if discrete else None
+    if discrete:  # σ_t of the steps visited (the denoiser's table), then the sample's σ = 0
+        sigmas = torch.cat([denoiser.schedule.sigmas[steps].float(), torch.zeros(1)])
     return SampleResult(
         images=images,
         classes=sample_classes(settings, m.num_classes),
@@ -182,6 +235,7 @@ def draw_samples(
         trajectory=torch.stack(trajectory),
         seconds=seconds,
         settings=settings,
+        timesteps=steps,
     )
 
 
@@ -224,7 +278,11 @@ class SamplingApp:
     """The sampling demo: controls (class, CFG scale w, sampler, steps, seed, batch size), a
     "Sample" button (CSS class ``hdit-sample-button``), a progress bar, the sample grid (CSS
     class ``hdit-sample-grid``), the denoising trajectory as a strip and as a step slider over
-    the x̂₀ predictions, and the time taken. ``app.run()`` is what the button does."""
+    the x̂₀ predictions, and the time taken. ``app.run()`` is what the button does.
+
+    ``settings`` None: the run's own (:func:`default_settings`); the sampler picker offers the
+    samplers that fit the run (:func:`hdit_edu.sampling.samplers_for`) and the steps slider
+    :func:`step_limits`, so a DDPM run (R1) gets DiT's ancestral sampler and its 250 steps."""
 
     def __init__(
         self,
@@ -232,13 +290,14 @@ class SamplingApp:
         config,
         *,
         class_names: Sequence[str] | None = None,
-        settings: SamplingSettings = DEMO_SETTINGS,
+        settings: SamplingSettings | None = None,
     ):
         self.denoiser, self.config = denoiser, config
         num_classes = config.model.num_classes
+        settings = default_settings(config) if settings is None else settings
         if num_classes == 0:
             settings = replace(settings, class_index=None, cfg_scale=1.0)
-        settings.validate(num_classes)
+        settings.validate(config)
         self.class_names = list(class_names or _class_names(config))
         if len(self.class_names) != num_classes:
             raise ValueError(
@@ -267,11 +326,16 @@ class SamplingApp:
             disabled=num_classes == 0,
             style=style,
         )
+        fitting = samplers_for(config)
         self.sampler_picker = ipw.Dropdown(
-            options=SAMPLER_LABELS, value=settings.sampler, description="sampler", style=style
+            options=[o for o in (*SAMPLER_LABELS, DDPM_SAMPLER_LABEL) if o[1] in fitting],
+            value=settings.sampler,
+            description="sampler",
+            style=style,
         )
+        low, high = step_limits(config)
         self.steps_slider = ipw.IntSlider(
-            value=settings.steps, min=1, max=MAX_STEPS, description="steps", style=style
+            value=settings.steps, min=low, max=high, description="steps", style=style
         )
         self.seed_input = ipw.BoundedIntText(
             value=settings.seed, min=0, max=2**31 - 1, description="seed", style=style
@@ -310,9 +374,14 @@ class SamplingApp:
             ]
         )
         samples = ipw.VBox([ipw.HTML("<b>samples</b>"), self.grid_image])
+        predicted = (
+            "DiT's x̂₀ = (x_t − √(1 − ᾱ_t)·ε̂)/√ᾱ_t"
+            if config.diffusion.process == "ddpm"
+            else "x̂₀ = D(x_i, σ_i)"
+        )
         trajectory = ipw.VBox(
             [
-                ipw.HTML("<b>denoising trajectory</b>: x̂₀ = D(x_i, σ_i) of each step"),
+                ipw.HTML(f"<b>denoising trajectory</b>: {predicted} of each step"),
                 self.strip_image,
                 self.strip_caption,
                 self.step_slider,
@@ -377,6 +446,9 @@ class SamplingApp:
         strip = trajectory_strip(result, rows)
         _show_png(self.strip_image, images_png(strip, nrow=len(columns), scale=2))
         sigma_text = ", ".join(f"{result.sigmas[i].item():.3g}" for i in columns)
+        if result.timesteps is not None:  # DDPM: DiT's discrete step t and its σ_t
+            t_text = ", ".join(str(int(result.timesteps[i])) for i in columns)
+            sigma_text = f"{sigma_text} (DDPM step t = {t_text} of 1000)"
         self.strip_caption.value = (
             f"<small>{rows} samples (rows) at steps {[i + 1 for i in columns]} (columns); "
             f"σ = {sigma_text}</small>"
@@ -387,11 +459,14 @@ class SamplingApp:
         if self.step_slider.value == last:
             self._show_step()
         self.step_slider.value = last  # observe() redraws
-        sampler = dict((name, label) for label, name in SAMPLER_LABELS)[s.sampler]
+        sampler = {name: label for label, name in (*SAMPLER_LABELS, DDPM_SAMPLER_LABEL)}[s.sampler]
         what = "every class in turn" if s.class_index is None else self.class_names[s.class_index]
+        guidance = f"w = {s.cfg_scale:g}"
+        if s.sampler == DDPM_SAMPLER and s.cfg_scale != 1:  # ddpm.guided_output
+            guidance += " (DiT's guidance: on ε̂; the variance from the conditional pass)"
         self.status.value = (
             f"{len(result.images)} images ({what}), {s.steps} steps of {sampler}, "
-            f"w = {s.cfg_scale:g}, seed {s.seed}: <b>{result.seconds:.2f} s</b> "
+            f"{guidance}, seed {s.seed}: <b>{result.seconds:.2f} s</b> "
             f"({result.seconds / len(result.images) * 1000:.0f} ms per image)"
         )
 

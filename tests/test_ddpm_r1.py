@@ -174,8 +174,8 @@ def test_hflip_is_validated_once_with_the_value_and_what_is_allowed():
         validate_config(config)
 
 
-def test_baselines_toy_draft_loads_and_its_cost_is_the_readmes():
-    """results/baselines-toy: the draft spec loads, runs 4 arms × 4 seeds with R1 sampling
+def test_baselines_toy_spec_loads_and_its_cost_is_the_readmes():
+    """results/baselines-toy: the registered spec loads, runs 4 arms × 4 seeds at one lr with R1 sampling
     through DiT's 250 steps, fits the budget (6 CPU-h, 30 min a run) by its design's rates, and
     its README states those numbers."""
     import importlib.util
@@ -189,8 +189,9 @@ def test_baselines_toy_draft_loads_and_its_cost_is_the_readmes():
     assert [a.label for a in study.arms] == ["R1", "R2", "R3", "R4"]
     assert len(study.runs()) == 16 and all(a.seeds == (0, 1, 2, 3) for a in study.arms)
     b = study.budget
-    assert (b.train_steps, b.n_eval, b.cfg, b.ddpm_steps, b.sample_steps) == (7000, 1024, 1.0,
+    assert (b.train_steps, b.n_eval, b.cfg, b.ddpm_steps, b.sample_steps) == (9000, 512, 1.0,
                                                                                250, 50)
+    assert all(run_config(a, 0, b).training.lr == 5e-4 for a in ("R1", "R2", "R3", "R4"))
     protocol = EvalProtocol(n=b.n_eval, sampler=b.sampler, steps=b.sample_steps, cfg=b.cfg,
                             ddpm_steps=b.ddpm_steps)  # fmt: skip
     assert protocol.sampling(run_config("R1", 0, b)) == ("ddpm", 250)

@@ -114,9 +114,9 @@ def test_sample_classes_and_trajectory_columns():
         ("class_index", 8, "0 … 7"),
     ],
 )
-def test_bad_settings_name_the_allowed_values(field, value, allowed):
+def test_bad_settings_name_the_allowed_values(shipped, field, value, allowed):
     with pytest.raises(ValueError, match=field) as info:
-        replace(DEMO_SETTINGS, **{field: value}).validate(8)
+        replace(DEMO_SETTINGS, **{field: value}).validate(shipped[0])  # 8 classes, EDM
     assert allowed in str(info.value)
 
 

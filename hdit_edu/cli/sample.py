@@ -46,7 +46,8 @@ def add_sample(sub) -> None:
         cmd_sample,
         help="draw samples from a run's EMA weights into a PNG grid",
         description="Load RUN's config.json and the EMA weights of its newest checkpoint, draw "
-        "N samples (Table 6: 50 steps of DPM++(3M) SDE) and write them as one PNG grid.",
+        "N samples (with the run's own sampler: Table 6's 50 steps of DPM++(3M) SDE; a DDPM "
+        "run, R1: DiT's 250 ancestral steps) and write them as one PNG grid.",
     )
     add_shared(sample, "--run")
     sample.add_argument("--n", type=POSITIVE, default=16, help="number of samples")
@@ -71,7 +72,8 @@ def add_sample(sub) -> None:
     sample.add_argument(
         "--shift",
         action="store_true",
-        help="warp the σ schedule by the resolution shift of the interpolated-cosine density",
+        help="warp the σ schedule by the resolution shift of the interpolated-cosine density "
+        "(EDM's samplers; a DDPM run samples its respaced discrete steps)",
     )
 
 
