@@ -208,3 +208,43 @@ def test_baselines_toy_spec_loads_and_its_cost_is_the_readmes():
     assert f"**{total:.2f} CPU-hours**" in readme
     for label, seconds in cost.items():
         assert f"| {label} |" in readme and f"{seconds:,.0f} |" in readme, label
+
+
+def test_baselines_toy_reading_gives_each_outcome_of_its_rule():
+    """results/baselines-toy/reading.py applies the README's rule as registered: the validity
+    bar on R1's class accuracy, R2 worse than R1 from the CI's side of 0, R3 ≈ R1 within 20 % of
+    R1's toy FID (inside: supports; outside 0 and beyond the margin: contradicts), and the whole
+    account from the two primary readings."""
+    import runpy
+    from pathlib import Path
+
+    reading = runpy.run_path(str(Path(__file__).resolve().parents[1] / "results" / "baselines-toy"
+                                 / "reading.py"))["reading"]  # fmt: skip
+
+    def row(x, y, metric, lo, hi):
+        return {"x": x, "y": y, "metric": metric,
+                "difference": {"mean": (lo + hi) / 2, "n": 4, "ci95": [lo, hi]}}  # fmt: skip
+
+    def result(worse, equal, r1_fid=100.0, r1_acc=0.4, equal_acc=(-0.02, 0.03)):
+        table = {"R1": {"fid": {"mean": r1_fid}, "class_accuracy": {"mean": r1_acc}}}
+        return {"table": table, "kendall_tau": {"tau": 1 / 3, "p": 0.75}, "comparisons": [
+            row("R1", "R2", "fid", *worse), row("R1", "R3", "fid", *equal),
+            row("R1", "R3", "class_accuracy", *equal_acc)]}  # fmt: skip
+
+    lines = reading(result(worse=(5, 30), equal=(-10, 15)))  # margin ±20
+    assert "R1 learned the task" in lines[0]
+    assert lines[1].endswith('supports "R2 worse than R1".')
+    assert lines[2].endswith('supports "R3 ≈ R1".') and "±20" in lines[2]
+    assert lines[3].endswith('supports "R3 ≈ R1".')
+    assert "**supported** at toy scale" in lines[4] and "+0.333" in lines[5]
+    lines = reading(result(worse=(-30, -5), equal=(-10, 15)))
+    assert "contradicts" in lines[1] and "**contradicted**" in lines[4]
+    lines = reading(result(worse=(5, 30), equal=(25, 45)))  # excludes 0, mean 35 > 20
+    assert "contradicts \"R3 ≈ R1\"" in lines[2] and "**contradicted**" in lines[4]
+    lines = reading(result(worse=(5, 30), equal=(5, 25)))  # excludes 0 but mean 15 ≤ 20
+    assert "not resolved \"R3 ≈ R1\"" in lines[2] and "**not decided**" in lines[4]
+    lines = reading(result(worse=(-5, 30), equal=(-10, 15), equal_acc=(0.02, 0.2)))
+    assert "not resolved \"R2" in lines[1] and "contradicts" in lines[3]
+    assert "**not decided**" in lines[4]  # accuracy is secondary: not in the whole account
+    lines = reading(result(worse=(5, 30), equal=(-10, 15), r1_acc=0.2))
+    assert "R1 undertrained at this budget" in lines[0] and "not tested" in lines[4]
