@@ -27,7 +27,9 @@
 # 4. **Where the FLOPs go** — per level and per kind of work, as stacked bars;
 # 5. **Appendix A's geometric series**, made visible;
 # 6. **Table 6's parameter counts** (117M, 85M, 557M) and the reading of the table that
-#    reproduces them.
+#    reproduces them;
+# 7. **Measured on a CPU** — the training step's time and memory of step E and of a
+#    global-attention transformer with the same blocks, from 32² up (issue 30's benchmark).
 #
 # Library code used: `hdit_edu.configs` (`ablation_step`, `paper_config`, `get_config`,
 # `at_resolution`), `hdit_edu.flops` (`count_gflops` — fvcore with attention handles —,
@@ -501,6 +503,92 @@ assert [round(literal_params[n] / 1e6) for n in ("ffhq1024", "imagenet256")] == 
 assert [round(measured_params[n] / 1e6, 1) for n in ("ffhq1024", "imagenet256")] == [85.1, 557.4]
 
 # %% [markdown]
+# ## 7. Measured: the training step on this machine's CPU (issue 30)
+#
+# FLOPs are the paper's unit; a user's unit is seconds and bytes. The shipped benchmark
+# `benchmarks/results/hourglass_vs_global-cpu-2026-12-07.json` timed one training step
+# (batch 1, one thread, forward + backward + AdamW) of the two arms of
+# `results/hourglass-vs-global/`: step E's hourglass (App. A: one more neighborhood level per
+# doubling) and a single-level transformer with the same blocks and **global attention on every
+# token** (R4 with GEGLU and RoPE), from 32² up to where the global arm's step is predicted to
+# take more than two minutes. Regenerate it with
+# `python benchmarks/hourglass_vs_global.py --out benchmarks/results/hourglass_vs_global-cpu-DATE.json`.
+# Below: both arms' step time and peak memory against pixels, with the slope of each doubling.
+
+# %%
+import json
+from pathlib import Path
+
+import hdit_edu
+
+SCALING = (
+    Path(hdit_edu.__file__).resolve().parents[1]
+    / "benchmarks" / "results" / "hourglass_vs_global-cpu-2026-12-07.json"
+)
+bench = json.loads(SCALING.read_text())
+measured = {}
+for row in bench["results"]:
+    if "step_s" in row:
+        measured.setdefault(row["arm"], []).append(row)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+for arm, rows in measured.items():
+    px = [r["resolution"] ** 2 for r in rows]
+    axes[0].loglog(px, [r["step_s"] for r in rows], "o-", label=arm)
+    axes[1].loglog(px, [r["peak_memory_MiB"] for r in rows], "o-", label=arm)
+for ax, what in zip(axes, ("training step (s)", "peak memory (MiB)")):
+    ax.set_xlabel("pixels")
+    ax.set_ylabel(what)
+    ax.legend()
+fig.suptitle(f"one training step, batch 1, one thread: {bench['environment']['device']}")
+plt.tight_layout()
+plt.show()
+print(f"{'arm':>7s} {'n²':>6s} {'GMAC fwd':>9s} {'step s':>8s} {'slope':>6s} {'MiB':>8s}")
+local_slope = {}
+for arm, rows in measured.items():
+    for prev, r in zip([None, *rows], rows):
+        k = None if prev is None else loglog_slope(
+            [prev["resolution"] ** 2, r["resolution"] ** 2], [prev["step_s"], r["step_s"]]
+        )
+        local_slope[arm, r["resolution"]] = k
+        print(f"{arm:>7s} {r['resolution']:>5d}² {r['forward_gmac_per_image']:9.3f} "
+              f"{r['step_s']:8.3f} {'' if k is None else f'{k:6.2f}':>6s} {r['peak_memory_MiB']:8.1f}")
+for arm, s in bench["summary"].items():
+    print(f"{arm}: exponents over {s['resolutions'][0]}²…{s['resolutions'][-1]}² "
+          f"{ {k: round(v, 2) for k, v in s['exponent'].items()} }; stopped at {s['stopped_at']}")
+
+# %% [markdown]
+# Reading it:
+#
+# * At the small sizes both steps are dominated by fixed per-operation costs, and the
+#   hourglass's extra levels cost more time than they save — on this CPU E is *less* efficient
+#   per FLOP than the plain transformer (its small neighborhood kernels run as many small
+#   operations). This is why the study fixes equal **FLOPs** per cell and reports CPU-seconds
+#   beside them.
+# * As the pixels grow, the global arm's step time turns towards the quadratic slope of its
+#   attention while E's stays near linear; the global arm stops where one step would take
+#   minutes. The last doublings' slopes (the table's "slope" column) are the ones that matter
+#   for Table 1's R4 row at 256² and beyond.
+# * Peak memory stays near linear for *both* arms here: PyTorch's CPU attention is a fused
+#   kernel that never holds the tokens² score matrix. A naive implementation would (notebook 04,
+#   section 3); on this machine the quadratic cost is time, not memory.
+# * Whether the hourglass also buys *quality* per FLOP, on trained models, is the question of
+#   `results/hourglass-vs-global/` (registered after its pilots; its figure comes here when its
+#   runs are done).
+
+# %%
+e_rows, g_rows = measured["E"], measured["global"]
+assert bench["summary"]["E"]["stopped_at"] is None  # E is timed up to the largest size
+# the global arm's step grows faster than E's over their common sizes, and ends slower
+common_sizes = [r["resolution"] for r in g_rows if r["resolution"] in {e["resolution"] for e in e_rows}]
+last = common_sizes[-1]
+assert local_slope["global", last] > local_slope["E", last]
+# per FLOP, E's step is slower than the global arm's at the smallest size (overhead-bound)
+s_per_gmac = {a: rows[0]["step_s"] / rows[0]["forward_gmac_per_image"] for a, rows in measured.items()}
+assert s_per_gmac["E"] > s_per_gmac["global"], s_per_gmac
+assert bench["summary"]["global"]["exponent"]["flops"] > bench["summary"]["E"]["exponent"]["flops"]
+assert all(s["exponent"]["peak_memory"] < 1.1 for s in bench["summary"].values())  # linear
+
+# %% [markdown]
 # ## Summary
 #
 # * Counting multiply-adds, with attention as `s_q·s_k·(d_q + d_v)` per head, reproduces every
@@ -511,6 +599,9 @@ assert [round(measured_params[n] / 1e6, 1) for n in ("ffhq1024", "imagenet256")]
 #   outside it, and the global core is fixed (16×16 tokens; 32×32 + 16×16 for FFHQ-1024²).
 # * Table 6's parameter counts follow once its mapping width is read as the mapping FFN width
 #   for the FFHQ-1024 and ImageNet-256 models.
+# * Measured on a CPU, FLOPs are not seconds: at small sizes E's many small operations make it
+#   slower per FLOP than a plain transformer, and the quadratic arm's cost shows only as the
+#   pixels grow.
 
 # %% [markdown]
 # ## Exercises
