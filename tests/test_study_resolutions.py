@@ -286,6 +286,17 @@ def test_the_cell_analysis_reads_each_cell_with_anytime_curves_crossover_and_exp
     assert "equal training GFLOP per cell (16²: 2, 32²: 4;" in text
     assert "## ResolutionCells" in text and "| E | 32 |" in text and "Crossover (hourglass vs global" in text
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["exponent"] == out["exponent"]
+    # anytime.png: one panel per metric (rows) and resolution (columns), each arm's means
+    assert (tmp_path / "out" / "anytime.png").is_file()
+    study = registration.check(finished)
+    fig = report.anytime_plot(out, study)
+    assert len(fig.axes) == len(study.metrics) * 2
+    arm, points = next(iter(out["anytime"]["32"].items()))
+    metric = study.metrics[0]
+    x, y = fig.axes[1].lines[0].get_data()  # row 0 (first metric), column 1 (32²), first arm
+    assert fig.axes[1].lines[0].get_label().startswith(arm)
+    assert list(x) == [p["gflop"] for p in points]
+    assert list(y) == [p[metric]["mean"] for p in points]
 
 
 def test_the_cli_trains_a_per_resolution_classifier_on_the_detail_set(tmp_path):

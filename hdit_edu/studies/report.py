@@ -4,7 +4,9 @@ registration and every amendment, the per-arm table, the comparisons, the readin
 ``summary.png`` (a forest plot: one panel per metric, each comparison's difference with its
 95 % CI); for a study that lets every arm choose its guidance scale (``evaluation.select_cfg``)
 also ``frontier.png`` (each arm's FID–accuracy frontier over w, the chosen w marked) and the
-chosen scales in ``summary.json`` (``guidance``) and ``summary.md``.
+chosen scales in ``summary.json`` (``guidance``) and ``summary.md``; for a study of cells
+(``task.resolutions``) also ``anytime.png`` (every metric against training GFLOPs per
+resolution and arm, with its 95 % CI band: :func:`anytime_plot`).
 
 The readings (:func:`readings`) are generated from the numbers and the reading rule fixed in
 the spec, and say nothing else: the difference and its interval, the corrected p, whether the
@@ -238,6 +240,50 @@ def forest_plot(result: dict, study: Study, path: str | Path | None = None):
     return fig
 
 
+def anytime_plot(result: dict, study: Study, path: str | Path | None = None):
+    """A cell study's quality against training compute (the paper's Fig. 1 axis): one row per
+    metric, one column per resolution; each arm's mean over seeds at its anytime evaluations
+    against training GFLOPs (log), with the 95 % t interval as a band. Equal FLOPs per cell, so
+    the arms end at the same x. Returns the figure (saved to ``path`` if given)."""
+    import matplotlib
+
+    with matplotlib.rc_context({"backend": "agg"}):
+        import matplotlib.pyplot as plt
+
+        metrics, curves = list(study.metrics), result["anytime"]
+        fig, axes = plt.subplots(len(metrics), len(curves), squeeze=False,
+                                 figsize=(3.6 * len(curves) + 1, 2.6 * len(metrics) + 0.8))  # fmt: skip
+        for col, (n, arms) in enumerate(curves.items()):
+            for row, metric in enumerate(metrics):
+                ax = axes[row][col]
+                for i, (arm, points) in enumerate(arms.items()):
+                    pts = [p for p in points if metric in p]
+                    if not pts:
+                        continue
+                    x = [p["gflop"] for p in pts]
+                    ax.plot(x, [p[metric]["mean"] for p in pts], "-o", color=f"C{i}", ms=4,
+                            label=f"{arm} (n = {pts[-1]['n_seeds']})")  # fmt: skip
+                    if all(p[metric]["n"] > 1 for p in pts):
+                        ax.fill_between(x, [p[metric]["ci95"][0] for p in pts],
+                                        [p[metric]["ci95"][1] for p in pts], color=f"C{i}",
+                                        alpha=0.2)  # fmt: skip
+                ax.set_xscale("log")
+                better = "higher" if ALL_METRICS[metric] < 0 else "lower"
+                ax.set_title(f"{n}²: {METRIC_LABELS.get(metric, metric)}", fontsize=9)
+                ax.set_ylabel(f"({better} is better)", fontsize=8)
+                if row == len(metrics) - 1:
+                    ax.set_xlabel("training GFLOPs")
+                if row == 0:
+                    ax.legend(fontsize=7)
+        fig.suptitle(f"{study.name}: quality against training compute (mean, 95 % CI over "
+                     "seeds)", fontsize=10)  # fmt: skip
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+    return fig
+
+
 def guidance(study: Study, runs: dict | None = None) -> dict:
     """Each arm's own guidance scale (a study with ``evaluation.select_cfg``): the w every seed
     chose on its selection noise, and the FID–accuracy frontier over w on that noise, each
@@ -334,4 +380,6 @@ def report(spec: str | Path | Study, out: str | Path | None = None) -> dict:
     atomic_write_text(out / "summary.json", json.dumps(result, indent=1) + "\n")
     atomic_write_text(out / "summary.md", text)
     forest_plot(result, study, out / "summary.png")
+    if "anytime" in result:
+        anytime_plot(result, study, out / "anytime.png")
     return result | {"markdown": text, "readings": readings(result, study)}
