@@ -15,8 +15,9 @@ Sections (each app in its own section):
   prediction ``D(x_i, σ_i)`` of every step) and the time taken. :func:`draw_samples` is the
   function behind it. A run of DiT's discrete process (R1, ``diffusion.process = "ddpm"``) is
   offered the samplers that fit it (:func:`hdit_edu.sampling.samplers_for`: DiT's ancestral
-  sampler, 250 respaced steps by default) and guided as DiT guides (on ε̂). The measurements notebook 08 shows next to it (Figure 9's guidance
-  trade-off, the sampler study) are headless, in :mod:`hdit_edu.measure`.
+  sampler, 250 respaced steps by default) and guided as DiT guides (on ε̂). The measurements
+  notebook 08 shows next to it (Figure 9's guidance trade-off, the sampler study) are headless,
+  in :mod:`hdit_edu.measure`.
 * ``# --- live training view ---`` — :class:`LiveTrainingView` (notebooks 07 and 09): a
   progress bar, the loss curve and the newest EMA sample grid of a training run, redrawn as the
   trainer logs; ``trainer.fit(steps, callback=LiveTrainingView())`` attaches it for one call
