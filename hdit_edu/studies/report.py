@@ -197,6 +197,17 @@ def markdown(result: dict, study: Study) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _saved(fig, path: str | Path | None):
+    """Lay out ``fig`` and, with a ``path``, write it (100 dpi) and close it; returns it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+    return fig
+
+
 def forest_plot(result: dict, study: Study, path: str | Path | None = None):
     """One panel per metric: each comparison's Y − X (dot) with its 95 % CI (bar), 0 marked;
     filled where the rule calls it significant / resolved, green where the sign is the
@@ -233,11 +244,7 @@ def forest_plot(result: dict, study: Study, path: str | Path | None = None):
             ", green = expected sign",
             fontsize=10,
         )
-        fig.tight_layout()
-        if path is not None:
-            fig.savefig(path, dpi=100)
-            plt.close(fig)
-    return fig
+        return _saved(fig, path)
 
 
 def anytime_plot(result: dict, study: Study, path: str | Path | None = None):
@@ -277,11 +284,7 @@ def anytime_plot(result: dict, study: Study, path: str | Path | None = None):
                     ax.legend(fontsize=7)
         fig.suptitle(f"{study.name}: quality against training compute (mean, 95 % CI over "
                      "seeds)", fontsize=10)  # fmt: skip
-        fig.tight_layout()
-        if path is not None:
-            fig.savefig(path, dpi=100)
-            plt.close(fig)
-    return fig
+        return _saved(fig, path)
 
 
 def guidance(study: Study, runs: dict | None = None) -> dict:
@@ -338,11 +341,7 @@ def frontier_plot(table: dict, path: str | Path | None = None):
             ax.legend(fontsize=8)
         fig.suptitle("Each arm's frontier over the guidance scale w (mean over seeds); "
                      "ringed: a w some seed chose", fontsize=10)  # fmt: skip
-        fig.tight_layout()
-        if path is not None:
-            fig.savefig(path, dpi=100)
-            plt.close(fig)
-    return fig
+        return _saved(fig, path)
 
 
 def guidance_lines(table: dict) -> list[str]:
