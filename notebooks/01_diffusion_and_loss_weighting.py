@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -905,6 +907,72 @@ print(f"* and R1 keeps DiT's train.py: grad_clip = {r1.training.grad_clip}, prec
 assert set(differ) == {"diffusion.process", "training.grad_clip", "training.precision",
                        "training.ema_warmup", "training.hflip"}  # fmt: skip
 assert r1.model == r2.model and r1.model.out_channels == 2 * r1.model.in_channels
+
+# %% [markdown]
+# ### The R1 → R4 story, measured at toy scale
+#
+# In crowsonkb/k-diffusion#96 the authors explain R2's worse FID (69.86 against R1's 42.03) by
+# compounding mismatches of a DDPM model inside a continuous-time trainer, and add R3 as "DiT
+# with HDiT's blocks" that matches R1. `results/baselines-toy/` asks the same of the four
+# baselines on the toy task: 4 seeds each, 9,000 steps at one learning rate, 512 unguided
+# samples with each arm's own sampler (R1: the 250 DDPM steps above). Its reading rule was
+# registered before the runs; one clause is a **validity condition**: the account is tested
+# only if R1 learned the classes (class accuracy ≥ 0.25, twice chance). Below, the study's
+# analysis is recomputed from its shipped run records and checked against the shipped summary,
+# then read by the registered rule (`results/baselines-toy/reading.py`).
+
+# %%
+import importlib.util
+import json
+from pathlib import Path
+
+import hdit_edu
+from hdit_edu.analysis import analyze
+from hdit_edu.studies.registration import check
+from hdit_edu.studies.report import forest_plot
+
+BASELINES = Path(hdit_edu.__file__).resolve().parents[1] / "results" / "baselines-toy"
+study = check(BASELINES / "study.toml")  # refuses a spec changed since its registration
+result = analyze(study)  # the 16 shipped records → means, CIs, paired differences
+shipped = json.loads((BASELINES / "summary.json").read_text())
+assert json.dumps(result, sort_keys=True) == json.dumps(shipped, sort_keys=True)
+rule = importlib.util.spec_from_file_location("baselines_reading", BASELINES / "reading.py")
+baselines_reading = importlib.util.module_from_spec(rule)
+rule.loader.exec_module(baselines_reading)
+
+table = result["table"]
+print(f"{result['n_runs']} runs; mean [95 % CI] over seeds {table['R1']['seeds']}, w = 1")
+print(f"{'arm':<4}{'toy FID':>22}{'class accuracy':>26}{'paper FID':>11}")
+for arm in ("R1", "R2", "R3", "R4"):
+    f, a = table[arm]["fid"], table[arm]["class_accuracy"]
+    print(f"{arm:<4}{f['mean']:>8.1f} [{f['ci95'][0]:5.1f}, {f['ci95'][1]:5.1f}]"
+          f"{a['mean']:>12.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]"
+          f"{study.reference.values[arm]:>11.2f}")  # fmt: skip
+forest_plot(result, study)
+plt.show()
+print("\n".join(baselines_reading.reading(result)))
+r1_accuracy = table["R1"]["class_accuracy"]["mean"]
+high = {arm: table[arm]["error_high"]["mean"] for arm in ("R1", "R2")}
+print(f"unweighted error at σ ≥ 10: R1 {high['R1']:.3f}, R2 {high['R2']:.3f}")
+# the text below, as numbers: R1 under the bar; R2 and R3 ahead of R1 (CIs below 0); R2 → R3
+# and R3 → R4 resolved the paper's way in both primaries; R1's high-σ error the larger
+diff = {(r["x"], r["y"], r["metric"]): r["difference"] for r in result["comparisons"]}
+assert r1_accuracy < baselines_reading.VALID_ACCURACY and high["R1"] > high["R2"]
+assert diff["R1", "R2", "fid"]["ci95"][1] < 0 and diff["R1", "R3", "fid"]["ci95"][1] < 0
+for x, y in (("R2", "R3"), ("R3", "R4")):
+    assert diff[x, y, "fid"]["ci95"][1] < 0 < diff[x, y, "class_accuracy"]["ci95"][0]
+
+# %% [markdown]
+# **What it shows.** R1's class accuracy stays below the validity bar, so by the registered
+# rule the authors' account is *not tested* at this budget — whatever the CIs say. They say
+# that at toy scale and 9,000 steps the DDPM recipe learns *slower* than the EDM one: R2 and R3
+# beat R1 in toy FID, while R2 → R3 (HDiT's blocks) and R3 → R4 (soft-min-SNR) go the paper's
+# way. The σ ≥ 10 error says where: R1's x̂₀ = x − σ·ε̂ multiplies ε̂'s error by σ² at the
+# high noise levels where a sample's layout is decided, which EDM's c_skip/c_out avoid — the
+# same preconditioning argument as §2. The paper's Table 1 compares models after 400k steps
+# of batch 256; the study's README (`results/baselines-toy/README.md`, "Results") gives the
+# full table, the cost (≈ 5 of its 6 CPU-hours) and why the toy budget cannot yet test the
+# converged models' order.
 
 # %% [markdown]
 # ## Summary
