@@ -27,9 +27,9 @@ from hdit_edu.toy import MissingWeightsError, train_toy_classifier
 from hdit_edu.toy_detail import ToyDetailDataset
 
 ROOT = Path(__file__).resolve().parents[1]
-DRAFT = ROOT / "results" / "hourglass-vs-global" / "study.toml"
+HOURGLASS = ROOT / "results" / "hourglass-vs-global" / "study.toml"
 
-# Forward multiply-adds per image (flops.analytic_terms, closed form), batch 16 (the draft's).
+# Forward multiply-adds per image (flops.analytic_terms, closed form), batch 16 (the study's).
 MAC = {
     ("E", 32): 15_630_976, ("E", 64): 46_793_344, ("E", 128): 171_344_512,
     ("global", 32): 45_105_792, ("global", 64): 217_334_400, ("global", 128): 1_472_479_872,
@@ -165,8 +165,8 @@ def test_cell_keys_need_resolutions_and_detail_metrics_need_toy_detail(tmp_path)
         load_study(folder)
 
 
-def test_the_draft_study_loads_with_both_arms_at_every_resolution():
-    study = load_study(DRAFT)
+def test_the_hourglass_study_loads_with_both_arms_at_every_resolution():
+    study = load_study(HOURGLASS)
     assert study.resolution_cells.resolutions == (32, 64, 128) and study.resolution_cells.data == "toy-detail"
     plan = {(p.arm, p.resolution): p for p in study.resolution_cells.plan}
     assert {k: p.forward_mac for k, p in plan.items()} == MAC
