@@ -63,6 +63,8 @@ from ..stats import t_interval
 from ..toy import MissingWeightsError
 from ..toy_detail import classifier_folder, detail_classifier
 
+__all__ = ["ResolutionCells", "CellPlan", "analyze_study", "parse_cells", "expand"]
+
 TRAIN_FLOPS_PER_MAC = 6  # forward + backward (×3), two FLOPs per multiply-add (×2)
 BUDGET_KINDS = ("flops",)
 CELL_TASK_KEYS = ("resolutions", "budget", "anytime")
@@ -449,9 +451,6 @@ def analyze_study(study, runs: dict | None = None) -> dict:
     if cells.scaling is not None:
         result |= scaling_exponents(cells.scaling)
     return result
-
-
-__all__ = ["ResolutionCells", "CellPlan", "analyze_study", "parse_cells", "expand"]
 
 
 def plan_lines(study) -> list[str]:
