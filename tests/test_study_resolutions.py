@@ -275,6 +275,9 @@ def test_the_cell_analysis_reads_each_cell_with_anytime_curves_crossover_and_exp
     assert set(cross["readings"].values()) <= {"Y wins", "X wins", "not resolved"}
     if cross["readings"]["32"] != "Y wins":
         assert cross["crossover_resolution"] is None
+    # the benchmark file as seen from the study's folder: a summary is the same in every clone
+    named = Path(result["scaling"]["file"])
+    assert not named.is_absolute() and (study.folder / named).resolve() == (finished.parent.parent / "bench.json").resolve()
     # the benchmark's exponents, FLOPs over 32² and 64²: log(MAC₆₄ / MAC₃₂) / log 4, closed form
     flops_k = result["exponent"]["E"]["flops"]
     assert flops_k == pytest.approx(math.log(MAC["E", 64] / MAC["E", 32]) / math.log(4), rel=1e-9)

@@ -53,6 +53,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -412,16 +413,17 @@ def crossover(study, result: dict) -> dict:
     return {"comparisons": out}
 
 
-def scaling_exponents(path: Path) -> dict:
+def scaling_exponents(path: Path, folder: Path) -> dict:
     """The ``exponent`` of each arm from a ``benchmarks/hourglass_vs_global.py`` result file
-    (its ``summary``), with where each arm stopped, the file and its SHA-256."""
+    (its ``summary``), with where each arm stopped, the file (relative to the study's
+    ``folder``, so that a summary is the same in every clone) and its SHA-256."""
     if not path.is_file():
         raise ValueError(f"analysis.scaling: {path} does not exist; run the benchmark first")
     document = json.loads(path.read_text())
     summary = document["summary"]
     return {
         "exponent": {arm: s.get("exponent") for arm, s in summary.items()},
-        "scaling": {"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "scaling": {"file": Path(os.path.relpath(path, folder)).as_posix(), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                     "stopped_at": {arm: s.get("stopped_at") for arm, s in summary.items()},
                     "resolutions": {arm: s.get("resolutions") for arm, s in summary.items()}},
     }  # fmt: skip
@@ -449,7 +451,7 @@ def analyze_study(study, runs: dict | None = None) -> dict:
     if cells.crossover is not None:
         result["crossover"] = crossover(study, result)
     if cells.scaling is not None:
-        result |= scaling_exponents(cells.scaling)
+        result |= scaling_exponents(cells.scaling, study.folder)
     return result
 
 
