@@ -688,6 +688,11 @@ for c in revisited.comparisons:
         print(f"   {m:<24}{d['mean']:+10.4g} [{d['ci95'][0]:+.4g}, {d['ci95'][1]:+.4g}]"
               f"   Holm p = {row['p_holm']:.3g}")  # fmt: skip
 n_design = sum(len(a.seeds) for a in revisited.arms)
+tau_arms = set(result["kendall_tau"]["configs"])  # the arms Kendall's τ needs: Table 1's chain
+assert result29["kendall_tau"] is None and not tau_arms <= {a.label for a in revisited.arms}
+print(f"Kendall's τ-b, the original protocol (the records above): {result['kendall_tau']['tau']:.2f}; "
+      f"under the new protocol: not computable, the cut trains none of "
+      f"{', '.join(sorted(tau_arms - {a.label for a in revisited.arms}))}")  # fmt: skip
 display(Markdown("\n".join(
     [f"*{result29['n_runs']} of the {n_design} registered runs are in; the rule reads what is in, "
      "and its reading is final when all are.*", "", "**The RoPE test**", ""] + revisited_reading.rope_reading(r29)
