@@ -664,6 +664,12 @@ for arm, row in table29.items():
     print(f"{arm:<9}{ws:<20}" + "".join(
         f"{row[m]['mean']:.3g} [{row[m]['ci95'][0]:.3g}, {row[m]['ci95'][1]:.3g}]".rjust(24)
         for m in metrics29))  # fmt: skip
+# the frontier as described: accuracy grows from w = 1 to w = 4, and each arm's lowest toy FID
+# lies strictly between them (guidance first helps FID, then hurts it)
+for arm, g in chosen.items():
+    fids = [row["fid"] for row in g["frontier"]]
+    assert g["frontier"][-1]["class_accuracy"] > g["frontier"][0]["class_accuracy"], arm
+    assert 0 < int(np.argmin(fids)) < len(fids) - 1, arm
 # the table is the records': each arm's mean toy FID at its own w, recomputed from the runs
 records29 = load_study_records(revisited)
 for arm, row in table29.items():
