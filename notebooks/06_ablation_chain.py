@@ -634,8 +634,9 @@ from hdit_edu.studies.report import frontier_plot, guidance
 
 REVISITED = RESULTS.parents[1] / "ablation-toy-revisited"
 revisited = check_registered(REVISITED / "study.toml")  # refuses a spec changed since registration
-result29 = analyze_study(revisited)
-chosen = guidance(revisited)  # each arm's w per seed and its frontier over w
+records29 = load_study_records(revisited)  # read once: the analysis and the guidance table share it
+result29 = analyze_study(revisited, records29)
+chosen = guidance(revisited, records29)  # each arm's w per seed and its frontier over w
 shipped29 = json.loads((REVISITED / "summary.json").read_text())
 same29 = json.dumps(result29 | {"guidance": chosen}, sort_keys=True)
 assert same29 == json.dumps(shipped29, sort_keys=True)  # the shipped summary is the records'
@@ -671,7 +672,6 @@ for arm, g in chosen.items():
     assert g["frontier"][-1]["class_accuracy"] > g["frontier"][0]["class_accuracy"], arm
     assert 0 < int(np.argmin(fids)) < len(fids) - 1, arm
 # the table is the records': each arm's mean toy FID at its own w, recomputed from the runs
-records29 = load_study_records(revisited)
 for arm, row in table29.items():
     own = [r["final"]["fid_selected"] for r in records29[arm].values()]
     assert math.isclose(row["fid_selected"]["mean"], float(np.mean(own)), rel_tol=1e-12)
