@@ -7,7 +7,7 @@ environment variable ``HDIT_PROFILE`` overrides it (the notebook tests set ``HDI
 :func:`natten_status` is the one place that asks NATTEN what it can do here; the attention
 backends (``backend="auto"``), the report and the benchmarks all read it.
 
-:func:`versions` (with :func:`cpu_model` and :func:`git`) is what every experiment record
+:func:`versions` (with :func:`cpu_model`, :func:`cpu_id` and :func:`git`) is what every experiment record
 keeps of its environment: runs repeat bit for bit on one CPU kind only.
 """
 
@@ -111,6 +111,27 @@ def cpu_model() -> str | None:
         return None
 
 
+def cpu_id() -> str | None:
+    """What tells two CPUs of one model name apart: vendor, family, model and stepping
+    (``/proc/cpuinfo``) and the vector unit torch dispatches to. Under a hypervisor the model
+    name can be as coarse as "AMD EPYC" for CPUs that round differently (two such machines
+    differed from the sixth training step on), so the records keep this beside it."""
+    try:
+        fields = {}
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = ln.partition(":")
+            if not key.strip():
+                break  # the first processor's block ends at the first empty line
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return None
+    parts = [fields.get("vendor_id")] + [
+        f"{k.split()[-1]} {fields[k]}" for k in ("cpu family", "model", "stepping") if k in fields
+    ]
+    parts.append(torch.backends.cpu.get_cpu_capability())
+    return " ".join(p for p in parts if p) or None
+
+
 def git(folder: str | Path, *args: str) -> str | None:
     """``git -C folder ARGS``'s output (stripped); None outside a repository or without git."""
     try:
@@ -122,7 +143,7 @@ def git(folder: str | Path, *args: str) -> str | None:
 
 
 def versions() -> dict:
-    """Python, torch, numpy, the package's git commit (+ dirty flag), CPU model, threads."""
+    """Python, torch, numpy, the package's git commit (+ dirty flag), CPU model and id, threads."""
     source = Path(__file__).resolve().parents[1]
     return {
         "python": platform.python_version(),
@@ -131,5 +152,6 @@ def versions() -> dict:
         "git_commit": git(source, "rev-parse", "HEAD"),
         "git_dirty": bool(git(source, "status", "--porcelain", "--untracked-files=no")),
         "cpu": cpu_model(),
+        "cpu_id": cpu_id(),
         "threads": torch.get_num_threads(),
     }

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hdit_edu.env import environment_report, format_report, resolve_profile
+from hdit_edu.env import cpu_id, environment_report, format_report, resolve_profile, versions
 
 ROOT = Path(__file__).resolve().parents[1]
 tomllib = pytest.importorskip(
@@ -61,3 +61,24 @@ def test_environment_report_and_profile(monkeypatch):
         assert "tpu" in str(e) and "cpu" in str(e)
     else:
         raise AssertionError("an unknown profile must raise")
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="reads Linux's /proc/cpuinfo")
+def test_records_keep_the_cpu_id_beside_the_model_name():
+    """The model name can be "AMD EPYC" for CPUs that round differently: the records keep the
+    vendor, family, model and stepping of the first processor, and torch's vector unit."""
+    import torch
+
+    info = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    field = dict(
+        (k.strip(), v.strip()) for k, _, v in (ln.partition(":") for ln in info.splitlines())
+    )
+    if "vendor_id" not in field:
+        pytest.skip("no vendor_id in /proc/cpuinfo (not an x86 CPU)")
+    expected = " ".join(
+        [field["vendor_id"]]
+        + [f"{k.split()[-1]} {field[k]}" for k in ("cpu family", "model", "stepping") if k in field]
+        + [torch.backends.cpu.get_cpu_capability()]
+    )
+    assert cpu_id() == expected
+    assert versions()["cpu_id"] == expected
