@@ -669,8 +669,10 @@ assert (outer[twin] - folded(outer[6])).abs() < 0.005
 # is the paper's and k-diffusion's range, bit-identical to every shipped config and
 # checkpoint — and note that even the paper's 16×16 inner level has 9 of 96 pairs past π, so
 # `"grid"` is *not* the paper's model at 128² either. Whether the scaling matters for the toy
-# ablation's C → D verdict is an experiment (`results/ablation-toy-revisited/`), not something
-# this picture can settle: a slow alias is still a usable relative code.
+# ablation's C → D verdict is an experiment, not something this picture can settle: a slow
+# alias is still a usable relative code. The experiment is `results/ablation-toy-revisited/`
+# (registered before its runs; notebook 06, "The ablation revisited"), and its answer is the
+# cell after the next one.
 
 # %%
 toy_grid = dataclasses.replace(toy_d, rope_freqs="grid")
@@ -682,6 +684,38 @@ for (grid, turns, aliased), (_, before, _) in zip(level_rope_turns(toy_grid), le
 paper_grid = level_rope_turns(dataclasses.replace(paper_d, rope_freqs="grid"))
 assert torch.equal(paper_grid[0][1], levels["paper outer"][1])  # 32×32: unchanged
 assert not paper_grid[1][2].any()  # 16×16: scaled by 0.8, none aliases
+
+# %% [markdown]
+# **What the experiment found.** D (axial RoPE, no absolute position) was trained five times
+# beside D-grid (its frequencies scaled to the grid, nothing aliases) and D-table (RoPE *and*
+# C's learned table added after patching), and every run was scored at its own guidance scale.
+# The differences in toy FID against D (negative = better; mean [95 % CI] over the five
+# seeds, Holm p over the study's five comparisons), read from the study's shipped summary:
+
+# %%
+import json
+from pathlib import Path
+
+import hdit_edu
+
+REVISITED = Path(hdit_edu.__file__).resolve().parents[1] / "results/ablation-toy-revisited"
+revisited = json.loads((REVISITED / "summary.json").read_text())
+rope_test = {(c["x"], c["y"]): c for c in revisited["comparisons"] if c["metric"] == "fid_selected"}
+for arm in ("D-grid", "D-table"):
+    c = rope_test["D", arm]
+    lo, hi = c["difference"]["ci95"]
+    print(f"{arm} − D: {c['difference']['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}], Holm p = "
+          f"{c['p_holm']:.3g} ({'significant' if c['significant'] else 'not significant'})")
+# scaling the frequencies did not help significantly; giving back the absolute position did
+assert not rope_test["D", "D-grid"]["significant"]
+assert rope_test["D", "D-table"]["significant"] and rope_test["D", "D-table"]["difference"]["ci95"][1] < 0
+
+# %% [markdown]
+# On these toy grids, aliasing is not what made RoPE hurt: five seeds cannot tell the effect of
+# the grid-scaled frequencies from zero. What D had lost is the *absolute* position. RoPE
+# only sees offsets between tokens, and a data set of centred objects rewards knowing where
+# the centre is. So `rope_freqs = "image"` stays the default. On small grids of centred
+# content, `pos_emb = "rope+additive"` keeps RoPE and gives the position back.
 
 # %% [markdown]
 # **Summary.** An HDiT block is LLaMA-like: RMSNorm whose scale the conditioning predicts
