@@ -87,6 +87,9 @@ def test_the_ablation_spec_reproduces_the_shipped_summary_byte_for_byte():
         (('"+ GEGLU", "better"]]', '"+ GEGLU"]]'), "no expected sign"),
         (('["B2", "C", "+', '["B2", "E", "+'), "'E' is not an arm; allowed: B2, C"),
         (("[analysis]", '[analysis]\nrule = "vibes"'), "analysis.rule: 'vibes'; allowed: holm, ci"),
+        (("[analysis]", '[options]\ncross_cpu = "maybe"\n[analysis]'),
+         "options.cross_cpu: 'maybe'; allowed: true, false or \"seeds\""),
+        (("[analysis]", "[options]\ncross_cpu = 1\n[analysis]"), "options.cross_cpu: 1; allowed"),
         (('question = "', 'question = "'), None),
     ],
 )
@@ -243,6 +246,31 @@ def test_seed_paired_arms_from_different_cpu_kinds_are_refused():
     with pytest.raises(ValueError, match="different CPU kinds .*D-s1 on AMD EPYC"):
         analyze_runs(moved, **args)
     assert analyze_runs(moved, **args, cross_cpu=True)["comparisons"][0]["difference"]["n"] == 3
+
+
+def test_one_model_name_for_two_kinds_is_told_apart_by_cpu_id_and_seeds_may_differ_by_kind():
+    """Two machines that both report "AMD EPYC" rounded differently (issue 30's seeds 0 and 1,
+    results/hourglass-vs-global/README.md): where both records keep ``cpu_id`` it decides;
+    ``cross_cpu = "seeds"`` lets seeds differ in kind and refuses a seed split across two."""
+    runs = {k: v for k, v in load_runs(ABLATION / "runs").items() if k in ("C", "D")}
+    args = {"arms": ["C", "D"], "comparisons": [("C", "D", "RoPE", -1)], "metrics": ["fid"]}
+    zen = "AuthenticAMD family 26 model 2 stepping 1 AVX512"
+    kinds = copy.deepcopy(runs)
+    for arm in ("C", "D"):
+        for seed, record in kinds[arm].items():
+            record["versions"]["cpu"] = "AMD EPYC"  # one model name for every run
+            if seed > 0:  # seeds 1 and 2 on a machine that keeps cpu_id, seed 0 on an older one
+                record["versions"]["cpu_id"] = zen
+    n = analyze_runs(kinds, **args)["comparisons"][0]["difference"]["n"]
+    assert n == 3  # no cpu_id on seed 0: the model name decides, and it is one
+    kinds["C"][2]["versions"]["cpu_id"] = kinds["D"][2]["versions"]["cpu_id"] = zen.replace("26", "25")
+    with pytest.raises(ValueError, match=r"different CPU kinds .*C-s1 on AMD EPYC \(Authentic"):
+        analyze_runs(kinds, **args)  # seeds 1 and 2 on two kinds of one name
+    assert analyze_runs(kinds, **args, cross_cpu="seeds")["comparisons"][0]["difference"]["n"] == 3
+    kinds["D"][2]["versions"]["cpu_id"] = zen  # seed 2's two arms on two kinds
+    with pytest.raises(ValueError, match="within one seed from different CPU kinds .*C-s2.*D-s2"):
+        analyze_runs(kinds, **args, cross_cpu="seeds")
+    assert analyze_runs(kinds, **args, cross_cpu=True)["comparisons"][0]["difference"]["n"] == 3
 
 
 def test_the_report_states_the_numbers_and_shows_amendments(finished, tmp_path):

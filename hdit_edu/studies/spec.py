@@ -81,7 +81,8 @@ field and what is allowed. Every field, with its default::
 
     [options]
     compile = false                          # torch.compile every arm (training.compile)
-    cross_cpu = false                        # allow seed-paired arms from different CPU kinds
+    cross_cpu = false                        # true: seed-paired arms may come from different
+                                             #   CPU kinds; "seeds": each seed's runs from one
 
     [cells]                                  # optional: an EVALUATION-ONLY study (no training;
                                              #   hdit_edu.studies.cells): each arm's trained
@@ -295,7 +296,7 @@ class Study:
     rule: str = "holm"
     reference: Reference | None = None
     compile: bool = False
-    cross_cpu: bool = False
+    cross_cpu: bool | str = False  # True, False or "seeds" (each seed's runs on one CPU kind)
     select_cfg: tuple[float, ...] = ()  # guidance scales each arm chooses from (none: cfg)
     n_select: int = 512
     loss_profile: bool = False  # add protocol.loss_profile's metrics
@@ -433,9 +434,11 @@ def parse_study(raw: dict[str, Any], path: Path) -> Study:
 
     options = raw.get("options", {})
     _known(options, ("compile", "cross_cpu"), "options", fail)
-    for key in ("compile", "cross_cpu"):
-        if not isinstance(options.get(key, False), bool):
-            fail(f"options.{key}", f"{options[key]!r}; allowed: true or false")
+    if not isinstance(options.get("compile", False), bool):
+        fail("options.compile", f"{options['compile']!r}; allowed: true or false")
+    cross_cpu = options.get("cross_cpu", False)
+    if not (isinstance(cross_cpu, bool) or cross_cpu == "seeds"):
+        fail("options.cross_cpu", f"{cross_cpu!r}; allowed: true, false or \"seeds\"")
     if "checkpoints" in raw and (not isinstance(raw["checkpoints"], str) or not raw["checkpoints"]):
         fail("checkpoints", f"{raw['checkpoints']!r}; allowed: a folder path (string)")
     records = raw.get("records", "runs")
