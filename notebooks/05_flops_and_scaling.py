@@ -572,8 +572,7 @@ for arm, s in bench["summary"].items():
 #   kernel that never holds the tokens² score matrix. A naive implementation would (notebook 04,
 #   section 3); on this machine the quadratic cost is time, not memory.
 # * Whether the hourglass also buys *quality* per FLOP, on trained models, is the question of
-#   `results/hourglass-vs-global/` (registered after its pilots; its figure comes here when its
-#   runs are done).
+#   `results/hourglass-vs-global/`, the next subsection.
 
 # %%
 e_rows, g_rows = measured["E"], measured["global"]
@@ -587,6 +586,91 @@ s_per_gmac = {a: rows[0]["step_s"] / rows[0]["forward_gmac_per_image"] for a, ro
 assert s_per_gmac["E"] > s_per_gmac["global"], s_per_gmac
 assert bench["summary"]["global"]["exponent"]["flops"] > bench["summary"]["E"]["exponent"]["flops"]
 assert all(s["exponent"]["peak_memory"] < 1.1 for s in bench["summary"].values())  # linear
+
+# %% [markdown]
+# ### Trained: does the hourglass buy quality per FLOP? (`results/hourglass-vs-global/`)
+#
+# The benchmark times steps; it does not say what the steps buy. The study
+# `results/hourglass-vs-global/` trains both arms above and gives them **equal training
+# FLOPs** in each cell. Everything in it was fixed, and registered, after its pilots and
+# before any of its runs:
+#
+# * **Cells:** 32², 64² and 128² of `toy-detail`, the toy set with fine detail (stripes, dots,
+#   outlines) drawn at the resolution it is rendered at, so that the larger images carry more
+#   to learn. Both arms use patch 4; E gains one neighborhood level per doubling (App. A).
+# * **Equal compute:** a cell's budget is a number of training GFLOPs (6 × the analytic forward
+#   multiply-adds per image × batch, per step). Each arm's steps are that budget over its own
+#   cost per step. Training CPU-seconds are recorded beside them.
+# * **Seeds 0–3** per arm and cell, paired by seed. Every run is evaluated at ¼, ½ and all of
+#   its steps (anytime curves: quality against compute, the axis of the paper's Fig. 1).
+# * **Metrics**, all against held-out real images: the *detail distance* (the samples'
+#   high-frequency power spectrum against real images) for fine detail, and the cell's own
+#   evaluation classifier's *class accuracy* and *coherence* for the layout. No guidance
+#   (w = 1), so nothing is tuned on one arm.
+# * **Reading rule:** E wins a cell when the 95 % CI of its detail distance minus the global
+#   arm's lies below 0 and its class accuracy's does not lie below 0. The **crossover
+#   resolution** is the smallest resolution from which on E wins every cell.
+#
+# The plan, derived from each arm's FLOPs before any run:
+
+# %%
+from IPython.display import Markdown, display
+
+from hdit_edu.analysis import load_study_records
+from hdit_edu.studies import report as study_report
+from hdit_edu.studies import resolutions
+from hdit_edu.studies.registration import check as check_registered
+from hdit_edu.studies.runner import status as study_status
+
+STUDY = SCALING.parents[2] / "results" / "hourglass-vs-global"
+hvg = check_registered(STUDY / "study.toml")  # refuses a spec changed since registration
+display(Markdown("\n".join(resolutions.plan_lines(hvg))))
+budget = hvg.resolution_cells.final_gflop
+for p in hvg.resolution_cells.plan:  # equal FLOPs: each arm spends its cell's budget, to a step
+    assert p.gflop <= budget[p.resolution] < p.gflop + p.step_flops / 1e9, p
+states = study_status(hvg)
+done = [s["run"] for s in states if s["state"] == "done"]
+hvg_complete = len(done) == len(states)
+print(f"{len(done)} of {len(states)} registered runs are in: {', '.join(done)}")
+
+# %% [markdown]
+# The study's README fixes that nothing is read before all its runs are in. Until then the
+# cell below says so. Once they are in, it recomputes the analysis from the records, checks
+# it against the shipped `summary.json` and draws each cell's anytime curves.
+
+# %%
+if hvg_complete:
+    runs_hvg = load_study_records(hvg)
+    hvg_result = resolutions.analyze_study(hvg, runs_hvg)
+    shipped_hvg = json.loads((STUDY / "summary.json").read_text())
+    assert json.dumps(hvg_result, sort_keys=True) == json.dumps(shipped_hvg, sort_keys=True)
+    display(study_report.anytime_plot(hvg_result, hvg))
+    rows = {(r["x"], r["y"], r["metric"]): r for r in hvg_result["comparisons"]}
+    print("E − global at the final budget (paired by seed, 95 % CI, verdict by the rule):")
+    for n in hvg.resolution_cells.resolutions:
+        for m in hvg.metrics:
+            r = rows[f"global@{n}", f"E@{n}", m]
+            d = r["difference"]
+            print(f"  {n:>3d}²  {m:<16s}{d['mean']:+10.4g} [{d['ci95'][0]:+.4g}, "
+                  f"{d['ci95'][1]:+.4g}]  n = {d['n']}  {r['verdict']}")  # fmt: skip
+    cross = hvg_result["crossover"]["comparisons"][0]
+    where = cross["crossover_resolution"]
+    names = {"Y wins": "E wins", "X wins": "global wins", "not resolved": "not resolved"}
+    print("cells: " + ", ".join(f"{n}²: {names[v]}" for n, v in cross["readings"].items()) + " → "
+          + (f"crossover at {where}²" if where else "no crossover up to "
+             f"{hvg.resolution_cells.resolutions[-1]}²"))  # fmt: skip
+    print("equal CPU-seconds (E read at the global arm's training CPU-s, final point):")
+    for r in hvg_result["equal_cpu"]:
+        last = r["points"][-1] if r["points"] else None
+        if r["metric"] in ("detail_distance", "class_accuracy") and last:
+            shown = "outside E's curve" if last["y_minus_x"] is None else f"{last['y_minus_x']:+.4g}"
+            print(f"  {r['x']} → {r['y']} {r['metric']}: {shown} at {last['train_cpu_s']:.0f} CPU-s")
+    print("exponents (∝ pixels^k, the benchmark above):",
+          {a: {k: round(v, 2) for k, v in e.items()} for a, e in hvg_result["exponent"].items()})
+    assert hvg_result["exponent"] == {a: s["exponent"] for a, s in bench["summary"].items()}
+else:
+    print(f"{len(states) - len(done)} runs to go: the analysis is read when all "
+          f"{len(states)} are in (results/hourglass-vs-global/README.md, Progress)")
 
 # %% [markdown]
 # ## Summary
