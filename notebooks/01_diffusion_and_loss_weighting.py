@@ -922,23 +922,20 @@ assert r1.model == r2.model and r1.model.out_channels == 2 * r1.model.in_channel
 # then read by the registered rule (`results/baselines-toy/reading.py`).
 
 # %%
-import importlib.util
 import json
 from pathlib import Path
 
 import hdit_edu
 from hdit_edu.analysis import analyze
 from hdit_edu.studies.registration import check as check_registered
-from hdit_edu.studies.report import forest_plot
+from hdit_edu.studies.report import forest_plot, study_script
 
 BASELINES = Path(hdit_edu.__file__).resolve().parents[1] / "results" / "baselines-toy"
 study = check_registered(BASELINES / "study.toml")  # refuses a spec changed since its registration
 result = analyze(study)  # the 16 shipped records → means, CIs, paired differences
 shipped = json.loads((BASELINES / "summary.json").read_text())
 assert json.dumps(result, sort_keys=True) == json.dumps(shipped, sort_keys=True)
-rule = importlib.util.spec_from_file_location("baselines_reading", BASELINES / "reading.py")
-baselines_reading = importlib.util.module_from_spec(rule)
-rule.loader.exec_module(baselines_reading)
+baselines_reading = study_script(BASELINES, "reading")  # the registered rule, as code
 
 table = result["table"]
 print(f"{result['n_runs']} runs; mean [95 % CI] over seeds {table['R1']['seeds']}, w = 1")

@@ -625,12 +625,10 @@ plt.show()
 # (`reading.py`, committed before the first run finished).
 
 # %%
-import importlib.util
-
 from hdit_edu.analysis import analyze as analyze_study
 from hdit_edu.analysis import load_study_records
 from hdit_edu.studies.registration import check as check_registered
-from hdit_edu.studies.report import frontier_plot, guidance
+from hdit_edu.studies.report import frontier_plot, guidance, study_script
 
 REVISITED = RESULTS.parents[1] / "ablation-toy-revisited"
 revisited = check_registered(REVISITED / "study.toml")  # refuses a spec changed since registration
@@ -640,9 +638,7 @@ chosen = guidance(revisited, records29)  # each arm's w per seed and its frontie
 shipped29 = json.loads((REVISITED / "summary.json").read_text())
 same29 = json.dumps(result29 | {"guidance": chosen}, sort_keys=True)
 assert same29 == json.dumps(shipped29, sort_keys=True)  # the shipped summary is the records'
-rule29 = importlib.util.spec_from_file_location("revisited_reading", REVISITED / "reading.py")
-revisited_reading = importlib.util.module_from_spec(rule29)
-rule29.loader.exec_module(revisited_reading)
+revisited_reading = study_script(REVISITED, "reading")  # the registered rule, as code
 r29 = revisited_reading.rows(result29)
 print(f"{result29['n_runs']} runs, {sum(len(v['cfg_selected']) for v in chosen.values())} with a "
       "guidance selection")  # fmt: skip

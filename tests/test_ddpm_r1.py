@@ -21,6 +21,7 @@ from hdit_edu.presets import get_config, on_toy_task
 from hdit_edu.profiles import TOY_CONSTANT_EMA, ToyScale, to_toy_scale
 from hdit_edu.protocol import EvalProtocol, evaluate_loss
 from hdit_edu.sampling import DDPM_SAMPLER, SAMPLERS, generate, sampler_and_steps
+from hdit_edu.studies.report import study_script
 from hdit_edu.toy import ToyDataset
 from hdit_edu.training import EMAWarmup, Trainer
 
@@ -178,7 +179,6 @@ def test_baselines_toy_spec_loads_and_its_cost_is_the_readmes():
     """results/baselines-toy: the registered spec loads, runs 4 arms × 4 seeds at one lr with R1 sampling
     through DiT's 250 steps, fits the budget (6 CPU-h, 30 min a run) by its design's rates, and
     its README states those numbers."""
-    import importlib.util
     from pathlib import Path
 
     from hdit_edu.ablation import run_config
@@ -197,9 +197,7 @@ def test_baselines_toy_spec_loads_and_its_cost_is_the_readmes():
     assert protocol.sampling(run_config("R1", 0, b)) == ("ddpm", 250)
     assert protocol.sampling(run_config("R2", 0, b)) == ("dpmpp_3m_sde", 50)
     assert "heldout_loss" not in study.metrics and study.metrics[0] == "fid"
-    spec = importlib.util.spec_from_file_location("baselines_design", folder / "design.py")
-    design = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(design)
+    design = study_script(folder, "design")
     cost = design.per_run(study)
     assert max(cost.values()) <= design.RUN_LIMIT_S
     total = design.total_cpu_h(study)
@@ -215,11 +213,9 @@ def test_baselines_toy_reading_gives_each_outcome_of_its_rule():
     bar on R1's class accuracy, R2 worse than R1 from the CI's side of 0, R3 ≈ R1 within 20 % of
     R1's toy FID (inside: supports; outside 0 and beyond the margin: contradicts), and the whole
     account from the two primary readings."""
-    import runpy
     from pathlib import Path
 
-    reading = runpy.run_path(str(Path(__file__).resolve().parents[1] / "results" / "baselines-toy"
-                                 / "reading.py"))["reading"]  # fmt: skip
+    reading = study_script(Path(__file__).resolve().parents[1] / "results" / "baselines-toy").reading
 
     def row(x, y, metric, lo, hi):
         return {"x": x, "y": y, "metric": metric,

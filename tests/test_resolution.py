@@ -6,7 +6,6 @@ shipped results (``results/resolution-toy/study.toml``, analysed by
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -28,6 +27,7 @@ from hdit_edu.resolution import position_span, sampling_config, shifted_sigmas
 from hdit_edu.rope import AdditivePosEmb, make_axial_pos, token_positions
 from hdit_edu.sampling import generate, karras_sigmas
 from hdit_edu.stats import t_interval
+from hdit_edu.studies.report import study_script
 
 
 def p4k3_config(pos_emb: str = "rope", middle: str = "global") -> Config:
@@ -499,9 +499,7 @@ def test_shift_effect_is_shift_minus_no_shift_paired_by_seed_and_tabled_per_sche
 def test_same_as_record_tells_a_retrained_run_from_another_seed(capsys):
     """The check run on retrained C/D checkpoints: a record equals itself; seed 2 differs from
     seed 1 in the seed, every loss and the final numbers."""
-    spec = importlib.util.spec_from_file_location("same_as_record", RESULTS / "same_as_record.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = study_script(RESULTS, "same_as_record")
     runs = RESULTS.parent / "ablation-toy" / "runs"
     assert module.main([str(runs / "C-s1.json"), str(runs / "C-s1.json")]) == 0
     assert "C-s1: same run as the record (2100 logged losses equal" in capsys.readouterr().out

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import runpy
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ from hdit_edu.rope import (
     rope_turns,
     sincos_pos_emb_2d,
 )
+from hdit_edu.studies.report import study_script
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "results" / "ablation-toy" / "runs"
@@ -285,9 +285,9 @@ def test_revisited_study_is_the_registered_amd_cut():
     assert arms["D-table"].overrides == ("model.pos_emb=rope+additive",)
     assert (study.budget.train_steps, study.budget.batch_size) == (20_000, 16)
     assert len(study.comparisons) == 5 and study.rule == "holm" and study.reference is None
-    design = runpy.run_path(str(REVISITED / "design.py"))
-    assert design["AMD_CUT"] == {label: len(a.seeds) for label, a in arms.items()}
-    assert len(study.runs()) == sum(design["AMD_CUT"].values()) == 20
+    design = study_script(REVISITED, "design")
+    assert design.AMD_CUT == {label: len(a.seeds) for label, a in arms.items()}
+    assert len(study.runs()) == sum(design.AMD_CUT.values()) == 20
     assert study.metrics[:2] == ("fid_selected", "fid_ae_selected") and study.fid_ae
     assert study.select_cfg == (1.0, 1.5, 2.0, 3.0, 4.0) and study.loss_profile
 
@@ -296,7 +296,7 @@ def test_revisited_reading_rule_gives_each_outcome_of_its_table():
     """reading.py applies the README's RoPE outcome table as registered: each row of the table
     from analysis rows with those significances and signs (Holm p and CIs as the analysis
     writes them), and the qualifiers from the autoencoder FID and the σ-band errors."""
-    reading = runpy.run_path(str(REVISITED / "reading.py"))
+    reading = study_script(REVISITED, "reading")
 
     def row(mean, sig, lo=None, hi=None):
         lo, hi = (mean - 1, mean + 1) if lo is None else (lo, hi)
@@ -312,7 +312,7 @@ def test_revisited_reading_rule_gives_each_outcome_of_its_table():
         return r
 
     def verdict(r):
-        return reading["rope_reading"](r)[2]
+        return reading.rope_reading(r)[2]
 
     assert "supports **aliasing**" in verdict(rows(row(-9, True), row(-2, False)))
     assert "supports **lost absolute position**" in verdict(rows(row(-2, False), row(-9, True)))
@@ -320,10 +320,10 @@ def test_revisited_reading_rule_gives_each_outcome_of_its_table():
     assert "**neither**" in verdict(rows(row(-2, False), row(3, False)))
     assert "grid hurts" in verdict(rows(row(9, True), row(-9, True)))
     strong = rows(row(-9, True), row(0, False), ae=row(-5, False, -8, -2), mid=row(-1, False, -2, -0.5))
-    assert "under both extractors, and where the layout forms" in reading["rope_reading"](strong)[3]
+    assert "under both extractors, and where the layout forms" in reading.rope_reading(strong)[3]
     weak = rows(row(-9, True), row(0, False), ae=row(-5, False, -8, 1))
-    assert "toy classifier only;" in reading["rope_reading"](weak)[3]
+    assert "toy classifier only;" in reading.rope_reading(weak)[3]
     r = {("C", "D", "fid_selected"): row(8, True), ("C", "D", "fid"): row(8, False)}
-    assert "a guidance artefact" in reading["guidance_reading"](r)[0]
+    assert "a guidance artefact" in reading.guidance_reading(r)[0]
     r[("C", "D", "fid")] = row(7, True)
-    assert "stands" in reading["guidance_reading"](r)[0]
+    assert "stands" in reading.guidance_reading(r)[0]

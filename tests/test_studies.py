@@ -24,6 +24,7 @@ from hdit_edu.ablation import load_runs
 from hdit_edu.analysis import analyze, analyze_runs, complete, load_records
 from hdit_edu.protocol import EvalProtocol, diversity
 from hdit_edu.studies import registration, report, runner
+from hdit_edu.studies.report import study_script
 from hdit_edu.studies.spec import SpecError, load_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -530,3 +531,17 @@ def test_stop_after_starts_no_new_run(tmp_path):
     assert not list(study.records.glob("*.json"))
     with pytest.raises(ValueError, match="stop_after=-1; allowed: minutes"):
         runner.run(spec, progress=False, stop_after=-1)
+
+
+def test_a_study_folders_own_script_loads_as_a_module(tmp_path):
+    """``study_script``: a study's ``reading.py`` (or any NAME.py beside its spec) as a module,
+    freshly executed on every call; a missing script names its path."""
+    (tmp_path / "reading.py").write_text(
+        "from dataclasses import dataclass\n\n@dataclass\nclass Row:\n    x: int\n\n"
+        "CALLS = []\nCALLS.append(1)\n\ndef double(r):\n    return Row(2 * r.x)\n"
+    )  # fmt: skip
+    first = study_script(tmp_path)
+    assert first.double(first.Row(21)) == first.Row(42) and first.CALLS == [1]
+    assert study_script(tmp_path).CALLS == [1]  # executed again, not a cached module
+    with pytest.raises(FileNotFoundError, match=r"design\.py: the study has no design\.py"):
+        study_script(tmp_path, "design")

@@ -8,6 +8,9 @@ chosen scales in ``summary.json`` (``guidance``) and ``summary.md``; for a study
 (``task.resolutions``) also ``anytime.png`` (every metric against training GFLOPs per
 resolution and arm, with its 95 % CI band: :func:`anytime_plot`).
 
+:func:`study_script` loads a study folder's own question-specific script (``reading.py``: the
+rule fixed before the runs, as code; ``design.py``: its cost and power) for a notebook or test.
+
 The readings (:func:`readings`) are generated from the numbers and the reading rule fixed in
 the spec, and say nothing else: the difference and its interval, the corrected p, whether the
 rule calls it significant / better / worse / not resolved, and whether its sign is the
@@ -16,9 +19,12 @@ expected one. They never say *why*.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
+from types import ModuleType
 
 from ..analysis import ALL_METRICS, METRIC_LABELS, load_study_records, side_label
 from ..checkpoints import atomic_write_text
@@ -382,3 +388,16 @@ def report(spec: str | Path | Study, out: str | Path | None = None) -> dict:
     if "anytime" in result:
         anytime_plot(result, study, out / "anytime.png")
     return result | {"markdown": text, "readings": readings(result, study)}
+
+
+def study_script(folder: str | Path, name: str = "reading") -> ModuleType:
+    """The study folder's script ``NAME.py`` as a module (a fresh one on every call), e.g. a
+    registered reading rule (``reading.py``) that a notebook shows beside the numbers."""
+    path = Path(folder) / f"{name}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the study has no {name}.py")
+    spec = importlib.util.spec_from_file_location(f"{Path(folder).name}_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as importlib's recipe: dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
