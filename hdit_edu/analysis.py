@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .env import cpu_kind_label, same_cpu_kind
 from .stats import ALPHA, ci_verdict, holm, kendall_tau, paired_difference, t_interval
 
 METRICS = {"fid": +1, "class_accuracy": -1, "heldout_loss": +1}  # +1: lower is better
@@ -135,31 +136,16 @@ def _side_values(final: dict, side, metric: str) -> dict[int, float]:
     return {s: r[metric] for s, r in final.get(side, {}).items()}
 
 
-def _same_kind(a: dict, b: dict) -> bool:
-    """Whether two records' ``versions`` name one CPU kind: the same model name and, where both
-    keep it, the same ``cpu_id`` (:func:`hdit_edu.env.cpu_id`; records made before it have
-    only the model name, which under a hypervisor can be one name for two kinds)."""
-    if a.get("cpu") != b.get("cpu"):
-        return False
-    return a.get("cpu_id") is None or b.get("cpu_id") is None or a["cpu_id"] == b["cpu_id"]
-
-
-def _kind(versions: dict) -> str:
-    cpu, cpu_id = versions.get("cpu"), versions.get("cpu_id")
-    return f"{cpu}" + (f" ({cpu_id})" if cpu_id else "")
-
-
 def _check_cpu_kinds(runs: dict, x, y, seeds: list[int], per_seed: bool = False) -> None:
-    """Refuse a comparison whose runs come from different CPU kinds (:func:`_same_kind`): all
+    """Refuse a comparison whose runs come from different CPU kinds (``env.same_cpu_kind``): all
     of its runs, or with ``per_seed`` (``cross_cpu = "seeds"``) the runs of each seed."""
     arms = (*_arms_of(x), *_arms_of(y))
     groups = [[s] for s in seeds] if per_seed else [seeds]
     for group in groups:
         kinds = {f"{arm}-s{s}": runs[arm][s].get("versions", {}) for arm in arms for s in group}
-        first = next(iter(kinds.values()))
-        if all(_same_kind(first, v) and _same_kind(v, w) for v in kinds.values() for w in kinds.values()):
+        if all(same_cpu_kind(v, w) for v in kinds.values() for w in kinds.values()):
             continue
-        listed = ", ".join(f"{k} on {_kind(v)}" for k, v in kinds.items())
+        listed = ", ".join(f"{k} on {cpu_kind_label(v)}" for k, v in kinds.items())
         what = f"{side_label(x)} → {side_label(y)}"
         scope = "within one seed " if per_seed else ""
         raise ValueError(

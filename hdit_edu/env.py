@@ -7,8 +7,9 @@ environment variable ``HDIT_PROFILE`` overrides it (the notebook tests set ``HDI
 :func:`natten_status` is the one place that asks NATTEN what it can do here; the attention
 backends (``backend="auto"``), the report and the benchmarks all read it.
 
-:func:`versions` (with :func:`cpu_model`, :func:`cpu_id` and :func:`git`) is what every experiment record
-keeps of its environment: runs repeat bit for bit on one CPU kind only.
+:func:`versions` (with :func:`cpu_model`, :func:`cpu_id` and :func:`git`) is what every
+experiment record keeps of its environment: runs repeat bit for bit on one CPU kind only, and
+:func:`same_cpu_kind` is the one place that says whether two records' CPUs are one kind.
 """
 
 from __future__ import annotations
@@ -130,6 +131,21 @@ def cpu_id() -> str | None:
     ]
     parts.append(torch.backends.cpu.get_cpu_capability())
     return " ".join(p for p in parts if p) or None
+
+
+def same_cpu_kind(a: dict, b: dict) -> bool:
+    """Whether two records' ``versions`` name one CPU kind: the same model name and, where both
+    keep it, the same ``cpu_id`` (records made before it have only the model name, which under
+    a hypervisor can be one name for two kinds)."""
+    if a.get("cpu") != b.get("cpu"):
+        return False
+    return a.get("cpu_id") is None or b.get("cpu_id") is None or a["cpu_id"] == b["cpu_id"]
+
+
+def cpu_kind_label(versions: dict) -> str:
+    """A record's CPU kind in words: the model name, with the ``cpu_id`` where it has one."""
+    cpu, ident = versions.get("cpu"), versions.get("cpu_id")
+    return f"{cpu}" + (f" ({ident})" if ident else "")
 
 
 def git(folder: str | Path, *args: str) -> str | None:
