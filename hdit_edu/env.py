@@ -158,15 +158,29 @@ def git(folder: str | Path, *args: str) -> str | None:
         return None
 
 
+# What a run reads from the repository: the package, its shipped weights and data, what it
+# installs. A record's ``git_dirty`` is about these only: the records, queue logs and specs that
+# a study writes under results/ (tracked once committed) say nothing about the code that ran.
+CODE_PATHS = ("hdit_edu", "data", "pyproject.toml", "requirements")
+
+
+def git_dirty(folder: str | Path) -> bool | None:
+    """Whether the tracked files of :data:`CODE_PATHS` in the repository at ``folder`` differ
+    from its commit (None outside a repository)."""
+    status = git(folder, "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
+    return None if status is None else bool(status)
+
+
 def versions() -> dict:
-    """Python, torch, numpy, the package's git commit (+ dirty flag), CPU model and id, threads."""
+    """Python, torch, numpy, the package's git commit (+ :func:`git_dirty`), CPU model and id,
+    threads."""
     source = Path(__file__).resolve().parents[1]
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
         "git_commit": git(source, "rev-parse", "HEAD"),
-        "git_dirty": bool(git(source, "status", "--porcelain", "--untracked-files=no")),
+        "git_dirty": git_dirty(source),
         "cpu": cpu_model(),
         "cpu_id": cpu_id(),
         "threads": torch.get_num_threads(),

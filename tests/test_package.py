@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hdit_edu.env import cpu_id, environment_report, format_report, resolve_profile, versions
+from hdit_edu.env import (
+    cpu_id,
+    environment_report,
+    format_report,
+    git_dirty,
+    resolve_profile,
+    versions,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 tomllib = pytest.importorskip(
@@ -82,3 +89,28 @@ def test_records_keep_the_cpu_id_beside_the_model_name():
     )
     assert cpu_id() == expected
     assert versions()["cpu_id"] == expected
+
+
+def test_git_dirty_is_about_the_code_not_the_records_a_study_writes(tmp_path):
+    """A study's tracked records and queue log grow under its runs: they do not make a record
+    say its code was dirty; a change to the package, its data or its requirements does."""
+    def run(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    for name in ("hdit_edu/model.py", "data/weights.json", "results/s/runs/queue.jsonl", "README.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("0\n")
+    run("init", "-q")
+    run("add", ".")
+    run("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    assert git_dirty(tmp_path) is False
+    (tmp_path / "results/s/runs/queue.jsonl").write_text("0\n1\n")  # a run appends its events
+    (tmp_path / "README.md").write_text("changed\n")
+    (tmp_path / "hdit_edu/new.py").write_text("untracked\n")
+    assert git_dirty(tmp_path) is False
+    (tmp_path / "data/weights.json").write_text("1\n")
+    assert git_dirty(tmp_path) is True
+    run("checkout", "--", "data")
+    (tmp_path / "hdit_edu/model.py").write_text("1\n")
+    assert git_dirty(tmp_path) is True
+    assert git_dirty(tmp_path.parent / "not-a-repo-here") is None
