@@ -673,6 +673,38 @@ else:
           f"{len(states)} are in (results/hourglass-vs-global/README.md, Progress)")
 
 # %% [markdown]
+# **Table 1's R4 row, and what equal compute changes.** Table 1 trains every configuration for
+# the same number of steps, so its R4 row (DiT-B/4 with HDiT's blocks and soft-min-SNR: one
+# level of global attention) spends several times E's FLOPs per step, a factor that grows
+# with the resolution. The study's cells hold the FLOPs equal instead. E then trains that many
+# times as many steps as the global arm: the same factor, paid in steps rather than in quality.
+
+# %%
+r4_over_e = {n: r4 / e for n, r4, e in zip(TABLE1_RESOLUTIONS, TABLE1_GFLOPS["R4"], TABLE1_GFLOPS["E"])}
+cell_plan = {(p.arm, p.resolution): p for p in hvg.resolution_cells.plan}
+steps_ratio = {n: cell_plan["E", n].steps / cell_plan["global", n].steps
+               for n in hvg.resolution_cells.resolutions}  # fmt: skip
+mac_ratio = {n: cell_plan["global", n].forward_mac / cell_plan["E", n].forward_mac
+             for n in hvg.resolution_cells.resolutions}  # fmt: skip
+print("paper, R4 ÷ E GFLOP per forward: "
+      + ", ".join(f"{n}²: {r:.1f}×" for n, r in r4_over_e.items()))  # fmt: skip
+print("study, global ÷ E MAC per forward: " + ", ".join(f"{n}²: {r:.1f}×" for n, r in mac_ratio.items()))
+print("study, E's steps ÷ the global arm's at equal FLOPs: "
+      + ", ".join(f"{n}²: {r:.1f}×" for n, r in steps_ratio.items()))  # fmt: skip
+for n in hvg.resolution_cells.resolutions:  # the steps ratio is the cost ratio, to a step
+    assert abs(steps_ratio[n] - mac_ratio[n]) / mac_ratio[n] < 0.01, n
+assert list(mac_ratio.values()) == sorted(mac_ratio.values())  # it grows with the resolution
+assert list(r4_over_e.values()) == sorted(r4_over_e.values())
+# the toy's 128² cell is priced like the paper between 128² and 256² (see below)
+assert r4_over_e[128] < mac_ratio[128] < r4_over_e[256]
+
+# %% [markdown]
+# The toy's ratios run ahead of the paper's at the same pixel count. Both global models see
+# 1,024 tokens at 128² (patch 4), but the toy is 128 wide against the paper's 768, and
+# attention's tokens² term grows against the feed-forward's width² term as the width shrinks.
+# So the toy's 128² cell is priced like the paper's models between 128² and 256².
+
+# %% [markdown]
 # ## Summary
 #
 # * Counting multiply-adds, with attention as `s_q·s_k·(d_q + d_v)` per head, reproduces every
