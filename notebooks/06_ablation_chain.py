@@ -713,7 +713,7 @@ display(Markdown("\n".join(
 # * **The metrics are not the reason.** FID in the autoencoder's features, which never saw a
 #   label, and the unweighted error at σ 0.5–5, where the layout forms, agree with the
 #   classifier. Only the held-out loss under each arm's own weighting cannot tell C from D:
-#   the band where they differ is a small part of it.
+#   it averages over every σ, and the arms differ in one band.
 # * **Aliasing is not the reason.** D-grid (no pair turns by π per token) cannot be told
 #   from D in either extractor. **The lost absolute position is**: D-table, which keeps RoPE
 #   and adds C's table back, recovers most of the gap. Its difference to C cannot be told from
