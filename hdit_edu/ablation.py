@@ -486,8 +486,9 @@ def rerun_prefix(record: dict, steps: int = 30) -> dict:
     compare each step's loss with ``record["losses_first_steps"]``. Returns ``{"steps",
     "recorded", "rerun", "identical", "first_difference", "max_abs_difference",
     "max_rel_difference", "cpu", "recorded_cpu", "same_cpu", "reproduced", "seconds"}``:
-    ``reproduced`` is ``identical`` (``==`` at every step) on the record's CPU kind, and the
-    losses within :data:`CROSS_CPU_RTOL` on another."""
+    ``reproduced`` is ``identical`` (``==`` at every step) on the record's CPU kind (known by
+    its ``cpu_id``: ``env.same_cpu_kind(known=True)``), and the losses within
+    :data:`CROSS_CPU_RTOL` otherwise."""
     t0 = time.perf_counter()
     recorded = record["losses_first_steps"][:steps]
     trainer = Trainer(record_config(record), None, progress=False, device="cpu")
@@ -496,7 +497,7 @@ def rerun_prefix(record: dict, steps: int = 30) -> dict:
     rel = max((abs(a - b) / abs(b) for a, b in zip(rerun, recorded)), default=0.0)
     here = versions()
     cpu, recorded_cpu = cpu_kind_label(here), cpu_kind_label(record["versions"])
-    same_cpu = here.get("cpu") is not None and same_cpu_kind(here, record["versions"])
+    same_cpu = here.get("cpu") is not None and same_cpu_kind(here, record["versions"], known=True)
     return {
         "steps": len(recorded),
         "recorded": recorded,

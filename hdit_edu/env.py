@@ -133,13 +133,16 @@ def cpu_id() -> str | None:
     return " ".join(p for p in parts if p) or None
 
 
-def same_cpu_kind(a: dict, b: dict) -> bool:
+def same_cpu_kind(a: dict, b: dict, *, known: bool = False) -> bool:
     """Whether two records' ``versions`` name one CPU kind: the same model name and, where both
     keep it, the same ``cpu_id`` (records made before it have only the model name, which under
-    a hypervisor can be one name for two kinds)."""
+    a hypervisor can be one name for two kinds). ``known=True`` (to expect bit-identical
+    numbers): both must keep a ``cpu_id``, since a model name alone does not settle it."""
     if a.get("cpu") != b.get("cpu"):
         return False
-    return a.get("cpu_id") is None or b.get("cpu_id") is None or a["cpu_id"] == b["cpu_id"]
+    if a.get("cpu_id") is None or b.get("cpu_id") is None:
+        return not known
+    return a["cpu_id"] == b["cpu_id"]
 
 
 def cpu_kind_label(versions: dict) -> str:

@@ -22,6 +22,7 @@ from conftest import TINY_STUDY
 from hdit_edu.ablation import analyze as ablation_analyze
 from hdit_edu.ablation import load_runs
 from hdit_edu.analysis import analyze, analyze_runs, complete, load_records
+from hdit_edu.env import same_cpu_kind
 from hdit_edu.protocol import EvalProtocol, diversity
 from hdit_edu.studies import registration, report, runner
 from hdit_edu.studies.report import study_script
@@ -272,6 +273,11 @@ def test_one_model_name_for_two_kinds_is_told_apart_by_cpu_id_and_seeds_may_diff
     with pytest.raises(ValueError, match="within one seed from different CPU kinds .*C-s2.*D-s2"):
         analyze_runs(kinds, **args, cross_cpu="seeds")
     assert analyze_runs(kinds, **args, cross_cpu=True)["comparisons"][0]["difference"]["n"] == 3
+    # to expect equal numbers a model name is not enough: both must keep a cpu_id
+    old, new = {"cpu": "AMD EPYC"}, {"cpu": "AMD EPYC", "cpu_id": zen}
+    assert same_cpu_kind(old, new) and not same_cpu_kind(old, new, known=True)
+    assert same_cpu_kind(new, dict(new), known=True)
+    assert not same_cpu_kind(new, {"cpu": "AMD EPYC", "cpu_id": zen + " "}, known=False)
 
 
 def test_the_report_states_the_numbers_and_shows_amendments(finished, tmp_path):
