@@ -52,7 +52,7 @@ from .checkpoints import atomic_write_text
 from .configs import Config, at_resolution
 from .data import ImageFolderDataset, save_grid
 from .ddpm import SAMPLING_STEPS
-from .env import cpu_kind_label, cpu_model, git, same_cpu_kind, versions  # noqa: F401 (cpu_model, git: part of this API)
+from .env import cpu_kind, cpu_kind_label, cpu_model, git, same_cpu_kind, versions  # noqa: F401 (cpu_model, git: part of this API)
 from .flops import analytic_gflops
 from .presets import ABLATION_STEPS, BASELINES, MIN_SNR_VARIANTS, get_config, on_toy_task
 from .protocol import EvalProtocol, evaluate, evaluate_loss
@@ -495,7 +495,7 @@ def rerun_prefix(record: dict, steps: int = 30) -> dict:
     rerun = [trainer.train_step() for _ in range(len(recorded))]
     same = [a == b for a, b in zip(rerun, recorded)]
     rel = max((abs(a - b) / abs(b) for a, b in zip(rerun, recorded)), default=0.0)
-    here = versions()
+    here = cpu_kind()
     cpu, recorded_cpu = cpu_kind_label(here), cpu_kind_label(record["versions"])
     same_cpu = here.get("cpu") is not None and same_cpu_kind(here, record["versions"], known=True)
     return {

@@ -100,16 +100,24 @@ def format_report(report: dict | None = None) -> str:
     )
 
 
+def _cpuinfo() -> dict[str, str] | None:
+    """``/proc/cpuinfo`` as each field's first value (the first processor's); None where it
+    cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    fields: dict[str, str] = {}
+    for ln in text.splitlines():
+        key, sep, value = ln.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
 def cpu_model() -> str | None:
     """The CPU's model name (``/proc/cpuinfo``), as the records keep it; None where unknown."""
-    try:
-        return next(
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        return None
+    return (_cpuinfo() or {}).get("model name")
 
 
 def cpu_id() -> str | None:
@@ -117,20 +125,20 @@ def cpu_id() -> str | None:
     (``/proc/cpuinfo``) and the vector unit torch dispatches to. Under a hypervisor the model
     name can be as coarse as "AMD EPYC" for CPUs that round differently (two such machines
     differed from the sixth training step on), so the records keep this beside it."""
-    try:
-        fields = {}
-        for ln in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = ln.partition(":")
-            if not key.strip():
-                break  # the first processor's block ends at the first empty line
-            fields.setdefault(key.strip(), value.strip())
-    except OSError:
+    fields = _cpuinfo()
+    if fields is None:
         return None
     parts = [fields.get("vendor_id")] + [
         f"{k.split()[-1]} {fields[k]}" for k in ("cpu family", "model", "stepping") if k in fields
     ]
     parts.append(torch.backends.cpu.get_cpu_capability())
     return " ".join(p for p in parts if p) or None
+
+
+def cpu_kind() -> dict:
+    """This machine's CPU as a record's ``versions`` names it: ``{"cpu", "cpu_id"}`` (what
+    :func:`same_cpu_kind` compares)."""
+    return {"cpu": cpu_model(), "cpu_id": cpu_id()}
 
 
 def same_cpu_kind(a: dict, b: dict, *, known: bool = False) -> bool:
@@ -184,7 +192,6 @@ def versions() -> dict:
         "numpy": np.__version__,
         "git_commit": git(source, "rev-parse", "HEAD"),
         "git_dirty": git_dirty(source),
-        "cpu": cpu_model(),
-        "cpu_id": cpu_id(),
+        **cpu_kind(),
         "threads": torch.get_num_threads(),
     }

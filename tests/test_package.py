@@ -12,6 +12,7 @@ import yaml
 
 from hdit_edu.env import (
     cpu_id,
+    cpu_kind,
     environment_report,
     format_report,
     git_dirty,
@@ -89,6 +90,7 @@ def test_records_keep_the_cpu_id_beside_the_model_name():
     )
     assert cpu_id() == expected
     assert versions()["cpu_id"] == expected
+    assert cpu_kind() == {"cpu": field.get("model name"), "cpu_id": expected}
 
 
 def test_git_dirty_is_about_the_code_not_the_records_a_study_writes(tmp_path):

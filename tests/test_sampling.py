@@ -370,7 +370,7 @@ def test_generate_draws_what_the_five_old_entry_points_drew(toy_run):
     rounding (another kernel's summation order). The fixture names its CPU by model name only
     ("AMD EPYC"), and that name turned out to cover two kinds that round differently
     (results/hourglass-vs-global/README.md, amendment A1): bit for bit needs a ``cpu_id``."""
-    from hdit_edu.env import same_cpu_kind, versions
+    from hdit_edu.env import cpu_kind, same_cpu_kind
     from hdit_edu.sampling import generate
 
     config, denoiser = toy_run
@@ -383,7 +383,7 @@ def test_generate_draws_what_the_five_old_entry_points_drew(toy_run):
         "three_in_batches_of_two": generate(denoiser, config, 3, steps=3, seed=1, batch_size=2),
     }
     made = {"cpu": golden["cpu_model"], "cpu_id": golden.get("cpu_id")}
-    same_machine = same_cpu_kind(made, versions(), known=True) and golden["torch"] == torch.__version__
+    same_machine = same_cpu_kind(made, cpu_kind(), known=True) and golden["torch"] == torch.__version__
     for name, images in got.items():
         if same_machine:
             assert torch.equal(images, golden[name]), name
