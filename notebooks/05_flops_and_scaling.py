@@ -673,23 +673,25 @@ assert hvg_result["exponent"] == {a: s["exponent"] for a, s in bench["summary"].
 
 # %% [markdown]
 # Where do these distances sit? The next cell measures the detail distance at 128² between
-# real held-out renders and three references: other real renders (the floor), the same scenes
-# without their detail (`ToyDataset`: layout right, detail missing), and uniform noise.
+# real held-out renders and four references: other real renders (the floor), the same scenes
+# without their detail (`ToyDataset`: layout right, detail missing), the scenes rendered at 32²
+# and upsampled, and uniform noise (`spectrum.detail_checks`, as the study's README measured
+# them before any run).
 
 # %%
 import numpy as np
 
-from hdit_edu.spectrum import spectrum_distance
+from hdit_edu.spectrum import detail_checks, spectrum_distance
 from hdit_edu.toy import ToyDataset
 from hdit_edu.toy_detail import ToyDetailDataset
 
-idx = np.arange(128)
 real = ToyDetailDataset("test", 128, size=256).batch(np.arange(256))[0]
-plain = ToyDataset("test", 128, size=128).batch(idx)[0]  # the same scenes, no stripes or outline
-noise = torch.rand(real[:128].shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
-ref128 = {"real (floor)": spectrum_distance(real[128:], real[:128]),
+coarse = ToyDetailDataset("test", 32, size=256).batch(np.arange(256))[0]  # the same scenes at 32²
+plain = ToyDataset("test", 128, size=128).batch(np.arange(128))[0]  # no stripes or outline
+checks = detail_checks(real, coarse)  # floor, 32² upsampled and uniform noise against real
+ref128 = {"real (floor)": checks["floor"],
           "layout right, no detail": spectrum_distance(real[128:], plain),
-          "uniform noise": spectrum_distance(real[128:], noise)}  # fmt: skip
+          "32² upsampled": checks["upsampled"], "uniform noise": checks["noise"]}  # fmt: skip
 final128 = {a: hvg_result["table"][f"{a}@128"]["detail_distance"]["mean"] for a in ("E", "global")}
 print("detail distance at 128²: " + ", ".join(f"{k} {v:.3f}" for k, v in ref128.items())
       + "; trained: " + ", ".join(f"{a} {v:.3f}" for a, v in final128.items()))  # fmt: skip
